@@ -1,0 +1,1 @@
+"""beanraft.jobs"""
