@@ -1,1 +1,92 @@
-"""beanraft.protocol"""
+"""beanraft.protocol: a sans-I/O codec of the beanstalkd 1.12 text protocol.
+
+Feed a ``ServerConnection`` the bytes a client sends, take requests (frozen dataclasses named
+after the commands, e.g. ``Put``, ``ReserveWithTimeout``) or ``Rejected`` answers from
+``next_request()`` until it returns ``NEED_DATA``, and turn replies (``Inserted``,
+``DeadlineSoon``, ...) into bytes with ``send()``. No sockets, no clock, standard library only.
+"""
+
+from .connection import LINE_BUF_SIZE, MAX_JOB_SIZE_LIMIT, NEED_DATA, ServerConnection
+from .replies import (
+    REPLY_TYPES,
+    STATS_JOB_KEYS,
+    STATS_KEYS,
+    STATS_TUBE_KEYS,
+    BadFormat,
+    Buried,
+    DeadlineSoon,
+    Deleted,
+    Draining,
+    ExpectedCrlf,
+    Found,
+    Inserted,
+    InternalError,
+    JobTooBig,
+    Kicked,
+    NotFound,
+    NotIgnored,
+    Ok,
+    OutOfMemory,
+    Paused,
+    Released,
+    Reply,
+    Reserved,
+    TimedOut,
+    Touched,
+    UnknownCommand,
+    Using,
+    Watching,
+    encode,
+    yaml_list,
+    yaml_mapping,
+)
+from .requests import (
+    REQUEST_TYPES,
+    Bury,
+    Delete,
+    Ignore,
+    Kick,
+    KickJob,
+    ListTubes,
+    ListTubesWatched,
+    ListTubeUsed,
+    PauseTube,
+    Peek,
+    PeekBuried,
+    PeekDelayed,
+    PeekReady,
+    Put,
+    Quit,
+    Rejected,
+    Release,
+    Request,
+    Reserve,
+    ReserveJob,
+    ReserveWithTimeout,
+    Stats,
+    StatsJob,
+    StatsTube,
+    Touch,
+    Use,
+    Watch,
+    encode_request,
+)
+
+__all__ = [
+    # connection
+    "ServerConnection", "NEED_DATA", "LINE_BUF_SIZE", "MAX_JOB_SIZE_LIMIT",
+    # requests
+    "Request", "REQUEST_TYPES", "Rejected", "encode_request",
+    "Put", "Use", "Reserve", "ReserveWithTimeout", "ReserveJob", "Delete", "Release", "Bury",
+    "Touch", "Watch", "Ignore", "Peek", "PeekReady", "PeekDelayed", "PeekBuried", "Kick",
+    "KickJob", "StatsJob", "StatsTube", "Stats", "ListTubes", "ListTubeUsed",
+    "ListTubesWatched", "PauseTube", "Quit",
+    # replies
+    "Reply", "REPLY_TYPES", "encode",
+    "Inserted", "Buried", "Using", "Reserved", "DeadlineSoon", "TimedOut", "Deleted",
+    "NotFound", "Released", "Touched", "Watching", "NotIgnored", "Found", "Kicked", "Paused",
+    "Ok", "BadFormat", "UnknownCommand", "ExpectedCrlf", "JobTooBig", "OutOfMemory",
+    "InternalError", "Draining",
+    # YAML
+    "yaml_mapping", "yaml_list", "STATS_JOB_KEYS", "STATS_TUBE_KEYS", "STATS_KEYS",
+]

@@ -1,0 +1,179 @@
+"""Turning one command line into a request, by beanstalkd 1.12's prefix table.
+
+Theory of operation. ``parse_line`` gets the bytes of one line without its CRLF.
+
+1. A NUL byte anywhere makes the line BAD_FORMAT before any command is looked at.
+2. The line is compared with the prefixes of ``COMMANDS`` in beanstalkd's order, and the first
+   prefix that matches decides the command, however nonsensical the rest: ``reservex`` is a
+   malformed ``reserve``, ``stats-tube`` without a name a malformed ``stats``, and
+   ``pause-tubedefault 0`` a valid pause of ``default``. No prefix matches: UNKNOWN_COMMAND.
+   Matching is case-sensitive.
+3. The command's handler reads the rest of the line with the readers of ``fields``; any
+   ``FormatError`` becomes BAD_FORMAT, not counted in ``cmd-*``.
+
+A put line does not make a request on its own: ``parse_line`` returns a ``PutHeader`` and the
+connection, which knows max-job-size, decides whether to read the body or discard it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from .fields import (
+    U32_MAX,
+    U64_MAX,
+    FormatError,
+    is_valid_tube_name,
+    name_run_end,
+    read_c_int_timeout,
+    read_kick_bound,
+    read_number,
+    read_number_strict,
+    read_tube_name,
+)
+from .replies import BadFormat, UnknownCommand
+from .requests import (
+    Bury,
+    Delete,
+    Ignore,
+    Kick,
+    KickJob,
+    ListTubes,
+    ListTubesWatched,
+    ListTubeUsed,
+    PauseTube,
+    Peek,
+    PeekBuried,
+    PeekDelayed,
+    PeekReady,
+    Quit,
+    Rejected,
+    Release,
+    Request,
+    Reserve,
+    ReserveJob,
+    ReserveWithTimeout,
+    Stats,
+    StatsJob,
+    StatsTube,
+    Touch,
+    Use,
+    Watch,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PutHeader:
+    """A parsed ``put`` line. ``trailing`` is True when bytes follow ``<bytes>`` on the line."""
+
+    pri: int
+    delay_s: int
+    ttr_s: int
+    size: int
+    trailing: bool
+
+
+Parsed = Union[Request, Rejected, PutHeader]
+Handler = Callable[[bytes], Parsed]
+
+
+def _put(rest: bytes) -> PutHeader:
+    pri, pos = read_number(rest, 0, U32_MAX)
+    delay_s, pos = read_number(rest, pos, U32_MAX)
+    ttr_s, pos = read_number(rest, pos, U32_MAX)
+    size, pos = read_number(rest, pos, U32_MAX)
+    # Trailing text is judged by the connection: JOB_TOO_BIG takes precedence over it.
+    return PutHeader(pri, delay_s, ttr_s, size, trailing=pos != len(rest))
+
+
+def _release(rest: bytes) -> Release:
+    job_id, pos = read_number(rest, 0, U64_MAX)
+    pri, pos = read_number(rest, pos, U32_MAX)
+    return Release(job_id, pri, read_number_strict(rest, pos, U32_MAX))
+
+
+def _bury(rest: bytes) -> Bury:
+    job_id, pos = read_number(rest, 0, U64_MAX)
+    return Bury(job_id, read_number_strict(rest, pos, U32_MAX))
+
+
+def _pause_tube(rest: bytes) -> PauseTube | Rejected:
+    # The prefix has no trailing space; spaces before the name are skipped, then the name is
+    # the longest run of name characters -- digits included, so "default10" is all name.
+    start = 0
+    while start < len(rest) and rest[start] == 0x20:
+        start += 1
+    end = name_run_end(rest, start)
+    delay_s = read_number_strict(rest, end, U32_MAX)
+    name = rest[start:end]
+    if not is_valid_tube_name(name):
+        # 1.12 has already counted cmd-pause-tube when it checks the name's length and "-".
+        return Rejected(BadFormat(), counted="pause-tube")
+    return PauseTube(name.decode("ascii"), delay_s)
+
+
+def _job_id(request_type: type) -> Handler:
+    """Handler for ``<command> <id>`` where the id must end the line."""
+    return lambda rest: request_type(read_number_strict(rest, 0, U64_MAX))
+
+
+def _tube(request_type: type) -> Handler:
+    """Handler for ``<command> <tube>``: the name is the whole rest, no space skipping."""
+    return lambda rest: request_type(read_tube_name(rest))
+
+
+def _exact(request_type: type) -> Handler:
+    """Handler for a command without arguments: nothing may follow the prefix."""
+
+    def handler(rest: bytes) -> Request:
+        if rest:
+            raise FormatError("no arguments expected")
+        return request_type()
+
+    return handler
+
+
+#: beanstalkd 1.12's command prefixes, in the order it tries them (§2.1). The order matters:
+#: "peek " before "peek-ready", "reserve-with-timeout " and "reserve-job " before "reserve",
+#: "stats-job " and "stats-tube " before "stats", "list-tubes-watched" before "list-tubes".
+COMMANDS: tuple[tuple[bytes, Handler], ...] = (
+    (b"put ", _put),
+    (b"peek ", _job_id(Peek)),
+    (b"peek-ready", _exact(PeekReady)),
+    (b"peek-delayed", _exact(PeekDelayed)),
+    (b"peek-buried", _exact(PeekBuried)),
+    (b"reserve-with-timeout ", lambda rest: ReserveWithTimeout(read_c_int_timeout(rest))),
+    (b"reserve-job ", _job_id(ReserveJob)),
+    (b"reserve", _exact(Reserve)),
+    (b"delete ", _job_id(Delete)),
+    (b"release ", _release),
+    (b"bury ", _bury),
+    (b"kick ", lambda rest: Kick(read_kick_bound(rest))),
+    (b"kick-job ", _job_id(KickJob)),
+    (b"touch ", _job_id(Touch)),
+    (b"stats-job ", _job_id(StatsJob)),
+    (b"stats-tube ", _tube(StatsTube)),
+    (b"stats", _exact(Stats)),
+    (b"use ", _tube(Use)),
+    (b"watch ", _tube(Watch)),
+    (b"ignore ", _tube(Ignore)),
+    (b"list-tubes-watched", _exact(ListTubesWatched)),
+    (b"list-tube-used", _exact(ListTubeUsed)),
+    (b"list-tubes", _exact(ListTubes)),
+    (b"quit", lambda rest: Quit()),  # a prefix: "quitXYZ" quits too
+    (b"pause-tube", _pause_tube),
+)
+
+
+def parse_line(line: bytes) -> Parsed:
+    """Parses one command line (CRLF removed) into a request, a ``Rejected`` or a put header."""
+    if b"\x00" in line:
+        return Rejected(BadFormat())
+    for prefix, handler in COMMANDS:
+        if line.startswith(prefix):
+            try:
+                return handler(line[len(prefix) :])
+            except FormatError:
+                return Rejected(BadFormat())
+    return Rejected(UnknownCommand())

@@ -1,0 +1,221 @@
+"""``ServerConnection``: beanstalkd 1.12's framing of one client connection, without any I/O.
+
+Theory of operation. The caller feeds bytes with ``receive_data`` and pulls requests with
+``next_request`` until it says ``NEED_DATA``; ``send`` turns a reply into bytes. The only state
+is the unparsed input and which of these reading states it is in (one handler each, chosen
+from a table):
+
+COMMAND  Look for a line in the *window*: the first 224 bytes of the buffer. The line ends at
+         the window's first CR, and only if an LF follows it; a CR followed by anything else
+         means no line can end in this window. A full window without a line is dropped and
+         we move to DISCARD. A line is handed to ``commands.parse_line``.
+DISCARD  The rest of an over-long line (beanstalkd's STATE_WANT_ENDLINE): the same search in
+         fresh 224-byte windows, dropping each full one. The first line end yields a single
+         BAD_FORMAT and we are back in COMMAND after it. This also gives the 225-byte anomaly:
+         223 characters + CRLF fill the window with the CR last, so the LF opens the next
+         window and the following command is swallowed as the tail of the long line.
+BODY     A put header was accepted (beanstalkd has allocated a job id). Wait for size + 2
+         bytes: a Put if they end in CRLF, else EXPECTED_CRLF. What follows is the next command.
+SKIP     A put announced more than max_job_size: count size + 2 bytes down as they arrive,
+         without keeping them, then JOB_TOO_BIG.
+CLOSED   After ``quit``: input is ignored.
+
+Why windows: beanstalkd reads a command into a 224-byte buffer and rescans the whole buffer
+after every read, so its decisions depend only on the window's contents, never on how TCP
+split the bytes. Scanning the same window makes this parser split-independent as well.
+
+Memory: whenever ``next_request`` returns NEED_DATA the buffer holds fewer than 224 bytes
+(COMMAND, DISCARD), fewer than size + 2 (BODY) or nothing (SKIP, CLOSED).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Callable, Union
+
+from .commands import PutHeader, parse_line
+from .replies import BadFormat, ExpectedCrlf, JobTooBig, Reply, encode
+from .requests import Put, Quit, Rejected, Request
+
+#: beanstalkd's LINE_BUF_SIZE: the longest command line, CRLF included.
+LINE_BUF_SIZE = 224
+#: The largest max-job-size beanstalkd accepts (larger -z values are clamped to it).
+MAX_JOB_SIZE_LIMIT = 1073741824
+
+
+class _Sentinel:
+    """A named singleton, printed by its name."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+#: ``next_request`` returns this when it needs more bytes to say anything.
+NEED_DATA = _Sentinel("NEED_DATA")
+# A handler returns this when it changed state and the next handler should run at once.
+_AGAIN = _Sentinel("_AGAIN")
+
+Event = Union[Request, Rejected]
+
+
+class _State(enum.Enum):
+    COMMAND = "command"
+    DISCARD = "discard"
+    BODY = "body"
+    SKIP = "skip"
+    CLOSED = "closed"
+
+
+class ServerConnection:
+    """The server side of one beanstalk connection: bytes in, requests out, replies to bytes."""
+
+    def __init__(self, max_job_size: int = 65535):
+        if not 0 <= max_job_size <= MAX_JOB_SIZE_LIMIT:
+            raise ValueError(f"max_job_size must be 0..{MAX_JOB_SIZE_LIMIT}, not {max_job_size}")
+        self.max_job_size = max_job_size
+        self._buffer = bytearray()
+        self._state = _State.COMMAND
+        self._header: PutHeader | None = None  # the accepted put header while in BODY
+        self._skip_left = 0  # bytes still to discard while in SKIP
+
+    # ------------------------------------------------------------------ public interface
+
+    def receive_data(self, data: bytes) -> None:
+        """Appends bytes from the client. Bytes of an oversized put body are only counted."""
+        if self._state is _State.CLOSED:
+            return
+        view = memoryview(data)
+        if self._state is _State.SKIP and self._skip_left:
+            # The buffer is empty in SKIP while bytes are still owed (the handler emptied it),
+            # so these bytes are exactly the next ones of the body being thrown away.
+            taken = min(len(view), self._skip_left)
+            self._skip_left -= taken
+            view = view[taken:]
+        self._buffer += view
+
+    def next_request(self) -> Event | _Sentinel:
+        """Returns the next request, a ``Rejected``, or ``NEED_DATA``."""
+        while True:
+            result = self._HANDLERS[self._state](self)
+            if result is not _AGAIN:
+                return result
+
+    def send(self, reply: Reply) -> bytes:
+        """Returns the bytes to write for ``reply``."""
+        return encode(reply)
+
+    @property
+    def in_put_body(self) -> bool:
+        """True between an accepted put header and the end of its body.
+
+        beanstalkd has allocated the job id by then, so a connection that ends now still
+        consumes an id (§12 T16).
+        """
+        return self._state is _State.BODY
+
+    @property
+    def buffered_bytes(self) -> int:
+        """How many received bytes are held, not yet parsed (for backpressure)."""
+        return len(self._buffer)
+
+    # ------------------------------------------------------------------ state handlers
+
+    def _on_command(self) -> Event | _Sentinel:
+        line = self._take_line()
+        if line is not None:
+            return self._dispatch(line)
+        if len(self._buffer) < LINE_BUF_SIZE:
+            return NEED_DATA
+        del self._buffer[:LINE_BUF_SIZE]
+        self._state = _State.DISCARD
+        return _AGAIN
+
+    def _on_discard(self) -> Event | _Sentinel:
+        if self._take_line() is not None:
+            self._state = _State.COMMAND
+            return Rejected(BadFormat())
+        if len(self._buffer) < LINE_BUF_SIZE:
+            return NEED_DATA
+        del self._buffer[:LINE_BUF_SIZE]
+        return _AGAIN
+
+    def _on_body(self) -> Event | _Sentinel:
+        header = self._header
+        assert header is not None
+        if len(self._buffer) < header.size + 2:
+            return NEED_DATA
+        ends_in_crlf = self._buffer[header.size : header.size + 2] == b"\r\n"
+        body = self._pop(header.size)
+        del self._buffer[:2]
+        self._header = None
+        self._state = _State.COMMAND
+        if not ends_in_crlf:
+            return Rejected(ExpectedCrlf(), counted="put", producer=True, burns_id=True)
+        return Put(header.pri, header.delay_s, header.ttr_s, body)
+
+    def _on_skip(self) -> Event | _Sentinel:
+        taken = min(len(self._buffer), self._skip_left)
+        del self._buffer[:taken]
+        self._skip_left -= taken
+        if self._skip_left:
+            return NEED_DATA
+        self._state = _State.COMMAND
+        return Rejected(JobTooBig(), counted="put")
+
+    def _on_closed(self) -> _Sentinel:
+        return NEED_DATA
+
+    _HANDLERS: dict[_State, Callable[[ServerConnection], Event | _Sentinel]] = {
+        _State.COMMAND: _on_command,
+        _State.DISCARD: _on_discard,
+        _State.BODY: _on_body,
+        _State.SKIP: _on_skip,
+        _State.CLOSED: _on_closed,
+    }
+
+    # ------------------------------------------------------------------ helpers
+
+    def _take_line(self) -> bytes | None:
+        """Removes and returns the line (without CRLF) ending in the window, if there is one."""
+        window = min(len(self._buffer), LINE_BUF_SIZE)
+        # Only the first CR counts, and it must have its LF inside the window too.
+        cr = self._buffer.find(b"\r", 0, max(window - 1, 0))
+        if cr < 0 or self._buffer[cr + 1] != 0x0A:
+            return None
+        line = self._pop(cr)
+        del self._buffer[:2]
+        return line
+
+    def _pop(self, count: int) -> bytes:
+        """Removes the first ``count`` buffered bytes and returns them (copied once)."""
+        with memoryview(self._buffer) as view:
+            data = view[:count].tobytes()
+        del self._buffer[:count]
+        return data
+
+    def _dispatch(self, line: bytes) -> Event | _Sentinel:
+        """Parses a complete line; a put header moves us to BODY or SKIP instead of returning."""
+        parsed = parse_line(line)
+        if isinstance(parsed, PutHeader):
+            return self._start_put(parsed)
+        if isinstance(parsed, Quit):
+            self._state = _State.CLOSED
+            self._buffer.clear()
+        return parsed
+
+    def _start_put(self, header: PutHeader) -> Event | _Sentinel:
+        # beanstalkd's order: the size limit first (even with trailing text), then trailing text.
+        if header.size > self.max_job_size:
+            self._skip_left = header.size + 2
+            self._state = _State.SKIP
+            return _AGAIN
+        if header.trailing:
+            return Rejected(BadFormat(), counted="put")
+        self._header = header
+        self._state = _State.BODY
+        return _AGAIN

@@ -1,0 +1,146 @@
+"""Readers for the arguments of a command line: integers and tube names.
+
+Theory of operation. beanstalkd 1.12 reads numbers with three different C idioms, and clients
+can tell them apart, so each one is reproduced here as a pure function over the bytes of one
+command line (its CRLF already removed, no NUL inside):
+
+* ``read_number`` is beanstalkd's own reader for job ids, priorities, sizes and durations:
+  skip ASCII spaces (only spaces), demand a decimal digit, take the whole digit run, fail if
+  the value is out of range. It returns where the digits stopped; ``read_number_strict``
+  additionally demands that nothing follows.
+* ``read_kick_bound`` is libc ``strtoul`` truncated to a 32-bit ``unsigned int`` (``kick``).
+* ``read_c_int_timeout`` is libc ``strtol`` truncated to a 32-bit ``int``
+  (``reserve-with-timeout`` in 1.12).
+
+Every failure raises ``FormatError``; the command parser turns it into ``BAD_FORMAT``.
+"""
+
+from __future__ import annotations
+
+U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
+_LONG_MIN = -(2**63)
+_LONG_MAX = 2**63 - 1
+
+#: The bytes a tube name may contain (beanstalkd's NAME_CHARS).
+NAME_CHARS = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-+/;.$_()"
+)
+#: The longest tube name beanstalkd accepts, in bytes.
+MAX_TUBE_NAME_LEN = 200
+
+_DIGITS = frozenset(b"0123456789")
+# The characters C's isspace() accepts in the "C" locale; strtol/strtoul skip all of them.
+_C_SPACE = frozenset(b" \t\n\v\f\r")
+
+
+class FormatError(ValueError):
+    """An argument is malformed; the command must be answered with BAD_FORMAT."""
+
+
+def _digit_run(line: bytes, pos: int) -> int:
+    """Returns the index just past the run of decimal digits that starts at ``pos``."""
+    end = pos
+    while end < len(line) and line[end] in _DIGITS:
+        end += 1
+    return end
+
+
+def read_number(line: bytes, pos: int, maximum: int) -> tuple[int, int]:
+    """Reads an unsigned decimal at ``pos`` the way beanstalkd's read_u64/read_u32 do.
+
+    Returns ``(value, end)`` where ``end`` indexes the first byte after the digits. Leading
+    spaces are skipped, but not tabs; a sign is refused because the first byte must be a digit;
+    leading zeros are fine. ``maximum`` is U64_MAX for job ids and U32_MAX for the rest.
+    """
+    while pos < len(line) and line[pos] == 0x20:
+        pos += 1
+    end = _digit_run(line, pos)
+    if end == pos:
+        raise FormatError("expected a digit")
+    value = int(line[pos:end])
+    if value > maximum:
+        raise FormatError("number out of range")
+    return value, end
+
+
+def read_number_strict(line: bytes, pos: int, maximum: int) -> int:
+    """Like ``read_number`` but the number must end the line (a trailing space is an error)."""
+    value, end = read_number(line, pos, maximum)
+    if end != len(line):
+        raise FormatError("trailing bytes after the number")
+    return value
+
+
+def _c_integer(text: bytes) -> tuple[int, bool]:
+    """Parses like C ``strtol``/``strtoul`` in base 10, without range checks.
+
+    Returns ``(signed value, converted)``; ``converted`` is False when no digit was found, in
+    which case C returns 0 and leaves its end pointer at the start.
+    """
+    pos = 0
+    while pos < len(text) and text[pos] in _C_SPACE:
+        pos += 1
+    negative = False
+    if pos < len(text) and text[pos] in b"+-":
+        negative = text[pos] == 0x2D
+        pos += 1
+    end = _digit_run(text, pos)
+    if end == pos:
+        return 0, False
+    value = int(text[pos:end])
+    return (-value if negative else value), True
+
+
+def read_kick_bound(text: bytes) -> int:
+    """Reads ``kick``'s bound: ``strtoul`` then truncation to a C ``unsigned int``.
+
+    Any whitespace and a sign are accepted and trailing garbage is ignored (``5abc`` is 5).
+    ``-1`` wraps to 2**64-1 and thus to 4294967295; ``4294967297`` truncates to 1. Only "no
+    digits" and magnitudes above 2**64-1 (ERANGE) are errors.
+    """
+    value, converted = _c_integer(text)
+    if not converted:
+        raise FormatError("kick needs a number")
+    if abs(value) > U64_MAX:
+        raise FormatError("kick bound out of range")
+    return (value % 2**64) % 2**32
+
+
+def read_c_int_timeout(text: bytes) -> int:
+    """Reads ``reserve-with-timeout``'s seconds as 1.12 does: ``(int) strtol(text)``.
+
+    No digits means 0 (``abc`` and the empty string time out at once), trailing garbage is
+    ignored, only values outside a 64-bit ``long`` (ERANGE) are errors. The result is truncated
+    to a 32-bit two's-complement ``int``, so 4294967295 becomes -1; a negative result means
+    "wait forever" to the caller.
+    """
+    value, _ = _c_integer(text)
+    if not _LONG_MIN <= value <= _LONG_MAX:
+        raise FormatError("timeout out of range")
+    value &= U32_MAX
+    return value - 2**32 if value >= 2**31 else value
+
+
+def is_valid_tube_name(name: bytes) -> bool:
+    """True if ``name`` is 1..200 name characters and does not start with ``-``."""
+    return (
+        0 < len(name) <= MAX_TUBE_NAME_LEN
+        and name[0] != 0x2D
+        and all(byte in NAME_CHARS for byte in name)
+    )
+
+
+def read_tube_name(name: bytes) -> str:
+    """Validates a tube name argument and returns it as text (it is pure ASCII by then)."""
+    if not is_valid_tube_name(name):
+        raise FormatError("invalid tube name")
+    return name.decode("ascii")
+
+
+def name_run_end(line: bytes, pos: int) -> int:
+    """Returns the index just past the run of name characters that starts at ``pos``."""
+    end = pos
+    while end < len(line) and line[end] in NAME_CHARS:
+        end += 1
+    return end

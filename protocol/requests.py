@@ -1,0 +1,255 @@
+"""The requests a client can send: one frozen dataclass per beanstalkd 1.12 command.
+
+Each class carries its wire command name in the class attribute ``name`` (``"put"``,
+``"reserve-with-timeout"``, ...), which is also the suffix of its ``cmd-*`` counter in ``stats``.
+Values are kept exactly as they were sent; semantic rules (ttr 0 means 1, a negative timeout
+means "wait forever") belong to the layers that act on them.
+
+``Rejected`` is the parser's own answer to input it cannot turn into a request.
+``encode_request`` writes a request the way a well-behaved client would; tests use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Union
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """``put <pri> <delay> <ttr> <bytes>``: ``ttr_s`` exactly as sent (0 is not yet 1)."""
+
+    name: ClassVar[str] = "put"
+    pri: int
+    delay_s: int
+    ttr_s: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Use:
+    """``use <tube>``: make ``tube`` the tube that ``put``, ``peek-*`` and ``kick`` act on."""
+
+    name: ClassVar[str] = "use"
+    tube: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """``reserve``: wait as long as needed for a job from a watched tube."""
+
+    name: ClassVar[str] = "reserve"
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveWithTimeout:
+    """``reserve-with-timeout <seconds>``: a negative ``timeout_s`` means wait forever (1.12)."""
+
+    name: ClassVar[str] = "reserve-with-timeout"
+    timeout_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveJob:
+    """``reserve-job <id>``: reserve one specific job, whatever its tube or state."""
+
+    name: ClassVar[str] = "reserve-job"
+    job_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """``delete <id>``."""
+
+    name: ClassVar[str] = "delete"
+    job_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """``release <id> <pri> <delay>``."""
+
+    name: ClassVar[str] = "release"
+    job_id: int
+    pri: int
+    delay_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bury:
+    """``bury <id> <pri>``."""
+
+    name: ClassVar[str] = "bury"
+    job_id: int
+    pri: int
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """``touch <id>``: restart the TTR of a job this connection holds."""
+
+    name: ClassVar[str] = "touch"
+    job_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """``watch <tube>``."""
+
+    name: ClassVar[str] = "watch"
+    tube: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    """``ignore <tube>``."""
+
+    name: ClassVar[str] = "ignore"
+    tube: str
+
+
+@dataclass(frozen=True, slots=True)
+class Peek:
+    """``peek <id>``."""
+
+    name: ClassVar[str] = "peek"
+    job_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeekReady:
+    """``peek-ready``: the most urgent ready job of the used tube."""
+
+    name: ClassVar[str] = "peek-ready"
+
+
+@dataclass(frozen=True, slots=True)
+class PeekDelayed:
+    """``peek-delayed``: the delayed job of the used tube that becomes ready first."""
+
+    name: ClassVar[str] = "peek-delayed"
+
+
+@dataclass(frozen=True, slots=True)
+class PeekBuried:
+    """``peek-buried``: the oldest buried job of the used tube."""
+
+    name: ClassVar[str] = "peek-buried"
+
+
+@dataclass(frozen=True, slots=True)
+class Kick:
+    """``kick <bound>``: ``bound`` is already truncated to 0..4294967295 as 1.12 does."""
+
+    name: ClassVar[str] = "kick"
+    bound: int
+
+
+@dataclass(frozen=True, slots=True)
+class KickJob:
+    """``kick-job <id>``."""
+
+    name: ClassVar[str] = "kick-job"
+    job_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatsJob:
+    """``stats-job <id>``."""
+
+    name: ClassVar[str] = "stats-job"
+    job_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatsTube:
+    """``stats-tube <tube>``."""
+
+    name: ClassVar[str] = "stats-tube"
+    tube: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """``stats``."""
+
+    name: ClassVar[str] = "stats"
+
+
+@dataclass(frozen=True, slots=True)
+class ListTubes:
+    """``list-tubes``."""
+
+    name: ClassVar[str] = "list-tubes"
+
+
+@dataclass(frozen=True, slots=True)
+class ListTubeUsed:
+    """``list-tube-used``."""
+
+    name: ClassVar[str] = "list-tube-used"
+
+
+@dataclass(frozen=True, slots=True)
+class ListTubesWatched:
+    """``list-tubes-watched``."""
+
+    name: ClassVar[str] = "list-tubes-watched"
+
+
+@dataclass(frozen=True, slots=True)
+class PauseTube:
+    """``pause-tube <tube> <delay>``."""
+
+    name: ClassVar[str] = "pause-tube"
+    tube: str
+    delay_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    """``quit`` (any line starting with it): close the connection without a reply."""
+
+    name: ClassVar[str] = "quit"
+
+
+Request = Union[
+    Put, Use, Reserve, ReserveWithTimeout, ReserveJob, Delete, Release, Bury, Touch, Watch,
+    Ignore, Peek, PeekReady, PeekDelayed, PeekBuried, Kick, KickJob, StatsJob, StatsTube, Stats,
+    ListTubes, ListTubeUsed, ListTubesWatched, PauseTube, Quit,
+]
+
+#: Every request class (25, one per command).
+REQUEST_TYPES: tuple[type, ...] = Request.__args__
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Input the parser answers itself, with ``reply`` (BadFormat, UnknownCommand, ...).
+
+    ``counted`` names the command whose ``cmd-*`` counter beanstalkd increments despite the
+    error (``"put"`` for JOB_TOO_BIG, trailing text after ``<bytes>`` and EXPECTED_CRLF;
+    ``"pause-tube"`` for a bad tube name found after the delay parsed), else None.
+    ``producer`` is True when a put header was accepted, which makes the connection a producer;
+    ``burns_id`` is True when beanstalkd had already allocated a job id for it.
+    """
+
+    reply: object
+    counted: str | None = None
+    producer: bool = False
+    burns_id: bool = False
+
+
+def encode_request(request: Request) -> bytes:
+    """Returns the canonical client bytes for ``request`` (single spaces, CRLF endings)."""
+    if isinstance(request, Put):
+        header = f"put {request.pri} {request.delay_s} {request.ttr_s} {len(request.body)}"
+        return header.encode("ascii") + b"\r\n" + request.body + b"\r\n"
+    arguments = [
+        getattr(request, field)
+        for field in ("job_id", "tube", "pri", "delay_s", "timeout_s", "bound")
+        if hasattr(request, field)
+    ]
+    # The field order above happens to match the wire order of every command that has two.
+    words = [request.name] + [str(argument) for argument in arguments]
+    return " ".join(words).encode("ascii") + b"\r\n"
