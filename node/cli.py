@@ -1,2 +1,157 @@
-def main():
-    print("beanraft")
+"""The ``beanraft`` command line: ``serve`` (beanstalkd's flags, plus cluster options) and friends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import click
+
+from beanraft.replication.journal import SyncPolicy
+
+from .config import MAX_JOB_SIZE_CAP, ConfigError, NodeConfig
+
+VERSION = "0.1.0"
+log = logging.getLogger("beanraft")
+
+
+class _Size(click.ParamType):
+    """A byte count as beanstalkd's -z and -s take it: digits only."""
+
+    name = "BYTES"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        if not str(value).isdigit():
+            self.fail(f"invalid size: {value}", param, ctx)
+        return int(value)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION, "--version", prog_name="beanraft")
+def main() -> None:
+    """BeanRaft: a highly available work queue that speaks the beanstalkd protocol."""
+
+
+@main.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-l", "listen", default="0.0.0.0", show_default=True, envvar="BEANRAFT_LISTEN",
+              help="Listen on this address, or unix:/path for a unix socket.")
+@click.option("-p", "port", type=click.IntRange(0, 65535), default=11300, show_default=True,
+              envvar="BEANRAFT_PORT", help="TCP port for clients.")
+@click.option("-b", "data_dir", type=click.Path(file_okay=False), default=None, envvar="BEANRAFT_DATA_DIR",
+              help="Keep the Raft journal and snapshots in this directory (jobs survive restarts).")
+@click.option("-f", "fsync_ms", type=click.IntRange(0), default=None,
+              help="fsync at most every MS milliseconds (0: before every reply, the default).")
+@click.option("-F", "no_fsync", is_flag=True, help="Never fsync (fast; a machine crash can lose jobs).")
+@click.option("-z", "max_job_size", type=_Size(), default=65535, show_default=True,
+              help="Maximum job size in bytes.")
+@click.option("-s", "binlog_size", type=_Size(), default=10_485_760, show_default=True,
+              help="Accepted for compatibility; shown as binlog-max-size in stats.")
+@click.option("-u", "user", default=None, help="Become this user after binding the ports.")
+@click.option("-c", "compact", is_flag=True, hidden=True)
+@click.option("-n", "no_compact", is_flag=True, hidden=True)
+@click.option("-V", "verbose", count=True, help="More log output (repeat for more).")
+@click.option("-v", "show_version", is_flag=True, help="Print the version and exit.")
+@click.option("--raft", default=None, envvar="BEANRAFT_RAFT", metavar="HOST:PORT",
+              help="This node's Raft address (cluster mode). Only this address is bound.")
+@click.option("--peer", "peers", multiple=True, envvar="BEANRAFT_PEERS", metavar="HOST:PORT",
+              help="Raft address of another member; repeat for each (env: space-separated).")
+@click.option("--http", default=None, envvar="BEANRAFT_HTTP", metavar="HOST:PORT",
+              help="Serve /status, /healthz, /readyz and /metrics here.")
+@click.option("--cluster-secret-file", type=click.Path(dir_okay=False), default=None,
+              envvar="BEANRAFT_CLUSTER_SECRET_FILE", help="File holding the shared cluster secret.")
+@click.option("--insecure", is_flag=True, envvar="BEANRAFT_INSECURE",
+              help="Allow a cluster without a secret (Raft traffic unauthenticated).")
+@click.option("--commit-timeout", type=click.FloatRange(0.5), default=10.0, show_default=True,
+              envvar="BEANRAFT_COMMIT_TIMEOUT", help="Seconds a command waits for a leader before "
+              "its connection is closed with the outcome unknown.")
+@click.option("--node-grace", type=click.FloatRange(0.5), default=5.0, show_default=True,
+              envvar="BEANRAFT_NODE_GRACE", help="Seconds before the leader releases the jobs "
+              "reserved through a node it cannot reach.")
+def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user, compact,
+          no_compact, verbose, show_version, raft, peers, http, cluster_secret_file, insecure,
+          commit_timeout, node_grace):
+    """Run one BeanRaft node (flags as beanstalkd 1.12's, plus the cluster options)."""
+    if show_version:
+        click.echo(f"beanraft {VERSION}")
+        return
+    if compact or no_compact:
+        click.echo(f"-{'c' if compact else 'n'} flag was removed. binlog is always compacted.", err=True)
+    _setup_logging(verbose)
+    if max_job_size > MAX_JOB_SIZE_CAP:
+        log.warning("maximum job size was set to %d", MAX_JOB_SIZE_CAP)
+        max_job_size = MAX_JOB_SIZE_CAP
+    sync = SyncPolicy("always")
+    if no_fsync:
+        sync = SyncPolicy("never")
+    elif fsync_ms:
+        sync = SyncPolicy("interval", fsync_ms)
+    if len(peers) == 1 and " " in peers[0]:
+        peers = tuple(peers[0].split())
+    config = NodeConfig(
+        listen=listen, port=port, data_dir=data_dir, sync=sync, max_job_size=max_job_size,
+        binlog_max_size=binlog_size, user=user, raft=raft, peers=list(peers), http=http,
+        secret=_read_secret(cluster_secret_file), insecure=insecure,
+        commit_timeout_s=commit_timeout, node_grace_s=node_grace)
+    try:
+        config.validate()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(asyncio.run(_serve(config)))
+
+
+async def _serve(config: NodeConfig) -> int:
+    from .app import Node
+
+    node = Node(config)
+    try:
+        await node.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 111
+    if config.user:
+        _become(config.user)
+    await node.serve_forever()
+    return 0
+
+
+def _read_secret(path: str | None) -> str | None:
+    if path:
+        with open(path) as f:
+            secret = f.read().strip()
+        if not secret:
+            raise click.UsageError(f"{path} is empty")
+        return secret
+    return os.environ.get("BEANRAFT_CLUSTER_SECRET") or None
+
+
+def _become(user: str) -> None:
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        log.error("getpwnam(\"%s\"): no such user", user)
+        sys.exit(33)
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+
+
+from . import ops  # noqa: E402,F401  (registers cluster, status and secret)
+
+if __name__ == "__main__":
+    # Run as a script: use the package's copy of this module, which has every command registered.
+    from beanraft.node.cli import main as _main
+
+    _main()

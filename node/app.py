@@ -1,0 +1,257 @@
+"""The composition root of one server process: Raft, group commit, listeners, timers, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+
+from beanraft.jobs.commands import Op
+from beanraft.replication.batcher import GroupCommit, OutcomeUnknown
+from beanraft.replication.raft import RaftConfig, RaftNode
+
+from .config import NodeConfig
+from .connection import ClientConnection
+
+log = logging.getLogger("beanraft.node")
+
+SHUTDOWN_GRACE_S = 3.0
+
+
+class Node:
+    """One BeanRaft server process."""
+
+    def __init__(self, config: NodeConfig):
+        config.validate()
+        self.config = config
+        self.name = config.raft if config.clustered else "single"
+        self.connections: set[ClientConnection] = set()
+        self.sessions: dict[int, ClientConnection] = {}
+        self.total_connections = 0
+        self.cmd_counts: dict[str, int] = {}
+        self.draining = False
+        self.started_at = time.monotonic()
+        self.instance_id = secrets.token_hex(8)
+        self.uname = os.uname()
+        self.epoch = 0
+        self._sid_counter = 0
+        self.waiting = 0
+        self.raft: RaftNode | None = None
+        self.commit: GroupCommit | None = None
+        self.servers: list[asyncio.AbstractServer] = []
+        self._stopped = asyncio.Event()
+        self._pulse_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self.http = None
+
+    # -- start and stop --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join (or form) the cluster, register this incarnation, then open the listeners."""
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        raft_addr = cfg.raft or f"127.0.0.1:{_free_loopback_port()}"
+        self.raft = RaftNode(
+            RaftConfig(self_addr=raft_addr, peers=list(cfg.peers), data_dir=cfg.data_dir,
+                       secret=cfg.secret, sync=cfg.sync, timing=cfg.timing,
+                       max_job_size=cfg.max_job_size),
+            loop, self._on_events)
+        self.raft.add_listener(self._pulse_wake.set)
+        self.raft.start()
+        self.commit = GroupCommit(self.raft, commit_timeout_s=cfg.commit_timeout_s)
+        if cfg.http:
+            from .http import start_http
+            self.http = await start_http(self, cfg.http)
+        await self._register()
+        await self._listen()
+        self._tasks.append(loop.create_task(self._pulse()))
+        if cfg.clustered:
+            self._tasks.append(loop.create_task(self._watch_peers()))
+        log.info("node %s serving clients on %s (epoch %d)", self.name, self._where(), self.epoch)
+
+    async def _register(self) -> None:
+        """NODE_START: a new epoch for our session ids; our previous incarnation's sessions end."""
+        while True:
+            try:
+                result = await self.commit.submit((Op.NODE_START, 0, 0, self.name))
+            except OutcomeUnknown:
+                log.warning("waiting for a leader to register node %s", self.name)
+                continue
+            if result[0] == "EPOCH":
+                self.epoch = result[1]
+                return
+            raise RuntimeError(f"cannot register node: {result!r}")
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        path = self.config.unix_path
+        if path is not None:
+            if os.path.exists(path) and not _is_socket(path):
+                raise OSError(f"{path} exists and is not a socket")
+            if os.path.exists(path):
+                os.unlink(path)
+            server = await loop.create_unix_server(lambda: ClientConnection(self), path, backlog=1024)
+        else:
+            server = await loop.create_server(
+                lambda: ClientConnection(self), self.config.listen or None, self.config.port,
+                backlog=1024, reuse_address=True)
+        self.servers.append(server)
+
+    def _where(self) -> str:
+        if self.config.unix_path:
+            return "unix:" + self.config.unix_path
+        return f"{self.config.listen}:{self.config.port}"
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT, then shut down gracefully."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
+        loop.add_signal_handler(signal.SIGINT, self._stopped.set)
+        loop.add_signal_handler(signal.SIGUSR1, self.enter_drain_mode)
+        await self._stopped.wait()
+        await self.shutdown()
+
+    def enter_drain_mode(self) -> None:
+        if not self.draining:
+            log.info("drain mode: put is refused from now on")
+        self.draining = True
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let connections end their sessions (bounded), stop Raft."""
+        log.info("shutting down")
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.eof = True
+                conn.wakeup.set()
+                conn.mail.set()
+        tasks = [c.task for c in self.connections if c.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+        for task in self._tasks:
+            task.cancel()
+        if self.http is not None:
+            await self.http.cleanup()
+        if self.config.unix_path and os.path.exists(self.config.unix_path):
+            os.unlink(self.config.unix_path)
+        self.raft.stop()
+        log.info("stopped")
+
+    # -- hooks used by connections ---------------------------------------------------------
+
+    def new_sid(self) -> int:
+        self._sid_counter += 1
+        return (self.epoch << 32) | self._sid_counter
+
+    def connection_opened(self, conn: ClientConnection) -> None:
+        self.connections.add(conn)
+        self.sessions[conn.sid] = conn
+        self.total_connections += 1
+
+    def connection_closed(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+        self.sessions.pop(conn.sid, None)
+
+    def count_command(self, req) -> None:
+        self.count_name(req.name)
+
+    def count_name(self, name: str | None) -> None:
+        if name:
+            self.cmd_counts[name] = self.cmd_counts.get(name, 0) + 1
+
+    def waiting_changed(self, delta: int) -> None:
+        self.waiting += delta
+
+    def out_of_space(self) -> bool:
+        return self.raft.journal_failed()
+
+    def is_ready(self) -> bool:
+        """A leader is known and everything it committed is applied here."""
+        status = self.raft.status
+        committed = status.leader_commit_index or status.commit_index
+        return self.epoch > 0 and status.leader is not None and status.applied_index >= committed
+
+    def client_address(self) -> str:
+        return self._where()
+
+    async def read_barrier(self) -> None:
+        """Reads on a cluster see everything committed anywhere before they began."""
+        if self.config.clustered:
+            await self.commit.barrier()
+
+    def _on_events(self, events: list) -> None:
+        for sid, reply in events:
+            conn = self.sessions.get(sid)
+            if conn is not None:
+                conn.deliver(reply)
+
+    # -- the leader's timer pulse ----------------------------------------------------------
+
+    async def _pulse(self) -> None:
+        """On the leader, propose a TICK when the state machine's next deadline passes."""
+        while True:
+            timeout = 0.5
+            if self.raft.is_leader():
+                with self.raft.lock:
+                    deadline = self.raft.machine.next_deadline_ns()
+                if deadline is not None:
+                    wait_ns = deadline - time.time_ns()
+                    if wait_ns <= 0:
+                        await self._tick()
+                        continue
+                    timeout = min(wait_ns / 1e9, 0.5)
+            self._pulse_wake.clear()
+            try:
+                await asyncio.wait_for(self._pulse_wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _tick(self) -> None:
+        try:
+            await self.commit.submit((Op.TICK, 0, 0))
+        except OutcomeUnknown:
+            await asyncio.sleep(0.05)
+
+
+    async def _watch_peers(self) -> None:
+        """On the leader, end the sessions of a node unreachable for ``node_grace_s``.
+
+        Its clients' reserved jobs go back to ready (their TTR would also expire them, whichever
+        comes first). A node that comes back registers a new epoch, so nothing is lost by this.
+        """
+        grace = self.config.node_grace_s
+        last_seen = {peer: time.monotonic() for peer in self.config.peers}
+        dropped: set[str] = set()
+        while True:
+            await asyncio.sleep(min(0.25, grace / 4))
+            now = time.monotonic()
+            leader = self.raft.is_leader()
+            for peer in self.raft.status.peers:
+                if peer.connected or not leader:
+                    last_seen[peer.address] = now
+                    dropped.discard(peer.address)
+                elif now - last_seen.get(peer.address, now) > grace and peer.address not in dropped:
+                    log.warning("node %s unreachable for %.1f s: releasing its clients' jobs",
+                                peer.address, grace)
+                    try:
+                        await self.commit.submit((Op.DROP_NODE, 0, 0, peer.address))
+                        dropped.add(peer.address)
+                    except OutcomeUnknown:
+                        pass
+
+
+def _free_loopback_port() -> int:
+    """An unused loopback port for a single node's private Raft endpoint."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _is_socket(path: str) -> bool:
+    import stat
+    return stat.S_ISSOCK(os.stat(path).st_mode)

@@ -1,0 +1,73 @@
+"""A node's configuration, validated once at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from beanraft.replication.journal import SyncPolicy
+from beanraft.replication.raft import Timing
+
+MAX_JOB_SIZE_CAP = 1_073_741_824
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message is one line for the operator."""
+
+
+@dataclass
+class NodeConfig:
+    """Everything ``beanraft serve`` was told."""
+
+    listen: str = "0.0.0.0"
+    port: int = 11300
+    data_dir: str | None = None
+    sync: SyncPolicy = field(default_factory=SyncPolicy)
+    max_job_size: int = 65535
+    binlog_max_size: int = 10_485_760
+    user: str | None = None
+    raft: str | None = None
+    peers: list[str] = field(default_factory=list)
+    http: str | None = None
+    secret: str | None = None
+    insecure: bool = False
+    timing: Timing = field(default_factory=Timing)
+    commit_timeout_s: float = 10.0
+    node_grace_s: float = 5.0
+
+    @property
+    def unix_path(self) -> str | None:
+        return self.listen[5:] if self.listen.startswith("unix:") else None
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.peers)
+
+    def validate(self) -> None:
+        """Raise ConfigError with a one-line reason for settings that cannot work."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range")
+        if self.peers and not self.raft:
+            raise ConfigError("--peer needs --raft HOST:PORT (this node's own raft address)")
+        for address in ([self.raft] if self.raft else []) + self.peers:
+            _check_address(address)
+        if self.raft and self.raft in self.peers:
+            raise ConfigError(f"--peer {self.raft} is this node's own --raft address")
+        if len(set(self.peers)) != len(self.peers):
+            raise ConfigError("the same --peer is given twice")
+        if self.peers and not self.secret and not self.insecure:
+            raise ConfigError(
+                "a cluster needs a shared secret: --cluster-secret-file or BEANRAFT_CLUSTER_SECRET "
+                "(generate one with 'beanraft secret'), or --insecure on a trusted network")
+        if self.http:
+            _check_address(self.http)
+        if self.data_dir is not None and os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):
+            raise ConfigError(f"-b {self.data_dir} is not a directory")
+        if self.commit_timeout_s <= self.timing.election_max_s:
+            raise ConfigError("the commit timeout must be longer than an election")
+
+
+def _check_address(address: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"{address!r} is not HOST:PORT")

@@ -1,0 +1,260 @@
+"""One client connection: bytes in, requests out, replies back, in order.
+
+Theory of operation. The asyncio protocol only moves bytes: ``data_received`` feeds the sans-I/O
+parser and wakes the connection's task, which takes requests one at a time.
+* Mutating requests that cannot block (put, delete, release, …) are submitted to group commit at
+  once and their futures queued, so a client that pipelines gets its commands into shared Raft
+  entries. Before anything else (a read, a reserve, an error reply, quit) and whenever the parser
+  needs more bytes, the queued futures are awaited in order and their replies written.
+* A blocking reserve registers the session as a waiter in the replicated state machine; the
+  reply then arrives as an event (RESERVED, TIMED_OUT or DEADLINE_SOON) applied on this node.
+  While waiting, further input is buffered but not processed, as in beanstalkd.
+* Memory stays bounded: reading pauses while the parser holds more than a few lines, and
+  processing pauses while the transport's write buffer is above its high-water mark (a client
+  that never reads its replies stops being read).
+* The session exists in the replicated state only once the client sends a command (idle
+  connections cost no Raft entries); closing it releases its reserved jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+from beanraft import protocol as p
+from beanraft.jobs.commands import Op
+from beanraft.replication.batcher import OutcomeUnknown
+
+from . import translate
+from .queries import answer_read
+
+log = logging.getLogger("beanraft.connection")
+
+READ_PAUSE_BYTES = 256 * 1024
+MAX_PIPELINE = 64  # the state machine caches the last 64 replies per session
+WRITE_HIGH_WATER = 1 << 20
+
+
+class ClientConnection(asyncio.Protocol):
+    """The asyncio side of one client: owns its parser, its session id and its reply order."""
+
+    def __init__(self, node):
+        self.node = node
+        self.parser = p.ServerConnection(max_job_size=node.config.max_job_size)
+        self.sid = node.new_sid()
+        self.seq = 0
+        self.opened: asyncio.Future | None = None
+        self.inflight: collections.deque = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.wakeup = asyncio.Event()
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.eof = False
+        self.reading_paused = False
+        self.mailbox: tuple | None = None
+        self.mail = asyncio.Event()
+        self.producer = False
+        self.worker = False
+        self.waiting = False
+        self.task: asyncio.Task | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.node.connection_opened(self)
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.receive_data(data)
+        if self.parser.buffered_bytes > READ_PAUSE_BYTES and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        self.wakeup.set()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self.wakeup.set()
+        self.mail.set()
+        return True  # keep the write side open: a half-closed waiter still gets TIMED_OUT
+
+    def connection_lost(self, exc) -> None:
+        self.eof = True
+        self.writable.set()
+        self.wakeup.set()
+        self.mail.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    # -- the request loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while await self._serve_one():
+                pass
+        except OutcomeUnknown:
+            log.warning("connection %x closed: outcome of a command unknown (no leader)", self.sid)
+        except ConnectionError:
+            pass
+        except Exception:
+            log.exception("connection %x failed", self.sid)
+        finally:
+            await self._finish()
+
+    async def _serve_one(self) -> bool:
+        req = self.parser.next_request()
+        if req is p.NEED_DATA:
+            await self.flush()
+            if self.eof or self.transport.is_closing():
+                return False
+            if self.reading_paused:
+                self.reading_paused = False
+                self.transport.resume_reading()
+            self.wakeup.clear()
+            await self.wakeup.wait()
+            return True
+        if not self.writable.is_set():
+            await self.flush()
+            await self.writable.wait()
+        return await self.handle(req)
+
+    async def handle(self, req) -> bool:
+        """Act on one request; return False when the connection must close."""
+        node = self.node
+        if isinstance(req, p.Rejected):
+            return await self._rejected(req)
+        node.count_command(req)
+        if isinstance(req, p.Quit):
+            return False
+        if isinstance(req, p.Put):
+            self.producer = True
+            if node.draining:
+                self._pipeline((Op.BURN_ID,), p.Draining())
+                return True
+        if node.out_of_space() and isinstance(req, translate.PIPELINED):
+            self._write(p.OutOfMemory())
+            return True
+        if isinstance(req, translate.PIPELINED):
+            if isinstance(req, p.ReserveJob):
+                self.worker = True
+            self._pipeline(None, None, req)
+            if len(self.inflight) >= MAX_PIPELINE:
+                await self.flush()
+            return True
+        await self.flush()
+        if isinstance(req, (p.Reserve, p.ReserveWithTimeout)):
+            return await self._reserve(req)
+        await self._ensure_open()
+        await node.read_barrier()
+        self._write(answer_read(node, self, req))
+        return True
+
+    # -- mutations -------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _submit(self, op_and_args: tuple | None, req=None) -> asyncio.Future:
+        if self.opened is None:
+            self.opened = self.node.commit.submit((Op.OPEN, self.sid, self._next_seq()))
+        seq = self._next_seq()
+        if req is not None:
+            command = translate.to_command(req, self.sid, seq)
+        else:
+            command = (op_and_args[0], self.sid, seq, *op_and_args[1:])
+        return self.node.commit.submit(command)
+
+    def _pipeline(self, op_and_args: tuple | None, fixed_reply, req=None) -> None:
+        """Submit now; the reply is written in order by ``flush``."""
+        self.inflight.append((self._submit(op_and_args, req), fixed_reply))
+
+    async def flush(self) -> None:
+        """Write the replies of every queued command, in order."""
+        while self.inflight:
+            fut, fixed = self.inflight[0]
+            result = await fut
+            self.inflight.popleft()
+            self._write(fixed if fixed is not None else translate.to_reply(result))
+            if result[0] == "GONE":
+                raise ConnectionError("session dropped by the cluster")
+
+    async def _ensure_open(self) -> None:
+        if self.opened is None:
+            self.opened = self.node.commit.submit((Op.OPEN, self.sid, self._next_seq()))
+        await self.opened
+
+    async def _rejected(self, req: p.Rejected) -> bool:
+        self.node.count_name(req.counted)
+        if req.producer:
+            self.producer = True
+        if req.burns_id:
+            self._pipeline((Op.BURN_ID,), req.reply)
+        else:
+            await self.flush()
+            self._write(req.reply)
+        return True
+
+    # -- reserve ---------------------------------------------------------------------------
+
+    async def _reserve(self, req) -> bool:
+        self.worker = True
+        fut = self._submit((Op.RESERVE, translate.reserve_timeout_ns(req)))
+        result = await fut
+        if result[0] != "WAITING":
+            self._write(translate.to_reply(result))
+            return result[0] != "GONE"
+        self.waiting = True
+        self.node.waiting_changed(+1)
+        try:
+            while self.mailbox is None and not self.eof:
+                self.mail.clear()
+                await self.mail.wait()
+        finally:
+            self.waiting = False
+            self.node.waiting_changed(-1)
+        if self.mailbox is None:  # the client hung up (or half-closed) while waiting
+            return False
+        reply, self.mailbox = self.mailbox, None
+        self._write(translate.to_reply(reply))
+        return True
+
+    def deliver(self, reply: tuple) -> None:
+        """An event for this session applied by the state machine (its reserve's outcome)."""
+        self.mailbox = reply
+        self.mail.set()
+
+    # -- output and shutdown ---------------------------------------------------------------
+
+    def _write(self, reply) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(p.encode(reply))
+
+    async def _finish(self) -> None:
+        try:
+            await asyncio.shield(self._close_session())
+        except Exception:
+            log.debug("closing session %x", self.sid, exc_info=True)
+        finally:
+            if self.transport is not None:
+                self.transport.close()
+            self.node.connection_closed(self)
+
+    async def _close_session(self) -> None:
+        try:
+            await self.flush()
+        except Exception:
+            self.inflight.clear()
+        if self.parser.in_put_body:  # beanstalkd consumed an id when the header was accepted
+            self._submit((Op.BURN_ID,))
+        if self.opened is None:
+            return
+        result = await self.node.commit.submit((Op.CLOSE, self.sid, self._next_seq()))
+        if result[0] == "TIMED_OUT" and self.mailbox is None:
+            self._write(p.TimedOut())

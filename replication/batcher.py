@@ -1,0 +1,126 @@
+"""Group commit: many clients' commands share one Raft entry, one round trip and one fsync.
+
+Theory of operation. ``submit`` queues a command and returns a future for its reply. While fewer
+than ``max_inflight`` batches are in flight, the queue is flushed on the next loop iteration, so a
+lone command goes out at once (low latency) and commands that arrive while a batch is being
+committed pile up into the next one (high throughput).
+
+A batch whose outcome is unknown (leader change, lost forward, our own per-try timeout) is
+proposed again unchanged: every command carries its session's sequence number and the state
+machine answers a repeated (session, seq) from its reply cache without re-executing it, so a
+retry can never apply a command twice. When ``commit_timeout_s`` passes without a definite
+outcome, the futures fail with :class:`OutcomeUnknown`; the node then closes those clients'
+connections rather than guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from beanraft.jobs.commands import Op
+
+from .codec import encode_entry
+from .raft import CommitError, RaftNode
+
+log = logging.getLogger("beanraft.batcher")
+
+
+class OutcomeUnknown(Exception):
+    """The command may or may not have been committed."""
+
+
+class GroupCommit:
+    """Batches commands into Raft entries and resolves each command's future with its reply."""
+
+    def __init__(self, raft: RaftNode, *, max_batch: int = 4096, max_batch_bytes: int = 1 << 20,
+                 max_inflight: int = 2, try_timeout_s: float = 2.0, commit_timeout_s: float = 10.0):
+        assert try_timeout_s <= commit_timeout_s
+        self.raft = raft
+        self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        self.max_inflight = max_inflight
+        self.try_timeout_s = try_timeout_s
+        self.commit_timeout_s = commit_timeout_s
+        self._pending: list[tuple[tuple, asyncio.Future]] = []
+        self._inflight = 0
+        self._scheduled = False
+        self._loop = raft.loop
+        self._tasks: set[asyncio.Task] = set()
+        self.batches = 0
+        self.commands = 0
+        self.on_latency = None  # optional callable(seconds) per committed batch (metrics)
+
+    def submit(self, command: tuple) -> asyncio.Future:
+        """Queue one state-machine command; the future resolves to its reply tuple."""
+        fut = self._loop.create_future()
+        self._pending.append((command, fut))
+        self._schedule()
+        return fut
+
+    def _schedule(self) -> None:
+        if not self._scheduled and self._pending and self._inflight < self.max_inflight:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        while self._pending and self._inflight < self.max_inflight:
+            batch = self._take_batch()
+            self._inflight += 1
+            task = self._loop.create_task(self._commit(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _take_batch(self) -> list[tuple[tuple, asyncio.Future]]:
+        size, count = 0, 0
+        for command, _fut in self._pending:
+            size += sum(len(a) for a in command if isinstance(a, (bytes, str)))
+            count += 1
+            if count >= self.max_batch or size >= self.max_batch_bytes:
+                break
+        batch, self._pending = self._pending[:count], self._pending[count:]
+        return batch
+
+    async def _commit(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
+        commands = [c for c, _f in batch]
+        try:
+            replies = await self._propose(commands)
+        except OutcomeUnknown as exc:
+            for _c, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+        else:
+            for (_c, fut), reply in zip(batch, replies):
+                if not fut.done():
+                    fut.set_result(reply)
+        finally:
+            self._inflight -= 1
+            self.batches += 1
+            self.commands += len(batch)
+            self._schedule()
+
+    async def _propose(self, commands: list[tuple]) -> list:
+        started = time.monotonic()
+        deadline = started + self.commit_timeout_s
+        delay = 0.01
+        while True:
+            entry = encode_entry(time.time_ns(), commands)
+            try:
+                replies = await asyncio.wait_for(self.raft.submit(entry), self.try_timeout_s)
+                if len(replies) == len(commands):
+                    if self.on_latency is not None:
+                        self.on_latency(time.monotonic() - started)
+                    return replies
+                log.error("batch of %d got %d replies", len(commands), len(replies))
+            except (CommitError, asyncio.TimeoutError) as exc:
+                log.debug("batch not committed yet: %r", exc)
+            if time.monotonic() + delay >= deadline:
+                raise OutcomeUnknown("no commit within %.1f s" % self.commit_timeout_s)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def barrier(self) -> None:
+        """Wait until everything committed before this call is applied here (linearizable read)."""
+        await self.submit((Op.TICK, 0, 0))

@@ -1,0 +1,376 @@
+"""The Raft host: one pysyncobj node, its tick thread, and the bridge to the asyncio loop.
+
+Theory of operation.
+* pysyncobj runs in one thread of ours (``autoTick=False``; we call ``doTick``), so heartbeats and
+  elections do not depend on the event loop. That thread applies committed entries to the state
+  machine under ``self.lock`` and runs every pysyncobj callback.
+* Nothing that pysyncobj calls may raise (a raising apply is re-run forever on every node; a
+  raising callback applies an entry twice): ``_apply`` and ``_on_result`` catch everything, and
+  the state machine itself never raises.
+* Results and replicated events cross into the loop through one deque and at most one
+  ``call_soon_threadsafe`` per burst.
+* Durability: the journal is fsynced before any message leaves the node (a follower's ack, the
+  leader's append_entries) and before each tick computes a commit index (see ``journal.py``).
+* Snapshots use our own codec (``jobs`` snapshot bytes inside ``snapshot_file``), never pickle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pysyncobj.syncobj as _pso
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.config import FAIL_REASON
+
+from beanraft.jobs import Machine
+
+from .codec import EntryFormatError, decode_entry
+from .journal import DurableJournal, SyncPolicy
+from .snapshot_file import SnapshotAnchor, read_snapshot, write_snapshot
+from .status import RaftStatus, read_status
+
+log = logging.getLogger("beanraft.raft")
+
+JOURNAL_NAME = "raft.journal"
+SNAPSHOT_NAME = "raft.snapshot"
+
+# Failures after which the command certainly did not commit; all others are ambiguous.
+_DEFINITE = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.DISCARDED,
+             FAIL_REASON.NOT_LEADER, FAIL_REASON.REQUEST_DENIED}
+
+
+def _create_journal(journal_file):
+    """Replacement for pysyncobj's journal factory (see journal.py for why)."""
+    if journal_file is None:
+        return DurableJournal(None)
+    snapshot = os.path.join(os.path.dirname(journal_file), SNAPSHOT_NAME)
+    return DurableJournal(journal_file, snapshot)
+
+
+_pso.createJournal = _create_journal
+
+
+class CommitError(Exception):
+    """A batch that did not commit (``ambiguous``: it may still commit later)."""
+
+    def __init__(self, reason: int, ambiguous: bool):
+        super().__init__(f"commit failed: reason {reason}")
+        self.reason = reason
+        self.ambiguous = ambiguous
+
+
+@dataclass
+class Timing:
+    """Raft timing, in seconds. See docs/how-to/tune.md for the trade-offs."""
+
+    tick_s: float = 0.02
+    heartbeat_s: float = 0.05
+    election_min_s: float = 0.35
+    election_max_s: float = 0.7
+    connection_timeout_s: float = 60.0
+    connection_retry_s: float = 0.5
+    leader_fallback_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        assert self.election_min_s > 3 * self.heartbeat_s, "election timeout must exceed 3 heartbeats"
+        assert self.election_max_s > self.election_min_s
+        assert self.connection_timeout_s >= self.election_max_s
+        assert self.leader_fallback_s > self.heartbeat_s
+
+
+@dataclass
+class RaftConfig:
+    """Everything the Raft host needs to start."""
+
+    self_addr: str
+    peers: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    secret: str | None = None
+    sync: SyncPolicy = field(default_factory=SyncPolicy)
+    timing: Timing = field(default_factory=Timing)
+    max_job_size: int = 65535
+    compact_entries: int = 50_000
+    compact_bytes: int = 64 * 1024 * 1024
+
+
+class _Host(SyncObj):
+    """The pysyncobj object. It holds no replicated attributes of its own."""
+
+    def __init__(self, owner: "RaftNode", self_addr: str, peers: list[str], conf: SyncObjConf):
+        self._owner = owner  # set before SyncObj.__init__: kept out of pysyncobj's own state
+        super().__init__(self_addr, peers, conf)
+
+    @replicated
+    def apply_entry(self, entry: bytes):
+        return self._owner._apply(entry)
+
+
+class RaftNode:
+    """Owns the state machine, the pysyncobj node and its tick thread."""
+
+    def __init__(self, config: RaftConfig, loop: asyncio.AbstractEventLoop,
+                 on_events: Callable[[list], None]):
+        self.config = config
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.machine = Machine(max_job_size=config.max_job_size)
+        self.applied_index = 0
+        self._on_events = on_events
+        self._outbox: collections.deque = collections.deque()
+        self._drain_scheduled = False
+        self._stopping = False
+        self._tmpdir = None
+        self._status = RaftStatus.empty(config.self_addr)
+        self._status_at = 0.0
+        self.leader_changes = 0
+        self._last_leader: str | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._sync = self._build(config)
+        self._journal: DurableJournal = self._sync._SyncObj__raftLog
+        self._journal.policy = config.sync
+        self._wrap_transport()
+        if not config.peers:
+            self._wake_on_append()
+        self._thread = threading.Thread(target=self._run_ticks, name="raft-tick", daemon=True)
+
+    # -- construction ----------------------------------------------------------------------
+
+    def _build(self, config: RaftConfig) -> _Host:
+        directory = config.data_dir
+        if directory is None:
+            self._tmpdir = directory = tempfile.mkdtemp(prefix="beanraft-")
+            journal = None
+        else:
+            os.makedirs(directory, exist_ok=True)
+            journal = os.path.join(directory, JOURNAL_NAME)
+        t = config.timing
+        if not config.peers:
+            # Alone, a node need not wait out a real election timeout to become leader.
+            t = Timing(tick_s=t.tick_s, heartbeat_s=0.01, election_min_s=0.04, election_max_s=0.08,
+                       connection_timeout_s=t.connection_timeout_s,
+                       connection_retry_s=t.connection_retry_s, leader_fallback_s=t.leader_fallback_s)
+        secret = config.secret if config.peers else (config.secret or secrets.token_hex(16))
+        conf = SyncObjConf(
+            autoTick=False,
+            appendEntriesUseBatch=False,
+            appendEntriesBatchSizeBytes=16 * 1024 * 1024,
+            bindAddress=config.self_addr,
+            password=secret,
+            journalFile=journal,
+            fullDumpFile=os.path.join(directory, SNAPSHOT_NAME),
+            serializer=self._serialize,
+            deserializer=self._deserialize,
+            logCompactionMinEntries=config.compact_entries,
+            logCompactionMinTime=10 ** 9,
+            appendEntriesPeriod=t.heartbeat_s,
+            raftMinTimeout=t.election_min_s,
+            raftMaxTimeout=t.election_max_s,
+            connectionTimeout=t.connection_timeout_s,
+            connectionRetryTime=t.connection_retry_s,
+            leaderFallbackTimeout=t.leader_fallback_s,
+            commandsWaitLeader=False,
+            maxBindRetries=3,
+            dynamicMembershipChange=False,
+            onStateChanged=self._on_state_changed,
+        )
+        return _Host(self, config.self_addr, config.peers, conf)
+
+    def _wrap_transport(self) -> None:
+        transport = self._sync._SyncObj__transport
+        send = transport.send
+        journal = self._journal
+
+        def send_after_sync(node, message):
+            journal.sync_for_ack()
+            return send(node, message)
+
+        transport.send = send_after_sync
+
+    def _wake_on_append(self) -> None:
+        """A single node commits an entry on the tick after it is appended: make that tick now.
+
+        Without peers no socket wakes the tick thread's poll, so an appended entry would wait a
+        whole tick period before it is committed.
+        """
+        notifier = self._sync._SyncObj__pipeNotifier
+        journal = self._journal
+        add = journal.add
+
+        def add_and_wake(command, idx, term):
+            add(command, idx, term)
+            notifier.notify()
+
+        journal.add = add_and_wake
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the tick thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop ticking, flush the journal and release the raft port."""
+        self._stopping = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        try:
+            self._sync.destroy()
+            self._sync._doDestroy()
+        except Exception:  # already destroyed or never bound
+            log.debug("raft destroy", exc_info=True)
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    def _run_ticks(self) -> None:
+        sync, journal = self._sync, self._journal
+        single = not self.config.peers
+        period = self.config.timing.tick_s
+        while not self._stopping:
+            try:
+                journal.sync_for_ack()
+                journal.sync_due()
+                busy = single and self._single_node_busy()
+                sync.doTick(0.0 if busy else period)
+                self._after_tick()
+            except Exception:
+                log.exception("raft tick failed")
+                time.sleep(period)
+
+    def _single_node_busy(self) -> bool:
+        raft_log = self._sync._SyncObj__raftLog
+        commit = self._sync.raftCommitIndex
+        return raft_log[-1][1] > commit or commit > self._sync.raftLastApplied
+
+    def _after_tick(self) -> None:
+        now = time.monotonic()
+        if now - self._status_at >= 0.1:
+            self._status_at = now
+            self._status = read_status(self._sync, self.applied_index)
+            leader = self._status.leader
+            if leader != self._last_leader:
+                self._last_leader = leader
+                self.leader_changes += 1
+                log.info("leader is now %s (term %d)", leader or "unknown", self._status.term)
+                self._post(("notify", None))
+        journal = self._journal
+        if journal.size_bytes > self.config.compact_bytes and self._status.role != "candidate":
+            self._sync.forceLogCompaction()
+
+    def _on_state_changed(self, old, new) -> None:
+        names = {0: "follower", 1: "candidate", 2: "leader"}
+        log.info("role %s -> %s", names.get(old, old), names.get(new, new))
+        self._status_at = 0.0
+        self._post(("notify", None))
+
+    # -- apply (tick thread) ---------------------------------------------------------------
+
+    def _apply(self, entry: bytes):
+        """Apply one committed batch. Never raises: pysyncobj would re-run it forever."""
+        try:
+            now_ns, commands = decode_entry(entry)
+        except EntryFormatError as exc:
+            log.error("skipping undecodable log entry: %s", exc)
+            return None
+        try:
+            with self.lock:
+                replies, events = self.machine.apply_batch(now_ns, commands)
+                self.applied_index = self._sync.raftLastApplied + 1
+            if events:
+                self._post(("events", events))
+            self._post(("notify", None))
+            return replies
+        except Exception:
+            log.exception("state machine failed to apply an entry")
+            return None
+
+    # -- submission and the bridge to asyncio ----------------------------------------------
+
+    def submit(self, entry: bytes) -> asyncio.Future:
+        """Propose one encoded batch; the future gets the list of replies or a CommitError."""
+        fut = self.loop.create_future()
+        self._sync.apply_entry(entry, callback=lambda res, err: self._on_result(fut, res, err))
+        return fut
+
+    def _on_result(self, fut, res, err) -> None:
+        try:
+            self._post(("result", fut, res, err))
+        except Exception:
+            log.exception("result callback failed")
+
+    def _post(self, item) -> None:
+        self._outbox.append(item)
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        notify = False
+        while self._outbox:
+            item = self._outbox.popleft()
+            if item[0] == "result":
+                _, fut, res, err = item
+                if fut.done():
+                    continue
+                if err == FAIL_REASON.SUCCESS and res is not None:
+                    fut.set_result(res)
+                else:
+                    fut.set_exception(CommitError(err, ambiguous=err not in _DEFINITE))
+            elif item[0] == "events":
+                self._on_events(item[1])
+            else:
+                notify = True
+        if notify:
+            for listener in list(self._listeners):
+                listener()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the loop after entries were applied or the role changed."""
+        self._listeners.append(callback)
+
+    # -- snapshots (tick thread) -----------------------------------------------------------
+
+    def _serialize(self, filename: str, data) -> None:
+        last, prev, cluster = data
+        with self.lock:
+            state = self.machine.snapshot()
+        anchor = SnapshotAnchor(last=tuple(last), prev=tuple(prev),
+                                cluster=tuple(sorted(str(n) for n in cluster)))
+        write_snapshot(filename, anchor, state)
+        log.info("snapshot written at index %d (%d bytes of state)", last[1], len(state))
+
+    def _deserialize(self, filename: str):
+        anchor, state = read_snapshot(filename)
+        machine = Machine.restore(state)
+        with self.lock:
+            self.machine = machine
+            self.applied_index = anchor.last[1]
+        log.info("state restored from snapshot at index %d", anchor.last[1])
+        self._post(("notify", None))
+        return anchor.last, anchor.prev, set(anchor.cluster)
+
+    # -- status ----------------------------------------------------------------------------
+
+    @property
+    def status(self) -> RaftStatus:
+        """The latest status copy (refreshed by the tick thread every 100 ms)."""
+        return self._status
+
+    def is_leader(self) -> bool:
+        return self._sync._isLeader()
+
+    def journal_failed(self) -> bool:
+        return self._journal.failed is not None

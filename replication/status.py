@@ -1,0 +1,77 @@
+"""A typed copy of pysyncobj's status dict, made once here and read everywhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+_ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    """One other member of the cluster as this node sees it."""
+
+    address: str
+    connected: bool
+    match_index: int | None = None
+
+
+@dataclass(frozen=True)
+class RaftStatus:
+    """This node's Raft view: role, leader, term, indices and peers."""
+
+    node: str
+    role: str
+    leader: str | None
+    term: int
+    commit_index: int
+    applied_index: int
+    leader_commit_index: int | None
+    log_entries: int
+    peers: tuple[PeerStatus, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def empty(cls, node: str) -> "RaftStatus":
+        return cls(node=node, role="follower", leader=None, term=0, commit_index=0,
+                   applied_index=0, leader_commit_index=None, log_entries=0)
+
+    def as_dict(self) -> dict:
+        return {
+            "node": self.node,
+            "role": self.role,
+            "leader": self.leader,
+            "term": self.term,
+            "commit_index": self.commit_index,
+            "applied_index": self.applied_index,
+            "peers": [
+                {"address": p.address, "connected": p.connected, "match_index": p.match_index}
+                for p in self.peers
+            ],
+        }
+
+
+def read_status(sync, applied_index: int) -> RaftStatus:
+    """Convert ``sync.getStatus()``; must run in the tick thread (it iterates pysyncobj dicts)."""
+    raw = sync.getStatus()
+    leader = raw.get("leader")
+    peers = []
+    prefix = "partner_node_status_server_"
+    for key in sorted(raw):
+        if key.startswith(prefix):
+            address = key[len(prefix):]
+            peers.append(PeerStatus(
+                address=address,
+                connected=raw[key] == 2,
+                match_index=raw.get("match_idx_server_" + address),
+            ))
+    return RaftStatus(
+        node=str(raw["self"]),
+        role=_ROLES.get(raw["state"], str(raw["state"])),
+        leader=str(leader) if leader is not None else None,
+        term=raw["raft_term"],
+        commit_index=raw["commit_idx"],
+        applied_index=max(applied_index, raw["last_applied"]),
+        leader_commit_index=raw.get("leader_commit_idx"),
+        log_entries=raw["log_len"],
+        peers=tuple(peers),
+    )
