@@ -1,0 +1,146 @@
+"""Commands of the job state machine: opcodes, argument shapes, validation and fixed replies.
+
+A command is a plain tuple ``(op, sid, seq, *args)`` made only of ints, strs and bytes, so the
+replication layer can encode it with msgpack and every replica decodes the same value. Lists are
+accepted as well as tuples, because msgpack decodes arrays to lists by default.
+
+Validation is a table (``ARGUMENTS``) of argument kinds per opcode plus one small checker per kind.
+Anything that does not fit yields an error text; the machine turns it into ``("ERROR", text)``
+without touching its state, so no input can make a replica raise.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+SECOND_NS = 1_000_000_000
+SAFETY_MARGIN_NS = SECOND_NS  # "deadline soon" starts this long before a TTR deadline (§5)
+URGENT_PRI = 1024  # ready jobs with pri below this count as urgent
+MAX_U32 = 2**32 - 1
+MAX_U64 = 2**64 - 1
+MAX_DURATION_NS = MAX_U32 * SECOND_NS  # the protocol's durations are u32 seconds
+MAX_NOW_NS = 2**62  # keeps every deadline (now + duration) inside a signed 64-bit integer
+REPLY_CACHE_SIZE = 64  # replies remembered per session for exactly-once retries
+
+
+class Op(enum.IntEnum):
+    """Opcodes of replicated commands; the numbers are part of the log format, never renumber."""
+
+    OPEN = 1
+    CLOSE = 2
+    PUT = 3
+    USE = 4
+    WATCH = 5
+    IGNORE = 6
+    RESERVE = 7
+    RESERVE_JOB = 8
+    DELETE = 9
+    RELEASE = 10
+    BURY = 11
+    TOUCH = 12
+    KICK = 13
+    KICK_JOB = 14
+    PAUSE_TUBE = 15
+    BURN_ID = 16
+    TICK = 17
+    NODE_START = 18
+    DROP_NODE = 19
+
+
+# Commands that belong to the cluster rather than to one session: they ignore sid and seq.
+SESSIONLESS = frozenset({Op.TICK, Op.NODE_START, Op.DROP_NODE})
+
+# Fixed replies, shared so that a cached reply costs nothing extra.
+OK = ("OK",)
+NOT_IGNORED = ("NOT_IGNORED",)
+DEADLINE_SOON = ("DEADLINE_SOON",)
+TIMED_OUT = ("TIMED_OUT",)
+WAITING = ("WAITING",)
+DELETED = ("DELETED",)
+RELEASED = ("RELEASED",)
+BURIED = ("BURIED",)
+TOUCHED = ("TOUCHED",)
+KICKED = ("KICKED",)
+PAUSED = ("PAUSED",)
+NOT_FOUND = ("NOT_FOUND",)
+GONE = ("GONE",)
+ERROR_WAITING = ("ERROR", "session is waiting in reserve; only CLOSE is accepted")
+
+_TUBE_NAME = re.compile(r"[A-Za-z0-9+/;.$_()][A-Za-z0-9+/;.$_()\-]{0,199}")
+_NODE_NAME = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def _is_int(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def is_tube_name(value: object) -> bool:
+    """True for a legal tube name: 1..200 name characters, not starting with '-' (§2.3)."""
+    return isinstance(value, str) and _TUBE_NAME.fullmatch(value) is not None
+
+
+def is_node_name(value: object) -> bool:
+    """True for a legal node name: 1..255 printable ASCII characters without spaces."""
+    return isinstance(value, str) and _NODE_NAME.fullmatch(value) is not None
+
+
+# One checker per argument kind; each returns True when the value is acceptable.
+_KINDS = {
+    "pri": lambda v: _is_int(v, 0, MAX_U32),
+    "duration": lambda v: _is_int(v, 0, MAX_DURATION_NS),
+    "timeout": lambda v: _is_int(v, -1, MAX_DURATION_NS),
+    "job_id": lambda v: _is_int(v, 0, MAX_U64),
+    "bound": lambda v: _is_int(v, 0, MAX_U64),
+    "tube": is_tube_name,
+    "body": lambda v: isinstance(v, bytes),
+    "node": is_node_name,
+}
+
+ARGUMENTS: dict[Op, tuple[str, ...]] = {
+    Op.OPEN: (),
+    Op.CLOSE: (),
+    Op.PUT: ("pri", "duration", "duration", "body"),
+    Op.USE: ("tube",),
+    Op.WATCH: ("tube",),
+    Op.IGNORE: ("tube",),
+    Op.RESERVE: ("timeout",),
+    Op.RESERVE_JOB: ("job_id",),
+    Op.DELETE: ("job_id",),
+    Op.RELEASE: ("job_id", "pri", "duration"),
+    Op.BURY: ("job_id", "pri"),
+    Op.TOUCH: ("job_id",),
+    Op.KICK: ("bound",),
+    Op.KICK_JOB: ("job_id",),
+    Op.PAUSE_TUBE: ("tube", "duration"),
+    Op.BURN_ID: (),
+    Op.TICK: (),
+    Op.NODE_START: ("node",),
+    Op.DROP_NODE: ("node",),
+}
+
+
+def check(command: object, max_job_size: int) -> str | None:
+    """Return why ``command`` is malformed, or None when it is a well-formed command."""
+    if not isinstance(command, (tuple, list)) or len(command) < 3:
+        return "command must be a tuple (op, sid, seq, *args)"
+    op, sid, seq = command[0], command[1], command[2]
+    if not _is_int(op, 0, MAX_U64) or op not in ARGUMENTS:
+        return "unknown op"
+    if not _is_int(sid, 0, MAX_U64) or not _is_int(seq, 0, MAX_U64):
+        return "sid and seq must be unsigned 64-bit integers"
+    kinds = ARGUMENTS[Op(op)]
+    args = command[3:]
+    if len(args) != len(kinds):
+        return f"{Op(op).name} takes {len(kinds)} argument(s)"
+    for position, (kind, value) in enumerate(zip(kinds, args), start=1):
+        if not _KINDS[kind](value):
+            return f"{Op(op).name}: argument {position} is not a valid {kind}"
+    if op == Op.PUT and len(args[3]) > max_job_size:
+        return "JOB_TOO_BIG"
+    return None
+
+
+def is_time(value: object) -> bool:
+    """True for an acceptable ``now_ns``: an integer in [0, 2**62]."""
+    return _is_int(value, 0, MAX_NOW_NS)

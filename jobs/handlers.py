@@ -1,0 +1,235 @@
+"""One small function per session command, with beanstalkd 1.12's semantics (reference §4).
+
+Each handler receives the state, the open session that issued the command and the already
+validated arguments, and returns the reply. Handlers only call the primitives of ``State`` and
+``waiting``; serving waiters after the command is the machine's job.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .commands import (
+    BURIED, DEADLINE_SOON, DELETED, KICKED, NOT_FOUND, NOT_IGNORED, OK, PAUSED, RELEASED,
+    SECOND_NS, TIMED_OUT, TOUCHED, WAITING, Op,
+)
+from .model import BURIED as S_BURIED
+from .model import DELAYED, RESERVED, Job, Session
+from .state import State
+from .waiting import deadline_soon, reservable_job, start_wait, stop_wait, wake_time, \
+    watches_ready_job
+
+
+def _held(state: State, session: Session, job_id: int) -> Job | None:
+    """The job ``job_id`` if ``session`` holds its reservation."""
+    job = state.jobs.get(job_id)
+    return job if job is not None and job.holder is session else None
+
+
+def close(state: State, session: Session) -> tuple:
+    """CLOSE (§4.18): release held jobs to ready, drop the wait and the tube references."""
+    waited = bool(session.wait_ticket)
+    if waited:
+        stop_wait(state, session)
+    for job_id in list(session.reserved):
+        state.make_ready(state.jobs[job_id])
+    watch = session.watch
+    while watch:  # beanstalkd empties the watch list by swap-removing its first entry
+        tube = watch[0]
+        watch[0] = watch[-1]
+        watch.pop()
+        tube.watching_ct -= 1
+        state.release_tube(tube)
+    session.used.using_ct -= 1
+    state.release_tube(session.used)
+    del state.sessions[session.sid]
+    return TIMED_OUT if waited else OK
+
+
+def put(state: State, session: Session, pri: int, delay_ns: int, ttr_ns: int,
+        body: bytes) -> tuple:
+    """PUT (§4.1): a new job in the used tube, delayed if ``delay_ns`` > 0."""
+    session.producer = True
+    job_id = state.next_id
+    state.next_id += 1
+    tube = session.used
+    job = Job(job_id, tube, pri, delay_ns, max(ttr_ns, SECOND_NS), body, state.now_ns)
+    state.add_job(job)
+    if delay_ns > 0:
+        state.make_delayed(job, state.now_ns + delay_ns)
+    else:
+        state.make_ready(job)
+    tube.total_jobs += 1
+    state.total_jobs += 1
+    return ("INSERTED", job_id)
+
+
+def burn_id(state: State, session: Session) -> tuple:
+    """BURN_ID: consume a job id, as beanstalkd does for a put whose body never arrived."""
+    session.producer = True
+    state.next_id += 1
+    return OK
+
+
+def use(state: State, session: Session, name: str) -> tuple:
+    """USE (§4.2)."""
+    tube = state.ref_tube(name)
+    tube.using_ct += 1
+    old, session.used = session.used, tube
+    old.using_ct -= 1
+    state.release_tube(old)
+    return ("USING", name)
+
+
+def watch(state: State, session: Session, name: str) -> tuple:
+    """WATCH (§4.9)."""
+    if all(tube.name != name for tube in session.watch):
+        tube = state.ref_tube(name)
+        tube.watching_ct += 1
+        session.watch.append(tube)
+    return ("WATCHING", len(session.watch))
+
+
+def ignore(state: State, session: Session, name: str) -> tuple:
+    """IGNORE (§4.10): swap-remove from the watch list; never the last watched tube."""
+    watched = session.watch
+    for index, tube in enumerate(watched):
+        if tube.name == name:
+            if len(watched) == 1:
+                return NOT_IGNORED
+            watched[index] = watched[-1]
+            watched.pop()
+            tube.watching_ct -= 1
+            state.release_tube(tube)
+            break
+    return ("WATCHING", len(watched))
+
+
+def reserve(state: State, session: Session, timeout_ns: int) -> tuple:
+    """RESERVE (§4.3); ``timeout_ns`` -1 waits forever, 0 answers at once."""
+    session.worker = True
+    if deadline_soon(state, session) and not watches_ready_job(session):
+        return DEADLINE_SOON
+    job = reservable_job(state, session)
+    if job is not None:
+        state.reserve(job, session)
+        return ("RESERVED", job.id, job.body)
+    if timeout_ns == 0:
+        return TIMED_OUT
+    wake_ns = wake_time(state, session, timeout_ns)
+    if wake_ns is not None and wake_ns <= state.now_ns:
+        # Inside the safety margin but a paused watched tube has a ready job: beanstalkd
+        # waits and its very next tick answers DEADLINE_SOON, so answer it now.
+        return DEADLINE_SOON
+    start_wait(state, session, timeout_ns, wake_ns)
+    return WAITING
+
+
+def reserve_job(state: State, session: Session, job_id: int) -> tuple:
+    """RESERVE_JOB (§4.4): any unreserved job, whatever its tube, pause or the watch list."""
+    session.worker = True
+    job = state.jobs.get(job_id)
+    if job is None or job.state is RESERVED:
+        return NOT_FOUND
+    state.reserve(job, session)
+    return ("RESERVED", job.id, job.body)
+
+
+def delete(state: State, session: Session, job_id: int) -> tuple:
+    """DELETE (§4.5): a job this session holds, or any ready, buried or delayed job."""
+    job = state.jobs.get(job_id)
+    if job is None or (job.state is RESERVED and job.holder is not session):
+        return NOT_FOUND
+    state.delete(job)
+    return DELETED
+
+
+def release(state: State, session: Session, job_id: int, pri: int, delay_ns: int) -> tuple:
+    """RELEASE (§4.6)."""
+    job = _held(state, session, job_id)
+    if job is None:
+        return NOT_FOUND
+    job.pri = pri
+    job.delay_ns = delay_ns
+    job.releases += 1
+    if delay_ns > 0:
+        state.make_delayed(job, state.now_ns + delay_ns)
+    else:
+        state.make_ready(job)
+    return RELEASED
+
+
+def bury(state: State, session: Session, job_id: int, pri: int) -> tuple:
+    """BURY (§4.7)."""
+    job = _held(state, session, job_id)
+    if job is None:
+        return NOT_FOUND
+    job.pri = pri
+    job.buries += 1
+    state.make_buried(job)
+    return BURIED
+
+
+def touch(state: State, session: Session, job_id: int) -> tuple:
+    """TOUCH (§4.8): a full TTR from now."""
+    job = _held(state, session, job_id)
+    if job is None:
+        return NOT_FOUND
+    state.touch(job)
+    return TOUCHED
+
+
+def _kick(state: State, job: Job) -> None:
+    job.kicks += 1
+    state.make_ready(job)
+
+
+def kick(state: State, session: Session, bound: int) -> tuple:
+    """KICK (§4.12): up to ``bound`` buried jobs of the used tube, else delayed ones."""
+    tube = session.used
+    if tube.buried:
+        count = min(bound, len(tube.buried))
+        for _ in range(count):
+            _kick(state, state.oldest_buried(tube))
+    else:
+        count = min(bound, tube.delayed_ct)
+        for _ in range(count):
+            _kick(state, state.min_delayed(tube))
+    return ("KICKED", count)
+
+
+def kick_job(state: State, session: Session, job_id: int) -> tuple:
+    """KICK_JOB (§4.13): a buried or delayed job, in any tube."""
+    job = state.jobs.get(job_id)
+    if job is None or (job.state is not S_BURIED and job.state is not DELAYED):
+        return NOT_FOUND
+    _kick(state, job)
+    return KICKED
+
+
+def pause_tube(state: State, session: Session, name: str, delay_ns: int) -> tuple:
+    """PAUSE_TUBE (§4.16): an existing tube only; a delay of 0 becomes 1 ns."""
+    tube = state.tubes.get(name)
+    if tube is None:
+        return NOT_FOUND
+    state.pause(tube, max(delay_ns, 1))
+    return PAUSED
+
+
+HANDLERS: dict[Op, Callable[..., tuple]] = {
+    Op.CLOSE: close,
+    Op.PUT: put,
+    Op.USE: use,
+    Op.WATCH: watch,
+    Op.IGNORE: ignore,
+    Op.RESERVE: reserve,
+    Op.RESERVE_JOB: reserve_job,
+    Op.DELETE: delete,
+    Op.RELEASE: release,
+    Op.BURY: bury,
+    Op.TOUCH: touch,
+    Op.KICK: kick,
+    Op.KICK_JOB: kick_job,
+    Op.PAUSE_TUBE: pause_tube,
+    Op.BURN_ID: burn_id,
+}

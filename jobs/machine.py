@@ -1,0 +1,198 @@
+"""The job state machine: beanstalkd 1.12 minus sockets, deterministic, replicated by Raft.
+
+Theory of operation
+-------------------
+``Machine.apply_batch(now_ns, commands)`` is the only way state changes. It
+
+1. advances the clock to ``max(now, now_ns)`` (time never goes backwards);
+2. fires every timer due at that time, earliest first (state.py says how ties break), serving
+   waiting sessions after each one, so a late tick replays what exact ticks would have done;
+3. applies the commands in order, serving waiting sessions after each one.
+
+It returns one reply per command and the ``events``: replies owed to other sessions whose
+reserve was waiting, in the order they were resolved.
+
+Nothing here reads a clock, draws a random number or iterates a set, so replicas that apply the
+same batches end in identical state. No input raises: malformed commands, unknown sessions and
+commands that cannot apply are answered with ``("ERROR", text)`` or ``("GONE",)`` before any
+state changes.
+
+Exactly-once: a session command with ``seq > 0`` has its reply cached (the last 64 per session,
+the lowest seq pruned first). A retry of a cached seq returns the cached reply without running
+again; a retry of an already pruned seq (at or below the session's ``seq_floor``) is refused.
+
+Cluster rules: a sid is ``(epoch << 32) | counter``. NODE_START gives a node a new epoch and
+closes the sessions of its previous one; DROP_NODE closes them and retires the epoch. OPEN only
+succeeds for a live epoch and a counter above every counter that epoch has already opened, so
+a stale or replayed OPEN can never resurrect a closed session.
+"""
+
+from __future__ import annotations
+
+from . import handlers, queries, snapshot
+from .commands import (
+    ERROR_WAITING, GONE, OK, REPLY_CACHE_SIZE, SESSIONLESS, WAITING, Op, check, is_time,
+)
+from .model import Epoch, Session
+from .state import T_DELAY, T_PAUSE, T_TTR, State
+from .waiting import serve, wake
+
+_COUNTER_MASK = 0xFFFFFFFF
+
+
+class Machine(State):
+    """The replicated job state machine (see the module docstring)."""
+
+    # ------------------------------------------------------------ applying
+
+    def apply_batch(self, now_ns: int, commands: list[tuple]) -> tuple[list[tuple], list]:
+        """Advance time to ``now_ns``, fire due timers, apply ``commands`` in order.
+
+        Returns ``(replies, events)``: one reply per command, and ``(sid, reply)`` pairs owed
+        to waiting sessions, in the order they happened.
+        """
+        if not isinstance(commands, (list, tuple)):
+            return [], []
+        if not is_time(now_ns):
+            return [("ERROR", "now_ns must be an integer in [0, 2**62]")] * len(commands), []
+        self.events = events = []
+        self.now_ns = max(self.now_ns, now_ns)
+        self._fire_timers()
+        replies = []
+        for command in commands:
+            replies.append(self._apply(command))
+            serve(self)
+        self.events = []
+        return replies, events
+
+    def _fire_timers(self) -> None:
+        while True:
+            entry = self.next_timer()
+            if entry is None or entry[0] > self.now_ns:
+                return
+            self.pop_timer()
+            _, kind, key, _ = entry
+            if kind == T_DELAY:
+                self.make_ready(self.jobs[key])
+            elif kind == T_TTR:
+                self.expire(self.jobs[key])
+            elif kind == T_PAUSE:
+                self.unpause(self.tubes[key])
+            else:
+                wake(self, self.waiting[key])
+            serve(self)
+
+    def _apply(self, command: object) -> tuple:
+        error = check(command, self.max_job_size)
+        if error is not None:
+            return ("ERROR", error)
+        op, sid, seq, *args = command
+        op = Op(op)
+        if op in SESSIONLESS:
+            return self._cluster_command(op, args)
+        session = self.sessions.get(sid)
+        if op == Op.OPEN and session is None:
+            return self._open(sid, seq)
+        if session is None:
+            return GONE
+        if seq:
+            cached = session.replies.get(seq)
+            if cached is not None:
+                return cached
+            if seq <= session.seq_floor:
+                return ("ERROR", "seq already forgotten; the command may have been applied")
+        if op == Op.OPEN:
+            return ("ERROR", "session already open")
+        if session.wait_ticket and op != Op.CLOSE:
+            return ERROR_WAITING
+        reply = handlers.HANDLERS[op](self, session, *args)
+        if seq and op != Op.CLOSE:
+            self._remember(session, seq, reply)
+            if reply is WAITING:
+                session.wait_seq = seq  # finish_wait replaces the cached reply by the outcome
+        return reply
+
+    @staticmethod
+    def _remember(session: Session, seq: int, reply: tuple) -> None:
+        replies = session.replies
+        replies[seq] = reply
+        if len(replies) > REPLY_CACHE_SIZE:
+            oldest = min(replies)
+            del replies[oldest]
+            session.seq_floor = max(session.seq_floor, oldest)
+
+    # -------------------------------------------------- sessions and nodes
+
+    def _open(self, sid: int, seq: int) -> tuple:
+        epoch = self.epochs.get(sid >> 32)
+        counter = sid & _COUNTER_MASK
+        if epoch is None or counter <= epoch.last_counter:
+            return GONE
+        epoch.last_counter = counter
+        default = self.tubes["default"]
+        default.using_ct += 1
+        default.watching_ct += 1
+        session = self.sessions[sid] = Session(sid, default)
+        if seq:
+            self._remember(session, seq, OK)
+        return OK
+
+    def _cluster_command(self, op: Op, args: list) -> tuple:
+        if op == Op.TICK:
+            return OK
+        node = args[0]
+        if op == Op.NODE_START:
+            self._retire(node)
+            epoch = self.next_epoch
+            self.next_epoch += 1
+            self.epochs[epoch] = Epoch(node)
+            self.node_epoch[node] = epoch
+            return ("EPOCH", epoch)
+        self._retire(node)  # DROP_NODE
+        return OK
+
+    def _retire(self, node: str) -> None:
+        """Close every session of ``node``'s live epoch and retire that epoch."""
+        for sid in self.sessions_of(node):
+            handlers.close(self, self.sessions[sid])
+        epoch = self.node_epoch.pop(node, None)
+        if epoch is not None:
+            del self.epochs[epoch]
+
+    def sessions_of(self, node_name: str) -> list[int]:
+        """The open sessions of ``node_name``'s live epoch, in sid order."""
+        epoch = self.node_epoch.get(node_name) if isinstance(node_name, str) else None
+        if epoch is None:
+            return []
+        return sorted(sid for sid in self.sessions if sid >> 32 == epoch)
+
+    # ------------------------------------------------------------ queries
+
+    peek = queries.peek
+    peek_ready = queries.peek_ready
+    peek_delayed = queries.peek_delayed
+    peek_buried = queries.peek_buried
+    stats_job = queries.stats_job
+    stats_tube = queries.stats_tube
+    stats_global = queries.stats_global
+    list_tubes = queries.list_tubes
+    list_tube_used = queries.list_tube_used
+    list_tubes_watched = queries.list_tubes_watched
+    job_counts = queries.job_counts
+    next_deadline_ns = queries.next_deadline_ns
+    is_waiting = queries.is_waiting
+
+    # ------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        """The canonical encoding of all replicated state (snapshot.py)."""
+        return snapshot.dump(self)
+
+    @classmethod
+    def restore(cls, data: bytes) -> Machine:
+        """A machine in the state ``snapshot`` captured; ValueError if ``data`` is not one."""
+        return snapshot.load(data, cls)
+
+    def digest(self) -> str:
+        """sha256 hex digest of the snapshot: equal digests mean equal replicated state."""
+        return snapshot.digest(self)

@@ -1,0 +1,161 @@
+"""Read-only queries: peek, stats, lists, counts, the next timer (reference §4.11, §4.14, §6).
+
+Queries never change observable state. They may drop dead heap entries on the way (the caller
+holds the machine's lock), which leaves every answer exactly what a clean heap would give.
+Seconds are shown only where the protocol shows them, truncated toward zero like C does.
+"""
+
+from __future__ import annotations
+
+from .commands import GONE, NOT_FOUND, SECOND_NS
+from .model import DELAYED, RESERVED, Job, Session, Tube
+from .state import State
+
+
+def _seconds(ns: int) -> int:
+    """Nanoseconds to whole seconds, truncated toward zero."""
+    return ns // SECOND_NS if ns >= 0 else -(-ns // SECOND_NS)
+
+
+def _now(state: State, now_ns: object) -> int:
+    return now_ns if isinstance(now_ns, int) else state.now_ns
+
+
+def _session(state: State, sid: object) -> Session | None:
+    return state.sessions.get(sid) if isinstance(sid, int) else None
+
+
+def _found(job: Job | None) -> tuple:
+    return NOT_FOUND if job is None else ("FOUND", job.id, job.body)
+
+
+def peek(state: State, job_id: int) -> tuple:
+    """``peek <id>``: any job, any state, any tube."""
+    return _found(state.jobs.get(job_id) if isinstance(job_id, int) else None)
+
+
+def _peek_used(state: State, sid: int, pick) -> tuple:
+    session = _session(state, sid)
+    return GONE if session is None else _found(pick(session.used))
+
+
+def peek_ready(state: State, sid: int) -> tuple:
+    """``peek-ready`` on the session's used tube: minimum (pri, id), pause ignored."""
+    return _peek_used(state, sid, state.min_ready)
+
+
+def peek_delayed(state: State, sid: int) -> tuple:
+    """``peek-delayed`` on the session's used tube: minimum (deadline, id)."""
+    return _peek_used(state, sid, state.min_delayed)
+
+
+def peek_buried(state: State, sid: int) -> tuple:
+    """``peek-buried`` on the session's used tube: the oldest burial."""
+    return _peek_used(state, sid, state.oldest_buried)
+
+
+def stats_job(state: State, job_id: int, now_ns: int) -> list[tuple[str, int | str]] | None:
+    """``stats-job`` fields in 1.12 order, or None when there is no such job."""
+    job = state.jobs.get(job_id) if isinstance(job_id, int) else None
+    if job is None:
+        return None
+    now_ns = _now(state, now_ns)
+    timed = job.state is RESERVED or job.state is DELAYED
+    return [
+        ("id", job.id),
+        ("tube", job.tube.name),
+        ("state", job.state),
+        ("pri", job.pri),
+        ("age", _seconds(now_ns - job.created_ns)),
+        ("delay", _seconds(job.delay_ns)),
+        ("ttr", _seconds(job.ttr_ns)),
+        ("time-left", _seconds(job.deadline_ns - now_ns) if timed else 0),
+        ("file", 0),
+        ("reserves", job.reserves),
+        ("timeouts", job.timeouts),
+        ("releases", job.releases),
+        ("buries", job.buries),
+        ("kicks", job.kicks),
+    ]
+
+
+def stats_tube(state: State, name: str, now_ns: int) -> list[tuple[str, int | str]] | None:
+    """``stats-tube`` fields in 1.12 order, or None when the tube does not exist."""
+    tube: Tube | None = state.tubes.get(name) if isinstance(name, str) else None
+    if tube is None:
+        return None
+    now_ns = _now(state, now_ns)
+    paused = tube.pause_ns > 0
+    return [
+        ("name", tube.name),
+        ("current-jobs-urgent", tube.urgent_ct),
+        ("current-jobs-ready", tube.ready_ct),
+        ("current-jobs-reserved", tube.reserved_ct),
+        ("current-jobs-delayed", tube.delayed_ct),
+        ("current-jobs-buried", tube.buried_ct),
+        ("total-jobs", tube.total_jobs),
+        ("current-using", tube.using_ct),
+        ("current-watching", tube.watching_ct),
+        ("current-waiting", len(tube.waiters)),
+        ("cmd-delete", tube.cmd_delete),
+        ("cmd-pause-tube", tube.cmd_pause),
+        ("pause", _seconds(tube.pause_ns)),
+        ("pause-time-left", _seconds(tube.unpause_at_ns - now_ns) if paused else 0),
+    ]
+
+
+def stats_global(state: State) -> dict[str, int]:
+    """The replicated part of ``stats``, in 1.12 key order (the node adds the rest)."""
+    sessions = state.sessions.values()
+    return {
+        "current-jobs-urgent": state.urgent_ct,
+        "current-jobs-ready": state.ready_ct,
+        "current-jobs-reserved": state.reserved_ct,
+        "current-jobs-delayed": state.delayed_ct,
+        "current-jobs-buried": state.buried_ct,
+        "job-timeouts": state.job_timeouts,
+        "total-jobs": state.total_jobs,
+        "current-tubes": len(state.tubes),
+        "current-connections": len(state.sessions),
+        "current-producers": sum(1 for session in sessions if session.producer),
+        "current-workers": sum(1 for session in sessions if session.worker),
+        "current-waiting": len(state.waiting),
+    }
+
+
+def list_tubes(state: State) -> list[str]:
+    """Tube names in ``list-tubes`` order (creation order, swap-remove on destruction)."""
+    return [tube.name for tube in state.tube_list]
+
+
+def list_tube_used(state: State, sid: int) -> str | None:
+    """The session's used tube, or None when the session is not open."""
+    session = _session(state, sid)
+    return None if session is None else session.used.name
+
+
+def list_tubes_watched(state: State, sid: int) -> list[str] | None:
+    """The session's watch list in order, or None when the session is not open."""
+    session = _session(state, sid)
+    return None if session is None else [tube.name for tube in session.watch]
+
+
+def job_counts(state: State) -> dict[str, int]:
+    """How many jobs are in each state."""
+    return {"ready": state.ready_ct, "reserved": state.reserved_ct,
+            "delayed": state.delayed_ct, "buried": state.buried_ct}
+
+
+def next_deadline_ns(state: State) -> int | None:
+    """When the earliest pending timer fires (delay, TTR, pause end, waiter wake), or None.
+
+    The leader proposes a TICK stamped at (or after) this time.
+    """
+    entry = state.next_timer()
+    return None if entry is None else entry[0]
+
+
+def is_waiting(state: State, sid: int) -> bool:
+    """True while the session waits in reserve for its outcome event."""
+    session = _session(state, sid)
+    return session is not None and session.wait_ticket != 0

@@ -1,0 +1,164 @@
+"""Snapshot codec: all replicated state as canonical bytes, and back.
+
+Format: one version byte (``VERSION``), then one msgpack array::
+
+    [max_job_size, now_ns, next_id, next_epoch, job_timeouts, total_jobs,
+     epochs,    # [[epoch, node_name, last_counter], ...]           by epoch
+     tubes,     # [[name, total_jobs, cmd_delete, cmd_pause, pause_ns, unpause_at_ns,
+                #   [buried job ids, oldest first]], ...]            in list-tubes order
+     sessions,  # [[sid, used, [watched names], producer, worker,
+                #   wait_wake_ns, wait_until_ns, wait_seq, seq_floor,
+                #   [[seq, reply], ...]], ...]                       by sid, replies by seq
+     waiting,   # [sid, ...]                                        oldest waiter first
+     jobs]      # [[id, tube, state, pri, delay_ns, ttr_ns, body, created_ns, deadline_ns,
+                #   holder_sid, reserves, timeouts, releases, buries, kicks], ...]   by id
+
+Only observable state is written — never heaps, ``gen`` values or wait tickets, which restore
+rebuilds — so two machines with equal observable state give equal bytes whatever garbage their
+heaps hold. Never pickle: a code change must not change how an old snapshot reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable
+
+import msgpack
+
+from . import invariants
+from .model import BURIED, DELAYED, READY, RESERVED, STATES, Epoch, Job, Session
+from .state import State
+from .waiting import enqueue
+
+VERSION = 1
+_STATE_CODE = {state: code for code, state in enumerate(STATES)}
+
+
+def _session_record(session: Session) -> list:
+    return [
+        session.sid, session.used.name, [tube.name for tube in session.watch],
+        session.producer, session.worker,
+        session.wait_wake_ns, session.wait_until_ns, session.wait_seq, session.seq_floor,
+        [[seq, session.replies[seq]] for seq in sorted(session.replies)],
+    ]
+
+
+def dump(state: State) -> bytes:
+    """Encode ``state`` canonically (see the module docstring)."""
+    code = _STATE_CODE
+    jobs = [
+        [job.id, job.tube.name, code[job.state], job.pri, job.delay_ns, job.ttr_ns, job.body,
+         job.created_ns, job.deadline_ns, job.holder.sid if job.holder else 0,
+         job.reserves, job.timeouts, job.releases, job.buries, job.kicks]
+        for job in state.jobs.values()
+    ]
+    body = [
+        state.max_job_size, state.now_ns, state.next_id, state.next_epoch,
+        state.job_timeouts, state.total_jobs,
+        [[epoch, state.epochs[epoch].node, state.epochs[epoch].last_counter]
+         for epoch in sorted(state.epochs)],
+        [[tube.name, tube.total_jobs, tube.cmd_delete, tube.cmd_pause, tube.pause_ns,
+          tube.unpause_at_ns, list(tube.buried)] for tube in state.tube_list],
+        [_session_record(state.sessions[sid]) for sid in sorted(state.sessions)],
+        [session.sid for session in state.waiting.values()],
+        jobs,
+    ]
+    return bytes([VERSION]) + msgpack.packb(body, use_bin_type=True)
+
+
+def digest(state: State) -> str:
+    """sha256 hex digest of ``dump(state)``."""
+    return hashlib.sha256(dump(state)).hexdigest()
+
+
+def load(data: bytes, make: Callable[[int], State]) -> State:
+    """Decode a snapshot into ``make(max_job_size)``; ValueError for anything else."""
+    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < 1:
+        raise ValueError("a snapshot is a non-empty bytes object")
+    if data[0] != VERSION:
+        raise ValueError(f"unknown snapshot version {data[0]}")
+    try:
+        body = msgpack.unpackb(bytes(data[1:]), raw=False, use_list=False)
+        state = _build(body, make)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+            msgpack.UnpackException) as exc:
+        raise ValueError(f"corrupt snapshot: {exc!r}") from exc
+    problems = invariants.problems(state)
+    if problems:
+        raise ValueError("inconsistent snapshot: " + "; ".join(problems[:5]))
+    return state
+
+
+def _build(body: tuple, make: Callable[[int], State]) -> State:
+    (max_job_size, now_ns, next_id, next_epoch, job_timeouts, total_jobs,
+     epochs, tubes, sessions, waiting, jobs) = body
+    state = make(max_job_size)
+    state.now_ns, state.next_id, state.next_epoch = now_ns, next_id, next_epoch
+    state.job_timeouts, state.total_jobs = job_timeouts, total_jobs
+    for epoch, node, last_counter in epochs:
+        state.epochs[epoch] = Epoch(node, last_counter)
+        state.node_epoch[node] = epoch
+    state.tubes, state.tube_list = {}, []
+    for name, total, cmd_delete, cmd_pause, pause_ns, unpause_at_ns, _ in tubes:
+        if name in state.tubes:
+            raise ValueError(f"tube {name!r} twice")
+        tube = state.ref_tube(name)
+        tube.total_jobs, tube.cmd_delete, tube.cmd_pause = total, cmd_delete, cmd_pause
+        if pause_ns:
+            state.arm_pause(tube, pause_ns, unpause_at_ns)
+    for record in sessions:
+        _build_session(state, record)
+    for sid in waiting:
+        session = state.sessions[sid]
+        enqueue(state, session, session.wait_wake_ns, session.wait_until_ns)
+    _build_jobs(state, jobs)
+    for tube_record in tubes:
+        tube = state.tubes[tube_record[0]]
+        for job_id in tube_record[6]:
+            job = state.jobs[job_id]
+            if job.tube is not tube or job.state is not None:
+                raise ValueError(f"buried job {job_id} misplaced")
+            state.make_buried(job)
+    state.candidates.clear()  # a snapshot is taken between batches, when nothing can match
+    return state
+
+
+def _build_session(state: State, record: tuple) -> None:
+    (sid, used, watch, producer, worker, wake_ns, until_ns, wait_seq, seq_floor,
+     replies) = record
+    if sid in state.sessions:
+        raise ValueError(f"session {sid} twice")
+    session = Session(sid, state.tubes[used])
+    session.used.using_ct += 1
+    session.watch = [state.tubes[name] for name in watch]
+    for tube in session.watch:
+        tube.watching_ct += 1
+    session.producer, session.worker = bool(producer), bool(worker)
+    session.wait_wake_ns, session.wait_until_ns = wake_ns, until_ns
+    session.wait_seq, session.seq_floor = wait_seq, seq_floor
+    session.replies = {seq: tuple(reply) for seq, reply in replies}
+    state.sessions[sid] = session
+
+
+def _build_jobs(state: State, records: tuple) -> None:
+    tubes, sessions, previous_id = state.tubes, state.sessions, 0
+    for (job_id, tube_name, code, pri, delay_ns, ttr_ns, body, created_ns, deadline_ns,
+         holder, reserves, timeouts, releases, buries, kicks) in records:
+        if not previous_id < job_id < state.next_id:
+            raise ValueError(f"job id {job_id} out of order")
+        previous_id = job_id
+        job = Job(job_id, tubes[tube_name], pri, delay_ns, ttr_ns, body, created_ns)
+        job.reserves, job.timeouts, job.releases = reserves, timeouts, releases
+        job.buries, job.kicks = buries, kicks
+        state.add_job(job)
+        if not 0 <= code < len(STATES):
+            raise ValueError(f"job {job_id} has state code {code}")
+        job_state = STATES[code]
+        if job_state is READY:
+            state.make_ready(job)
+        elif job_state is DELAYED:
+            state.make_delayed(job, deadline_ns)
+        elif job_state is RESERVED:
+            state.make_reserved(job, sessions[holder], deadline_ns)
+        elif job_state is not BURIED:
+            raise ValueError(f"job {job_id} has no state")
