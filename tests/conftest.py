@@ -1,0 +1,467 @@
+"""Shared fixtures that run one black-box test suite against several beanstalk servers.
+
+Method: every test that asks for the ``server`` (TCP) or ``unix_server`` (UNIX socket) fixture is
+parametrized over the registered targets -- the real ``beanstalkd`` 1.12 and a ``beanraft`` node --
+and gets a freshly started process on a free port. Tests talk to it through ``Wire``, a tiny
+blocking client that sends raw bytes and checks the exact bytes that come back, so a transcript
+that passes against beanstalkd and fails against BeanRaft is a compatibility bug by construction.
+
+Adding a target: write a factory ``factory(spec: TargetSpec) -> Target`` and put it in
+``TARGETS`` (``TARGETS["inprocess"] = start_inprocess``), e.g. from this file or a plugin loaded
+before collection. Server options come from ``@pytest.mark.server_args("-z", "10")``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import difflib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Union
+
+import pytest
+
+Address = Union[tuple[str, int], str]
+
+HOST = "127.0.0.1"
+BEANSTALKD = "/usr/bin/beanstalkd"
+READY_PROBE = b"list-tube-used\r\n"
+READY_REPLY = b"USING default\r\n"
+
+
+# --------------------------------------------------------------------------- ports and processes
+
+
+def free_port() -> int:
+    """Returns a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to SIGKILL it if pytest itself dies."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------- the wire client
+
+
+class Wire:
+    """A small blocking client for transcript tests: raw bytes out, exact bytes in.
+
+    Every read has a deadline; running out of time or hitting EOF fails the test with what did
+    arrive, instead of hanging.
+    """
+
+    def __init__(self, sock: socket.socket, default_timeout: float = 3.0):
+        self.sock = sock
+        self.default_timeout = default_timeout
+        self._buffer = b""
+        self._eof = False
+
+    def send(self, data: bytes) -> None:
+        """Sends all of ``data`` at once (one write, so pipelined commands stay in one packet)."""
+        self.sock.sendall(data)
+
+    def _fill(self, deadline: float) -> bool:
+        """Reads what is available into the buffer; returns False on EOF or when time is up."""
+        if self._eof:
+            return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self._eof = True
+            return False
+        self._buffer += chunk
+        return True
+
+    def read_exactly(self, size: int, timeout: float | None = None) -> bytes:
+        """Returns exactly ``size`` bytes, or fails the test with the bytes that did arrive."""
+        deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
+        while len(self._buffer) < size:
+            if not self._fill(deadline):
+                reason = "connection closed" if self._eof else "timed out"
+                pytest.fail(f"{reason} after {len(self._buffer)} of {size} bytes: {self._buffer!r}")
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def expect(self, expected: bytes, timeout: float | None = None) -> None:
+        """Reads exactly ``len(expected)`` bytes and asserts they equal ``expected``."""
+        deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
+        while len(self._buffer) < len(expected):
+            if not self._fill(deadline):
+                reason = "connection closed" if self._eof else "timed out"
+                pytest.fail(
+                    f"{reason} waiting for {expected!r}\n"
+                    f"received only {len(self._buffer)} bytes:\n{self._buffer!r}"
+                )
+        got, self._buffer = self._buffer[: len(expected)], self._buffer[len(expected) :]
+        if got != expected:
+            pytest.fail("unexpected reply\n" + byte_diff(expected, got))
+
+    def read_line(self, timeout: float | None = None) -> bytes:
+        """Returns the next line without its CRLF."""
+        deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
+        while b"\r\n" not in self._buffer:
+            if not self._fill(deadline):
+                pytest.fail(f"no complete line; received {self._buffer!r}")
+        line, self._buffer = self._buffer.split(b"\r\n", 1)
+        return line
+
+    def expect_nothing(self, wait: float = 0.3) -> None:
+        """Asserts that no byte arrives (and the connection stays open) for ``wait`` seconds."""
+        self._fill(time.monotonic() + wait)
+        assert self._buffer == b"" and not self._eof, (
+            f"expected silence, got {self._buffer!r}{' then EOF' if self._eof else ''}"
+        )
+
+    def recv_until_closed(self, timeout: float | None = None) -> bytes:
+        """Returns everything up to the server's EOF; fails if the server keeps the socket open."""
+        deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
+        while self._fill(deadline):
+            pass
+        if not self._eof:
+            pytest.fail(f"connection still open; received {self._buffer!r}")
+        data, self._buffer = self._buffer, b""
+        return data
+
+    def request(self, line: bytes, timeout: float | None = None) -> bytes:
+        """Sends one command line (CRLF added) and returns the first reply line, CRLF removed."""
+        self.send(line + b"\r\n")
+        return self.read_line(timeout)
+
+    def yaml(self, command: bytes) -> dict[str, str]:
+        """Sends a stats/list command and returns its YAML mapping as ordered str -> str.
+
+        Also checks the framing: ``OK <n>``, a body of exactly n bytes opening with ``---\\n``,
+        then CRLF. A YAML list is returned as {item: ""} so its order is kept too.
+        """
+        line = self.request(command)
+        assert line.startswith(b"OK "), f"{command!r} -> {line!r}"
+        body = self.read_exactly(int(line[3:]) + 2)
+        assert body.startswith(b"---\n") and body.endswith(b"\n\r\n"), repr(body)
+        result: dict[str, str] = {}
+        for entry in body[4:-2].decode().splitlines():
+            key, sep, value = entry.partition(": ")
+            if key == "-" or entry.startswith("- "):
+                result[entry[2:]] = ""
+            else:
+                assert sep, f"not a YAML entry: {entry!r}"
+                result[key] = value
+        return result
+
+    def shutdown_write(self) -> None:
+        """Half-closes the connection: the server sees EOF, we can still read."""
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def byte_diff(expected: bytes, got: bytes) -> str:
+    """A readable account of how two byte strings differ (repr lines plus a line diff)."""
+    at = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
+    lines = [f"expected: {expected!r}", f"     got: {got!r}", f"first difference at byte {at}"]
+    ours = [repr(x) for x in expected.splitlines(keepends=True)]
+    theirs = [repr(x) for x in got.splitlines(keepends=True)]
+    if len(ours) > 1 or len(theirs) > 1:
+        lines += difflib.unified_diff(ours, theirs, "expected", "got", lineterm="")
+    return "\n".join(lines)
+
+
+def connect_to(address: Address, timeout: float = 3.0) -> Wire:
+    """Opens a Wire to a TCP (host, port) or UNIX socket path."""
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(address)
+    else:
+        sock = socket.create_connection(address, timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return Wire(sock, default_timeout=timeout)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass
+class TargetSpec:
+    """What a test asks of a target: where to listen and which extra command-line flags."""
+
+    kind: str
+    workdir: Path  # the process's cwd; holds its output and the UNIX socket
+    args: tuple[str, ...] = ()
+    unix: bool = False  # listen on a UNIX socket instead of 127.0.0.1:<free port>
+
+
+class Target:
+    """A running server under test. Subclasses implement the process control."""
+
+    kind: str
+    address: Address
+
+    @property
+    def pid(self) -> int | None:
+        raise NotImplementedError
+
+    def connect(self, timeout: float = 3.0) -> Wire:
+        return connect_to(self.address, timeout)
+
+    def restart(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def signal(self, sig: int) -> None:
+        raise NotImplementedError
+
+    def diagnostics(self) -> str:
+        """Text to show when a test using this target fails (e.g. its stderr)."""
+        return ""
+
+
+class ProcessTarget(Target):
+    """A server run as a child process, stopped by its own pid only."""
+
+    def __init__(self, spec: TargetSpec, command: list[str], ready_timeout_s: float):
+        self.kind = spec.kind
+        self.spec = spec
+        if spec.unix:
+            self.address = str(spec.workdir / "sock")
+            listen = ["-l", f"unix:{self.address}"]
+        else:
+            self.address = (HOST, free_port())
+            listen = ["-l", HOST, "-p", str(self.address[1])]
+        self.argv = command + listen + list(spec.args)
+        self.ready_timeout_s = ready_timeout_s
+        self.stderr_path = spec.workdir / f"{spec.kind}.stderr"
+        self._process: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> None:
+        """Starts the process and waits until it answers ``list-tube-used`` with ``USING default``."""
+        assert self._process is None or self._process.poll() is not None, "already running"
+        self.starts += 1
+        with open(self.stderr_path, "ab") as stderr:
+            stderr.write(f"--- start {self.starts}: {' '.join(self.argv)}\n".encode())
+            stderr.flush()
+            self._process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                cwd=self.spec.workdir,
+                preexec_fn=_die_with_parent,
+            )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        last = "no attempt"
+        while time.monotonic() < deadline:
+            code = self._process.poll()
+            if code is not None:
+                pytest.fail(f"{self.kind} exited with {code} before it was ready:\n{self.diagnostics()}")
+            try:
+                wire = self.connect(timeout=1.0)
+                try:
+                    wire.sock.sendall(READY_PROBE)
+                    reply = wire.sock.recv(len(READY_REPLY))
+                finally:
+                    wire.close()
+                if reply == READY_REPLY:
+                    return
+                last = f"probe answered {reply!r}"
+            except OSError as error:
+                last = repr(error)
+            time.sleep(0.01)
+        self.stop()
+        pytest.fail(f"{self.kind} not ready after {self.ready_timeout_s} s ({last}):\n{self.diagnostics()}")
+
+    def signal(self, sig: int) -> None:
+        assert self._process is not None and self._process.poll() is None, f"{self.kind} is not running"
+        os.kill(self._process.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL, then reap, so the port and data directory are free for a restart."""
+        self.signal(signal.SIGKILL)
+        self._process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM, SIGKILL after 5 s; a no-op if the process already exited."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stops the process if it runs, then starts it again with the same flags and address."""
+        self.stop()
+        self.start()
+
+    def diagnostics(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-20000:]
+        except FileNotFoundError:
+            return ""
+
+
+def start_beanstalkd(spec: TargetSpec) -> Target:
+    """The reference: the real beanstalkd 1.12 (CI installs it; a missing binary fails)."""
+    if not os.access(BEANSTALKD, os.X_OK):
+        pytest.fail(f"{BEANSTALKD} is missing: install beanstalkd 1.12")
+    target = ProcessTarget(spec, [BEANSTALKD], ready_timeout_s=5)
+    target.start()
+    return target
+
+
+def beanraft_command() -> list[str]:
+    """The ``beanraft serve`` console script of this interpreter, else ``python -m``."""
+    for script in (Path(sys.executable).with_name("beanraft"), shutil.which("beanraft")):
+        if script and os.access(script, os.X_OK):
+            return [str(script), "serve"]
+    return [sys.executable, "-m", "beanraft.node.cli", "serve"]
+
+
+def start_beanraft(spec: TargetSpec) -> Target:
+    """A single BeanRaft node; it needs a moment to elect itself leader, hence 15 s."""
+    target = ProcessTarget(spec, beanraft_command(), ready_timeout_s=15)
+    target.start()
+    return target
+
+
+#: Target name -> factory. Register another implementation here (the suite picks it up).
+TARGETS: dict[str, Callable[[TargetSpec], Target]] = {
+    "beanstalkd": start_beanstalkd,
+    "beanraft": start_beanraft,
+}
+REFERENCE = "beanstalkd"
+
+_STARTED = pytest.StashKey[list]()
+_FAILED = pytest.StashKey[bool]()
+
+
+# --------------------------------------------------------------------------- pytest plumbing
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--target",
+        action="append",
+        default=[],
+        help="run the server fixtures only against this target (repeatable; default: all)",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "server_args(*args): extra command-line flags for the server")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+def selected_targets(config) -> list[str]:
+    """The registered targets, narrowed by --target."""
+    wanted = config.getoption("--target")
+    unknown = set(wanted) - set(TARGETS)
+    if unknown:
+        raise pytest.UsageError(f"unknown --target {sorted(unknown)}; known: {sorted(TARGETS)}")
+    return [name for name in TARGETS if not wanted or name in wanted]
+
+
+def pytest_generate_tests(metafunc):
+    # Parametrize at collection time (not at import) so that targets registered later count.
+    for name in ("server", "unix_server"):
+        if name in metafunc.fixturenames:
+            kinds = selected_targets(metafunc.config)
+            metafunc.parametrize(name, kinds, indirect=True, ids=kinds)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        item.stash[_FAILED] = True
+        for target in item.stash.get(_STARTED, []):
+            text = target.diagnostics()
+            if text:
+                report.sections.append((f"{target.kind} output (pid {target.pid})", text))
+
+
+@pytest.fixture
+def start_server(request):
+    """Factory: ``start_server(kind, *args, unix=False) -> Target``; all are stopped at teardown."""
+    started: list[Target] = request.node.stash.setdefault(_STARTED, [])
+    workdirs: list[Path] = []
+
+    def start(kind: str, *args: str, unix: bool = False) -> Target:
+        # A short directory under /tmp: UNIX socket paths are limited to 107 bytes.
+        workdir = Path(tempfile.mkdtemp(prefix=f"br-{kind[:4]}-"))
+        workdirs.append(workdir)
+        target = TARGETS[kind](TargetSpec(kind=kind, workdir=workdir, args=tuple(args), unix=unix))
+        started.append(target)
+        return target
+
+    yield start
+    for target in started:
+        target.stop()
+    if not request.node.stash.get(_FAILED, False):  # keep them for a post-mortem otherwise
+        for workdir in workdirs:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _marker_args(request) -> tuple[str, ...]:
+    marker = request.node.get_closest_marker("server_args")
+    return tuple(str(arg) for arg in marker.args) if marker else ()
+
+
+@pytest.fixture
+def server(request, start_server) -> Target:
+    """A fresh target on 127.0.0.1:<free port>, one per registered kind (parametrized)."""
+    return start_server(request.param, *_marker_args(request))
+
+
+@pytest.fixture
+def unix_server(request, start_server) -> Target:
+    """Like ``server`` but listening on ``unix:/tmp/br-…/sock``."""
+    return start_server(request.param, *_marker_args(request), unix=True)
+
+
+@pytest.fixture
+def wire(server):
+    """One connection to ``server``, closed at teardown."""
+    connection = server.connect()
+    yield connection
+    connection.close()
