@@ -93,8 +93,7 @@ def _check_sessions(state: State, found: list[str]) -> None:
         if job.holder is not None:
             holds.setdefault(job.holder.sid, []).append(job.id)
     for sid, session in state.sessions.items():
-        epoch = state.epochs.get(sid >> 32)
-        if epoch is None or (sid & 0xFFFFFFFF) > epoch.last_counter:
+        if (sid >> 32) not in state.epochs:
             found.append(f"session {sid} has no live epoch")
         using[session.used.name] += 1
         names = [tube.name for tube in session.watch]
@@ -119,7 +118,7 @@ def _check_sessions(state: State, found: list[str]) -> None:
             list(state.waiting) != sorted(state.waiting):
         found.append("global waiting queue is wrong")
     for node, epoch in state.node_epoch.items():
-        if state.epochs.get(epoch) is None or state.epochs[epoch].node != node:
+        if state.epochs.get(epoch) != node:
             found.append(f"epoch of node {node} is wrong")
     if len(state.node_epoch) != len(state.epochs):
         found.append("epochs and nodes differ")

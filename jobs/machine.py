@@ -23,8 +23,9 @@ again; a retry of an already pruned seq (at or below the session's ``seq_floor``
 
 Cluster rules: a sid is ``(epoch << 32) | counter``. NODE_START gives a node a new epoch and
 closes the sessions of its previous one; DROP_NODE closes them and retires the epoch. OPEN only
-succeeds for a live epoch and a counter above every counter that epoch has already opened, so
-a stale or replayed OPEN can never resurrect a closed session.
+succeeds for a live epoch, so a late OPEN from a dead incarnation cannot create a session that
+nobody would ever close. (Counters are not required to grow: nodes open sessions lazily, on a
+connection's first change, so OPENs of one epoch arrive in any order.)
 """
 
 from __future__ import annotations
@@ -33,11 +34,9 @@ from . import handlers, queries, snapshot
 from .commands import (
     ERROR_WAITING, GONE, OK, REPLY_CACHE_SIZE, SESSIONLESS, WAITING, Op, check, is_time,
 )
-from .model import Epoch, Session
+from .model import Session
 from .state import T_DELAY, T_PAUSE, T_TTR, State
 from .waiting import serve, wake
-
-_COUNTER_MASK = 0xFFFFFFFF
 
 
 class Machine(State):
@@ -124,11 +123,8 @@ class Machine(State):
     # -------------------------------------------------- sessions and nodes
 
     def _open(self, sid: int, seq: int) -> tuple:
-        epoch = self.epochs.get(sid >> 32)
-        counter = sid & _COUNTER_MASK
-        if epoch is None or counter <= epoch.last_counter:
+        if (sid >> 32) not in self.epochs:
             return GONE
-        epoch.last_counter = counter
         default = self.tubes["default"]
         default.using_ct += 1
         default.watching_ct += 1
@@ -145,7 +141,7 @@ class Machine(State):
             self._retire(node)
             epoch = self.next_epoch
             self.next_epoch += 1
-            self.epochs[epoch] = Epoch(node)
+            self.epochs[epoch] = node
             self.node_epoch[node] = epoch
             return ("EPOCH", epoch)
         self._retire(node)  # DROP_NODE

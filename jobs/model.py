@@ -1,4 +1,4 @@
-"""The records of the job state machine: job, tube, session, epoch.
+"""The records of the job state machine: job, tube, session.
 
 These are plain slotted records with no behaviour beyond a few derived values; every change to
 them goes through ``State`` (state.py), which keeps gauges, heaps and timers in step.
@@ -104,13 +104,3 @@ class Session:
         self.wait_seq = 0  # seq of the waiting RESERVE, to cache its final reply
         self.replies: dict[int, tuple] = {}  # seq -> reply, for exactly-once retries
         self.seq_floor = 0  # every applied seq at or below this has been forgotten
-
-
-class Epoch:
-    """A live node incarnation: its name and the highest session counter it has opened."""
-
-    __slots__ = ("node", "last_counter")
-
-    def __init__(self, node: str, last_counter: int = -1) -> None:
-        self.node = node
-        self.last_counter = last_counter

@@ -3,7 +3,7 @@
 Format: one version byte (``VERSION``), then one msgpack array::
 
     [max_job_size, now_ns, next_id, next_epoch, job_timeouts, total_jobs,
-     epochs,    # [[epoch, node_name, last_counter], ...]           by epoch
+     epochs,    # [[epoch, node_name], ...]                          live ones, by epoch
      tubes,     # [[name, total_jobs, cmd_delete, cmd_pause, pause_ns, unpause_at_ns,
                 #   [buried job ids, oldest first]], ...]            in list-tubes order
      sessions,  # [[sid, used, [watched names], producer, worker,
@@ -26,7 +26,7 @@ from typing import Callable
 import msgpack
 
 from . import invariants
-from .model import BURIED, DELAYED, READY, RESERVED, STATES, Epoch, Job, Session
+from .model import BURIED, DELAYED, READY, RESERVED, STATES, Job, Session
 from .state import State
 from .waiting import enqueue
 
@@ -55,8 +55,7 @@ def dump(state: State) -> bytes:
     body = [
         state.max_job_size, state.now_ns, state.next_id, state.next_epoch,
         state.job_timeouts, state.total_jobs,
-        [[epoch, state.epochs[epoch].node, state.epochs[epoch].last_counter]
-         for epoch in sorted(state.epochs)],
+        [[epoch, state.epochs[epoch]] for epoch in sorted(state.epochs)],
         [[tube.name, tube.total_jobs, tube.cmd_delete, tube.cmd_pause, tube.pause_ns,
           tube.unpause_at_ns, list(tube.buried)] for tube in state.tube_list],
         [_session_record(state.sessions[sid]) for sid in sorted(state.sessions)],
@@ -95,8 +94,8 @@ def _build(body: tuple, make: Callable[[int], State]) -> State:
     state = make(max_job_size)
     state.now_ns, state.next_id, state.next_epoch = now_ns, next_id, next_epoch
     state.job_timeouts, state.total_jobs = job_timeouts, total_jobs
-    for epoch, node, last_counter in epochs:
-        state.epochs[epoch] = Epoch(node, last_counter)
+    for epoch, node in epochs:
+        state.epochs[epoch] = node
         state.node_epoch[node] = epoch
     state.tubes, state.tube_list = {}, []
     for name, total, cmd_delete, cmd_pause, pause_ns, unpause_at_ns, _ in tubes:

@@ -36,7 +36,7 @@ from __future__ import annotations
 from heapq import heapify, heappop, heappush
 
 from .commands import URGENT_PRI
-from .model import BURIED, DELAYED, READY, RESERVED, Epoch, Job, Session, Tube
+from .model import BURIED, DELAYED, READY, RESERVED, Job, Session, Tube
 
 # Timer kinds, in the order they fire when due at the same nanosecond.
 T_DELAY, T_TTR, T_PAUSE, T_WAKE = 0, 1, 2, 3
@@ -62,7 +62,7 @@ class State:
         self.next_ticket = 1
         self.job_timeouts = 0
         self.total_jobs = 0
-        self.epochs: dict[int, Epoch] = {}  # live epochs only
+        self.epochs: dict[int, str] = {}  # live epoch -> its node's name
         self.node_epoch: dict[str, int] = {}  # node name -> its live epoch
         self.jobs: dict[int, Job] = {}  # in id order: ids only grow, restore inserts sorted
         self.tubes: dict[str, Tube] = {}
