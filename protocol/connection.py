@@ -114,7 +114,8 @@ class ServerConnection:
         """True between an accepted put header and the end of its body.
 
         beanstalkd has allocated the job id by then, so a connection that ends now still
-        consumes an id (§12 T16).
+        consumes an id (§12 T16). It reflects what ``next_request`` has parsed, so ask after
+        it returned NEED_DATA. An oversized put (being discarded) does not count.
         """
         return self._state is _State.BODY
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Union
 
+from .replies import Reply
+
 
 @dataclass(frozen=True, slots=True)
 class Put:
@@ -234,7 +236,7 @@ class Rejected:
     ``burns_id`` is True when beanstalkd had already allocated a job id for it.
     """
 
-    reply: object
+    reply: Reply
     counted: str | None = None
     producer: bool = False
     burns_id: bool = False

@@ -173,7 +173,7 @@ def feed_zeros(connection: ServerConnection, count: int) -> None:
     st.integers(0, 200),
     st.lists(st.integers(0, 2**32), max_size=5),
 )
-@example(max_job_size=65535, excess=2**32, first=0, points=[])  # the largest: 4 GiB + 1
+@example(max_job_size=65535, excess=2**32, first=0, points=[])  # the largest size: 2**32 - 1
 def test_an_oversized_body_of_up_to_4_gib_is_only_counted(max_job_size, excess, first, points):
     size = min(max_job_size + excess, 2**32 - 1)
     owed = size + 2
