@@ -110,7 +110,9 @@ class ClientConnection(asyncio.Protocol):
     async def _serve_one(self) -> bool:
         req = self.parser.next_request()
         if req is p.NEED_DATA:
-            await self.flush()
+            if self.inflight:
+                await self.flush()
+                return True  # bytes may have arrived while we waited: parse again first
             if self.eof or self.transport.is_closing():
                 return False
             if self.reading_paused:

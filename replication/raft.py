@@ -32,7 +32,7 @@ import pysyncobj.syncobj as _pso
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 
-from beanraft.jobs import Machine
+from beanraft.jobs.machine import Machine
 
 from .codec import EntryFormatError, decode_entry
 from .journal import DurableJournal, SyncPolicy
