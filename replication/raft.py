@@ -224,8 +224,7 @@ class RaftNode:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         try:
-            self._sync.destroy()
-            self._sync._doDestroy()
+            self._sync.destroy()  # autoTick=False: closes the transport and the journal now
         except Exception:  # already destroyed or never bound
             log.debug("raft destroy", exc_info=True)
         if self._tmpdir:
