@@ -402,10 +402,11 @@ def selected_targets(config) -> list[str]:
 
 def pytest_generate_tests(metafunc):
     # Parametrize at collection time (not at import) so that targets registered later count.
-    for name in ("server", "unix_server"):
+    # `target_kind` is the bare name, for tests that start servers themselves via start_server.
+    kinds = selected_targets(metafunc.config)
+    for name in ("server", "unix_server", "target_kind"):
         if name in metafunc.fixturenames:
-            kinds = selected_targets(metafunc.config)
-            metafunc.parametrize(name, kinds, indirect=True, ids=kinds)
+            metafunc.parametrize(name, kinds, indirect=name != "target_kind", ids=kinds)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -422,7 +423,11 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def start_server(request):
-    """Factory: ``start_server(kind, *args, unix=False) -> Target``; all are stopped at teardown."""
+    """Factory: ``start_server(kind, *args, unix=False) -> Target``; all are stopped at teardown.
+
+    With ``target_kind`` in its arguments a test is parametrized over the targets and can start
+    its own servers, e.g. ``start_server(target_kind, "-b", str(tmp_path))``.
+    """
     started: list[Target] = request.node.stash.setdefault(_STARTED, [])
     workdirs: list[Path] = []
 
