@@ -142,6 +142,11 @@ class ClientConnection(asyncio.Protocol):
         if node.out_of_space() and isinstance(req, translate.PIPELINED):
             self._write(p.OutOfMemory())
             return True
+        if isinstance(req, p.ReserveWithTimeout) and req.timeout_s == 0:
+            # Never blocks (RESERVED, TIMED_OUT or DEADLINE_SOON at once): pipeline it.
+            self.worker = True
+            self._pipeline((Op.RESERVE, 0), None)
+            return True
         if isinstance(req, translate.PIPELINED):
             if isinstance(req, p.ReserveJob):
                 self.worker = True
