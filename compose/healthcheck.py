@@ -1,0 +1,39 @@
+#!/opt/beanraft/bin/python
+"""The container's health check: exit 0 when this node's GET /readyz answers 200, else 1.
+
+A node is ready when it knows a leader and has applied everything up to the commit index. The
+address is the node's own --http setting (BEANRAFT_HTTP); a wildcard bind is asked on loopback.
+"""
+
+import os
+import sys
+import urllib.error
+import urllib.request
+
+WILDCARDS = {"", "0.0.0.0", "::", "[::]"}
+
+
+def readyz_url(http: str) -> str:
+    """The /readyz URL for a HOST:PORT as given to --http."""
+    host, _, port = http.rpartition(":")
+    if host in WILDCARDS:
+        host = "127.0.0.1"
+    return f"http://{host}:{port}/readyz"
+
+
+def main() -> int:
+    url = readyz_url(os.environ.get("BEANRAFT_HTTP", "127.0.0.1:8301"))
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except OSError as error:
+        print(f"{url}: {error}")
+        return 1
+    print(f"{url}: {status}")
+    return 0 if status == 200 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
