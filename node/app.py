@@ -15,6 +15,9 @@ from beanraft.jobs.commands import Op
 from beanraft.replication.batcher import GroupCommit, OutcomeUnknown
 from beanraft.replication.raft import RaftConfig, RaftNode
 
+from beanraft import protocol as p
+
+from . import translate
 from .config import NodeConfig
 from .connection import ClientConnection
 
@@ -187,8 +190,17 @@ class Node:
     def waiting_changed(self, delta: int) -> None:
         self.waiting += delta
 
-    def out_of_space(self) -> bool:
-        return self.raft.journal_failed()
+    def refuses(self, req) -> bool:
+        """OUT_OF_MEMORY for ``req``: what beanstalkd answers when its binlog has no room.
+
+        With the disk full, new jobs (put, release with a delay) are refused while everything
+        that drains the queue still works; a failed journal refuses every change.
+        """
+        if self.raft.journal_failed():
+            return isinstance(req, translate.PIPELINED)
+        if self.raft.journal_low_space():
+            return isinstance(req, p.Put) or (isinstance(req, p.Release) and req.delay_s > 0)
+        return False
 
     def is_ready(self) -> bool:
         """A leader is known and everything it committed is applied here."""

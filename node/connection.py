@@ -139,7 +139,8 @@ class ClientConnection(asyncio.Protocol):
             if node.draining:
                 self._pipeline((Op.BURN_ID,), p.Draining())
                 return True
-        if node.out_of_space() and isinstance(req, translate.PIPELINED):
+        if node.refuses(req):
+            await self.flush()
             self._write(p.OutOfMemory())
             return True
         if isinstance(req, p.ReserveWithTimeout) and req.timeout_s == 0:

@@ -17,6 +17,11 @@ it (``pysyncobj.syncobj.createJournal`` is patched in ``raft.py``) and keeps the
   rename is durable), then writes the remaining entries to a new file, fsyncs it and renames it.
 * On load, entries older than the snapshot on disk are dropped, so the first two entries always
   match the snapshot's anchor and pysyncobj never discards the journal.
+* Disk space is reserved ahead (``posix_fallocate``), as beanstalkd reserves binlog space. When
+  the reserve cannot be extended, ``low_space`` is set and the node refuses new jobs with
+  OUT_OF_MEMORY while entries already in flight still fit; it retries every second and clears
+  the flag when space returns. A failed write or fsync sets ``failed``: nothing more is
+  acknowledged until the process restarts.
 
 With ``path=None`` everything lives in memory (a node started without ``-b``).
 """
@@ -39,6 +44,10 @@ log = logging.getLogger("beanraft.journal")
 
 MAGIC = b"BRJ1\x00\x00\x00\x00"
 _RECORD = struct.Struct("<IIQQ")  # command length, crc32, idx, term
+PREALLOCATE_BYTES = 16 * 1024 * 1024  # disk space reserved ahead of the last record
+LOW_SPACE_BYTES = 8 * 1024 * 1024  # below this much reserved space, refuse new jobs
+LOW_DISK_BYTES = 4 * 1024 * 1024  # below this much free space on the file system, likewise
+RETRY_SPACE_S = 0.5
 
 
 class JournalWriteError(OSError):
@@ -64,6 +73,10 @@ class DurableJournal(Journal):
         self.path = path
         self.policy = SyncPolicy()
         self.failed: OSError | None = None
+        self._reserve_failed = False
+        self._disk_low = False
+        self._allocated = 0
+        self._space_checked = 0.0
         self._entries: list[tuple[bytes, int, int]] = []
         self._offsets: list[int] = []
         self._bytes = 0
@@ -83,21 +96,25 @@ class DurableJournal(Journal):
         data = _read_all(self._fd)
         if not data:
             os.pwrite(self._fd, MAGIC, 0)
-            self._end = len(MAGIC)
+            self._end = self._allocated = len(MAGIC)
             os.fsync(self._fd)
             fsync_dir(os.path.dirname(os.path.abspath(path)))
         elif not data.startswith(MAGIC):
             raise JournalWriteError(f"{path} is not a BeanRaft journal")
         else:
             self._end = self._scan(data)
-            if self._end < len(data):
+            tail = data[self._end:]
+            if tail and tail.count(0) != len(tail):
                 log.warning(
                     "journal %s: torn or damaged tail at byte %d, %d bytes dropped; "
                     "the entries will be recovered from peers",
-                    path, self._end, len(data) - self._end,
+                    path, self._end, len(tail.rstrip(b"\0")),
                 )
-                os.ftruncate(self._fd, self._end)
+            if tail:
+                os.ftruncate(self._fd, self._end)  # drop garbage; reserved space comes back as zeros
                 os.fsync(self._fd)
+        self._allocated = self._end
+        self._reserve_space()
         if snapshot_path is not None and os.path.exists(snapshot_path):
             self._trim_to_snapshot(snapshot_path)
 
@@ -134,9 +151,11 @@ class DurableJournal(Journal):
     def add(self, command, idx, term):
         command = bytes(command)
         if self._fd >= 0:
-            record = _RECORD.pack(len(command), 0, idx, term)
-            crc = zlib.crc32(command, zlib.crc32(record[8:]))
-            record = _RECORD.pack(len(command), crc, idx, term) + command
+            if self.failed is not None:
+                raise JournalWriteError(self.failed.errno, f"journal failed earlier: {self.failed}")
+            record = _encode(command, idx, term)
+            if self._end + len(record) > self._allocated:
+                self._reserve_space(len(record))
             self._write_at(record, self._end)
             self._offsets.append(self._end)
             self._end += len(record)
@@ -152,31 +171,42 @@ class DurableJournal(Journal):
 
     def deleteEntriesTo(self, entryTo):
         keep = self._entries[entryTo:]
+        if self._fd >= 0 and not self._rewrite(keep):
+            # The snapshot is safe on disk; keeping the longer journal is merely untidy, and
+            # the prefix is dropped again at the next load or compaction.
+            return
         self._entries = keep
         self._bytes = sum(len(c) for c, _i, _t in keep)
-        if self._fd < 0:
-            return
+
+    def _rewrite(self, keep: list) -> bool:
+        """Replace the file by one holding only ``keep``; False (old file intact) on failure."""
         directory = os.path.dirname(os.path.abspath(self.path))
-        fsync_dir(directory)  # the snapshot's rename must be durable before its prefix goes
         tmp = self.path + ".tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         offsets, pos, chunks = [], len(MAGIC), [MAGIC]
         for command, idx, term in keep:
-            record = _RECORD.pack(len(command), 0, idx, term)
-            crc = zlib.crc32(command, zlib.crc32(record[8:]))
-            chunks.append(_RECORD.pack(len(command), crc, idx, term) + command)
+            chunks.append(_encode(command, idx, term))
             offsets.append(pos)
             pos += len(chunks[-1])
+        fd = -1
         try:
+            fsync_dir(directory)  # the snapshot's rename must be durable before its prefix goes
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             os.pwrite(fd, b"".join(chunks), 0)
             os.fsync(fd)
+            os.replace(tmp, self.path)
+            fsync_dir(directory)
         except OSError as exc:
-            os.close(fd)
-            self._fail(exc)
-        os.replace(tmp, self.path)
-        fsync_dir(directory)
+            log.error("journal %s: cannot rewrite after snapshot (%s); keeping the old one",
+                      self.path, exc)
+            if fd >= 0:
+                os.close(fd)
+            _unlink_quietly(tmp)
+            return False
         os.close(self._fd)
         self._fd, self._offsets, self._end, self._dirty = fd, offsets, pos, False
+        self._allocated = pos
+        self._reserve_space()
+        return True
 
     def __getitem__(self, item):
         return self._entries[item]
@@ -245,10 +275,55 @@ class DurableJournal(Journal):
         self.sync()
 
     def sync_due(self) -> None:
-        """Called from the tick loop: under ``interval`` make old writes durable in time."""
+        """Called from the tick loop: under ``interval`` make old writes durable in time;
+        while space is low, try again to reserve it."""
         if self.policy.mode == "interval" and self._dirty:
             if (time.monotonic() - self._last_sync) * 1000 >= self.policy.interval_ms:
                 self.sync()
+        if self._fd >= 0 and time.monotonic() - self._space_checked >= RETRY_SPACE_S:
+            self._check_disk()
+            if self._reserve_failed:
+                self._reserve_space()
+
+    @property
+    def low_space(self) -> bool:
+        """True while new jobs must be refused for lack of disk space."""
+        return self._reserve_failed or self._disk_low
+
+    def _check_disk(self) -> None:
+        self._space_checked = time.monotonic()
+        try:
+            st = os.fstatvfs(self._fd)
+        except OSError:
+            return
+        low = st.f_bavail * st.f_frsize < LOW_DISK_BYTES
+        if low != self._disk_low:
+            if low:
+                log.error("journal %s: file system almost full: refusing new jobs", self.path)
+            else:
+                log.info("journal %s: file system has room again", self.path)
+        self._disk_low = low
+
+    def _reserve_space(self, needed: int = 0) -> None:
+        """Keep at least LOW_SPACE_BYTES reserved past the end; raise only if ``needed`` won't fit."""
+        if self._fd < 0:
+            return
+        self._space_checked = time.monotonic()
+        want = self._end + max(needed, 0) + PREALLOCATE_BYTES
+        if self._allocated - self._end >= LOW_SPACE_BYTES + needed:
+            return
+        try:
+            os.posix_fallocate(self._fd, self._allocated, want - self._allocated)
+            self._allocated = want
+            if self._reserve_failed:
+                log.info("journal %s: disk space reserved again", self.path)
+            self._reserve_failed = False
+        except OSError as exc:
+            if not self._reserve_failed:
+                log.error("journal %s: cannot reserve disk space (%s): refusing new jobs", self.path, exc)
+            self._reserve_failed = True
+            if self._end + needed > self._allocated:
+                raise JournalWriteError(exc.errno, f"no space for a journal record: {exc}") from exc
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -258,7 +333,11 @@ class DurableJournal(Journal):
             if written != len(data):
                 raise OSError(28, "short write to journal")
         except OSError as exc:
-            os.ftruncate(self._fd, offset)  # never leave a partial record behind
+            try:
+                os.ftruncate(self._fd, offset)  # never leave a partial record behind
+                self._allocated = offset
+            except OSError:
+                pass
             self._fail(exc)
 
     def _fail(self, exc: OSError) -> None:
@@ -272,23 +351,44 @@ class DurableJournal(Journal):
         if self._fd >= 0:
             end = self._offsets[index] if index < len(self._offsets) else self._end
             del self._offsets[index:]
-            os.ftruncate(self._fd, end)
-            self._end = end
+            os.ftruncate(self._fd, end)  # what was reserved past ``end`` comes back as zeros
+            self._end = self._allocated = end
             self._dirty = True
+            self._reserve_space()
 
     def _store_meta(self, durable: bool) -> None:
         if self.path is None:
             return
         tmp = self.path + ".meta.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self._meta, f)
-            f.flush()
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self._meta, f)
+                f.flush()
+                if durable:
+                    os.fsync(f.fileno())
+            os.replace(tmp, self.path + ".meta")
             if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, self.path + ".meta")
-        if durable:
-            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            if durable:  # a vote that is not on disk must not be sent
+                raise JournalWriteError(exc.errno, f"cannot store term and vote: {exc}") from exc
+            log.warning("journal %s: commit index hint not saved: %s", self.path, exc)
+            return
         self._meta_dirty = False
+
+
+def _encode(command: bytes, idx: int, term: int) -> bytes:
+    header = _RECORD.pack(len(command), 0, idx, term)
+    crc = zlib.crc32(command, zlib.crc32(header[8:]))
+    return _RECORD.pack(len(command), crc, idx, term) + command
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _read_all(fd: int) -> bytes:

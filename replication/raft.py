@@ -401,4 +401,9 @@ class RaftNode:
         return self._sync._isLeader()
 
     def journal_failed(self) -> bool:
+        """The journal cannot be written any more: nothing new can be acknowledged."""
         return self._journal.failed is not None
+
+    def journal_low_space(self) -> bool:
+        """The disk has no room to reserve more journal space (new jobs are refused)."""
+        return self._journal.low_space
