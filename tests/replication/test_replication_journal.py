@@ -1,0 +1,159 @@
+"""The durable journal keeps what it acknowledged and notices what a crash tore.
+
+Method: real files in tmp_path, reopened the way a restarted node opens them; damage is made by
+hand (truncating, flipping bytes) and the loader's answer is checked entry by entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from beanraft.replication.journal import MAGIC, DurableJournal, JournalWriteError
+from beanraft.replication.snapshot_file import SnapshotAnchor, write_snapshot
+
+
+def entries(count: int, start: int = 1, term: int = 1) -> list[tuple[bytes, int, int]]:
+    return [(b"cmd-%d" % i, i, term) for i in range(start, start + count)]
+
+
+def fill(path, items) -> DurableJournal:
+    journal = DurableJournal(str(path))
+    for entry in items:
+        journal.add(*entry)
+    journal.sync()
+    return journal
+
+
+def data_end(path) -> int:
+    """Where the records end (the rest of the file is reserved space full of zeros)."""
+    data = open(path, "rb").read()
+    return len(data.rstrip(b"\0"))
+
+
+def test_entries_survive_reopening(tmp_path):
+    path = tmp_path / "j"
+    fill(path, entries(50))._destroy()
+    again = DurableJournal(str(path))
+    assert [again[i] for i in range(len(again))] == entries(50)
+
+
+def test_reserved_space_is_not_reported_as_damage(tmp_path, caplog):
+    path = tmp_path / "j"
+    fill(path, entries(3))._destroy()
+    assert os.path.getsize(path) > data_end(path)  # space is reserved ahead
+    with caplog.at_level(logging.WARNING):
+        DurableJournal(str(path))
+    assert "torn" not in caplog.text
+
+
+def test_a_torn_last_record_is_dropped_and_logged(tmp_path, caplog):
+    path = tmp_path / "j"
+    fill(path, entries(10))._destroy()
+    end = data_end(path)
+    with open(path, "r+b") as f:
+        f.truncate(end - 3)  # the crash cut the last record short
+    with caplog.at_level(logging.WARNING):
+        again = DurableJournal(str(path))
+    assert [again[i] for i in range(len(again))] == entries(9)
+    assert "torn or damaged tail" in caplog.text
+
+
+def test_a_damaged_record_ends_the_journal_there(tmp_path):
+    path = tmp_path / "j"
+    fill(path, entries(10))._destroy()
+    data = bytearray(open(path, "rb").read())
+    damaged_at = data.find(b"cmd-6")
+    data[damaged_at] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    again = DurableJournal(str(path))
+    assert [again[i] for i in range(len(again))] == entries(5)
+    again.add(b"cmd-6b", 6, 2)  # and it appends cleanly after the cut
+    again._destroy()
+    third = DurableJournal(str(path))
+    assert third[5] == (b"cmd-6b", 6, 2)
+
+
+def test_truncating_the_tail_removes_entries_on_disk(tmp_path):
+    path = tmp_path / "j"
+    journal = fill(path, entries(10))
+    journal.deleteEntriesFrom(4)
+    journal.add(b"other", 5, 2)
+    journal._destroy()
+    again = DurableJournal(str(path))
+    assert [again[i] for i in range(len(again))] == entries(4) + [(b"other", 5, 2)]
+
+
+def test_dropping_a_prefix_rewrites_the_file(tmp_path):
+    path = tmp_path / "j"
+    journal = fill(path, entries(10))
+    journal.deleteEntriesTo(7)
+    journal._destroy()
+    again = DurableJournal(str(path))
+    assert [again[i] for i in range(len(again))] == entries(3, start=8)
+
+
+def test_a_failed_rewrite_keeps_every_entry(tmp_path, monkeypatch):
+    path = tmp_path / "j"
+    journal = fill(path, entries(10))
+
+    def no_space(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", no_space)
+    journal.deleteEntriesTo(7)
+    monkeypatch.undo()
+    assert len(journal) == 10
+    journal._destroy()
+    assert len(DurableJournal(str(path))) == 10
+
+
+def test_entries_older_than_the_snapshot_on_disk_are_dropped_at_load(tmp_path):
+    path, snapshot = tmp_path / "j", tmp_path / "snap"
+    fill(path, entries(20))._destroy()
+    items = entries(20)
+    write_snapshot(str(snapshot), SnapshotAnchor(last=items[11], prev=items[10], cluster=()), b"s")
+    again = DurableJournal(str(path), str(snapshot))
+    assert again[0] == items[10] and again[1] == items[11] and len(again) == 10
+
+
+def test_term_and_vote_are_stored_durably_and_reloaded(tmp_path):
+    path = tmp_path / "j"
+    journal = DurableJournal(str(path))
+    journal.setCurrentTerm(7, "127.0.0.1:20001")
+    journal.setRaftCommitIndex(5)
+    journal._destroy()
+    again = DurableJournal(str(path))
+    assert (again.getCurrentTerm(), again.getVotedForNodeId(), again.getRaftCommitIndex()) == (
+        7, "127.0.0.1:20001", 5)
+
+
+def test_a_file_that_is_not_a_journal_is_refused(tmp_path):
+    path = tmp_path / "j"
+    path.write_bytes(b"hello world, not a journal")
+    with pytest.raises(JournalWriteError):
+        DurableJournal(str(path))
+
+
+def test_sync_policies_decide_when_fsync_runs(tmp_path, monkeypatch):
+    calls = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real(fd)))
+    journal = DurableJournal(str(tmp_path / "j"))
+    journal.policy.mode = "never"
+    journal.add(b"a", 1, 1)
+    journal.sync_for_ack()
+    assert calls == []
+    journal.policy.mode = "always"
+    journal.sync_for_ack()
+    assert len(calls) == 1
+    journal.sync_for_ack()  # nothing new written: nothing to sync
+    assert len(calls) == 1
+
+
+def test_the_journal_starts_with_its_magic(tmp_path):
+    path = tmp_path / "j"
+    DurableJournal(str(path))._destroy()
+    assert open(path, "rb").read(len(MAGIC)) == MAGIC
