@@ -56,8 +56,13 @@ def status_document(node) -> dict:
     status = node.raft.status
     with node.raft.lock:
         counts = node.raft.machine.job_counts()
+        # Read together under the lock: replicas must have equal digests at an equal index.
+        digest_index = node.raft.applied_index
+        digest = node.raft.machine.digest()
     doc = status.as_dict()
     doc.update({
+        "digest": digest,
+        "digest_index": digest_index,
         "uptime_s": round(time.monotonic() - node.started_at, 3),
         "jobs": counts,
         "client": node.client_address(),
