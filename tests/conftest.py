@@ -391,6 +391,16 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
 
 
+#: A test that talks to server processes and hangs is a failed test, not a stalled suite.
+SERVER_TEST_TIMEOUT_S = 60
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "start_server" in item.fixturenames and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SERVER_TEST_TIMEOUT_S))
+
+
 def selected_targets(config) -> list[str]:
     """The registered targets, narrowed by --target."""
     wanted = config.getoption("--target")
@@ -447,21 +457,23 @@ def start_server(request):
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _marker_args(request) -> tuple[str, ...]:
+@pytest.fixture
+def server_args(request) -> tuple[str, ...]:
+    """The flags of the closest ``@pytest.mark.server_args(...)`` marker, as strings."""
     marker = request.node.get_closest_marker("server_args")
     return tuple(str(arg) for arg in marker.args) if marker else ()
 
 
 @pytest.fixture
-def server(request, start_server) -> Target:
+def server(request, start_server, server_args) -> Target:
     """A fresh target on 127.0.0.1:<free port>, one per registered kind (parametrized)."""
-    return start_server(request.param, *_marker_args(request))
+    return start_server(request.param, *server_args)
 
 
 @pytest.fixture
-def unix_server(request, start_server) -> Target:
+def unix_server(request, start_server, server_args) -> Target:
     """Like ``server`` but listening on ``unix:/tmp/br-…/sock``."""
-    return start_server(request.param, *_marker_args(request), unix=True)
+    return start_server(request.param, *server_args, unix=True)
 
 
 @pytest.fixture
