@@ -477,6 +477,12 @@ def unix_server(request, start_server, server_args) -> Target:
 
 
 @pytest.fixture
+def unused_port() -> int:
+    """``free_port()`` for test modules (importing conftest from them is fragile)."""
+    return free_port()
+
+
+@pytest.fixture
 def wire(server):
     """One connection to ``server``, closed at teardown."""
     connection = server.connect()

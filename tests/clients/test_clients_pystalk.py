@@ -10,8 +10,6 @@ import time
 import pytest
 from pystalk import BeanstalkClient, BeanstalkConnectionError, BeanstalkError, ProductionPool
 
-from conftest import free_port  # noqa: E402  (tests/ is on sys.path: conftest.py lives there)
-
 
 @pytest.fixture
 def client(server):
@@ -158,9 +156,9 @@ def test_from_uri_and_ping(server):
     client.close()
 
 
-def test_a_production_pool_skips_a_dead_server(server):
+def test_a_production_pool_skips_a_dead_server(server, unused_port):
     host, port = server.address
-    dead = BeanstalkClient(host, free_port(), socket_timeout=2)
+    dead = BeanstalkClient(host, unused_port, socket_timeout=2)
     live = BeanstalkClient(host, port, socket_timeout=2)
     pool = ProductionPool([dead, live], round_robin=False, initial_shuffle=False)
     pool.use("pooled")
