@@ -48,6 +48,8 @@ class Op(enum.IntEnum):
     DROP_NODE = 19
 
 
+OPS = {int(op): op for op in Op}  # plain int -> Op, cheaper than calling Op(...)
+
 # Commands that belong to the cluster rather than to one session: they ignore sid and seq.
 SESSIONLESS = frozenset({Op.TICK, Op.NODE_START, Op.DROP_NODE})
 
@@ -72,7 +74,8 @@ _NODE_NAME = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def _is_int(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    # ``type() is int`` rather than isinstance: bools and int subclasses are not numbers here.
+    return type(value) is int and low <= value <= high
 
 
 def is_tube_name(value: object) -> bool:
@@ -93,7 +96,7 @@ _KINDS = {
     "job_id": lambda v: _is_int(v, 0, MAX_U64),
     "bound": lambda v: _is_int(v, 0, MAX_U64),
     "tube": is_tube_name,
-    "body": lambda v: isinstance(v, bytes),
+    "body": lambda v: type(v) is bytes,
     "node": is_node_name,
 }
 
@@ -119,24 +122,30 @@ ARGUMENTS: dict[Op, tuple[str, ...]] = {
     Op.DROP_NODE: ("node",),
 }
 
+# Opcode (as a plain int) -> (Op, checkers of its arguments), so checking costs no enum lookup.
+_CHECKERS = {int(op): (op, tuple(_KINDS[kind] for kind in kinds))
+             for op, kinds in ARGUMENTS.items()}
+
 
 def check(command: object, max_job_size: int) -> str | None:
     """Return why ``command`` is malformed, or None when it is a well-formed command."""
-    if not isinstance(command, (tuple, list)) or len(command) < 3:
+    if type(command) is not tuple and type(command) is not list:
         return "command must be a tuple (op, sid, seq, *args)"
-    op, sid, seq = command[0], command[1], command[2]
-    if not _is_int(op, 0, MAX_U64) or op not in ARGUMENTS:
+    if len(command) < 3:
+        return "command must be a tuple (op, sid, seq, *args)"
+    op = command[0]
+    spec = _CHECKERS.get(op) if isinstance(op, int) and type(op) is not bool else None
+    if spec is None:
         return "unknown op"
-    if not _is_int(sid, 0, MAX_U64) or not _is_int(seq, 0, MAX_U64):
+    if not _is_int(command[1], 0, MAX_U64) or not _is_int(command[2], 0, MAX_U64):
         return "sid and seq must be unsigned 64-bit integers"
-    kinds = ARGUMENTS[Op(op)]
-    args = command[3:]
-    if len(args) != len(kinds):
-        return f"{Op(op).name} takes {len(kinds)} argument(s)"
-    for position, (kind, value) in enumerate(zip(kinds, args), start=1):
-        if not _KINDS[kind](value):
-            return f"{Op(op).name}: argument {position} is not a valid {kind}"
-    if op == Op.PUT and len(args[3]) > max_job_size:
+    op, checkers = spec
+    if len(command) - 3 != len(checkers):
+        return f"{op.name} takes {len(checkers)} argument(s)"
+    for position, checker in enumerate(checkers):
+        if not checker(command[3 + position]):
+            return f"{op.name}: argument {position + 1} is not a valid {ARGUMENTS[op][position]}"
+    if op is Op.PUT and len(command[6]) > max_job_size:
         return "JOB_TOO_BIG"
     return None
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from . import handlers, queries, snapshot
 from .commands import (
-    ERROR_WAITING, GONE, OK, REPLY_CACHE_SIZE, SESSIONLESS, WAITING, Op, check, is_time,
+    ERROR_WAITING, GONE, OK, OPS, REPLY_CACHE_SIZE, SESSIONLESS, WAITING, Op, check, is_time,
 )
 from .model import Session
 from .state import T_DELAY, T_PAUSE, T_TTR, State
@@ -86,7 +86,7 @@ class Machine(State):
         if error is not None:
             return ("ERROR", error)
         op, sid, seq, *args = command
-        op = Op(op)
+        op = OPS[op]
         if op in SESSIONLESS:
             return self._cluster_command(op, args)
         session = self.sessions.get(sid)

@@ -16,16 +16,23 @@ Format: one version byte (``VERSION``), then one msgpack array::
 Only observable state is written — never heaps, ``gen`` values or wait tickets, which restore
 rebuilds — so two machines with equal observable state give equal bytes whatever garbage their
 heaps hold. Never pickle: a code change must not change how an old snapshot reads.
+
+Restore places every job through the same ``State`` primitives as live commands (in bulk mode,
+heapifying once at the end) and then checks what a damaged snapshot could get wrong cheaply:
+every job placed, every tube referenced, every session of a live epoch. The full O(n log n)
+``invariants.problems`` stays in the tests. Both directions pause the cyclic garbage collector,
+which would otherwise rescan the growing object graph again and again (3x slower at 100k jobs).
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import msgpack
 
-from . import invariants
 from .model import BURIED, DELAYED, READY, RESERVED, STATES, Job, Session
 from .state import State
 from .waiting import enqueue
@@ -43,8 +50,24 @@ def _session_record(session: Session) -> list:
     ]
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def dump(state: State) -> bytes:
     """Encode ``state`` canonically (see the module docstring)."""
+    with _collector_paused():
+        return _dump(state)
+
+
+def _dump(state: State) -> bytes:
     code = _STATE_CODE
     jobs = [
         [job.id, job.tube.name, code[job.state], job.pri, job.delay_ns, job.ttr_ns, job.body,
@@ -77,15 +100,29 @@ def load(data: bytes, make: Callable[[int], State]) -> State:
     if data[0] != VERSION:
         raise ValueError(f"unknown snapshot version {data[0]}")
     try:
-        body = msgpack.unpackb(bytes(data[1:]), raw=False, use_list=False)
-        state = _build(body, make)
+        with _collector_paused():
+            body = msgpack.unpackb(bytes(data[1:]), raw=False, use_list=False)
+            state = _build(body, make)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError,
             msgpack.UnpackException) as exc:
         raise ValueError(f"corrupt snapshot: {exc!r}") from exc
-    problems = invariants.problems(state)
-    if problems:
-        raise ValueError("inconsistent snapshot: " + "; ".join(problems[:5]))
+    _check_references(state)
     return state
+
+
+def _check_references(state: State) -> None:
+    """The cheap consistency checks of a restored state (see the module docstring)."""
+    placed = state.ready_ct + state.reserved_ct + state.delayed_ct + state.buried_ct
+    if placed != len(state.jobs):
+        raise ValueError(f"inconsistent snapshot: {len(state.jobs) - placed} job(s) unplaced")
+    for tube in state.tube_list:
+        if tube.name != "default" and not (tube.using_ct or tube.watching_ct
+                                           or tube.job_count()):
+            raise ValueError(f"inconsistent snapshot: tube {tube.name} is unreferenced")
+    if "default" not in state.tubes or len(state.node_epoch) != len(state.epochs):
+        raise ValueError("inconsistent snapshot: default tube or epochs")
+    if any(sid >> 32 not in state.epochs for sid in state.sessions):
+        raise ValueError("inconsistent snapshot: a session of a dead epoch")
 
 
 def _build(body: tuple, make: Callable[[int], State]) -> State:
@@ -109,7 +146,10 @@ def _build(body: tuple, make: Callable[[int], State]) -> State:
         _build_session(state, record)
     for sid in waiting:
         session = state.sessions[sid]
+        if session.wait_ticket:
+            raise ValueError(f"session {sid} waits twice")
         enqueue(state, session, session.wait_wake_ns, session.wait_until_ns)
+    state.begin_bulk()
     _build_jobs(state, jobs)
     for tube_record in tubes:
         tube = state.tubes[tube_record[0]]
@@ -118,6 +158,7 @@ def _build(body: tuple, make: Callable[[int], State]) -> State:
             if job.tube is not tube or job.state is not None:
                 raise ValueError(f"buried job {job_id} misplaced")
             state.make_buried(job)
+    state.end_bulk()
     state.candidates.clear()  # a snapshot is taken between batches, when nothing can match
     return state
 

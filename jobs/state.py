@@ -44,6 +44,10 @@ T_DELAY, T_TTR, T_PAUSE, T_WAKE = 0, 1, 2, 3
 _SLACK = 32  # dead heap entries tolerated on top of the 2x bound, so small heaps never filter
 
 
+def _append(heap: list, entry: tuple) -> None:
+    heap.append(entry)
+
+
 def _compact(heap: list, live: int, is_live) -> None:
     """Filter dead entries out of ``heap`` once they outnumber the live ones."""
     if len(heap) > 2 * live + _SLACK:
@@ -74,6 +78,7 @@ class State:
         self.events: list[tuple[int, tuple]] = []  # replies owed to waiters, this batch only
         self.ready_ct = self.urgent_ct = self.reserved_ct = self.delayed_ct = self.buried_ct = 0
         self._gen = 0
+        self._push = heappush  # list.append while bulk loading (see begin_bulk)
         self.ref_tube("default")
 
     # ----------------------------------------------------------------- tubes
@@ -191,7 +196,7 @@ class State:
         if job.pri < URGENT_PRI:
             tube.urgent_ct += 1
             self.urgent_ct += 1
-        heappush(tube.ready, (job.pri, job.id, job.gen))
+        self._push(tube.ready, (job.pri, job.id, job.gen))
         _compact(tube.ready, tube.ready_ct, self._live_job_entry)
         self.candidates[tube.name] = tube
 
@@ -202,7 +207,7 @@ class State:
         job.state, job.deadline_ns = DELAYED, deadline_ns
         tube.delayed_ct += 1
         self.delayed_ct += 1
-        heappush(tube.delayed, (deadline_ns, job.id, job.gen))
+        self._push(tube.delayed, (deadline_ns, job.id, job.gen))
         _compact(tube.delayed, tube.delayed_ct, self._live_job_entry)
         self._push_timer((deadline_ns, T_DELAY, job.id, job.gen))
 
@@ -214,7 +219,7 @@ class State:
         tube.reserved_ct += 1
         self.reserved_ct += 1
         session.reserved[job.id] = None
-        heappush(session.deadlines, (deadline_ns, job.id, job.gen))
+        self._push(session.deadlines, (deadline_ns, job.id, job.gen))
         _compact(session.deadlines, len(session.reserved), self._live_job_entry)
         self._push_timer((deadline_ns + 1, T_TTR, job.id, job.gen))
 
@@ -260,7 +265,7 @@ class State:
         return key in self.waiting
 
     def _push_timer(self, entry: tuple) -> None:
-        heappush(self.timers, entry)
+        self._push(self.timers, entry)
         live_bound = self.delayed_ct + self.reserved_ct + len(self.tubes) + len(self.waiting)
         _compact(self.timers, live_bound, self._live_timer)
 
@@ -280,3 +285,19 @@ class State:
     def pop_timer(self) -> None:
         """Drop the timer ``next_timer`` just returned."""
         heappop(self.timers)
+
+    # ------------------------------------------------------------ bulk loading
+
+    def begin_bulk(self) -> None:
+        """Start loading many jobs at once: heap entries are appended, heapified at the end."""
+        self._push = _append
+
+    def end_bulk(self) -> None:
+        """Turn every list appended to since ``begin_bulk`` back into a heap."""
+        for tube in self.tube_list:
+            heapify(tube.ready)
+            heapify(tube.delayed)
+        for session in self.sessions.values():
+            heapify(session.deadlines)
+        heapify(self.timers)
+        self._push = heappush

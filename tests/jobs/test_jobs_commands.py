@@ -353,22 +353,26 @@ def test_t9_destroying_a_tube_swap_removes_it_from_the_tube_list():
 
 
 def test_close_empties_the_watch_list_first_entry_first_then_from_the_back():
-    # beanstalkd's ms_clear swap-removes index 0 until the list is empty, then drops the used
-    # tube. With watch list [t4, t1, t2, t3] the tubes die in the order t4, t3, t2, t1, u, and
-    # the survivors y and z end up as [z, y]; dying in list order would leave [y, z].
+    # beanstalkd's ms_clear swap-removes index 0 until the list is empty, then the used tube
+    # goes. With watch list [r, q, p] and used tube u the tubes die in the order r, p, q, u,
+    # which leaves the survivors as [default, y, z]; any other order would give [.., z, y].
     h = Harness()
     c, keep = h.open(), h.open()
-    h.cmd(keep, Op.WATCH, "x")
-    for name in ("t1", "t2", "t3", "t4"):
-        h.cmd(c, Op.WATCH, name)
+    for name in ("p", "q", "r"):
+        h.cmd(keep, Op.WATCH, name)
+    h.cmd(c, Op.WATCH, "r")
     h.cmd(c, Op.IGNORE, "default")
+    h.cmd(c, Op.WATCH, "q")
+    h.cmd(c, Op.WATCH, "p")
     h.cmd(c, Op.USE, "u")
-    h.cmd(keep, Op.WATCH, "y")
-    h.cmd(keep, Op.WATCH, "z")
-    assert h.m.list_tubes_watched(c) == ["t4", "t1", "t2", "t3"]
-    assert h.m.list_tubes() == ["default", "x", "t1", "t2", "t3", "t4", "u", "y", "z"]
+    for name in ("y", "z"):
+        h.cmd(keep, Op.WATCH, name)
+    for name in ("p", "q", "r"):
+        h.cmd(keep, Op.IGNORE, name)
+    assert h.m.list_tubes_watched(c) == ["r", "q", "p"]
+    assert h.m.list_tubes() == ["default", "p", "q", "r", "u", "y", "z"]
     assert h.cmd(c, Op.CLOSE) == ("OK",)
-    assert h.m.list_tubes() == ["default", "x", "z", "y"]
+    assert h.m.list_tubes() == ["default", "y", "z"]
 
 
 def test_watch_counts_and_ignore_never_drops_the_last_watched_tube():
