@@ -6,9 +6,15 @@ and gets a freshly started process on a free port. Tests talk to it through ``Wi
 blocking client that sends raw bytes and checks the exact bytes that come back, so a transcript
 that passes against beanstalkd and fails against BeanRaft is a compatibility bug by construction.
 
+Fixtures: ``server`` / ``unix_server`` (a started Target), ``wire`` (one Wire to ``server``),
+``server_args`` (the flags of ``@pytest.mark.server_args("-z", "10")``, which the server fixtures
+pass on), ``start_server(kind, *flags, unix=False)`` (start more servers; all stopped at
+teardown), ``target_kind`` (the bare target name, for tests that start their own servers) and
+``unused_port``. ``--target NAME`` (repeatable) narrows the run to some targets.
+
 Adding a target: write a factory ``factory(spec: TargetSpec) -> Target`` and put it in
-``TARGETS`` (``TARGETS["inprocess"] = start_inprocess``), e.g. from this file or a plugin loaded
-before collection. Server options come from ``@pytest.mark.server_args("-z", "10")``.
+``TARGETS`` (``TARGETS["inprocess"] = start_inprocess``), here or in a plugin loaded before
+collection; ``ProcessTarget`` covers anything started as a process with beanstalkd's flags.
 """
 
 from __future__ import annotations
@@ -95,37 +101,58 @@ class Wire:
         self._buffer += chunk
         return True
 
-    def read_exactly(self, size: int, timeout: float | None = None) -> bytes:
-        """Returns exactly ``size`` bytes, or fails the test with the bytes that did arrive."""
-        deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
+    def _deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + (self.default_timeout if timeout is None else timeout)
+
+    def try_read_exactly(self, size: int, deadline: float) -> bytes | None:
+        """Exactly ``size`` bytes, or None (bytes kept) at EOF or the ``time.monotonic()`` deadline."""
         while len(self._buffer) < size:
             if not self._fill(deadline):
-                reason = "connection closed" if self._eof else "timed out"
-                pytest.fail(f"{reason} after {len(self._buffer)} of {size} bytes: {self._buffer!r}")
+                return None
         data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def try_read_line(self, deadline: float) -> bytes | None:
+        """The next line without its CRLF, or None (bytes kept) at EOF or the deadline."""
+        while b"\r\n" not in self._buffer:
+            if not self._fill(deadline):
+                return None
+        line, self._buffer = self._buffer.split(b"\r\n", 1)
+        return line
+
+    @property
+    def at_eof(self) -> bool:
+        """True once the server closed its side."""
+        return self._eof
+
+    def take_pending(self) -> bytes:
+        """Returns and forgets the bytes received but not yet read (e.g. half a reply)."""
+        data, self._buffer = self._buffer, b""
+        return data
+
+    def _why(self, wanted: str) -> str:
+        return f"{'connection closed' if self._eof else 'timed out'} waiting for {wanted}; received {self._buffer!r}"
+
+    def read_exactly(self, size: int, timeout: float | None = None) -> bytes:
+        """Returns exactly ``size`` bytes, or fails the test with the bytes that did arrive."""
+        data = self.try_read_exactly(size, self._deadline(timeout))
+        if data is None:
+            pytest.fail(self._why(f"{size} bytes"))
         return data
 
     def expect(self, expected: bytes, timeout: float | None = None) -> None:
         """Reads exactly ``len(expected)`` bytes and asserts they equal ``expected``."""
-        deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
-        while len(self._buffer) < len(expected):
-            if not self._fill(deadline):
-                reason = "connection closed" if self._eof else "timed out"
-                pytest.fail(
-                    f"{reason} waiting for {expected!r}\n"
-                    f"received only {len(self._buffer)} bytes:\n{self._buffer!r}"
-                )
-        got, self._buffer = self._buffer[: len(expected)], self._buffer[len(expected) :]
+        got = self.try_read_exactly(len(expected), self._deadline(timeout))
+        if got is None:
+            pytest.fail(self._why(repr(expected)))
         if got != expected:
             pytest.fail("unexpected reply\n" + byte_diff(expected, got))
 
     def read_line(self, timeout: float | None = None) -> bytes:
         """Returns the next line without its CRLF."""
-        deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
-        while b"\r\n" not in self._buffer:
-            if not self._fill(deadline):
-                pytest.fail(f"no complete line; received {self._buffer!r}")
-        line, self._buffer = self._buffer.split(b"\r\n", 1)
+        line = self.try_read_line(self._deadline(timeout))
+        if line is None:
+            pytest.fail(self._why("a line"))
         return line
 
     def expect_nothing(self, wait: float = 0.3) -> None:
@@ -137,13 +164,12 @@ class Wire:
 
     def recv_until_closed(self, timeout: float | None = None) -> bytes:
         """Returns everything up to the server's EOF; fails if the server keeps the socket open."""
-        deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
+        deadline = self._deadline(timeout)
         while self._fill(deadline):
             pass
         if not self._eof:
             pytest.fail(f"connection still open; received {self._buffer!r}")
-        data, self._buffer = self._buffer, b""
-        return data
+        return self.take_pending()
 
     def request(self, line: bytes, timeout: float | None = None) -> bytes:
         """Sends one command line (CRLF added) and returns the first reply line, CRLF removed."""
@@ -162,10 +188,10 @@ class Wire:
         assert body.startswith(b"---\n") and body.endswith(b"\n\r\n"), repr(body)
         result: dict[str, str] = {}
         for entry in body[4:-2].decode().splitlines():
-            key, sep, value = entry.partition(": ")
-            if key == "-" or entry.startswith("- "):
+            if entry.startswith("- "):
                 result[entry[2:]] = ""
             else:
+                key, sep, value = entry.partition(": ")
                 assert sep, f"not a YAML entry: {entry!r}"
                 result[key] = value
         return result
@@ -368,7 +394,6 @@ TARGETS: dict[str, Callable[[TargetSpec], Target]] = {
     "beanstalkd": start_beanstalkd,
     "beanraft": start_beanraft,
 }
-REFERENCE = "beanstalkd"
 
 _STARTED = pytest.StashKey[list]()
 _FAILED = pytest.StashKey[bool]()

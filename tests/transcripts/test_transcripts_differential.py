@@ -162,25 +162,19 @@ class Generator:
 
 
 def read_replies(wire, sentinel: bytes, deadline: float) -> list[bytes]:
-    """Replies up to and including `sentinel`, each with its body; ends early at EOF or deadline."""
+    """Replies before `sentinel`, each with its body; ends early at EOF or the deadline."""
     replies = []
-    while True:
-        while b"\r\n" not in wire._buffer:
-            if not wire._fill(deadline):
-                replies.append(b"<EOF>" if wire._eof else b"<silence> " + wire._buffer)
-                wire._buffer = b""
-                return replies
-        line, wire._buffer = wire._buffer.split(b"\r\n", 1)
+    while (line := wire.try_read_line(deadline)) != sentinel:
+        if line is None:
+            replies.append(b"<EOF>" if wire.at_eof else b"<silence> " + wire.take_pending())
+            return replies
         words = line.split(b" ")
         if words[0] in (b"RESERVED", b"FOUND", b"OK") and words[-1].isdigit():
-            size = int(words[-1]) + 2
-            while len(wire._buffer) < size and wire._fill(deadline):
-                pass
-            line, wire._buffer = line + b"\r\n" + wire._buffer[:size], wire._buffer[size:]
+            body = wire.try_read_exactly(int(words[-1]) + 2, deadline)
+            line += b"\r\n" + (b"<cut> " + wire.take_pending() if body is None else body)
             line = masked(line) if words[0] == b"OK" else line
-        if line == sentinel:
-            return replies
         replies.append(line)
+    return replies
 
 
 def masked(reply: bytes) -> bytes:
