@@ -235,7 +235,8 @@ class TargetSpec:
     """What a test asks of a target: where to listen and which extra command-line flags."""
 
     kind: str
-    workdir: Path  # the process's cwd; holds its output and the UNIX socket
+    workdir: Path  # the process's cwd, short enough for a UNIX socket path inside it
+    output: Path  # where its stdout and stderr go (in the test's tmp_path)
     args: tuple[str, ...] = ()
     unix: bool = False  # listen on a UNIX socket instead of 127.0.0.1:<free port>
 
@@ -284,7 +285,7 @@ class ProcessTarget(Target):
             listen = ["-l", HOST, "-p", str(self.address[1])]
         self.argv = command + listen + list(spec.args)
         self.ready_timeout_s = ready_timeout_s
-        self.stderr_path = spec.workdir / f"{spec.kind}.stderr"
+        self.stderr_path = spec.output
         self._process: subprocess.Popen | None = None
         self.starts = 0
 
@@ -396,7 +397,6 @@ TARGETS: dict[str, Callable[[TargetSpec], Target]] = {
 }
 
 _STARTED = pytest.StashKey[list]()
-_FAILED = pytest.StashKey[bool]()
 
 
 # --------------------------------------------------------------------------- pytest plumbing
@@ -449,7 +449,6 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        item.stash[_FAILED] = True
         for target in item.stash.get(_STARTED, []):
             text = target.diagnostics()
             if text:
@@ -457,7 +456,7 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def start_server(request):
+def start_server(request, tmp_path):
     """Factory: ``start_server(kind, *args, unix=False) -> Target``; all are stopped at teardown.
 
     With ``target_kind`` in its arguments a test is parametrized over the targets and can start
@@ -470,16 +469,17 @@ def start_server(request):
         # A short directory under /tmp: UNIX socket paths are limited to 107 bytes.
         workdir = Path(tempfile.mkdtemp(prefix=f"br-{kind[:4]}-"))
         workdirs.append(workdir)
-        target = TARGETS[kind](TargetSpec(kind=kind, workdir=workdir, args=tuple(args), unix=unix))
+        output = tmp_path / f"{kind}-{len(started) + 1}.stderr"
+        spec = TargetSpec(kind=kind, workdir=workdir, output=output, args=tuple(args), unix=unix)
+        target = TARGETS[kind](spec)
         started.append(target)
         return target
 
     yield start
     for target in started:
         target.stop()
-    if not request.node.stash.get(_FAILED, False):  # keep them for a post-mortem otherwise
-        for workdir in workdirs:
-            shutil.rmtree(workdir, ignore_errors=True)
+    for workdir in workdirs:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
