@@ -4,10 +4,14 @@ Theory of operation
 -------------------
 ``Machine.apply_batch(now_ns, commands)`` is the only way state changes. It
 
-1. advances the clock to ``max(now, now_ns)`` (time never goes backwards);
-2. fires every timer due at that time, earliest first (state.py says how ties break), serving
-   waiting sessions after each one, so a late tick replays what exact ticks would have done;
+1. fires every timer due by ``max(now, now_ns)``, earliest first (state.py says how ties
+   break), stepping the clock to each timer's own time and serving waiting sessions after
+   each one — exactly what a server ticking at every deadline would have done;
+2. sets the clock to ``max(now, now_ns)`` (time never goes backwards);
 3. applies the commands in order, serving waiting sessions after each one.
+
+Because of step 1 the outcome does not depend on when, or whether, the leader proposed TICKs
+between two commands: only the commands and their timestamps matter.
 
 It returns one reply per command and the ``events``: replies owed to other sessions whose
 reserve was waiting, in the order they were resolved.
@@ -55,8 +59,8 @@ class Machine(State):
         if not is_time(now_ns):
             return [("ERROR", "now_ns must be an integer in [0, 2**62]")] * len(commands), []
         self.events = events = []
+        self._fire_timers(max(self.now_ns, now_ns))
         self.now_ns = max(self.now_ns, now_ns)
-        self._fire_timers()
         replies = []
         for command in commands:
             replies.append(self._apply(command))
@@ -64,13 +68,15 @@ class Machine(State):
         self.events = []
         return replies, events
 
-    def _fire_timers(self) -> None:
+    def _fire_timers(self, until_ns: int) -> None:
         while True:
             entry = self.next_timer()
-            if entry is None or entry[0] > self.now_ns:
+            if entry is None or entry[0] > until_ns:
                 return
             self.pop_timer()
-            _, kind, key, _ = entry
+            fire_ns, kind, key, _ = entry
+            # Every timer is armed strictly in the future, so this never moves time backwards.
+            self.now_ns = max(self.now_ns, fire_ns)
             if kind == T_DELAY:
                 self.make_ready(self.jobs[key])
             elif kind == T_TTR:

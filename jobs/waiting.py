@@ -119,21 +119,12 @@ def serve(state: State) -> None:
 
 
 def wake(state: State, session: Session) -> None:
-    """A waiting session's wake time came: DEADLINE_SOON, TIMED_OUT or keep waiting (§5)."""
-    soon = deadline_soon(state, session)
-    job = state.soonest_reserved(session)
-    while job is not None and job.deadline_ns < state.now_ns:
-        state.expire(job)
-        job = state.soonest_reserved(session)
-    if soon:
-        finish_wait(state, session, DEADLINE_SOON)
-    elif session.wait_until_ns is not None and session.wait_until_ns <= state.now_ns:
-        finish_wait(state, session, TIMED_OUT)
-    else:
-        # Only reachable if the soonest reservation went away while waiting: wait on.
-        times = [] if session.wait_until_ns is None else [session.wait_until_ns]
-        if job is not None:
-            times.append(job.deadline_ns - SAFETY_MARGIN_NS)
-        session.wait_wake_ns = min(times) if times else None
-        if session.wait_wake_ns is not None:
-            state.push_wake(session.wait_wake_ns, session.wait_ticket, session.sid)
+    """A waiting session's wake time came: DEADLINE_SOON or TIMED_OUT (§5).
+
+    The clock stands at the wake time. §5 also releases the session's expired reservations
+    first; here each reservation has its own TTR timer, which fires one nanosecond after its
+    deadline and so always before this wake-up (armed at the latest one second before the
+    soonest deadline). The wake time is the sooner of that margin and the timeout, so when the
+    session is not inside its margin, its timeout is what came.
+    """
+    finish_wait(state, session, DEADLINE_SOON if deadline_soon(state, session) else TIMED_OUT)

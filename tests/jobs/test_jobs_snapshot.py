@@ -102,6 +102,25 @@ def test_a_machine_restored_midway_continues_exactly_like_the_original():
             assert restored.digest() == original.digest()
 
 
+def test_extra_ticks_between_batches_change_nothing_but_when_events_are_reported():
+    # The leader may propose TICKs whenever it likes; only commands and their times matter.
+    for seed in range(4):
+        batches = workload(seed)
+        rng = random.Random(seed)
+        ticked, originals = [], []
+        for (now, commands), (later, _) in zip(batches, batches[1:] + [batches[-1]]):
+            originals.append(len(ticked))
+            ticked.append((now, commands))
+            for _ in range(rng.randint(0, 2)):
+                ticked.append((rng.randint(now, later), [(Op.TICK, 0, 0)]))
+        plain, busy = Machine(), Machine()
+        plain_results, busy_results = run(plain, batches), run(busy, ticked)
+        assert [busy_results[i][0] for i in originals] == [r for r, _ in plain_results]
+        assert [e for _, es in busy_results for e in es] == \
+            [e for _, es in plain_results for e in es]
+        assert busy.digest() == plain.digest()
+
+
 _CHILD = """
 import sys
 sys.path.insert(0, {path!r})

@@ -100,8 +100,7 @@ def test_a_waiter_gets_the_job_whose_ttr_expired_in_another_session():
     assert h.cmd(holder, Op.DELETE, 1) == ("NOT_FOUND",)  # now reserved by someone else
 
 
-def test_a_late_deadline_soon_wake_releases_the_expired_job_before_answering():
-    # §5: evaluate deadline-soon, release the session's expired jobs, then answer DEADLINE_SOON.
+def test_a_late_tick_answers_deadline_soon_and_still_expires_the_job():
     h = Harness()
     a = h.open()
     h.put(a, ttr=2)
@@ -110,6 +109,30 @@ def test_a_late_deadline_soon_wake_releases_the_expired_job_before_answering():
     assert h.advance(5) == [(a, ("DEADLINE_SOON",))]
     stats = h.stats_job(1)
     assert (stats["state"], stats["timeouts"]) == ("ready", 1)
+
+
+def test_a_late_tick_gives_exactly_the_outcome_of_ticks_at_every_deadline():
+    # A holds J (ttr 2) and waits; B waits; K (less urgent) becomes ready at 1.5 s. Ticking at
+    # every deadline: A gets DEADLINE_SOON at 1 s, B gets K at 1.5 s, J expires after 2 s.
+    # One tick at 3 s must replay that, not hand B the job J that was still reserved at 1.5 s.
+    def scenario(ticks: list[int]) -> Harness:
+        h = Harness()
+        a, b = h.open(), h.open()
+        h.put(a, body=b"J", pri=0, ttr=2)
+        h.cmd(a, Op.RESERVE, 0)
+        h.put(a, body=b"K", pri=5, delay=1.5)
+        h.cmd(a, Op.RESERVE, -1)
+        h.cmd(b, Op.RESERVE, -1)
+        start = h.now
+        for tick in ticks:
+            h.batch([(Op.TICK, 0, 0)], now=start + tick)
+        assert h.events == [(a, ("DEADLINE_SOON",)), (b, ("RESERVED", 2, b"K"))]
+        assert (h.stats_job(1)["state"], h.stats_job(1)["timeouts"]) == ("ready", 1)
+        return h
+
+    exact = scenario([S, 3 * S // 2, 2 * S + 1, 3 * S])
+    late = scenario([3 * S])
+    assert late.m.digest() == exact.m.digest()
 
 
 def test_the_wake_time_is_the_sooner_of_the_timeout_and_the_safety_margin():
