@@ -64,10 +64,17 @@ def read_status(sync, applied_index: int) -> RaftStatus:
                 connected=raw[key] == 2,
                 match_index=raw.get("match_idx_server_" + address),
             ))
+    leader = str(leader) if leader is not None else None
+    if leader is not None and leader != str(raw["self"]):
+        # pysyncobj only starts an election while connected to someone, so a follower cut off
+        # from every peer keeps naming its old leader forever. Report a leader only while our
+        # link to it is up; otherwise /readyz would say 200 on a node that cannot commit.
+        if not any(p.address == leader and p.connected for p in peers):
+            leader = None
     return RaftStatus(
         node=str(raw["self"]),
         role=_ROLES.get(raw["state"], str(raw["state"])),
-        leader=str(leader) if leader is not None else None,
+        leader=leader,
         term=raw["raft_term"],
         commit_index=raw["commit_idx"],
         applied_index=max(applied_index, raw["last_applied"]),
