@@ -7,7 +7,7 @@ validated arguments, and returns the reply. Handlers only call the primitives of
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .commands import (
     BURIED, DEADLINE_SOON, DELETED, KICKED, NOT_FOUND, NOT_IGNORED, OK, PAUSED, RELEASED,
@@ -49,7 +49,6 @@ def close(state: State, session: Session) -> tuple:
 def put(state: State, session: Session, pri: int, delay_ns: int, ttr_ns: int,
         body: bytes) -> tuple:
     """PUT (§4.1): a new job in the used tube, delayed if ``delay_ns`` > 0."""
-    session.producer = True
     job_id = state.next_id
     state.next_id += 1
     tube = session.used
@@ -66,7 +65,6 @@ def put(state: State, session: Session, pri: int, delay_ns: int, ttr_ns: int,
 
 def burn_id(state: State, session: Session) -> tuple:
     """BURN_ID: consume a job id, as beanstalkd does for a put whose body never arrived."""
-    session.producer = True
     state.next_id += 1
     return OK
 
@@ -107,7 +105,6 @@ def ignore(state: State, session: Session, name: str) -> tuple:
 
 def reserve(state: State, session: Session, timeout_ns: int) -> tuple:
     """RESERVE (§4.3); ``timeout_ns`` -1 waits forever, 0 answers at once."""
-    session.worker = True
     if deadline_soon(state, session) and not watches_ready_job(session):
         return DEADLINE_SOON
     job = reservable_job(state, session)
@@ -127,7 +124,6 @@ def reserve(state: State, session: Session, timeout_ns: int) -> tuple:
 
 def reserve_job(state: State, session: Session, job_id: int) -> tuple:
     """RESERVE_JOB (§4.4): any unreserved job, whatever its tube, pause or the watch list."""
-    session.worker = True
     job = state.jobs.get(job_id)
     if job is None or job.state is RESERVED:
         return NOT_FOUND

@@ -86,7 +86,7 @@ class Session:
     """One client connection somewhere in the cluster, identified by ``sid``."""
 
     __slots__ = (
-        "sid", "used", "watch", "reserved", "deadlines", "producer", "worker",
+        "sid", "used", "watch", "reserved", "deadlines",
         "wait_ticket", "wait_wake_ns", "wait_until_ns", "wait_seq", "replies", "seq_floor",
     )
 
@@ -96,8 +96,6 @@ class Session:
         self.watch: list[Tube] = [default]  # watch-list order, swap-remove on ignore
         self.reserved: dict[int, None] = {}  # ids of jobs this session holds
         self.deadlines: list[tuple[int, int, int]] = []  # heap of (deadline_ns, id, gen)
-        self.producer = False  # has put (or burned an id)
-        self.worker = False  # has issued a reserve or reserve-job
         self.wait_ticket = 0  # nonzero while waiting in reserve: its place in the global queue
         self.wait_wake_ns: int | None = None  # when the wait must be reconsidered
         self.wait_until_ns: int | None = None  # when the wait times out; None = forever

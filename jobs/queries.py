@@ -105,8 +105,11 @@ def stats_tube(state: State, name: str, now_ns: int) -> list[tuple[str, int | st
 
 
 def stats_global(state: State) -> dict[str, int]:
-    """The replicated part of ``stats``, in 1.12 key order (the node adds the rest)."""
-    sessions = state.sessions.values()
+    """The replicated part of ``stats``, in 1.12 key order (the node adds the rest).
+
+    Connection counts (current-connections, -producers, -workers) are the node's own: a node
+    opens a session only at a connection's first change, so sessions undercount connections.
+    """
     return {
         "current-jobs-urgent": state.urgent_ct,
         "current-jobs-ready": state.ready_ct,
@@ -116,9 +119,6 @@ def stats_global(state: State) -> dict[str, int]:
         "job-timeouts": state.job_timeouts,
         "total-jobs": state.total_jobs,
         "current-tubes": len(state.tubes),
-        "current-connections": len(state.sessions),
-        "current-producers": sum(1 for session in sessions if session.producer),
-        "current-workers": sum(1 for session in sessions if session.worker),
         "current-waiting": len(state.waiting),
     }
 

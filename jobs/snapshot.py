@@ -6,12 +6,15 @@ Format: one version byte (``VERSION``), then one msgpack array::
      epochs,    # [[epoch, node_name], ...]                          live ones, by epoch
      tubes,     # [[name, total_jobs, cmd_delete, cmd_pause, pause_ns, unpause_at_ns,
                 #   [buried job ids, oldest first]], ...]            in list-tubes order
-     sessions,  # [[sid, used, [watched names], producer, worker,
+     sessions,  # [[sid, used, [watched names],
                 #   wait_wake_ns, wait_until_ns, wait_seq, seq_floor,
                 #   [[seq, reply], ...]], ...]                       by sid, replies by seq
      waiting,   # [sid, ...]                                        oldest waiter first
      jobs]      # [[id, tube, state, pri, delay_ns, ttr_ns, body, created_ns, deadline_ns,
                 #   holder_sid, reserves, timeouts, releases, buries, kicks], ...]   by id
+
+``state`` is 0 ready, 1 reserved, 2 delayed, 3 buried; ``holder_sid`` is 0 unless reserved;
+``deadline_ns`` is 0 for ready and buried jobs; absent waits are None, None, 0.
 
 Only observable state is written — never heaps, ``gen`` values or wait tickets, which restore
 rebuilds — so two machines with equal observable state give equal bytes whatever garbage their
@@ -29,7 +32,7 @@ from __future__ import annotations
 import gc
 import hashlib
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import msgpack
 
@@ -44,7 +47,6 @@ _STATE_CODE = {state: code for code, state in enumerate(STATES)}
 def _session_record(session: Session) -> list:
     return [
         session.sid, session.used.name, [tube.name for tube in session.watch],
-        session.producer, session.worker,
         session.wait_wake_ns, session.wait_until_ns, session.wait_seq, session.seq_floor,
         [[seq, session.replies[seq]] for seq in sorted(session.replies)],
     ]
@@ -128,6 +130,8 @@ def _check_references(state: State) -> None:
 def _build(body: tuple, make: Callable[[int], State]) -> State:
     (max_job_size, now_ns, next_id, next_epoch, job_timeouts, total_jobs,
      epochs, tubes, sessions, waiting, jobs) = body
+    if not all(type(v) is int for v in body[:6]):
+        raise ValueError("counters must be integers")
     state = make(max_job_size)
     state.now_ns, state.next_id, state.next_epoch = now_ns, next_id, next_epoch
     state.job_timeouts, state.total_jobs = job_timeouts, total_jobs
@@ -164,8 +168,7 @@ def _build(body: tuple, make: Callable[[int], State]) -> State:
 
 
 def _build_session(state: State, record: tuple) -> None:
-    (sid, used, watch, producer, worker, wake_ns, until_ns, wait_seq, seq_floor,
-     replies) = record
+    sid, used, watch, wake_ns, until_ns, wait_seq, seq_floor, replies = record
     if sid in state.sessions:
         raise ValueError(f"session {sid} twice")
     session = Session(sid, state.tubes[used])
@@ -173,7 +176,6 @@ def _build_session(state: State, record: tuple) -> None:
     session.watch = [state.tubes[name] for name in watch]
     for tube in session.watch:
         tube.watching_ct += 1
-    session.producer, session.worker = bool(producer), bool(worker)
     session.wait_wake_ns, session.wait_until_ns = wake_ns, until_ns
     session.wait_seq, session.seq_floor = wait_seq, seq_floor
     session.replies = {seq: tuple(reply) for seq, reply in replies}

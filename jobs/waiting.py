@@ -62,7 +62,7 @@ def wake_time(state: State, session: Session, timeout_ns: int) -> int | None:
 
 
 def start_wait(state: State, session: Session, timeout_ns: int, wake_ns: int | None) -> None:
-    """Make ``session`` wait, ``timeout_ns`` from now (-1 = forever), reconsidered at ``wake_ns``."""
+    """Make ``session`` wait ``timeout_ns`` (-1 = forever); reconsider it at ``wake_ns``."""
     until_ns = None if timeout_ns < 0 else state.now_ns + timeout_ns
     enqueue(state, session, wake_ns, until_ns)
 
@@ -121,10 +121,9 @@ def serve(state: State) -> None:
 def wake(state: State, session: Session) -> None:
     """A waiting session's wake time came: DEADLINE_SOON or TIMED_OUT (§5).
 
-    The clock stands at the wake time. §5 also releases the session's expired reservations
-    first; here each reservation has its own TTR timer, which fires one nanosecond after its
-    deadline and so always before this wake-up (armed at the latest one second before the
-    soonest deadline). The wake time is the sooner of that margin and the timeout, so when the
-    session is not inside its margin, its timeout is what came.
+    The clock stands at the wake time, which is the sooner of the timeout and one second before
+    the soonest deadline; so if the session is not inside its margin, its timeout came. §5 also
+    releases the session's reservations whose deadline has passed, but at this time none has:
+    each one expires through its own TTR timer, one nanosecond after its deadline.
     """
     finish_wait(state, session, DEADLINE_SOON if deadline_soon(state, session) else TIMED_OUT)

@@ -123,7 +123,7 @@ class Model:
         for name in self.tubes:
             if self.paused(name):
                 found.append((self.tube_info[name]["until"], 2, name))
-        for sid, s in self.sessions.items():
+        for s in self.sessions.values():
             if s["wait"] and s["wait"]["wake"] is not None:
                 found.append((s["wait"]["wake"], 3, s["wait"]["ticket"]))
         return found

@@ -294,7 +294,6 @@ def test_t16_burned_ids_are_never_used_and_kick_job_needs_a_buried_or_delayed_jo
     assert h.cmd(a, Op.KICK_JOB, job) == ("NOT_FOUND",)
     stats = h.stats_job(job)
     assert (stats["state"], stats["delay"], stats["kicks"]) == ("ready", 7, 1)
-    assert h.m.stats_global()["current-producers"] == 1
 
 
 def test_t9_a_paused_tube_gives_no_job_to_reserve_until_the_pause_ends():
@@ -425,7 +424,7 @@ def test_peeks_look_only_at_the_used_tube_and_peek_by_id_at_any_job():
     assert h.m.stats_job(99, h.now) is None
 
 
-def test_stats_global_counts_jobs_by_state_tubes_connections_and_waiters():
+def test_stats_global_counts_jobs_by_state_tubes_and_waiters():
     h = Harness()
     a, b = h.open(), h.open()
     h.put(a, pri=5)
@@ -438,6 +437,5 @@ def test_stats_global_counts_jobs_by_state_tubes_connections_and_waiters():
     assert h.m.stats_global() == {
         "current-jobs-urgent": 0, "current-jobs-ready": 1, "current-jobs-reserved": 1,
         "current-jobs-delayed": 1, "current-jobs-buried": 0, "job-timeouts": 0,
-        "total-jobs": 3, "current-tubes": 2, "current-connections": 2, "current-producers": 1,
-        "current-workers": 1, "current-waiting": 1}
+        "total-jobs": 3, "current-tubes": 2, "current-waiting": 1}
     assert h.m.job_counts() == {"ready": 1, "reserved": 1, "delayed": 1, "buried": 0}

@@ -108,7 +108,7 @@ def test_extra_ticks_between_batches_change_nothing_but_when_events_are_reported
         batches = workload(seed)
         rng = random.Random(seed)
         ticked, originals = [], []
-        for (now, commands), (later, _) in zip(batches, batches[1:] + [batches[-1]]):
+        for (now, commands), (later, _) in zip(batches, batches[1:] + [batches[-1]], strict=True):
             originals.append(len(ticked))
             ticked.append((now, commands))
             for _ in range(rng.randint(0, 2)):
