@@ -48,7 +48,7 @@ def cluster(nodes, data, host, client_port, raft_port, http_port) -> None:
     rafts = [f"{host}:{raft_port + i}" for i in range(nodes)]
     procs = []
     env = dict(os.environ, BEANRAFT_CLUSTER_SECRET=secret_value)
-    click.echo(f"{'node':<6}{'client':<22}{'raft':<22}{'http':<28}data")
+    click.echo(f"{'node':<6}{'client':<22}{'raft':<22}{'http':<32}data")
     for i in range(nodes):
         node_dir = os.path.join(data, f"node{i + 1}")
         cmd = [sys.executable, "-m", "beanraft.node", "serve", "-l", host, "-p", str(client_port + i),
@@ -58,7 +58,7 @@ def cluster(nodes, data, host, client_port, raft_port, http_port) -> None:
                 cmd += ["--peer", peer]
         procs.append(subprocess.Popen(cmd, env=env))
         click.echo(f"{i + 1:<6}{host + ':' + str(client_port + i):<22}{rafts[i]:<22}"
-                   f"{'http://' + host + ':' + str(http_port + i) + '/status':<28}{node_dir}")
+                   f"{'http://' + host + ':' + str(http_port + i) + '/status':<31} {node_dir}")
     click.echo("Ctrl-C stops the cluster." + (" Its data is temporary." if temporary else ""))
     try:
         while all(p.poll() is None for p in procs):
