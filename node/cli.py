@@ -120,8 +120,12 @@ async def _serve(config: NodeConfig) -> int:
 
 def _read_secret(path: str | None) -> str | None:
     if path:
-        with open(path) as f:
-            secret = f.read().strip()
+        try:
+            with open(path) as f:
+                secret = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not text"
+            raise click.UsageError(f"cannot read --cluster-secret-file {path}: {reason}") from None
         if not secret:
             raise click.UsageError(f"{path} is empty")
         return secret
