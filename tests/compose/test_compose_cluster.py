@@ -258,7 +258,9 @@ def image(engine) -> str:
 
 
 def port_in_use(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port (connections in TIME_WAIT do not count)."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError:
@@ -269,10 +271,12 @@ def port_in_use(port: int) -> bool:
 @pytest.fixture(scope="module")
 def cluster(image):
     """The compose file's three nodes, up; afterwards down with their volumes, checked gone."""
-    busy = [port for node in NODES for port in (node.client_port, node.http_port, node.raft_port)
-            if port_in_use(port)]
-    if busy:
-        pytest.fail(f"127.0.0.1 ports {busy} are in use; the compose file needs them free")
+    ports = [port for node in NODES for port in (node.client_port, node.http_port, node.raft_port)]
+    deadline = time.monotonic() + 180  # e.g. a `beanraft cluster` on the same default ports
+    while busy := [port for port in ports if port_in_use(port)]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"127.0.0.1 ports {busy} stayed in use for 180 s; the compose file needs them")
+        time.sleep(1)
     compose("down", "-v", "--remove-orphans", check=False)  # what a killed earlier run left
     try:
         compose("up", "-d")
