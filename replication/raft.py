@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -58,6 +59,21 @@ def _create_journal(journal_file):
 
 
 _pso.createJournal = _create_journal
+
+
+def _check_bindable(address: str) -> None:
+    """Raise OSError naming ``address`` if it cannot be bound.
+
+    pysyncobj reports a busy port as SyncObjException('BindError') after logging a traceback and
+    retrying, which reaches the operator as two tracebacks instead of a one-line reason.
+    """
+    host, _, port = address.rpartition(":")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as pysyncobj binds it
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            raise OSError(exc.errno, f"raft address {address}: {exc.strerror}") from None
 
 
 class CommitError(Exception):
@@ -184,6 +200,7 @@ class RaftNode:
             dynamicMembershipChange=False,
             onStateChanged=self._on_state_changed,
         )
+        _check_bindable(config.self_addr)
         return _Host(self, config.self_addr, config.peers, conf)
 
     def _wrap_transport(self) -> None:
