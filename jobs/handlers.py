@@ -26,6 +26,16 @@ def _held(state: State, session: Session, job_id: int) -> Job | None:
     return job if job is not None and job.holder is session else None
 
 
+def _unwatch(state: State, session: Session, index: int) -> None:
+    """Swap-remove the ``index``-th watched tube, as beanstalkd's watch sets do (§3.2)."""
+    watched = session.watch
+    tube = watched[index]
+    watched[index] = watched[-1]
+    watched.pop()
+    tube.watching_ct -= 1
+    state.release_tube(tube)
+
+
 def close(state: State, session: Session) -> tuple:
     """CLOSE (§4.18): release held jobs to ready, drop the wait and the tube references."""
     waited = bool(session.wait_ticket)
@@ -33,13 +43,8 @@ def close(state: State, session: Session) -> tuple:
         stop_wait(state, session)
     for job_id in list(session.reserved):
         state.make_ready(state.jobs[job_id])
-    watch = session.watch
-    while watch:  # beanstalkd empties the watch list by swap-removing its first entry
-        tube = watch[0]
-        watch[0] = watch[-1]
-        watch.pop()
-        tube.watching_ct -= 1
-        state.release_tube(tube)
+    while session.watch:  # beanstalkd empties a watch set by removing its first entry
+        _unwatch(state, session, 0)
     session.used.using_ct -= 1
     state.release_tube(session.used)
     del state.sessions[session.sid]
@@ -90,17 +95,13 @@ def watch(state: State, session: Session, name: str) -> tuple:
 
 def ignore(state: State, session: Session, name: str) -> tuple:
     """IGNORE (§4.10): swap-remove from the watch list; never the last watched tube."""
-    watched = session.watch
-    for index, tube in enumerate(watched):
+    for index, tube in enumerate(session.watch):
         if tube.name == name:
-            if len(watched) == 1:
+            if len(session.watch) == 1:
                 return NOT_IGNORED
-            watched[index] = watched[-1]
-            watched.pop()
-            tube.watching_ct -= 1
-            state.release_tube(tube)
+            _unwatch(state, session, index)
             break
-    return ("WATCHING", len(watched))
+    return ("WATCHING", len(session.watch))
 
 
 def reserve(state: State, session: Session, timeout_ns: int) -> tuple:
