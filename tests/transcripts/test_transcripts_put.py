@@ -102,9 +102,9 @@ def test_a_body_ending_in_other_bytes_is_expected_crlf_and_the_rest_is_a_new_lin
 def test_a_put_whose_connection_closes_mid_body_consumes_its_id(server):
     aborted = server.connect()
     aborted.send(b"put 0 0 5 10\r\nabc")
-    time.sleep(0.1)
+    time.sleep(0.2)  # let the server read the header (and allocate the id) before the close
     aborted.close()
-    time.sleep(0.1)
+    time.sleep(0.3)
     wire = server.connect()
     wire.send(b"put 0 0 5 1\r\nx\r\n")
     wire.expect(b"INSERTED 2\r\n")
