@@ -386,6 +386,15 @@ class Cluster:
         leader = self.leader()
         return [n for n in self.running if n is not leader]
 
+    def wait_links_up(self, timeout_s: float = 15.0) -> None:
+        """Waits until every running node reports every peer connected."""
+
+        def all_up() -> bool:
+            docs = self.statuses()
+            return all(d and all(p["connected"] for p in d["peers"]) for d in docs.values())
+
+        wait_for("every peer link up", all_up, timeout_s, poll_s=0.1, describe=self.describe)
+
     def converged(self, nodes: list[NodeProcess] | None = None, timeout_s: float = 20.0) -> dict[str, dict]:
         """Polls /status until ``nodes`` (default: running) report the same ``digest_index``.
 

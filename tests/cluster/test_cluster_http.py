@@ -64,12 +64,7 @@ def test_status_on_every_node_agrees_on_the_leader_and_reports_peers_jobs_and_co
     leader = cluster.leader()
     rafts = {node.raft_address for node in cluster.nodes}
 
-    def all_peers_connected() -> dict | None:
-        docs = cluster.statuses()
-        ok = all(d and all(p["connected"] for p in d["peers"]) for d in docs.values())
-        return docs if ok else None
-
-    wait_for("every peer link up", all_peers_connected, timeout_s=10, describe=cluster.describe)
+    cluster.wait_links_up()
     docs = cluster.converged()
     for node in cluster.nodes:
         doc = docs[node.name]
