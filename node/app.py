@@ -153,7 +153,7 @@ class Node:
                 conn.eof = True
                 conn.wakeup.set()
                 conn.mail.set()
-        tasks = [c.task for c in self.connections if c.task is not None]
+        tasks = [c.task for c in self.sessions.values() if c.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
         for task in self._tasks:
@@ -178,6 +178,8 @@ class Node:
 
     def connection_closed(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
+
+    def session_closed(self, conn: ClientConnection) -> None:
         self.sessions.pop(conn.sid, None)
 
     def count_command(self, req) -> None:

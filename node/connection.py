@@ -12,8 +12,8 @@ parser and wakes the connection's task, which takes requests one at a time.
 * Memory stays bounded: reading pauses while the parser holds more than a few lines, and
   processing pauses while the transport's write buffer is above its high-water mark (a client
   that never reads its replies stops being read).
-* The session exists in the replicated state only once the client sends a command (idle
-  connections cost no Raft entries); closing it releases its reserved jobs.
+* The session is opened in the replicated state when the client connects (it uses and watches
+  "default" from then on, cluster-wide); closing it releases its reserved jobs.
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.node.connection_opened(self)
+        # The session exists cluster-wide from the start: a fresh connection uses and watches
+        # "default", which stats-tube reports (current-using / current-watching).
+        self.opened = self.node.commit.submit((Op.OPEN, self.sid, self._next_seq()))
         self.task = asyncio.get_running_loop().create_task(self.run())
 
     def data_received(self, data: bytes) -> None:
@@ -149,8 +152,6 @@ class ClientConnection(asyncio.Protocol):
             self._pipeline((Op.RESERVE, 0), None)
             return True
         if isinstance(req, translate.PIPELINED):
-            if isinstance(req, p.ReserveJob):
-                self.worker = True
             self._pipeline(None, None, req)
             if len(self.inflight) >= MAX_PIPELINE:
                 await self.flush()
@@ -189,6 +190,8 @@ class ClientConnection(asyncio.Protocol):
             fut, fixed = self.inflight[0]
             result = await fut
             self.inflight.popleft()
+            if result[0] == "RESERVED":
+                self.worker = True  # reserve-job makes a worker only when it reserves (as 1.12)
             self._write(fixed if fixed is not None else translate.to_reply(result))
             if result[0] == "GONE":
                 raise ConnectionError("session dropped by the cluster")
@@ -245,6 +248,9 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(p.encode(reply))
 
     async def _finish(self) -> None:
+        # The connection stops counting in stats at once, as in beanstalkd; its session's end
+        # (releasing its jobs) is committed right after.
+        self.node.connection_closed(self)
         try:
             await asyncio.shield(self._close_session())
         except Exception:
@@ -252,7 +258,7 @@ class ClientConnection(asyncio.Protocol):
         finally:
             if self.transport is not None:
                 self.transport.close()
-            self.node.connection_closed(self)
+            self.node.session_closed(self)
 
     async def _close_session(self) -> None:
         try:
