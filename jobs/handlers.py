@@ -205,11 +205,19 @@ def kick_job(state: State, session: Session, job_id: int) -> tuple:
 
 
 def pause_tube(state: State, session: Session, name: str, delay_ns: int) -> tuple:
-    """PAUSE_TUBE (§4.16): an existing tube only; a delay of 0 becomes 1 ns."""
+    """PAUSE_TUBE (§4.16): an existing tube only.
+
+    beanstalkd turns a delay of 0 into 1 ns, which has always passed by the next command it
+    reads; here every command of a batch shares one ``now``, so 0 unpauses at once instead.
+    """
     tube = state.tubes.get(name)
     if tube is None:
         return NOT_FOUND
-    state.pause(tube, max(delay_ns, 1))
+    if delay_ns == 0:
+        tube.cmd_pause += 1
+        state.unpause(tube)
+    else:
+        state.pause(tube, delay_ns)
     return PAUSED
 
 

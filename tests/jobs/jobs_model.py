@@ -366,7 +366,9 @@ class Model:
     def do_pause_tube(self, sid: int, name: str, delay: int) -> tuple:
         if name not in self.tubes:
             return NOT_FOUND
-        delay = max(delay, 1)
         info = self.tube_info[name]
-        info.update(pause=delay, until=self.now + delay, pauses=info["pauses"] + 1)
+        if delay == 0:  # unpauses at once (beanstalkd's 1 ns pause is over by its next command)
+            info.update(pause=0, until=None, pauses=info["pauses"] + 1)
+        else:
+            info.update(pause=delay, until=self.now + delay, pauses=info["pauses"] + 1)
         return ("PAUSED",)
