@@ -81,6 +81,18 @@ def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size,
     if compact or no_compact:
         click.echo(f"-{'c' if compact else 'n'} flag was removed. binlog is always compacted.", err=True)
     _setup_logging(verbose)
+    config = build_config(
+        listen=listen, port=port, data_dir=data_dir, fsync_ms=fsync_ms, no_fsync=no_fsync,
+        max_job_size=max_job_size, binlog_size=binlog_size, user=user, raft=raft, peers=peers,
+        http=http, cluster_secret_file=cluster_secret_file, insecure=insecure,
+        commit_timeout=commit_timeout, node_grace=node_grace)
+    sys.exit(asyncio.run(_serve(config)))
+
+
+def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user,
+                 raft, peers, http, cluster_secret_file, insecure, commit_timeout, node_grace,
+                 **_ignored) -> NodeConfig:
+    """A validated NodeConfig from ``serve``'s parameters (raises click.UsageError)."""
     if max_job_size > MAX_JOB_SIZE_CAP:
         log.warning("maximum job size was set to %d", MAX_JOB_SIZE_CAP)
         max_job_size = MAX_JOB_SIZE_CAP
@@ -100,7 +112,7 @@ def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size,
         config.validate()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    sys.exit(asyncio.run(_serve(config)))
+    return config
 
 
 async def _serve(config: NodeConfig) -> int:

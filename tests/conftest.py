@@ -390,10 +390,54 @@ def start_beanraft(spec: TargetSpec) -> Target:
     return target
 
 
+class InProcessTarget(Target):
+    """The in-process stack: a BeanRaft node on a thread of the test process itself.
+
+    It takes ``beanraft serve``'s flags. A kill -9 or a restart of the process it runs in is
+    not possible, so tests needing one skip here (the ``beanraft`` process target covers them).
+    """
+
+    def __init__(self, spec: TargetSpec):
+        from beanraft.node.cli import build_config, serve
+        from beanraft.node.embedded import EmbeddedNode
+
+        self.kind = spec.kind
+        if spec.unix:
+            self.address = str(spec.workdir / "sock")
+            listen = ["-l", f"unix:{self.address}"]
+        else:
+            self.address = (HOST, free_port())
+            listen = ["-l", HOST, "-p", str(self.address[1])]
+        context = serve.make_context("serve", listen + list(spec.args))
+        self._embedded = EmbeddedNode(build_config(**context.params)).start()
+
+    @property
+    def pid(self) -> int | None:
+        return os.getpid()
+
+    def signal(self, sig: int) -> None:
+        node = self._embedded.node
+        if sig == signal.SIGUSR1:
+            self._embedded._loop.call_soon_threadsafe(node.enter_drain_mode)
+        else:
+            pytest.skip(f"signal {sig} would hit the test process: covered by the beanraft target")
+
+    def restart(self) -> None:
+        pytest.skip("an in-process node cannot be restarted like a process")
+
+    def stop(self) -> None:
+        self._embedded.stop()
+
+
+def start_inprocess(spec: TargetSpec) -> Target:
+    return InProcessTarget(spec)
+
+
 #: Target name -> factory. Register another implementation here (the suite picks it up).
 TARGETS: dict[str, Callable[[TargetSpec], Target]] = {
     "beanstalkd": start_beanstalkd,
     "beanraft": start_beanraft,
+    "inprocess": start_inprocess,
 }
 
 _STARTED = pytest.StashKey[list]()
