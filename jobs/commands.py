@@ -98,6 +98,7 @@ _KINDS = {
     "tube": is_tube_name,
     "body": lambda v: type(v) is bytes,
     "node": is_node_name,
+    "epoch": lambda v: _is_int(v, 1, MAX_U64),
 }
 
 ARGUMENTS: dict[Op, tuple[str, ...]] = {
@@ -119,7 +120,7 @@ ARGUMENTS: dict[Op, tuple[str, ...]] = {
     Op.BURN_ID: (),
     Op.TICK: (),
     Op.NODE_START: ("node",),
-    Op.DROP_NODE: ("node",),
+    Op.DROP_NODE: ("node", "epoch"),
 }
 
 # Opcode (as a plain int) -> (Op, checkers of its arguments), so checking costs no enum lookup.

@@ -26,7 +26,8 @@ the lowest seq pruned first). A retry of a cached seq returns the cached reply w
 again; a retry of an already pruned seq (at or below the session's ``seq_floor``) is refused.
 
 Cluster rules: a sid is ``(epoch << 32) | counter``. NODE_START gives a node a new epoch and
-closes the sessions of its previous one; DROP_NODE closes them and retires the epoch. OPEN only
+closes the sessions of its previous one; DROP_NODE(node, epoch) closes them and retires the
+epoch, if that epoch is still the node's live one. OPEN only
 succeeds for a live epoch, so a late OPEN from a dead incarnation cannot create a session that
 nobody would ever close. (Counters are not required to grow: nodes open sessions lazily, on a
 connection's first change, so OPENs of one epoch arrive in any order.)
@@ -150,7 +151,10 @@ class Machine(State):
             self.epochs[epoch] = node
             self.node_epoch[node] = epoch
             return ("EPOCH", epoch)
-        self._retire(node)  # DROP_NODE
+        # DROP_NODE names the epoch its proposer saw, so a drop decided before the node came
+        # back and registered again cannot end the new incarnation's sessions.
+        if self.node_epoch.get(node) == args[1]:
+            self._retire(node)
         return OK
 
     def _retire(self, node: str) -> None:

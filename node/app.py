@@ -270,13 +270,17 @@ class Node:
                     last_seen[peer.address] = now
                     dropped.discard(peer.address)
                 elif now - last_seen.get(peer.address, now) > grace and peer.address not in dropped:
+                    with self.raft.lock:
+                        epoch = self.raft.machine.node_epoch.get(peer.address)
+                    dropped.add(peer.address)
+                    if epoch is None:
+                        continue  # it has no sessions to end
                     log.warning("node %s unreachable for %.1f s: releasing its clients' jobs",
                                 peer.address, grace)
                     try:
-                        await self.commit.submit((Op.DROP_NODE, 0, 0, peer.address))
-                        dropped.add(peer.address)
+                        await self.commit.submit((Op.DROP_NODE, 0, 0, peer.address, epoch))
                     except OutcomeUnknown:
-                        pass
+                        dropped.discard(peer.address)
 
 
 def _free_loopback_port() -> int:

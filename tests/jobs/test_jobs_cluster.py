@@ -66,12 +66,23 @@ def test_dropping_a_node_closes_its_sessions_and_retires_its_epoch():
     h.put(a)
     h.cmd(b, Op.RESERVE, 0)
     h.cmd(a, Op.WATCH, "private")
-    assert h.batch([(Op.DROP_NODE, 0, 0, "n1")])[0] == [("OK",)]
+    assert h.batch([(Op.DROP_NODE, 0, 0, "n1", h.epoch)])[0] == [("OK",)]
     assert h.m.sessions_of("n1") == []
     assert h.m.list_tubes() == ["default"]
     assert h.m.job_counts() == {"ready": 1, "reserved": 0, "delayed": 0, "buried": 0}
     assert h.batch([(Op.OPEN, (h.epoch << 32) | 77, 1)])[0] == [("GONE",)]
-    assert h.batch([(Op.DROP_NODE, 0, 0, "never-seen")])[0] == [("OK",)]
+    assert h.batch([(Op.DROP_NODE, 0, 0, "never-seen", 1)])[0] == [("OK",)]
+
+
+def test_a_drop_decided_before_the_node_registered_again_spares_its_new_sessions():
+    h = Harness(node="n1")
+    old_epoch = h.epoch
+    [[reply], _] = h.batch([(Op.NODE_START, 0, 0, "n1")])
+    new_epoch = reply[1]
+    sid = (new_epoch << 32) | 1
+    assert h.batch([(Op.OPEN, sid, 1)])[0] == [("OK",)]
+    assert h.batch([(Op.DROP_NODE, 0, 0, "n1", old_epoch)])[0] == [("OK",)]
+    assert h.m.sessions_of("n1") == [sid]
 
 
 def test_a_retried_seq_returns_the_stored_reply_without_running_again():
