@@ -118,6 +118,7 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
 async def _serve(config: NodeConfig) -> int:
     from .app import Node
 
+    _raise_open_files_limit()
     node = Node(config)
     try:
         await node.start()
@@ -125,7 +126,7 @@ async def _serve(config: NodeConfig) -> int:
         log.error("cannot start: %s", exc)
         return 111
     if config.user:
-        _become(config.user)
+        _become(config.user, config.data_dir)
     await node.serve_forever()
     return 0
 
@@ -144,7 +145,7 @@ def _read_secret(path: str | None) -> str | None:
     return os.environ.get("BEANRAFT_CLUSTER_SECRET") or None
 
 
-def _become(user: str) -> None:
+def _become(user: str, data_dir: str | None) -> None:
     import pwd
 
     try:
@@ -152,8 +153,31 @@ def _become(user: str) -> None:
     except KeyError:
         log.error("getpwnam(\"%s\"): no such user", user)
         sys.exit(33)
+    if data_dir:
+        _chown_tree(data_dir, entry.pw_uid, entry.pw_gid)
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
+
+
+def _chown_tree(path: str, uid: int, gid: int) -> None:
+    """Give the data directory to the user we become, so snapshots can still be written."""
+    for root, dirs, files in os.walk(path):
+        os.chown(root, uid, gid)
+        for name in files:
+            os.chown(os.path.join(root, name), uid, gid)
+
+
+def _raise_open_files_limit() -> None:
+    """Thousands of client connections need more than the usual 1024 descriptors."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            log.debug("cannot raise the open files limit", exc_info=True)
 
 
 def _setup_logging(verbose: int) -> None:
