@@ -66,7 +66,8 @@ class Node:
         self.raft = RaftNode(
             RaftConfig(self_addr=raft_addr, peers=list(cfg.peers), data_dir=cfg.data_dir,
                        secret=cfg.secret, sync=cfg.sync, timing=cfg.timing,
-                       max_job_size=cfg.max_job_size),
+                       max_job_size=cfg.max_job_size, compact_entries=cfg.snapshot_entries,
+                       compact_bytes=cfg.snapshot_bytes),
             loop, self._on_events)
         self.raft.add_listener(self._pulse_wake.set)
         self.raft.add_listener(self._check_epoch)

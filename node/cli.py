@@ -71,9 +71,15 @@ def main() -> None:
 @click.option("--node-grace", type=click.FloatRange(0.5), default=5.0, show_default=True,
               envvar="BEANRAFT_NODE_GRACE", help="Seconds before the leader releases the jobs "
               "reserved through a node it cannot reach.")
+@click.option("--snapshot-entries", type=click.IntRange(100), default=50_000, show_default=True,
+              envvar="BEANRAFT_SNAPSHOT_ENTRIES", help="Snapshot and compact the journal after this "
+              "many log entries (one entry is one batch of commands).")
+@click.option("--snapshot-bytes", type=_Size(), default=64 * 1024 * 1024, show_default=True,
+              envvar="BEANRAFT_SNAPSHOT_BYTES", help="Snapshot and compact the journal once it "
+              "holds this many bytes of commands.")
 def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user, compact,
           no_compact, verbose, show_version, raft, peers, http, cluster_secret_file, insecure,
-          commit_timeout, node_grace):
+          commit_timeout, node_grace, snapshot_entries, snapshot_bytes):
     """Run one BeanRaft node (flags as beanstalkd 1.12's, plus the cluster options)."""
     if show_version:
         click.echo(f"beanraft {VERSION}")
@@ -85,13 +91,14 @@ def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size,
         listen=listen, port=port, data_dir=data_dir, fsync_ms=fsync_ms, no_fsync=no_fsync,
         max_job_size=max_job_size, binlog_size=binlog_size, user=user, raft=raft, peers=peers,
         http=http, cluster_secret_file=cluster_secret_file, insecure=insecure,
-        commit_timeout=commit_timeout, node_grace=node_grace)
+        commit_timeout=commit_timeout, node_grace=node_grace, snapshot_entries=snapshot_entries,
+        snapshot_bytes=snapshot_bytes)
     sys.exit(asyncio.run(_serve(config)))
 
 
 def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user,
                  raft, peers, http, cluster_secret_file, insecure, commit_timeout, node_grace,
-                 **_ignored) -> NodeConfig:
+                 snapshot_entries=50_000, snapshot_bytes=64 * 1024 * 1024, **_ignored) -> NodeConfig:
     """A validated NodeConfig from ``serve``'s parameters (raises click.UsageError)."""
     if max_job_size > MAX_JOB_SIZE_CAP:
         log.warning("maximum job size was set to %d", MAX_JOB_SIZE_CAP)
@@ -107,7 +114,8 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
         listen=listen, port=port, data_dir=data_dir, sync=sync, max_job_size=max_job_size,
         binlog_max_size=binlog_size, user=user, raft=raft, peers=list(peers), http=http,
         secret=_read_secret(cluster_secret_file), insecure=insecure,
-        commit_timeout_s=commit_timeout, node_grace_s=node_grace)
+        commit_timeout_s=commit_timeout, node_grace_s=node_grace,
+        snapshot_entries=snapshot_entries, snapshot_bytes=snapshot_bytes)
     try:
         config.validate()
     except ConfigError as exc:
