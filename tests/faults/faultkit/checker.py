@@ -338,6 +338,9 @@ class _Checker:
                 continue
             key = f"{op.f} {op.type}"
             stats[key] = stats.get(key, 0) + 1
+            if op.type == "fail" and op.f in MUTATIONS | JOB_OPS:
+                key = f"{op.f} fail {op.result.get('error', '?')}"
+                stats[key] = stats.get(key, 0) + 1
         unknown = [o for o in self.client if o.f == "put" and o.type == "info"]
         stats["indefinite puts later seen"] = sum(1 for o in unknown if self.ids_of_body.get(o.args["body"]))
 

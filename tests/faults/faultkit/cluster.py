@@ -1,0 +1,349 @@
+"""A 3-node BeanRaft cluster of real ``beanraft serve`` processes that a test can hurt.
+
+Two layouts:
+* ``loopback``: every node on 127.0.0.1 with ports of its own (raft ports below 32768, as
+  pysyncobj needs). Needs no privileges; faults are kill -9 and SIGSTOP only.
+* ``netns``: every node in a network namespace of its own (``netns.Network``), all on the same
+  ports at 10.213.X.i, so a link can be cut while both ends keep running. With ``tmpfs_mb`` each
+  node's -b directory is a tmpfs of that size, which the nemesis can fill up.
+
+Processes are only ever signalled by their own pid. A node's identity is its --raft address,
+which stays the same across restarts (same flags, same -b directory).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .netns import Network
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# Every node is started from this one long-lived thread: Linux sends the parent-death signal
+# when the *thread* that forked the child exits, so a node started from a short-lived thread
+# (the nemesis restarting it) would be killed when that thread ends.
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it if the test process dies."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def beanraft_argv() -> list[str]:
+    """``beanraft`` next to this interpreter, else on PATH, else ``python -m``."""
+    for script in (Path(sys.executable).with_name("beanraft"), shutil.which("beanraft")):
+        if script and os.access(script, os.X_OK):
+            return [str(script)]
+    return [sys.executable, "-m", "beanraft.node.cli"]
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_ports(count: int, low: int = 20000, high: int = 32000) -> list[int]:
+    """``count`` distinct loopback ports in [low, high) that were free a moment ago."""
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    ports: list[int] = []
+    while len(ports) < count:
+        port = rng.randrange(low, high)
+        if port not in ports and _port_free("127.0.0.1", port):
+            ports.append(port)
+    return ports
+
+
+@dataclass
+class NodeSpec:
+    """Where one node listens and keeps its data."""
+
+    name: str
+    host: str
+    client_port: int
+    raft_port: int
+    http_port: int
+    data_dir: Path
+    log_path: Path
+    exec_prefix: list[str] = field(default_factory=list)
+
+    @property
+    def raft(self) -> str:
+        return f"{self.host}:{self.raft_port}"
+
+    @property
+    def client(self) -> tuple[str, int]:
+        return (self.host, self.client_port)
+
+
+class NodeProcess:
+    """One node: start, kill -9, SIGSTOP/SIGCONT, restart with the same flags and data."""
+
+    def __init__(self, spec: NodeSpec, peers: list[str], options: list[str]):
+        self.spec = spec
+        self.argv = spec.exec_prefix + beanraft_argv() + [
+            "serve", "-l", spec.host, "-p", str(spec.client_port), "-b", str(spec.data_dir),
+            "--raft", spec.raft, *[a for p in peers for a in ("--peer", p)],
+            "--http", f"{spec.host}:{spec.http_port}", "--insecure", *options]
+        self.process: subprocess.Popen | None = None
+        self.stopped = False
+        self.starts = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        assert not self.running(), f"{self.name} is already running"
+        self.starts += 1
+        with open(self.spec.log_path, "ab") as log:
+            log.write(f"--- {time.strftime('%H:%M:%S')} start {self.starts}: "
+                      f"{' '.join(self.argv)}\n".encode())
+            log.flush()
+            self.process = _SPAWNER.submit(
+                subprocess.Popen, self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                preexec_fn=_die_with_parent).result()
+        self.stopped = False
+
+    def kill(self) -> None:
+        """SIGKILL (resuming first is not needed: SIGKILL ends a stopped process too), then reap."""
+        if self.running():
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=20)
+        self.stopped = False
+
+    def pause(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+        self.stopped = True
+
+    def resume(self) -> None:
+        if self.running():
+            os.kill(self.process.pid, signal.SIGCONT)
+        self.stopped = False
+
+    def terminate(self, grace_s: float = 5.0) -> None:
+        """SIGTERM (after SIGCONT), SIGKILL after ``grace_s``; a no-op if it is not running."""
+        if not self.running():
+            return
+        self.resume()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def status(self, timeout_s: float = 1.0) -> dict | None:
+        """GET /status, or None when the node does not answer in time."""
+        url = f"http://{self.spec.host}:{self.spec.http_port}/status"
+        try:
+            with _NO_PROXY.open(url, timeout=timeout_s) as reply:
+                doc = json.loads(reply.read(1 << 20))
+                return doc if isinstance(doc, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            return self.spec.log_path.read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return ""
+
+
+class Cluster:
+    """Three nodes and (in the netns layout) their private network and tmpfs data directories."""
+
+    def __init__(self, workdir: Path, layout: str = "loopback", size: int = 3,
+                 commit_timeout_s: float = 10.0, node_grace_s: float = 5.0,
+                 tmpfs_mb: int | None = None, extra_options: list[str] | None = None):
+        assert layout in ("loopback", "netns")
+        self.workdir = Path(workdir)
+        self.layout = layout
+        self.commit_timeout_s = commit_timeout_s
+        self.node_grace_s = node_grace_s
+        self.network: Network | None = None
+        self.mounts: list[Path] = []
+        self.tmpfs_mb = tmpfs_mb
+        self._size = size
+        self._options = ["--commit-timeout", str(commit_timeout_s),
+                         "--node-grace", str(node_grace_s), *(extra_options or [])]
+        self.nodes: list[NodeProcess] = []
+
+    # -- setup and teardown ----------------------------------------------------------------
+
+    def create(self) -> "Cluster":
+        """Build the network and data directories and start every node (not waiting)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        specs = self._specs()
+        for spec in specs:
+            spec.data_dir.mkdir(parents=True, exist_ok=True)
+            if self.tmpfs_mb:
+                subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.tmpfs_mb}m,mode=0700",
+                                "tmpfs", str(spec.data_dir)], check=True, capture_output=True)
+                self.mounts.append(spec.data_dir)
+        for spec in specs:
+            peers = [s.raft for s in specs if s is not spec]
+            self.nodes.append(NodeProcess(spec, peers, self._options))
+        for node in self.nodes:
+            node.start()
+        return self
+
+    def _specs(self) -> list[NodeSpec]:
+        specs = []
+        if self.layout == "netns":
+            self.network = Network(self._size).create()
+            for i, host in enumerate(self.network.addresses):
+                specs.append(self._spec(i, host, 11300, 21300, 8300, self.network.exec_prefix(i)))
+        else:
+            # All below 32768: outside the ephemeral range, so no outgoing connection takes one.
+            ports = pick_ports(3 * self._size)
+            for i in range(self._size):
+                client, raft, http = ports[3 * i: 3 * i + 3]
+                specs.append(self._spec(i, "127.0.0.1", client, raft, http, []))
+        return specs
+
+    def _spec(self, i, host, client, raft, http, prefix) -> NodeSpec:
+        name = f"n{i + 1}"
+        return NodeSpec(name=name, host=host, client_port=client, raft_port=raft, http_port=http,
+                        data_dir=self.workdir / name / "data", log_path=self.workdir / f"{name}.log",
+                        exec_prefix=prefix)
+
+    def post_mortem(self) -> None:
+        """Keep evidence before teardown: each running node's thread stacks (when py-spy is
+        installed) and a copy of every tmpfs data directory."""
+        spy = shutil.which("py-spy")
+        for node in self.nodes:
+            if spy and node.running():
+                node.resume()
+                dump = subprocess.run([spy, "dump", "--pid", str(node.pid)], capture_output=True,
+                                      text=True, timeout=60)
+                with open(node.spec.log_path, "a") as log:
+                    log.write(f"--- post-mortem py-spy dump of pid {node.pid}\n"
+                              f"{dump.stdout}{dump.stderr}")
+            if node.spec.data_dir in self.mounts:
+                shutil.copytree(node.spec.data_dir, node.spec.data_dir.with_name("data.saved"),
+                                dirs_exist_ok=True, ignore=shutil.ignore_patterns("filler"))
+
+    def close(self) -> None:
+        """Stop every node, unmount the tmpfs directories, delete the network. Idempotent."""
+        for node in self.nodes:
+            try:
+                node.kill()
+            except Exception:  # keep tearing down the rest
+                pass
+        for mount in self.mounts:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        self.mounts.clear()
+        if self.network is not None:
+            self.network.close()
+
+    def __enter__(self) -> "Cluster":
+        return self.create()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- observation -----------------------------------------------------------------------
+
+    def node(self, name: str) -> NodeProcess:
+        return next(n for n in self.nodes if n.name == name)
+
+    def by_raft(self, address: str | None) -> NodeProcess | None:
+        return next((n for n in self.nodes if n.spec.raft == address), None)
+
+    def statuses(self, timeout_s: float = 1.0) -> dict[str, dict | None]:
+        return {n.name: (n.status(timeout_s) if n.running() and not n.stopped else None)
+                for n in self.nodes}
+
+    def leader(self) -> NodeProcess | None:
+        """The node that says it is leader with the highest term, if any answers."""
+        best = None
+        for node in self.nodes:
+            doc = node.status() if node.running() and not node.stopped else None
+            if doc and doc.get("role") == "leader":
+                if best is None or doc["term"] > best[0]:
+                    best = (doc["term"], node)
+        return best[1] if best else None
+
+    def wait_ready(self, timeout_s: float, nodes: list[NodeProcess] | None = None) -> bool:
+        """Until every given node (default: all) is ready, agrees on one leader, and has applied
+        everything that leader committed. False when ``timeout_s`` passes first."""
+        nodes = nodes or self.nodes
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            docs = [n.status() for n in nodes]
+            if all(d and d.get("ready") for d in docs):
+                leaders = {d.get("leader") for d in docs}
+                if len(leaders) == 1 and None not in leaders:
+                    return True
+            time.sleep(0.1)
+        return False
+
+    def wait_converged(self, timeout_s: float) -> dict[str, dict] | None:
+        """Until all nodes report the same digest_index; return that round of /status documents
+        (whose digests must then be equal), or None when ``timeout_s`` passes first."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            docs = {n.name: n.status() for n in self.nodes}
+            if all(docs.values()):
+                indices = {d.get("digest_index") for d in docs.values()}
+                if len(indices) == 1:
+                    return docs
+            time.sleep(0.1)
+        return None
+
+    # -- disk ------------------------------------------------------------------------------
+
+    def fill_disk(self, node: NodeProcess) -> Path:
+        """Fill ``node``'s tmpfs -b directory completely with a filler file; return its path."""
+        assert node.spec.data_dir in self.mounts, "fill_disk needs tmpfs_mb"
+        filler = node.spec.data_dir / "filler"
+        fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            for _ in range(5):  # the node may free or take space meanwhile: top up
+                st = os.statvfs(node.spec.data_dir)
+                free = st.f_bavail * st.f_frsize
+                if free == 0:
+                    break
+                size = os.fstat(fd).st_size
+                try:
+                    os.posix_fallocate(fd, size, free)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+        return filler
+
+    def free_disk(self, node: NodeProcess) -> None:
+        try:
+            os.unlink(node.spec.data_dir / "filler")
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,170 @@
+"""The nemesis: one fault at a time, drawn from a seeded schedule, each healed before the next.
+
+Kinds:
+* ``kill``: kill -9 a node, then restart it (same flags, same -b directory).
+* ``pause``: SIGSTOP a node, then SIGCONT.
+* ``isolate``: cut a random node's raft links in both directions (netns layout only).
+* ``isolate-leader``: the same for the node that is leader at that moment.
+* ``disk``: fill a node's -b tmpfs with a filler file, then delete it (netns layout with tmpfs).
+  While the disk is full the nemesis probes the node (a put and a ``stats`` read) and, after
+  the heal, checks that the node takes a put again; what it saw goes into ``observations``.
+
+The schedule (kinds, targets, durations, gaps) comes only from ``random.Random(f"{seed}/nemesis")``,
+so a seed replays it exactly; the first faults cover every kind once, in a seeded order. Each
+fault and heal is recorded in the history with ``nodes`` = the nodes whose sessions it may end.
+After every heal the nemesis waits (bounded) until the cluster is ready again.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+from .cluster import Cluster, NodeProcess
+from .history import History
+from .workload import Client
+
+KINDS = ("kill", "pause", "isolate", "isolate-leader", "disk")
+
+
+class Nemesis(threading.Thread):
+    def __init__(self, cluster: Cluster, history: History, seed: int, end: float,
+                 kinds: tuple[str, ...] = KINDS, duration_s: tuple[float, float] = (2.5, 5.0),
+                 gap_s: tuple[float, float] = (2.0, 4.0), max_faults: int = 1000,
+                 ready_timeout_s: float = 40.0, op_timeout_s: float = 10.0):
+        super().__init__(name="nemesis", daemon=True)
+        self.cluster = cluster
+        self.history = history
+        self.rng = random.Random(f"{seed}/nemesis")
+        self.end = end
+        self.kinds = kinds
+        self.duration_s = duration_s
+        self.gap_s = gap_s
+        self.max_faults = max_faults
+        self.ready_timeout_s = ready_timeout_s
+        self.op_timeout_s = op_timeout_s
+        self.stop = threading.Event()
+        self.observations: list[str] = []
+        self.problems: list[str] = []
+        self.faults = 0
+        self.error: BaseException | None = None
+        self._active: list[tuple[str, NodeProcess]] = []
+        self._lock = threading.Lock()
+
+    def schedule(self):
+        """The endless seeded sequence of (kind, node index, duration, gap)."""
+        first = list(self.kinds)
+        self.rng.shuffle(first)
+        n = len(self.cluster.nodes)
+        while True:
+            kind = first.pop(0) if first else self.rng.choice(self.kinds)
+            yield (kind, self.rng.randrange(n), self.rng.uniform(*self.duration_s),
+                   self.rng.uniform(*self.gap_s))
+
+    def run(self) -> None:
+        try:
+            for kind, index, duration, gap in self.schedule():
+                if self.stop.wait(gap) or time.monotonic() + duration > self.end:
+                    return
+                if self.faults >= self.max_faults:
+                    return
+                self.faults += 1
+                node = self.cluster.nodes[index]
+                if kind == "isolate-leader":
+                    node = self.cluster.leader() or node
+                self.inject(kind, node)
+                self.stop.wait(duration)
+                self.heal_all()
+                if not self.cluster.wait_ready(self.ready_timeout_s):
+                    self.problems.append(f"cluster not ready {self.ready_timeout_s:.0f} s after "
+                                         f"healing {kind} of {node.name}")
+                    self.history.note("nemesis", "not-ready", {"kind": kind, "node": node.name})
+                elif kind == "disk":
+                    self.after_disk(node)
+        except BaseException as exc:  # reported by the harness
+            self.error = exc
+            self.heal_all()
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def inject(self, kind: str, node: NodeProcess) -> None:
+        value = {"kind": kind, "nodes": [node.name]}
+        self.history.invoke("nemesis", "fault", value, node.name)
+        with self._lock:
+            if kind == "kill":
+                node.kill()
+            elif kind == "pause":
+                node.pause()
+            elif kind in ("isolate", "isolate-leader"):
+                self.cluster.network.isolate(self.cluster.nodes.index(node))
+            elif kind == "disk":
+                self.cluster.fill_disk(node)
+            self._active.append((kind, node))
+        self.history.complete("nemesis", "ok", value)
+        if kind == "disk":
+            self.probe_full(node)
+
+    def heal_all(self) -> None:
+        """Undo every active fault (also used by the harness at the end). Idempotent."""
+        with self._lock:
+            active, self._active = self._active, []
+            for kind, node in active:
+                value = {"kind": kind, "nodes": [node.name]}
+                self.history.invoke("nemesis", "heal", value, node.name)
+                if kind == "kill":
+                    node.start()
+                elif kind == "pause":
+                    node.resume()
+                elif kind in ("isolate", "isolate-leader"):
+                    self.cluster.network.heal()
+                elif kind == "disk":
+                    self.cluster.free_disk(node)
+                self.history.complete("nemesis", "ok", value)
+
+    # -- disk-full probes ------------------------------------------------------------------
+
+    def _probe_client(self, node: NodeProcess) -> Client:
+        return Client(f"probe-{node.name}", node.name, node.spec.client, self.history,
+                      self.op_timeout_s)
+
+    def probe_full(self, node: NodeProcess) -> None:
+        """With the disk full: does a put get OUT_OF_MEMORY, and does a read still answer?"""
+        time.sleep(0.5)
+        client = self._probe_client(node)
+        body = f"probe.{node.name}.{self.faults}.t5.full"
+        put = client.op("put", f"put 0 0 5 {len(body)}",
+                        {"body": body, "pri": 0, "delay": 0, "ttr": 5}, body.encode())
+        read = client.op("peek", "peek 1", {"id": 1})
+        client.close()
+        self.observations.append(
+            f"disk full on {node.name}: put -> {_say(put)}; peek 1 -> {_say(read)}")
+
+    def after_disk(self, node: NodeProcess, patience_s: float = 15.0) -> None:
+        """After the filler is gone and the cluster is ready: how soon does the node take a put
+        again? (Tried every 0.5 s for ``patience_s``.)"""
+        client = self._probe_client(node)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            body = f"probe.{node.name}.{self.faults}.{attempt}.t5.healed"
+            put = client.op("put", f"put 0 0 5 {len(body)}",
+                            {"body": body, "pri": 0, "delay": 0, "ttr": 5}, body.encode())
+            waited = time.monotonic() - started
+            if (put and put[0] == "ok") or waited > patience_s:
+                break
+            time.sleep(0.5)
+        client.close()
+        self.observations.append(f"disk space back on {node.name}: put -> {_say(put)} "
+                                 f"after {waited:.1f} s ({attempt} attempts)")
+        if not put or put[0] != "ok":
+            self.problems.append(f"{node.name} still refuses puts {patience_s:.0f} s after its "
+                                 f"disk has space again: {_say(put)}")
+
+
+def _say(result) -> str:
+    if result is None:
+        return "no connection"
+    type_, value = result
+    return f"{type_} {value.get('error') or value.get('id', '')}".strip()
