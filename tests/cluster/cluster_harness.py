@@ -37,6 +37,7 @@ HOST = "127.0.0.1"
 PORT_LOW, PORT_HIGH = 20000, 30000
 POLL_S = 0.05
 START_ATTEMPTS = 3
+MAX_READS = 10_000  # recv calls per reply: the count bound beside each read's deadline
 
 T = TypeVar("T")
 
@@ -158,11 +159,12 @@ class NodeProcess:
     """One ``beanraft serve`` child process: started, killed and restarted by its own PID."""
 
     def __init__(self, name: str, ports: NodePorts, peers: list[str], workdir: Path,
-                 env: dict[str, str], extra_args: tuple[str, ...] = (), listen: str | None = None):
+                 env: dict[str, str], extra_args: tuple[str, ...] = (), listen: str | None = None,
+                 data_root: Path | None = None):
         self.name = name
         self.ports = ports
         self.peers = peers
-        self.data_dir = workdir / name
+        self.data_dir = (data_root or workdir) / name
         self.log_path = workdir / f"{name}.log"
         self.env = env
         self.extra_args = tuple(extra_args)
@@ -260,8 +262,11 @@ class Cluster:
     """N nodes that know each other; ``start()`` returns once every /readyz answers 200."""
 
     def __init__(self, workdir: Path, size: int = 3, extra_args: tuple[str, ...] = (),
-                 secret: str | None = None, unix: bool = False, ready_timeout_s: float = 40.0):
-        self.workdir = Path(workdir)
+                 secret: str | None = None, unix: bool = False, ready_timeout_s: float = 40.0,
+                 data_root: Path | None = None, socket_dir: Path | None = None):
+        self.workdir = Path(workdir)  # logs, and the data and UNIX sockets unless told otherwise
+        self.data_root = Path(data_root) if data_root else None
+        self.socket_dir = Path(socket_dir) if socket_dir else self.workdir  # paths <= 107 bytes
         self.size = size
         self.extra_args = tuple(extra_args)
         self.secret = secret or secrets.token_urlsafe(32)
@@ -281,10 +286,10 @@ class Cluster:
         self.nodes = []
         for i, node_ports in enumerate(layout):
             name = f"n{i + 1}" if attempt == 0 else f"n{i + 1}-try{attempt + 1}"
-            listen = f"unix:{self.workdir / name}.sock" if self.unix else None
+            listen = f"unix:{self.socket_dir / name}.sock" if self.unix else None
             peers = [r for j, r in enumerate(rafts) if j != i]
             self.nodes.append(NodeProcess(name, node_ports, peers, self.workdir, env,
-                                          self.extra_args, listen))
+                                          self.extra_args, listen, self.data_root))
 
     def start(self) -> "Cluster":
         """Starts every node and waits until all are ready; retries if a node dies at start."""
@@ -456,15 +461,23 @@ class LineClient:
 
     def read_line(self, timeout_s: float | None = None) -> bytes:
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
-        while b"\r\n" not in self.buffer:
+        for _read in range(MAX_READS):
+            if b"\r\n" in self.buffer:
+                break
             self._fill(deadline)
+        else:
+            raise TimeoutError(f"no line after {MAX_READS} reads; received {self.buffer[:200]!r}")
         line, self.buffer = self.buffer.split(b"\r\n", 1)
         return line
 
     def read_exactly(self, size: int, timeout_s: float | None = None) -> bytes:
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
-        while len(self.buffer) < size:
+        for _read in range(MAX_READS):
+            if len(self.buffer) >= size:
+                break
             self._fill(deadline)
+        else:
+            raise TimeoutError(f"not {size} bytes after {MAX_READS} reads")
         data, self.buffer = self.buffer[:size], self.buffer[size:]
         return data
 
