@@ -66,7 +66,7 @@ class Node:
         self.raft = RaftNode(
             RaftConfig(self_addr=raft_addr, peers=list(cfg.peers), data_dir=cfg.data_dir,
                        secret=cfg.secret, sync=cfg.sync, timing=cfg.timing,
-                       max_job_size=cfg.max_job_size, compact_entries=cfg.snapshot_entries,
+                       compact_entries=cfg.snapshot_entries,
                        compact_bytes=cfg.snapshot_bytes),
             loop, self._on_events)
         self.raft.add_listener(self._pulse_wake.set)
@@ -105,6 +105,9 @@ class Node:
         if live != self.epoch:
             log.warning("the cluster ended this node's sessions (epoch %d); registering again",
                         self.epoch)
+            for conn in list(self.connections):
+                if conn.sid >> 32 == self.epoch:
+                    conn.abort()  # their sessions are gone: a blocked reserve would never end
             self._reregistering = True
             task = asyncio.get_running_loop().create_task(self._register())
             task.add_done_callback(lambda _t: setattr(self, "_reregistering", False))
@@ -267,7 +270,10 @@ class Node:
             now = time.monotonic()
             leader = self.raft.is_leader()
             for peer in self.raft.status.peers:
-                if peer.connected or not leader:
+                # A frozen or cut-off peer can keep its TCP connection for a long time; what
+                # counts is whether it still answers the leader's append_entries.
+                answering = peer.connected and (peer.silent_s is None or peer.silent_s < grace)
+                if answering or not leader:
                     last_seen[peer.address] = now
                     dropped.discard(peer.address)
                 elif now - last_seen.get(peer.address, now) > grace and peer.address not in dropped:

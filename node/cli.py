@@ -10,6 +10,7 @@ import sys
 import click
 
 from beanraft.replication.journal import SyncPolicy
+from beanraft.replication.raft import DataDirLocked
 
 from .config import MAX_JOB_SIZE_CAP, ConfigError, NodeConfig
 
@@ -130,6 +131,9 @@ async def _serve(config: NodeConfig) -> int:
     node = Node(config)
     try:
         await node.start()
+    except DataDirLocked as exc:
+        log.error("%s", exc)
+        return 10
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 111

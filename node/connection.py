@@ -236,6 +236,14 @@ class ClientConnection(asyncio.Protocol):
         self._write(translate.to_reply(reply))
         return True
 
+    def abort(self) -> None:
+        """The cluster ended this session (its node was declared dead): hang up on the client."""
+        self.eof = True
+        self.wakeup.set()
+        self.mail.set()
+        if self.transport is not None:
+            self.transport.close()
+
     def deliver(self, reply: tuple) -> None:
         """An event for this session applied by the state machine (its reserve's outcome)."""
         self.mailbox = reply

@@ -23,14 +23,16 @@ class Metrics:
         self.commit_index = Gauge("beanraft_raft_commit_index", "Raft commit index.", registry=r)
         self.applied_index = Gauge("beanraft_raft_applied_index", "Raft index applied here.", registry=r)
         self.is_leader = Gauge("beanraft_raft_is_leader", "1 on the leader, else 0.", registry=r)
-        self.leader_changes = Gauge("beanraft_raft_leader_changes",
-                                    "Times this node saw the leader change.", registry=r)
+        self.leader_changes = Counter("beanraft_raft_leader_changes",
+                                      "Times this node saw the leader change.", registry=r)
         self.connections = Gauge("beanraft_connections", "Open client connections.", registry=r)
         self.commit_latency = Histogram(
             "beanraft_commit_latency_seconds", "Time from proposing a batch to its reply.",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r)
-        self.batches = Gauge("beanraft_batches_committed", "Raft entries committed by this node.", registry=r)
+        self.batches = Counter("beanraft_batches", "Batches (Raft entries) this node proposed and "
+                               "saw to an end, committed or given up.", registry=r)
+        self._seen = {"leader_changes": 0, "batches": 0}
 
     def refresh(self) -> None:
         node = self.node
@@ -46,9 +48,13 @@ class Metrics:
         self.commit_index.set(status.commit_index)
         self.applied_index.set(status.applied_index)
         self.is_leader.set(1 if status.role == "leader" else 0)
-        self.leader_changes.set(node.raft.leader_changes)
+        self._advance(self.leader_changes, "leader_changes", node.raft.leader_changes)
         self.connections.set(len(node.connections))
-        self.batches.set(node.commit.batches)
+        self._advance(self.batches, "batches", node.commit.batches)
+
+    def _advance(self, counter: Counter, key: str, total: int) -> None:
+        counter.inc(max(0, total - self._seen[key]))
+        self._seen[key] = max(total, self._seen[key])
 
 
 def status_document(node) -> dict:

@@ -60,6 +60,7 @@ def cluster(nodes, data, host, client_port, raft_port, http_port) -> None:
         click.echo(f"{i + 1:<6}{host + ':' + str(client_port + i):<22}{rafts[i]:<22}"
                    f"{'http://' + host + ':' + str(http_port + i) + '/status':<31} {node_dir}")
     click.echo("Ctrl-C stops the cluster." + (" Its data is temporary." if temporary else ""))
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the nodes too, like Ctrl-C
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
@@ -72,6 +73,10 @@ def cluster(nodes, data, host, client_port, raft_port, http_port) -> None:
         import shutil
 
         shutil.rmtree(data, ignore_errors=True)
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop_all(procs) -> None:
@@ -103,11 +108,19 @@ def status(addresses, timeout, as_json) -> None:
         click.echo(json.dumps(docs, indent=2))
     else:
         _print_table(docs)
-    leaders = {d.get("leader") for d in docs.values() if d and d.get("leader")}
-    roles = [d.get("role") for d in docs.values() if d]
-    if not leaders or "leader" not in roles:
+    if not _has_leader(docs):
         click.echo("no leader", err=True)
         sys.exit(1)
+
+
+def _has_leader(docs: dict) -> bool:
+    """A node says it leads, or every reachable node names the same leader and is ready."""
+    reachable = [d for d in docs.values() if d]
+    if any(d.get("role") == "leader" for d in reachable):
+        return True
+    named = {d.get("leader") for d in reachable}
+    return bool(reachable) and len(named) == 1 and None not in named and all(
+        d.get("ready") for d in reachable)
 
 
 def _fetch_status(address: str, timeout: float) -> dict | None:

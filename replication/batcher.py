@@ -36,7 +36,7 @@ class GroupCommit:
 
     def __init__(self, raft: RaftNode, *, max_batch: int = 4096, max_batch_bytes: int = 1 << 20,
                  max_inflight: int = 2, try_timeout_s: float = 2.0, commit_timeout_s: float = 10.0):
-        assert try_timeout_s <= commit_timeout_s
+        try_timeout_s = min(try_timeout_s, commit_timeout_s)
         self.raft = raft
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import logging
 import os
 import secrets
@@ -43,6 +44,7 @@ from .status import RaftStatus, read_status
 log = logging.getLogger("beanraft.raft")
 
 JOURNAL_NAME = "raft.journal"
+MAX_JOB_SIZE = 1_073_741_824  # beanstalkd's cap on -z
 SNAPSHOT_NAME = "raft.snapshot"
 
 # Failures after which the command certainly did not commit; all others are ambiguous.
@@ -74,6 +76,21 @@ def _check_bindable(address: str) -> None:
             probe.bind((host.strip("[]"), int(port)))
         except OSError as exc:
             raise OSError(exc.errno, f"raft address {address}: {exc.strerror}") from None
+
+
+class DataDirLocked(OSError):
+    """Another process already uses this data directory."""
+
+
+def _lock_directory(directory: str) -> int:
+    """Hold an exclusive lock on DIR/lock for the life of the process (as beanstalkd does)."""
+    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise DataDirLocked(f"cannot lock {directory}: another process is using it") from None
+    return fd
 
 
 class CommitError(Exception):
@@ -114,7 +131,6 @@ class RaftConfig:
     secret: str | None = None
     sync: SyncPolicy = field(default_factory=SyncPolicy)
     timing: Timing = field(default_factory=Timing)
-    max_job_size: int = 65535
     compact_entries: int = 50_000
     compact_bytes: int = 64 * 1024 * 1024
 
@@ -139,7 +155,9 @@ class RaftNode:
         self.config = config
         self.loop = loop
         self.lock = threading.Lock()
-        self.machine = Machine(max_job_size=config.max_job_size)
+        # Every replica must judge a job by the same rule, whatever its own -z: the state
+        # machine only enforces the protocol's hard cap; each node's parser enforces its -z.
+        self.machine = Machine(max_job_size=MAX_JOB_SIZE)
         self.applied_index = 0
         self._on_events = on_events
         self._outbox: collections.deque = collections.deque()
@@ -169,6 +187,7 @@ class RaftNode:
             journal = None
         else:
             os.makedirs(directory, exist_ok=True)
+            self._lock_fd = _lock_directory(directory)
             journal = os.path.join(directory, JOURNAL_NAME)
         t = config.timing
         if not config.peers:

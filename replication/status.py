@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pysyncobj.monotonic import monotonic
+
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
@@ -14,6 +16,7 @@ class PeerStatus:
     address: str
     connected: bool
     match_index: int | None = None
+    silent_s: float | None = None  # on the leader: seconds since this peer last answered
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,8 @@ class RaftStatus:
             "commit_index": self.commit_index,
             "applied_index": self.applied_index,
             "peers": [
-                {"address": p.address, "connected": p.connected, "match_index": p.match_index}
+                {"address": p.address, "connected": p.connected, "match_index": p.match_index,
+                 "silent_s": p.silent_s}
                 for p in self.peers
             ],
         }
@@ -54,15 +58,20 @@ def read_status(sync, applied_index: int) -> RaftStatus:
     """Convert ``sync.getStatus()``; must run in the tick thread (it iterates pysyncobj dicts)."""
     raw = sync.getStatus()
     leader = raw.get("leader")
+    leading = raw["state"] == 2
+    answered = {str(node): at for node, at in sync._SyncObj__lastResponseTime.items()}
+    now = monotonic()
     peers = []
     prefix = "partner_node_status_server_"
     for key in sorted(raw):
         if key.startswith(prefix):
             address = key[len(prefix):]
+            at = answered.get(address) if leading else None
             peers.append(PeerStatus(
                 address=address,
                 connected=raw[key] == 2,
                 match_index=raw.get("match_idx_server_" + address),
+                silent_s=round(now - at, 3) if at is not None else None,
             ))
     leader = str(leader) if leader is not None else None
     if leader is not None and leader != str(raw["self"]):

@@ -105,7 +105,7 @@ def test_metrics_count_commands_jobs_connections_and_raft_state_per_node(cluster
         assert m[("beanraft_raft_is_leader", ())] == (1 if node is leader else 0)
         terms.add(m[("beanraft_raft_term", ())])
         assert m[("beanraft_raft_commit_index", ())] >= m[("beanraft_raft_applied_index", ())]
-        assert m[("beanraft_raft_leader_changes", ())] >= 1
+        assert m[("beanraft_raft_leader_changes_total", ())] >= 1
         for state, count in {"ready": 2, "reserved": 1, "delayed": 1, "buried": 1}.items():
             assert m[("beanraft_jobs", (("state", state),))] == count
         assert m[("beanraft_connections", ())] == len(open_connections[node.name])
