@@ -164,6 +164,7 @@ class RaftNode:
         self._drain_scheduled = False
         self._stopping = False
         self._tmpdir = None
+        self._lock_fd = -1
         self._status = RaftStatus.empty(config.self_addr)
         self._status_at = 0.0
         self.leader_changes = 0
@@ -292,6 +293,9 @@ class RaftNode:
             self._sync.destroy()  # autoTick=False: closes the transport and the journal now
         except Exception:  # already destroyed or never bound
             log.debug("raft destroy", exc_info=True)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the data directory's lock
+            self._lock_fd = -1
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
