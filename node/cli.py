@@ -75,7 +75,7 @@ def main() -> None:
 @click.option("--snapshot-entries", type=click.IntRange(100), default=50_000, show_default=True,
               envvar="BEANRAFT_SNAPSHOT_ENTRIES", help="Snapshot and compact the journal after this "
               "many log entries (one entry is one batch of commands).")
-@click.option("--snapshot-bytes", type=_Size(), default=64 * 1024 * 1024, show_default=True,
+@click.option("--snapshot-bytes", type=_Size(), default=16 * 1024 * 1024, show_default=True,
               envvar="BEANRAFT_SNAPSHOT_BYTES", help="Snapshot and compact the journal once it "
               "holds this many bytes of commands.")
 def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user, compact,
@@ -99,7 +99,7 @@ def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size,
 
 def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user,
                  raft, peers, http, cluster_secret_file, insecure, commit_timeout, node_grace,
-                 snapshot_entries=50_000, snapshot_bytes=64 * 1024 * 1024, **_ignored) -> NodeConfig:
+                 snapshot_entries=50_000, snapshot_bytes=16 * 1024 * 1024, **_ignored) -> NodeConfig:
     """A validated NodeConfig from ``serve``'s parameters (raises click.UsageError)."""
     if max_job_size > MAX_JOB_SIZE_CAP:
         log.warning("maximum job size was set to %d", MAX_JOB_SIZE_CAP)

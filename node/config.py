@@ -35,7 +35,7 @@ class NodeConfig:
     commit_timeout_s: float = 10.0
     node_grace_s: float = 5.0
     snapshot_entries: int = 50_000
-    snapshot_bytes: int = 64 * 1024 * 1024
+    snapshot_bytes: int = 16 * 1024 * 1024
 
     @property
     def unix_path(self) -> str | None:

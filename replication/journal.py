@@ -44,8 +44,8 @@ log = logging.getLogger("beanraft.journal")
 
 MAGIC = b"BRJ1\x00\x00\x00\x00"
 _RECORD = struct.Struct("<IIQQ")  # command length, crc32, idx, term
-PREALLOCATE_BYTES = 16 * 1024 * 1024  # disk space reserved ahead of the last record
-LOW_SPACE_BYTES = 8 * 1024 * 1024  # below this much reserved space, refuse new jobs
+PREALLOCATE_BYTES = 8 * 1024 * 1024  # disk space reserved ahead of the last record
+LOW_SPACE_BYTES = 4 * 1024 * 1024  # below this much reserved space, refuse new jobs
 LOW_DISK_BYTES = 4 * 1024 * 1024  # below this much free space on the file system, likewise
 RETRY_SPACE_S = 0.5
 

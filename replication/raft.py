@@ -132,7 +132,7 @@ class RaftConfig:
     sync: SyncPolicy = field(default_factory=SyncPolicy)
     timing: Timing = field(default_factory=Timing)
     compact_entries: int = 50_000
-    compact_bytes: int = 64 * 1024 * 1024
+    compact_bytes: int = 16 * 1024 * 1024
 
 
 class _Host(SyncObj):
