@@ -440,6 +440,11 @@ TARGETS: dict[str, Callable[[TargetSpec], Target]] = {
     "inprocess": start_inprocess,
 }
 
+# A three-node BeanRaft cluster whose client address is a follower's (tests/cluster/follower_target.py).
+from cluster.follower_target import follower_factory  # noqa: E402  (tests/ is on sys.path)
+
+TARGETS["follower"] = follower_factory(connect_to)
+
 _STARTED = pytest.StashKey[list]()
 
 
