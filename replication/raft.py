@@ -93,6 +93,35 @@ def _lock_directory(directory: str) -> int:
     return fd
 
 
+def keep_next_index_monotonic(sync: SyncObj) -> None:
+    """Stop a late acknowledgement from moving a follower's next index backwards.
+
+    pysyncobj's leader sets ``nextIndex`` to whatever a successful ``next_node_idx`` says.
+    With entries sent as soon as they are appended, the ack of an older append_entries arrives
+    after newer entries went out, so ``nextIndex`` regresses, the leader sends those entries
+    again, and the follower truncates entries it already acknowledged (logged by pysyncobj as
+    CRITICAL "truncating already-applied log entries") before re-adding them. Keeping
+    ``nextIndex`` monotonic on success removes the re-sends; a real conflict still resets it
+    (``reset`` is set on those replies).
+    """
+    transport = sync._SyncObj__transport
+    handler = transport._onMessageReceivedCallback
+    next_index = sync._SyncObj__raftNextIndex
+
+    def on_message(node, message):
+        if (isinstance(message, dict) and message.get("type") == "next_node_idx"
+                and message.get("success") and not message.get("reset")):
+            before = next_index.get(node)
+            handler(node, message)
+            after = next_index.get(node)
+            if before is not None and after is not None and after < before:
+                next_index[node] = before
+            return
+        handler(node, message)
+
+    transport.setOnMessageReceivedCallback(on_message)
+
+
 class CommitError(Exception):
     """A batch that did not commit (``ambiguous``: it may still commit later)."""
 
@@ -235,32 +264,7 @@ class RaftNode:
         transport.send = send_after_sync
 
     def _keep_next_index_monotonic(self) -> None:
-        """Stop a late acknowledgement from moving a follower's next index backwards.
-
-        pysyncobj's leader sets ``nextIndex`` to whatever a successful ``next_node_idx`` says.
-        With entries sent as soon as they are appended, the ack of an older append_entries
-        arrives after newer entries went out, so ``nextIndex`` regresses, the leader sends those
-        entries again, and the follower truncates entries it already acknowledged (logged by
-        pysyncobj as CRITICAL "truncating already-applied log entries") before re-adding them.
-        Keeping ``nextIndex`` monotonic on success removes the re-sends; a real conflict still
-        resets it (``reset`` is set on those replies).
-        """
-        transport = self._sync._SyncObj__transport
-        handler = transport._onMessageReceivedCallback
-        next_index = self._sync._SyncObj__raftNextIndex
-
-        def on_message(node, message):
-            if (isinstance(message, dict) and message.get("type") == "next_node_idx"
-                    and message.get("success") and not message.get("reset")):
-                before = next_index.get(node)
-                handler(node, message)
-                after = next_index.get(node)
-                if before is not None and after is not None and after < before:
-                    next_index[node] = before
-                return
-            handler(node, message)
-
-        transport.setOnMessageReceivedCallback(on_message)
+        keep_next_index_monotonic(self._sync)
 
     def _wake_on_append(self) -> None:
         """A single node commits an entry on the tick after it is appended: make that tick now.

@@ -27,10 +27,10 @@ def free_port() -> int:
 class Counter(SyncObj):
     """The smallest replicated object: an integer and an increment."""
 
-    def __init__(self, address, conf, fail_on=None):
+    def __init__(self, address, conf, fail_on=None, peers=()):
         self.fail_on = fail_on  # set before SyncObj.__init__: not part of the replicated state
         self.calls = 0
-        super().__init__(address, [], conf)
+        super().__init__(address, list(peers), conf)
         self.value = 0
 
     @replicated
