@@ -6,8 +6,8 @@ restarted node back without losing or resurrecting a job.
 
 Method: start a Docker engine when none answers (the script's ``engine`` step; the test stops it
 again at the end) and skip, saying why, when none can be had. Build the image with the script's
-other steps: a Debian base made with debootstrap and ``docker import``, wheels built on this
-machine, ``docker build --network none``. Bring the compose file up under a project name of its
+other steps: a Debian base made with debootstrap and ``docker import`` that trusts this host's CA
+bundle, wheels built on this machine, ``docker build --network none``. Bring the compose file up under a project name of its
 own, with the file's own loopback ports. Put jobs through one follower, reserve and delete some
 through the other, ``docker kill`` the leader's container, wait for a new leader among the
 survivors and peek every job through both of them; ``docker start`` the container, wait for it
@@ -18,6 +18,7 @@ even when a step fails, and the test checks that nothing of the project is left.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -38,6 +39,8 @@ SCRIPT = REPO / "compose" / "build-offline.sh"
 COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 PROJECT = "beanraft-compose-test"
 IMAGE = "beanraft:compose-test"
+BASE_IMAGE = "python:3.11-slim-bookworm"  # build-offline.sh's default
+IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 HOST = "127.0.0.1"
 LOCK_FILE = "/tmp/beanraft-compose-test.lock"
 NO_ENGINE = 3  # build-offline.sh's exit status when no Docker engine can be had
@@ -300,6 +303,26 @@ def test_the_image_runs_as_a_user_keeps_data_on_a_volume_and_checks_readyz(image
     assert "/var/lib/beanraft" in config["Volumes"]
     assert config["Healthcheck"]["Test"] == ["CMD", "beanraft-healthcheck"]
     assert config["Entrypoint"] == ["beanraft-entrypoint"] and config["Cmd"] == ["serve"]
+
+
+def test_a_base_image_made_here_trusts_the_ca_bundle_of_this_host(image):
+    """So a build FROM it (compose's, without compose/wheels/) fetches packages wherever this host
+    can, e.g. through a TLS-inspecting proxy whose CA only this host trusts."""
+    config = json.loads(run(["docker", "image", "inspect", BASE_IMAGE], 60).stdout)[0]["Config"]
+    labels = config.get("Labels") or {}
+    if "compose/build-offline.sh" not in labels.get("org.opencontainers.image.description", ""):
+        pytest.skip(f"{BASE_IMAGE} was not made by build-offline.sh; it was kept as it is")
+    bundle = Path(os.environ.get("HOST_CA_BUNDLE") or IMAGE_CA_BUNDLE)
+    if not bundle.is_file():
+        pytest.skip(f"no CA bundle at {bundle} on this host")
+    digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    assert labels["org.beanraft.base.host-ca"] == f"sha256:{digest}"
+    for variable in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT"):
+        assert f"{variable}={IMAGE_CA_BUNDLE}" in config["Env"]
+    # The BeanRaft image built FROM it holds the same bundle.
+    in_image = run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sha256sum",
+                    image, IMAGE_CA_BUNDLE], 60).stdout
+    assert in_image.split()[0] == digest
 
 
 def test_the_nodes_run_on_host_networking_with_a_restart_policy_and_own_volumes(cluster):
