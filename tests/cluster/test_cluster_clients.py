@@ -5,11 +5,14 @@ and every replica ends with the same state.
 Method: each test starts a fresh cluster on loopback (``cluster`` fixture) and talks to its nodes
 with the unchanged greenstalk client (or raw bytes where a reply must be held back); cluster-wide
 facts such as the number of waiting reserves are read back through the protocol, and replica state
-through the state digest in each node's GET /status, compared at equal applied indexes.
+through the state digest in each node's GET /status, compared at equal applied indexes. The
+mixed workload is drawn from a seeded random generator (BEANRAFT_CLUSTER_SEED to try another); the
+interleaving with the cluster's own timers is real time, so a seed does not replay exactly.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 
@@ -164,7 +167,7 @@ def _random_step(rng: random.Random, client: greenstalk.Client, tubes: list[str]
 
 def test_replicas_end_with_equal_state_digests_after_a_mixed_workload_and_a_follower_restart(
         cluster, clients):
-    seed = random.randrange(2**32)
+    seed = int(os.environ.get("BEANRAFT_CLUSTER_SEED", "20261129"))  # another seed explores more
     rng = random.Random(seed)
     tubes = ["default", "alpha", "beta"]
     empty_digest = cluster.converged()[cluster.nodes[0].name]["digest"]

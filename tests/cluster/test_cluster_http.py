@@ -79,8 +79,7 @@ def test_status_on_every_node_agrees_on_the_leader_and_reports_peers_jobs_and_co
     assert len({d["term"] for d in docs.values()}) == 1
     assert all(isinstance(p["match_index"], int) for p in docs[leader.name]["peers"])
     wait_for("each node to count exactly the client connections made to it",
-             lambda: all(cluster.nodes[i].status()["connections"] == len(open_connections[n.name])
-                         for i, n in enumerate(cluster.nodes)),
+             lambda: all(n.status()["connections"] == len(open_connections[n.name]) for n in cluster.nodes),
              timeout_s=10, describe=cluster.describe)
 
     follower = cluster.followers()[0]
