@@ -58,6 +58,8 @@ class ClientConnection(asyncio.Protocol):
         self.worker = False
         self.waiting = False
         self.task: asyncio.Task | None = None
+        self._out: list[bytes] = []
+        self._out_scheduled = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -216,9 +218,14 @@ class ClientConnection(asyncio.Protocol):
 
     async def _reserve(self, req) -> bool:
         self.worker = True
+        # Only an event that arrives after this RESERVE is submitted can be its outcome. A
+        # retried RESERVE may be answered from the reply cache, which finish_wait rewrote to the
+        # outcome that was *also* delivered as an event: that event must not answer a later one.
+        self.mailbox = None
         fut = self._submit((Op.RESERVE, translate.reserve_timeout_ns(req)))
         result = await fut
         if result[0] != "WAITING":
+            self.mailbox = None  # this reserve's own outcome, if it came as an event as well
             self._write(translate.to_reply(result))
             return result[0] != "GONE"
         self.waiting = True
@@ -252,8 +259,17 @@ class ClientConnection(asyncio.Protocol):
     # -- output and shutdown ---------------------------------------------------------------
 
     def _write(self, reply) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(p.encode(reply))
+        """Queue a reply; every reply queued in one loop iteration leaves in one send."""
+        self._out.append(p.encode(reply))
+        if not self._out_scheduled:
+            self._out_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_out)
+
+    def _send_out(self) -> None:
+        self._out_scheduled = False
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
 
     async def _finish(self) -> None:
         # The connection stops counting in stats at once, as in beanstalkd; its session's end
@@ -264,6 +280,7 @@ class ClientConnection(asyncio.Protocol):
         except Exception:
             log.debug("closing session %x", self.sid, exc_info=True)
         finally:
+            self._send_out()
             if self.transport is not None:
                 self.transport.close()
             self.node.session_closed(self)
