@@ -1,0 +1,110 @@
+"""Bugs the fault suite found, pinned down in-process so they stay fixed.
+
+Method: drive one ``ClientConnection`` through a fake node whose group commit hands out futures
+the test resolves by hand, so a schedule that needed a partition and a retried Raft batch to
+happen can be replayed exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from beanraft.node.connection import ClientConnection
+
+
+class FakeCommit:
+    def __init__(self):
+        self.submitted: list[tuple[tuple, asyncio.Future]] = []
+
+    def submit(self, command: tuple) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self.submitted.append((command, fut))
+        return fut
+
+
+class FakeTransport:
+    def __init__(self):
+        self.data = b""
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def fake_node(commit: FakeCommit) -> SimpleNamespace:
+    noop = lambda *a, **k: None  # noqa: E731
+    return SimpleNamespace(
+        config=SimpleNamespace(max_job_size=65535), new_sid=lambda: 1 << 32 | 1,
+        connection_opened=noop, connection_closed=noop, session_closed=noop,
+        count_command=noop, count_name=noop, waiting_changed=noop, draining=False,
+        refuses=lambda req: False, commit=commit)
+
+
+async def _until(predicate, timeout_s: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+def test_a_reserve_answered_from_the_reply_cache_leaves_no_stale_event_for_the_next_reserve():
+    """Seed 12 of tests/tools/soak.py: a worker got RESERVED for a job it had just deleted.
+
+    Its reserve-with-timeout was proposed while its node was cut off; the batch was retried,
+    and two copies committed. The first registered the wait and, when a job came, resolved it:
+    the outcome went out as an event (into the connection's mailbox) and replaced the cached
+    reply. The second copy was answered from that cache, so the connection wrote RESERVED from
+    the batch's reply and left the event in the mailbox, where the *next* blocking reserve
+    found it and answered RESERVED for the same, since deleted, job.
+    """
+
+    async def scenario():
+        commit = FakeCommit()
+        conn = ClientConnection(fake_node(commit))
+        transport = FakeTransport()
+        conn.connection_made(transport)
+        try:
+            await steps(commit, conn, transport)
+        finally:  # let the connection finish whatever happened: answer everything it asked
+            conn.eof_received()
+            for _ in range(100):
+                for _command, fut in commit.submitted:
+                    if not fut.done():
+                        fut.set_result(("OK",))
+                if conn.task.done():
+                    break
+                await asyncio.sleep(0.01)
+
+    async def steps(commit, conn, transport):
+        conn.data_received(b"reserve-with-timeout 5\r\n")
+        await _until(lambda: len(commit.submitted) == 2)  # OPEN, then RESERVE
+        (_open, opened), (_reserve, first) = commit.submitted
+        opened.set_result(("OK",))
+        conn.deliver(("RESERVED", 106, b"x"))  # the event of the first committed copy ...
+        first.set_result(("RESERVED", 106, b"x"))  # ... and the retry's cached reply
+        await _until(lambda: transport.data == b"RESERVED 106 1\r\nx\r\n")
+        conn.data_received(b"reserve-with-timeout 5\r\n")
+        await _until(lambda: len(commit.submitted) == 3)
+        commit.submitted[2][1].set_result(("WAITING",))
+        await asyncio.sleep(0.05)
+        assert transport.data == b"RESERVED 106 1\r\nx\r\n", "a stale event answered the reserve"
+        conn.deliver(("TIMED_OUT",))
+        await _until(lambda: transport.data.endswith(b"TIMED_OUT\r\n"))
+
+    asyncio.run(scenario())
