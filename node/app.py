@@ -212,7 +212,11 @@ class Node:
         """A leader is known and everything it committed is applied here."""
         status = self.raft.status
         committed = status.leader_commit_index or status.commit_index
-        return self.epoch > 0 and status.leader is not None and status.applied_index >= committed
+        # The status is a copy taken after a tick, often just after an append_entries raised the
+        # commit index and before the next tick applies it; it then stays so for 100 ms. Compare
+        # with the live applied index, or a follower under load flaps to not-ready.
+        applied = max(status.applied_index, self.raft.applied_index)
+        return self.epoch > 0 and status.leader is not None and applied >= committed
 
     def client_address(self) -> str:
         return self._where()
