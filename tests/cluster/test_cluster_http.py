@@ -5,12 +5,15 @@ Method: a fresh three-process cluster; known jobs are put, reserved, buried and 
 different nodes, then every node's endpoints are read and compared with those facts and with each
 other. For the unhealthy case the other two nodes are killed and we poll, bounded, until the
 survivor says it is not ready and ``beanraft status`` exits 1; restarting one of them heals it.
+Readiness is also sampled on every node while a client keeps writing: a healthy node stays ready.
 """
 
 from __future__ import annotations
 
 import signal
 import subprocess
+import threading
+import time
 
 import pytest
 from cluster_harness import beanraft_argv, clean_env, wait_for
@@ -149,3 +152,31 @@ def test_a_node_that_lost_its_quorum_answers_readyz_503_and_beanraft_status_exit
     cluster.restart(others[0])
     cluster.wait_ready([survivor, others[0]])
     assert beanraft_status(*addresses).returncode == 0
+
+
+def test_readyz_stays_200_on_every_node_while_clients_keep_writing(cluster, clients):
+    leader = cluster.leader()
+    producer = clients(leader)
+    done = threading.Event()
+
+    def produce() -> None:
+        try:
+            for i in range(300):
+                producer.put(f"load {i}")
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    codes: dict[str, list] = {node.name: [] for node in cluster.nodes}
+    deadline = time.monotonic() + 60
+    for _poll in range(3000):
+        if done.is_set() or time.monotonic() > deadline:
+            break
+        for node in cluster.nodes:
+            codes[node.name].append(node.http("/readyz")[0])
+    thread.join(timeout=30)
+    assert done.is_set() and producer.stats()["total-jobs"] == 300
+    assert all(len(seen) >= 5 for seen in codes.values()), codes  # we did look while it wrote
+    assert {name: sorted(set(seen)) for name, seen in codes.items()} == {
+        node.name: [200] for node in cluster.nodes}
