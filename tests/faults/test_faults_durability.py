@@ -246,10 +246,13 @@ def converged_digests(cluster: Cluster) -> dict:
 # ------------------------------------------------------------------------------ tests
 
 
-@pytest.fixture
-def cluster(tmp_path_factory):
+@pytest.fixture(params=["journal", "snapshots"])
+def cluster(request, tmp_path_factory):
+    """A loopback cluster; with ``snapshots`` it compacts every 100 entries, so restarts load a
+    snapshot plus a journal tail and a lagging follower is sent a snapshot."""
     workdir = Path(tmp_path_factory.mktemp("durability"))
-    with Cluster(workdir, layout="loopback") as c:
+    options = ["--snapshot-entries", "100"] if request.param == "snapshots" else []
+    with Cluster(workdir, layout="loopback", extra_options=options) as c:
         assert c.wait_ready(60), c.nodes[0].log_tail()
         yield c
 

@@ -55,6 +55,28 @@ def beanraft_argv() -> list[str]:
     return [sys.executable, "-m", "beanraft.node.cli"]
 
 
+def freeze_code(into: Path) -> dict[str, str]:
+    """Copy the beanraft packages into ``into`` and return the environment that makes a node
+    import them from there.
+
+    The working tree may change while a run lasts (others edit it); a node restarted mid-run
+    must run the same code as its peers, or replicas could differ for reasons of our making.
+    """
+    import importlib
+
+    source = Path(importlib.import_module("beanraft.node").__file__).resolve().parent.parent
+    target = into / "beanraft"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    (target / "__init__.py").write_text("")
+    for package in ("node", "jobs", "replication", "protocol"):
+        shutil.copytree(source / package, target / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    paths = [str(into)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -101,9 +123,12 @@ class NodeSpec:
 class NodeProcess:
     """One node: start, kill -9, SIGSTOP/SIGCONT, restart with the same flags and data."""
 
-    def __init__(self, spec: NodeSpec, peers: list[str], options: list[str]):
+    def __init__(self, spec: NodeSpec, peers: list[str], options: list[str],
+                 env: dict[str, str] | None = None):
         self.spec = spec
-        self.argv = spec.exec_prefix + beanraft_argv() + [
+        self.env = env
+        program = [sys.executable, "-m", "beanraft.node.cli"] if env else beanraft_argv()
+        self.argv = spec.exec_prefix + program + [
             "serve", "-l", spec.host, "-p", str(spec.client_port), "-b", str(spec.data_dir),
             "--raft", spec.raft, *[a for p in peers for a in ("--peer", p)],
             "--http", f"{spec.host}:{spec.http_port}", "--insecure", *options]
@@ -131,7 +156,7 @@ class NodeProcess:
             log.flush()
             self.process = _SPAWNER.submit(
                 subprocess.Popen, self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                preexec_fn=_die_with_parent).result()
+                env=self.env, preexec_fn=_die_with_parent).result()
         self.stopped = False
 
     def kill(self) -> None:
@@ -183,7 +208,8 @@ class Cluster:
 
     def __init__(self, workdir: Path, layout: str = "loopback", size: int = 3,
                  commit_timeout_s: float = 10.0, node_grace_s: float = 5.0,
-                 tmpfs_mb: int | None = None, extra_options: list[str] | None = None):
+                 tmpfs_mb: int | None = None, extra_options: list[str] | None = None,
+                 freeze: bool = True):
         assert layout in ("loopback", "netns")
         self.workdir = Path(workdir)
         self.layout = layout
@@ -192,6 +218,7 @@ class Cluster:
         self.network: Network | None = None
         self.mounts: list[Path] = []
         self.tmpfs_mb = tmpfs_mb
+        self.freeze = freeze
         self._size = size
         self._options = ["--commit-timeout", str(commit_timeout_s),
                          "--node-grace", str(node_grace_s), *(extra_options or [])]
@@ -209,9 +236,10 @@ class Cluster:
                 subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.tmpfs_mb}m,mode=0700",
                                 "tmpfs", str(spec.data_dir)], check=True, capture_output=True)
                 self.mounts.append(spec.data_dir)
+        env = freeze_code(self.workdir / "code") if self.freeze else None
         for spec in specs:
             peers = [s.raft for s in specs if s is not spec]
-            self.nodes.append(NodeProcess(spec, peers, self._options))
+            self.nodes.append(NodeProcess(spec, peers, self._options, env))
         for node in self.nodes:
             node.start()
         return self

@@ -150,7 +150,7 @@ def _run(config: RunConfig, cluster: Cluster, history: History, layout: str,
     margin = config.commit_timeout_s + config.node_grace_s + 5.0
     settings = {k: v for k, v in asdict(config).items() if k not in ("workdir",)}
     history.note("harness", "config", {**settings, "layout": layout, "kinds": list(kinds),
-                                       "owner_loss_margin_s": margin})
+                                       "owner_loss_margin_s": margin, "code": code_version()})
     problems: list[str] = []
     if not cluster.wait_ready(60):
         raise RuntimeError("the cluster did not become ready: " + cluster.nodes[0].log_tail())
@@ -188,7 +188,24 @@ def _run(config: RunConfig, cluster: Cluster, history: History, layout: str,
     problems += final_statuses(cluster, history)
     report = check(history.events)
     return RunResult(config=config, report=report, layout=layout, problems=problems,
-                     observations=nemesis.observations, faults=nemesis.faults)
+                     observations=nemesis.observations + scan_logs(cluster),
+                     faults=nemesis.faults)
+
+
+def scan_logs(cluster: Cluster, limit: int = 3) -> list[str]:
+    """Noteworthy lines of the nodes' logs: CRITICAL, ERROR and tracebacks (first few each)."""
+    notes = []
+    for node in cluster.nodes:
+        try:
+            lines = node.spec.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            continue
+        marked = [l for l in lines if " CRITICAL " in l or " ERROR " in l or l.startswith("Traceback")]
+        for line in marked[:limit]:
+            notes.append(f"{node.name} log: {line[:300]}")
+        if len(marked) > limit:
+            notes.append(f"{node.name} log: ... {len(marked) - limit} more such lines")
+    return notes
 
 
 def drain(cluster: Cluster, history: History, config: RunConfig, op_timeout_s: float) -> list[str]:
@@ -236,6 +253,18 @@ def final_statuses(cluster: Cluster, history: History) -> list[str]:
         if any(doc.get("jobs", {}).values()):
             problems.append(f"{node.name} still counts jobs after the drain: {doc['jobs']}")
     return problems
+
+
+def code_version() -> str:
+    """``git describe`` of the tree the nodes were copied from (best effort)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=here,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def random_seed() -> int:

@@ -50,6 +50,14 @@ def _classify(f: str, reply: tuple) -> tuple[str, dict]:
     return "ok", {"buried": True} if (f == "release" and tag == "BURIED") else {}
 
 
+def ttr_of(body: str) -> int:
+    """The TTR a body carries (a ``t<seconds>`` field between dots); 5 if it has none."""
+    for field_ in body.split("."):
+        if field_[:1] == "t" and field_[1:].isdigit():
+            return int(field_[1:])
+    return 5
+
+
 class Client:
     """One client process bound to one node: records each operation it performs."""
 
@@ -189,8 +197,7 @@ class Process(threading.Thread):
             result = self.client.op("reserve", f"reserve-with-timeout {timeout}",
                                     {"timeout": timeout}, wait_s=timeout)
             if result and result[0] == "ok":
-                ttr = int(result[1]["body"].split(".")[3][1:])
-                self.held = (result[1]["id"], ttr)
+                self.held = (result[1]["id"], ttr_of(result[1]["body"]))
             return result
         job_id, ttr = self.held
         r = self.rng.random()
