@@ -484,10 +484,21 @@ def selected_targets(config) -> list[str]:
     return [name for name in TARGETS if not wanted or name in wanted]
 
 
+#: The follower target starts a three-process cluster per test (about 2.5 s here), so a plain run
+#: takes it through these modules only: the seeded differential stream, the reserve semantics
+#: that depend most on the log, and the exact stats bytes. `--target follower` runs everything.
+FOLLOWER_DEFAULT_MODULES = {
+    "test_transcripts_differential.py", "test_transcripts_reserve.py", "test_transcripts_stats.py",
+}
+
+
 def pytest_generate_tests(metafunc):
     # Parametrize at collection time (not at import) so that targets registered later count.
     # `target_kind` is the bare name, for tests that start servers themselves via start_server.
     kinds = selected_targets(metafunc.config)
+    explicit = "follower" in metafunc.config.getoption("--target")
+    if not explicit and metafunc.module.__file__.rsplit("/", 1)[-1] not in FOLLOWER_DEFAULT_MODULES:
+        kinds = [k for k in kinds if k != "follower"]
     for name in ("server", "unix_server", "target_kind"):
         if name in metafunc.fixturenames:
             metafunc.parametrize(name, kinds, indirect=name != "target_kind", ids=kinds)
