@@ -60,7 +60,8 @@ def test_beanraft_cluster_prints_its_table_serves_on_every_node_and_stops_on_sig
 
         wait_for("every node ready", lambda: all(http_get(http + i, "/readyz")[0] == 200 for i in range(3)),
                  timeout_s=40, poll_s=0.1, describe=lambda: out_path.read_text()[-3000:])
-        connections = [greenstalk.Client((HOST, client + i)) for i in range(3)]
+        connections = [greenstalk.Client(socket.create_connection((HOST, client + i), timeout=20))
+                       for i in range(3)]
         try:
             job_id = connections[0].put("through beanraft cluster")
             assert connections[2].peek(job_id).body == "through beanraft cluster"
