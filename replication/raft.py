@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import pysyncobj.syncobj as _pso
+from pysyncobj.monotonic import monotonic
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 
@@ -137,8 +138,8 @@ class Timing:
 
     tick_s: float = 0.02
     heartbeat_s: float = 0.05
-    election_min_s: float = 0.35
-    election_max_s: float = 0.7
+    election_min_s: float = 0.5
+    election_max_s: float = 1.0
     connection_timeout_s: float = 60.0
     connection_retry_s: float = 0.5
     leader_fallback_s: float = 2.0
@@ -194,6 +195,7 @@ class RaftNode:
         self._stopping = False
         self._tmpdir = None
         self._lock_fd = -1
+        self._compaction_asked = False
         self._status = RaftStatus.empty(config.self_addr)
         self._status_at = 0.0
         self.leader_changes = 0
@@ -307,16 +309,35 @@ class RaftNode:
         sync, journal = self._sync, self._journal
         single = not self.config.peers
         period = self.config.timing.tick_s
+        stall_s = max(period, self.config.timing.heartbeat_s) * 2
         while not self._stopping:
             try:
                 journal.sync_for_ack()
                 journal.sync_due()
                 busy = single and self._single_node_busy()
+                began = monotonic()
                 sync.doTick(0.0 if busy else period)
+                if monotonic() - began > stall_s + period:
+                    self._forgive_own_stall()
                 self._after_tick()
             except Exception:
                 log.exception("raft tick failed")
                 time.sleep(period)
+
+    def _forgive_own_stall(self) -> None:
+        """After a long tick (a snapshot, a burst of applies, a starved thread), read first.
+
+        pysyncobj checks a follower's election deadline at the start of a tick, before it polls
+        its sockets. After this node itself stalled, the leader's heartbeats are waiting unread
+        in the socket, yet the deadline has passed, and without PreVote the election it would
+        start deposes a healthy leader. Our own stall is no evidence that the leader failed:
+        give the next tick a chance to read those heartbeats first.
+        """
+        sync = self._sync
+        if sync._SyncObj__raftState == 0:  # follower
+            grace = monotonic() + 2 * self.config.timing.heartbeat_s
+            if sync._SyncObj__raftElectionDeadline < grace:
+                sync._SyncObj__raftElectionDeadline = grace
 
     def _single_node_busy(self) -> bool:
         raft_log = self._sync._SyncObj__raftLog
@@ -335,8 +356,12 @@ class RaftNode:
                 log.info("leader is now %s (term %d)", leader or "unknown", self._status.term)
                 self._post(("notify", None))
         journal = self._journal
-        if journal.size_bytes > self.config.compact_bytes and self._status.role != "candidate":
+        # Ask once per crossing of the threshold: the journal only shrinks a tick after the
+        # snapshot is written, and asking again meanwhile would write a second one at once.
+        over = journal.size_bytes > self.config.compact_bytes
+        if over and not self._compaction_asked and self._status.role != "candidate":
             self._sync.forceLogCompaction()
+        self._compaction_asked = over
 
     def _on_state_changed(self, old, new) -> None:
         names = {0: "follower", 1: "candidate", 2: "leader"}
