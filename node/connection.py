@@ -294,6 +294,31 @@ class ClientConnection(asyncio.Protocol):
             self._submit((Op.BURN_ID,))
         if self.opened is None:
             return
-        result = await self.node.commit.submit((Op.CLOSE, self.sid, self._next_seq()))
+        close = (Op.CLOSE, self.sid, self._next_seq())
+        try:
+            result = await self.node.commit.submit(close)
+        except OutcomeUnknown:
+            # Without this the session would stay open in the replicated state for good, and
+            # a reserve it left waiting would take (and hide until its TTR) a job from others.
+            task = asyncio.get_running_loop().create_task(_close_until_committed(self.node, close))
+            _LINGERING_CLOSES.add(task)
+            task.add_done_callback(_LINGERING_CLOSES.discard)
+            raise
         if result[0] == "TIMED_OUT" and self.mailbox is None:
             self._write(p.TimedOut())
+
+
+_LINGERING_CLOSES: set[asyncio.Task] = set()
+CLOSE_RETRY_S = (0.5, 30.0)  # first and longest pause between proposals of a lingering CLOSE
+
+
+async def _close_until_committed(node, close: tuple) -> None:
+    """Propose a session's CLOSE again until it commits (a repeat of a committed one is GONE)."""
+    delay = CLOSE_RETRY_S[0]
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            await node.commit.submit(close)
+            return
+        except OutcomeUnknown:
+            delay = min(delay * 2, CLOSE_RETRY_S[1])

@@ -108,3 +108,38 @@ def test_a_reserve_answered_from_the_reply_cache_leaves_no_stale_event_for_the_n
         await _until(lambda: transport.data.endswith(b"TIMED_OUT\r\n"))
 
     asyncio.run(scenario())
+
+
+def test_a_close_that_cannot_commit_is_proposed_again_until_it_does():
+    """A client of a follower hung up while the cluster had no leader for longer than the commit
+    timeout. The session's CLOSE ended with the outcome unknown and was never proposed again, so
+    the session stayed open in the replicated state, its blocking reserve still registered: the
+    next job put after the cluster recovered was reserved by that ghost until its TTR ran out,
+    while a live worker got TIMED_OUT (reproduced with three processes: pause the leader and the
+    other follower for 4 s with --commit-timeout 2). The CLOSE must be proposed until it commits.
+    """
+    from beanraft.replication.batcher import OutcomeUnknown
+
+    async def scenario():
+        commit = FakeCommit()
+        conn = ClientConnection(fake_node(commit))
+        transport = FakeTransport()
+        conn.connection_made(transport)
+        conn.data_received(b"reserve-with-timeout 100\r\n")
+        await _until(lambda: len(commit.submitted) == 2)
+        commit.submitted[0][1].set_result(("OK",))
+        commit.submitted[1][1].set_result(("WAITING",))
+        await asyncio.sleep(0.01)
+        conn.eof_received()  # the client hangs up while its reserve waits
+        conn.connection_lost(None)
+        await _until(lambda: len(commit.submitted) == 3)
+        close = commit.submitted[2][0]
+        assert close[0].name == "CLOSE"
+        commit.submitted[2][1].set_exception(OutcomeUnknown("no leader"))
+        await _until(lambda: len(commit.submitted) == 4, timeout_s=5.0)
+        assert commit.submitted[3][0] == close, "the same CLOSE (same session and seq) again"
+        commit.submitted[3][1].set_result(("TIMED_OUT",))
+        await asyncio.sleep(0.05)
+        assert len(commit.submitted) == 4, "nothing more once it committed"
+
+    asyncio.run(scenario())
