@@ -18,8 +18,10 @@ Steps:
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import random
 import shutil
 import threading
@@ -46,7 +48,9 @@ class RunConfig:
     workers_per_node: int = 2
     commit_timeout_s: float = 5.0
     node_grace_s: float = 3.0
-    fault_duration_s: tuple[float, float] = (2.5, 5.0)
+    # Long enough, at the top, for a leader to declare a silent node dead (which takes about
+    # twice --node-grace) and release its clients' jobs.
+    fault_duration_s: tuple[float, float] = (2.5, 8.0)
     fault_gap_s: tuple[float, float] = (2.0, 4.0)
     tmpfs_mb: int = 256
     keep_workdir: bool = False
@@ -85,7 +89,7 @@ def choose_layout(wanted: str, kinds: tuple[str, ...]) -> tuple[str, tuple[str, 
         if wanted == "netns":
             raise netns.NetnsUnavailable(why)
     # Without namespaces there is no partition and no tmpfs: SIGSTOP is the only isolation.
-    return "loopback", tuple(k for k in kinds if k in ("kill", "pause")), why
+    return "loopback", tuple(k for k in kinds if k in ("kill", "pause", "pause-majority")), why
 
 
 class Sampler(threading.Thread):
@@ -186,10 +190,54 @@ def _run(config: RunConfig, cluster: Cluster, history: History, layout: str,
         problems.append("cluster not ready 60 s after the final heal")
     problems += drain(cluster, history, config, op_timeout_s)
     problems += final_statuses(cluster, history)
+    problems += record_drops(cluster, history, config.node_grace_s)
     report = check(history.events)
     return RunResult(config=config, report=report, layout=layout, problems=problems,
                      observations=nemesis.observations + scan_logs(cluster),
                      faults=nemesis.faults)
+
+
+_DROP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) WARNING beanraft\.node: "
+                   r"node (\S+) unreachable")
+
+
+def record_drops(cluster: Cluster, history: History, grace_s: float) -> list[str]:
+    """Put every DROP_NODE a leader proposed (from its log) into the history as a zero-length
+    ``dropped`` fault on that node, so the checker counts it as a possible owner loss; return
+    the drops of nodes that no fault had touched in the grace period before (spurious ones)."""
+    windows: dict[str, list[tuple[float, float]]] = {}
+    pending: dict[tuple[str, str], float] = {}
+    for e in history.events:
+        if e["process"] == "nemesis" and e["type"] == "ok" and e["f"] in ("fault", "heal"):
+            for name in e["value"].get("nodes", []):
+                key = (e["value"]["kind"], name)
+                if e["f"] == "fault":
+                    pending[key] = e["time"]
+                elif key in pending:
+                    windows.setdefault(name, []).append((pending.pop(key), e["time"]))
+    for (_kind, name), start in pending.items():
+        windows.setdefault(name, []).append((start, float("inf")))
+    spurious = []
+    for node in cluster.nodes:
+        try:
+            lines = node.spec.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            match = _DROP.match(line)
+            target = cluster.by_raft(match.group(2)) if match else None
+            if target is None:
+                continue
+            at = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            value = {"kind": "dropped", "nodes": [target.name], "by": node.name}
+            history.note("nemesis", "fault", value, target.name, at=at)
+            history.note("nemesis", "heal", value, target.name, at=at)
+            if not any(start - 1.0 <= at and at <= stop + grace_s + 5.0
+                       for start, stop in windows.get(target.name, [])):
+                spurious.append(f"{node.name} dropped {target.name} at "
+                                f"{time.strftime('%H:%M:%S', time.localtime(at))} although no "
+                                f"fault had touched it")
+    return spurious
 
 
 def scan_logs(cluster: Cluster, limit: int = 3) -> list[str]:

@@ -56,10 +56,14 @@ class History:
             return event
 
     def note(self, process: str, f: str, value: dict | None = None, node: str | None = None,
-             type_: str = "ok") -> None:
-        """An instantaneous event (invoke and completion at once), e.g. a status sample."""
+             type_: str = "ok", at: float | None = None) -> None:
+        """An instantaneous event (invoke and completion at once), e.g. a status sample;
+        ``at`` backdates it (e.g. to a time read from a node's log)."""
         self.invoke(process, f, value, node)
         self.complete(process, type_, value)
+        if at is not None:
+            with self._lock:
+                self.events[-1]["time"] = self.events[-2]["time"] = at
 
     def save(self, path: Path) -> None:
         with self._lock, open(path, "w") as out:

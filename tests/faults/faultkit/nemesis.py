@@ -5,6 +5,7 @@ Kinds:
 * ``pause``: SIGSTOP a node, then SIGCONT.
 * ``isolate``: cut a random node's raft links in both directions (netns layout only).
 * ``isolate-leader``: the same for the node that is leader at that moment.
+* ``pause-majority``: SIGSTOP two nodes (the cluster loses its quorum), then SIGCONT both.
 * ``disk``: fill a node's -b tmpfs with a filler file, then delete it (netns layout with tmpfs).
   While the disk is full the nemesis probes the node (a put and a ``stats`` read) and, after
   the heal, checks that the node takes a put again; what it saw goes into ``observations``.
@@ -25,7 +26,7 @@ from .cluster import Cluster, NodeProcess
 from .history import History
 from .workload import Client
 
-KINDS = ("kill", "pause", "isolate", "isolate-leader", "disk")
+KINDS = ("kill", "pause", "isolate", "isolate-leader", "disk", "pause-majority")
 
 
 class Nemesis(threading.Thread):
@@ -73,7 +74,12 @@ class Nemesis(threading.Thread):
                 node = self.cluster.nodes[index]
                 if kind == "isolate-leader":
                     node = self.cluster.leader() or node
-                self.inject(kind, node)
+                if kind == "pause-majority":  # the node drawn is the one left running
+                    for other in self.cluster.nodes:
+                        if other is not node:
+                            self.inject("pause", other)
+                else:
+                    self.inject(kind, node)
                 self.stop.wait(duration)
                 self.heal_all()
                 if not self.cluster.wait_ready(self.ready_timeout_s):
