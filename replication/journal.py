@@ -8,10 +8,10 @@ it (``pysyncobj.syncobj.createJournal`` is patched in ``raft.py``) and keeps the
 * Every record carries a CRC32. Loading stops at the first torn or damaged record, logs it and
   truncates the file there: a node with a damaged tail catches up from its peers.
 * ``add`` only writes; ``sync`` makes everything written so far durable. ``raft.py`` calls
-  ``sync_for_ack`` before every message leaves the node and before every tick computes a commit
-  index, so no entry is acknowledged to a peer or to a client before it is on disk (with the
-  default ``always`` policy). One log entry is one batch of client commands, so this is one fsync
-  per batch: group commit.
+  ``sync_for_ack`` before a follower's acknowledgement leaves the node and before every tick
+  computes a commit index, so no entry counts towards a commit, and no client hears of it,
+  before it is on disk on a majority (with the default ``always`` policy). One log entry is one
+  batch of client commands, so this is one fsync per batch: group commit.
 * Term and vote are written with fsync before any vote can be sent (Raft §5.2).
 * Dropping the prefix that a snapshot replaces first fsyncs the directory (so the snapshot's
   rename is durable), then writes the remaining entries to a new file, fsyncs it and renames it.

@@ -255,12 +255,19 @@ class RaftNode:
         return _Host(self, config.self_addr, config.peers, conf)
 
     def _wrap_transport(self) -> None:
+        """A follower's acknowledgement leaves only after the entries it acknowledges are on disk.
+
+        The leader's own entries need no fsync before they are sent: it counts itself towards a
+        commit only at the start of its next tick, and ``_run_ticks`` syncs the journal right
+        before every tick. So the leader's fsync and its followers' run at the same time.
+        """
         transport = self._sync._SyncObj__transport
         send = transport.send
         journal = self._journal
 
         def send_after_sync(node, message):
-            journal.sync_for_ack()
+            if isinstance(message, dict) and message.get("type") == "next_node_idx":
+                journal.sync_for_ack()
             return send(node, message)
 
         transport.send = send_after_sync
