@@ -274,13 +274,16 @@ class Node:
             now = time.monotonic()
             leader = self.raft.is_leader()
             for peer in self.raft.status.peers:
-                # A frozen or cut-off peer can keep its TCP connection for a long time; what
-                # counts is whether it still answers the leader's append_entries.
-                answering = peer.connected and (peer.silent_s is None or peer.silent_s < grace)
-                if answering or not leader:
+                if not leader:
                     last_seen[peer.address] = now
+                elif peer.connected:
+                    # A frozen or cut-off peer can keep its TCP connection for a long time; what
+                    # counts is when it last answered the leader's append_entries. (Waiting for
+                    # silence past the grace and only then starting the grace doubled it.)
+                    last_seen[peer.address] = now - (peer.silent_s or 0.0)
+                if now - last_seen.get(peer.address, now) <= grace:
                     dropped.discard(peer.address)
-                elif now - last_seen.get(peer.address, now) > grace and peer.address not in dropped:
+                elif peer.address not in dropped:
                     with self.raft.lock:
                         epoch = self.raft.machine.node_epoch.get(peer.address)
                     dropped.add(peer.address)

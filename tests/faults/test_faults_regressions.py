@@ -143,3 +143,40 @@ def test_a_close_that_cannot_commit_is_proposed_again_until_it_does():
         assert len(commit.submitted) == 4, "nothing more once it committed"
 
     asyncio.run(scenario())
+
+
+def test_a_frozen_followers_reservations_are_released_about_one_node_grace_after_it_fell_silent(
+        tmp_path):
+    """--node-grace counts from the peer's last answer, not from when the leader noticed.
+
+    The leader's watch first waited until the peer had been silent for the grace, and only then
+    started the grace period: a SIGSTOPped follower was declared dead after about twice the
+    grace (5.9 s with --node-grace 3, 9.9 s with 5).
+    """
+    import time
+
+    from faultkit.client import Conn
+    from faultkit.cluster import Cluster
+
+    grace_s = 2.0
+    with Cluster(tmp_path, layout="loopback", node_grace_s=grace_s) as cluster:
+        assert cluster.wait_ready(60)
+        leader = cluster.leader()
+        follower = next(n for n in cluster.nodes if n is not leader)
+        worker = Conn(follower.spec.client)
+        assert worker.call("put 0 0 600 1", b"x")[0] == "INSERTED"
+        job = worker.call("reserve-with-timeout 0")
+        assert job[0] == "RESERVED"
+        observer = Conn(leader.spec.client)
+        follower.pause()
+        paused_at = time.monotonic()
+        try:
+            while observer.stats(f"stats-job {job[1]}")["state"] == "reserved":
+                assert time.monotonic() - paused_at < 10, "never released"
+                time.sleep(0.05)
+            released_after = time.monotonic() - paused_at
+        finally:
+            follower.resume()
+            worker.close()
+            observer.close()
+        assert released_after < grace_s + 1.5, f"released {released_after:.1f} s after the pause"
