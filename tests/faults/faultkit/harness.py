@@ -122,6 +122,7 @@ def run(config: RunConfig) -> RunResult:
           f"{','.join(kinds)}" + (f" (no netns: {why})" if why else ""), flush=True)
     if layout == "netns":
         netns.sweep_stale()
+        sweep_stale_mounts()
     workdir = Path(config.workdir or f"/tmp/beanraft-faults-{config.seed}-{os.getpid()}")
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -160,15 +161,7 @@ def _run(config: RunConfig, cluster: Cluster, history: History, layout: str,
         raise RuntimeError("the cluster did not become ready: " + cluster.nodes[0].log_tail())
     stop = threading.Event()
     end = time.monotonic() + config.seconds
-    shared = Shared()
-    processes = []
-    for node in cluster.nodes:
-        for kind, count in (("producer", config.producers_per_node),
-                            ("worker", config.workers_per_node)):
-            for i in range(count):
-                client = Client(f"{node.name}-{kind[0]}{i}", node.name, node.spec.client, history,
-                                op_timeout_s)
-                processes.append(Process(kind, client, config.seed, end, stop, shared))
+    processes = _clients(config, cluster, history, op_timeout_s, end, stop)
     sampler = Sampler(cluster, history, stop)
     nemesis = Nemesis(cluster, history, config.seed, end, kinds, config.fault_duration_s,
                       config.fault_gap_s, op_timeout_s=op_timeout_s)
@@ -195,6 +188,21 @@ def _run(config: RunConfig, cluster: Cluster, history: History, layout: str,
     return RunResult(config=config, report=report, layout=layout, problems=problems,
                      observations=nemesis.observations + scan_logs(cluster),
                      faults=nemesis.faults)
+
+
+def _clients(config: RunConfig, cluster: Cluster, history: History, op_timeout_s: float,
+             end: float, stop: threading.Event) -> list[Process]:
+    """The producers and workers of every node (named n1-p0, n1-w0, ...)."""
+    shared = Shared()
+    processes = []
+    for node in cluster.nodes:
+        for kind, count in (("producer", config.producers_per_node),
+                            ("worker", config.workers_per_node)):
+            for i in range(count):
+                client = Client(f"{node.name}-{kind[0]}{i}", node.name, node.spec.client, history,
+                                op_timeout_s)
+                processes.append(Process(kind, client, config.seed, end, stop, shared))
+    return processes
 
 
 _DROP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) WARNING beanraft\.node: "
@@ -301,6 +309,21 @@ def final_statuses(cluster: Cluster, history: History) -> list[str]:
         if any(doc.get("jobs", {}).values()):
             problems.append(f"{node.name} still counts jobs after the drain: {doc['jobs']}")
     return problems
+
+
+def sweep_stale_mounts() -> list[str]:
+    """Unmount the tmpfs data directories of runs whose process no longer exists (killed -9)."""
+    import subprocess
+
+    stale = []
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            match = re.match(r"^/tmp/beanraft-faults-\d+-(\d+)/n\d+/data$", fields[1])
+            if fields[0] == "tmpfs" and match and not os.path.exists(f"/proc/{match.group(1)}"):
+                subprocess.run(["umount", "-l", fields[1]], capture_output=True)
+                stale.append(fields[1])
+    return stale
 
 
 def code_version() -> str:

@@ -85,7 +85,8 @@ class Nemesis(threading.Thread):
                 if not self.cluster.wait_ready(self.ready_timeout_s):
                     self.problems.append(f"cluster not ready {self.ready_timeout_s:.0f} s after "
                                          f"healing {kind} of {node.name}")
-                    self.history.note("nemesis", "not-ready", {"kind": kind, "node": node.name})
+                    with self._lock:
+                        self.history.note("nemesis", "not-ready", {"kind": kind, "node": node.name})
                 elif kind == "disk":
                     self.after_disk(node)
         except BaseException as exc:  # reported by the harness
@@ -96,8 +97,8 @@ class Nemesis(threading.Thread):
 
     def inject(self, kind: str, node: NodeProcess) -> None:
         value = {"kind": kind, "nodes": [node.name]}
-        self.history.invoke("nemesis", "fault", value, node.name)
-        with self._lock:
+        with self._lock:  # the harness may heal from another thread
+            self.history.invoke("nemesis", "fault", value, node.name)
             if kind == "kill":
                 node.kill()
             elif kind == "pause":
@@ -107,7 +108,7 @@ class Nemesis(threading.Thread):
             elif kind == "disk":
                 self.cluster.fill_disk(node)
             self._active.append((kind, node))
-        self.history.complete("nemesis", "ok", value)
+            self.history.complete("nemesis", "ok", value)
         if kind == "disk":
             self.probe_full(node)
 
