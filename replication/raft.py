@@ -365,7 +365,13 @@ class RaftNode:
         journal = self._journal
         # Ask once per crossing of the threshold: the journal only shrinks a tick after the
         # snapshot is written, and asking again meanwhile would write a second one at once.
-        over = journal.size_bytes > self.config.compact_bytes
+        # A snapshot is written in this thread and stalls heartbeats while it is written; a
+        # leader of a cluster therefore waits for a larger journal than its followers do, so
+        # the nodes rarely stall at the same moment and the leader seldom stalls at all.
+        limit = self.config.compact_bytes
+        if self.config.peers and self._status.role == "leader":
+            limit *= 4
+        over = journal.size_bytes > limit
         if over and not self._compaction_asked and self._status.role != "candidate":
             self._sync.forceLogCompaction()
         self._compaction_asked = over
