@@ -3,7 +3,9 @@
 Theory of operation. ``submit`` queues a command and returns a future for its reply. While fewer
 than ``max_inflight`` batches are in flight, the queue is flushed on the next loop iteration, so a
 lone command goes out at once (low latency) and commands that arrive while a batch is being
-committed pile up into the next one (high throughput).
+committed pile up into the next one (high throughput). One batch is in flight at a time
+(``max_inflight=1``): a batch retried after a leader change must not be overtaken by a later one,
+or a session's commands could apply out of order (a put before its session's open).
 
 A batch whose outcome is unknown (leader change, lost forward, our own per-try timeout) is
 proposed again unchanged: every command carries its session's sequence number and the state
@@ -35,7 +37,7 @@ class GroupCommit:
     """Batches commands into Raft entries and resolves each command's future with its reply."""
 
     def __init__(self, raft: RaftNode, *, max_batch: int = 4096, max_batch_bytes: int = 1 << 20,
-                 max_inflight: int = 2, try_timeout_s: float = 2.0, commit_timeout_s: float = 10.0):
+                 max_inflight: int = 1, try_timeout_s: float = 2.0, commit_timeout_s: float = 10.0):
         try_timeout_s = min(try_timeout_s, commit_timeout_s)
         self.raft = raft
         self.max_batch = max_batch
