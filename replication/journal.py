@@ -78,6 +78,7 @@ class DurableJournal(Journal):
         self._allocated = 0
         self._space_checked = 0.0
         self._entries: list[tuple[bytes, int, int]] = []
+        self._cut: int | None = None  # a deleteEntriesFrom not yet carried out
         self._offsets: list[int] = []
         self._bytes = 0
         self._dirty = False
@@ -150,6 +151,13 @@ class DurableJournal(Journal):
 
     def add(self, command, idx, term):
         command = bytes(command)
+        if self._cut is not None:
+            if self._entries[self._cut] == (command, idx, term):
+                self._cut += 1  # the same entry again: it stays where it is, on disk too
+                if self._cut == len(self._entries):
+                    self._cut = None
+                return
+            self._apply_cut()
         if self._fd >= 0:
             if self.failed is not None:
                 raise JournalWriteError(self.failed.errno, f"journal failed earlier: {self.failed}")
@@ -164,12 +172,31 @@ class DurableJournal(Journal):
         self._bytes += len(command)
 
     def clear(self):
+        self._cut = None
         self._truncate_to(0)
 
     def deleteEntriesFrom(self, entryFrom):
-        self._truncate_to(entryFrom)
+        """Drop entries from ``entryFrom`` on, lazily: see ``_apply_cut``."""
+        self._apply_cut()
+        if entryFrom < len(self._entries):
+            self._cut = entryFrom
+
+    def _apply_cut(self) -> None:
+        """Carry out a pending ``deleteEntriesFrom``.
+
+        pysyncobj's follower drops every entry after the leader's previous index and adds the
+        leader's entries again, even when they are the ones it holds (a late ack makes the
+        leader resend). Dropping them on disk first would open a window in which a crash loses
+        entries this node already acknowledged. So the cut waits: entries added again unchanged
+        are kept in place, and the cut happens at the first entry that differs, or before
+        anything else reads the journal.
+        """
+        if self._cut is not None:
+            cut, self._cut = self._cut, None
+            self._truncate_to(cut)
 
     def deleteEntriesTo(self, entryTo):
+        self._apply_cut()
         keep = self._entries[entryTo:]
         if self._fd >= 0 and not self._rewrite(keep):
             # The snapshot is safe on disk; keeping the longer journal is merely untidy, and
@@ -209,12 +236,17 @@ class DurableJournal(Journal):
         return True
 
     def __getitem__(self, item):
+        if self._cut is not None:
+            self._apply_cut()
         return self._entries[item]
 
     def __len__(self):
+        if self._cut is not None:
+            self._apply_cut()
         return len(self._entries)
 
     def _destroy(self):
+        self._apply_cut()
         if self._fd >= 0:
             self.sync()
             self._store_meta(durable=True)
@@ -257,6 +289,7 @@ class DurableJournal(Journal):
 
     def sync(self) -> None:
         """Make every record written so far durable."""
+        self._apply_cut()
         if self._dirty and self._fd >= 0:
             try:
                 os.fdatasync(self._fd)

@@ -157,3 +157,34 @@ def test_the_journal_starts_with_its_magic(tmp_path):
     path = tmp_path / "j"
     DurableJournal(str(path))._destroy()
     assert open(path, "rb").read(len(MAGIC)) == MAGIC
+
+
+def test_entries_dropped_and_added_again_unchanged_never_leave_the_disk(tmp_path, monkeypatch):
+    path = tmp_path / "j"
+    journal = fill(path, entries(10))
+    truncations = []
+    real = os.ftruncate
+    monkeypatch.setattr(os, "ftruncate", lambda fd, size: (truncations.append(size), real(fd, size)))
+    journal.deleteEntriesFrom(4)  # a follower told to replace entries 5..10 ...
+    for entry in entries(6, start=5):  # ... by the same entries
+        journal.add(*entry)
+    assert truncations == []
+    assert [journal[i] for i in range(len(journal))] == entries(10)
+
+
+def test_a_differing_entry_after_a_drop_truncates_there(tmp_path):
+    path = tmp_path / "j"
+    journal = fill(path, entries(10))
+    journal.deleteEntriesFrom(4)
+    journal.add(*entries(1, start=5)[0])  # entry 5 unchanged
+    journal.add(b"new", 6, 2)  # entry 6 differs: 6..10 go
+    assert [journal[i] for i in range(len(journal))] == entries(5) + [(b"new", 6, 2)]
+    journal._destroy()
+    again = DurableJournal(str(path))
+    assert [again[i] for i in range(len(again))] == entries(5) + [(b"new", 6, 2)]
+
+
+def test_a_drop_with_nothing_added_again_is_carried_out_before_any_read(tmp_path):
+    journal = fill(tmp_path / "j", entries(10))
+    journal.deleteEntriesFrom(4)
+    assert len(journal) == 4 and journal[-1] == entries(4)[-1]
