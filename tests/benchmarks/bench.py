@@ -919,13 +919,19 @@ def serial_put(ep: Endpoint, tube: bytes, args, res: Result) -> Result:
     finally:
         gc.enable()
         c.close()
-    res.seconds = max(last - t0, 1e-9)
+    return finish_serial(res, lat, errors, last - t0,
+                         f"no INSERTED replies (first: {res.first_error_reply!r})")
+
+
+def finish_serial(res: Result, lat, errors: int, seconds: float, empty_reason: str) -> Result:
+    """Fill a one-at-a-time workload's result from its latencies and error count."""
+    res.seconds = max(seconds, 1e-9)
     res.ops = len(lat)
     res.rate = res.ops / res.seconds
     res.error_replies = errors
     latency_stats(res, lat)
     if not res.ops:
-        res.ok, res.error = False, f"no INSERTED replies (first: {res.first_error_reply!r})"
+        res.ok, res.error = False, empty_reason
     return res
 
 
@@ -972,14 +978,8 @@ def serial_reserve_delete(ep: Endpoint, tube: bytes, args, res: Result) -> Resul
     finally:
         gc.enable()
         c.close()
-    res.seconds = max(last - t0, 1e-9)
-    res.ops = len(lat)
-    res.rate = res.ops / res.seconds
-    res.error_replies = errors
-    latency_stats(res, lat)
-    if not res.ops:
-        res.ok, res.error = False, f"no reserve+delete completed (first reply: {res.first_error_reply!r})"
-    return res
+    return finish_serial(res, lat, errors, last - t0,
+                         f"no reserve+delete completed (first reply: {res.first_error_reply!r})")
 
 
 # ---------------- one endpoint: all workloads ----------------
