@@ -31,6 +31,11 @@ class Node:
 
     def __init__(self, config: NodeConfig):
         config.validate()
+        if config.raft and int(config.raft.rpartition(":")[2]) >= 32768:
+            # Linux hands out 32768-60999 as ephemeral ports: an outgoing connection can take
+            # the raft port while this node is down, and then it cannot bind at restart.
+            log.warning("--raft %s is in the ephemeral port range; prefer a port below 32768",
+                        config.raft)
         self.config = config
         self.name = config.raft if config.clustered else "single"
         self.connections: set[ClientConnection] = set()

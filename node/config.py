@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 
@@ -10,7 +9,6 @@ from beanraft.replication.journal import SyncPolicy
 from beanraft.replication.raft import Timing
 
 MAX_JOB_SIZE_CAP = 1_073_741_824
-log = logging.getLogger("beanraft.config")
 
 
 class ConfigError(ValueError):
@@ -63,11 +61,6 @@ class NodeConfig:
             raise ConfigError(
                 "a cluster needs a shared secret: --cluster-secret-file or BEANRAFT_CLUSTER_SECRET "
                 "(generate one with 'beanraft secret'), or --insecure on a trusted network")
-        if self.raft and int(self.raft.rpartition(":")[2]) >= 32768:
-            # Linux hands out 32768-60999 as ephemeral ports: an outgoing connection can take
-            # the raft port while this node is down, and then it cannot bind at restart.
-            log.warning("--raft %s is in the ephemeral port range; prefer a port below 32768",
-                        self.raft)
         if self.http:
             _check_address(self.http)
         if self.data_dir is not None and os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):

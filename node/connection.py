@@ -44,7 +44,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = p.ServerConnection(max_job_size=node.config.max_job_size)
         self.sid = node.new_sid()
         self.seq = 0
-        self.opened: asyncio.Future | None = None
+        self.opened: asyncio.Future | None = None  # the session's OPEN, proposed on connect
         self.inflight: collections.deque = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.wakeup = asyncio.Event()
@@ -173,8 +173,6 @@ class ClientConnection(asyncio.Protocol):
         return self.seq
 
     def _submit(self, op_and_args: tuple | None, req=None) -> asyncio.Future:
-        if self.opened is None:
-            self.opened = self.node.commit.submit((Op.OPEN, self.sid, self._next_seq()))
         seq = self._next_seq()
         if req is not None:
             command = translate.to_command(req, self.sid, seq)
@@ -199,8 +197,6 @@ class ClientConnection(asyncio.Protocol):
                 raise ConnectionError("session dropped by the cluster")
 
     async def _ensure_open(self) -> None:
-        if self.opened is None:
-            self.opened = self.node.commit.submit((Op.OPEN, self.sid, self._next_seq()))
         await self.opened
 
     async def _rejected(self, req: p.Rejected) -> bool:
@@ -292,8 +288,6 @@ class ClientConnection(asyncio.Protocol):
             self.inflight.clear()
         if self.parser.in_put_body:  # beanstalkd consumed an id when the header was accepted
             self._submit((Op.BURN_ID,))
-        if self.opened is None:
-            return
         close = (Op.CLOSE, self.sid, self._next_seq())
         try:
             result = await self.node.commit.submit(close)
