@@ -67,7 +67,7 @@ class Node:
         # The Raft tick thread and the event loop hand work to each other for every batch; the
         # default 5 ms GIL switch interval would add up to 5 ms to a commit under load.
         sys.setswitchinterval(0.0005)
-        raft_addr = cfg.raft or f"127.0.0.1:{_free_loopback_port()}"
+        raft_addr = cfg.raft or f"127.0.0.1:{_free_loopback_port(avoid=cfg.port)}"
         self.raft = RaftNode(
             RaftConfig(self_addr=raft_addr, peers=list(cfg.peers), data_dir=cfg.data_dir,
                        secret=cfg.secret, sync=cfg.sync, timing=cfg.timing,
@@ -302,11 +302,18 @@ class Node:
                         dropped.discard(peer.address)
 
 
-def _free_loopback_port() -> int:
-    """An unused loopback port for a single node's private Raft endpoint."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_loopback_port(avoid: int) -> int:
+    """An unused loopback port for a single node's private Raft endpoint, never the client port.
+
+    The client listener is bound only after the node has registered through Raft, so the
+    kernel could otherwise hand out the very port the clients are to be served on.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port != avoid:
+            return port
 
 
 def _is_socket(path: str) -> bool:
