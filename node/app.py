@@ -24,6 +24,9 @@ from .connection import ClientConnection
 log = logging.getLogger("beanraft.node")
 
 SHUTDOWN_GRACE_S = 3.0
+# A follower under load always trails the commit index by the entries of the moment; it is
+# not ready only when an index it saw committed stays unapplied this long.
+READY_APPLY_LAG_S = 1.0
 
 
 class Node:
@@ -49,6 +52,7 @@ class Node:
         self.epoch = 0
         self._reregistering = False
         self._sid_counter = 0
+        self._catching_up: tuple[float, int] | None = None  # (since, commit index to reach)
         self.waiting = 0
         self.raft: RaftNode | None = None
         self.commit: GroupCommit | None = None
@@ -214,14 +218,21 @@ class Node:
         return False
 
     def is_ready(self) -> bool:
-        """A leader is known and everything it committed is applied here."""
+        """A leader is known and this node applies what is committed without falling behind."""
         status = self.raft.status
+        if self.epoch <= 0 or status.leader is None:
+            return False
         committed = status.leader_commit_index or status.commit_index
         # The status is a copy taken after a tick, often just after an append_entries raised the
-        # commit index and before the next tick applies it; it then stays so for 100 ms. Compare
-        # with the live applied index, or a follower under load flaps to not-ready.
+        # commit index and before the next tick applies it. Compare with the live applied index.
         applied = max(status.applied_index, self.raft.applied_index)
-        return self.epoch > 0 and status.leader is not None and applied >= committed
+        if applied >= committed:
+            self._catching_up = None
+            return True
+        now = time.monotonic()
+        if self._catching_up is None or applied >= self._catching_up[1]:
+            self._catching_up = (now, committed)
+        return now - self._catching_up[0] < READY_APPLY_LAG_S
 
     def client_address(self) -> str:
         return self._where()
