@@ -24,9 +24,9 @@ from .connection import ClientConnection
 log = logging.getLogger("beanraft.node")
 
 SHUTDOWN_GRACE_S = 3.0
-# A follower under load always trails the commit index by the entries of the moment; it is
-# not ready only when an index it saw committed stays unapplied this long.
-READY_APPLY_LAG_S = 1.0
+# A follower under load always trails the commit index by the entries of the moment: readiness
+# waits this long for them to be applied before it says no.
+READY_APPLY_WAIT_S = 1.0
 
 
 class Node:
@@ -52,7 +52,6 @@ class Node:
         self.epoch = 0
         self._reregistering = False
         self._sid_counter = 0
-        self._catching_up: tuple[float, int] | None = None  # (since, commit index to reach)
         self.waiting = 0
         self.raft: RaftNode | None = None
         self.commit: GroupCommit | None = None
@@ -217,22 +216,23 @@ class Node:
             return isinstance(req, p.Put) or (isinstance(req, p.Release) and req.delay_s > 0)
         return False
 
-    def is_ready(self) -> bool:
-        """A leader is known and this node applies what is committed without falling behind."""
+    async def ready(self, wait_s: float = READY_APPLY_WAIT_S) -> bool:
+        """A leader is known and this node has applied up to the commit index it knew on entry.
+
+        The status is a copy taken after a tick, often just after an append_entries raised the
+        commit index and before the next tick applies it; a node that applies what is committed
+        catches up within a few milliseconds, one that falls behind does not within ``wait_s``.
+        """
         status = self.raft.status
         if self.epoch <= 0 or status.leader is None:
             return False
         committed = status.leader_commit_index or status.commit_index
-        # The status is a copy taken after a tick, often just after an append_entries raised the
-        # commit index and before the next tick applies it. Compare with the live applied index.
-        applied = max(status.applied_index, self.raft.applied_index)
-        if applied >= committed:
-            self._catching_up = None
-            return True
-        now = time.monotonic()
-        if self._catching_up is None or applied >= self._catching_up[1]:
-            self._catching_up = (now, committed)
-        return now - self._catching_up[0] < READY_APPLY_LAG_S
+        deadline = time.monotonic() + wait_s
+        while max(status.applied_index, self.raft.applied_index) < committed:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     def client_address(self) -> str:
         return self._where()
