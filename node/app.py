@@ -258,7 +258,7 @@ class Node:
                 with self.raft.lock:
                     deadline = self.raft.machine.next_deadline_ns()
                 if deadline is not None:
-                    wait_ns = deadline - time.time_ns()
+                    wait_ns = deadline - self.raft.cluster_now_ns()
                     if wait_ns <= 0:
                         await self._tick()
                         continue

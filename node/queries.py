@@ -20,10 +20,9 @@ def answer_read(node, conn, req):
     """The reply to one read-only request, computed from local state."""
     kind = type(req)
     machine_lock = node.raft.lock
-    now_ns = time.time_ns()
     with machine_lock:
         machine = node.raft.machine
-        now_ns = max(now_ns, machine.now_ns)
+        now_ns = node.raft.cluster_now_ns()
         if kind is p.Peek:
             return to_reply(machine.peek(req.job_id))
         if kind is p.PeekReady:

@@ -108,7 +108,7 @@ class GroupCommit:
         deadline = started + self.commit_timeout_s
         delay = 0.01
         while True:
-            entry = encode_entry(time.time_ns(), commands)
+            entry = encode_entry(self.raft.cluster_now_ns(), commands)  # the leader re-stamps it
             try:
                 replies = await asyncio.wait_for(self.raft.submit(entry), self.try_timeout_s)
                 if len(replies) == len(commands):

@@ -12,15 +12,20 @@ Theory of operation.
 * Durability: the journal is fsynced before any message leaves the node (a follower's ack, the
   leader's append_entries) and before each tick computes a commit index (see ``journal.py``).
 * Snapshots use our own codec (``jobs`` snapshot bytes inside ``snapshot_file``), never pickle.
+* Time is the leader's: it stamps every entry as it appends it to its log (``_stamp_on_append``,
+  ``clock.py``), whichever node proposed it, so replicas apply the same time at the same index.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import collections
 import fcntl
+import io
 import logging
 import os
+import pickle
 import secrets
 import shutil
 import socket
@@ -37,7 +42,8 @@ from pysyncobj.config import FAIL_REASON
 
 from beanraft.jobs.machine import Machine
 
-from .codec import EntryFormatError, decode_entry
+from .clock import ClusterClock
+from .codec import EntryFormatError, decode_entry, stamp_entry
 from .journal import DurableJournal, SyncPolicy
 from .snapshot_file import SnapshotAnchor, read_snapshot, write_snapshot
 from .status import RaftStatus, read_status
@@ -51,6 +57,43 @@ SNAPSHOT_NAME = "raft.snapshot"
 # Failures after which the command certainly did not commit; all others are ambiguous.
 _DEFINITE = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.DISCARDED,
              FAIL_REASON.NOT_LEADER, FAIL_REASON.REQUEST_DENIED}
+
+
+# pysyncobj's log entries are a type byte and, for a call of a @replicated method, the pickled
+# (method id, args). Ours has a single bytes argument: the encoded batch.
+_REGULAR = bytes((_pso._COMMAND_TYPE.REGULAR,))
+_LEADER = _pso._RAFT_STATE.LEADER
+
+
+_PICKLE_PROTOCOL = 2  # pysyncobj's
+
+
+class _PlainData(pickle.Unpickler):
+    """Unpickles tuples, ints and bytes only.
+
+    Protocol 2 writes bytes as a call of ``_codecs.encode``: the one global it may look up.
+    """
+
+    def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):
+            return codecs.encode
+        raise pickle.UnpicklingError(f"{module}.{name} in a log entry")
+
+
+def restamp_command(command: bytes, stamp: Callable[[], int]) -> bytes:
+    """The pysyncobj command ``command`` with our batch inside re-stamped with ``stamp()``.
+
+    Commands of other types (pysyncobj's no-op and membership entries) come back unchanged.
+    Raises ``pickle.UnpicklingError``, ``EntryFormatError`` or ``ValueError`` on anything else.
+    """
+    if command[:1] != _REGULAR:
+        return command
+    call = _PlainData(io.BytesIO(command[1:])).load()
+    if not (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], tuple)
+            and len(call[1]) == 1 and isinstance(call[1][0], bytes)):
+        raise ValueError("not a call with one bytes argument")
+    method, (entry,) = call
+    return _REGULAR + pickle.dumps((method, (stamp_entry(entry, stamp()),)), _PICKLE_PROTOCOL)
 
 
 def _create_journal(journal_file):
@@ -201,10 +244,13 @@ class RaftNode:
         self.leader_changes = 0
         self._last_leader: str | None = None
         self._listeners: list[Callable[[], None]] = []
+        self.clock = ClusterClock()
+        self._appended_at: dict[int, int] = {}  # log index -> monotonic ns it was appended
         self._sync = self._build(config)
         self._journal: DurableJournal = self._sync._SyncObj__raftLog
         self._journal.policy = config.sync
         self._wrap_transport()
+        self._stamp_on_append()
         self._keep_next_index_monotonic()
         if not config.peers:
             self._wake_on_append()
@@ -271,6 +317,35 @@ class RaftNode:
             return send(node, message)
 
         transport.send = send_after_sync
+
+    def _stamp_on_append(self) -> None:
+        """The leader stamps the cluster's time into each entry as it appends it to its log.
+
+        Followers append what the leader sent them, stamp included; only the leader appends
+        commands taken from its queue (its own and those its followers forwarded to it). Every
+        node notes when each entry reached its log: the clock follows the cluster's time from
+        then, not from the apply, which on a follower waits for the next append_entries.
+        """
+        sync = self._sync
+        journal = self._journal
+        add = journal.add
+        clock = self.clock
+        machine = self.machine
+        appended_at = self._appended_at
+
+        def stamp() -> int:
+            return clock.stamp(not_before_ns=machine.now_ns)
+
+        def add_stamped(command, idx, term):
+            if sync._SyncObj__raftState == _LEADER:
+                try:
+                    command = restamp_command(command, stamp)
+                except Exception as exc:  # never break the tick: apply_batch copes with any time
+                    log.error("cannot stamp log entry %d: %s", idx, exc)
+            add(command, idx, term)
+            appended_at[idx] = time.monotonic_ns()
+
+        journal.add = add_stamped
 
     def _keep_next_index_monotonic(self) -> None:
         keep_next_index_monotonic(self._sync)
@@ -394,7 +469,8 @@ class RaftNode:
         try:
             with self.lock:
                 replies, events = self.machine.apply_batch(now_ns, commands)
-                self.applied_index = self._sync.raftLastApplied + 1
+                self.applied_index = index = self._sync.raftLastApplied + 1
+            self._observe_time(index)
             if events:
                 self._post(("events", events))
             self._post(("notify", None))
@@ -402,6 +478,13 @@ class RaftNode:
         except Exception:
             log.exception("state machine failed to apply an entry")
             return None
+
+    def _observe_time(self, index: int) -> None:
+        appended_at = self._appended_at
+        self.clock.observe(self.machine.now_ns, appended_at.pop(index, None))
+        if len(appended_at) > 4096:  # entries dropped from the log before they were applied
+            for stale in [i for i in appended_at if i <= index]:
+                del appended_at[stale]
 
     # -- submission and the bridge to asyncio ----------------------------------------------
 
@@ -478,6 +561,10 @@ class RaftNode:
     def status(self) -> RaftStatus:
         """The latest status copy (refreshed by the tick thread every 100 ms)."""
         return self._status
+
+    def cluster_now_ns(self) -> int:
+        """The cluster's time now (what the state machine will be told next), in ns."""
+        return max(self.clock.now_ns(), self.machine.now_ns)
 
     def is_leader(self) -> bool:
         return self._sync._isLeader()
