@@ -160,8 +160,9 @@ class NodeProcess:
 
     def __init__(self, name: str, ports: NodePorts, peers: list[str], workdir: Path,
                  env: dict[str, str], extra_args: tuple[str, ...] = (), listen: str | None = None,
-                 data_root: Path | None = None):
+                 data_root: Path | None = None, launcher: list[str] | None = None):
         self.name = name
+        self.launcher = launcher or beanraft_argv()  # the command, to which `serve …` is added
         self.ports = ports
         self.peers = peers
         self.data_dir = (data_root or workdir) / name
@@ -189,7 +190,7 @@ class NodeProcess:
     @property
     def argv(self) -> list[str]:
         listen = ["-l", self.listen] if self.listen else ["-l", HOST, "-p", str(self.ports.client)]
-        argv = beanraft_argv() + ["serve", *listen, "-b", str(self.data_dir),
+        argv = self.launcher + ["serve", *listen, "-b", str(self.data_dir),
                                   "--raft", self.raft_address, "--http", self.http_address]
         for peer in self.peers:
             argv += ["--peer", peer]
@@ -263,7 +264,8 @@ class Cluster:
 
     def __init__(self, workdir: Path, size: int = 3, extra_args: tuple[str, ...] = (),
                  secret: str | None = None, unix: bool = False, ready_timeout_s: float = 40.0,
-                 data_root: Path | None = None, socket_dir: Path | None = None):
+                 data_root: Path | None = None, socket_dir: Path | None = None,
+                 launchers: dict[int, list[str]] | None = None):
         self.workdir = Path(workdir)  # logs, and the data and UNIX sockets unless told otherwise
         self.data_root = Path(data_root) if data_root else None
         self.socket_dir = Path(socket_dir) if socket_dir else self.workdir  # paths <= 107 bytes
@@ -274,6 +276,7 @@ class Cluster:
         self.ready_timeout_s = ready_timeout_s
         self.nodes: list[NodeProcess] = []
         self.retired: list[NodeProcess] = []  # from start attempts that lost a port race
+        self.launchers = launchers or {}  # argv that starts the i-th node (from 0) instead
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -289,7 +292,8 @@ class Cluster:
             listen = f"unix:{self.socket_dir / name}.sock" if self.unix else None
             peers = [r for j, r in enumerate(rafts) if j != i]
             self.nodes.append(NodeProcess(name, node_ports, peers, self.workdir, env,
-                                          self.extra_args, listen, self.data_root))
+                                          self.extra_args, listen, self.data_root,
+                                          self.launchers.get(i)))
 
     def start(self) -> "Cluster":
         """Starts every node and waits until all are ready; retries if a node dies at start."""

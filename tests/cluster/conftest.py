@@ -33,11 +33,13 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def start_cluster(request, tmp_path):
-    """Factory: ``start_cluster(*args, size=3) -> Cluster`` (ready); all are stopped at teardown."""
+    """Factory: ``start_cluster(*args, size=3, **kw) -> Cluster`` (ready; ``kw`` as for
+    ``Cluster``); all are stopped at teardown."""
     clusters: list[Cluster] = request.node.stash.setdefault(_CLUSTERS, [])
 
-    def start(*args: str, size: int = 3) -> Cluster:
-        cluster = Cluster(tmp_path / f"cluster{len(clusters) + 1}", size=size, extra_args=args)
+    def start(*args: str, size: int = 3, **kwargs) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster{len(clusters) + 1}", size=size, extra_args=args,
+                          **kwargs)
         clusters.append(cluster)
         return cluster.start()
 
