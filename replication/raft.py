@@ -9,8 +9,11 @@ Theory of operation.
   the state machine itself never raises.
 * Results and replicated events cross into the loop through one deque and at most one
   ``call_soon_threadsafe`` per burst.
-* Durability: the journal is fsynced before any message leaves the node (a follower's ack, the
-  leader's append_entries) and before each tick computes a commit index (see ``journal.py``).
+* Durability: the journal is fsynced before a follower's ack leaves the node and before each tick
+  computes a commit index (see ``journal.py``); the leader syncs right after sending new entries,
+  while its followers write them.
+* Peer messages are framed without compressing small ones (``framing.py``) and sealed with
+  AES-GCM under the cluster secret (``peer_crypto.py``) instead of pysyncobj's Fernet.
 * Snapshots use our own codec (``jobs`` snapshot bytes inside ``snapshot_file``), never pickle.
 * Time is the leader's: it stamps every entry as it appends it to its log (``_stamp_on_append``,
   ``clock.py``), whichever node proposed it, so replicas apply the same time at the same index.
@@ -44,7 +47,9 @@ from beanraft.jobs.machine import Machine
 
 from .clock import ClusterClock
 from .codec import EntryFormatError, decode_entry, stamp_entry
+from . import framing
 from .journal import DurableJournal, SyncPolicy
+from .peer_crypto import PeerCipher, derive_key
 from .snapshot_file import SnapshotAnchor, read_snapshot, write_snapshot
 from .status import RaftStatus, read_status
 
@@ -105,6 +110,7 @@ def _create_journal(journal_file):
 
 
 _pso.createJournal = _create_journal
+framing.install()
 
 
 def _check_bindable(address: str) -> None:
@@ -251,6 +257,9 @@ class RaftNode:
         self._journal.policy = config.sync
         self._wrap_transport()
         self._stamp_on_append()
+        # Runs after the tick's new entries went out to the followers and before it waits: the
+        # leader's own fsync overlaps its followers' instead of following their acknowledgements.
+        self._sync.addOnTickCallback(self._journal.sync_for_ack)
         self._keep_next_index_monotonic()
         if not config.peers:
             self._wake_on_append()
@@ -279,7 +288,7 @@ class RaftNode:
             appendEntriesUseBatch=False,
             appendEntriesBatchSizeBytes=16 * 1024 * 1024,
             bindAddress=config.self_addr,
-            password=secret,
+            password=None,  # pysyncobj's Fernet is replaced by our cipher below
             journalFile=journal,
             fullDumpFile=os.path.join(directory, SNAPSHOT_NAME),
             serializer=self._serialize,
@@ -298,7 +307,14 @@ class RaftNode:
             onStateChanged=self._on_state_changed,
         )
         _check_bindable(config.self_addr)
-        return _Host(self, config.self_addr, config.peers, conf)
+        host = _Host(self, config.self_addr, config.peers, conf)
+        if secret is not None:
+            # Before the first tick, so before any connection is accepted or made; the outgoing
+            # connections to the peers exist already and took the encryptor of that moment.
+            cipher = host._SyncObj__encryptor = PeerCipher(derive_key(secret))
+            for conn in host._SyncObj__transport._connections.values():
+                conn.encryptor = cipher
+        return host
 
     def _wrap_transport(self) -> None:
         """A follower's acknowledgement leaves only after the entries it acknowledges are on disk.
