@@ -24,9 +24,8 @@ from .connection import ClientConnection
 log = logging.getLogger("beanraft.node")
 
 SHUTDOWN_GRACE_S = 3.0
-# A follower under load always trails the commit index by the entries of the moment: readiness
-# waits this long for them to be applied before it says no.
-READY_APPLY_WAIT_S = 1.0
+# A node whose Raft thread has not refreshed its status for this long is not ready.
+READY_STALL_S = 1.0
 
 
 class Node:
@@ -216,23 +215,20 @@ class Node:
             return isinstance(req, p.Put) or (isinstance(req, p.Release) and req.delay_s > 0)
         return False
 
-    async def ready(self, wait_s: float = READY_APPLY_WAIT_S) -> bool:
-        """A leader is known and this node has applied up to the commit index it knew on entry.
+    def is_ready(self) -> bool:
+        """A leader is known, and this node keeps up: its Raft thread is not stalled and it has
+        applied everything that was committed one status refresh (0.1-0.2 s) ago.
 
-        The status is a copy taken after a tick, often just after an append_entries raised the
-        commit index and before the next tick applies it; a node that applies what is committed
-        catches up within a few milliseconds, one that falls behind does not within ``wait_s``.
+        Comparing with the latest commit index instead would flap under load: a follower always
+        trails it by the entries of the moment.
         """
         status = self.raft.status
         if self.epoch <= 0 or status.leader is None:
             return False
-        committed = status.leader_commit_index or status.commit_index
-        deadline = time.monotonic() + wait_s
-        while max(status.applied_index, self.raft.applied_index) < committed:
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.01)
-        return True
+        if self.raft.status_age_s() > READY_STALL_S:
+            return False
+        applied = max(status.applied_index, self.raft.applied_index)
+        return applied >= self.raft.settled_commit_index
 
     def client_address(self) -> str:
         return self._where()

@@ -57,8 +57,8 @@ class Metrics:
         self._seen[key] = max(total, self._seen[key])
 
 
-def status_document(node, ready: bool) -> dict:
-    """The JSON of GET /status; ``ready`` is what /readyz answers."""
+def status_document(node) -> dict:
+    """The JSON of GET /status."""
     status = node.raft.status
     with node.raft.lock:
         counts = node.raft.machine.job_counts()
@@ -72,7 +72,7 @@ def status_document(node, ready: bool) -> dict:
         "uptime_s": round(time.monotonic() - node.started_at, 3),
         "jobs": counts,
         "client": node.client_address(),
-        "ready": ready,
+        "ready": node.is_ready(),
         "connections": len(node.connections),
         "draining": node.draining,
     })
@@ -85,13 +85,13 @@ async def start_http(node, address: str) -> web.AppRunner:
     node.commit.on_latency = metrics.commit_latency.observe
 
     async def status(_request):
-        return web.json_response(status_document(node, await node.ready()))
+        return web.json_response(status_document(node))
 
     async def healthz(_request):
         return web.json_response({"ok": True})
 
     async def readyz(_request):
-        ready = await node.ready()
+        ready = node.is_ready()
         return web.json_response({"ready": ready, "leader": node.raft.status.leader},
                                  status=200 if ready else 503)
 

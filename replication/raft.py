@@ -247,6 +247,7 @@ class RaftNode:
         self._compaction_asked = False
         self._status = RaftStatus.empty(config.self_addr)
         self._status_at = 0.0
+        self.settled_commit_index = 0  # the commit index as of the status before the latest
         self.leader_changes = 0
         self._last_leader: str | None = None
         self._listeners: list[Callable[[], None]] = []
@@ -446,7 +447,8 @@ class RaftNode:
         now = time.monotonic()
         if now - self._status_at >= 0.1:
             self._status_at = now
-            self._status = read_status(self._sync, self.applied_index)
+            previous, self._status = self._status, read_status(self._sync, self.applied_index)
+            self.settled_commit_index = previous.leader_commit_index or previous.commit_index
             leader = self._status.leader
             if leader != self._last_leader:
                 self._last_leader = leader
@@ -577,6 +579,10 @@ class RaftNode:
     def status(self) -> RaftStatus:
         """The latest status copy (refreshed by the tick thread every 100 ms)."""
         return self._status
+
+    def status_age_s(self) -> float:
+        """Seconds since the tick thread last refreshed the status (long: it is stalled)."""
+        return time.monotonic() - self._status_at
 
     def cluster_now_ns(self) -> int:
         """The cluster's time now (what the state machine will be told next), in ns."""
