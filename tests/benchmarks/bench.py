@@ -28,6 +28,7 @@ import os
 import platform
 import random
 import shlex
+import secrets
 import shutil
 import signal
 import socket
@@ -363,6 +364,9 @@ class ClusterTarget(Target):
         http = [ports.take() for _ in range(self.size)]
         base = beanraft_command(self.ctx.args)
         d = self.ctx.new_dir(self.name)
+        secret = os.path.join(d, "cluster.secret")  # peer traffic sealed, as in production
+        with open(secret, "w") as f:
+            f.write(secrets.token_urlsafe(32))
         nodes = []
         for i in range(self.size):
             data = os.path.join(d, f"node{i}")
@@ -372,7 +376,7 @@ class ClusterTarget(Target):
             for j in range(self.size):
                 if j != i:
                     cmd += ["--peer", f"{HOST}:{raft[j]}"]
-            cmd += ["--http", f"{HOST}:{http[i]}", "--insecure"]
+            cmd += ["--http", f"{HOST}:{http[i]}", "--cluster-secret-file", secret]
             p = self.ctx.procs.spawn(cmd, os.path.join(d, f"node{i}.log"), d)
             self.started.append(p)
             nodes.append(p)
