@@ -20,7 +20,7 @@ STDLIB = set(sys.stdlib_module_names)
 RULES = {
     "protocol": (set(), set(), {"socket", "asyncio", "time", "threading", "selectors"}),
     "jobs": (set(), {"msgpack"}, {"time", "random", "asyncio", "logging", "socket", "threading"}),
-    "replication": ({"jobs"}, {"pysyncobj", "msgpack"}, set()),
+    "replication": ({"jobs"}, {"pysyncobj", "msgpack", "cryptography"}, set()),
     "node": ({"protocol", "jobs", "replication"}, {"aiohttp", "click", "prometheus_client"}, set()),
 }
 
