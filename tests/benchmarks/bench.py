@@ -376,7 +376,9 @@ class ClusterTarget(Target):
             for j in range(self.size):
                 if j != i:
                     cmd += ["--peer", f"{HOST}:{raft[j]}"]
-            cmd += ["--http", f"{HOST}:{http[i]}", "--cluster-secret-file", secret]
+            cmd += ["--http", f"{HOST}:{http[i]}"]
+            cmd += ["--insecure"] if self.ctx.args.insecure_cluster else [
+                "--cluster-secret-file", secret]
             p = self.ctx.procs.spawn(cmd, os.path.join(d, f"node{i}.log"), d)
             self.started.append(p)
             nodes.append(p)
@@ -1238,6 +1240,9 @@ def parse_args(argv):
                    help="where the servers' data directories are created (default: system temp dir)")
     p.add_argument("--keep-data", action="store_true", help="do not delete the data directories and logs")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    p.add_argument("--insecure-cluster", action="store_true",
+                   help="run the cluster without a secret (peer traffic neither sealed nor "
+                        "authenticated), to see what sealing costs")
     p.add_argument("--keep-going", action="store_true",
                    help="after a workload fails on a target, still run that target's other workloads "
                         "(default: skip them)")
@@ -1365,6 +1370,9 @@ def main(argv=None) -> int:
           f"{args.body_size}-byte bodies, rounds {args.rounds}; ratios vs {args.baseline} "
           f"({'-b DIR -f 0, fsync before replying' if args.baseline == 'beanstalkd' else 'no binlog'}) "
           f"measured in this run; latency = send -> reply (pair: reserve sent -> DELETED)")
+    if "cluster" in args.target_list:
+        print("# cluster peer traffic: " + ("not sealed (--insecure)" if args.insecure_cluster
+                                            else "sealed with the cluster secret"))
     print(render_table(rows, args.baseline))
     for name, st in target_status.items():
         if st != "ok":
