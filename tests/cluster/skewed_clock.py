@@ -2,10 +2,10 @@
 
 A fault injector for tests of the cluster's time. ``time.time`` and ``time.time_ns`` of the node
 process read SECONDS (may be negative) ahead of the machine's clock before anything of BeanRaft
-is imported; the monotonic clock is left alone, as a real clock error leaves it. (libfaketime does
-this at the C level, but it also shifts the deadlines of CPython's own timed waits, so the GIL is
-handed over hundreds of milliseconds late and a three-node cluster takes tens of seconds to elect
-a leader.)
+is imported; the monotonic clock is left alone, as a real clock error leaves it. (libfaketime
+0.9.10 does this at the C level but does not suit CPython: with FAKETIME_DONT_FAKE_MONOTONIC=1
+``time.sleep`` fails with EINVAL and a three-node cluster took up to 30 s to elect a leader, its
+threads starved; without it, lock and Event timeouts never return.)
 """
 
 from __future__ import annotations
