@@ -68,8 +68,6 @@ _DEFINITE = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.DIS
 # (method id, args). Ours has a single bytes argument: the encoded batch.
 _REGULAR = bytes((_pso._COMMAND_TYPE.REGULAR,))
 _LEADER = _pso._RAFT_STATE.LEADER
-
-
 _PICKLE_PROTOCOL = 2  # pysyncobj's
 
 
@@ -500,9 +498,13 @@ class RaftNode:
     def _observe_time(self, index: int) -> None:
         appended_at = self._appended_at
         self.clock.observe(self.machine.now_ns, appended_at.pop(index, None))
-        if len(appended_at) > 4096:  # entries dropped from the log before they were applied
-            for stale in [i for i in appended_at if i <= index]:
-                del appended_at[stale]
+        # Indices enter the dict in increasing order (an entry appended again keeps its place),
+        # so those the log lost before applying them (no-ops, a snapshot installed) are in front.
+        while appended_at:
+            first = next(iter(appended_at))
+            if first > index:
+                break
+            del appended_at[first]
 
     # -- submission and the bridge to asyncio ----------------------------------------------
 
