@@ -209,6 +209,15 @@ _DROP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) WARNING beanraft\.n
                    r"node (\S+) unreachable")
 
 
+def _log_lines(cluster: Cluster):
+    """(node, the lines of its log) for every node that has written a log."""
+    for node in cluster.nodes:
+        try:
+            yield node, node.spec.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            continue
+
+
 def record_drops(cluster: Cluster, history: History, grace_s: float) -> list[str]:
     """Put every DROP_NODE a leader proposed (from its log) into the history as a zero-length
     ``dropped`` fault on that node, so the checker counts it as a possible owner loss; return
@@ -226,11 +235,7 @@ def record_drops(cluster: Cluster, history: History, grace_s: float) -> list[str
     for (_kind, name), start in pending.items():
         windows.setdefault(name, []).append((start, float("inf")))
     spurious = []
-    for node in cluster.nodes:
-        try:
-            lines = node.spec.log_path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            continue
+    for node, lines in _log_lines(cluster):
         for line in lines:
             match = _DROP.match(line)
             target = cluster.by_raft(match.group(2)) if match else None
@@ -251,11 +256,7 @@ def record_drops(cluster: Cluster, history: History, grace_s: float) -> list[str
 def scan_logs(cluster: Cluster, limit: int = 3) -> list[str]:
     """Noteworthy lines of the nodes' logs: CRITICAL, ERROR and tracebacks (first few each)."""
     notes = []
-    for node in cluster.nodes:
-        try:
-            lines = node.spec.log_path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            continue
+    for node, lines in _log_lines(cluster):
         marked = [l for l in lines if " CRITICAL " in l or " ERROR " in l or l.startswith("Traceback")]
         for line in marked[:limit]:
             notes.append(f"{node.name} log: {line[:300]}")
