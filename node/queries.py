@@ -45,6 +45,8 @@ def answer_read(node, conn, req):
             return p.Ok(p.yaml_list(machine.list_tubes_watched(conn.sid)))
         if kind is p.Stats:
             replicated = machine.stats_global()
+        elif kind in (p.PutKey, p.SessionId, p.SessionResume):
+            return p.UnknownCommand()  # the node does not serve the extensions yet
         else:
             return p.InternalError()
     return p.Ok(p.yaml_mapping(server_stats(node, replicated)))

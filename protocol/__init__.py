@@ -4,9 +4,12 @@ Feed a ``ServerConnection`` the bytes a client sends, take requests (frozen data
 after the commands, e.g. ``Put``, ``ReserveWithTimeout``) or ``Rejected`` answers from
 ``next_request()`` until it returns ``NEED_DATA``, and turn replies (``Inserted``,
 ``DeadlineSoon``, ...) into bytes with ``send()``. No sockets, no clock, standard library only.
+BeanRaft's three extensions (``PutKey``, ``SessionId``, ``SessionResume``; replies ``Session``,
+``Resumed``) are documented in docs/reference/extensions.md.
 """
 
 from .connection import LINE_BUF_SIZE, MAX_JOB_SIZE_LIMIT, NEED_DATA, ServerConnection
+from .fields import KEY_CHARS, MAX_KEY_LEN, MAX_SESSION_ID_LEN, is_valid_session_id
 from .replies import (
     REPLY_TYPES,
     STATS_JOB_KEYS,
@@ -31,6 +34,8 @@ from .replies import (
     Released,
     Reply,
     Reserved,
+    Resumed,
+    Session,
     TimedOut,
     Touched,
     UnknownCommand,
@@ -56,6 +61,7 @@ from .requests import (
     PeekDelayed,
     PeekReady,
     Put,
+    PutKey,
     Quit,
     Rejected,
     Release,
@@ -63,6 +69,8 @@ from .requests import (
     Reserve,
     ReserveJob,
     ReserveWithTimeout,
+    SessionId,
+    SessionResume,
     Stats,
     StatsJob,
     StatsTube,
@@ -75,18 +83,23 @@ from .requests import (
 __all__ = [
     # connection
     "ServerConnection", "NEED_DATA", "LINE_BUF_SIZE", "MAX_JOB_SIZE_LIMIT",
+    "KEY_CHARS", "MAX_KEY_LEN", "MAX_SESSION_ID_LEN", "is_valid_session_id",
     # requests
     "Request", "REQUEST_TYPES", "Rejected", "encode_request",
     "Put", "Use", "Reserve", "ReserveWithTimeout", "ReserveJob", "Delete", "Release", "Bury",
     "Touch", "Watch", "Ignore", "Peek", "PeekReady", "PeekDelayed", "PeekBuried", "Kick",
     "KickJob", "StatsJob", "StatsTube", "Stats", "ListTubes", "ListTubeUsed",
     "ListTubesWatched", "PauseTube", "Quit",
+    # requests of the extensions (docs/reference/extensions.md)
+    "PutKey", "SessionId", "SessionResume",
     # replies
     "Reply", "REPLY_TYPES", "encode",
     "Inserted", "Buried", "Using", "Reserved", "DeadlineSoon", "TimedOut", "Deleted",
     "NotFound", "Released", "Touched", "Watching", "NotIgnored", "Found", "Kicked", "Paused",
     "Ok", "BadFormat", "UnknownCommand", "ExpectedCrlf", "JobTooBig", "OutOfMemory",
     "InternalError", "Draining",
+    # replies of the extensions
+    "Session", "Resumed",
     # YAML
     "yaml_mapping", "yaml_list", "STATS_JOB_KEYS", "STATS_TUBE_KEYS", "STATS_KEYS",
 ]

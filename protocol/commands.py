@@ -12,7 +12,8 @@ Theory of operation. ``parse_line`` gets the bytes of one line without its CRLF.
    ``FormatError`` becomes BAD_FORMAT, not counted in ``cmd-*``.
 
 A put line does not make a request on its own: ``parse_line`` returns a ``PutHeader`` and the
-connection, which knows max-job-size, decides whether to read the body or discard it.
+connection, which knows max-job-size, decides whether to read the body or discard it. A
+``put-key`` line (extension) is a put header with a key and follows exactly the same path.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from .fields import (
     read_kick_bound,
     read_number,
     read_number_strict,
+    read_put_key,
+    read_session_id,
     read_tube_name,
 )
 from .replies import BadFormat, UnknownCommand
@@ -54,6 +57,8 @@ from .requests import (
     Reserve,
     ReserveJob,
     ReserveWithTimeout,
+    SessionId,
+    SessionResume,
     Stats,
     StatsJob,
     StatsTube,
@@ -65,13 +70,15 @@ from .requests import (
 
 @dataclass(frozen=True, slots=True)
 class PutHeader:
-    """A parsed ``put`` line. ``trailing`` is True when bytes follow ``<bytes>`` on the line."""
+    """A parsed ``put`` line. ``trailing`` is True when bytes follow ``<bytes>`` on the line;
+    ``key`` is the key of a ``put-key`` line, None for a plain ``put``."""
 
     pri: int
     delay_s: int
     ttr_s: int
     size: int
     trailing: bool
+    key: str | None = None
 
 
 Parsed = Union[Request, Rejected, PutHeader]
@@ -85,6 +92,13 @@ def _put(rest: bytes) -> PutHeader:
     size, pos = read_number(rest, pos, U32_MAX)
     # Trailing text is judged by the connection: JOB_TOO_BIG takes precedence over it.
     return PutHeader(pri, delay_s, ttr_s, size, trailing=pos != len(rest))
+
+
+def _put_key(rest: bytes) -> PutHeader:
+    # The key first, then exactly put's arguments, read by put's own rules.
+    key, pos = read_put_key(rest)
+    header = _put(rest[pos:])
+    return PutHeader(header.pri, header.delay_s, header.ttr_s, header.size, header.trailing, key)
 
 
 def _release(rest: bytes) -> Release:
@@ -163,6 +177,11 @@ COMMANDS: tuple[tuple[bytes, Handler], ...] = (
     (b"list-tubes", _exact(ListTubes)),
     (b"quit", lambda rest: Quit()),  # a prefix: "quitXYZ" quits too
     (b"pause-tube", _pause_tube),
+    # BeanRaft's extensions (docs/reference/extensions.md). No prefix above matches them, so
+    # every 1.12 command parses exactly as before, and beanstalkd answers UNKNOWN_COMMAND.
+    (b"put-key ", _put_key),
+    (b"session-id", _exact(SessionId)),
+    (b"session-resume ", lambda rest: SessionResume(read_session_id(rest))),
 )
 
 

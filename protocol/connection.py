@@ -15,7 +15,8 @@ DISCARD  The rest of an over-long line (beanstalkd's STATE_WANT_ENDLINE): the sa
          223 characters + CRLF fill the window with the CR last, so the LF opens the next
          window and the following command is swallowed as the tail of the long line.
 BODY     A put header was accepted (beanstalkd has allocated a job id). Wait for size + 2
-         bytes: a Put if they end in CRLF, else EXPECTED_CRLF. What follows is the next command.
+         bytes: a Put (a PutKey for ``put-key``) if they end in CRLF, else EXPECTED_CRLF. What
+         follows is the next command.
 SKIP     A put announced more than max_job_size: count size + 2 bytes down as they arrive,
          without keeping them, then JOB_TOO_BIG.
 CLOSED   After ``quit``: input is ignored.
@@ -35,7 +36,7 @@ from typing import Callable, Union
 
 from .commands import PutHeader, parse_line
 from .replies import BadFormat, ExpectedCrlf, JobTooBig, Reply, encode
-from .requests import Put, Quit, Rejected, Request
+from .requests import Put, PutKey, Quit, Rejected, Request
 
 #: beanstalkd's LINE_BUF_SIZE: the longest command line, CRLF included.
 LINE_BUF_SIZE = 224
@@ -157,6 +158,8 @@ class ServerConnection:
         self._state = _State.COMMAND
         if not ends_in_crlf:
             return Rejected(ExpectedCrlf(), counted="put", producer=True, burns_id=True)
+        if header.key is not None:
+            return PutKey(header.key, header.pri, header.delay_s, header.ttr_s, body)
         return Put(header.pri, header.delay_s, header.ttr_s, body)
 
     def _on_skip(self) -> Event | _Sentinel:

@@ -29,6 +29,14 @@ NAME_CHARS = frozenset(
 #: The longest tube name beanstalkd accepts, in bytes.
 MAX_TUBE_NAME_LEN = 200
 
+#: The bytes a ``put-key`` key may contain (extension), and its longest length.
+KEY_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
+MAX_KEY_LEN = 64
+#: The longest session id of ``session-id`` / ``session-resume`` (extension); printable ASCII
+#: without spaces.
+MAX_SESSION_ID_LEN = 64
+_PRINTABLE = frozenset(range(0x21, 0x7F))
+
 _DIGITS = frozenset(b"0123456789")
 # The characters C's isspace() accepts in the "C" locale; strtol/strtoul skip all of them.
 _C_SPACE = frozenset(b" \t\n\v\f\r")
@@ -144,3 +152,28 @@ def name_run_end(line: bytes, pos: int) -> int:
     while end < len(line) and line[end] in NAME_CHARS:
         end += 1
     return end
+
+
+def read_put_key(line: bytes) -> tuple[str, int]:
+    """Reads a ``put-key`` key at the start of ``line``: up to the first space, 1..64 key bytes.
+
+    Returns ``(key, end)``; ``end`` indexes the space (or the end of the line).
+    """
+    end = line.find(b" ")
+    end = len(line) if end < 0 else end
+    key = line[:end]
+    if not 0 < len(key) <= MAX_KEY_LEN or not all(byte in KEY_CHARS for byte in key):
+        raise FormatError("invalid put-key key")
+    return key.decode("ascii"), end
+
+
+def is_valid_session_id(value: bytes) -> bool:
+    """True if ``value`` is 1..64 bytes of printable ASCII without spaces."""
+    return 0 < len(value) <= MAX_SESSION_ID_LEN and all(byte in _PRINTABLE for byte in value)
+
+
+def read_session_id(value: bytes) -> str:
+    """Validates the argument of ``session-resume`` (the whole rest of the line)."""
+    if not is_valid_session_id(value):
+        raise FormatError("invalid session id")
+    return value.decode("ascii")

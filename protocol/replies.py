@@ -5,7 +5,8 @@ does the same for any reply. Numbers are written like C's ``%llu``/``%u``: plain
 
 YAML here is beanstalkd's hand-written subset, not a YAML library's output: ``---\\n``, then one
 ``key: value\\n`` (or ``- name\\n``) per entry, with nothing quoted unless the caller quotes it
-(1.12 quotes only ``version``). Replies carrying YAML are ``Ok(data)``.
+(1.12 quotes only ``version``). Replies carrying YAML are ``Ok(data)``, and ``Resumed`` of the
+``session-resume`` extension, which has the same framing under its own word.
 """
 
 from __future__ import annotations
@@ -106,6 +107,29 @@ class Ok:
 
     def to_bytes(self) -> bytes:
         return _line("OK", len(self.data)) + self.data + _CRLF
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """``SESSION <id>`` (extension): answer to session-id; ``session_id`` is printable ASCII
+    without spaces, at most ``MAX_SESSION_ID_LEN`` bytes."""
+
+    session_id: str
+
+    def to_bytes(self) -> bytes:
+        return _line("SESSION", self.session_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """``RESUMED <bytes>`` followed by a YAML list of job ids (extension): answer to
+    session-resume, listing every job reserved to the session, in list-tubes' format."""
+
+    job_ids: tuple[int, ...]
+
+    def to_bytes(self) -> bytes:
+        data = yaml_list(str(job_id) for job_id in self.job_ids)
+        return _line("RESUMED", len(data)) + data + _CRLF
 
 
 class _WordReply:
@@ -226,7 +250,7 @@ class Draining(_WordReply):
 Reply = Union[
     Inserted, Buried, Using, Reserved, Found, Watching, Kicked, Ok, DeadlineSoon, TimedOut,
     Deleted, NotFound, Released, Touched, NotIgnored, Paused, BadFormat, UnknownCommand,
-    ExpectedCrlf, JobTooBig, OutOfMemory, InternalError, Draining,
+    ExpectedCrlf, JobTooBig, OutOfMemory, InternalError, Draining, Session, Resumed,
 ]
 
 #: Every reply class.

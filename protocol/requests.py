@@ -1,4 +1,6 @@
-"""The requests a client can send: one frozen dataclass per beanstalkd 1.12 command.
+"""The requests a client can send: one frozen dataclass per beanstalkd 1.12 command, plus the
+three extensions of BeanRaft (``put-key``, ``session-id``, ``session-resume``; see
+docs/reference/extensions.md), which beanstalkd 1.12 answers with UNKNOWN_COMMAND.
 
 Each class carries its wire command name in the class attribute ``name`` (``"put"``,
 ``"reserve-with-timeout"``, ...), which is also the suffix of its ``cmd-*`` counter in ``stats``.
@@ -209,6 +211,36 @@ class PauseTube:
 
 
 @dataclass(frozen=True, slots=True)
+class PutKey:
+    """``put-key <key> <pri> <delay> <ttr> <bytes>`` (extension): a put that the cluster
+    performs at most once per ``key`` within its dedup window."""
+
+    name: ClassVar[str] = "put-key"
+    key: str
+    pri: int
+    delay_s: int
+    ttr_s: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionId:
+    """``session-id`` (extension): ask for the id that lets another connection resume this
+    connection's session."""
+
+    name: ClassVar[str] = "session-id"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResume:
+    """``session-resume <id>`` (extension): take over the session ``session_id`` and its
+    reservations."""
+
+    name: ClassVar[str] = "session-resume"
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Quit:
     """``quit`` (any line starting with it): close the connection without a reply."""
 
@@ -218,10 +250,10 @@ class Quit:
 Request = Union[
     Put, Use, Reserve, ReserveWithTimeout, ReserveJob, Delete, Release, Bury, Touch, Watch,
     Ignore, Peek, PeekReady, PeekDelayed, PeekBuried, Kick, KickJob, StatsJob, StatsTube, Stats,
-    ListTubes, ListTubeUsed, ListTubesWatched, PauseTube, Quit,
+    ListTubes, ListTubeUsed, ListTubesWatched, PauseTube, Quit, PutKey, SessionId, SessionResume,
 ]
 
-#: Every request class (25, one per command).
+#: Every request class (25 of beanstalkd 1.12, then the three extensions).
 REQUEST_TYPES: tuple[type, ...] = Request.__args__
 
 
@@ -247,6 +279,12 @@ def encode_request(request: Request) -> bytes:
     if isinstance(request, Put):
         header = f"put {request.pri} {request.delay_s} {request.ttr_s} {len(request.body)}"
         return header.encode("ascii") + b"\r\n" + request.body + b"\r\n"
+    if isinstance(request, PutKey):
+        header = (f"put-key {request.key} {request.pri} {request.delay_s} {request.ttr_s} "
+                  f"{len(request.body)}")
+        return header.encode("ascii") + b"\r\n" + request.body + b"\r\n"
+    if isinstance(request, SessionResume):
+        return f"session-resume {request.session_id}\r\n".encode("ascii")
     arguments = [
         getattr(request, field)
         for field in ("job_id", "tube", "pri", "delay_s", "timeout_s", "bound")

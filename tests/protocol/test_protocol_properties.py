@@ -31,6 +31,7 @@ from beanraft.protocol import (
     PeekDelayed,
     PeekReady,
     Put,
+    PutKey,
     Quit,
     Rejected,
     Release,
@@ -38,6 +39,8 @@ from beanraft.protocol import (
     ReserveJob,
     ReserveWithTimeout,
     ServerConnection,
+    SessionId,
+    SessionResume,
     Stats,
     StatsJob,
     StatsTube,
@@ -86,6 +89,11 @@ STRATEGIES = {
     ListTubeUsed: st.just(ListTubeUsed()),
     ListTubesWatched: st.just(ListTubesWatched()),
     PauseTube: st.builds(PauseTube, tubes, u32),
+    # The extensions (docs/reference/extensions.md).
+    PutKey: st.builds(PutKey, st.text("abcXYZ019_.:-", min_size=1, max_size=64), u32, u32, u32,
+                      bodies),
+    SessionId: st.just(SessionId()),
+    SessionResume: st.builds(SessionResume, st.text("!~aZ09-_", min_size=1, max_size=64)),
 }
 requests = st.one_of(*STRATEGIES.values())
 

@@ -32,6 +32,8 @@ from beanraft.protocol import (
     Paused,
     Released,
     Reserved,
+    Resumed,
+    Session,
     TimedOut,
     Touched,
     UnknownCommand,
@@ -71,6 +73,10 @@ REPLIES = [
     (OutOfMemory(), b"OUT_OF_MEMORY\r\n"),
     (InternalError(), b"INTERNAL_ERROR\r\n"),
     (Draining(), b"DRAINING\r\n"),
+    # The extensions (docs/reference/extensions.md).
+    (Session("Zx-9_"), b"SESSION Zx-9_\r\n"),
+    (Resumed((5, 7)), b"RESUMED 12\r\n---\n- 5\n- 7\n\r\n"),
+    (Resumed(()), b"RESUMED 4\r\n---\n\r\n"),
 ]
 
 
