@@ -1,4 +1,4 @@
-"""The layers depend downward only: node -> replication -> jobs, node -> protocol.
+"""The layers depend downward only: node -> replication -> jobs, node -> protocol, client -> protocol.
 
 Method: every module of each layer is parsed (not imported) and its import statements, relative
 ones resolved, are checked against what that layer may use. A violation fails like any test.
@@ -22,6 +22,8 @@ RULES = {
     "jobs": (set(), {"msgpack"}, {"time", "random", "asyncio", "logging", "socket", "threading"}),
     "replication": ({"jobs"}, {"pysyncobj", "msgpack", "cryptography"}, set()),
     "node": ({"protocol", "jobs", "replication"}, {"aiohttp", "click", "prometheus_client"}, set()),
+    # The client is shipped to applications: the wire format and the standard library only.
+    "client": ({"protocol"}, set(), set()),
 }
 
 
@@ -66,6 +68,16 @@ def violations(layer: str) -> list[str]:
 @pytest.mark.parametrize("layer", sorted(RULES))
 def test_each_layer_imports_only_what_is_below_it(layer):
     assert violations(layer) == []
+
+
+def test_no_server_layer_imports_the_client():
+    """client sits beside node, not below anything: the server never depends on it."""
+    found = []
+    for layer in sorted(set(RULES) - {"client"}):
+        for path in sorted((ROOT / layer).glob("*.py")):
+            found += [f"{layer}/{path.name} imports {name}" for name in imports_of(path, layer)
+                      if name == "beanraft.client" or name.startswith("beanraft.client.")]
+    assert found == []
 
 
 def test_the_checker_notices_an_upward_import(tmp_path, monkeypatch):

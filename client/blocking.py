@@ -1,0 +1,166 @@
+"""``Client``: the blocking shell around the core. It only moves bytes and keeps time.
+
+One command at a time, from one thread (like greenstalk's client). A lost connection is
+noticed when the client next does I/O; it then fails over inside the call that noticed it.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from typing import Any, Iterable, Union
+
+from .addresses import AddressLike, parse_addresses
+from .api import Api
+from .core import DOWN, READY, Core
+from .errors import Error
+from .ops import DEFAULT_TUBE, Op
+
+RECV_BYTES = 65536
+DEFAULT_TIMEOUT_S = 2.0
+DEFAULT_FAILOVER_TIMEOUT_S = 30.0
+
+
+def reason_of(error: BaseException) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, socket.timeout):
+        return "connect timed out"
+    return f"{type(error).__name__}: {error}".rstrip(": ")
+
+
+class Client(Api):
+    """A blocking beanstalkd client that fails over between BeanRaft nodes.
+
+    :param address: ``("host", port)``, ``"host:port"`` or a list of them (every node of the
+        cluster); None reads ``BEANRAFT_ADDRESSES`` (comma-separated).
+    :param encoding: how bodies are encoded and decoded; None for bytes.
+    :param use: the tube to use; :param watch: the tube(s) to watch (``default`` is ignored
+        unless listed), as in greenstalk.
+    :param timeout: seconds a node may take to accept a connection or to answer before the
+        client counts it as failed and moves on (a blocked reserve may take its own time).
+    :param failover_timeout: seconds to keep trying nodes before ``UnavailableError``.
+    """
+
+    def __init__(self, address: AddressLike = None, encoding: str | None = "utf-8",
+                 use: str = DEFAULT_TUBE, watch: Union[str, Iterable[str]] = DEFAULT_TUBE, *,
+                 timeout: float = DEFAULT_TIMEOUT_S,
+                 failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT_S,
+                 seed: int | None = None) -> None:
+        self.encoding = encoding
+        self.timeout = timeout
+        self._core = Core(parse_addresses(address), timeout_s=timeout,
+                          failover_timeout_s=failover_timeout, rng=random.Random(seed))
+        self._sock: socket.socket | None = None
+        self._closed = False
+        self._core.start(self._now())
+        self._pump(lambda: self._core.state == READY)
+        for op in self._setup_tubes(use, watch):
+            self._call(op)
+
+    # -- greenstalk's lifecycle ------------------------------------------------------------
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the connection; the client must not be used afterwards."""
+        self._closed = True
+        self._drop_socket()
+
+    @property
+    def address(self):
+        """The (host, port) of the node currently serving this client, or None."""
+        return self._core.address
+
+    @property
+    def failovers(self) -> int:
+        """How many times this client moved to another connection."""
+        return self._core.failovers
+
+    def __repr__(self) -> str:
+        return f"beanraft.client.Client(addresses={self._core.addresses!r})"
+
+    # -- moving bytes ----------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return time.monotonic()
+
+    def _call(self, op: Op) -> Any:
+        if self._closed:
+            raise Error("the client is closed")
+        self._core.submit(op, self._now())
+        self._pump(lambda: op.done)
+        return op.outcome()
+
+    def _pump(self, finished) -> None:
+        """Send, receive and fail over until ``finished()``."""
+        core = self._core
+        while not finished():
+            if core.state == DOWN:
+                if not self._connect() and not finished():
+                    raise core.last_error
+                continue
+            if not self._send(core.data_to_send()):
+                continue
+            deadline = core.next_deadline()
+            try:
+                self._sock.settimeout(None if deadline is None
+                                      else max(0.0, deadline - self._now()))
+                chunk = self._sock.recv(RECV_BYTES)
+            except socket.timeout:
+                core.tick(self._now())
+            except OSError as error:
+                core.connection_lost(reason_of(error), self._now())
+            else:
+                if chunk:
+                    core.receive_data(chunk, self._now())
+                else:
+                    core.connection_lost("connection closed by the node", self._now())
+            if core.state == DOWN:
+                self._drop_socket()
+
+    def _send(self, data: bytes) -> bool:
+        if not data:
+            return True
+        try:
+            self._sock.settimeout(self.timeout)
+            self._sock.sendall(data)
+            return True
+        except OSError as error:
+            self._core.connection_lost(f"send failed: {reason_of(error)}", self._now())
+            self._drop_socket()
+            return False
+
+    def _connect(self) -> bool:
+        """One connection attempt after the core's backoff; False once the budget is spent."""
+        core = self._core
+        core.start(self._now())
+        attempt = core.next_attempt(self._now())
+        if attempt is None:
+            return False
+        address, delay_s = attempt
+        if delay_s:
+            time.sleep(delay_s)
+        budget = core.remaining_budget(self._now())
+        try:
+            sock = socket.create_connection(address, timeout=max(0.05, min(self.timeout, budget)))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as error:
+            core.attempt_failed(address, reason_of(error))
+            return True
+        self._sock = sock
+        core.connected(address, self._now())
+        return True
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None

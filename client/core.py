@@ -1,0 +1,438 @@
+"""The sans-I/O core of both clients: command queue, reply matching, failover and replay.
+
+Theory of operation. The core owns no socket and reads no clock: the shells (``blocking.py``,
+``aio.py``) pass ``now`` (monotonic seconds) in, write what ``data_to_send()`` returns, feed
+what they read to ``receive_data()``, call ``tick()`` when ``next_deadline()`` passes and
+report a broken connection with ``connection_lost()``.
+
+A connection is in one of three states::
+
+    DOWN --connected()--> HANDSHAKE --last handshake reply--> READY
+      ^                      |                                  |
+      +---- connection_lost(): EOF, refused, reset, no reply ---+
+
+HANDSHAKE sends, pipelined: ``session-id`` (first connection) or ``session-resume <id>``
+(afterwards; never to a server that answered UNKNOWN_COMMAND to it: plain beanstalkd), then
+``use`` and ``watch``/``ignore`` to restore the tubes the application chose. Any unexpected
+reply fails the connection like a lost one. In READY, application commands are sent as they
+are submitted (pipelined) and replies are matched to them in order (FIFO).
+
+When a connection is lost, the commands sent on it but not answered go back to the front of
+the queue, marked ``lost``, and a *failover episode* starts: ``next_attempt()`` hands out
+addresses in random order (the failed one last), one round after another with exponential
+backoff and jitter between rounds, until a handshake succeeds or ``failover_timeout`` is
+spent -- then every queued command fails with ``UnavailableError`` naming what was tried.
+After a successful handshake each lost command is replayed by its rule (``ops.py``), using the
+job list of the resumed session; jobs that list holds which the client did not know of (their
+RESERVED reply was lost) are handed to the next ``reserve``, fetched with ``peek``.
+
+A node is also declared lost when it does not answer: when nothing arrived for ``timeout_s``
+(plus the time the head command may legitimately block) while a reply is awaited. On a server
+with the extensions, a reserve is therefore sent as ``reserve-with-timeout`` slices of at most
+``reserve_slice_s`` seconds, re-issued until the caller's own timeout: a frozen node is noticed
+within a slice plus ``timeout_s`` even while the application waits for a job.
+
+Bounds: the queue holds what the application submitted (the blocking client one command, the
+async client up to its ``max_in_flight``); the parser bounds a reply (``protocol.client``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from beanraft import protocol as p
+from beanraft.protocol.client import ClientConnection, ProtocolError
+
+from . import wire
+from .addresses import Address, describe
+from .errors import UnavailableError
+from .ops import DEFAULT_TUBE, Op, error_for
+
+log = logging.getLogger("beanraft.client")
+
+DOWN, HANDSHAKE, READY = "down", "handshake", "ready"
+BACKOFF_FIRST_S = 0.05  # the pause after the first round of addresses
+BACKOFF_MAX_S = 1.0  # the longest pause between rounds
+
+
+@dataclass
+class _Sent:
+    """A request on the wire whose reply is awaited."""
+
+    purpose: str  # "op", "orphan" (peek of a held job for op), "session-id", "resume", "restore"
+    op: Op | None
+    block_s: float  # how long the server may legitimately keep us waiting for the reply
+
+
+class _Episode:
+    """One failover: when it began, what was tried, and the order of the current round."""
+
+    def __init__(self, now: float, avoid: Address | None):
+        self.started = now
+        self.avoid = avoid
+        self.tried: dict[str, tuple[int, str]] = {}  # address -> (attempts, last reason)
+        self.round: list[Address] = []
+        self.rounds = 0
+
+    def note(self, address: Address, reason: str) -> None:
+        count, _ = self.tried.get(describe(address), (0, ""))
+        self.tried[describe(address)] = (count + 1, reason)
+
+    def summary(self) -> str:
+        if not self.tried:
+            return "nothing could be tried"
+        return "; ".join(f"{addr}: {reason} ({count}x)"
+                         for addr, (count, reason) in self.tried.items())
+
+
+class Core:
+    """Queue, matching and failover state for one logical client."""
+
+    def __init__(self, addresses: list[Address], *, timeout_s: float, failover_timeout_s: float,
+                 rng: random.Random, reserve_slice_s: int = 1):
+        assert addresses, "at least one address"
+        self.addresses = list(addresses)
+        self.timeout_s = timeout_s
+        self.failover_timeout_s = failover_timeout_s
+        self.rng = rng
+        self.reserve_slice_s = reserve_slice_s
+        self.extensions: bool | None = None  # None until a server answered session-id
+        self.session_id: str | None = None
+        self.used = DEFAULT_TUBE
+        self.watched = [DEFAULT_TUBE]
+        self.held: set[int] = set()  # jobs we know we hold (RESERVED seen, not yet given up)
+        self.orphans: deque[int] = deque()  # held by our session, unknown to the application
+        self.pending: deque[Op] = deque()  # submitted, not sent on the current connection
+        self.lost: set[Op] = set()  # ops sent on a lost connection, replay rules apply
+        self.sent: deque[_Sent] = deque()
+        self.state = DOWN
+        self.address: Address | None = None
+        self.conn: ClientConnection | None = None
+        self.episode: _Episode | None = None
+        self.last_error: UnavailableError | None = None
+        self.failovers = 0
+        self._resumed: set[int] | None = None
+        self._out = bytearray()
+        self._last_progress = 0.0
+        self._said_plain = False
+
+    # ------------------------------------------------------------------ connection events
+
+    def start(self, now: float) -> None:
+        """Begin connecting (the first connection is a failover episode without a failure)."""
+        if self.episode is None:
+            self.episode = _Episode(now, None)
+
+    def next_attempt(self, now: float) -> tuple[Address, float] | None:
+        """The next address to connect to and how long to wait first, or None when the
+        episode is over budget (every queued op then failed with ``UnavailableError``)."""
+        episode = self.episode
+        assert episode is not None and self.state == DOWN
+        delay = 0.0
+        if not episode.round:
+            if episode.rounds:
+                backoff = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (episode.rounds - 1))
+                delay = backoff * self.rng.uniform(0.5, 1.5)
+            episode.rounds += 1
+            order = self.addresses[:]
+            self.rng.shuffle(order)
+            if episode.avoid in order and len(order) > 1:  # the node that just failed goes last
+                order.remove(episode.avoid)
+                order.append(episode.avoid)
+            episode.round = order
+        if now + delay - episode.started > self.failover_timeout_s:
+            self._give_up(now)
+            return None
+        return episode.round.pop(0), delay
+
+    def remaining_budget(self, now: float) -> float:
+        """Seconds left of ``failover_timeout`` in the current episode."""
+        assert self.episode is not None
+        return max(0.0, self.episode.started + self.failover_timeout_s - now)
+
+    def attempt_failed(self, address: Address, reason: str) -> None:
+        assert self.episode is not None
+        self.episode.note(address, reason)
+
+    def connected(self, address: Address, now: float) -> None:
+        """A TCP connection to ``address`` is up: send the handshake."""
+        assert self.state == DOWN
+        self.state, self.address = HANDSHAKE, address
+        self.conn = ClientConnection()
+        self._last_progress = now
+        if self.extensions is not False:
+            if self.session_id is None:
+                self._send(wire.session_id(), "session-id", None, now)
+            else:
+                self._send(wire.session_resume(self.session_id), "resume", None, now)
+        if self.used != DEFAULT_TUBE:
+            self._send(p.Use(self.used), "restore", None, now)
+        for tube in self.watched:
+            if tube != DEFAULT_TUBE:
+                self._send(p.Watch(tube), "restore", None, now)
+        if DEFAULT_TUBE not in self.watched:
+            self._send(p.Ignore(DEFAULT_TUBE), "restore", None, now)
+        if not self.sent:
+            self._ready(now)
+
+    def connection_lost(self, reason: str, now: float) -> None:
+        """The connection broke (EOF, reset, refused, no reply, garbage): fail over."""
+        if self.state == DOWN:
+            return
+        address = self.address
+        if self.state == READY:
+            log.warning("lost %s (%s): failing over", describe(address), reason)
+        back = [s.op for s in self.sent if s.op is not None and not s.op.done]
+        self.lost.update(back)
+        self.pending.extendleft(reversed(back))
+        self.sent.clear()
+        self._out.clear()
+        self.state, self.conn, self.address = DOWN, None, None
+        self._resumed = None
+        if self.episode is None:
+            self.episode = _Episode(now, address)
+        self.episode.note(address, reason)
+
+    # ------------------------------------------------------------------ application side
+
+    def submit(self, op: Op, now: float) -> None:
+        """Queue an op; it is sent at once when the connection is READY."""
+        self.pending.append(op)
+        if self.state == READY:
+            self._flush(now)
+
+    def data_to_send(self) -> bytes:
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing awaited."""
+        return not self.pending and not self.sent
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` must run to notice a node that stopped answering (None: never)."""
+        if self.state == DOWN or not self.sent:
+            return None
+        block_s = self.sent[0].block_s
+        if math.isinf(block_s):
+            return None
+        return self._last_progress + self.timeout_s + block_s
+
+    def tick(self, now: float) -> None:
+        deadline = self.next_deadline()
+        if deadline is not None and now >= deadline:
+            self.connection_lost(f"no reply within {self.timeout_s:g} s", now)
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes from the server: match each complete reply to what it answers."""
+        if self.state == DOWN or self.conn is None:
+            return
+        self._last_progress = now
+        self.conn.receive_data(data)
+        while self.state != DOWN:
+            try:
+                reply = self.conn.next_reply()
+            except ProtocolError as error:
+                self.connection_lost(f"protocol error: {error}", now)
+                return
+            if reply is p.NEED_DATA:
+                return
+            if not self.sent:
+                self.connection_lost(f"unsolicited reply {reply!r}", now)
+                return
+            self._on_reply(self.sent.popleft(), reply, now)
+
+    # ------------------------------------------------------------------ sending
+
+    def _send(self, request: Any, purpose: str, op: Op | None, now: float,
+              block_s: float = 0.0) -> None:
+        if not self.sent:
+            self._last_progress = now
+        self.sent.append(_Sent(purpose, op, block_s))
+        self._out += self.conn.send(request)
+
+    def _flush(self, now: float) -> None:
+        while self.pending and self.state == READY:
+            op = self.pending.popleft()
+            if not op.done:
+                self._send_op(op, now)
+
+    def _send_op(self, op: Op, now: float) -> None:
+        lost = op in self.lost
+        self.lost.discard(op)
+        if lost and self._replay_settled(op):
+            return
+        if op.replay == "reserve" and self.orphans:
+            self._send(p.Peek(self.orphans.popleft()), "orphan", op, now)
+            return
+        if op.replay == "put":
+            if self.extensions:
+                request = wire.put_key(op.key, op.request)
+            elif lost:
+                op.finish(error=UnavailableError(
+                    f"connection to the server was lost after put was sent and the server "
+                    f"has no idempotent put: the outcome is unknown ({self._tried()})"))
+                return
+            else:
+                request = op.request
+            self._send(request, "op", op, now)
+        elif op.replay == "reserve":
+            request, block_s = self._reserve_request(op, now, lost)
+            self._send(request, "op", op, now, block_s)
+        else:
+            self._send(op.request, "op", op, now)
+
+    def _replay_settled(self, op: Op) -> bool:
+        """Apply the replay rule of a lost op from the resumed session's job list.
+
+        Returns True when the op is complete without being sent again."""
+        if self._resumed is None:
+            return False
+        if op.replay == "job" and op.job_id not in self._resumed:
+            # The session no longer holds the job: our first send committed (or its TTR ran
+            # out meanwhile, in which case it runs again elsewhere: at-least-once).
+            self.held.discard(op.job_id)
+            op.finish(result=None)
+            return True
+        if op.replay == "reserve-job" and op.job_id in self._resumed:
+            if op.job_id in self.orphans:
+                self.orphans.remove(op.job_id)
+            self.orphans.appendleft(op.job_id)
+            op.replay = "reserve"  # fetch it like an orphan: peek, then it is ours
+        return False
+
+    def _reserve_request(self, op: Op, now: float, lost: bool) -> tuple[Any, float]:
+        """A plain reserve on plain beanstalkd; slices of at most reserve_slice_s otherwise."""
+        if op.deadline is None:
+            remaining = math.inf
+        else:
+            remaining = max(0, math.ceil(op.deadline - now - 1e-9))
+        if self.extensions:
+            seconds = int(min(remaining, self.reserve_slice_s))
+            return p.ReserveWithTimeout(seconds), float(seconds)
+        if not lost:
+            request = op.request
+        elif math.isinf(remaining):
+            request = p.Reserve()
+        else:
+            request = p.ReserveWithTimeout(int(remaining))
+        block_s = math.inf if isinstance(request, p.Reserve) else float(request.timeout_s)
+        return request, block_s
+
+    # ------------------------------------------------------------------ replies
+
+    def _on_reply(self, sent: _Sent, reply: Any, now: float) -> None:
+        if sent.purpose in ("session-id", "resume", "restore"):
+            self._on_handshake_reply(sent.purpose, reply, now)
+            if self.state == HANDSHAKE and not self.sent:
+                self._ready(now)
+            return
+        op = sent.op
+        assert op is not None
+        if sent.purpose == "orphan":
+            if isinstance(reply, p.Found):
+                self.held.add(reply.job_id)
+                op.finish(result=op.convert(reply))
+            elif op.kind == "reserve_job":  # gone meanwhile: let the server say so
+                self._send(op.request, "op", op, now)
+            else:  # the job is gone meanwhile: reserve as usual
+                self._send_op(op, now)
+            return
+        if (op.replay == "reserve" and isinstance(reply, p.TimedOut) and self.extensions
+                and (op.deadline is None or now < op.deadline)):
+            self._send_op(op, now)  # one slice ended; the caller's timeout has not
+            return
+        self._track(op, reply)
+        if isinstance(reply, op.expect):
+            op.finish(result=op.convert(reply))
+        else:
+            op.finish(error=error_for(reply))
+
+    def _track(self, op: Op, reply: Any) -> None:
+        """Keep the held jobs and the chosen tubes in step with a reply."""
+        if isinstance(reply, p.Reserved):
+            self.held.add(reply.job_id)
+        elif op.kind in ("delete", "release", "bury"):
+            if isinstance(reply, (p.Deleted, p.Released, p.Buried, p.NotFound)):
+                self.held.discard(op.job_id)
+        elif op.kind == "use" and isinstance(reply, p.Using):
+            self.used = reply.tube
+        elif op.kind == "watch" and isinstance(reply, p.Watching):
+            if op.request.tube not in self.watched:
+                self.watched.append(op.request.tube)
+        elif op.kind == "ignore" and isinstance(reply, p.Watching):
+            if op.request.tube in self.watched:
+                self.watched.remove(op.request.tube)
+
+    def _on_handshake_reply(self, purpose: str, reply: Any, now: float) -> None:
+        if purpose == "session-id":
+            if isinstance(reply, p.UnknownCommand):
+                self._plain_server()
+            elif wire.is_session(reply):
+                self.extensions, self.session_id = True, wire.session_of(reply)
+            else:
+                self.connection_lost(f"unexpected reply to session-id: {reply!r}", now)
+        elif purpose == "resume":
+            if wire.is_resumed(reply):
+                self._resume(wire.resumed_jobs(reply), now)
+            elif isinstance(reply, p.NotFound):
+                log.warning("session %s expired before it could be resumed on %s: the jobs it "
+                            "held are released", self.session_id, describe(self.address))
+                self.session_id, self._resumed = None, None
+                self.held.clear()
+                self.orphans.clear()
+                self._send(wire.session_id(), "session-id", None, now)
+            elif isinstance(reply, p.UnknownCommand):
+                self._plain_server()
+            else:
+                self.connection_lost(f"unexpected reply to session-resume: {reply!r}", now)
+        elif not isinstance(reply, (p.Using, p.Watching)):
+            self.connection_lost(f"could not restore tubes: {reply!r}", now)
+
+    def _plain_server(self) -> None:
+        self.extensions, self.session_id = False, None
+        if not self._said_plain:
+            self._said_plain = True
+            log.info("%s is plain beanstalkd (no session-id): failover features are off "
+                     "(no session resume, no idempotent put)", describe(self.address))
+
+    def _resume(self, jobs: list[int], now: float) -> None:
+        self._resumed = set(jobs)
+        self.held &= self._resumed
+        waiting_for = {op.job_id for op in self.pending if op.kind == "reserve_job"}
+        known = self.held | set(self.orphans) | waiting_for
+        self.orphans.extend(job for job in jobs if job not in known)
+        log.info("resumed session %s on %s (%d jobs held)", self.session_id,
+                 describe(self.address), len(jobs))
+
+    def _ready(self, now: float) -> None:
+        self.state = READY
+        if self.episode is not None and self.episode.tried:
+            self.failovers += 1
+            log.info("serving from %s after %.2f s of failover", describe(self.address),
+                     now - self.episode.started)
+        self.episode = None
+        self._flush(now)
+        self._resumed = None
+        self.lost.clear()
+
+    def _tried(self) -> str:
+        return "tried " + (self.episode.summary() if self.episode else "nothing")
+
+    def _give_up(self, now: float) -> None:
+        episode = self.episode
+        error = UnavailableError(
+            f"no BeanRaft/beanstalkd node could serve within {self.failover_timeout_s:g} s; "
+            f"tried {episode.summary()}")
+        self.last_error = error
+        self.episode = None
+        self.lost.clear()
+        while self.pending:
+            self.pending.popleft().finish(error=error)

@@ -1,0 +1,193 @@
+"""Operations: what one API call sends, which reply means success, and what it returns.
+
+An ``Op`` is one application command (``put``, ``reserve``, ...) from the moment it is called
+until it completes with a result or an exception. It may cross several connections: the core
+(``core.py``) sends it, and after a failover either sends it again, completes it from what the
+resumed session says, or fails it -- by its ``replay`` rule:
+
+``always``   Reads and idempotent changes (peek, stats, list, use, watch, ignore, touch,
+             pause-tube, kick, kick-job): sent again as they are.
+``put``      Sent again only as ``put-key`` with the same key, so the cluster creates the job
+             once. Without idempotent put (plain beanstalkd) a put whose reply was lost fails
+             with ``UnavailableError``: its outcome is unknown.
+``job``      delete, release, bury of a job this client held: after the session resumed, sent
+             again if the session still holds the job, else done (the first send committed).
+``reserve``  reserve, reserve-with-timeout: fulfilled from a job the resumed session holds
+             that the client did not know of, else sent again with the time that is left.
+``reserve-job``  Done from the resumed session if it holds the job, else sent again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from beanraft import protocol as p
+
+from .errors import ERRORS_BY_REPLY, BuriedError, UnknownResponseError
+
+DEFAULT_TUBE = "default"
+DEFAULT_PRIORITY = 2**16
+DEFAULT_DELAY = 0
+DEFAULT_TTR = 60
+
+#: A put key: 1-64 bytes of [A-Za-z0-9_.:-].
+KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
+MAX_KEY_LEN = 64
+
+
+@dataclass(eq=False)
+class Op:
+    """One application command and its outcome."""
+
+    kind: str  # the greenstalk method name
+    request: Any  # the protocol request as first sent (put and reserve are rebuilt per send)
+    expect: type | tuple  # the reply class(es) that mean success
+    convert: Callable[[Any], Any] = lambda reply: None
+    replay: str = "always"
+    job_id: int | None = None
+    key: str | None = None  # put only
+    deadline: float | None = None  # reserve only: monotonic seconds, None = wait forever
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+    callbacks: list[Callable[["Op"], None]] = field(default_factory=list)
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        if self.done:
+            return
+        self.done, self.result, self.error = True, result, error
+        for callback in self.callbacks:
+            callback(self)
+
+    def outcome(self) -> Any:
+        """The result, or raise the error."""
+        assert self.done
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def error_for(reply: Any) -> Exception:
+    """The exception for a reply that is not the expected one."""
+    name = type(reply).__name__
+    if isinstance(reply, p.Buried):
+        return BuriedError([str(reply.job_id).encode()] if reply.job_id is not None else None)
+    cls = ERRORS_BY_REPLY.get(name)
+    if cls is not None:
+        return cls()
+    return UnknownResponseError(name.encode(), [])
+
+
+def check_key(key: str) -> str:
+    if not 1 <= len(key) <= MAX_KEY_LEN or not set(key) <= KEY_CHARS:
+        raise ValueError(f"a put key is 1-{MAX_KEY_LEN} characters of [A-Za-z0-9_.:-]: {key!r}")
+    return key
+
+
+def new_key() -> str:
+    return uuid.uuid4().hex
+
+
+def parse_yaml_list(data: bytes) -> list[str]:
+    text = data.decode("utf-8")
+    assert text.startswith("---\n"), text[:20]
+    return [line[2:] for line in text[4:].splitlines() if line.startswith("- ")]
+
+
+def parse_yaml_mapping(data: bytes) -> dict[str, Any]:
+    """beanstalkd's stats YAML as a dict; numbers become ints, quotes are stripped."""
+    text = data.decode("utf-8")
+    assert text.startswith("---\n"), text[:20]
+    stats: dict[str, Any] = {}
+    for line in text[4:].splitlines():
+        key, _, value = line.partition(": ")
+        if value.isdigit():
+            stats[key] = int(value)
+        elif len(value) >= 2 and value[0] == value[-1] == '"':
+            stats[key] = value[1:-1]
+        else:
+            stats[key] = value
+    return stats
+
+
+def _id(job: Any) -> int:
+    return job if isinstance(job, int) else job.id
+
+
+# ------------------------------------------------------------------------- builders
+
+
+def put(body: bytes, priority: int, delay: int, ttr: int, key: str | None) -> Op:
+    return Op("put", p.Put(priority, delay, ttr, body), p.Inserted, lambda r: r.job_id,
+              replay="put", key=check_key(key) if key is not None else new_key())
+
+
+def reserve(timeout: float | None, now: float, make_job: Callable) -> Op:
+    request = p.Reserve() if timeout is None else p.ReserveWithTimeout(int(timeout))
+    deadline = None if timeout is None else now + max(0, int(timeout))
+    return Op("reserve", request, p.Reserved, lambda r: make_job(r.job_id, r.body),
+              replay="reserve", deadline=deadline)
+
+
+def reserve_job(job_id: int, make_job: Callable) -> Op:
+    return Op("reserve_job", p.ReserveJob(job_id), p.Reserved,
+              lambda r: make_job(r.job_id, r.body), replay="reserve-job", job_id=job_id)
+
+
+def delete(job: Any) -> Op:
+    return Op("delete", p.Delete(_id(job)), p.Deleted, replay="job", job_id=_id(job))
+
+
+def release(job: Any, priority: int, delay: int) -> Op:
+    return Op("release", p.Release(_id(job), priority, delay), p.Released, replay="job",
+              job_id=_id(job))
+
+
+def bury(job: Any, priority: int) -> Op:
+    return Op("bury", p.Bury(_id(job), priority), p.Buried, replay="job", job_id=_id(job))
+
+
+def touch(job: Any) -> Op:
+    return Op("touch", p.Touch(_id(job)), p.Touched, job_id=_id(job))
+
+
+def use(tube: str) -> Op:
+    return Op("use", p.Use(tube), p.Using, lambda r: None)
+
+
+def watch(tube: str) -> Op:
+    return Op("watch", p.Watch(tube), p.Watching, lambda r: r.count)
+
+
+def ignore(tube: str) -> Op:
+    return Op("ignore", p.Ignore(tube), p.Watching, lambda r: r.count)
+
+
+def peek(kind: str, request: Any, make_job: Callable) -> Op:
+    return Op(kind, request, p.Found, lambda r: make_job(r.job_id, r.body))
+
+
+def kick(bound: int) -> Op:
+    return Op("kick", p.Kick(bound), p.Kicked, lambda r: r.count)
+
+
+def kick_job(job: Any) -> Op:
+    return Op("kick_job", p.KickJob(_id(job)), p.Kicked, job_id=_id(job))
+
+
+def stats(kind: str, request: Any) -> Op:
+    return Op(kind, request, p.Ok, lambda r: parse_yaml_mapping(r.data))
+
+
+def listing(kind: str, request: Any) -> Op:
+    return Op(kind, request, p.Ok, lambda r: parse_yaml_list(r.data))
+
+
+def using() -> Op:
+    return Op("using", p.ListTubeUsed(), p.Using, lambda r: r.tube)
+
+
+def pause_tube(tube: str, delay: int) -> Op:
+    return Op("pause_tube", p.PauseTube(tube, delay), p.Paused)

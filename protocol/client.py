@@ -1,0 +1,275 @@
+"""``ClientConnection``: the client side of one beanstalk connection, without any I/O.
+
+Theory of operation. ``send(request)`` returns the bytes of a request. The caller feeds the
+bytes the server sends with ``receive_data`` and pulls replies with ``next_reply`` until it
+says ``NEED_DATA``. A reply is one line, and for ``RESERVED``, ``FOUND``, ``OK`` (and the
+extension ``RESUMED``) a body of the announced size plus CRLF. Which reply a line is never
+depends on the request it answers (``BURIED`` and ``BURIED <id>``, ``KICKED`` and
+``KICKED <n>`` differ by their words), so the parser needs no knowledge of what was sent:
+matching replies to requests is the caller's job.
+
+Two reading states: LINE (look for CRLF) and BODY (wait for size + 2 bytes). Because the
+parser only ever looks at complete lines and complete bodies, how TCP split the bytes cannot
+change what comes out.
+
+Bounds: a reply line longer than ``MAX_REPLY_LINE`` bytes, a body larger than
+``max_body_size`` or anything that is not a beanstalkd reply raises ``ProtocolError`` (the
+connection is then unusable). While ``next_reply`` returns NEED_DATA the buffer holds at most
+one line (< MAX_REPLY_LINE + 2 bytes) or one body (<= max_body_size + 2 bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+from .connection import MAX_JOB_SIZE_LIMIT, NEED_DATA
+from .fields import U64_MAX
+from .replies import (
+    BadFormat,
+    Buried,
+    DeadlineSoon,
+    Deleted,
+    Draining,
+    ExpectedCrlf,
+    Found,
+    Inserted,
+    InternalError,
+    JobTooBig,
+    Kicked,
+    NotFound,
+    NotIgnored,
+    Ok,
+    OutOfMemory,
+    Paused,
+    Released,
+    Reserved,
+    TimedOut,
+    Touched,
+    UnknownCommand,
+    Using,
+    Watching,
+)
+from .requests import Request, encode_request
+
+#: The longest reply line accepted, CRLF excluded (the longest real one is ``USING`` and a
+#: 200-byte tube name).
+MAX_REPLY_LINE = 512
+
+
+class ProtocolError(ValueError):
+    """The server sent bytes that are not a beanstalkd reply; the connection cannot go on."""
+
+
+_WORDS = {
+    reply.word[:-2]: reply
+    for reply in (
+        DeadlineSoon(), TimedOut(), Deleted(), NotFound(), Released(), Touched(), NotIgnored(),
+        Paused(), BadFormat(), UnknownCommand(), ExpectedCrlf(), JobTooBig(), OutOfMemory(),
+        InternalError(), Draining(),
+    )
+}
+
+
+def _number(word: bytes) -> int:
+    if not word.isdigit() or len(word) > 20:
+        raise ProtocolError(f"not a number: {word!r}")
+    value = int(word)
+    if value > U64_MAX:
+        raise ProtocolError(f"number out of range: {word!r}")
+    return value
+
+
+def _one_number(make: Callable[[int], object]) -> Callable[[list[bytes]], object]:
+    def parse(args: list[bytes]) -> object:
+        if len(args) != 1:
+            raise ProtocolError("expected one number")
+        return make(_number(args[0]))
+    return parse
+
+
+def _optional_number(make: Callable[..., object]) -> Callable[[list[bytes]], object]:
+    def parse(args: list[bytes]) -> object:
+        if len(args) > 1:
+            raise ProtocolError("expected at most one number")
+        return make(_number(args[0])) if args else make()
+    return parse
+
+
+def _using(args: list[bytes]) -> Using:
+    if len(args) != 1:
+        raise ProtocolError("USING needs one tube name")
+    try:
+        return Using(args[0].decode("ascii"))
+    except UnicodeDecodeError as error:
+        raise ProtocolError("tube name is not ASCII") from error
+
+
+#: Reply word -> parser of the remaining words, for replies without a body.
+LINE_REPLIES: dict[bytes, Callable[[list[bytes]], object]] = {
+    b"INSERTED": _one_number(Inserted),
+    b"BURIED": _optional_number(Buried),
+    b"USING": _using,
+    b"WATCHING": _one_number(Watching),
+    b"KICKED": _optional_number(Kicked),
+}
+
+#: Reply word -> (number of words before the size, maker(numbers, body)), for replies with a body.
+BODY_REPLIES: dict[bytes, tuple[int, Callable[..., object]]] = {
+    b"RESERVED": (1, lambda numbers, body: Reserved(numbers[0], body)),
+    b"FOUND": (1, lambda numbers, body: Found(numbers[0], body)),
+    b"OK": (0, lambda numbers, body: Ok(body)),
+}
+
+
+# ---------------------------------------------------------------------------- extensions
+# Provisional until the server side lands its own dataclasses in requests.py / replies.py.
+
+
+@dataclass(frozen=True, slots=True)
+class SessionId:
+    """``session-id``: ask for the id of this connection's session (BeanRaft extension)."""
+
+    name: ClassVar[str] = "session-id"
+
+    def to_wire(self) -> bytes:
+        return b"session-id\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResume:
+    """``session-resume <id>``: carry an earlier session on this connection (extension)."""
+
+    name: ClassVar[str] = "session-resume"
+    session_id: str
+
+    def to_wire(self) -> bytes:
+        return f"session-resume {self.session_id}\r\n".encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class PutKey:
+    """``put-key <key> <pri> <delay> <ttr> <bytes>``: a put deduplicated by key (extension)."""
+
+    name: ClassVar[str] = "put-key"
+    key: str
+    pri: int
+    delay_s: int
+    ttr_s: int
+    body: bytes
+
+    def to_wire(self) -> bytes:
+        header = f"put-key {self.key} {self.pri} {self.delay_s} {self.ttr_s} {len(self.body)}"
+        return header.encode("ascii") + b"\r\n" + self.body + b"\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """``SESSION <id>``: the answer to session-id."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """``RESUMED <bytes>`` and a YAML list of the job ids the resumed session holds."""
+
+    data: bytes
+
+
+def _session(args: list[bytes]) -> Session:
+    if len(args) != 1:
+        raise ProtocolError("SESSION needs one id")
+    return Session(args[0].decode("ascii", "replace"))
+
+
+LINE_REPLIES[b"SESSION"] = _session
+BODY_REPLIES[b"RESUMED"] = (0, lambda numbers, body: Resumed(body))
+
+
+def parse_yaml_list(data: bytes) -> list[str]:
+    """The names of a YAML list as beanstalkd writes it (``---`` then ``- name`` lines)."""
+    text = data.decode("utf-8", "replace")
+    if not text.startswith("---\n"):
+        raise ProtocolError("a YAML list starts with ---")
+    return [line[2:] for line in text[4:].splitlines() if line.startswith("- ")]
+
+
+class ClientConnection:
+    """The client side of one connection: requests to bytes, bytes to replies."""
+
+    def __init__(self, max_body_size: int = MAX_JOB_SIZE_LIMIT):
+        self.max_body_size = max_body_size
+        self._buffer = bytearray()
+        # In BODY: (maker, numbers, size) of the reply whose body is awaited.
+        self._body: tuple[Callable[..., object], list[int], int] | None = None
+
+    def send(self, request: Request) -> bytes:
+        """Returns the bytes to write for ``request``."""
+        to_wire = getattr(request, "to_wire", None)
+        return to_wire() if to_wire is not None else encode_request(request)
+
+    def receive_data(self, data: bytes) -> None:
+        """Appends bytes from the server."""
+        self._buffer += data
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Received bytes not yet returned as replies."""
+        return len(self._buffer)
+
+    def next_reply(self) -> object:
+        """Returns the next complete reply or ``NEED_DATA``; raises ``ProtocolError``."""
+        if self._body is None:
+            line = self._take_line()
+            if line is None:
+                return NEED_DATA
+            reply = self._parse_line(line)
+            if reply is not None:
+                return reply
+        return self._take_body()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _take_line(self) -> bytes | None:
+        end = self._buffer.find(b"\r\n", 0, MAX_REPLY_LINE + 2)
+        if end < 0:
+            if len(self._buffer) >= MAX_REPLY_LINE + 2:
+                raise ProtocolError(f"reply line longer than {MAX_REPLY_LINE} bytes")
+            return None
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 2]
+        return line
+
+    def _parse_line(self, line: bytes) -> object | None:
+        """A reply without body, or None after entering BODY for one with a body."""
+        word, *args = line.split(b" ")
+        if word in _WORDS and not args:
+            return _WORDS[word]
+        parse = LINE_REPLIES.get(word)
+        if parse is not None:
+            return parse(args)
+        shape = BODY_REPLIES.get(word)
+        if shape is None:
+            raise ProtocolError(f"unknown reply {line[:64]!r}")
+        count, maker = shape
+        if len(args) != count + 1:
+            raise ProtocolError(f"malformed reply {line[:64]!r}")
+        numbers = [_number(arg) for arg in args]
+        size = numbers.pop()
+        if size > self.max_body_size:
+            raise ProtocolError(f"reply body of {size} bytes exceeds {self.max_body_size}")
+        self._body = (maker, numbers, size)
+        return None
+
+    def _take_body(self) -> object:
+        assert self._body is not None
+        maker, numbers, size = self._body
+        if len(self._buffer) < size + 2:
+            return NEED_DATA
+        if self._buffer[size : size + 2] != b"\r\n":
+            raise ProtocolError("reply body does not end in CRLF")
+        body = bytes(self._buffer[:size])
+        del self._buffer[: size + 2]
+        self._body = None
+        return maker(numbers, body)

@@ -1,0 +1,107 @@
+"""Goal: ClientConnection turns a server's byte stream into the replies beanstalkd 1.12 sends,
+however TCP split it, and refuses garbage with ProtocolError only.
+
+Method: a stream of every reply shape (encoded with the server side's own ``encode``, so both
+directions agree) is fed whole, byte by byte and split at random points; the same replies must
+come out. Hypothesis feeds arbitrary bytes, which must yield replies or ProtocolError.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from beanraft import protocol as p
+from beanraft.protocol.client import MAX_REPLY_LINE, ClientConnection, ProtocolError
+
+REPLIES = [
+    p.Inserted(7), p.Buried(), p.Buried(9), p.Using("default"), p.Using("a" * 200),
+    p.Reserved(3, b"hello"), p.Reserved(4, b""), p.Reserved(5, b"with\r\ncrlf inside\r\n"),
+    p.Found(18446744073709551615, b"\x00\xff"), p.Watching(2), p.Kicked(), p.Kicked(12),
+    p.Ok(p.yaml_list(["default", "t"])), p.Ok(p.yaml_mapping([("id", 1), ("tube", "x")])),
+    p.DeadlineSoon(), p.TimedOut(), p.Deleted(), p.NotFound(), p.Released(), p.Touched(),
+    p.NotIgnored(), p.Paused(), p.BadFormat(), p.UnknownCommand(), p.ExpectedCrlf(),
+    p.JobTooBig(), p.OutOfMemory(), p.InternalError(), p.Draining(),
+]
+STREAM = b"".join(p.encode(reply) for reply in REPLIES)
+
+
+def feed(*chunks: bytes) -> list:
+    connection = ClientConnection()
+    out = []
+    for chunk in chunks:
+        connection.receive_data(chunk)
+        while (reply := connection.next_reply()) is not p.NEED_DATA:
+            out.append(reply)
+    assert connection.buffered_bytes == 0
+    return out
+
+
+def test_every_reply_shape_comes_out_of_the_whole_stream():
+    assert feed(STREAM) == REPLIES
+
+
+def test_the_same_replies_come_out_when_fed_byte_by_byte():
+    assert feed(*(STREAM[i:i + 1] for i in range(len(STREAM)))) == REPLIES
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_same_replies_come_out_when_split_at_random_points(seed):
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(STREAM)), 30))
+    chunks = [STREAM[a:b] for a, b in zip([0] + cuts, cuts + [len(STREAM)])]
+    assert feed(*chunks) == REPLIES
+
+
+def test_requests_are_encoded_as_a_client_sends_them():
+    connection = ClientConnection()
+    assert connection.send(p.Put(1, 2, 3, b"ab")) == b"put 1 2 3 2\r\nab\r\n"
+    assert connection.send(p.ReserveWithTimeout(5)) == b"reserve-with-timeout 5\r\n"
+    assert connection.send(p.Release(1, 2, 3)) == b"release 1 2 3\r\n"
+
+
+@pytest.mark.parametrize("garbage", [
+    b"HELLO\r\n", b"INSERTED\r\n", b"INSERTED x\r\n", b"INSERTED 1 2\r\n", b"RESERVED 1\r\n",
+    b"OK -1\r\n", b"DELETED 3\r\n", b"FOUND 1 3\r\nabcXY", b"INSERTED 99999999999999999999\r\n",
+])
+def test_garbage_is_a_protocol_error(garbage):
+    connection = ClientConnection()
+    connection.receive_data(garbage)
+    with pytest.raises(ProtocolError):
+        while connection.next_reply() is not p.NEED_DATA:
+            pass
+
+
+def test_a_reply_line_longer_than_the_bound_is_refused_before_its_end_arrives():
+    connection = ClientConnection()
+    connection.receive_data(b"U" * (MAX_REPLY_LINE + 1))
+    assert connection.next_reply() is p.NEED_DATA  # could still end in CRLF
+    connection.receive_data(b"U")
+    with pytest.raises(ProtocolError):
+        connection.next_reply()
+
+
+def test_a_body_larger_than_the_bound_is_refused_from_its_header():
+    connection = ClientConnection(max_body_size=10)
+    connection.receive_data(b"RESERVED 1 11\r\n")
+    with pytest.raises(ProtocolError):
+        connection.next_reply()
+    ok = ClientConnection(max_body_size=10)
+    ok.receive_data(b"RESERVED 1 10\r\n0123456789\r\n")
+    assert ok.next_reply() == p.Reserved(1, b"0123456789")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=8))
+def test_arbitrary_bytes_give_replies_or_a_protocol_error_never_another_exception(chunks):
+    connection = ClientConnection(max_body_size=64)
+    try:
+        for chunk in chunks:
+            connection.receive_data(chunk)
+            while connection.next_reply() is not p.NEED_DATA:
+                pass
+    except ProtocolError:
+        pass
