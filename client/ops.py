@@ -32,9 +32,6 @@ DEFAULT_PRIORITY = 2**16
 DEFAULT_DELAY = 0
 DEFAULT_TTR = 60
 
-#: A put key: 1-64 bytes of [A-Za-z0-9_.:-].
-KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
-MAX_KEY_LEN = 64
 
 
 @dataclass(eq=False)
@@ -81,8 +78,10 @@ def error_for(reply: Any) -> Exception:
 
 
 def check_key(key: str) -> str:
-    if not 1 <= len(key) <= MAX_KEY_LEN or not set(key) <= KEY_CHARS:
-        raise ValueError(f"a put key is 1-{MAX_KEY_LEN} characters of [A-Za-z0-9_.:-]: {key!r}")
+    """A put key is 1-64 characters of [A-Za-z0-9_.:-] (the wire's rule, checked early)."""
+    raw = key.encode("utf-8")
+    if not 1 <= len(raw) <= p.MAX_KEY_LEN or not set(raw) <= p.KEY_CHARS:
+        raise ValueError(f"a put key is 1-{p.MAX_KEY_LEN} characters of [A-Za-z0-9_.:-]: {key!r}")
     return key
 
 

@@ -10,23 +10,22 @@ from __future__ import annotations
 from typing import Any
 
 from beanraft import protocol as p
-from beanraft.protocol import client as pc
 
 
 def session_id() -> Any:
-    return pc.SessionId()
+    return p.SessionId()
 
 
 def session_resume(session: str) -> Any:
-    return pc.SessionResume(session)
+    return p.SessionResume(session)
 
 
 def put_key(key: str, put: p.Put) -> Any:
-    return pc.PutKey(key, put.pri, put.delay_s, put.ttr_s, put.body)
+    return p.PutKey(key, put.pri, put.delay_s, put.ttr_s, put.body)
 
 
 def is_session(reply: Any) -> bool:
-    return isinstance(reply, pc.Session)
+    return isinstance(reply, p.Session)
 
 
 def session_of(reply: Any) -> str:
@@ -34,8 +33,8 @@ def session_of(reply: Any) -> str:
 
 
 def is_resumed(reply: Any) -> bool:
-    return isinstance(reply, pc.Resumed)
+    return isinstance(reply, p.Resumed)
 
 
 def resumed_jobs(reply: Any) -> list[int]:
-    return [int(line) for line in pc.parse_yaml_list(reply.data)]
+    return list(reply.job_ids)

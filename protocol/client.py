@@ -3,7 +3,7 @@
 Theory of operation. ``send(request)`` returns the bytes of a request. The caller feeds the
 bytes the server sends with ``receive_data`` and pulls replies with ``next_reply`` until it
 says ``NEED_DATA``. A reply is one line, and for ``RESERVED``, ``FOUND``, ``OK`` (and the
-extension ``RESUMED``) a body of the announced size plus CRLF. Which reply a line is never
+extension's ``RESUMED``) a body of the announced size plus CRLF. Which reply a line is never
 depends on the request it answers (``BURIED`` and ``BURIED <id>``, ``KICKED`` and
 ``KICKED <n>`` differ by their words), so the parser needs no knowledge of what was sent:
 matching replies to requests is the caller's job.
@@ -20,11 +20,10 @@ one line (< MAX_REPLY_LINE + 2 bytes) or one body (<= max_body_size + 2 bytes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable
 
 from .connection import MAX_JOB_SIZE_LIMIT, NEED_DATA
-from .fields import U64_MAX
+from .fields import U64_MAX, is_valid_session_id
 from .replies import (
     BadFormat,
     Buried,
@@ -44,6 +43,8 @@ from .replies import (
     Paused,
     Released,
     Reserved,
+    Resumed,
+    Session,
     TimedOut,
     Touched,
     UnknownCommand,
@@ -122,77 +123,26 @@ BODY_REPLIES: dict[bytes, tuple[int, Callable[..., object]]] = {
 }
 
 
-# ---------------------------------------------------------------------------- extensions
-# Provisional until the server side lands its own dataclasses in requests.py / replies.py.
-
-
-@dataclass(frozen=True, slots=True)
-class SessionId:
-    """``session-id``: ask for the id of this connection's session (BeanRaft extension)."""
-
-    name: ClassVar[str] = "session-id"
-
-    def to_wire(self) -> bytes:
-        return b"session-id\r\n"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionResume:
-    """``session-resume <id>``: carry an earlier session on this connection (extension)."""
-
-    name: ClassVar[str] = "session-resume"
-    session_id: str
-
-    def to_wire(self) -> bytes:
-        return f"session-resume {self.session_id}\r\n".encode("ascii")
-
-
-@dataclass(frozen=True, slots=True)
-class PutKey:
-    """``put-key <key> <pri> <delay> <ttr> <bytes>``: a put deduplicated by key (extension)."""
-
-    name: ClassVar[str] = "put-key"
-    key: str
-    pri: int
-    delay_s: int
-    ttr_s: int
-    body: bytes
-
-    def to_wire(self) -> bytes:
-        header = f"put-key {self.key} {self.pri} {self.delay_s} {self.ttr_s} {len(self.body)}"
-        return header.encode("ascii") + b"\r\n" + self.body + b"\r\n"
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """``SESSION <id>``: the answer to session-id."""
-
-    session_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Resumed:
-    """``RESUMED <bytes>`` and a YAML list of the job ids the resumed session holds."""
-
-    data: bytes
-
-
 def _session(args: list[bytes]) -> Session:
-    if len(args) != 1:
-        raise ProtocolError("SESSION needs one id")
-    return Session(args[0].decode("ascii", "replace"))
+    if len(args) != 1 or not is_valid_session_id(args[0]):
+        raise ProtocolError("SESSION needs one session id")
+    return Session(args[0].decode("ascii"))
 
 
-LINE_REPLIES[b"SESSION"] = _session
-BODY_REPLIES[b"RESUMED"] = (0, lambda numbers, body: Resumed(body))
-
-
-def parse_yaml_list(data: bytes) -> list[str]:
-    """The names of a YAML list as beanstalkd writes it (``---`` then ``- name`` lines)."""
-    text = data.decode("utf-8", "replace")
+def _resumed(numbers: list[int], body: bytes) -> Resumed:
+    """RESUMED's body is a YAML list of job ids, as list-tubes writes names."""
+    text = body.decode("ascii", "replace")
     if not text.startswith("---\n"):
-        raise ProtocolError("a YAML list starts with ---")
-    return [line[2:] for line in text[4:].splitlines() if line.startswith("- ")]
+        raise ProtocolError("RESUMED's list does not start with ---")
+    entries = text[4:].splitlines()
+    if not all(entry.startswith("- ") for entry in entries):
+        raise ProtocolError("RESUMED's list has a line that is not an entry")
+    return Resumed(tuple(_number(entry[2:].encode()) for entry in entries))
+
+
+# The extensions' replies (docs/reference/extensions.md).
+LINE_REPLIES[b"SESSION"] = _session
+BODY_REPLIES[b"RESUMED"] = (0, _resumed)
 
 
 class ClientConnection:
@@ -206,8 +156,7 @@ class ClientConnection:
 
     def send(self, request: Request) -> bytes:
         """Returns the bytes to write for ``request``."""
-        to_wire = getattr(request, "to_wire", None)
-        return to_wire() if to_wire is not None else encode_request(request)
+        return encode_request(request)
 
     def receive_data(self, data: bytes) -> None:
         """Appends bytes from the server."""

@@ -25,6 +25,8 @@ REPLIES = [
     p.DeadlineSoon(), p.TimedOut(), p.Deleted(), p.NotFound(), p.Released(), p.Touched(),
     p.NotIgnored(), p.Paused(), p.BadFormat(), p.UnknownCommand(), p.ExpectedCrlf(),
     p.JobTooBig(), p.OutOfMemory(), p.InternalError(), p.Draining(),
+    # the extensions
+    p.Session("1a2b:c3"), p.Resumed(()), p.Resumed((5, 18446744073709551615)),
 ]
 STREAM = b"".join(p.encode(reply) for reply in REPLIES)
 
@@ -61,11 +63,15 @@ def test_requests_are_encoded_as_a_client_sends_them():
     assert connection.send(p.Put(1, 2, 3, b"ab")) == b"put 1 2 3 2\r\nab\r\n"
     assert connection.send(p.ReserveWithTimeout(5)) == b"reserve-with-timeout 5\r\n"
     assert connection.send(p.Release(1, 2, 3)) == b"release 1 2 3\r\n"
+    assert connection.send(p.PutKey("k:1", 1, 2, 3, b"ab")) == b"put-key k:1 1 2 3 2\r\nab\r\n"
+    assert connection.send(p.SessionResume("s1")) == b"session-resume s1\r\n"
+    assert connection.send(p.SessionId()) == b"session-id\r\n"
 
 
 @pytest.mark.parametrize("garbage", [
     b"HELLO\r\n", b"INSERTED\r\n", b"INSERTED x\r\n", b"INSERTED 1 2\r\n", b"RESERVED 1\r\n",
-    b"OK -1\r\n", b"DELETED 3\r\n", b"FOUND 1 3\r\nabcXY", b"INSERTED 99999999999999999999\r\n",
+    b"OK -1\r\n", b"SESSION\r\n", b"SESSION a b\r\n", b"RESUMED 6\r\n---\nx\n\r\n",
+    b"RESUMED 8\r\n---\n- x\n\r\n", b"DELETED 3\r\n", b"FOUND 1 3\r\nabcXY", b"INSERTED 99999999999999999999\r\n",
 ])
 def test_garbage_is_a_protocol_error(garbage):
     connection = ClientConnection()
