@@ -40,6 +40,10 @@ import time
 import urllib.request
 from array import array
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from beanraft.node.launcher import (NodeSpec, ServeProcess, beanraft_program, fetch_status, local_specs,
+                                    node_name)
 
 HOST = "127.0.0.1"
 DEFAULT_BEANSTALKD = "/usr/bin/beanstalkd"
@@ -120,6 +124,16 @@ class Procs:
         self.procs.append(p)
         self.logs[p.pid] = log_path
         return p
+
+    def start_node(self, spec: NodeSpec, peers: list[str], program: list[str], extra: list[str],
+                   cwd: str, log_name: str) -> subprocess.Popen:
+        """Starts one ``beanraft serve`` through the launcher ``beanraft cluster`` uses too."""
+        node = ServeProcess(spec, peers, extra_args=extra, program=program,
+                            log_path=Path(cwd) / log_name, cwd=Path(cwd), new_session=True)
+        node.start()
+        self.procs.append(node.process)
+        self.logs[node.pid] = str(node.log_path)
+        return node.process
 
     def log_tail(self, p: subprocess.Popen, lines: int = 3) -> str:
         try:
@@ -315,13 +329,8 @@ class BeanstalkdTarget(Target):
 
 
 def beanraft_command(args) -> list[str]:
-    if args.beanraft_cmd:
-        return shlex.split(args.beanraft_cmd)
-    candidates = [os.path.join(os.path.dirname(sys.executable), "beanraft"), shutil.which("beanraft")]
-    for c in candidates:
-        if c and os.path.isfile(c) and os.access(c, os.X_OK):
-            return [c]
-    return [sys.executable, "-m", "beanraft.node.cli"]
+    """--beanraft-cmd, else the launcher's choice (the console script, else ``python -m``)."""
+    return shlex.split(args.beanraft_cmd) if args.beanraft_cmd else beanraft_program()
 
 
 class BeanraftTarget(Target):
@@ -331,25 +340,12 @@ class BeanraftTarget(Target):
     def start(self) -> list[Endpoint]:
         port = self.ctx.ports.take()
         d = self.ctx.new_dir(self.name)
-        data = os.path.join(d, "data")
-        os.makedirs(data)
-        cmd = beanraft_command(self.ctx.args) + ["serve", "-l", HOST, "-p", str(port), "-b", data]
-        p = self.ctx.procs.spawn(cmd, os.path.join(d, "server.log"), d)
-        self.started.append(p)
-        wait_ready(self.ctx.procs, [(p, port)], f"`{shlex.join(cmd[:-6])}`")
-        return [Endpoint(self.name, port, [p.pid], [p])]
-
-
-_no_proxy_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http_status(port: int) -> dict | None:
-    try:
-        with _no_proxy_opener.open(f"http://{HOST}:{port}/status", timeout=1.0) as r:
-            doc = json.loads(r.read(1 << 20).decode("utf-8", "replace"))
-            return doc if isinstance(doc, dict) else None
-    except (OSError, ValueError):
-        return None
+        spec = NodeSpec(self.name, HOST, port, None, None, Path(d) / "data")
+        spec.data_dir.mkdir()
+        node = self.ctx.procs.start_node(spec, [], beanraft_command(self.ctx.args), [], d, "server.log")
+        self.started.append(node)
+        wait_ready(self.ctx.procs, [(node, port)], f"`{shlex.join(node.args[:node.args.index('serve') + 1])}`")
+        return [Endpoint(self.name, port, [node.pid], [node])]
 
 
 class ClusterTarget(Target):
@@ -362,26 +358,19 @@ class ClusterTarget(Target):
         client = [ports.take() for _ in range(self.size)]
         raft = [ports.take() for _ in range(self.size)]
         http = [ports.take() for _ in range(self.size)]
-        base = beanraft_command(self.ctx.args)
         d = self.ctx.new_dir(self.name)
         secret = os.path.join(d, "cluster.secret")  # peer traffic sealed, as in production
         with open(secret, "w") as f:
             f.write(secrets.token_urlsafe(32))
+        security = ["--insecure"] if self.ctx.args.insecure_cluster else ["--cluster-secret-file", secret]
+        specs = local_specs(self.size, Path(d), client, raft, http)
         nodes = []
-        for i in range(self.size):
-            data = os.path.join(d, f"node{i}")
-            os.makedirs(data)
-            cmd = base + ["serve", "-l", HOST, "-p", str(client[i]), "-b", data,
-                          "--raft", f"{HOST}:{raft[i]}"]
-            for j in range(self.size):
-                if j != i:
-                    cmd += ["--peer", f"{HOST}:{raft[j]}"]
-            cmd += ["--http", f"{HOST}:{http[i]}"]
-            cmd += ["--insecure"] if self.ctx.args.insecure_cluster else [
-                "--cluster-secret-file", secret]
-            p = self.ctx.procs.spawn(cmd, os.path.join(d, f"node{i}.log"), d)
-            self.started.append(p)
-            nodes.append(p)
+        for spec in specs:
+            spec.data_dir.mkdir()
+            peers = [s.raft for s in specs if s is not spec]
+            nodes.append(self.ctx.procs.start_node(spec, peers, beanraft_command(self.ctx.args),
+                                                   security, d, f"{spec.name}.log"))
+            self.started.append(nodes[-1])
         wait_ready(self.ctx.procs, list(zip(nodes, client)), "cluster node (`beanraft serve --raft`)")
         self.http, self.client, self.nodes = http, client, nodes
         leader, roles = self.find_leader(LEADER_TIMEOUT)
@@ -398,7 +387,7 @@ class ClusterTarget(Target):
     def roles(self) -> list[str | None]:
         out = []
         for port in self.http:
-            st = http_status(port)
+            st = fetch_status(HOST, port)
             out.append(str(st.get("role")) if st else None)
         return out
 
@@ -422,8 +411,8 @@ class ClusterTarget(Target):
     def after(self, endpoints: list[Endpoint]) -> None:
         leader, roles = self.find_leader(2.0)
         if leader != self.leader:
-            self.notes.append(f"leader changed during the run: node{self.leader} -> "
-                              f"{'none' if leader is None else f'node{leader}'} (roles {roles})")
+            self.notes.append(f"leader changed during the run: {node_name(self.leader)} -> "
+                              f"{'none' if leader is None else node_name(leader)} (roles {roles})")
 
 
 # --------------------------------------------------------------------------
@@ -1235,7 +1224,7 @@ def parse_args(argv):
     p.add_argument("--beanstalkd", default=DEFAULT_BEANSTALKD, help="beanstalkd binary")
     p.add_argument("--beanraft-cmd", default="",
                    help="command that runs the BeanRaft CLI (default: the `beanraft` console script, "
-                        "else `python -m beanraft.node.cli`)")
+                        "else `python -m beanraft.node`)")
     p.add_argument("--data-dir", default=tempfile.gettempdir(),
                    help="where the servers' data directories are created (default: system temp dir)")
     p.add_argument("--keep-data", action="store_true", help="do not delete the data directories and logs")

@@ -5,10 +5,10 @@ Theory of operation.
 * A ``Cluster`` owns ``NodeProcess`` objects, each a child process started with the same secret
   (from the environment) and the other members' Raft addresses as ``--peer``. Each has a fresh
   data directory and a log file that collects its stdout and stderr across restarts.
-* Ports are drawn at random from 20000-29999: below Linux's ephemeral range, so no outgoing
-  connection takes one while we are not looking, and Raft ports must be below 32768 anyway. A port
-  is checked free by binding it; a start that still loses a race (a node exits before it is
-  ready) is retried with new ports, a bounded number of times.
+* Starting, signalling and stopping a node is ``beanraft.node.launcher``'s, the launcher that
+  ``beanraft cluster``, the fault harness and the benchmark use too; this module adds what
+  tests wait for. Ports come from its free range below 32768; a start that still loses a race
+  (a node exits before it is ready) is retried with new ports, a bounded number of times.
 * Every wait polls with a bound in time *and* in count, and fails with what it saw last.
 * Processes are only ever signalled through their own PID, and ask Linux to kill them if the test
   process dies (``PR_SET_PDEATHSIG``), so a crashed run leaves nothing behind.
@@ -16,16 +16,11 @@ Theory of operation.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import random
 import secrets
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -33,8 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
-HOST = "127.0.0.1"
-PORT_LOW, PORT_HIGH = 20000, 30000
+from beanraft.node import launcher
+from beanraft.node.launcher import HOST, NodeSpec, ServeProcess, die_with_parent, node_name, port_is_free
+
+__all__ = ["HOST", "Cluster", "ClusterError", "LineClient", "NodeExited", "NodePorts", "NodeProcess",
+           "beanraft_argv", "clean_env", "die_with_parent", "free_port_block", "free_ports", "http_get",
+           "pid_alive", "port_is_free", "wait_for"]
+
 POLL_S = 0.05
 START_ATTEMPTS = 3
 MAX_READS = 10_000  # recv calls per reply: the count bound beside each read's deadline
@@ -49,47 +49,25 @@ class ClusterError(AssertionError):
 # --------------------------------------------------------------------------- ports and processes
 
 
-def port_is_free(port: int) -> bool:
-    """True if a TCP socket can bind 127.0.0.1:port right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_ports(count: int, rng: random.Random | None = None) -> list[int]:
-    """``count`` distinct ports in 20000-29999 that were free a moment ago."""
-    rng = rng or random.Random()
-    chosen: list[int] = []
-    for _attempt in range(count * 200):
-        port = rng.randrange(PORT_LOW, PORT_HIGH)
-        if port not in chosen and port_is_free(port):
-            chosen.append(port)
-            if len(chosen) == count:
-                return chosen
-    raise ClusterError(f"found only {len(chosen)} of {count} free ports")
+    """``count`` distinct loopback ports below 32768 that were free a moment ago."""
+    try:
+        return launcher.free_ports(count, rng)
+    except OSError as error:
+        raise ClusterError(str(error)) from None
 
 
 def free_port_block(size: int, avoid: Iterable[int] = (), rng: random.Random | None = None) -> int:
     """The first of ``size`` consecutive free ports (for ``beanraft cluster``'s base ports)."""
-    rng = rng or random.Random()
-    avoid = set(avoid)
-    for _attempt in range(200):
-        base = rng.randrange(PORT_LOW, PORT_HIGH - size)
-        block = range(base, base + size)
-        if not avoid.intersection(block) and all(port_is_free(p) for p in block):
-            return base
-    raise ClusterError(f"no block of {size} free ports")
+    try:
+        return launcher.free_port_block(size, avoid, rng)
+    except OSError as error:
+        raise ClusterError(str(error)) from None
 
 
 def beanraft_argv() -> list[str]:
-    """The ``beanraft`` console script of this interpreter, else ``python -m beanraft.node.cli``."""
-    for script in (Path(sys.executable).with_name("beanraft"), shutil.which("beanraft")):
-        if script and os.access(script, os.X_OK):
-            return [str(script)]
-    return [sys.executable, "-m", "beanraft.node.cli"]
+    """The ``beanraft`` console script of this interpreter, else ``python -m beanraft.node``."""
+    return launcher.beanraft_program()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -97,14 +75,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BEANRAFT_")}
     env.update(extra)
     return env
-
-
-def die_with_parent() -> None:
-    """Runs in the child before exec: ask Linux to SIGKILL it if the test process dies."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def pid_alive(pid: int) -> bool:
@@ -155,31 +125,42 @@ class NodePorts:
     http: int
 
 
-class NodeProcess:
+class NodeProcess(ServeProcess):
     """One ``beanraft serve`` child process: started, killed and restarted by its own PID."""
 
     def __init__(self, name: str, ports: NodePorts, peers: list[str], workdir: Path,
                  env: dict[str, str], extra_args: tuple[str, ...] = (), listen: str | None = None,
                  data_root: Path | None = None, launcher: list[str] | None = None):
-        self.name = name
-        self.launcher = launcher or beanraft_argv()  # the command, to which `serve …` is added
+        spec = NodeSpec(name, HOST, ports.client, ports.raft, ports.http,
+                        (data_root or workdir) / name, listen=listen)
+        super().__init__(spec, peers, extra_args=extra_args, program=launcher, env=env,
+                         log_path=workdir / f"{name}.log")
         self.ports = ports
-        self.peers = peers
-        self.data_dir = (data_root or workdir) / name
-        self.log_path = workdir / f"{name}.log"
-        self.env = env
-        self.extra_args = tuple(extra_args)
-        self.listen = listen  # "unix:/path" instead of 127.0.0.1:<client port>
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
+
+    @property
+    def launcher(self) -> list[str]:
+        """The command to which ``serve …`` is added (a test may swap it before a restart)."""
+        return self.program
+
+    @launcher.setter
+    def launcher(self, program: list[str]) -> None:
+        self.program = program
+
+    @property
+    def data_dir(self) -> Path:
+        return self.spec.data_dir
+
+    @property
+    def listen(self) -> str | None:
+        return self.spec.listen  # "unix:/path" instead of 127.0.0.1:<client port>
 
     @property
     def raft_address(self) -> str:
-        return f"{HOST}:{self.ports.raft}"
+        return self.spec.raft
 
     @property
     def http_address(self) -> str:
-        return f"{HOST}:{self.ports.http}"
+        return self.spec.http
 
     @property
     def client_address(self) -> tuple[str, int] | str:
@@ -188,52 +169,20 @@ class NodeProcess:
         return (HOST, self.ports.client)
 
     @property
-    def argv(self) -> list[str]:
-        listen = ["-l", self.listen] if self.listen else ["-l", HOST, "-p", str(self.ports.client)]
-        argv = self.launcher + ["serve", *listen, "-b", str(self.data_dir),
-                                  "--raft", self.raft_address, "--http", self.http_address]
-        for peer in self.peers:
-            argv += ["--peer", peer]
-        return argv + list(self.extra_args)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self) -> None:
-        """Starts the process (it is not waited for: see ``Cluster.wait_ready``)."""
-        assert not self.running, f"{self.name} is already running"
-        self.starts += 1
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- start {self.starts}: {' '.join(self.argv)}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, preexec_fn=die_with_parent)
+        return self.alive()
 
     def signal(self, sig: int) -> None:
-        assert self.running, f"{self.name} is not running"
-        os.kill(self.process.pid, sig)
+        self.send(sig)
 
     def kill(self) -> None:
         """SIGKILL (no goodbye to anyone), then reap, so its ports are free for a restart."""
-        self.signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        assert self.running, f"{self.name} is not running"
+        super().kill()
 
     def stop(self) -> None:
         """SIGTERM, SIGKILL after 5 s; a no-op if the process is not running."""
-        if not self.running:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        self.terminate(grace_s=5)
 
     def http(self, path: str, timeout_s: float = 2.0) -> tuple[int | None, str]:
         return http_get(self.ports.http, path, timeout_s)
@@ -245,12 +194,6 @@ class NodeProcess:
 
     def is_ready(self) -> bool:
         return self.http("/readyz")[0] == 200
-
-    def log_text(self, limit: int = 20000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-limit:]
-        except FileNotFoundError:
-            return ""
 
     def __repr__(self) -> str:
         return f"<node {self.name} raft={self.raft_address} pid={self.pid}>"
@@ -288,7 +231,7 @@ class Cluster:
         attempt = len(self.retired) // self.size
         self.nodes = []
         for i, node_ports in enumerate(layout):
-            name = f"n{i + 1}" if attempt == 0 else f"n{i + 1}-try{attempt + 1}"
+            name = node_name(i) if attempt == 0 else f"{node_name(i)}-try{attempt + 1}"
             listen = f"unix:{self.socket_dir / name}.sock" if self.unix else None
             peers = [r for j, r in enumerate(rafts) if j != i]
             self.nodes.append(NodeProcess(name, node_ports, peers, self.workdir, env,

@@ -14,45 +14,23 @@ which stays the same across restarts (same flags, same -b directory).
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
-import json
 import os
-import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from beanraft.node import launcher
+from beanraft.node.launcher import ServeProcess, node_name
+
 from .netns import Network
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
 
 # Every node is started from this one long-lived thread: Linux sends the parent-death signal
 # when the *thread* that forked the child exits, so a node started from a short-lived thread
 # (the nemesis restarting it) would be killed when that thread ends.
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it if the test process dies."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def beanraft_argv() -> list[str]:
-    """``beanraft`` next to this interpreter, else on PATH, else ``python -m``."""
-    for script in (Path(sys.executable).with_name("beanraft"), shutil.which("beanraft")):
-        if script and os.access(script, os.X_OK):
-            return [str(script)]
-    return [sys.executable, "-m", "beanraft.node.cli"]
 
 
 def freeze_code(into: Path) -> dict[str, str]:
@@ -77,130 +55,52 @@ def freeze_code(into: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def pick_ports(count: int, low: int = 20000, high: int = 32000) -> list[int]:
-    """``count`` distinct loopback ports in [low, high) that were free a moment ago."""
-    rng = random.Random(os.getpid() ^ time.monotonic_ns())
-    ports: list[int] = []
-    while len(ports) < count:
-        port = rng.randrange(low, high)
-        if port not in ports and _port_free("127.0.0.1", port):
-            ports.append(port)
-    return ports
+def pick_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports below 32768 that were free a moment ago."""
+    return launcher.free_ports(count)
 
 
 @dataclass
-class NodeSpec:
-    """Where one node listens and keeps its data."""
+class NodeSpec(launcher.NodeSpec):
+    """Where one node listens and keeps its data, and where its output goes."""
 
-    name: str
-    host: str
-    client_port: int
-    raft_port: int
-    http_port: int
-    data_dir: Path
-    log_path: Path
-    exec_prefix: list[str] = field(default_factory=list)
-
-    @property
-    def raft(self) -> str:
-        return f"{self.host}:{self.raft_port}"
-
-    @property
-    def client(self) -> tuple[str, int]:
-        return (self.host, self.client_port)
+    log_path: Path | None = None
 
 
-class NodeProcess:
+class NodeProcess(ServeProcess):
     """One node: start, kill -9, SIGSTOP/SIGCONT, restart with the same flags and data."""
 
     def __init__(self, spec: NodeSpec, peers: list[str], options: list[str],
                  env: dict[str, str] | None = None):
-        self.spec = spec
-        self.env = env
-        program = [sys.executable, "-m", "beanraft.node.cli"] if env else beanraft_argv()
-        self.argv = spec.exec_prefix + program + [
-            "serve", "-l", spec.host, "-p", str(spec.client_port), "-b", str(spec.data_dir),
-            "--raft", spec.raft, *[a for p in peers for a in ("--peer", p)],
-            "--http", f"{spec.host}:{spec.http_port}", "--insecure", *options]
-        self.process: subprocess.Popen | None = None
+        # Frozen code is found through PYTHONPATH, which only ``python -m`` honours for certain.
+        program = [sys.executable, "-m", "beanraft.node"] if env else None
+        super().__init__(spec, peers, extra_args=["--insecure", *options], program=program,
+                         env=env, log_path=spec.log_path,
+                         spawn=lambda popen: _SPAWNER.submit(popen).result())
         self.stopped = False
-        self.starts = 0
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
 
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.alive()
 
     def start(self) -> None:
-        assert not self.running(), f"{self.name} is already running"
-        self.starts += 1
-        with open(self.spec.log_path, "ab") as log:
-            log.write(f"--- {time.strftime('%H:%M:%S')} start {self.starts}: "
-                      f"{' '.join(self.argv)}\n".encode())
-            log.flush()
-            self.process = _SPAWNER.submit(
-                subprocess.Popen, self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                env=self.env, preexec_fn=_die_with_parent).result()
+        super().start()
         self.stopped = False
 
     def kill(self) -> None:
         """SIGKILL (resuming first is not needed: SIGKILL ends a stopped process too), then reap."""
-        if self.running():
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=20)
+        super().kill()
         self.stopped = False
 
     def pause(self) -> None:
-        os.kill(self.process.pid, signal.SIGSTOP)
+        super().pause()
         self.stopped = True
 
     def resume(self) -> None:
-        if self.running():
-            os.kill(self.process.pid, signal.SIGCONT)
+        super().resume()
         self.stopped = False
 
-    def terminate(self, grace_s: float = 5.0) -> None:
-        """SIGTERM (after SIGCONT), SIGKILL after ``grace_s``; a no-op if it is not running."""
-        if not self.running():
-            return
-        self.resume()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def status(self, timeout_s: float = 1.0) -> dict | None:
-        """GET /status, or None when the node does not answer in time."""
-        url = f"http://{self.spec.host}:{self.spec.http_port}/status"
-        try:
-            with _NO_PROXY.open(url, timeout=timeout_s) as reply:
-                doc = json.loads(reply.read(1 << 20))
-                return doc if isinstance(doc, dict) else None
-        except (OSError, ValueError):
-            return None
-
     def log_tail(self, chars: int = 6000) -> str:
-        try:
-            return self.spec.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
+        return self.log_text(chars)
 
 
 class Cluster:
@@ -259,7 +159,7 @@ class Cluster:
         return specs
 
     def _spec(self, i, host, client, raft, http, prefix) -> NodeSpec:
-        name = f"n{i + 1}"
+        name = node_name(i)
         return NodeSpec(name=name, host=host, client_port=client, raft_port=raft, http_port=http,
                         data_dir=self.workdir / name / "data", log_path=self.workdir / f"{name}.log",
                         exec_prefix=prefix)
