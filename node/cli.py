@@ -12,6 +12,7 @@ import click
 from beanraft.replication.journal import SyncPolicy
 from beanraft.replication.raft import DataDirLocked
 
+from . import ops
 from .config import MAX_JOB_SIZE_CAP, ConfigError, NodeConfig
 
 VERSION = "0.1.0"
@@ -200,10 +201,8 @@ def _setup_logging(verbose: int) -> None:
         logging.getLogger("pysyncobj").setLevel(logging.WARNING)
 
 
-from . import ops  # noqa: E402,F401  (registers cluster, status and secret)
+for _command in (ops.cluster, ops.status, ops.secret):
+    main.add_command(_command)
 
 if __name__ == "__main__":
-    # Run as a script: use the package's copy of this module, which has every command registered.
-    from beanraft.node.cli import main as _main
-
-    _main()
+    main()

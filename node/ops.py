@@ -1,98 +1,77 @@
-"""Operator commands: ``beanraft cluster`` (a local cluster), ``beanraft status``, ``beanraft secret``."""
+"""Operator commands: ``beanraft cluster`` (a local cluster), ``beanraft status``, ``beanraft secret``.
+
+``cli`` adds them to the ``beanraft`` group; this module does not import ``cli``.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
-import signal
-import subprocess
+import shutil
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 
 import click
 
-from .cli import main
+from .launcher import HOST, ServeProcess, local_specs
+from .local_cluster import Supervisor
 
 DEFAULT_CLIENT_PORT = 11300
 DEFAULT_RAFT_PORT = 21300
 DEFAULT_HTTP_PORT = 8301
+DEFAULT_MAX_RESTARTS = 3
 
 
-@main.command()
+@click.command()
 def secret() -> None:
     """Print a new random cluster secret (give every node the same one)."""
     click.echo(secrets.token_urlsafe(32))
 
 
-@main.command()
+@click.command()
 @click.option("-n", "nodes", type=click.IntRange(1, 9), default=3, show_default=True,
               help="How many nodes to start.")
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None,
               help="Parent directory for the nodes' data (default: a temporary directory).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind.")
+@click.option("--host", default=HOST, show_default=True, help="Loopback address to bind.")
 @click.option("--client-port", type=int, default=DEFAULT_CLIENT_PORT, show_default=True,
-              help="First client port; node i uses this + i.")
+              help="First client port; node I uses this + I - 1.")
 @click.option("--raft-port", type=int, default=DEFAULT_RAFT_PORT, show_default=True,
-              help="First Raft port; node i uses this + i.")
+              help="First Raft port; node I uses this + I - 1.")
 @click.option("--http-port", type=int, default=DEFAULT_HTTP_PORT, show_default=True,
-              help="First HTTP port; node i uses this + i.")
-def cluster(nodes, data, host, client_port, raft_port, http_port) -> None:
-    """Start a local cluster of N nodes on loopback; Ctrl-C stops them all."""
+              help="First HTTP port; node I uses this + I - 1.")
+@click.option("--max-restarts", type=click.IntRange(0), default=DEFAULT_MAX_RESTARTS,
+              show_default=True, help="How many times each node is started again after it exits.")
+def cluster(nodes, data, host, client_port, raft_port, http_port, max_restarts) -> None:
+    """Start a local cluster of N nodes on loopback; restart a node that dies; Ctrl-C (SIGINT) or
+    SIGTERM stops them all."""
     temporary = data is None
     data = data or tempfile.mkdtemp(prefix="beanraft-cluster-")
-    secret_value = secrets.token_urlsafe(32)
-    rafts = [f"{host}:{raft_port + i}" for i in range(nodes)]
-    procs = []
-    env = dict(os.environ, BEANRAFT_CLUSTER_SECRET=secret_value)
-    click.echo(f"{'node':<6}{'client':<22}{'raft':<22}{'http':<32}data")
-    for i in range(nodes):
-        node_dir = os.path.join(data, f"node{i + 1}")
-        cmd = [sys.executable, "-m", "beanraft.node", "serve", "-l", host, "-p", str(client_port + i),
-               "-b", node_dir, "--raft", rafts[i], "--http", f"{host}:{http_port + i}"]
-        for peer in rafts:
-            if peer != rafts[i]:
-                cmd += ["--peer", peer]
-        procs.append(subprocess.Popen(cmd, env=env))
-        click.echo(f"{i + 1:<6}{host + ':' + str(client_port + i):<22}{rafts[i]:<22}"
-                   f"{'http://' + host + ':' + str(http_port + i) + '/status':<31} {node_dir}")
+    specs = local_specs(nodes, data, [client_port + i for i in range(nodes)],
+                        [raft_port + i for i in range(nodes)], [http_port + i for i in range(nodes)],
+                        host)
+    env = dict(os.environ, BEANRAFT_CLUSTER_SECRET=secrets.token_urlsafe(32))
+    processes = [ServeProcess(spec, [s.raft for s in specs if s is not spec], env=env,
+                              new_session=True) for spec in specs]
+    click.echo(f"{'node':<7}{'client':<22}{'raft':<22}{'http':<32}data")
+    for spec in specs:
+        client = f"{spec.host}:{spec.client_port}"
+        click.echo(f"{spec.name:<7}{client:<22}{spec.raft:<22}"
+                   f"{'http://' + spec.http + '/status':<31} {spec.data_dir}")
     click.echo("Ctrl-C stops the cluster." + (" Its data is temporary." if temporary else ""))
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the nodes too, like Ctrl-C
+    supervisor = Supervisor(processes, max_restarts, lambda line: click.echo(line, err=True))
     try:
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        click.echo("a node exited; stopping the cluster", err=True)
-    except KeyboardInterrupt:
-        pass
+        code = supervisor.run()
     finally:
-        _stop_all(procs)
-    if temporary:
-        import shutil
-
-        shutil.rmtree(data, ignore_errors=True)
+        if temporary:
+            shutil.rmtree(data, ignore_errors=True)
+    sys.exit(code)
 
 
-def _interrupt(_signum, _frame) -> None:
-    raise KeyboardInterrupt
-
-
-def _stop_all(procs) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-@main.command()
+@click.command()
 @click.argument("addresses", nargs=-1)
 @click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds per request.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /status documents as JSON.")

@@ -87,3 +87,55 @@ def test_the_checker_notices_an_upward_import(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert violations("jobs") == [
         "bad.py imports beanraft.node", "bad.py imports time (not allowed in jobs)"]
+
+
+def module_graph(layer: str) -> dict[str, set[str]]:
+    """Module -> the modules of the same layer it imports at module level (not inside functions,
+    where an import is a deliberate deferral)."""
+    package = f"beanraft.{layer}"
+    modules = {path.stem for path in (ROOT / layer).glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in sorted((ROOT / layer).glob("*.py")):
+        found: set[str] = set()
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1 or node.module == package or (node.module or "").startswith(package + "."):
+                    module = (node.module or "") if node.level else (node.module or "")[len(package) + 1:]
+                    found |= {module.split(".")[0]} if module else {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name.split(".")[2] for a in node.names if a.name.startswith(package + ".")}
+        graph[path.stem] = (found & modules) - {path.stem}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle, each as the path that closes it (depth-first search)."""
+    found, done = [], set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            found.append(path[path.index(module):] + [module])
+            return
+        if module in done:
+            return
+        for imported in sorted(graph.get(module, ())):
+            visit(imported, path + [module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    return found
+
+
+@pytest.mark.parametrize("layer", sorted(RULES))
+def test_no_two_modules_of_a_layer_import_each_other_even_through_others(layer):
+    assert cycles(module_graph(layer)) == []
+
+
+def test_the_checker_notices_an_import_cycle(tmp_path, monkeypatch):
+    fake = tmp_path / "node"
+    fake.mkdir()
+    (fake / "cli.py").write_text("import click\nfrom . import ops\n")
+    (fake / "ops.py").write_text("from .cli import main\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert cycles(module_graph("node")) == [["cli", "ops", "cli"]]

@@ -1,5 +1,6 @@
-"""The command line as an operator meets it: ``beanraft cluster`` runs a working local cluster and
-stops it on Ctrl-C, ``beanraft secret`` prints secrets, and ``beanraft serve`` refuses wrong or
+"""The command line as an operator meets it: ``beanraft cluster`` runs a working local cluster,
+keeps it serving and restarts a node that dies, and stops it on SIGINT (even started with ``&``
+from a script, where SIGINT starts ignored) or SIGTERM; ``beanraft secret`` prints secrets, and ``beanraft serve`` refuses wrong or
 inconsistent cluster settings at once, with a one-line reason and a non-zero exit.
 
 Method: the real console script in subprocesses on free loopback ports (below 32768), with a
@@ -36,57 +37,146 @@ def printed_table(path: Path) -> str | None:
     return text if "Ctrl-C stops the cluster" in text else None
 
 
-def test_beanraft_cluster_prints_its_table_serves_on_every_node_and_stops_on_sigint(tmp_path):
-    client = free_port_block(3)
-    raft = free_port_block(3, avoid=range(client, client + 3))
-    http = free_port_block(3, avoid=[*range(client, client + 3), *range(raft, raft + 3)])
-    data = tmp_path / "data"
-    out_path = tmp_path / "cluster.out"
-    argv = beanraft_argv() + ["cluster", "-n", "3", "--data", str(data), "--client-port", str(client),
-                              "--raft-port", str(raft), "--http-port", str(http)]
-    node_pids: set[int] = set()
-    with open(out_path, "wb") as out:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   env=clean_env(), preexec_fn=die_with_parent)
-    try:
-        text = wait_for("the table", lambda: printed_table(out_path), timeout_s=30,
-                        describe=out_path.read_text)
-        node_pids.update(children_of(process.pid))
-        rows = [line.split() for line in text.splitlines() if re.match(r"^\d+\s", line)]
-        assert [row[0] for row in rows] == ["1", "2", "3"], text
-        for i, row in enumerate(rows):
-            assert row[1:] == [f"{HOST}:{client + i}", f"{HOST}:{raft + i}",
-                               f"http://{HOST}:{http + i}/status", str(data / f"node{i + 1}")], text
+def ignore_sigint_and_die_with_parent() -> None:
+    """Runs in the child before exec: what a non-interactive shell does to a job started with
+    ``&`` (SIGINT ignored), plus the parent-death signal so a crashed test leaves nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
 
-        wait_for("every node ready", lambda: all(http_get(http + i, "/readyz")[0] == 200 for i in range(3)),
-                 timeout_s=40, poll_s=0.1, describe=lambda: out_path.read_text()[-3000:])
-        connections = [greenstalk.Client(socket.create_connection((HOST, client + i), timeout=20))
-                       for i in range(3)]
-        try:
-            job_id = connections[0].put("through beanraft cluster")
-            assert connections[2].peek(job_id).body == "through beanraft cluster"
-            pids = {int(c.stats()["pid"]) for c in connections}
-        finally:
-            for connection in connections:
-                connection.close()
-        node_pids.update(pids)
-        assert len(pids) == 3 and pids <= set(children_of(process.pid))
-        status = subprocess.run(beanraft_argv() + ["status"] + [f"{HOST}:{http + i}" for i in range(3)],
-                                capture_output=True, text=True, timeout=60, env=clean_env())
-        assert status.returncode == 0, status.stdout + status.stderr
 
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0, out_path.read_text()
-        assert not [pid for pid in pids if pid_alive(pid)]
-        assert http_get(http, "/status")[0] is None
-    finally:
-        if process.poll() is None:
-            node_pids.update(children_of(process.pid))
-            process.kill()
-            process.wait(timeout=10)
-        for pid in node_pids:
+class RunningCluster:
+    """One ``beanraft cluster`` process on free ports, its output file and the nodes it started."""
+
+    def __init__(self, tmp_path: Path, *flags: str, preexec=die_with_parent):
+        self.client = free_port_block(3)
+        self.raft = free_port_block(3, avoid=range(self.client, self.client + 3))
+        self.http = free_port_block(3, avoid=[*range(self.client, self.client + 3),
+                                              *range(self.raft, self.raft + 3)])
+        self.data = tmp_path / "data"
+        self.out_path = tmp_path / "cluster.out"
+        argv = beanraft_argv() + ["cluster", "-n", "3", "--data", str(self.data),
+                                  "--client-port", str(self.client), "--raft-port", str(self.raft),
+                                  "--http-port", str(self.http), *flags]
+        self.node_pids: set[int] = set()
+        with open(self.out_path, "wb") as out:
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                            stderr=subprocess.STDOUT, env=clean_env(), preexec_fn=preexec)
+
+    def output(self) -> str:
+        return self.out_path.read_text()
+
+    def wait_output(self, text: str, timeout_s: float = 30) -> str:
+        return wait_for(repr(text), lambda: self.output() if text in self.output() else None,
+                        timeout_s=timeout_s, describe=lambda: self.output()[-3000:])
+
+    def children(self) -> list[int]:
+        pids = children_of(self.process.pid)
+        self.node_pids.update(pids)
+        return pids
+
+    def wait_ready(self, nodes=range(3)) -> None:
+        wait_for("every node ready", lambda: all(http_get(self.http + i, "/readyz")[0] == 200 for i in nodes),
+                 timeout_s=40, poll_s=0.1, describe=lambda: self.output()[-3000:])
+
+    def connect(self, i: int) -> greenstalk.Client:
+        return greenstalk.Client(socket.create_connection((HOST, self.client + i), timeout=20))
+
+    def node_pid(self, i: int) -> int:
+        with self.connect(i) as client:
+            pid = int(client.stats()["pid"])
+        self.node_pids.add(pid)
+        return pid
+
+    def cleanup(self) -> None:
+        if self.process.poll() is None:
+            self.children()
+            self.process.kill()
+            self.process.wait(timeout=10)
+        for pid in self.node_pids:
             if pid_alive(pid):  # a node the cluster command started and failed to stop
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def run_cluster(tmp_path):
+    """Factory: ``run_cluster(*flags, preexec=…) -> RunningCluster``; all killed at teardown."""
+    started: list[RunningCluster] = []
+
+    def start(*flags: str, **kwargs) -> RunningCluster:
+        started.append(RunningCluster(tmp_path, *flags, **kwargs))
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.cleanup()
+
+
+def test_beanraft_cluster_started_in_the_background_prints_its_table_serves_and_stops_on_sigint(run_cluster):
+    # Started as `beanraft cluster &` from a script would be: with SIGINT ignored.
+    cluster = run_cluster(preexec=ignore_sigint_and_die_with_parent)
+    text = cluster.wait_output("Ctrl-C stops the cluster")
+    rows = [line.split() for line in text.splitlines() if re.match(r"^node\d+\s", line)]
+    assert [row[0] for row in rows] == ["node1", "node2", "node3"], text
+    for i, row in enumerate(rows):
+        assert row[1:] == [f"{HOST}:{cluster.client + i}", f"{HOST}:{cluster.raft + i}",
+                           f"http://{HOST}:{cluster.http + i}/status", str(cluster.data / f"node{i + 1}")], text
+
+    cluster.wait_ready()
+    connections = [cluster.connect(i) for i in range(3)]
+    try:
+        job_id = connections[0].put("through beanraft cluster")
+        assert connections[2].peek(job_id).body == "through beanraft cluster"
+        pids = {int(c.stats()["pid"]) for c in connections}
+    finally:
+        for connection in connections:
+            connection.close()
+    cluster.node_pids.update(pids)
+    assert len(pids) == 3 and pids <= set(cluster.children())
+    status = subprocess.run(beanraft_argv() + ["status"] + [f"{HOST}:{cluster.http + i}" for i in range(3)],
+                            capture_output=True, text=True, timeout=60, env=clean_env())
+    assert status.returncode == 0, status.stdout + status.stderr
+
+    cluster.process.send_signal(signal.SIGINT)
+    assert cluster.process.wait(timeout=30) == 0, cluster.output()
+    assert not [pid for pid in pids if pid_alive(pid)]
+    assert http_get(cluster.http, "/status")[0] is None
+
+
+def test_beanraft_cluster_keeps_serving_when_a_node_is_killed_restarts_it_a_bounded_number_of_times_and_stops_on_sigterm(
+        run_cluster):
+    cluster = run_cluster("--max-restarts", "1")
+    cluster.wait_output("Ctrl-C stops the cluster")
+    cluster.wait_ready()
+    leader = wait_for("a leader", lambda: next(
+        ([i] for i in range(3) if '"role": "leader"' in http_get(cluster.http + i, "/status")[1]),
+        None), timeout_s=20, poll_s=0.1)[0]
+    name = f"node{leader + 1}"
+    others = [i for i in range(3) if i != leader]
+    victim = cluster.node_pid(leader)
+    os.kill(victim, signal.SIGKILL)
+
+    said = cluster.wait_output(f"{name} exited (killed by SIGKILL); the cluster keeps serving on "
+                               f"{', '.join(f'node{i + 1}' for i in others)}", timeout_s=10)
+    assert cluster.process.poll() is None, said
+    with cluster.connect(others[0]) as survivor:
+        job_id = survivor.put("after the leader died")
+    cluster.wait_output(f"{name} restarted", timeout_s=15)
+    cluster.wait_ready([leader])
+    assert cluster.node_pid(leader) != victim
+    with cluster.connect(leader) as restarted:
+        assert restarted.peek(job_id).body == "after the leader died"
+
+    os.kill(cluster.node_pid(leader), signal.SIGKILL)  # the one restart allowed is used up
+    cluster.wait_output(f"{name} exited (killed by SIGKILL)", timeout_s=10)
+    said = cluster.wait_output("not restarting it", timeout_s=10)
+    with cluster.connect(others[1]) as survivor:
+        assert survivor.peek(job_id).body == "after the leader died"
+    assert cluster.process.poll() is None, said
+
+    pids = set(cluster.children())
+    cluster.process.send_signal(signal.SIGTERM)
+    assert cluster.process.wait(timeout=30) == 0, cluster.output()
+    assert pids and not [pid for pid in pids if pid_alive(pid)]
 
 
 def test_beanraft_secret_prints_a_new_url_safe_secret_on_one_line_each_time():
