@@ -93,6 +93,7 @@ class Client(Api):
     def _call(self, op: Op) -> Any:
         if self._closed:
             raise Error("the client is closed")
+        self._check_idle_socket()
         self._core.submit(op, self._now())
         self._pump(lambda: op.done)
         return op.outcome()
@@ -123,6 +124,26 @@ class Client(Api):
                     core.connection_lost("connection closed by the node", self._now())
             if core.state == DOWN:
                 self._drop_socket()
+
+    def _check_idle_socket(self) -> None:
+        """Notice a node that hung up while we were idle *before* sending the next command,
+        so that command was never sent to a dead connection (its outcome is not in doubt)."""
+        if self._sock is None or not self._core.idle:
+            return
+        try:
+            self._sock.settimeout(0.0)  # with a timeout set, Python would wait out EAGAIN
+            chunk = self._sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self._core.connection_lost(reason_of(error), self._now())
+        else:
+            if chunk:
+                self._core.receive_data(chunk, self._now())
+            else:
+                self._core.connection_lost("connection closed by the node", self._now())
+        if self._core.state == DOWN:
+            self._drop_socket()
 
     def _send(self, data: bytes) -> bool:
         if not data:

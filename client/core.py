@@ -120,6 +120,7 @@ class Core:
         self._out = bytearray()
         self._last_progress = 0.0
         self._said_plain = False
+        self._lost_from = ""
 
     # ------------------------------------------------------------------ connection events
 
@@ -194,6 +195,7 @@ class Core:
         self._out.clear()
         self.state, self.conn, self.address = DOWN, None, None
         self._resumed = None
+        self._lost_from = f"{describe(address)} ({reason})"
         if self.episode is None:
             self.episode = _Episode(now, address)
         self.episode.note(address, reason)
@@ -277,8 +279,8 @@ class Core:
                 request = wire.put_key(op.key, op.request)
             elif lost:
                 op.finish(error=UnavailableError(
-                    f"connection to the server was lost after put was sent and the server "
-                    f"has no idempotent put: the outcome is unknown ({self._tried()})"))
+                    f"the connection to {self._lost_from} was lost after put was sent, and "
+                    f"{describe(self.address)} has no idempotent put: the outcome is unknown"))
                 return
             else:
                 request = op.request
@@ -329,6 +331,8 @@ class Core:
     # ------------------------------------------------------------------ replies
 
     def _on_reply(self, sent: _Sent, reply: Any, now: float) -> None:
+        if self.episode is not None:
+            self._end_episode(now)  # the node answers: the failover is over
         if sent.purpose in ("session-id", "resume", "restore"):
             self._on_handshake_reply(sent.purpose, reply, now)
             if self.state == HANDSHAKE and not self.sent:
@@ -412,19 +416,20 @@ class Core:
         log.info("resumed session %s on %s (%d jobs held)", self.session_id,
                  describe(self.address), len(jobs))
 
-    def _ready(self, now: float) -> None:
-        self.state = READY
-        if self.episode is not None and self.episode.tried:
+    def _end_episode(self, now: float) -> None:
+        if self.episode.tried:
             self.failovers += 1
-            log.info("serving from %s after %.2f s of failover", describe(self.address),
+            log.info("%s answers after %.2f s of failover", describe(self.address),
                      now - self.episode.started)
         self.episode = None
+
+    def _ready(self, now: float) -> None:
+        # The episode ends at the first reply, not here: with nothing to restore, READY comes
+        # with the TCP connection, and a frozen node accepts those.
+        self.state = READY
         self._flush(now)
         self._resumed = None
         self.lost.clear()
-
-    def _tried(self) -> str:
-        return "tried " + (self.episode.summary() if self.episode else "nothing")
 
     def _give_up(self, now: float) -> None:
         episode = self.episode

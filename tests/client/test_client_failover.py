@@ -1,0 +1,141 @@
+"""Goal: the client rides through the death and the freezing of the node it is on, and says
+exactly what it tried when nothing can serve it.
+
+Method: one real three-node BeanRaft cluster for the module; a Client given all three addresses
+is pinned to a node, which is then killed with SIGKILL or frozen with SIGSTOP (and brought back
+before the test ends). Against the real beanstalkd, a frozen server shows what happens to a put
+whose reply is lost when the server has no idempotent put.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+from client_harness import ServerProcess, address_of, addresses_of
+
+from beanraft import client as bc
+
+
+def node_of(cluster, client):
+    return next(node for node in cluster.nodes if node.client_address == client.address)
+
+
+def on_node(cluster, node, tube, **kwargs):
+    """A client with every address whose first connection is ``node`` (others are listed)."""
+    others = [n.client_address for n in cluster.nodes if n is not node]
+    client = bc.Client([node.client_address], use=tube, watch=tube, **kwargs)
+    client._core.addresses = [node.client_address] + others
+    return client
+
+
+@pytest.fixture
+def revive(client_cluster):
+    """Brings every killed or frozen node back after the test."""
+    yield
+    for node in client_cluster.nodes:
+        if node.running:
+            node.signal(signal.SIGCONT)
+    for node in client_cluster.nodes:
+        if not node.running:
+            client_cluster.restart(node)
+    client_cluster.wait_ready()
+
+
+def test_a_killed_node_is_left_for_another_with_the_tubes_restored(client_cluster, revive, tube):
+    node = client_cluster.leader()
+    with on_node(client_cluster, node, tube) as client:
+        first = client.put("before")
+        client.watch("other-" + tube)
+        client_cluster.kill(node)
+        second = client.put("after")  # no exception: the client moved on
+        assert node_of(client_cluster, client) is not node
+        assert client.failovers == 1
+        assert client.using() == tube
+        assert sorted(client.watching()) == sorted([tube, "other-" + tube])
+        assert {client.reserve(timeout=5).id, client.reserve(timeout=5).id} == {first, second}
+
+
+def test_a_frozen_node_is_left_after_the_reply_timeout(client_cluster, revive, tube):
+    node = client_cluster.followers()[0]
+    with on_node(client_cluster, node, tube, timeout=1.0) as client:
+        client.put("before")
+        node.signal(signal.SIGSTOP)
+        started = time.monotonic()
+        assert client.stats_tube(tube)["current-jobs-ready"] == 1
+        paused = time.monotonic() - started
+        assert node_of(client_cluster, client) is not node
+        assert 1.0 <= paused < 10, paused
+
+
+def test_a_blocked_reserve_is_issued_again_on_the_next_node(client_cluster, revive, tube):
+    node = client_cluster.followers()[0]
+    got: list = []
+    with on_node(client_cluster, node, tube) as worker:
+        thread = threading.Thread(target=lambda: got.append(worker.reserve(timeout=30)))
+        thread.start()
+        time.sleep(0.5)  # the reserve is waiting on the server
+        client_cluster.kill(node)
+        time.sleep(0.5)
+        with bc.Client(addresses_of(client_cluster), use=tube) as producer:
+            job_id = producer.put("for the waiting worker")
+        thread.join(timeout=30)
+        assert [job.id for job in got] == [job_id]
+        assert node_of(client_cluster, worker) is not node
+        got[0].delete()
+
+
+def test_the_async_client_fails_over_with_commands_in_flight(client_cluster, revive, tube):
+    import asyncio
+
+    node = client_cluster.leader()
+    others = [n.client_address for n in client_cluster.nodes if n is not node]
+
+    async def scenario():
+        client = bc.AsyncClient([node.client_address], use=tube, watch=tube)
+        await client.connect()
+        client._core.addresses += others
+        await asyncio.gather(*(client.stats_tube(tube) for _ in range(20)))
+        client_cluster.kill(node)
+        stats = await asyncio.gather(*(client.stats_tube(tube) for _ in range(20)))
+        assert all(s["name"] == tube for s in stats)
+        assert client.address != node.client_address
+        await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_no_answer_anywhere_raises_unavailable_within_the_failover_timeout(tmp_path):
+    frozen = ServerProcess("beanstalkd", tmp_path).start()
+    try:
+        with bc.Client(frozen.address, timeout=0.3, failover_timeout=1.5) as client:
+            client._core.addresses.append(("127.0.0.1", 1))
+            frozen.process.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            with pytest.raises(bc.UnavailableError) as caught:
+                client.stats()
+            elapsed = time.monotonic() - started
+        message = str(caught.value)
+        assert f"{frozen.address}: no reply within 0.3 s" in message
+        assert "127.0.0.1:1: connection refused" in message
+        assert 1.5 <= elapsed < 4, elapsed
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+        frozen.stop()
+
+
+def test_a_put_whose_reply_is_lost_on_plain_beanstalkd_is_reported_as_unknown(tmp_path):
+    server = ServerProcess("beanstalkd", tmp_path).start()
+    try:
+        with bc.Client(server.address, use="lost", timeout=0.3, failover_timeout=20) as client:
+            server.process.send_signal(signal.SIGSTOP)
+            threading.Timer(1.2, server.process.send_signal, (signal.SIGCONT,)).start()
+            with pytest.raises(bc.UnavailableError, match="outcome is unknown"):
+                client.put("maybe")
+            # The server did read the put from the abandoned connection: the job exists.
+            assert client.stats_tube("lost")["total-jobs"] == 1
+            assert client.put("next") > 0  # and the client goes on
+    finally:
+        server.stop()
