@@ -11,6 +11,7 @@ import click
 
 from beanraft.replication.journal import SyncPolicy
 from beanraft.replication.raft import DataDirLocked
+from beanraft.replication.seam import SeamError
 
 from . import ops
 from .config import MAX_JOB_SIZE_CAP, ConfigError, NodeConfig
@@ -135,6 +136,9 @@ async def _serve(config: NodeConfig) -> int:
     except DataDirLocked as exc:
         log.error("%s", exc)
         return 10
+    except SeamError as exc:
+        log.error("cannot start: %s", exc)
+        return 70  # EX_SOFTWARE: this build does not fit the installed pysyncobj
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 111

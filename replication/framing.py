@@ -36,7 +36,7 @@ def stored_zlib(data: bytes) -> bytes:
     return b"".join(parts)
 
 
-class _Zlib:
+class Zlib:
     """Stands in for the ``zlib`` module inside pysyncobj's connection code."""
 
     error = zlib.error
@@ -47,10 +47,3 @@ class _Zlib:
         if len(data) < COMPRESS_FROM_BYTES:
             return stored_zlib(data)
         return zlib.compress(data, level)
-
-
-def install() -> None:
-    """Make pysyncobj's connections frame small messages with :func:`stored_zlib`."""
-    from pysyncobj import tcp_connection
-
-    tcp_connection.zlib = _Zlib

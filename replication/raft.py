@@ -38,7 +38,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import pysyncobj.syncobj as _pso
 from pysyncobj.monotonic import monotonic
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
@@ -47,7 +46,7 @@ from beanraft.jobs.machine import Machine
 
 from .clock import ClusterClock
 from .codec import EntryFormatError, decode_entry, stamp_entry
-from . import framing
+from . import framing, seam
 from .journal import DurableJournal, SyncPolicy
 from .peer_crypto import PeerCipher, derive_key
 from .snapshot_file import SnapshotAnchor, read_snapshot, write_snapshot
@@ -66,9 +65,9 @@ _DEFINITE = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.DIS
 
 # pysyncobj's log entries are a type byte and, for a call of a @replicated method, the pickled
 # (method id, args). Ours has a single bytes argument: the encoded batch.
-_REGULAR = bytes((_pso._COMMAND_TYPE.REGULAR,))
-_LEADER = _pso._RAFT_STATE.LEADER
-_PICKLE_PROTOCOL = 2  # pysyncobj's
+_REGULAR = seam.REGULAR_COMMAND
+_LEADER = seam.LEADER
+_PICKLE_PROTOCOL = seam.PICKLE_PROTOCOL
 
 
 class _PlainData(pickle.Unpickler):
@@ -107,8 +106,7 @@ def _create_journal(journal_file):
     return DurableJournal(journal_file, snapshot)
 
 
-_pso.createJournal = _create_journal
-framing.install()
+seam.install(create_journal=_create_journal, framing_zlib=framing.Zlib)
 
 
 def _check_bindable(address: str) -> None:
@@ -152,9 +150,9 @@ def keep_next_index_monotonic(sync: SyncObj) -> None:
     ``nextIndex`` monotonic on success removes the re-sends; a real conflict still resets it
     (``reset`` is set on those replies).
     """
-    transport = sync._SyncObj__transport
-    handler = transport._onMessageReceivedCallback
-    next_index = sync._SyncObj__raftNextIndex
+    transport = seam.transport(sync)
+    handler = seam.message_handler(sync)
+    next_index = seam.next_index(sync)
 
     def on_message(node, message):
         if (isinstance(message, dict) and message.get("type") == "next_node_idx"
@@ -251,8 +249,12 @@ class RaftNode:
         self._listeners: list[Callable[[], None]] = []
         self.clock = ClusterClock()
         self._appended_at: dict[int, int] = {}  # log index -> monotonic ns it was appended
-        self._sync = self._build(config)
-        self._journal: DurableJournal = self._sync._SyncObj__raftLog
+        try:
+            self._sync = self._build(config)
+        except BaseException:
+            self._release_directory()  # a refused start leaves nothing locked behind
+            raise
+        self._journal: DurableJournal = seam.journal(self._sync)
         self._journal.policy = config.sync
         self._wrap_transport()
         self._stamp_on_append()
@@ -305,14 +307,19 @@ class RaftNode:
             dynamicMembershipChange=False,
             onStateChanged=self._on_state_changed,
         )
+        seam.check_library()
         _check_bindable(config.self_addr)
         host = _Host(self, config.self_addr, config.peers, conf)
-        if secret is not None:
-            # Before the first tick, so before any connection is accepted or made; the outgoing
-            # connections to the peers exist already and took the encryptor of that moment.
-            cipher = host._SyncObj__encryptor = PeerCipher(derive_key(secret))
-            for conn in host._SyncObj__transport._connections.values():
-                conn.encryptor = cipher
+        try:
+            seam.check_instance(host)
+            if secret is not None:
+                # Before the first tick, so before any connection is accepted or made.
+                cipher = PeerCipher(derive_key(secret))
+                seam.install_cipher(host, cipher)
+                seam.check_sealed(host, cipher)
+        except seam.SeamError:
+            host.destroy()  # autoTick=False: releases the raft port and the journal now
+            raise
         return host
 
     def _wrap_transport(self) -> None:
@@ -322,16 +329,14 @@ class RaftNode:
         commit only at the start of its next tick, and ``_run_ticks`` syncs the journal right
         before every tick. So the leader's fsync and its followers' run at the same time.
         """
-        transport = self._sync._SyncObj__transport
-        send = transport.send
         journal = self._journal
 
-        def send_after_sync(node, message):
+        def send_after_sync(send, node, message):
             if isinstance(message, dict) and message.get("type") == "next_node_idx":
                 journal.sync_for_ack()
             return send(node, message)
 
-        transport.send = send_after_sync
+        seam.wrap_send(self._sync, send_after_sync)
 
     def _stamp_on_append(self) -> None:
         """The leader stamps the cluster's time into each entry as it appends it to its log.
@@ -352,7 +357,7 @@ class RaftNode:
             return clock.stamp(not_before_ns=machine.now_ns)
 
         def add_stamped(command, idx, term):
-            if sync._SyncObj__raftState == _LEADER:
+            if seam.role(sync) == _LEADER:
                 try:
                     command = restamp_command(command, stamp)
                 except Exception as exc:  # never break the tick: apply_batch copes with any time
@@ -371,7 +376,7 @@ class RaftNode:
         Without peers no socket wakes the tick thread's poll, so an appended entry would wait a
         whole tick period before it is committed.
         """
-        notifier = self._sync._SyncObj__pipeNotifier
+        notifier = seam.pipe_notifier(self._sync)
         journal = self._journal
         add = journal.add
 
@@ -396,6 +401,9 @@ class RaftNode:
             self._sync.destroy()  # autoTick=False: closes the transport and the journal now
         except Exception:  # already destroyed or never bound
             log.debug("raft destroy", exc_info=True)
+        self._release_directory()
+
+    def _release_directory(self) -> None:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the data directory's lock
             self._lock_fd = -1
@@ -431,13 +439,13 @@ class RaftNode:
         give the next tick a chance to read those heartbeats first.
         """
         sync = self._sync
-        if sync._SyncObj__raftState == 0:  # follower
+        if seam.role(sync) == seam.FOLLOWER:
             grace = monotonic() + 2 * self.config.timing.heartbeat_s
-            if sync._SyncObj__raftElectionDeadline < grace:
-                sync._SyncObj__raftElectionDeadline = grace
+            if seam.election_deadline(sync) < grace:
+                seam.set_election_deadline(sync, grace)
 
     def _single_node_busy(self) -> bool:
-        raft_log = self._sync._SyncObj__raftLog
+        raft_log = self._journal
         commit = self._sync.raftCommitIndex
         return raft_log[-1][1] > commit or commit > self._sync.raftLastApplied
 
@@ -591,7 +599,7 @@ class RaftNode:
         return max(self.clock.now_ns(), self.machine.now_ns)
 
     def is_leader(self) -> bool:
-        return self._sync._isLeader()
+        return seam.is_leader(self._sync)
 
     def journal_failed(self) -> bool:
         """The journal cannot be written any more: nothing new can be acknowledged."""

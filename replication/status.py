@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from pysyncobj.monotonic import monotonic
 
+from . import seam
+
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
@@ -59,7 +61,7 @@ def read_status(sync, applied_index: int) -> RaftStatus:
     raw = sync.getStatus()
     leader = raw.get("leader")
     leading = raw["state"] == 2
-    answered = {str(node): at for node, at in sync._SyncObj__lastResponseTime.items()}
+    answered = {str(node): at for node, at in seam.last_response_times(sync).items()}
     now = monotonic()
     peers = []
     prefix = "partner_node_status_server_"

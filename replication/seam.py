@@ -1,0 +1,299 @@
+"""Every reach of BeanRaft into pysyncobj 0.3.17's private parts, and the start-up check of them all.
+
+Theory of operation.
+* pysyncobj's public API (``SyncObj``, ``SyncObjConf``, ``@replicated``, ``doTick``, ``getStatus``,
+  ``addOnTickCallback``, the ``Journal`` interface) does not offer everything BeanRaft needs: a
+  durable journal, cheaper framing, another cipher, an fsync before an acknowledgement leaves, and
+  a few fixes of its Raft timing. So BeanRaft patches or reads private places of pysyncobj.
+* A rename in a later release would not raise anywhere: assigning a renamed module attribute just
+  creates a new one that nobody reads, and for the cipher that means the raft port silently
+  accepts unauthenticated pickles. Hence the rules of this module:
+  - it is the only module of BeanRaft that spells a private name of pysyncobj; ``POINTS`` lists
+    every such name with the reason BeanRaft needs it, and the functions below are the only way
+    the rest of ``replication`` gets at them;
+  - :func:`install` patches the module-level points when ``beanraft.replication.raft`` is imported,
+    and never creates a name that is missing (it records it instead);
+  - at start-up the Raft host calls :func:`check_library` before it builds the pysyncobj object,
+    :func:`check_instance` right after, and :func:`check_sealed` once the cipher is in place. A
+    version other than the one this seam was written for, a missing point, or a raft port that
+    would take an unsealed message raises :class:`SeamError`, whose one-line message the node
+    prints before it exits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Callable
+
+import pysyncobj.journal as _pso_journal
+import pysyncobj.syncobj as _pso
+import pysyncobj.transport as _pso_transport
+import pysyncobj.version as _pso_version
+from pysyncobj.poller import SelectPoller
+from pysyncobj.tcp_connection import CONNECTION_STATE
+
+PYSYNCOBJ_VERSION = "0.3.17"  # the release every point below was read from
+PICKLE_PROTOCOL = 2  # pysyncobj pickles commands (type byte + (method id, args)) with protocol 2
+PROBE_POLLS = 20  # polls of 10 ms the sealed-port probe waits for its connection to be dropped
+
+
+class SeamError(RuntimeError):
+    """pysyncobj is not the library this seam was written for; the node must not start."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One private place of pysyncobj: where it lives, its name, and why BeanRaft touches it."""
+
+    owner: str  # "module:<dotted name>", "class:<module>.<Class>", "syncobj" or "transport"
+    name: str
+    reason: str
+    replaced: bool = False  # BeanRaft puts its own object there (install checks it is still ours)
+
+
+POINTS: tuple[Point, ...] = (
+    Point("module:pysyncobj.syncobj", "createJournal",
+          "replaced by DurableJournal's factory: pysyncobj's journal never fsyncs", replaced=True),
+    Point("module:pysyncobj.tcp_connection", "zlib",
+          "replaced so small peer messages are framed as stored zlib blocks", replaced=True),
+    Point("module:pysyncobj.syncobj", "_COMMAND_TYPE",
+          "the type byte of a REGULAR log entry, whose batch the leader re-stamps"),
+    Point("module:pysyncobj.syncobj", "_RAFT_STATE",
+          "the number pysyncobj gives the leader role"),
+    Point("class:pysyncobj.syncobj.SyncObj", "_isLeader",
+          "the role of this node without building the whole getStatus() dict"),
+    Point("class:pysyncobj.syncobj.SyncObj", "encryptor",
+          "what the transport reads to seal an incoming connection; must return our cipher"),
+    Point("class:pysyncobj.journal.Journal", "_destroy",
+          "pysyncobj closes the journal through it: DurableJournal syncs and closes there"),
+    Point("class:pysyncobj.transport.TCPTransport", "_onNewIncomingConnection",
+          "where the listener hands an accepted connection (the sealed-port probe uses it too)"),
+    Point("syncobj", "_SyncObj__encryptor",
+          "replaced by our AES-GCM PeerCipher before the first tick (pysyncobj's is Fernet)"),
+    Point("syncobj", "_SyncObj__transport",
+          "the TCP transport whose send, receive handler and connections we wrap"),
+    Point("syncobj", "_SyncObj__raftLog",
+          "the journal pysyncobj built (ours): sync policy, append stamping, size"),
+    Point("syncobj", "_SyncObj__raftNextIndex",
+          "each follower's next index, kept monotonic against late acknowledgements"),
+    Point("syncobj", "_SyncObj__raftState",
+          "the role, read on every append to decide whether to stamp the entry"),
+    Point("syncobj", "_SyncObj__raftElectionDeadline",
+          "postponed after this node's own stall so unread heartbeats count"),
+    Point("syncobj", "_SyncObj__lastResponseTime",
+          "when each follower last answered the leader (silent_s in /status)"),
+    Point("syncobj", "_SyncObj__pipeNotifier",
+          "wakes a single node's tick thread as soon as an entry is appended"),
+    Point("transport", "_connections",
+          "outgoing connections made before our cipher existed get it too"),
+    Point("transport", "_onMessageReceivedCallback",
+          "the message handler that the next-index guard wraps"),
+    Point("transport", "_unknownConnections",
+          "accepted connections not yet tied to a member; the probe removes its own from it"),
+    Point("transport", "send",
+          "wrapped so a follower's acknowledgement leaves only after its journal fsync"),
+)
+
+_replacements: dict[tuple[str, str], object] = {}  # (module, name) -> the object we installed
+_install_problems: list[str] = []
+
+
+def _module_of(point: Point):
+    return importlib.import_module(point.owner.split(":", 1)[1])
+
+
+def _class_of(point: Point):
+    module, _, name = point.owner.split(":", 1)[1].rpartition(".")
+    return getattr(importlib.import_module(module), name, None)
+
+
+def _where(point: Point) -> str:
+    return f"{point.owner.split(':', 1)[-1]}.{point.name}"
+
+
+# -- installation (at import) ------------------------------------------------------------------
+
+
+def install(create_journal: Callable, framing_zlib: object) -> None:
+    """Patch the module-level points; a missing one is recorded (never created) for the check."""
+    wanted = {("pysyncobj.syncobj", "createJournal"): create_journal,
+              ("pysyncobj.tcp_connection", "zlib"): framing_zlib}
+    for (module_name, name), value in wanted.items():
+        module = importlib.import_module(module_name)
+        if not hasattr(module, name):
+            _install_problems.append(f"{module_name}.{name} is missing")
+            continue
+        setattr(module, name, value)
+        _replacements[(module_name, name)] = value
+
+
+# -- checks (at start-up) ----------------------------------------------------------------------
+
+
+def check_library() -> None:
+    """Raise SeamError unless pysyncobj is 0.3.17 and every module and class point is in place."""
+    version = getattr(_pso_version, "VERSION", None)
+    if version != PYSYNCOBJ_VERSION:
+        raise SeamError(f"pysyncobj {version} is installed; this BeanRaft was written against "
+                        f"pysyncobj {PYSYNCOBJ_VERSION} (pip install pysyncobj=={PYSYNCOBJ_VERSION})")
+    if _install_problems:
+        raise SeamError(f"pysyncobj patch point {_install_problems[0]}")
+    for point in POINTS:
+        if point.owner.startswith("module:"):
+            module = _module_of(point)
+            value = getattr(module, point.name, _MISSING)
+            if value is _MISSING:
+                raise SeamError(f"pysyncobj patch point {_where(point)} is missing ({point.reason})")
+            ours = _replacements.get((module.__name__, point.name), _MISSING)
+            if point.replaced and value is not ours:
+                raise SeamError(f"pysyncobj patch point {_where(point)} is not BeanRaft's any more "
+                                f"({point.reason})")
+        elif point.owner.startswith("class:"):
+            cls = _class_of(point)
+            if cls is None or not hasattr(cls, point.name):
+                raise SeamError(f"pysyncobj patch point {_where(point)} is missing ({point.reason})")
+
+
+def check_instance(sync) -> None:
+    """Raise SeamError unless the pysyncobj object and its transport hold every instance point."""
+    transport_ = getattr(sync, "_SyncObj__transport", None)
+    for point in POINTS:
+        if point.owner == "syncobj":
+            holder, label = sync, "SyncObj"
+        elif point.owner == "transport":
+            holder, label = transport_, "TCPTransport"
+        else:
+            continue
+        if holder is None or not hasattr(holder, point.name):
+            raise SeamError(f"pysyncobj patch point {label}.{point.name} is missing ({point.reason})")
+
+
+def check_sealed(sync, cipher) -> None:
+    """Raise SeamError if the raft port would accept a message not sealed with ``cipher``.
+
+    Two checks. Every object pysyncobj reads its encryptor from holds ours. Then a probe: an
+    accepted connection, made the way the listener makes it and handed to the transport the
+    way the listener hands it, on one end of a socket pair, receives a well-formed but unsealed
+    frame announcing a read-only node. A sealed transport drops it at once; an unsealed one would
+    take it as a member of the cluster.
+    """
+    if sync.encryptor is not cipher:
+        raise SeamError("the raft port would accept unauthenticated messages: "
+                        "SyncObj.encryptor is not BeanRaft's cipher")
+    for conn in transport(sync)._connections.values():
+        if conn.encryptor is not cipher:
+            raise SeamError("the raft port would accept unauthenticated messages: "
+                            "a peer connection is not sealed")
+    if _unsealed_message_accepted(sync):
+        raise SeamError("the raft port would accept unauthenticated messages: "
+                        "an unsealed frame was taken by the transport")
+
+
+def _unsealed_message_accepted(sync) -> bool:
+    tcp = transport(sync)
+    poller = SelectPoller()
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    conn = incoming_connection_class()(poller=poller, socket=ours, timeout=5.0)
+    try:
+        tcp._onNewIncomingConnection(conn)
+        theirs.sendall(_plain_frame("readonly"))
+        for _ in range(PROBE_POLLS):
+            poller.poll(0.01)
+            if conn.state == CONNECTION_STATE.DISCONNECTED:
+                break
+        accepted = conn.state != CONNECTION_STATE.DISCONNECTED or any(c is conn for c in tcp._connections.values())
+    finally:
+        conn.disconnect()
+        tcp._unknownConnections.discard(conn)
+        theirs.close()
+    return accepted
+
+
+def _plain_frame(message) -> bytes:
+    """A frame as an unsealed pysyncobj peer sends it: native int length, zlib(pickle(message))."""
+    import zlib
+
+    data = zlib.compress(pickle.dumps(message, PICKLE_PROTOCOL))
+    return struct.pack("i", len(data)) + data
+
+
+_MISSING = object()
+
+
+# -- accessors (the rest of replication goes through these) -----------------------------------
+
+REGULAR_COMMAND = bytes((_pso._COMMAND_TYPE.REGULAR,))  # type byte of a @replicated call entry
+LEADER = _pso._RAFT_STATE.LEADER
+FOLLOWER = _pso._RAFT_STATE.FOLLOWER
+JournalBase = _pso_journal.Journal
+
+
+def incoming_connection_class():
+    """The connection class pysyncobj's transport builds connections from."""
+    return _pso_transport.TcpConnection
+
+
+def transport(sync):
+    return sync._SyncObj__transport
+
+
+def journal(sync):
+    """The journal object pysyncobj appends to (a DurableJournal once installed)."""
+    return sync._SyncObj__raftLog
+
+
+def role(sync) -> int:
+    """FOLLOWER, CANDIDATE or LEADER as pysyncobj numbers them."""
+    return sync._SyncObj__raftState
+
+
+def is_leader(sync) -> bool:
+    return sync._isLeader()
+
+
+def install_cipher(sync, cipher) -> None:
+    """Seal every connection with ``cipher``: the ones accepted from now on take it from the
+    object, and the outgoing ones, built in SyncObj.__init__, took the encryptor of that moment."""
+    sync._SyncObj__encryptor = cipher
+    for conn in transport(sync)._connections.values():
+        conn.encryptor = cipher
+
+
+def wrap_send(sync, wrapper: Callable[[Callable, object, object], object]) -> None:
+    """Make ``transport.send(node, message)`` call ``wrapper(send, node, message)``."""
+    tcp = transport(sync)
+    send = tcp.send
+    tcp.send = lambda node, message: wrapper(send, node, message)
+
+
+def message_handler(sync) -> Callable:
+    """The transport's current handler of peer messages (set back with the public setter)."""
+    return transport(sync)._onMessageReceivedCallback
+
+
+def next_index(sync) -> dict:
+    """The leader's next index per follower node (the live dict pysyncobj updates)."""
+    return sync._SyncObj__raftNextIndex
+
+
+def election_deadline(sync) -> float:
+    return sync._SyncObj__raftElectionDeadline
+
+
+def set_election_deadline(sync, deadline: float) -> None:
+    sync._SyncObj__raftElectionDeadline = deadline
+
+
+def last_response_times(sync) -> dict:
+    """Node -> monotonic time the follower last answered the leader (must read in the tick thread)."""
+    return sync._SyncObj__lastResponseTime
+
+
+def pipe_notifier(sync):
+    """The object whose ``notify()`` wakes the tick thread's poll."""
+    return sync._SyncObj__pipeNotifier
