@@ -65,6 +65,8 @@ def _check_jobs(state: State, found: list[str]) -> None:
             found.append(f"job {job.id} and its holder disagree")
         if job.state in (READY, BURIED) and job.deadline_ns:
             found.append(f"job {job.id} keeps a deadline it does not use")
+    if state.body_bytes != sum(len(job.body) for job in state.jobs.values()):
+        found.append("body_bytes is not the sum of the jobs' body sizes")
     gauges = {READY: "ready_ct", RESERVED: "reserved_ct", DELAYED: "delayed_ct",
               BURIED: "buried_ct", "urgent": "urgent_ct"}
     for name, attribute in gauges.items():

@@ -66,6 +66,7 @@ class State:
         self.next_ticket = 1
         self.job_timeouts = 0
         self.total_jobs = 0
+        self.body_bytes = 0  # sum of the live jobs' body sizes (sizes the next snapshot)
         self.epochs: dict[int, str] = {}  # live epoch -> its node's name
         self.node_epoch: dict[str, int] = {}  # node name -> its live epoch
         self.jobs: dict[int, Job] = {}  # in id order: ids only grow, restore inserts sorted
@@ -185,6 +186,7 @@ class State:
     def add_job(self, job: Job) -> None:
         """Register a new job; the caller places it with ``make_ready`` or ``make_delayed``."""
         self.jobs[job.id] = job
+        self.body_bytes += len(job.body)
 
     def make_ready(self, job: Job) -> None:
         """Put ``job`` in its tube's ready heap; waiting sessions may be served from it."""
@@ -249,6 +251,7 @@ class State:
         """Remove ``job`` for good; its tube may be destroyed with it."""
         self._leave(job)
         del self.jobs[job.id]
+        self.body_bytes -= len(job.body)
         job.tube.cmd_delete += 1
         self.release_tube(job.tube)
 
