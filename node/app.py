@@ -211,8 +211,10 @@ class Node:
         """
         if self.raft.journal_failed():
             return isinstance(req, translate.PIPELINED)
+        if isinstance(req, p.Put):
+            return not self.raft.admit_job(len(req.body))
         if self.raft.journal_low_space():
-            return isinstance(req, p.Put) or (isinstance(req, p.Release) and req.delay_s > 0)
+            return isinstance(req, p.Release) and req.delay_s > 0
         return False
 
     def is_ready(self) -> bool:

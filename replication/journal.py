@@ -12,23 +12,27 @@ it (``pysyncobj.syncobj.createJournal`` is patched in ``raft.py``) and keeps the
   computes a commit index, so no entry counts towards a commit, and no client hears of it,
   before it is on disk on a majority (with the default ``always`` policy). One log entry is one
   batch of client commands, so this is one fsync per batch: group commit.
-* Term and vote are written with fsync before any vote can be sent (Raft §5.2).
+* Term and vote are written with fsync before any vote can be sent (Raft §5.2), in place
+  (``vote_file.py``): a full disk cannot stop a node from voting.
 * Dropping the prefix that a snapshot replaces first fsyncs the directory (so the snapshot's
   rename is durable), then writes the remaining entries to a new file, fsyncs it and renames it.
 * On load, entries older than the snapshot on disk are dropped, so the first two entries always
   match the snapshot's anchor and pysyncobj never discards the journal.
-* Disk space is reserved ahead (``posix_fallocate``), as beanstalkd reserves binlog space. When
-  the reserve cannot be extended, ``low_space`` is set and the node refuses new jobs with
-  OUT_OF_MEMORY while entries already in flight still fit; it retries every second and clears
-  the flag when space returns. A failed write or fsync sets ``failed``: nothing more is
-  acknowledged until the process restarts.
+* Disk space is reserved ahead (``posix_fallocate``), as beanstalkd reserves binlog space, and
+  that reservation survives a restart (the zeros past the last record are kept, not truncated),
+  so a node restarted on a full volume still has room for its first entries. While the volume
+  is tight (``tight``, set by ``disk.DiskBudget``) only a little is reserved at a time, so the
+  journal does not eat the room a snapshot needs. When the reserve cannot be extended even by
+  one record, ``release_reserve`` (the data directory's reserve file) is given up first; then
+  ``low_space`` is set and the node refuses new jobs with OUT_OF_MEMORY while smaller entries
+  still fit; it retries every half second and clears the flag when space returns. A failed
+  write or fsync sets ``failed``: nothing more is acknowledged until the process restarts.
 
 With ``path=None`` everything lives in memory (a node started without ``-b``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import struct
@@ -39,14 +43,15 @@ from dataclasses import dataclass
 from pysyncobj.journal import Journal
 
 from .snapshot_file import SnapshotError, fsync_dir, read_anchor
+from .vote_file import VoteFile
 
 log = logging.getLogger("beanraft.journal")
 
 MAGIC = b"BRJ1\x00\x00\x00\x00"
 _RECORD = struct.Struct("<IIQQ")  # command length, crc32, idx, term
 PREALLOCATE_BYTES = 8 * 1024 * 1024  # disk space reserved ahead of the last record
-LOW_SPACE_BYTES = 4 * 1024 * 1024  # below this much reserved space, refuse new jobs
-LOW_DISK_BYTES = 4 * 1024 * 1024  # below this much free space on the file system, likewise
+LOW_SPACE_BYTES = 4 * 1024 * 1024  # below this much reserved space, reserve more
+TIGHT_PREALLOCATE_BYTES = 256 * 1024  # reserved at a time while the volume is tight
 RETRY_SPACE_S = 0.5
 
 
@@ -74,7 +79,9 @@ class DurableJournal(Journal):
         self.policy = SyncPolicy()
         self.failed: OSError | None = None
         self._reserve_failed = False
-        self._disk_low = False
+        self.tight = False  # the volume is nearly full: reserve little at a time
+        self.release_reserve = lambda: False  # frees the data directory's reserve file, if any
+        self._votes: VoteFile | None = None
         self._allocated = 0
         self._space_checked = 0.0
         self._entries: list[tuple[bytes, int, int]] = []
@@ -92,7 +99,8 @@ class DurableJournal(Journal):
     # -- loading ---------------------------------------------------------------------------
 
     def _open(self, path: str, snapshot_path: str | None) -> None:
-        self._meta.update(_read_meta(path + ".meta"))
+        self._votes = VoteFile(path + ".meta")
+        self._meta.update(self._votes.loaded)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         data = _read_all(self._fd)
         if not data:
@@ -105,16 +113,17 @@ class DurableJournal(Journal):
         else:
             self._end = self._scan(data)
             tail = data[self._end:]
-            if tail and tail.count(0) != len(tail):
+            if tail.count(0) != len(tail):
                 log.warning(
                     "journal %s: torn or damaged tail at byte %d, %d bytes dropped; "
                     "the entries will be recovered from peers",
                     path, self._end, len(tail.rstrip(b"\0")),
                 )
-            if tail:
-                os.ftruncate(self._fd, self._end)  # drop garbage; reserved space comes back as zeros
+                # Zero the garbage in place: truncating would give back the space reserved
+                # past the end, which a restart on a full volume needs for its first entries.
+                os.pwrite(self._fd, bytes(len(tail)), self._end)
                 os.fsync(self._fd)
-        self._allocated = self._end
+            self._allocated = len(data)
         self._reserve_space()
         if snapshot_path is not None and os.path.exists(snapshot_path):
             self._trim_to_snapshot(snapshot_path)
@@ -252,6 +261,8 @@ class DurableJournal(Journal):
             self._store_meta(durable=True)
             os.close(self._fd)
             self._fd = -1
+        if self._votes is not None:
+            self._votes.close()
 
     def flush(self):
         self.sync()
@@ -313,50 +324,54 @@ class DurableJournal(Journal):
         if self.policy.mode == "interval" and self._dirty:
             if (time.monotonic() - self._last_sync) * 1000 >= self.policy.interval_ms:
                 self.sync()
-        if self._fd >= 0 and time.monotonic() - self._space_checked >= RETRY_SPACE_S:
-            self._check_disk()
-            if self._reserve_failed:
-                self._reserve_space()
+        if (self._fd >= 0 and self._reserve_failed
+                and time.monotonic() - self._space_checked >= RETRY_SPACE_S):
+            self._reserve_space()
 
     @property
     def low_space(self) -> bool:
-        """True while new jobs must be refused for lack of disk space."""
-        return self._reserve_failed or self._disk_low
-
-    def _check_disk(self) -> None:
-        self._space_checked = time.monotonic()
-        try:
-            st = os.fstatvfs(self._fd)
-        except OSError:
-            return
-        low = st.f_bavail * st.f_frsize < LOW_DISK_BYTES
-        if low != self._disk_low:
-            if low:
-                log.error("journal %s: file system almost full: refusing new jobs", self.path)
-            else:
-                log.info("journal %s: file system has room again", self.path)
-        self._disk_low = low
+        """True while new jobs must be refused: the journal cannot reserve space ahead."""
+        return self._reserve_failed
 
     def _reserve_space(self, needed: int = 0) -> None:
-        """Keep at least LOW_SPACE_BYTES reserved past the end; raise only if ``needed`` won't fit."""
+        """Keep space reserved past the end; raise only if ``needed`` bytes do not fit.
+
+        Normally PREALLOCATE_BYTES are reserved whenever less than LOW_SPACE_BYTES are left; while
+        the volume is tight, only TIGHT_PREALLOCATE_BYTES at a time, and only once they run out.
+        """
         if self._fd < 0:
             return
         self._space_checked = time.monotonic()
-        want = self._end + max(needed, 0) + PREALLOCATE_BYTES
-        if self._allocated - self._end >= LOW_SPACE_BYTES + needed:
+        ahead, keep = ((TIGHT_PREALLOCATE_BYTES, 0) if self.tight
+                       else (PREALLOCATE_BYTES, LOW_SPACE_BYTES))
+        retry = needed == 0 and self._reserve_failed
+        if self._allocated - self._end >= keep + needed and not retry:
             return
-        try:
-            os.posix_fallocate(self._fd, self._allocated, want - self._allocated)
-            self._allocated = want
+        want = self._end + max(needed, 0) + ahead
+        if want <= self._allocated:
+            self._reserve_failed = False
+            return
+        error = self._allocate(want)
+        if error is not None and self._end + needed > self._allocated and self.release_reserve():
+            error = self._allocate(want)  # the record itself did not fit: use the reserve file's room
+        if error is None:
             if self._reserve_failed:
                 log.info("journal %s: disk space reserved again", self.path)
             self._reserve_failed = False
+            return
+        if not self._reserve_failed:
+            log.error("journal %s: cannot reserve disk space (%s): refusing new jobs", self.path, error)
+        self._reserve_failed = True
+        if self._end + needed > self._allocated:
+            raise JournalWriteError(error.errno, f"no space for a journal record: {error}") from error
+
+    def _allocate(self, want: int) -> OSError | None:
+        try:
+            os.posix_fallocate(self._fd, self._allocated, want - self._allocated)
         except OSError as exc:
-            if not self._reserve_failed:
-                log.error("journal %s: cannot reserve disk space (%s): refusing new jobs", self.path, exc)
-            self._reserve_failed = True
-            if self._end + needed > self._allocated:
-                raise JournalWriteError(exc.errno, f"no space for a journal record: {exc}") from exc
+            return exc
+        self._allocated = want
+        return None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -390,20 +405,11 @@ class DurableJournal(Journal):
             self._reserve_space()
 
     def _store_meta(self, durable: bool) -> None:
-        if self.path is None:
+        if self._votes is None:
             return
-        tmp = self.path + ".meta.tmp"
         try:
-            with open(tmp, "w") as f:
-                json.dump(self._meta, f)
-                f.flush()
-                if durable:
-                    os.fsync(f.fileno())
-            os.replace(tmp, self.path + ".meta")
-            if durable:
-                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+            self._votes.store(self._meta, durable)
         except OSError as exc:
-            _unlink_quietly(tmp)
             if durable:  # a vote that is not on disk must not be sent
                 raise JournalWriteError(exc.errno, f"cannot store term and vote: {exc}") from exc
             log.warning("journal %s: commit index hint not saved: %s", self.path, exc)
@@ -427,15 +433,3 @@ def _unlink_quietly(path: str) -> None:
 def _read_all(fd: int) -> bytes:
     size = os.fstat(fd).st_size
     return os.pread(fd, size, 0) if size else b""
-
-
-def _read_meta(path: str) -> dict:
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.warning("journal meta %s unreadable (%s); starting from term 0", path, exc)
-        return {}
-    return {k: meta[k] for k in ("term", "voted_for", "commit") if k in meta}

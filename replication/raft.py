@@ -42,9 +42,11 @@ from pysyncobj.monotonic import monotonic
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 
+from beanraft.jobs.commands import Op
 from beanraft.jobs.machine import Machine
 
 from .clock import ClusterClock
+from .disk import DiskBudget, job_cost, release_reserve_for_start
 from .codec import EntryFormatError, decode_entry, stamp_entry
 from . import framing, seam
 from .journal import DurableJournal, SyncPolicy
@@ -96,6 +98,13 @@ def restamp_command(command: bytes, stamp: Callable[[], int]) -> bytes:
         raise ValueError("not a call with one bytes argument")
     method, (entry,) = call
     return _REGULAR + pickle.dumps((method, (stamp_entry(entry, stamp()),)), _PICKLE_PROTOCOL)
+
+
+def _put_cost(commands) -> int:
+    """The disk cost (``disk.job_cost``) of the well-formed puts among ``commands``."""
+    return sum(job_cost(len(c[6])) for c in commands
+               if isinstance(c, (list, tuple)) and len(c) == 7 and c[0] == Op.PUT
+               and isinstance(c[6], bytes))
 
 
 def _create_journal(journal_file):
@@ -249,6 +258,7 @@ class RaftNode:
         self._listeners: list[Callable[[], None]] = []
         self.clock = ClusterClock()
         self._appended_at: dict[int, int] = {}  # log index -> monotonic ns it was appended
+        self._disk = DiskBudget(config.data_dir)
         try:
             self._sync = self._build(config)
         except BaseException:
@@ -256,6 +266,7 @@ class RaftNode:
             raise
         self._journal: DurableJournal = seam.journal(self._sync)
         self._journal.policy = config.sync
+        self._journal.release_reserve = self._disk.release_reserve
         self._wrap_transport()
         self._stamp_on_append()
         # Runs after the tick's new entries went out to the followers and before it waits: the
@@ -276,6 +287,7 @@ class RaftNode:
         else:
             os.makedirs(directory, exist_ok=True)
             self._lock_fd = _lock_directory(directory)
+            release_reserve_for_start(directory)
             journal = os.path.join(directory, JOURNAL_NAME)
         t = config.timing
         if not config.peers:
@@ -474,6 +486,10 @@ class RaftNode:
         if over and not self._compaction_asked and self._status.role != "candidate":
             self._sync.forceLogCompaction()
         self._compaction_asked = over
+        if self._disk.check(self.machine, journal.size_bytes) and self._status.role != "candidate":
+            log.info("data volume tight: writing a snapshot to reclaim journal space")
+            self._sync.forceLogCompaction()
+        journal.tight = self._disk.tight
 
     def _on_state_changed(self, old, new) -> None:
         names = {0: "follower", 1: "candidate", 2: "leader"}
@@ -495,6 +511,7 @@ class RaftNode:
                 replies, events = self.machine.apply_batch(now_ns, commands)
                 self.applied_index = index = self._sync.raftLastApplied + 1
             self._observe_time(index)
+            self._disk.applied(_put_cost(commands))
             if events:
                 self._post(("events", events))
             self._post(("notify", None))
@@ -570,7 +587,16 @@ class RaftNode:
             state = self.machine.snapshot()
         anchor = SnapshotAnchor(last=tuple(last), prev=tuple(prev),
                                 cluster=tuple(sorted(str(n) for n in cluster)))
-        write_snapshot(filename, anchor, state)
+        try:
+            self._disk.check_room(len(state))
+            write_snapshot(filename, anchor, state)
+        except OSError as exc:
+            try:
+                os.unlink(filename)  # a partial snapshot would hold on to the space it took
+            except OSError:
+                pass
+            log.warning("snapshot not written: %s", exc)
+            raise
         log.info("snapshot written at index %d (%d bytes of state)", last[1], len(state))
 
     def _deserialize(self, filename: str):
@@ -605,6 +631,10 @@ class RaftNode:
         """The journal cannot be written any more: nothing new can be acknowledged."""
         return self._journal.failed is not None
 
+    def admit_job(self, size: int) -> bool:
+        """May a new ``size``-byte job be accepted, given the room left on the data volume?"""
+        return not self._journal.low_space and self._disk.admit(self.machine, size)
+
     def journal_low_space(self) -> bool:
-        """The disk has no room to reserve more journal space (new jobs are refused)."""
-        return self._journal.low_space
+        """The data volume is nearly full (new jobs are refused): see ``disk.py``."""
+        return self._journal.low_space or self._disk.tight
