@@ -176,10 +176,11 @@ def test_a_single_node_restarts_on_a_full_volume_and_serves(start_server, tmp_pa
 def test_a_cluster_on_full_volumes_answers_refuses_at_once_reclaims_and_restarts(tmp_path):
     root = tmp_path / "data"
     with contextlib.ExitStack() as mounts:
-        volumes = [mounts.enter_context(tmpfs(root / f"n{i}")) for i in (1, 2, 3)]
+        volumes = [mounts.enter_context(tmpfs(root / f"node{i}")) for i in (1, 2, 3)]
         cluster = Cluster(tmp_path / "cluster", data_root=root)
         mounts.callback(cluster.stop)
         cluster.start()
+        assert sorted(Path(n.data_dir) for n in cluster.nodes) == volumes, "not on the volumes"
         follower, other = cluster.followers()
         jobs: dict[int, bytes] = {}
         with LineClient(follower.client_address) as producer:
