@@ -17,7 +17,7 @@ from typing import Any, Iterable, Union
 
 from .addresses import AddressLike, parse_addresses
 from .api import Api
-from .blocking import DEFAULT_FAILOVER_TIMEOUT_S, DEFAULT_TIMEOUT_S, reason_of
+from .blocking import DEFAULT_FAILOVER_TIMEOUT_S, DEFAULT_TIMEOUT_S, MAX_ABANDONED, reason_of
 from .core import DOWN, READY, Core
 from .errors import Error
 from .ops import DEFAULT_TUBE, Op
@@ -61,6 +61,7 @@ class AsyncClient(Api):
                           failover_timeout_s=failover_timeout, rng=random.Random(seed))
         self._slots = asyncio.Semaphore(max_in_flight)
         self._proto: _Protocol | None = None
+        self._abandoned: list[_Protocol] = []  # kept open until the session settles (blocking.py)
         self._wake: asyncio.Event | None = None
         self._ready: asyncio.Event | None = None
         self._driver: asyncio.Task | None = None
@@ -136,11 +137,13 @@ class AsyncClient(Api):
         """Write what the core produced and re-arm the no-reply timer."""
         core = self._core
         if core.state == DOWN:
-            self._drop()
+            self._drop(abandon=True)
             self._wake.set()
             return
         if core.state == READY:
             self._ready.set()
+            if self._abandoned and core.episode is None:
+                self._close_abandoned()
         data = core.data_to_send()
         if data and self._proto is not None and self._proto.transport is not None:
             self._proto.transport.write(data)
@@ -169,13 +172,24 @@ class AsyncClient(Api):
             self._core.connection_lost(reason, self._now())
             self._after_event()
 
-    def _drop(self) -> None:
+    def _drop(self, abandon: bool = False) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         proto, self._proto = self._proto, None
         if proto is not None and proto.transport is not None:
-            proto.transport.abort()
+            if abandon:
+                self._abandoned.append(proto)
+            else:
+                proto.transport.abort()
+        while len(self._abandoned) > MAX_ABANDONED:
+            self._abandoned.pop(0).transport.abort()
+        if not abandon:
+            self._close_abandoned()
+
+    def _close_abandoned(self) -> None:
+        while self._abandoned:
+            self._abandoned.pop().transport.abort()
 
     async def _drive(self) -> None:
         """Connect whenever the core is DOWN and there is a reason to be connected."""

@@ -18,6 +18,10 @@ from .errors import Error
 from .ops import DEFAULT_TUBE, Op
 
 RECV_BYTES = 65536
+# Connections given up during a failover stay open (at most this many) until the session has
+# settled on a new one. Closing one at once could release the session's jobs: a node that was
+# slow, not dead, may yet commit the session-resume we sent it and then see the close.
+MAX_ABANDONED = 4
 DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_FAILOVER_TIMEOUT_S = 30.0
 
@@ -53,6 +57,7 @@ class Client(Api):
         self._core = Core(parse_addresses(address), timeout_s=timeout,
                           failover_timeout_s=failover_timeout, rng=random.Random(seed))
         self._sock: socket.socket | None = None
+        self._abandoned: list[socket.socket] = []
         self._closed = False
         self._core.start(self._now())
         self._pump(lambda: self._core.state == READY)
@@ -71,6 +76,7 @@ class Client(Api):
         """Closes the connection; the client must not be used afterwards."""
         self._closed = True
         self._drop_socket()
+        self._close_abandoned()
 
     @property
     def address(self):
@@ -123,7 +129,9 @@ class Client(Api):
                 else:
                     core.connection_lost("connection closed by the node", self._now())
             if core.state == DOWN:
-                self._drop_socket()
+                self._abandon_socket()
+            elif self._abandoned and core.episode is None:
+                self._close_abandoned()  # the session lives on the new connection now
 
     def _check_idle_socket(self) -> None:
         """Notice a node that hung up while we were idle *before* sending the next command,
@@ -143,7 +151,7 @@ class Client(Api):
             else:
                 self._core.connection_lost("connection closed by the node", self._now())
         if self._core.state == DOWN:
-            self._drop_socket()
+            self._abandon_socket()
 
     def _send(self, data: bytes) -> bool:
         if not data:
@@ -154,7 +162,7 @@ class Client(Api):
             return True
         except OSError as error:
             self._core.connection_lost(f"send failed: {reason_of(error)}", self._now())
-            self._drop_socket()
+            self._abandon_socket()
             return False
 
     def _connect(self) -> bool:
@@ -177,6 +185,17 @@ class Client(Api):
         self._sock = sock
         core.connected(address, self._now())
         return True
+
+    def _abandon_socket(self) -> None:
+        if self._sock is not None:
+            self._abandoned.append(self._sock)
+            self._sock = None
+        while len(self._abandoned) > MAX_ABANDONED:
+            self._abandoned.pop(0).close()
+
+    def _close_abandoned(self) -> None:
+        while self._abandoned:
+            self._abandoned.pop().close()
 
     def _drop_socket(self) -> None:
         if self._sock is not None:

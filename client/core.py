@@ -19,7 +19,7 @@ are submitted (pipelined) and replies are matched to them in order (FIFO).
 
 When a connection is lost, the commands sent on it but not answered go back to the front of
 the queue, marked ``lost``, and a *failover episode* starts: ``next_attempt()`` hands out
-addresses in random order (the failed one last), one round after another with exponential
+addresses in random order (those that failed least in this episode first), one round after another with exponential
 backoff and jitter between rounds, until a handshake succeeds or ``failover_timeout`` is
 spent -- then every queued command fails with ``UnavailableError`` naming what was tried.
 After a successful handshake each lost command is replayed by its rule (``ops.py``), using the
@@ -72,12 +72,14 @@ class _Sent:
 class _Episode:
     """One failover: when it began, what was tried, and the order of the current round."""
 
-    def __init__(self, now: float, avoid: Address | None):
+    def __init__(self, now: float):
         self.started = now
-        self.avoid = avoid
         self.tried: dict[str, tuple[int, str]] = {}  # address -> (attempts, last reason)
         self.round: list[Address] = []
         self.rounds = 0
+
+    def failures(self, address: Address) -> int:
+        return self.tried.get(describe(address), (0, ""))[0]
 
     def note(self, address: Address, reason: str) -> None:
         count, _ = self.tried.get(describe(address), (0, ""))
@@ -127,7 +129,7 @@ class Core:
     def start(self, now: float) -> None:
         """Begin connecting (the first connection is a failover episode without a failure)."""
         if self.episode is None:
-            self.episode = _Episode(now, None)
+            self.episode = _Episode(now)
 
     def next_attempt(self, now: float) -> tuple[Address, float] | None:
         """The next address to connect to and how long to wait first, or None when the
@@ -140,11 +142,11 @@ class Core:
                 backoff = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (episode.rounds - 1))
                 delay = backoff * self.rng.uniform(0.5, 1.5)
             episode.rounds += 1
+            # Random order, but the nodes that failed least in this episode first: a frozen
+            # node accepts connections and costs a whole timeout at every try.
             order = self.addresses[:]
             self.rng.shuffle(order)
-            if episode.avoid in order and len(order) > 1:  # the node that just failed goes last
-                order.remove(episode.avoid)
-                order.append(episode.avoid)
+            order.sort(key=episode.failures)
             episode.round = order
         if now + delay - episode.started > self.failover_timeout_s:
             self._give_up(now)
@@ -197,7 +199,7 @@ class Core:
         self._resumed = None
         self._lost_from = f"{describe(address)} ({reason})"
         if self.episode is None:
-            self.episode = _Episode(now, address)
+            self.episode = _Episode(now)
         self.episode.note(address, reason)
 
     # ------------------------------------------------------------------ application side
