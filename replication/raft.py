@@ -48,7 +48,7 @@ from beanraft.jobs.machine import Machine
 from .clock import ClusterClock
 from .disk import DiskBudget, job_cost, release_reserve_for_start
 from .codec import EntryFormatError, decode_entry, stamp_entry
-from . import framing, seam
+from . import framing, raft_port, seam
 from .journal import DurableJournal, SyncPolicy
 from .peer_crypto import PeerCipher, derive_key
 from .snapshot_file import SnapshotAnchor, read_snapshot, write_snapshot
@@ -115,7 +115,8 @@ def _create_journal(journal_file):
     return DurableJournal(journal_file, snapshot)
 
 
-seam.install(create_journal=_create_journal, framing_zlib=framing.Zlib)
+seam.install(create_journal=_create_journal, framing_zlib=framing.Zlib,
+             listener=raft_port.GuardedListener, connection=raft_port.GuardedConnection)
 
 
 def _check_bindable(address: str) -> None:
@@ -324,6 +325,7 @@ class RaftNode:
         host = _Host(self, config.self_addr, config.peers, conf)
         try:
             seam.check_instance(host)
+            raft_port.attach(host)
             if secret is not None:
                 # Before the first tick, so before any connection is accepted or made.
                 cipher = PeerCipher(derive_key(secret))

@@ -1,0 +1,312 @@
+"""The raft port's listener and connections, bounded before a peer proves it knows the secret.
+
+Theory of operation. pysyncobj 0.3.17 reads a peer's frame whole before it checks the seal, grows
+the buffer by concatenation in the tick thread, listens with a backlog of 5, accepts one
+connection per poll, keeps a silent connection for the whole connection timeout (60 s), and
+closes its listening socket for good on the first accept error (EMFILE included). Anyone who can
+reach the port could make a node buffer gigabytes, stall its heartbeats, or unbind it. The two
+classes below take the place of pysyncobj's (through ``seam``); the Raft protocol, the handshake
+and the decoding of each frame stay pysyncobj's.
+
+Rules, for every connection, accepted or dialled:
+* A connection is *proven* once one frame opened under the cluster key (``open_frame`` returned
+  a message). Before that, at most ``PREAUTH_BUFFER_BYTES`` are read from it; a first frame
+  announcing more, a negative length, or a frame that does not open closes it at once.
+* Received bytes go into one ``bytearray`` consumed from the front with an offset and compacted
+  when half of it is spent: reading is linear in the bytes received. A proven peer's frame may
+  be large (a big job, a snapshot), but one readable event reads at most ``READ_BUDGET_BYTES``
+  so that heartbeats and other peers are not starved.
+For the listener:
+* It listens with a backlog of ``LISTEN_BACKLOG`` and accepts up to ``ACCEPT_BATCH`` connections
+  per readable event.
+* An accepted connection not proven within ``AUTH_DEADLINE_S`` is closed; at most
+  ``MAX_UNPROVEN`` wait at once (the oldest is closed to make room).
+* An accept that fails for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) pauses
+  accepting, retries after ``ACCEPT_BACKOFF_S`` doubling up to ``ACCEPT_BACKOFF_MAX_S``, logs one
+  line when the burst begins and one when accepting works again, and never closes the listening
+  socket. Only ``unbind`` (the node stopping) closes it.
+``tick()`` runs in the Raft thread before every poll (``attach``): it resumes a paused listener
+and closes unproven connections past their deadline.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+
+from pysyncobj.monotonic import monotonic
+from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.tcp_connection import CONNECTION_STATE
+
+from . import seam
+
+log = logging.getLogger("beanraft.raft_port")
+
+PREAUTH_BUFFER_BYTES = 64 * 1024  # what an unproven peer can make a node hold, per connection
+AUTH_DEADLINE_S = 3.0  # an accepted connection must be proven within this
+MAX_UNPROVEN = 512  # accepted connections waiting to be proven at once
+READ_BUDGET_BYTES = 4 * 1024 * 1024  # read per readable event from a proven peer
+RECV_BYTES = 256 * 1024  # one recv call
+LISTEN_BACKLOG = 1024
+ACCEPT_BATCH = 64
+ACCEPT_BACKOFF_S = 0.05
+ACCEPT_BACKOFF_MAX_S = 1.0
+OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+_LENGTH = struct.Struct("i")  # pysyncobj's frame header: a native signed int
+
+
+class GuardedConnection(seam.SeamConnection):
+    """A peer connection whose reading is bounded until the peer is proven (see module doc)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._reset_inbox()
+        self.opened_at = monotonic()
+
+    def _reset_inbox(self) -> None:
+        self._inbox = bytearray()
+        self._start = 0
+        self.proven = False
+
+    # -- pysyncobj's entry points ---------------------------------------------------------
+
+    def connect(self, host, port):
+        self._reset_inbox()
+        self.opened_at = monotonic()
+        try:
+            return super().connect(host, port)
+        except OSError as exc:  # no descriptor for a socket: pysyncobj retries the dial later
+            _dial_failures.note(exc, f"cannot dial peer {host}:{port}")
+            return False
+
+    def disconnect(self):
+        self._reset_inbox()
+        super().disconnect()
+
+    def read_ready(self) -> None:
+        sock = self.raw_socket()
+        received = 0
+        while sock is not None:
+            if self.proven:
+                want = min(RECV_BYTES, READ_BUDGET_BYTES - received)
+            else:  # never past the bound; the first frame fits in it or is refused
+                want = min(RECV_BYTES, PREAUTH_BUFFER_BYTES - (len(self._inbox) - self._start))
+            if want <= 0:
+                break
+            try:
+                chunk = sock.recv(want)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.disconnect()
+                return
+            if not chunk:
+                self.disconnect()
+                return
+            self._inbox += chunk
+            received += len(chunk)
+            if not self.proven and not self._first_frame_allowed():
+                self.disconnect()
+                return
+        self.mark_read()
+
+    def next_message(self):
+        if self.state == CONNECTION_STATE.DISCONNECTED:
+            return None
+        available = len(self._inbox) - self._start
+        if available < _LENGTH.size:
+            return None
+        (length,) = _LENGTH.unpack_from(self._inbox, self._start)
+        if length < 0 or (not self.proven and length > PREAUTH_BUFFER_BYTES - _LENGTH.size):
+            self.disconnect()
+            return None
+        end = self._start + _LENGTH.size + length
+        if end > len(self._inbox):
+            return None
+        frame = bytes(self._inbox[self._start:end])
+        self._start = end
+        if self._start * 2 >= len(self._inbox):  # compact: each byte is moved at most once more
+            del self._inbox[:self._start]
+            self._start = 0
+        message = self.open_frame(frame)
+        if self.state == CONNECTION_STATE.DISCONNECTED:
+            return None
+        self.proven = True
+        return message
+
+    def _first_frame_allowed(self) -> bool:
+        """An unproven peer's frame must announce a length that fits the pre-proof bound."""
+        if len(self._inbox) - self._start < _LENGTH.size:
+            return True
+        (length,) = _LENGTH.unpack_from(self._inbox, self._start)
+        return 0 <= length <= PREAUTH_BUFFER_BYTES - _LENGTH.size
+
+
+class _Burst:
+    """Logs one line when a run of failures begins, and how many there were when it ends."""
+
+    def __init__(self, logger: logging.Logger):
+        self.log = logger
+        self.count = 0
+        self.began = 0.0
+
+    def note(self, exc: OSError, what: str) -> None:
+        if self.count == 0:
+            self.began = monotonic()
+            self.log.warning("%s: %s; retrying with backoff (logged once per burst)",
+                             what, exc.strerror or exc)
+        self.count += 1
+
+    def end(self, what: str) -> None:
+        if self.count:
+            self.log.info("%s after %.1f s (%d failed attempts)", what,
+                          monotonic() - self.began, self.count)
+            self.count = 0
+
+
+_dial_failures = _Burst(log)
+
+
+class GuardedListener:
+    """pysyncobj's ``TcpServer`` interface (bind, unbind) with the listener rules above."""
+
+    def __init__(self, poller, host, port, onNewConnection, sendBufferSize=2 ** 16,
+                 recvBufferSize=2 ** 16, connectionTimeout=3.5, keepalive=None):
+        self._poller = poller
+        self._address = (host, int(port))
+        self._on_new_connection = onNewConnection
+        self._send_buffer = sendBufferSize
+        self._recv_buffer = recvBufferSize
+        self._timeout = connectionTimeout
+        self._keepalive = keepalive
+        self._sock: socket.socket | None = None
+        self._paused_until: float | None = None
+        self._backoff_s = ACCEPT_BACKOFF_S
+        self._unproven: list[GuardedConnection] = []
+        self._failures = _Burst(log)
+        self.accepted = 0
+
+    # -- pysyncobj's TcpServer interface --------------------------------------------------
+
+    def bind(self) -> None:
+        family = socket.AF_INET6 if ":" in self._address[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._recv_buffer)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setblocking(False)
+            sock.bind(self._address)
+            sock.listen(LISTEN_BACKLOG)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self._subscribe()
+
+    def unbind(self) -> None:
+        if self._sock is not None:
+            if self._paused_until is None:
+                self._poller.unsubscribe(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for conn in self._unproven:
+            conn.disconnect()
+        self._unproven = []
+
+    # -- the Raft thread ------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Resume accepting after a pause; close unproven connections past their deadline."""
+        now = monotonic()
+        if self._paused_until is not None and now >= self._paused_until and self._sock:
+            self._paused_until = None
+            self._subscribe()
+        if self._unproven:
+            keep = []
+            for conn in self._unproven:
+                if conn.proven or conn.state == CONNECTION_STATE.DISCONNECTED:
+                    continue
+                if now - conn.opened_at > AUTH_DEADLINE_S:
+                    conn.disconnect()
+                else:
+                    keep.append(conn)
+            self._unproven = keep
+
+    def _subscribe(self) -> None:
+        self._poller.subscribe(self._sock.fileno(), self._on_event,
+                               POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR)
+
+    def _on_event(self, _descr, event) -> None:
+        if self._sock is None:
+            return
+        if event & POLL_EVENT_TYPE.READ:
+            self._accept_some()
+        elif event & POLL_EVENT_TYPE.ERROR:
+            error = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            self._pause(OSError(error, "listening socket reported an error"))
+
+    def _accept_some(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _addr = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the peer gave up while queued
+            except OSError as exc:
+                self._pause(exc)
+                return
+            self._failures.end(f"raft port {self._where()}: accepting again")
+            self._backoff_s = ACCEPT_BACKOFF_S
+            self._adopt(sock)
+
+    def _adopt(self, sock: socket.socket) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return
+        self.accepted += 1
+        conn = GuardedConnection(poller=self._poller, socket=sock, timeout=self._timeout,
+                                 sendBufferSize=self._send_buffer,
+                                 recvBufferSize=self._recv_buffer, keepalive=self._keepalive)
+        if len(self._unproven) >= MAX_UNPROVEN:
+            self._drop_oldest_unproven()
+        self._unproven.append(conn)
+        self._on_new_connection(conn)
+
+    def _drop_oldest_unproven(self) -> None:
+        while self._unproven:
+            oldest = self._unproven.pop(0)
+            if not oldest.proven and oldest.state != CONNECTION_STATE.DISCONNECTED:
+                oldest.disconnect()
+                return
+
+    def _pause(self, exc: OSError) -> None:
+        """Stop polling the listener for a while; it stays bound and its backlog keeps queueing."""
+        if exc.errno in OUT_OF_RESOURCES:
+            what = f"raft port {self._where()}: cannot accept"
+        else:
+            what = f"raft port {self._where()}: accept failed"
+        self._failures.note(exc, what)
+        if self._paused_until is None:
+            self._poller.unsubscribe(self._sock.fileno())
+        self._paused_until = monotonic() + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, ACCEPT_BACKOFF_MAX_S)
+
+    def _where(self) -> str:
+        return f"{self._address[0]}:{self._address[1]}"
+
+
+def attach(sync) -> None:
+    """Give the node's listener its tick (pysyncobj's transport built it from ``seam``)."""
+    server = seam.listener(sync)
+    if not isinstance(server, GuardedListener):
+        raise seam.SeamError("pysyncobj patch point pysyncobj.transport.TcpServer: the transport "
+                             "did not build its listener from BeanRaft's GuardedListener")
+    sync.addOnTickCallback(server.tick)
