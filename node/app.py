@@ -107,8 +107,7 @@ class Node:
         """Register again if the cluster retired our epoch (it declared us dead while cut off)."""
         if self.epoch == 0 or self._reregistering:
             return
-        with self.raft.lock:
-            live = self.raft.machine.node_epoch.get(self.name)
+        live = self.raft.node_epoch(self.name)
         if live != self.epoch:
             log.warning("the cluster ended this node's sessions (epoch %d); registering again",
                         self.epoch)
@@ -253,8 +252,7 @@ class Node:
         while True:
             timeout = 0.5
             if self.raft.is_leader():
-                with self.raft.lock:
-                    deadline = self.raft.machine.next_deadline_ns()
+                deadline = self.raft.next_deadline_ns()
                 if deadline is not None:
                     wait_ns = deadline - self.raft.cluster_now_ns()
                     if wait_ns <= 0:
@@ -298,8 +296,7 @@ class Node:
                 if now - last_seen.get(peer.address, now) <= grace:
                     dropped.discard(peer.address)
                 elif peer.address not in dropped:
-                    with self.raft.lock:
-                        epoch = self.raft.machine.node_epoch.get(peer.address)
+                    epoch = self.raft.node_epoch(peer.address)
                     dropped.add(peer.address)
                     if epoch is None:
                         continue  # it has no sessions to end

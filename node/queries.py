@@ -1,7 +1,7 @@
 """Answers to read-only requests: peeks, stats and tube lists.
 
-Replicated figures come from the state machine (read under its lock, after a read barrier on a
-multi-node cluster); node-local figures (connections, cmd-* counters, pid, uptime, rusage) come
+Replicated figures come from the state machine (through ``RaftNode.read``, after a read barrier
+on a multi-node cluster); node-local figures (connections, cmd-* counters, pid, uptime, rusage) come
 from this process, as documented in docs/reference/compatibility.md.
 """
 
@@ -18,38 +18,41 @@ from .translate import to_reply
 
 def answer_read(node, conn, req):
     """The reply to one read-only request, computed from local state."""
+    if type(req) in (p.PutKey, p.SessionId, p.SessionResume):
+        return p.UnknownCommand()  # the node does not serve the extensions yet
+    raft = node.raft
+    replicated = raft.read(lambda machine: _query(machine, raft.cluster_now_ns(), conn.sid, req))
+    if type(req) is p.Stats:
+        return p.Ok(p.yaml_mapping(server_stats(node, replicated)))
+    return replicated
+
+
+def _query(machine, now_ns: int, sid: int, req):
+    """Runs under the state lock: the reply to ``req`` (for ``stats``, the replicated figures)."""
     kind = type(req)
-    machine_lock = node.raft.lock
-    with machine_lock:
-        machine = node.raft.machine
-        now_ns = node.raft.cluster_now_ns()
-        if kind is p.Peek:
-            return to_reply(machine.peek(req.job_id))
-        if kind is p.PeekReady:
-            return to_reply(machine.peek_ready(conn.sid))
-        if kind is p.PeekDelayed:
-            return to_reply(machine.peek_delayed(conn.sid))
-        if kind is p.PeekBuried:
-            return to_reply(machine.peek_buried(conn.sid))
-        if kind is p.StatsJob:
-            fields = machine.stats_job(req.job_id, now_ns)
-            return p.NotFound() if fields is None else p.Ok(p.yaml_mapping(fields))
-        if kind is p.StatsTube:
-            fields = machine.stats_tube(req.tube, now_ns)
-            return p.NotFound() if fields is None else p.Ok(p.yaml_mapping(fields))
-        if kind is p.ListTubes:
-            return p.Ok(p.yaml_list(machine.list_tubes()))
-        if kind is p.ListTubeUsed:
-            return p.Using(machine.list_tube_used(conn.sid))
-        if kind is p.ListTubesWatched:
-            return p.Ok(p.yaml_list(machine.list_tubes_watched(conn.sid)))
-        if kind is p.Stats:
-            replicated = machine.stats_global()
-        elif kind in (p.PutKey, p.SessionId, p.SessionResume):
-            return p.UnknownCommand()  # the node does not serve the extensions yet
-        else:
-            return p.InternalError()
-    return p.Ok(p.yaml_mapping(server_stats(node, replicated)))
+    if kind is p.Peek:
+        return to_reply(machine.peek(req.job_id))
+    if kind is p.PeekReady:
+        return to_reply(machine.peek_ready(sid))
+    if kind is p.PeekDelayed:
+        return to_reply(machine.peek_delayed(sid))
+    if kind is p.PeekBuried:
+        return to_reply(machine.peek_buried(sid))
+    if kind is p.StatsJob:
+        fields = machine.stats_job(req.job_id, now_ns)
+        return p.NotFound() if fields is None else p.Ok(p.yaml_mapping(fields))
+    if kind is p.StatsTube:
+        fields = machine.stats_tube(req.tube, now_ns)
+        return p.NotFound() if fields is None else p.Ok(p.yaml_mapping(fields))
+    if kind is p.ListTubes:
+        return p.Ok(p.yaml_list(machine.list_tubes()))
+    if kind is p.ListTubeUsed:
+        return p.Using(machine.list_tube_used(sid))
+    if kind is p.ListTubesWatched:
+        return p.Ok(p.yaml_list(machine.list_tubes_watched(sid)))
+    if kind is p.Stats:
+        return machine.stats_global()
+    return p.InternalError()
 
 
 def server_stats(node, replicated: dict) -> list[tuple[str, int | str | bool]]:

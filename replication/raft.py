@@ -25,6 +25,7 @@ import asyncio
 import codecs
 import collections
 import fcntl
+import hashlib
 import io
 import logging
 import os
@@ -36,7 +37,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, TypeVar
 
 from pysyncobj.monotonic import monotonic
 from pysyncobj import SyncObj, SyncObjConf, replicated
@@ -55,6 +56,7 @@ from .snapshot_file import SnapshotAnchor, read_snapshot, write_snapshot
 from .status import RaftStatus, read_status
 
 log = logging.getLogger("beanraft.raft")
+T = TypeVar("T")
 
 JOURNAL_NAME = "raft.journal"
 MAX_JOB_SIZE = 1_073_741_824  # beanstalkd's cap on -z
@@ -610,6 +612,43 @@ class RaftNode:
         log.info("state restored from snapshot at index %d", anchor.last[1])
         self._post(("notify", None))
         return anchor.last, anchor.prev, set(anchor.cluster)
+
+    # -- reads (any thread) ----------------------------------------------------------------
+    # The node reads replicated state only through these. Each holds the state lock, which the
+    # tick thread needs to apply entries: keep what runs under it short.
+
+    def read(self, query: Callable[[Machine], T]) -> T:
+        """``query(machine)`` under the state lock, for the read-only queries of ``jobs``."""
+        with self.lock:
+            return query(self.machine)
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs per state (ready, reserved, delayed, buried); O(1)."""
+        with self.lock:
+            return self.machine.job_counts()
+
+    def node_epoch(self, node: str) -> int | None:
+        """The live epoch the cluster recorded for ``node``, or None."""
+        with self.lock:
+            return self.machine.node_epoch.get(node)
+
+    def next_deadline_ns(self) -> int | None:
+        """When the state machine's earliest timer fires, or None."""
+        with self.lock:
+            return self.machine.next_deadline_ns()
+
+    def state_digest(self) -> tuple[int, str, dict[str, int]]:
+        """(applied index, sha256 hex digest of the whole state, job counts) of one moment.
+
+        Replicas have equal digests at an equal index. Blocking and O(state): the state is
+        encoded under the lock (about 0.15 s for 60,000 jobs) and hashed after it; call it from
+        a worker thread, never from the event loop or the tick thread.
+        """
+        with self.lock:
+            index = self.applied_index
+            counts = self.machine.job_counts()
+            state = self.machine.snapshot()
+        return index, hashlib.sha256(state).hexdigest(), counts
 
     # -- status ----------------------------------------------------------------------------
 

@@ -139,3 +139,21 @@ def test_the_checker_notices_an_import_cycle(tmp_path, monkeypatch):
     (fake / "ops.py").write_text("from .cli import main\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert cycles(module_graph("node")) == [["cli", "ops", "cli"]]
+
+
+def state_reaches(root: Path) -> list[str]:
+    """Uses of the Raft host's lock or state machine in node/ (it reads through RaftNode's API)."""
+    found = []
+    for path in sorted((root / "node").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in ("lock", "machine") and (
+                    isinstance(node.value, ast.Attribute) and node.value.attr == "raft"):
+                found.append(f"{path.name}:{node.lineno} raft.{node.attr}")
+    return found
+
+
+def test_the_node_reads_replicated_state_only_through_the_read_api_of_replication(tmp_path):
+    assert state_reaches(ROOT) == []
+    (tmp_path / "node").mkdir()
+    (tmp_path / "node" / "bad.py").write_text("with node.raft.lock:\n    node.raft.machine.peek(1)\n")
+    assert state_reaches(tmp_path) == ["bad.py:1 raft.lock", "bad.py:2 raft.machine"]
