@@ -1,91 +1,69 @@
-"""The HTTP endpoint of a node (aiohttp): /status, /healthz, /readyz and /metrics."""
+"""The HTTP endpoint of a node (aiohttp): /status, /healthz, /readyz and /metrics.
+
+Theory of operation. The endpoint runs its own event loop in a thread of its own, so pollers
+never take turns of the loop that serves clients and proposes commits: however many there are,
+they only share the interpreter with it (the GIL, handed over every 0.5 ms, see ``app.py``).
+What the handlers read is thread-safe and cheap (``status.py``). A malformed request is logged
+as one DEBUG line, not as aiohttp's ERROR traceback: a port scanner is not an error of ours.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
+import threading
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from .status import Cached, Digester, Metrics, encode, status_document
 
 log = logging.getLogger("beanraft.http")
 
-
-class Metrics:
-    """Prometheus metrics of one node, in a registry of its own."""
-
-    def __init__(self, node):
-        self.node = node
-        self.registry = r = CollectorRegistry()
-        self.commands = Counter("beanraft_commands", "Client commands parsed, by name.", ["command"], registry=r)
-        self.jobs = Gauge("beanraft_jobs", "Jobs in the cluster, by state.", ["state"], registry=r)
-        self.term = Gauge("beanraft_raft_term", "Current Raft term.", registry=r)
-        self.commit_index = Gauge("beanraft_raft_commit_index", "Raft commit index.", registry=r)
-        self.applied_index = Gauge("beanraft_raft_applied_index", "Raft index applied here.", registry=r)
-        self.is_leader = Gauge("beanraft_raft_is_leader", "1 on the leader, else 0.", registry=r)
-        self.leader_changes = Counter("beanraft_raft_leader_changes",
-                                      "Times this node saw the leader change.", registry=r)
-        self.connections = Gauge("beanraft_connections", "Open client connections.", registry=r)
-        self.commit_latency = Histogram(
-            "beanraft_commit_latency_seconds", "Time from proposing a batch to its reply.",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r)
-        self.batches = Counter("beanraft_batches", "Batches (Raft entries) this node proposed and "
-                               "saw to an end, committed or given up.", registry=r)
-        self._seen = {"leader_changes": 0, "batches": 0}
-
-    def refresh(self) -> None:
-        node = self.node
-        status = node.raft.status
-        with node.raft.lock:
-            counts = node.raft.machine.job_counts()
-        for state, count in counts.items():
-            self.jobs.labels(state).set(count)
-        for name, count in node.cmd_counts.items():
-            # Counters only go up; set the child to the node's own running total.
-            self.commands.labels(name)._value.set(count)
-        self.term.set(status.term)
-        self.commit_index.set(status.commit_index)
-        self.applied_index.set(status.applied_index)
-        self.is_leader.set(1 if status.role == "leader" else 0)
-        self._advance(self.leader_changes, "leader_changes", node.raft.leader_changes)
-        self.connections.set(len(node.connections))
-        self._advance(self.batches, "batches", node.commit.batches)
-
-    def _advance(self, counter: Counter, key: str, total: int) -> None:
-        counter.inc(max(0, total - self._seen[key]))
-        self._seen[key] = max(total, self._seen[key])
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
 
 
-def status_document(node) -> dict:
-    """The JSON of GET /status."""
-    status = node.raft.status
-    with node.raft.lock:
-        counts = node.raft.machine.job_counts()
-        # Read together under the lock: replicas must have equal digests at an equal index.
-        digest_index = node.raft.applied_index
-        digest = node.raft.machine.digest()
-    doc = status.as_dict()
-    doc.update({
-        "digest": digest,
-        "digest_index": digest_index,
-        "uptime_s": round(time.monotonic() - node.started_at, 3),
-        "jobs": counts,
-        "client": node.client_address(),
-        "ready": node.is_ready(),
-        "connections": len(node.connections),
-        "draining": node.draining,
-    })
-    return doc
+class _RequestLog:
+    """aiohttp's server logger: requests that are not HTTP become one DEBUG line each."""
+
+    def __init__(self, logger: logging.Logger):
+        self._log = logger
+
+    def _one_line(self, msg, args, exc) -> bool:
+        if isinstance(exc, HttpProcessingError):
+            self._log.debug("%s: %s", msg % args if args else msg, exc.message or type(exc).__name__)
+            return True
+        return False
+
+    def exception(self, msg, *args, exc_info=True, **kwargs) -> None:
+        if not self._one_line(msg, args, exc_info):
+            self._log.error(msg, *args, exc_info=exc_info, **kwargs)
+
+    def debug(self, msg, *args, exc_info=None, **kwargs) -> None:
+        if not self._one_line(msg, args, exc_info):
+            self._log.debug(msg, *args, exc_info=exc_info, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._log, name)
 
 
-async def start_http(node, address: str) -> web.AppRunner:
-    """Serve the endpoint on HOST:PORT; return the runner (``await runner.cleanup()`` stops it)."""
+def _routes(node) -> web.Application:
     metrics = Metrics(node)
     node.commit.on_latency = metrics.commit_latency.observe
+    status_bytes = Cached(lambda: encode(status_document(node)))
+    metrics_bytes = Cached(metrics.render)
+    digester = Digester(node.raft)
 
-    async def status(_request):
-        return web.json_response(status_document(node))
+    async def status(request):
+        if request.query.get("digest") in ("1", "true", "yes"):
+            index, digest, counts = await digester.latest()
+            doc = status_document(node, counts)
+            doc.update({"digest": digest, "digest_index": index})
+            return web.json_response(doc)
+        return web.Response(body=status_bytes.get(), content_type="application/json",
+                            charset="utf-8")
 
     async def healthz(_request):
         return web.json_response({"ok": True})
@@ -96,16 +74,69 @@ async def start_http(node, address: str) -> web.AppRunner:
                                  status=200 if ready else 503)
 
     async def prometheus(_request):
-        metrics.refresh()
-        return web.Response(body=generate_latest(metrics.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=metrics_bytes.get(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.add_routes([web.get("/status", status), web.get("/healthz", healthz),
                     web.get("/readyz", readyz), web.get("/metrics", prometheus)])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    host, _, port = address.rpartition(":")
-    await web.TCPSite(runner, host, int(port)).start()
+    return app
+
+
+class HttpEndpoint:
+    """The endpoint's thread and event loop; ``start`` binds (or raises), ``cleanup`` stops."""
+
+    def __init__(self, node, address: str):
+        self.address = address
+        self._app = _routes(node)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._started.wait(START_TIMEOUT_S):
+            raise OSError(f"HTTP endpoint {self.address} did not start")
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._serve())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        runner = web.AppRunner(self._app, access_log=None, logger=_RequestLog(log))
+        try:
+            await runner.setup()
+            host, _, port = self.address.rpartition(":")
+            await web.TCPSite(runner, host, int(port), backlog=1024).start()
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._started.set()
+            await runner.cleanup()
+            return
+        self._started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    async def cleanup(self) -> None:
+        """Stop serving and wait (bounded) for the thread to end."""
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, STOP_TIMEOUT_S)
+
+
+async def start_http(node, address: str) -> HttpEndpoint:
+    """Serve the endpoint on HOST:PORT; return it (``await endpoint.cleanup()`` stops it)."""
+    endpoint = HttpEndpoint(node, address)
+    await asyncio.get_running_loop().run_in_executor(None, endpoint.start)
     log.info("HTTP endpoint on http://%s/status", address)
-    return runner
+    return endpoint

@@ -97,10 +97,12 @@ def die_with_parent() -> None:
         pass
 
 
-def fetch_status(host: str, port: int, timeout_s: float = 1.0) -> dict | None:
-    """GET http://host:port/status as a dict (bypassing any proxy), or None."""
+def fetch_status(host: str, port: int, timeout_s: float = 1.0, digest: bool = False) -> dict | None:
+    """GET http://host:port/status (``?digest=1`` if ``digest``) as a dict, bypassing any
+    proxy, or None."""
+    query = "?digest=1" if digest else ""
     try:
-        with _NO_PROXY.open(f"http://{host}:{port}/status", timeout=timeout_s) as reply:
+        with _NO_PROXY.open(f"http://{host}:{port}/status{query}", timeout=timeout_s) as reply:
             doc = json.loads(reply.read(1 << 20))
             return doc if isinstance(doc, dict) else None
     except (OSError, ValueError):
@@ -253,9 +255,10 @@ class ServeProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def status(self, timeout_s: float = 1.0) -> dict | None:
-        """GET /status, or None when the node does not answer in time."""
-        return fetch_status(self.spec.host, self.spec.http_port, timeout_s)
+    def status(self, timeout_s: float = 1.0, digest: bool = False) -> dict | None:
+        """GET /status (with the state digest if ``digest``), or None when the node does not
+        answer in time."""
+        return fetch_status(self.spec.host, self.spec.http_port, timeout_s, digest)
 
     def log_text(self, limit: int = 20000) -> str:
         if self.log_path is None:

@@ -187,9 +187,10 @@ class NodeProcess(ServeProcess):
     def http(self, path: str, timeout_s: float = 2.0) -> tuple[int | None, str]:
         return http_get(self.ports.http, path, timeout_s)
 
-    def status(self) -> dict | None:
-        """GET /status as a dict, or None if the node does not answer."""
-        code, body = self.http("/status")
+    def status(self, digest: bool = False) -> dict | None:
+        """GET /status as a dict (with the state digest if ``digest``), or None if the node
+        does not answer."""
+        code, body = self.http("/status?digest=1" if digest else "/status")
         return json.loads(body) if code == 200 else None
 
     def is_ready(self) -> bool:
@@ -278,8 +279,9 @@ class Cluster:
     def by_raft(self, address: str) -> NodeProcess:
         return next(n for n in self.nodes if n.raft_address == address)
 
-    def statuses(self, nodes: Iterable[NodeProcess] | None = None) -> dict[str, dict | None]:
-        return {n.name: n.status() for n in (self.running if nodes is None else nodes)}
+    def statuses(self, nodes: Iterable[NodeProcess] | None = None,
+                 digest: bool = False) -> dict[str, dict | None]:
+        return {n.name: n.status(digest) for n in (self.running if nodes is None else nodes)}
 
     def describe(self) -> str:
         """One line per node: process state and the interesting part of its /status."""
@@ -289,7 +291,7 @@ class Cluster:
             state = "running" if node.running else f"exited {node.process.poll() if node.process else '-'}"
             if doc:
                 keep = {k: doc.get(k) for k in ("role", "leader", "term", "commit_index",
-                                                 "digest_index", "ready")}
+                                                 "applied_index", "ready")}
                 lines.append(f"{node.name} ({state}): {keep}")
             else:
                 lines.append(f"{node.name} ({state}): no /status")
@@ -356,7 +358,7 @@ class Cluster:
         nodes = list(self.running if nodes is None else nodes)
 
         def same_index() -> dict | None:
-            docs = self.statuses(nodes)
+            docs = self.statuses(nodes, digest=True)
             if any(d is None for d in docs.values()):
                 return None
             if len({d["digest_index"] for d in docs.values()}) == 1:

@@ -33,7 +33,7 @@ def start_intruder(cluster: Cluster, name: str, env: dict[str, str], *flags: str
 
 def cluster_fingerprint(cluster: Cluster) -> dict[str, tuple]:
     """What must not move: each member's role, leader, term, indexes, digest and peer links."""
-    docs = cluster.statuses(cluster.nodes)
+    docs = cluster.statuses(cluster.nodes, digest=True)
     return {name: (d["role"], d["leader"], d["term"], d["commit_index"], d["digest_index"],
                    d["digest"], tuple((p["address"], p["connected"]) for p in d["peers"]))
             for name, d in docs.items()}

@@ -240,7 +240,7 @@ class Cluster:
         (whose digests must then be equal), or None when ``timeout_s`` passes first."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            docs = {n.name: n.status() for n in self.nodes}
+            docs = {n.name: n.status(digest=True) for n in self.nodes}
             if all(docs.values()):
                 indices = {d.get("digest_index") for d in docs.values()}
                 if len(indices) == 1:

@@ -107,7 +107,7 @@ class Sampler(threading.Thread):
 
 
 def record_status(history: History, node, f: str) -> dict | None:
-    doc = node.status()
+    doc = node.status(digest=True)
     if doc and "digest" in doc:
         history.note("sampler", f, {k: doc.get(k) for k in (
             "digest", "digest_index", "role", "term", "leader", "commit_index", "jobs")},

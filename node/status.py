@@ -1,0 +1,144 @@
+"""What the HTTP endpoint reports: the /status document, the Prometheus metrics, the state digest.
+
+Theory of operation. Pollers must never slow the queue down, however many there are.
+* Everything here runs on the HTTP thread (``http.py``), not on the event loop that serves
+  clients. It reads only figures that are O(1) to get: the Raft status copy that the tick thread
+  refreshes every 100 ms, the job counts the state machine keeps (under the state lock for a few
+  microseconds) and the node's own counters (read whole, never iterated while they change).
+* /status and /metrics are built at most once per ``CACHE_S`` and the same bytes are served to
+  every poller meanwhile, so a crowd of pollers costs what one does.
+* The digest of the whole state is O(state) and must encode it under the state lock. It is made
+  only on request (``/status?digest=1``), in a worker thread, by one computation shared by every
+  request that waits for it, and computations are spaced (``DIGEST_SPACING``) so that digests
+  hold the lock for at most about a tenth of the time however often they are asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CACHE_S = 0.1  # the Raft status copy is refreshed this often anyway
+DIGEST_SPACING = 9  # a digest that took t seconds is followed by at least 9 t without one
+
+
+class Cached:
+    """The value of ``build()``, rebuilt at most once per ``max_age_s``."""
+
+    def __init__(self, build: Callable[[], bytes], max_age_s: float = CACHE_S):
+        self._build = build
+        self._max_age_s = max_age_s
+        self._value = b""
+        self._at = float("-inf")
+
+    def get(self) -> bytes:
+        now = time.monotonic()
+        if now - self._at >= self._max_age_s:
+            self._value = self._build()
+            self._at = now
+        return self._value
+
+
+def status_document(node, counts: dict[str, int] | None = None) -> dict:
+    """The JSON of GET /status (fields: docs/reference/http.md)."""
+    doc = node.raft.status.as_dict()
+    doc.update({
+        "uptime_s": round(time.monotonic() - node.started_at, 3),
+        "jobs": node.raft.job_counts() if counts is None else counts,
+        "client": node.client_address(),
+        "ready": node.is_ready(),
+        "connections": len(node.connections),
+        "draining": node.draining,
+    })
+    return doc
+
+
+def encode(doc: dict) -> bytes:
+    return json.dumps(doc).encode()
+
+
+class Digester:
+    """The state digest at an index at least as recent as the request's, shared and spaced."""
+
+    def __init__(self, raft):
+        self.raft = raft
+        self._latest: tuple[int, str, dict] | None = None  # (index, digest, job counts)
+        self._running: asyncio.Future | None = None
+        self._next_start = 0.0
+
+    async def latest(self) -> tuple[int, str, dict]:
+        """(digest_index, digest, job counts) of an index at or after the one applied now."""
+        wanted = self.raft.applied_index
+        for _round in range(3):  # the computation that runs now may have begun before ``wanted``
+            if self._latest is not None and self._latest[0] >= wanted:
+                return self._latest
+            if self._running is None:
+                self._running = asyncio.ensure_future(self._compute())
+            await asyncio.shield(self._running)
+        return self._latest
+
+    async def _compute(self) -> None:
+        try:
+            await asyncio.sleep(max(0.0, self._next_start - time.monotonic()))
+            began = time.monotonic()
+            result = await asyncio.get_running_loop().run_in_executor(None, self.raft.state_digest)
+            took = time.monotonic() - began
+            self._next_start = time.monotonic() + DIGEST_SPACING * took
+            if self._latest is None or result[0] >= self._latest[0]:
+                self._latest = result
+        finally:
+            self._running = None
+
+
+class Metrics:
+    """Prometheus metrics of one node, in a registry of its own."""
+
+    def __init__(self, node):
+        self.node = node
+        self.registry = r = CollectorRegistry()
+        self.commands = Counter("beanraft_commands", "Client commands parsed, by name.", ["command"], registry=r)
+        self.jobs = Gauge("beanraft_jobs", "Jobs in the cluster, by state.", ["state"], registry=r)
+        self.term = Gauge("beanraft_raft_term", "Current Raft term.", registry=r)
+        self.commit_index = Gauge("beanraft_raft_commit_index", "Raft commit index.", registry=r)
+        self.applied_index = Gauge("beanraft_raft_applied_index", "Raft index applied here.", registry=r)
+        self.is_leader = Gauge("beanraft_raft_is_leader", "1 on the leader, else 0.", registry=r)
+        self.leader_changes = Counter("beanraft_raft_leader_changes",
+                                      "Times this node saw the leader change.", registry=r)
+        self.connections = Gauge("beanraft_connections", "Open client connections.", registry=r)
+        self.commit_latency = Histogram(
+            "beanraft_commit_latency_seconds", "Time from proposing a batch to its reply.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r)
+        self.batches = Counter("beanraft_batches", "Batches (Raft entries) this node proposed and "
+                               "saw to an end, committed or given up.", registry=r)
+        self._seen = {"leader_changes": 0, "batches": 0}
+
+    def render(self) -> bytes:
+        """The text exposition, with every figure read now."""
+        self.refresh()
+        return generate_latest(self.registry)
+
+    def refresh(self) -> None:
+        node = self.node
+        status = node.raft.status
+        for state, count in node.raft.job_counts().items():
+            self.jobs.labels(state).set(count)
+        # A copy made in one step: the event loop's thread adds names to the dict meanwhile.
+        for name, count in dict(node.cmd_counts).items():
+            # Counters only go up; set the child to the node's own running total.
+            self.commands.labels(name)._value.set(count)
+        self.term.set(status.term)
+        self.commit_index.set(status.commit_index)
+        self.applied_index.set(status.applied_index)
+        self.is_leader.set(1 if status.role == "leader" else 0)
+        self._advance(self.leader_changes, "leader_changes", node.raft.leader_changes)
+        self.connections.set(len(node.connections))
+        self._advance(self.batches, "batches", node.commit.batches)
+
+    def _advance(self, counter: Counter, key: str, total: int) -> None:
+        counter.inc(max(0, total - self._seen[key]))
+        self._seen[key] = max(total, self._seen[key])
