@@ -62,7 +62,8 @@ def _routes(node) -> web.Application:
             doc = status_document(node, counts)
             doc.update({"digest": digest, "digest_index": index})
             return web.json_response(doc)
-        return web.Response(body=status_bytes.get(), content_type="application/json",
+        # Rebuilt at once when readiness changes: /status never contradicts /readyz.
+        return web.Response(body=status_bytes.get(node.is_ready()), content_type="application/json",
                             charset="utf-8")
 
     async def healthz(_request):

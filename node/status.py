@@ -9,8 +9,9 @@ Theory of operation. Pollers must never slow the queue down, however many there 
   every poller meanwhile, so a crowd of pollers costs what one does.
 * The digest of the whole state is O(state) and must encode it under the state lock. It is made
   only on request (``/status?digest=1``), in a worker thread, by one computation shared by every
-  request that waits for it, and computations are spaced (``DIGEST_SPACING``) so that digests
-  hold the lock for at most about a tenth of the time however often they are asked for.
+  request that waits for it, and computations are spaced (``DIGEST_SPACING``, at most
+  ``DIGEST_GAP_MAX_S``) so that digests hold the lock for a small share of the time however
+  often they are asked for.
 """
 
 from __future__ import annotations
@@ -23,23 +24,26 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 CACHE_S = 0.1  # the Raft status copy is refreshed this often anyway
-DIGEST_SPACING = 9  # a digest that took t seconds is followed by at least 9 t without one
+DIGEST_SPACING = 4  # a digest that took t seconds is followed by 4 t without one ...
+DIGEST_GAP_MAX_S = 2.0  # ... or by 2 s, whichever is shorter
 
 
 class Cached:
-    """The value of ``build()``, rebuilt at most once per ``max_age_s``."""
+    """The value of ``build()``, rebuilt at most once per ``max_age_s``, or when ``key`` changes."""
 
     def __init__(self, build: Callable[[], bytes], max_age_s: float = CACHE_S):
         self._build = build
         self._max_age_s = max_age_s
         self._value = b""
+        self._key = None
         self._at = float("-inf")
 
-    def get(self) -> bytes:
+    def get(self, key=None) -> bytes:
         now = time.monotonic()
-        if now - self._at >= self._max_age_s:
+        if now - self._at >= self._max_age_s or key != self._key:
             self._value = self._build()
             self._at = now
+            self._key = key
         return self._value
 
 
@@ -87,7 +91,7 @@ class Digester:
             began = time.monotonic()
             result = await asyncio.get_running_loop().run_in_executor(None, self.raft.state_digest)
             took = time.monotonic() - began
-            self._next_start = time.monotonic() + DIGEST_SPACING * took
+            self._next_start = time.monotonic() + min(DIGEST_SPACING * took, DIGEST_GAP_MAX_S)
             if self._latest is None or result[0] >= self._latest[0]:
                 self._latest = result
         finally:
