@@ -57,6 +57,9 @@ class GroupCommit:
     def submit(self, command: tuple) -> asyncio.Future:
         """Queue one state-machine command; the future resolves to its reply tuple."""
         fut = self._loop.create_future()
+        # A connection that closes abandons the futures of its queued commands; their
+        # OutcomeUnknown is expected, not an error for asyncio to log when they are collected.
+        fut.add_done_callback(_retrieve_exception)
         self._pending.append((command, fut))
         self._schedule()
         return fut
@@ -126,3 +129,8 @@ class GroupCommit:
     async def barrier(self) -> None:
         """Wait until everything committed before this call is applied here (linearizable read)."""
         await self.submit((Op.TICK, 0, 0))
+
+
+def _retrieve_exception(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
