@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import sys
 
 import click
@@ -129,6 +130,9 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
 async def _serve(config: NodeConfig) -> int:
     from .app import Node
 
+    # Everything the node writes (journal, snapshots, term and vote, lock, and whatever
+    # pysyncobj creates) holds job bodies or cluster state: owner only, 0600 and 0700.
+    os.umask(0o077)
     _raise_open_files_limit()
     node = Node(config)
     try:
@@ -152,6 +156,7 @@ def _read_secret(path: str | None) -> str | None:
     if path:
         try:
             with open(path) as f:
+                _check_private(path, os.fstat(f.fileno()).st_mode)
                 secret = f.read().strip()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not text"
@@ -160,6 +165,15 @@ def _read_secret(path: str | None) -> str | None:
             raise click.UsageError(f"{path} is empty")
         return secret
     return os.environ.get("BEANRAFT_CLUSTER_SECRET") or None
+
+
+def _check_private(path: str, mode: int) -> None:
+    """Refuse a secret file that group or others may access, as ssh refuses such a key."""
+    if mode & 0o077:
+        raise click.UsageError(
+            f"--cluster-secret-file {path} is accessible by group or others (mode "
+            f"{stat.S_IMODE(mode):04o}): whoever can read it can join the cluster. "
+            f"Fix: chmod 600 {path}")
 
 
 def _become(user: str, data_dir: str | None) -> None:

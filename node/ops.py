@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import sys
 import tempfile
 import urllib.error
@@ -27,7 +28,17 @@ DEFAULT_MAX_RESTARTS = 3
 
 @click.command()
 def secret() -> None:
-    """Print a new random cluster secret (give every node the same one)."""
+    """Print a new random cluster secret (give every node the same one).
+
+    Redirected to a file (``beanraft secret > FILE``), it first makes that file readable by its
+    owner only, as ``serve`` requires.
+    """
+    try:
+        out = sys.stdout.fileno()
+        if stat.S_ISREG(os.fstat(out).st_mode):
+            os.fchmod(out, 0o600)
+    except (OSError, ValueError):  # not a real file (a pipe, a test runner's buffer), or not ours
+        pass
     click.echo(secrets.token_urlsafe(32))
 
 

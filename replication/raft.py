@@ -140,6 +140,24 @@ class DataDirLocked(OSError):
     """Another process already uses this data directory."""
 
 
+def _make_private(directory: str) -> None:
+    """Create ``directory`` as 0700, or make an existing one 0700 and its files 0600.
+
+    The journal and snapshots hold every job body, and the data directory is the node's alone.
+    A directory made by an older version (0755, files 0644) is tightened at start.
+    """
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    tightened = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & 0o077:
+                os.chmod(entry.path, 0o600)
+                tightened += 1
+    if tightened:
+        log.info("made %d files in %s readable by their owner only (0600)", tightened, directory)
+
+
 def _lock_directory(directory: str) -> int:
     """Hold an exclusive lock on DIR/lock for the life of the process (as beanstalkd does)."""
     fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -288,7 +306,7 @@ class RaftNode:
             self._tmpdir = directory = tempfile.mkdtemp(prefix="beanraft-")
             journal = None
         else:
-            os.makedirs(directory, exist_ok=True)
+            _make_private(directory)
             self._lock_fd = _lock_directory(directory)
             release_reserve_for_start(directory)
             journal = os.path.join(directory, JOURNAL_NAME)

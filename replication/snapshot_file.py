@@ -46,7 +46,7 @@ def write_snapshot(path: str, anchor: SnapshotAnchor, state: bytes) -> None:
         use_bin_type=True,
     )
     crc = zlib.crc32(MAGIC)
-    with open(path, "wb") as f:
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
         for chunk in (MAGIC, _U32.pack(len(header)), header, state):
             if chunk is not MAGIC:
                 crc = zlib.crc32(chunk, crc)

@@ -360,8 +360,8 @@ class ClusterTarget(Target):
         http = [ports.take() for _ in range(self.size)]
         d = self.ctx.new_dir(self.name)
         secret = os.path.join(d, "cluster.secret")  # peer traffic sealed, as in production
-        with open(secret, "w") as f:
-            f.write(secrets.token_urlsafe(32))
+        with open(os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(secrets.token_urlsafe(32))  # owner only: serve refuses a wider secret
         security = ["--insecure"] if self.ctx.args.insecure_cluster else ["--cluster-secret-file", secret]
         specs = local_specs(self.size, Path(d), client, raft, http)
         nodes = []

@@ -229,6 +229,7 @@ BAD_SETTINGS = {
 def test_wrong_or_inconsistent_cluster_settings_fail_at_start_with_a_one_line_reason(case, tmp_path):
     a, b, c = (f"{HOST}:{port}" for port in free_ports(3))
     (tmp_path / "empty-secret").write_text("\n")
+    (tmp_path / "empty-secret").chmod(0o600)  # a secret others may read is refused first
     flags, extra_env, words = BAD_SETTINGS[case]
     flags = [flag.format(a=a, b=b, c=c, tmp=tmp_path) for flag in flags]
     words = words.format(a=a)

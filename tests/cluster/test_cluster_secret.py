@@ -53,6 +53,7 @@ def test_peers_without_the_secret_are_refused_and_change_nothing(cluster, tmp_pa
     assert other_secret != cluster.secret
     secret_file = tmp_path / "other-secret"
     secret_file.write_text(other_secret + "\n")
+    secret_file.chmod(0o600)  # serve refuses a secret that others may read
     cluster.leader()
     cluster.wait_links_up()
     before = cluster_fingerprint(cluster)
