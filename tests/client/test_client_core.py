@@ -1,0 +1,201 @@
+"""Goal: the sans-I/O core replays exactly what is safe after a failover, hands a job whose
+RESERVED reply was lost to the next reserve, and gives up within failover_timeout.
+
+Method: the core is driven by hand, with virtual time and the server's bytes written out as a
+transcript (no socket, no clock): connect, feed replies, lose the connection, connect again,
+and compare the bytes the core sends with the exact commands expected.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from beanraft import protocol as p
+from beanraft.client import api, ops
+from beanraft.client.core import DOWN, READY, Core
+from beanraft.client.errors import NotFoundError, UnavailableError
+
+A, B = ("10.0.0.1", 11300), ("10.0.0.2", 11300)
+
+
+def make_job(job_id, body):
+    return api.Job(job_id, body)
+
+
+def up(core: Core, address=A, now=0.0) -> bytes:
+    core.connected(address, now)
+    return core.data_to_send()
+
+
+def session_core() -> Core:
+    """A core READY on A with session s1 (the server has the extensions)."""
+    core = Core([A, B], timeout_s=2.0, failover_timeout_s=10.0, rng=random.Random(1))
+    core.start(0.0)
+    assert core.next_attempt(0.0) is not None
+    assert up(core) == b"session-id\r\n"
+    core.receive_data(b"SESSION s1\r\n", 0.1)
+    assert core.state == READY
+    return core
+
+
+def fail_over(core: Core, resumed: bytes, now=1.0) -> bytes:
+    """Lose A, connect to B, answer the resume; returns what the core sent after it."""
+    core.connection_lost("connection closed by the node", now)
+    assert core.state == DOWN
+    assert core.next_attempt(now) is not None
+    assert up(core, B, now) == b"session-resume s1\r\n"
+    core.receive_data(resumed, now + 0.1)
+    return core.data_to_send()
+
+
+def resumed(*job_ids: int) -> bytes:
+    body = "---\n" + "".join(f"- {j}\n" for j in job_ids)
+    return f"RESUMED {len(body)}\r\n{body}\r\n".encode()
+
+
+def test_a_put_whose_reply_was_lost_is_sent_again_with_the_same_key():
+    core = session_core()
+    put = ops.put(b"hi", 1, 0, 60, key="k-1")
+    core.submit(put, 0.2)
+    assert core.data_to_send() == b"put-key k-1 1 0 60 2\r\nhi\r\n"
+    assert fail_over(core, resumed()) == b"put-key k-1 1 0 60 2\r\nhi\r\n"
+    core.receive_data(b"INSERTED 7\r\n", 1.2)
+    assert put.outcome() == 7
+
+
+def test_every_put_gets_a_fresh_key_unless_the_application_gives_one():
+    assert ops.put(b"a", 0, 0, 1, None).key != ops.put(b"a", 0, 0, 1, None).key
+
+
+def test_a_lost_delete_of_a_job_the_resumed_session_no_longer_holds_is_done():
+    core = session_core()
+    reserve = ops.reserve(None, 0.2, make_job)
+    core.submit(reserve, 0.2)
+    assert core.data_to_send() == b"reserve-with-timeout 1\r\n"  # a slice
+    core.receive_data(b"RESERVED 5 1\r\nx\r\n", 0.3)
+    delete, release = ops.delete(5), ops.release(6, 1, 0)
+    core.held.add(6)
+    core.submit(delete, 0.4)
+    core.submit(release, 0.4)
+    core.data_to_send()
+    # 5 is gone from the session (our delete committed), 6 is still held: only 6 is re-sent.
+    assert fail_over(core, resumed(6)) == b"release 6 1 0\r\n"
+    assert delete.done and delete.error is None
+    core.receive_data(b"RELEASED\r\n", 1.3)
+    assert release.outcome() is None and core.held == set()
+
+
+def test_a_job_reserved_to_the_session_but_unknown_to_the_client_goes_to_the_next_reserve():
+    core = session_core()
+    reserve = ops.reserve(None, 0.2, make_job)
+    core.submit(reserve, 0.2)
+    core.data_to_send()
+    # The RESERVED 9 reply was lost with the node: the resumed session says it holds 9.
+    assert fail_over(core, resumed(9)) == b"peek 9\r\n"
+    core.receive_data(b"FOUND 9 4\r\nbody\r\n", 1.3)
+    job = reserve.outcome()
+    assert (job.id, job.body) == (9, b"body") and core.held == {9}
+
+
+def test_an_orphan_that_vanished_meanwhile_falls_back_to_a_real_reserve():
+    core = session_core()
+    reserve = ops.reserve(None, 0.2, make_job)
+    core.submit(reserve, 0.2)
+    core.data_to_send()
+    assert fail_over(core, resumed(9)) == b"peek 9\r\n"
+    core.receive_data(b"NOT_FOUND\r\n", 1.3)
+    assert core.data_to_send() == b"reserve-with-timeout 1\r\n"
+
+
+def test_a_reserve_is_sliced_and_issued_again_with_the_time_left():
+    core = session_core()
+    reserve = ops.reserve(3, 0.0, make_job)
+    core.submit(reserve, 0.2)
+    assert core.data_to_send() == b"reserve-with-timeout 1\r\n"
+    core.receive_data(b"TIMED_OUT\r\n", 1.2)
+    assert core.data_to_send() == b"reserve-with-timeout 1\r\n"
+    assert fail_over(core, resumed(), now=2.5) == b"reserve-with-timeout 1\r\n"
+    core.receive_data(b"TIMED_OUT\r\n", 3.1)
+    assert isinstance(reserve.error, ops.error_for(p.TimedOut()).__class__)
+
+
+def test_a_frozen_node_is_declared_lost_after_the_slice_plus_the_timeout():
+    core = session_core()
+    core.submit(ops.reserve(None, 0.2, make_job), 0.2)
+    core.data_to_send()
+    assert core.next_deadline() == pytest.approx(0.2 + 1 + 2.0)
+    core.tick(3.1)
+    assert core.state == READY
+    core.tick(3.3)
+    assert core.state == DOWN
+
+
+def test_tubes_are_restored_before_anything_is_replayed():
+    core = session_core()
+    for op, reply in ((ops.use("u"), b"USING u\r\n"), (ops.watch("w"), b"WATCHING 2\r\n"),
+                      (ops.ignore("default"), b"WATCHING 1\r\n")):
+        core.submit(op, 0.3)
+        core.receive_data(reply, 0.3)
+    core.data_to_send()
+    core.connection_lost("reset", 1.0)
+    core.next_attempt(1.0)
+    assert up(core, B, 1.0) == b"session-resume s1\r\nuse u\r\nwatch w\r\nignore default\r\n"
+
+
+def test_an_expired_session_is_replaced_and_a_lost_delete_then_reports_not_found():
+    core = session_core()
+    core.held.add(5)
+    delete = ops.delete(5)
+    core.submit(delete, 0.2)
+    core.data_to_send()
+    core.connection_lost("reset", 1.0)
+    core.next_attempt(1.0)
+    up(core, B, 1.0)
+    core.receive_data(b"NOT_FOUND\r\n", 1.1)
+    assert core.data_to_send() == b"session-id\r\n"
+    core.receive_data(b"SESSION s2\r\n", 1.2)
+    assert core.data_to_send() == b"delete 5\r\n"
+    core.receive_data(b"NOT_FOUND\r\n", 1.3)
+    assert isinstance(delete.error, NotFoundError)
+
+
+def test_without_the_extensions_a_lost_put_fails_as_unknown_and_is_not_sent_twice():
+    core = Core([A], timeout_s=2.0, failover_timeout_s=10.0, rng=random.Random(1))
+    core.start(0.0)
+    core.next_attempt(0.0)
+    up(core)
+    core.receive_data(b"UNKNOWN_COMMAND\r\n", 0.1)
+    put, stats = ops.put(b"x", 0, 0, 1, None), ops.stats("stats", p.Stats())
+    core.submit(put, 0.2)
+    core.submit(stats, 0.2)
+    assert core.data_to_send() == b"put 0 0 1 1\r\nx\r\nstats\r\n"
+    core.connection_lost("reset", 1.0)
+    core.next_attempt(1.0)
+    assert up(core, A, 1.0) == b"stats\r\n"  # no session commands to plain beanstalkd
+    assert isinstance(put.error, UnavailableError) and "outcome is unknown" in str(put.error)
+
+
+def test_the_failover_gives_up_after_failover_timeout_naming_every_address():
+    core = Core([A, B], timeout_s=2.0, failover_timeout_s=5.0, rng=random.Random(3))
+    core.start(0.0)
+    op = ops.stats("stats", p.Stats())
+    core.submit(op, 0.0)
+    now, tried = 0.0, []
+    while (attempt := core.next_attempt(now)) is not None:
+        address, delay = attempt
+        tried.append(address)
+        now += delay + 0.5
+        core.attempt_failed(address, "connection refused")
+    assert now <= 5.0 + 1.0
+    assert set(tried) == {A, B} and len(tried) >= 4
+    assert isinstance(op.error, UnavailableError)
+    assert "10.0.0.1:11300: connection refused" in str(op.error)
+    assert "10.0.0.2:11300: connection refused" in str(op.error)
+
+
+def test_the_node_that_failed_least_is_tried_first():
+    core = session_core()
+    core.connection_lost("no reply within 2 s", 1.0)
+    assert core.next_attempt(1.0)[0] == B
