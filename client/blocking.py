@@ -22,6 +22,8 @@ RECV_BYTES = 65536
 # settled on a new one. Closing one at once could release the session's jobs: a node that was
 # slow, not dead, may yet commit the session-resume we sent it and then see the close.
 MAX_ABANDONED = 4
+# A connection idle for longer than this is checked for a hang-up before the next command.
+IDLE_CHECK_AFTER_S = 0.05
 DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_FAILOVER_TIMEOUT_S = 30.0
 
@@ -58,6 +60,8 @@ class Client(Api):
                           failover_timeout_s=failover_timeout, rng=random.Random(seed))
         self._sock: socket.socket | None = None
         self._abandoned: list[socket.socket] = []
+        self._sock_timeout: float | None = None  # what the socket is set to (saves syscalls)
+        self._last_io = 0.0
         self._closed = False
         self._core.start(self._now())
         self._pump(lambda: self._core.state == READY)
@@ -93,14 +97,15 @@ class Client(Api):
 
     # -- moving bytes ----------------------------------------------------------------------
 
-    def _now(self) -> float:
-        return time.monotonic()
+    _now = staticmethod(time.monotonic)
 
     def _call(self, op: Op) -> Any:
         if self._closed:
             raise Error("the client is closed")
-        self._check_idle_socket()
-        self._core.submit(op, self._now())
+        now = self._now()
+        if now - self._last_io >= IDLE_CHECK_AFTER_S:
+            self._check_idle_socket()
+        self._core.submit(op, now)
         self._pump(lambda: op.done)
         return op.outcome()
 
@@ -116,18 +121,18 @@ class Client(Api):
                 continue
             deadline = core.next_deadline()
             try:
-                self._sock.settimeout(None if deadline is None
-                                      else max(0.0, deadline - self._now()))
+                self._set_timeout(None if deadline is None else max(0.0, deadline - self._now()))
                 chunk = self._sock.recv(RECV_BYTES)
             except socket.timeout:
                 core.tick(self._now())
             except OSError as error:
                 core.connection_lost(reason_of(error), self._now())
             else:
+                self._last_io = now = self._now()
                 if chunk:
-                    core.receive_data(chunk, self._now())
+                    core.receive_data(chunk, now)
                 else:
-                    core.connection_lost("connection closed by the node", self._now())
+                    core.connection_lost("connection closed by the node", now)
             if core.state == DOWN:
                 self._abandon_socket()
             elif self._abandoned and core.episode is None:
@@ -139,7 +144,7 @@ class Client(Api):
         if self._sock is None or not self._core.idle:
             return
         try:
-            self._sock.settimeout(0.0)  # with a timeout set, Python would wait out EAGAIN
+            self._set_timeout(0.0)  # with a timeout set, Python would wait out EAGAIN
             chunk = self._sock.recv(RECV_BYTES)
         except BlockingIOError:
             return
@@ -157,7 +162,8 @@ class Client(Api):
         if not data:
             return True
         try:
-            self._sock.settimeout(self.timeout)
+            if self._sock_timeout is None or self._sock_timeout < self.timeout:
+                self._set_timeout(self.timeout)
             self._sock.sendall(data)
             return True
         except OSError as error:
@@ -182,9 +188,17 @@ class Client(Api):
         except OSError as error:
             core.attempt_failed(address, reason_of(error))
             return True
-        self._sock = sock
+        self._sock, self._sock_timeout = sock, sock.gettimeout()
         core.connected(address, self._now())
         return True
+
+    def _set_timeout(self, seconds: float | None) -> None:
+        # A deadline that moved by less than a millisecond is not worth a system call.
+        current = self._sock_timeout
+        if (seconds is None) != (current is None) or (
+                seconds is not None and abs(seconds - current) > 0.001):
+            self._sock.settimeout(seconds)
+            self._sock_timeout = seconds
 
     def _abandon_socket(self) -> None:
         if self._sock is not None:

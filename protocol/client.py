@@ -51,7 +51,16 @@ from .replies import (
     Using,
     Watching,
 )
-from .requests import Request, encode_request
+from .requests import (
+    Delete,
+    Put,
+    PutKey,
+    Release,
+    Request,
+    ReserveWithTimeout,
+    Touch,
+    encode_request,
+)
 
 #: The longest reply line accepted, CRLF excluded (the longest real one is ``USING`` and a
 #: 200-byte tube name).
@@ -145,6 +154,19 @@ LINE_REPLIES[b"SESSION"] = _session
 BODY_REPLIES[b"RESUMED"] = (0, _resumed)
 
 
+# The commands a worker and a producer send most, written without encode_request's generic
+# field lookup (the same bytes: the tests compare both).
+_FAST: dict[type, Callable[..., bytes]] = {
+    Put: lambda r: b"put %d %d %d %d\r\n%b\r\n" % (r.pri, r.delay_s, r.ttr_s, len(r.body), r.body),
+    PutKey: lambda r: b"put-key %b %d %d %d %d\r\n%b\r\n" % (
+        r.key.encode("ascii"), r.pri, r.delay_s, r.ttr_s, len(r.body), r.body),
+    ReserveWithTimeout: lambda r: b"reserve-with-timeout %d\r\n" % r.timeout_s,
+    Delete: lambda r: b"delete %d\r\n" % r.job_id,
+    Touch: lambda r: b"touch %d\r\n" % r.job_id,
+    Release: lambda r: b"release %d %d %d\r\n" % (r.job_id, r.pri, r.delay_s),
+}
+
+
 class ClientConnection:
     """The client side of one connection: requests to bytes, bytes to replies."""
 
@@ -156,7 +178,8 @@ class ClientConnection:
 
     def send(self, request: Request) -> bytes:
         """Returns the bytes to write for ``request``."""
-        return encode_request(request)
+        fast = _FAST.get(type(request))
+        return fast(request) if fast is not None else encode_request(request)
 
     def receive_data(self, data: bytes) -> None:
         """Appends bytes from the server."""
