@@ -22,7 +22,8 @@ RECV_BYTES = 65536
 # settled on a new one. Closing one at once could release the session's jobs: a node that was
 # slow, not dead, may yet commit the session-resume we sent it and then see the close.
 MAX_ABANDONED = 4
-# A connection idle for longer than this is checked for a hang-up before the next command.
+# A connection idle for longer than this is checked for a hang-up before the next command
+# (on a server with the extensions; without them, before every command).
 IDLE_CHECK_AFTER_S = 0.05
 DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_FAILOVER_TIMEOUT_S = 30.0
@@ -103,7 +104,9 @@ class Client(Api):
         if self._closed:
             raise Error("the client is closed")
         now = self._now()
-        if now - self._last_io >= IDLE_CHECK_AFTER_S:
+        # With put-key a command sent to a dead connection is replayed safely, so the check
+        # runs only after a pause; without it (plain beanstalkd) it runs before every command.
+        if not self._core.extensions or now - self._last_io >= IDLE_CHECK_AFTER_S:
             self._check_idle_socket()
         self._core.submit(op, now)
         self._pump(lambda: op.done)
