@@ -1,0 +1,1 @@
+"""The benchmark behind ``tests/benchmarks/bench.py``, one module per concern."""

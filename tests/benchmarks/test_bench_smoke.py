@@ -1,0 +1,32 @@
+"""The benchmark's command line, as the README and docs/reference/performance.md quote it, still
+runs end to end: it starts beanstalkd and a BeanRaft node, measures, prints the table and exits 0.
+
+Method: ``python tests/benchmarks/bench.py`` in a subprocess with tiny time caps; the figures are
+not judged (this machine is shared), only that every row was measured and nothing was left running.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent / "bench.py"
+
+
+@pytest.mark.timeout(180)
+def test_the_benchmark_command_measures_every_row_prints_the_table_and_exits_zero(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--targets", "beanraft", "--seconds", "0.2", "--workloads", "put,rd1",
+         "--max-preload", "200", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {tuple(re.split(r"\s{2,}", line)[:2]) for line in result.stdout.splitlines()
+            if line.startswith(("beanstalkd ", "beanraft "))}
+    assert rows == {("beanstalkd", "put pipelined"), ("beanstalkd", "reserve+delete 1-at-a-time"),
+                    ("beanraft", "put pipelined"), ("beanraft", "reserve+delete 1-at-a-time")}, result.stdout
+    assert "FAILED" not in result.stdout
+    assert list(tmp_path.iterdir()) == []  # the servers' data directories were removed
