@@ -74,7 +74,7 @@ class Node:
             RaftConfig(self_addr=raft_addr, peers=list(cfg.peers), data_dir=cfg.data_dir,
                        secret=cfg.secret, sync=cfg.sync, timing=cfg.timing,
                        compact_entries=cfg.snapshot_entries,
-                       compact_bytes=cfg.snapshot_bytes),
+                       compact_bytes=cfg.snapshot_bytes, max_job_size=p.MAX_JOB_SIZE_LIMIT),
             loop, self._on_events)
         self.raft.add_listener(self._pulse_wake.set)
         self.raft.add_listener(self._check_epoch)

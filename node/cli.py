@@ -14,8 +14,10 @@ from beanraft.replication.journal import SyncPolicy
 from beanraft.replication.raft import DataDirLocked
 from beanraft.replication.seam import SeamError
 
+from beanraft.protocol import MAX_JOB_SIZE_LIMIT
+
 from . import ops
-from .config import MAX_JOB_SIZE_CAP, ConfigError, NodeConfig
+from .config import ConfigError, NodeConfig
 
 VERSION = "0.1.0"
 log = logging.getLogger("beanraft")
@@ -43,16 +45,16 @@ def main() -> None:
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-l", "listen", default="0.0.0.0", show_default=True, envvar="BEANRAFT_LISTEN",
               help="Listen on this address, or unix:/path for a unix socket.")
-@click.option("-p", "port", type=click.IntRange(0, 65535), default=11300, show_default=True,
+@click.option("-p", "port", type=click.IntRange(0, 65535), default=NodeConfig.port, show_default=True,
               envvar="BEANRAFT_PORT", help="TCP port for clients.")
 @click.option("-b", "data_dir", type=click.Path(file_okay=False), default=None, envvar="BEANRAFT_DATA_DIR",
               help="Keep the Raft journal and snapshots in this directory (jobs survive restarts).")
 @click.option("-f", "fsync_ms", type=click.IntRange(0), default=None,
               help="fsync at most every MS milliseconds (0: before every reply, the default).")
 @click.option("-F", "no_fsync", is_flag=True, help="Never fsync (fast; a machine crash can lose jobs).")
-@click.option("-z", "max_job_size", type=_Size(), default=65535, show_default=True,
+@click.option("-z", "max_job_size", type=_Size(), default=NodeConfig.max_job_size, show_default=True,
               help="Maximum job size in bytes.")
-@click.option("-s", "binlog_size", type=_Size(), default=10_485_760, show_default=True,
+@click.option("-s", "binlog_size", type=_Size(), default=NodeConfig.binlog_max_size, show_default=True,
               help="Accepted for compatibility; shown as binlog-max-size in stats.")
 @click.option("-u", "user", default=None, help="Become this user after binding the ports.")
 @click.option("-c", "compact", is_flag=True, hidden=True)
@@ -69,16 +71,16 @@ def main() -> None:
               envvar="BEANRAFT_CLUSTER_SECRET_FILE", help="File holding the shared cluster secret.")
 @click.option("--insecure", is_flag=True, envvar="BEANRAFT_INSECURE",
               help="Allow a cluster without a secret (Raft traffic unauthenticated).")
-@click.option("--commit-timeout", type=click.FloatRange(0.5), default=10.0, show_default=True,
+@click.option("--commit-timeout", type=click.FloatRange(0.5), default=NodeConfig.commit_timeout_s, show_default=True,
               envvar="BEANRAFT_COMMIT_TIMEOUT", help="Seconds a command waits for a leader before "
               "its connection is closed with the outcome unknown.")
-@click.option("--node-grace", type=click.FloatRange(0.5), default=5.0, show_default=True,
+@click.option("--node-grace", type=click.FloatRange(0.5), default=NodeConfig.node_grace_s, show_default=True,
               envvar="BEANRAFT_NODE_GRACE", help="Seconds before the leader releases the jobs "
               "reserved through a node it cannot reach.")
-@click.option("--snapshot-entries", type=click.IntRange(100), default=50_000, show_default=True,
+@click.option("--snapshot-entries", type=click.IntRange(100), default=NodeConfig.snapshot_entries, show_default=True,
               envvar="BEANRAFT_SNAPSHOT_ENTRIES", help="Snapshot and compact the journal after this "
               "many log entries (one entry is one batch of commands).")
-@click.option("--snapshot-bytes", type=_Size(), default=16 * 1024 * 1024, show_default=True,
+@click.option("--snapshot-bytes", type=_Size(), default=NodeConfig.snapshot_bytes, show_default=True,
               envvar="BEANRAFT_SNAPSHOT_BYTES", help="Snapshot and compact the journal once it "
               "holds this many bytes of commands.")
 def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user, compact,
@@ -102,11 +104,12 @@ def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size,
 
 def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user,
                  raft, peers, http, cluster_secret_file, insecure, commit_timeout, node_grace,
-                 snapshot_entries=50_000, snapshot_bytes=16 * 1024 * 1024, **_ignored) -> NodeConfig:
+                 snapshot_entries=NodeConfig.snapshot_entries, snapshot_bytes=NodeConfig.snapshot_bytes,
+                 **_ignored) -> NodeConfig:
     """A validated NodeConfig from ``serve``'s parameters (raises click.UsageError)."""
-    if max_job_size > MAX_JOB_SIZE_CAP:
-        log.warning("maximum job size was set to %d", MAX_JOB_SIZE_CAP)
-        max_job_size = MAX_JOB_SIZE_CAP
+    if max_job_size > MAX_JOB_SIZE_LIMIT:
+        log.warning("maximum job size was set to %d", MAX_JOB_SIZE_LIMIT)
+        max_job_size = MAX_JOB_SIZE_LIMIT
     sync = SyncPolicy("always")
     if no_fsync:
         sync = SyncPolicy("never")

@@ -6,9 +6,11 @@ import os
 from dataclasses import dataclass, field
 
 from beanraft.replication.journal import SyncPolicy
-from beanraft.replication.raft import Timing
+from beanraft.protocol import DEFAULT_MAX_JOB_SIZE
+from beanraft.replication.raft import COMPACT_BYTES, COMPACT_ENTRIES, Timing
 
-MAX_JOB_SIZE_CAP = 1_073_741_824
+#: Shown as binlog-max-size in stats, as beanstalkd's -s default.
+DEFAULT_BINLOG_MAX_SIZE = 10_485_760
 
 
 class ConfigError(ValueError):
@@ -23,8 +25,8 @@ class NodeConfig:
     port: int = 11300
     data_dir: str | None = None
     sync: SyncPolicy = field(default_factory=SyncPolicy)
-    max_job_size: int = 65535
-    binlog_max_size: int = 10_485_760
+    max_job_size: int = DEFAULT_MAX_JOB_SIZE
+    binlog_max_size: int = DEFAULT_BINLOG_MAX_SIZE
     user: str | None = None
     raft: str | None = None
     peers: list[str] = field(default_factory=list)
@@ -34,8 +36,8 @@ class NodeConfig:
     timing: Timing = field(default_factory=Timing)
     commit_timeout_s: float = 10.0
     node_grace_s: float = 5.0
-    snapshot_entries: int = 50_000
-    snapshot_bytes: int = 16 * 1024 * 1024
+    snapshot_entries: int = COMPACT_ENTRIES
+    snapshot_bytes: int = COMPACT_BYTES
 
     @property
     def unix_path(self) -> str | None:

@@ -8,7 +8,7 @@ BeanRaft's three extensions (``PutKey``, ``SessionId``, ``SessionResume``; repli
 ``Resumed``) are documented in docs/reference/extensions.md.
 """
 
-from .connection import LINE_BUF_SIZE, MAX_JOB_SIZE_LIMIT, NEED_DATA, ServerConnection
+from .connection import DEFAULT_MAX_JOB_SIZE, LINE_BUF_SIZE, MAX_JOB_SIZE_LIMIT, NEED_DATA, ServerConnection
 from .fields import KEY_CHARS, MAX_KEY_LEN, MAX_SESSION_ID_LEN, is_valid_session_id
 from .replies import (
     REPLY_TYPES,
@@ -82,7 +82,7 @@ from .requests import (
 
 __all__ = [
     # connection
-    "ServerConnection", "NEED_DATA", "LINE_BUF_SIZE", "MAX_JOB_SIZE_LIMIT",
+    "ServerConnection", "NEED_DATA", "LINE_BUF_SIZE", "MAX_JOB_SIZE_LIMIT", "DEFAULT_MAX_JOB_SIZE",
     "KEY_CHARS", "MAX_KEY_LEN", "MAX_SESSION_ID_LEN", "is_valid_session_id",
     # requests
     "Request", "REQUEST_TYPES", "Rejected", "encode_request",

@@ -42,6 +42,8 @@ from .requests import Put, PutKey, Quit, Rejected, Request
 LINE_BUF_SIZE = 224
 #: The largest max-job-size beanstalkd accepts (larger -z values are clamped to it).
 MAX_JOB_SIZE_LIMIT = 1073741824
+#: beanstalkd's default max-job-size (-z).
+DEFAULT_MAX_JOB_SIZE = 65535
 
 
 class _Sentinel:
@@ -75,7 +77,7 @@ class _State(enum.Enum):
 class ServerConnection:
     """The server side of one beanstalk connection: bytes in, requests out, replies to bytes."""
 
-    def __init__(self, max_job_size: int = 65535):
+    def __init__(self, max_job_size: int = DEFAULT_MAX_JOB_SIZE):
         if not 0 <= max_job_size <= MAX_JOB_SIZE_LIMIT:
             raise ValueError(f"max_job_size must be 0..{MAX_JOB_SIZE_LIMIT}, not {max_job_size}")
         self.max_job_size = max_job_size

@@ -33,6 +33,7 @@ import pickle
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -59,12 +60,10 @@ log = logging.getLogger("beanraft.raft")
 T = TypeVar("T")
 
 JOURNAL_NAME = "raft.journal"
-MAX_JOB_SIZE = 1_073_741_824  # beanstalkd's cap on -z
 SNAPSHOT_NAME = "raft.snapshot"
-
-# Failures after which the command certainly did not commit; all others are ambiguous.
-_DEFINITE = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.DISCARDED,
-             FAIL_REASON.NOT_LEADER, FAIL_REASON.REQUEST_DENIED}
+#: Snapshot and compact the journal after this many entries or bytes of commands (defaults).
+COMPACT_ENTRIES = 50_000
+COMPACT_BYTES = 16 * 1024 * 1024
 
 
 # pysyncobj's log entries are a type byte and, for a call of a @replicated method, the pickled
@@ -199,12 +198,12 @@ def keep_next_index_monotonic(sync: SyncObj) -> None:
 
 
 class CommitError(Exception):
-    """A batch that did not commit (``ambiguous``: it may still commit later)."""
+    """pysyncobj gave up on a batch (``reason``: its FAIL_REASON); it may still commit later,
+    so the caller proposes it again (the entries are idempotent) until a deadline."""
 
-    def __init__(self, reason: int, ambiguous: bool):
+    def __init__(self, reason: int):
         super().__init__(f"commit failed: reason {reason}")
         self.reason = reason
-        self.ambiguous = ambiguous
 
 
 @dataclass
@@ -236,8 +235,11 @@ class RaftConfig:
     secret: str | None = None
     sync: SyncPolicy = field(default_factory=SyncPolicy)
     timing: Timing = field(default_factory=Timing)
-    compact_entries: int = 50_000
-    compact_bytes: int = 16 * 1024 * 1024
+    compact_entries: int = COMPACT_ENTRIES
+    compact_bytes: int = COMPACT_BYTES
+    #: The cap the state machine holds every put to, the same on every replica: the node passes
+    #: the protocol's hard cap (each node's parser enforces its own -z). None: no cap.
+    max_job_size: int | None = None
 
 
 class _Host(SyncObj):
@@ -262,7 +264,8 @@ class RaftNode:
         self.lock = threading.Lock()
         # Every replica must judge a job by the same rule, whatever its own -z: the state
         # machine only enforces the protocol's hard cap; each node's parser enforces its -z.
-        self.machine = Machine(max_job_size=MAX_JOB_SIZE)
+        cap = config.max_job_size
+        self.machine = Machine(max_job_size=sys.maxsize if cap is None else cap)
         self.applied_index = 0
         self._on_events = on_events
         self._outbox: collections.deque = collections.deque()
@@ -588,7 +591,7 @@ class RaftNode:
                 if err == FAIL_REASON.SUCCESS and res is not None:
                     fut.set_result(res)
                 else:
-                    fut.set_exception(CommitError(err, ambiguous=err not in _DEFINITE))
+                    fut.set_exception(CommitError(err))
             elif item[0] == "events":
                 self._on_events(item[1])
             else:
