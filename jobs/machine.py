@@ -29,8 +29,9 @@ Cluster rules: a sid is ``(epoch << 32) | counter``. NODE_START gives a node a n
 closes the sessions of its previous one; DROP_NODE(node, epoch) closes them and retires the
 epoch, if that epoch is still the node's live one. OPEN only
 succeeds for a live epoch, so a late OPEN from a dead incarnation cannot create a session that
-nobody would ever close. (Counters are not required to grow: nodes open sessions lazily, on a
-connection's first change, so OPENs of one epoch arrive in any order.)
+nobody would ever close. (Counters are not required to grow: a node proposes a connection's
+OPEN as it connects, and a batch that failed to commit is proposed again after later ones, so
+OPENs of one epoch can arrive in any order.)
 """
 
 from __future__ import annotations

@@ -19,14 +19,12 @@ collection; ``ProcessTarget`` covers anything started as a process with beanstal
 
 from __future__ import annotations
 
-import ctypes
 import difflib
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,6 +32,8 @@ from pathlib import Path
 from typing import Callable, Union
 
 import pytest
+
+from beanraft.node import launcher
 
 Address = Union[tuple[str, int], str]
 
@@ -47,18 +47,12 @@ READY_REPLY = b"USING default\r\n"
 
 
 def free_port() -> int:
-    """Returns a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago (below the ephemeral range, so no
+    outgoing connection takes it meanwhile)."""
+    return launcher.free_ports(1)[0]
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: ask Linux to SIGKILL it if pytest itself dies."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+_die_with_parent = launcher.die_with_parent  # SIGKILL the child if pytest itself dies
 
 
 # --------------------------------------------------------------------------- the wire client
@@ -376,11 +370,8 @@ def start_beanstalkd(spec: TargetSpec) -> Target:
 
 
 def beanraft_command() -> list[str]:
-    """The ``beanraft serve`` console script of this interpreter, else ``python -m``."""
-    for script in (Path(sys.executable).with_name("beanraft"), shutil.which("beanraft")):
-        if script and os.access(script, os.X_OK):
-            return [str(script), "serve"]
-    return [sys.executable, "-m", "beanraft.node.cli", "serve"]
+    """``beanraft serve``: the console script of this interpreter, else ``python -m``."""
+    return launcher.beanraft_program() + ["serve"]
 
 
 def start_beanraft(spec: TargetSpec) -> Target:
