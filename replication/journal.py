@@ -15,7 +15,9 @@ it (``pysyncobj.syncobj.createJournal`` is patched in ``raft.py``) and keeps the
 * Term and vote are written with fsync before any vote can be sent (Raft §5.2), in place
   (``vote_file.py``): a full disk cannot stop a node from voting.
 * Dropping the prefix that a snapshot replaces first fsyncs the directory (so the snapshot's
-  rename is durable), then writes the remaining entries to a new file, fsyncs it and renames it.
+  rename is durable), then copies the remaining records to a new file, fsyncs it and renames it.
+  When more than ``REWRITE_KEEP_BYTES`` remain (a big job just applied), the file keeps the
+  prefix until a later compaction: only memory drops it, and loading drops it again.
 * On load, entries older than the snapshot on disk are dropped, so the first two entries always
   match the snapshot's anchor and pysyncobj never discards the journal.
 * Disk space is reserved ahead (``posix_fallocate``), as beanstalkd reserves binlog space, and
@@ -33,6 +35,7 @@ With ``path=None`` everything lives in memory (a node started without ``-b``).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -53,6 +56,7 @@ PREALLOCATE_BYTES = 8 * 1024 * 1024  # disk space reserved ahead of the last rec
 LOW_SPACE_BYTES = 4 * 1024 * 1024  # below this much reserved space, reserve more
 TIGHT_PREALLOCATE_BYTES = 256 * 1024  # reserved at a time while the volume is tight
 RETRY_SPACE_S = 0.5
+REWRITE_KEEP_BYTES = 4 * 1024 * 1024  # compaction rewrites the file only if it keeps less
 
 
 class JournalWriteError(OSError):
@@ -170,12 +174,13 @@ class DurableJournal(Journal):
         if self._fd >= 0:
             if self.failed is not None:
                 raise JournalWriteError(self.failed.errno, f"journal failed earlier: {self.failed}")
-            record = _encode(command, idx, term)
-            if self._end + len(record) > self._allocated:
-                self._reserve_space(len(record))
-            self._write_at(record, self._end)
+            header = _record_header(command, idx, term)  # written beside, not joined to, the command
+            size = len(header) + len(command)
+            if self._end + size > self._allocated:
+                self._reserve_space(size)
+            self._write_at((header, command), self._end)
             self._offsets.append(self._end)
-            self._end += len(record)
+            self._end += size
             self._dirty = True
         self._entries.append((command, idx, term))
         self._bytes += len(command)
@@ -207,27 +212,35 @@ class DurableJournal(Journal):
     def deleteEntriesTo(self, entryTo):
         self._apply_cut()
         keep = self._entries[entryTo:]
-        if self._fd >= 0 and not self._rewrite(keep):
-            # The snapshot is safe on disk; keeping the longer journal is merely untidy, and
-            # the prefix is dropped again at the next load or compaction.
-            return
+        kept_bytes = sum(len(c) for c, _i, _t in keep)
+        if self._fd >= 0:
+            if kept_bytes > REWRITE_KEEP_BYTES:
+                # Copying a big entry that must stay (the snapshot's anchor is often the job
+                # just applied) would stall the Raft thread; the file keeps its prefix until a
+                # later compaction, and loading drops it (``_trim_to_snapshot``).
+                self._offsets = self._offsets[entryTo:]
+            elif not self._rewrite(entryTo):
+                # The snapshot is safe on disk; keeping the longer journal is merely untidy, and
+                # the prefix is dropped again at the next load or compaction.
+                return
         self._entries = keep
-        self._bytes = sum(len(c) for c, _i, _t in keep)
+        self._bytes = kept_bytes
 
-    def _rewrite(self, keep: list) -> bool:
-        """Replace the file by one holding only ``keep``; False (old file intact) on failure."""
+    def _rewrite(self, entry_to: int) -> bool:
+        """Replace the file by one holding only the records from ``entry_to`` on; False (old file
+        intact) on failure. The records are copied by the kernel, not encoded again."""
         directory = os.path.dirname(os.path.abspath(self.path))
         tmp = self.path + ".tmp"
-        offsets, pos, chunks = [], len(MAGIC), [MAGIC]
-        for command, idx, term in keep:
-            chunks.append(_encode(command, idx, term))
-            offsets.append(pos)
-            pos += len(chunks[-1])
+        start = self._offsets[entry_to] if entry_to < len(self._offsets) else self._end
+        shift = start - len(MAGIC)
+        offsets = [offset - shift for offset in self._offsets[entry_to:]]
+        end = self._end - shift
         fd = -1
         try:
             fsync_dir(directory)  # the snapshot's rename must be durable before its prefix goes
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.pwrite(fd, b"".join(chunks), 0)
+            os.pwrite(fd, MAGIC, 0)
+            _copy_range(self._fd, fd, start, len(MAGIC), self._end - start)
             os.fsync(fd)
             os.replace(tmp, self.path)
             fsync_dir(directory)
@@ -239,8 +252,8 @@ class DurableJournal(Journal):
             _unlink_quietly(tmp)
             return False
         os.close(self._fd)
-        self._fd, self._offsets, self._end, self._dirty = fd, offsets, pos, False
-        self._allocated = pos
+        self._fd, self._offsets, self._end, self._dirty = fd, offsets, end, False
+        self._allocated = end
         self._reserve_space()
         return True
 
@@ -375,10 +388,10 @@ class DurableJournal(Journal):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _write_at(self, data: bytes, offset: int) -> None:
+    def _write_at(self, parts: tuple[bytes, ...], offset: int) -> None:
         try:
-            written = os.pwrite(self._fd, data, offset)
-            if written != len(data):
+            written = os.pwritev(self._fd, parts, offset)
+            if written != sum(len(p) for p in parts):
                 raise OSError(28, "short write to journal")
         except OSError as exc:
             try:
@@ -397,7 +410,10 @@ class DurableJournal(Journal):
         del self._entries[index:]
         self._bytes = sum(len(c) for c, _i, _t in self._entries)
         if self._fd >= 0:
-            end = self._offsets[index] if index < len(self._offsets) else self._end
+            if index == 0:
+                end = len(MAGIC)  # also drops a prefix that compaction left on disk
+            else:
+                end = self._offsets[index] if index < len(self._offsets) else self._end
             del self._offsets[index:]
             os.ftruncate(self._fd, end)  # what was reserved past ``end`` comes back as zeros
             self._end = self._allocated = end
@@ -417,10 +433,24 @@ class DurableJournal(Journal):
         self._meta_dirty = False
 
 
-def _encode(command: bytes, idx: int, term: int) -> bytes:
+def _record_header(command: bytes, idx: int, term: int) -> bytes:
     header = _RECORD.pack(len(command), 0, idx, term)
     crc = zlib.crc32(command, zlib.crc32(header[8:]))
-    return _RECORD.pack(len(command), crc, idx, term) + command
+    return _RECORD.pack(len(command), crc, idx, term)
+
+
+def _copy_range(src: int, dst: int, src_at: int, dst_at: int, size: int) -> None:
+    """Copy ``size`` bytes between files inside the kernel (read and write where it cannot)."""
+    while size > 0:
+        try:
+            done = os.copy_file_range(src, dst, size, src_at, dst_at)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            done = os.pwrite(dst, os.pread(src, min(size, 1 << 20), src_at), dst_at)
+        if done <= 0:
+            raise OSError(errno.EIO, "journal shorter than its records")
+        size, src_at, dst_at = size - done, src_at + done, dst_at + done
 
 
 def _unlink_quietly(path: str) -> None:
