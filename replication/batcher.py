@@ -12,7 +12,9 @@ proposed again unchanged: every command carries its session's sequence number an
 machine answers a repeated (session, seq) from its reply cache without re-executing it, so a
 retry can never apply a command twice. When ``commit_timeout_s`` passes without a definite
 outcome, the futures fail with :class:`OutcomeUnknown`; the node then closes those clients'
-connections rather than guess.
+connections rather than guess. A try lasts ``try_timeout_s`` plus one second per
+``TRY_BYTES_PER_S`` of entry: proposing a big job again before the first copy could even reach
+the followers would only send it twice.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from .codec import encode_entry
 from .raft import CommitError, RaftNode
 
 log = logging.getLogger("beanraft.batcher")
+
+TRY_BYTES_PER_S = 8 << 20  # the slowest replication rate at which a try is still waited out
 
 
 class OutcomeUnknown(Exception):
@@ -112,8 +116,9 @@ class GroupCommit:
         delay = 0.01
         while True:
             entry = encode_entry(self.raft.cluster_now_ns(), commands)  # the leader re-stamps it
+            try_s = self.try_timeout_s + len(entry) / TRY_BYTES_PER_S
             try:
-                replies = await asyncio.wait_for(self.raft.submit(entry), self.try_timeout_s)
+                replies = await asyncio.wait_for(self.raft.submit(entry), try_s)
                 if len(replies) == len(commands):
                     if self.on_latency is not None:
                         self.on_latency(time.monotonic() - started)
