@@ -48,7 +48,7 @@ def decode_entry(data: bytes) -> tuple[int, list[tuple]]:
             if len(data) < _HEADER:
                 raise EntryFormatError("entry shorter than its header")
             now_ns = _STAMP.unpack_from(data, 1)[0]
-            commands = msgpack.unpackb(data[_HEADER:], raw=False, use_list=True)
+            commands = msgpack.unpackb(memoryview(data)[_HEADER:], raw=False, use_list=True)
         else:
             now_ns, commands = msgpack.unpackb(data[1:], raw=False, use_list=True)
     except EntryFormatError:

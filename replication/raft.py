@@ -12,9 +12,13 @@ Theory of operation.
 * Durability: the journal is fsynced before a follower's ack leaves the node and before each tick
   computes a commit index (see ``journal.py``); the leader syncs right after sending new entries,
   while its followers write them.
-* Peer messages are framed without compressing small ones (``framing.py``) and sealed with
-  AES-GCM under the cluster secret (``peer_crypto.py``) instead of pysyncobj's Fernet.
-* Snapshots use our own codec (``jobs`` snapshot bytes inside ``snapshot_file``), never pickle.
+* Peer connections are ours (``peer_link.py``): linear in the bytes they move, big messages in
+  sealed fragments that small acknowledgements may pass, each fragment from the leader counted
+  as a heartbeat; messages sealed with AES-GCM under the cluster secret (``peer_crypto.py``)
+  instead of pysyncobj's Fernet. pysyncobj pickles with protocol 5 instead of 2, so a job body
+  is one ``bytes`` object in the log and on the wire (protocol 2 turns it into a latin-1 string).
+* Snapshots use our own codec (``jobs`` snapshot bytes inside ``snapshot_file``), never pickle,
+  and are written by a forked child (``snapshot_writer.py``): the tick thread only forks.
 * Time is the leader's: it stamps every entry as it appends it to its log (``_stamp_on_append``,
   ``clock.py``), whichever node proposed it, so replicas apply the same time at the same index.
 """
@@ -48,12 +52,13 @@ from beanraft.jobs.commands import Op
 from beanraft.jobs.machine import Machine
 
 from .clock import ClusterClock
-from .disk import DiskBudget, job_cost, release_reserve_for_start
+from .disk import DiskBudget, job_cost, release_reserve_for_start, snapshot_estimate
 from .codec import EntryFormatError, decode_entry, stamp_entry
-from . import framing, raft_port, seam
+from . import peer_link, raft_port, seam
 from .journal import DurableJournal, SyncPolicy
 from .peer_crypto import PeerCipher, derive_key
-from .snapshot_file import SnapshotAnchor, read_snapshot, write_snapshot
+from .snapshot_file import SnapshotAnchor, read_snapshot
+from .snapshot_writer import SnapshotWriter
 from .status import RaftStatus, read_status
 
 log = logging.getLogger("beanraft.raft")
@@ -85,6 +90,43 @@ class _PlainData(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} in a log entry")
 
 
+_ENTRY_HEAD = 9  # version byte and time stamp of an encoded batch (codec.py)
+_MEMO, _TUPLE1, _TUPLE2, _STOP, _FRAME = b"\x94", b"\x85", b"\x86", b".", b"\x95"
+_INTS = {b"K": 1, b"M": 2, b"J": 4}  # BININT1, BININT2, BININT
+_BYTES = {b"C": 1, b"B": 4, b"\x8e": 8}  # SHORT_BINBYTES, BINBYTES, BINBYTES8
+_CALL_TAIL = _MEMO + _TUPLE1 + _MEMO + _TUPLE2 + _MEMO + _STOP
+
+
+def _single_bytes_argument(command: bytes) -> tuple[int, int] | None:
+    """Where the batch lies in ``command`` if it is a protocol 4/5 pickle of (int, (bytes,)).
+
+    That is the exact opcode sequence ``pickle.dumps((method, (entry,)), 5)`` writes; anything
+    else gives None and is unpickled instead. Reading the opcodes spares two copies of a job body.
+    """
+    at = 1
+    if command[at:at + 1] != b"\x80" or command[at + 1] not in (4, 5):
+        return None
+    at += 2
+    if command[at:at + 1] == _FRAME:
+        at += 9
+    width = _INTS.get(command[at:at + 1])
+    if width is None:
+        return None
+    at += 1 + width
+    width = _BYTES.get(command[at:at + 1])
+    if width is None:
+        return None
+    size = int.from_bytes(command[at + 1:at + 1 + width], "little")
+    start = at + 1 + width
+    end = start + size
+    tail = command[end:end + 9 + len(_CALL_TAIL)]
+    if tail[:1] == _FRAME:
+        tail = tail[9:]
+    if tail != _CALL_TAIL or size < _ENTRY_HEAD:
+        return None
+    return start, end
+
+
 def restamp_command(command: bytes, stamp: Callable[[], int]) -> bytes:
     """The pysyncobj command ``command`` with our batch inside re-stamped with ``stamp()``.
 
@@ -93,6 +135,13 @@ def restamp_command(command: bytes, stamp: Callable[[], int]) -> bytes:
     """
     if command[:1] != _REGULAR:
         return command
+    span = _single_bytes_argument(command)
+    if span is not None:  # the usual shape: patch the stamp in place, one copy of the command
+        start, end = span
+        view = memoryview(command)
+        entry_head = bytes(view[start:start + _ENTRY_HEAD])
+        stamped = stamp_entry(entry_head, stamp())
+        return b"".join((view[:start], stamped, view[start + _ENTRY_HEAD:]))
     call = _PlainData(io.BytesIO(command[1:])).load()
     if not (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], tuple)
             and len(call[1]) == 1 and isinstance(call[1][0], bytes)):
@@ -116,8 +165,11 @@ def _create_journal(journal_file):
     return DurableJournal(journal_file, snapshot)
 
 
-seam.install(create_journal=_create_journal, framing_zlib=framing.Zlib,
-             listener=raft_port.GuardedListener, connection=raft_port.GuardedConnection)
+seam.install(create_journal=_create_journal, listener=raft_port.GuardedListener,
+             connection=peer_link.PeerConnection)
+# Above any entry (a batch holds one job of at most MAX_JOB_SIZE and under 1 MiB of others), so
+# pysyncobj never cuts an entry into its "transmission" pieces: peer_link fragments big messages.
+APPEND_ENTRIES_BYTES = MAX_JOB_SIZE + (4 << 20)
 
 
 def _check_bindable(address: str) -> None:
@@ -297,6 +349,7 @@ class RaftNode:
         # leader's own fsync overlaps its followers' instead of following their acknowledgements.
         self._sync.addOnTickCallback(self._journal.sync_for_ack)
         self._keep_next_index_monotonic()
+        peer_link.set_progress_hook(seam.poller(self._sync), self._on_leader_progress)
         if not config.peers:
             self._wake_on_append()
         self._thread = threading.Thread(target=self._run_ticks, name="raft-tick", daemon=True)
@@ -320,15 +373,19 @@ class RaftNode:
                        connection_timeout_s=t.connection_timeout_s,
                        connection_retry_s=t.connection_retry_s, leader_fallback_s=t.leader_fallback_s)
         secret = config.secret if config.peers else (config.secret or secrets.token_hex(16))
+        self._snapshots = SnapshotWriter(os.path.join(directory, SNAPSHOT_NAME))
         conf = SyncObjConf(
             autoTick=False,
             appendEntriesUseBatch=False,
-            appendEntriesBatchSizeBytes=16 * 1024 * 1024,
+            appendEntriesBatchSizeBytes=APPEND_ENTRIES_BYTES,
+            sendBufferSize=peer_link.SOCKET_BUFFER_BYTES,
+            recvBufferSize=peer_link.SOCKET_BUFFER_BYTES,
             bindAddress=config.self_addr,
             password=None,  # pysyncobj's Fernet is replaced by our cipher below
             journalFile=journal,
             fullDumpFile=os.path.join(directory, SNAPSHOT_NAME),
             serializer=self._serialize,
+            serializeChecker=self._snapshots.check,
             deserializer=self._deserialize,
             logCompactionMinEntries=config.compact_entries,
             logCompactionMinTime=10 ** 9,
@@ -434,6 +491,7 @@ class RaftNode:
         self._stopping = True
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        self._snapshots.stop()  # reaps the writer (it dies with the tick thread)
         try:
             self._sync.destroy()  # autoTick=False: closes the transport and the journal now
         except Exception:  # already destroyed or never bound
@@ -480,6 +538,22 @@ class RaftNode:
             grace = monotonic() + 2 * self.config.timing.heartbeat_s
             if seam.election_deadline(sync) < grace:
                 seam.set_election_deadline(sync, grace)
+
+    def _on_leader_progress(self, conn) -> None:
+        """A fragment of a big message arrived: if it comes from our leader, it is a heartbeat.
+
+        While a big append_entries is on the wire, the leader's heartbeats are not queued behind
+        it (``peer_link``); the authenticated bytes of that append prove the leader alive.
+        """
+        sync = self._sync
+        leader = seam.leader_node(sync)
+        if seam.role(sync) != seam.FOLLOWER or leader is None:
+            return
+        if seam.connection_to(sync, leader) is not conn:
+            return
+        deadline = monotonic() + self.config.timing.election_min_s
+        if seam.election_deadline(sync) < deadline:
+            seam.set_election_deadline(sync, deadline)
 
     def _single_node_busy(self) -> bool:
         raft_log = self._journal
@@ -607,22 +681,20 @@ class RaftNode:
     # -- snapshots (tick thread) -----------------------------------------------------------
 
     def _serialize(self, filename: str, data) -> None:
+        """Start writing a snapshot of the state at the last applied entry (in a child)."""
         last, prev, cluster = data
-        with self.lock:
-            state = self.machine.snapshot()
         anchor = SnapshotAnchor(last=tuple(last), prev=tuple(prev),
                                 cluster=tuple(sorted(str(n) for n in cluster)))
         try:
-            self._disk.check_room(len(state))
-            write_snapshot(filename, anchor, state)
+            # O(1) estimate: the parent does not encode the state (the child does).
+            self._disk.check_room(snapshot_estimate(self.machine))
         except OSError as exc:
-            try:
-                os.unlink(filename)  # a partial snapshot would hold on to the space it took
-            except OSError:
-                pass
             log.warning("snapshot not written: %s", exc)
-            raise
-        log.info("snapshot written at index %d (%d bytes of state)", last[1], len(state))
+            self._snapshots.refuse()
+            return
+        # We run on the tick thread, the only one that changes the machine: the fork freezes it
+        # at the last applied entry, which is what the anchor names.
+        self._snapshots.start(anchor, self.machine.snapshot, filename)
 
     def _deserialize(self, filename: str):
         anchor, state = read_snapshot(filename)

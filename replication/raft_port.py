@@ -1,21 +1,16 @@
-"""The raft port's listener and connections, bounded before a peer proves it knows the secret.
+"""The raft port's listener, bounded before a peer proves it knows the secret.
 
 Theory of operation. pysyncobj 0.3.17 reads a peer's frame whole before it checks the seal, grows
 the buffer by concatenation in the tick thread, listens with a backlog of 5, accepts one
 connection per poll, keeps a silent connection for the whole connection timeout (60 s), and
 closes its listening socket for good on the first accept error (EMFILE included). Anyone who can
-reach the port could make a node buffer gigabytes, stall its heartbeats, or unbind it. The two
-classes below take the place of pysyncobj's (through ``seam``); the Raft protocol, the handshake
-and the decoding of each frame stay pysyncobj's.
+reach the port could make a node buffer gigabytes, stall its heartbeats, or unbind it. The
+listener below and ``peer_link.PeerConnection`` take the place of pysyncobj's (through ``seam``).
 
-Rules, for every connection, accepted or dialled:
-* A connection is *proven* once one frame opened under the cluster key (``open_frame`` returned
-  a message). Before that, at most ``PREAUTH_BUFFER_BYTES`` are read from it; a first frame
-  announcing more, a negative length, or a frame that does not open closes it at once.
-* Received bytes go into one ``bytearray`` consumed from the front with an offset and compacted
-  when half of it is spent: reading is linear in the bytes received. A proven peer's frame may
-  be large (a big job, a snapshot), but one readable event reads at most ``READ_BUDGET_BYTES``
-  so that heartbeats and other peers are not starved.
+For every connection, accepted or dialled (``peer_link``): a connection is *proven* once one frame
+opened under the cluster key. Before that, at most ``PREAUTH_BUFFER_BYTES`` are read from it; a
+frame header announcing more than a frame may hold, or a frame that does not open, closes it at
+once. Reading is linear in the bytes received and bounded per readable event.
 For the listener:
 * It listens with a backlog of ``LISTEN_BACKLOG`` and accepts up to ``ACCEPT_BATCH`` connections
   per readable event.
@@ -34,141 +29,24 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-import struct
 
 from pysyncobj.monotonic import monotonic
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE
 
-from . import seam
+from . import peer_link, seam
+from .peer_link import PeerConnection
 
 log = logging.getLogger("beanraft.raft_port")
 
-PREAUTH_BUFFER_BYTES = 64 * 1024  # what an unproven peer can make a node hold, per connection
+PREAUTH_BUFFER_BYTES = peer_link.PREAUTH_BUFFER_BYTES  # what a stranger can make a node hold
 AUTH_DEADLINE_S = 3.0  # an accepted connection must be proven within this
 MAX_UNPROVEN = 512  # accepted connections waiting to be proven at once
-READ_BUDGET_BYTES = 4 * 1024 * 1024  # read per readable event from a proven peer
-RECV_BYTES = 256 * 1024  # one recv call
 LISTEN_BACKLOG = 1024
 ACCEPT_BATCH = 64
 ACCEPT_BACKOFF_S = 0.05
 ACCEPT_BACKOFF_MAX_S = 1.0
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-_LENGTH = struct.Struct("i")  # pysyncobj's frame header: a native signed int
-
-
-class GuardedConnection(seam.SeamConnection):
-    """A peer connection whose reading is bounded until the peer is proven (see module doc)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._reset_inbox()
-        self.opened_at = monotonic()
-
-    def _reset_inbox(self) -> None:
-        self._inbox = bytearray()
-        self._start = 0
-        self.proven = False
-
-    # -- pysyncobj's entry points ---------------------------------------------------------
-
-    def connect(self, host, port):
-        self._reset_inbox()
-        self.opened_at = monotonic()
-        try:
-            return super().connect(host, port)
-        except OSError as exc:  # no descriptor for a socket: pysyncobj retries the dial later
-            _dial_failures.note(exc, f"cannot dial peer {host}:{port}")
-            return False
-
-    def disconnect(self):
-        self._reset_inbox()
-        super().disconnect()
-
-    def read_ready(self) -> None:
-        sock = self.raw_socket()
-        received = 0
-        while sock is not None:
-            if self.proven:
-                want = min(RECV_BYTES, READ_BUDGET_BYTES - received)
-            else:  # never past the bound; the first frame fits in it or is refused
-                want = min(RECV_BYTES, PREAUTH_BUFFER_BYTES - (len(self._inbox) - self._start))
-            if want <= 0:
-                break
-            try:
-                chunk = sock.recv(want)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self.disconnect()
-                return
-            if not chunk:
-                self.disconnect()
-                return
-            self._inbox += chunk
-            received += len(chunk)
-            if not self.proven and not self._first_frame_allowed():
-                self.disconnect()
-                return
-        self.mark_read()
-
-    def next_message(self):
-        if self.state == CONNECTION_STATE.DISCONNECTED:
-            return None
-        available = len(self._inbox) - self._start
-        if available < _LENGTH.size:
-            return None
-        (length,) = _LENGTH.unpack_from(self._inbox, self._start)
-        if length < 0 or (not self.proven and length > PREAUTH_BUFFER_BYTES - _LENGTH.size):
-            self.disconnect()
-            return None
-        end = self._start + _LENGTH.size + length
-        if end > len(self._inbox):
-            return None
-        frame = bytes(self._inbox[self._start:end])
-        self._start = end
-        if self._start * 2 >= len(self._inbox):  # compact: each byte is moved at most once more
-            del self._inbox[:self._start]
-            self._start = 0
-        message = self.open_frame(frame)
-        if self.state == CONNECTION_STATE.DISCONNECTED:
-            return None
-        self.proven = True
-        return message
-
-    def _first_frame_allowed(self) -> bool:
-        """An unproven peer's frame must announce a length that fits the pre-proof bound."""
-        if len(self._inbox) - self._start < _LENGTH.size:
-            return True
-        (length,) = _LENGTH.unpack_from(self._inbox, self._start)
-        return 0 <= length <= PREAUTH_BUFFER_BYTES - _LENGTH.size
-
-
-class _Burst:
-    """Logs one line when a run of failures begins, and how many there were when it ends."""
-
-    def __init__(self, logger: logging.Logger):
-        self.log = logger
-        self.count = 0
-        self.began = 0.0
-
-    def note(self, exc: OSError, what: str) -> None:
-        if self.count == 0:
-            self.began = monotonic()
-            self.log.warning("%s: %s; retrying with backoff (logged once per burst)",
-                             what, exc.strerror or exc)
-        self.count += 1
-
-    def end(self, what: str) -> None:
-        if self.count:
-            self.log.info("%s after %.1f s (%d failed attempts)", what,
-                          monotonic() - self.began, self.count)
-            self.count = 0
-
-
-_dial_failures = _Burst(log)
-
 
 class GuardedListener:
     """pysyncobj's ``TcpServer`` interface (bind, unbind) with the listener rules above."""
@@ -185,8 +63,8 @@ class GuardedListener:
         self._sock: socket.socket | None = None
         self._paused_until: float | None = None
         self._backoff_s = ACCEPT_BACKOFF_S
-        self._unproven: list[GuardedConnection] = []
-        self._failures = _Burst(log)
+        self._unproven: list[PeerConnection] = []
+        self._failures = peer_link.Burst(log)
         self.accepted = 0
 
     # -- pysyncobj's TcpServer interface --------------------------------------------------
@@ -272,7 +150,7 @@ class GuardedListener:
             sock.close()
             return
         self.accepted += 1
-        conn = GuardedConnection(poller=self._poller, socket=sock, timeout=self._timeout,
+        conn = PeerConnection(poller=self._poller, socket=sock, timeout=self._timeout,
                                  sendBufferSize=self._send_buffer,
                                  recvBufferSize=self._recv_buffer, keepalive=self._keepalive)
         if len(self._unproven) >= MAX_UNPROVEN:

@@ -19,6 +19,7 @@ from pysyncobj.tcp_connection import CONNECTION_STATE
 
 import beanraft.replication.raft  # noqa: F401  (installs the framing the peers use)
 from beanraft.replication import raft_port
+from beanraft.replication.peer_link import PeerConnection
 from beanraft.replication.peer_crypto import PeerCipher, derive_key
 
 CIPHER = PeerCipher(derive_key("the cluster secret"))
@@ -30,7 +31,7 @@ class End:
     def __init__(self, sock: socket.socket):
         sock.setblocking(False)
         self.poller = SelectPoller()
-        self.conn = raft_port.GuardedConnection(poller=self.poller, socket=sock, timeout=30.0)
+        self.conn = PeerConnection(poller=self.poller, socket=sock, timeout=30.0)
         self.conn.encryptor = CIPHER
         self.received: list = []
         self.conn.setOnMessageReceivedCallback(self.received.append)

@@ -20,7 +20,6 @@ import sys
 import pysyncobj.version
 import pytest
 from pysyncobj.syncobj import SyncObj
-from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
 
 from beanraft.replication import seam
@@ -111,20 +110,6 @@ def test_an_instance_point_that_is_gone_is_named(monkeypatch, tmp_path, point):
         monkeypatch.undo()
         node.stop()
         loop.close()
-
-
-@pytest.mark.parametrize("point", [p for p in seam.POINTS if p.owner == "connection"],
-                         ids=lambda p: p.name)
-def test_a_connection_attribute_that_is_gone_is_named(monkeypatch, point):
-    build = TcpConnection.__init__
-
-    def build_without(self, *args, **kwargs):
-        build(self, *args, **kwargs)
-        delattr(self, point.name)
-
-    monkeypatch.setattr(TcpConnection, "__init__", build_without)
-    with pytest.raises(seam.SeamError, match=rf"TcpConnection.{point.name} is missing"):
-        seam.check_library()
 
 
 def test_a_node_refuses_to_start_when_pysyncobj_reads_its_encryptor_elsewhere(monkeypatch, tmp_path):

@@ -1,0 +1,144 @@
+"""Write snapshots in a forked child, so the Raft thread never stalls on a big state.
+
+Theory of operation.
+* pysyncobj asks for a snapshot from its tick thread (``serializer(tmp_path, anchors)``) and, since
+  we give it a ``serializeChecker``, learns the outcome by polling ``check()`` on later ticks: only
+  on SUCCESS does it drop the journal prefix the snapshot replaces.
+* ``start`` forks. The fork happens on the tick thread, the only thread that changes the state
+  machine, so the child's copy of the machine is the state at the last applied entry, frozen by
+  copy-on-write; the parent goes on ticking at once. The child closes every inherited descriptor
+  (listening sockets, the journal, the data directory's lock: a restarted node must be able to
+  take them), encodes the machine, writes ``<snapshot>.writing``, fsyncs it, renames it onto the
+  snapshot and exits 0. It dies with the thread that forked it (``PR_SET_PDEATHSIG``), so a
+  killed node leaves no writer behind; a half-written ``.writing`` file is ignored and replaced.
+* pysyncobj itself renames ``tmp_path`` onto the snapshot right after the serializer returns.
+  The child never writes ``tmp_path`` (``start`` removes a stale one), so that rename fails,
+  pysyncobj swallows the error, and the outcome comes from ``check`` alone.
+* The crash-window rules of ``snapshot_file`` and ``journal`` hold as before: the snapshot is
+  durable under its final name before ``check`` reports SUCCESS, and the journal fsyncs the
+  directory before it drops the prefix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+from typing import Callable
+
+from pysyncobj.config import SERIALIZER_STATE
+
+from .snapshot_file import SnapshotAnchor, fsync_dir, write_snapshot
+
+log = logging.getLogger("beanraft.snapshot")
+
+_PR_SET_PDEATHSIG = 1
+
+
+class SnapshotWriter:
+    """At most one child writing a snapshot at a time."""
+
+    def __init__(self, snapshot_path: str):
+        self.path = snapshot_path
+        self._pid = 0
+        self._index = 0
+        self._started = 0.0
+        self._refused = False
+
+    def start(self, anchor: SnapshotAnchor, encode: Callable[[], bytes], tmp_path: str) -> None:
+        """Fork a child that writes ``encode()`` under ``anchor``; returns in the parent at once."""
+        if self._pid:
+            log.warning("a snapshot is already being written; not starting another")
+            return
+        _unlink_quietly(tmp_path)
+        self._index = anchor.last[1]
+        self._started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            _child(self.path, anchor, encode)  # never returns
+        self._pid = pid
+
+    def refuse(self) -> None:
+        """No snapshot was started (no room for it): the next ``check`` reports FAILED.
+
+        pysyncobj waits for SUCCESS or FAILED before it asks for another snapshot.
+        """
+        self._refused = True
+
+    def check(self) -> int:
+        """pysyncobj's serializeChecker: SERIALIZING, then SUCCESS or FAILED once, else NOT_SERIALIZING."""
+        if self._refused:
+            self._refused = False
+            return SERIALIZER_STATE.FAILED
+        if self._pid:
+            try:
+                pid, status = os.waitpid(self._pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self._pid, -1
+            if pid == 0:
+                return SERIALIZER_STATE.SERIALIZING
+            self._pid = 0
+            took = time.monotonic() - self._started
+            if status == 0:
+                log.info("snapshot written at index %d in %.2f s", self._index, took)
+                return SERIALIZER_STATE.SUCCESS
+            log.error("snapshot at index %d failed (child status %d); the journal is kept",
+                      self._index, status)
+            return SERIALIZER_STATE.FAILED
+        return SERIALIZER_STATE.NOT_SERIALIZING
+
+    @property
+    def busy(self) -> bool:
+        return self._pid != 0
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Wait for a running child (bounded), then kill it: its snapshot is simply not used."""
+        deadline = time.monotonic() + timeout_s
+        while self._pid and time.monotonic() < deadline:
+            if self.check() != SERIALIZER_STATE.SERIALIZING:
+                return
+            time.sleep(0.01)
+        if self._pid:
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+                os.waitpid(self._pid, 0)
+            except OSError:
+                pass
+            self._pid = 0
+
+
+def _child(path: str, anchor: SnapshotAnchor, encode: Callable[[], bytes]) -> None:
+    """In the forked child: write, fsync, rename, exit. Never returns, never logs."""
+    status = 1
+    writing = path + ".writing"
+    try:
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except OSError:
+            pass
+        os.closerange(3, _max_fd())
+        write_snapshot(writing, anchor, encode())
+        os.replace(writing, path)
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
+        status = 0
+    except BaseException:  # the parent reports the failure; the journal keeps everything
+        _unlink_quietly(writing)  # a partial snapshot would hold on to the space it took
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
