@@ -167,9 +167,11 @@ def _create_journal(journal_file):
 
 seam.install(create_journal=_create_journal, listener=raft_port.GuardedListener,
              connection=peer_link.PeerConnection)
-# Above any entry (a batch holds one job of at most MAX_JOB_SIZE and under 1 MiB of others), so
-# pysyncobj never cuts an entry into its "transmission" pieces: peer_link fragments big messages.
-APPEND_ENTRIES_BYTES = MAX_JOB_SIZE + (4 << 20)
+# pysyncobj's appendEntriesBatchSizeBytes is set above any entry (a batch holds one job of at most
+# the job cap and under 1 MiB of others), so it never cuts an entry into its "transmission"
+# pieces: peer_link fragments big messages instead.
+APPEND_SLACK_BYTES = 4 << 20
+UNCAPPED_JOB_BYTES = 1 << 30  # what the append limit assumes when no job cap is given
 
 
 def _check_bindable(address: str) -> None:
@@ -377,7 +379,7 @@ class RaftNode:
         conf = SyncObjConf(
             autoTick=False,
             appendEntriesUseBatch=False,
-            appendEntriesBatchSizeBytes=APPEND_ENTRIES_BYTES,
+            appendEntriesBatchSizeBytes=(config.max_job_size or UNCAPPED_JOB_BYTES) + APPEND_SLACK_BYTES,
             sendBufferSize=peer_link.SOCKET_BUFFER_BYTES,
             recvBufferSize=peer_link.SOCKET_BUFFER_BYTES,
             bindAddress=config.self_addr,
