@@ -17,7 +17,7 @@ from beanraft.replication.raft import RaftConfig, RaftNode
 
 from beanraft import protocol as p
 
-from . import translate
+from . import accept, translate
 from .config import NodeConfig
 from .connection import ClientConnection
 
@@ -54,7 +54,7 @@ class Node:
         self.waiting = 0
         self.raft: RaftNode | None = None
         self.commit: GroupCommit | None = None
-        self.servers: list[asyncio.AbstractServer] = []
+        self.servers: list[accept.Listener] = []
         self._stopped = asyncio.Event()
         self._pulse_wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -125,14 +125,11 @@ class Node:
         if path is not None:
             if os.path.exists(path) and not _is_socket(path):
                 raise OSError(f"{path} exists and is not a socket")
-            if os.path.exists(path):
-                os.unlink(path)
-            server = await loop.create_unix_server(lambda: ClientConnection(self), path, backlog=1024)
+            self.servers.append(accept.listen_unix(loop, path, lambda: ClientConnection(self),
+                                                   "client port"))
         else:
-            server = await loop.create_server(
-                lambda: ClientConnection(self), self.config.listen or None, self.config.port,
-                backlog=1024, reuse_address=True)
-        self.servers.append(server)
+            self.servers += accept.listen_tcp(loop, self.config.listen or None, self.config.port,
+                                              lambda: ClientConnection(self), "client port")
 
     def _where(self) -> str:
         if self.config.unix_path:

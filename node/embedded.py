@@ -43,7 +43,7 @@ class EmbeddedNode:
             return self.config.unix_path
         port = self.config.port
         if port == 0 and self.node is not None:
-            port = self.node.servers[0].sockets[0].getsockname()[1]
+            port = self.node.servers[0].sock.getsockname()[1]
         return (self.config.listen, port)
 
     def _run(self) -> None:

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from . import accept
 from .status import Cached, Digester, Metrics, encode, status_document
 
 log = logging.getLogger("beanraft.http")
@@ -116,7 +117,9 @@ class HttpEndpoint:
         try:
             await runner.setup()
             host, _, port = self.address.rpartition(":")
-            await web.TCPSite(runner, host, int(port), backlog=1024).start()
+            # Not aiohttp's TCPSite: asyncio's accept loop floods the log when descriptors run out.
+            listeners = accept.listen_tcp(asyncio.get_running_loop(), host, int(port),
+                                          runner.server, "HTTP port")
         except BaseException as exc:  # reported to the starting thread
             self._error = exc
             self._started.set()
@@ -126,6 +129,8 @@ class HttpEndpoint:
         try:
             await self._stop.wait()
         finally:
+            for listener in listeners:
+                listener.close()
             await runner.cleanup()
 
     async def cleanup(self) -> None:

@@ -214,7 +214,7 @@ class PeerConnection:
         try:
             sock = self._sock = socket.socket(_family(host), socket.SOCK_STREAM)
         except OSError as exc:  # no descriptor for a socket: pysyncobj retries the dial later
-            dial_failures.note(exc, f"cannot dial peer {host}:{port}")
+            dial_failures.note(exc, f"cannot dial {host}:{port}")
             return False
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer_size)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._recv_buffer_size)
@@ -461,28 +461,36 @@ def _header_allowed(buf, at: int = 0) -> bool:
 
 
 class Burst:
-    """Logs one line when a run of failures begins, and how many there were when it ends."""
+    """Logs one line when a run of failures begins, and one when none came for ``QUIET_S``.
 
-    def __init__(self, logger: logging.Logger):
+    While descriptors are scarce a single attempt often succeeds between failures, so a success
+    does not end a burst; ``settle``, called every tick, does once it has been quiet.
+    """
+
+    QUIET_S = 5.0
+
+    def __init__(self, logger: logging.Logger, what: str):
         self.log = logger
+        self.what = what
         self.count = 0
-        self.began = 0.0
+        self.began = self.last = 0.0
 
-    def note(self, exc: OSError, what: str) -> None:
+    def note(self, exc: OSError, detail: str) -> None:
+        self.last = time.monotonic()
         if self.count == 0:
-            self.began = time.monotonic()
-            self.log.warning("%s: %s; retrying with backoff (logged once per burst)",
-                             what, exc.strerror or exc)
+            self.began = self.last
+            self.log.warning("%s: %s (%s); retrying with backoff, logged once until it recovers",
+                             self.what, detail, exc.strerror or exc)
         self.count += 1
 
-    def end(self, what: str) -> None:
-        if self.count:
-            self.log.info("%s after %.1f s (%d failed attempts)", what,
-                          time.monotonic() - self.began, self.count)
+    def settle(self) -> None:
+        if self.count and time.monotonic() - self.last >= self.QUIET_S:
+            self.log.info("%s: working again; %d attempts failed over %.1f s", self.what,
+                          self.count, self.last - self.began)
             self.count = 0
 
 
-dial_failures = Burst(log)
+dial_failures = Burst(log, "raft peers")
 
 
 def _family(host: str) -> int:

@@ -64,7 +64,7 @@ class GuardedListener:
         self._paused_until: float | None = None
         self._backoff_s = ACCEPT_BACKOFF_S
         self._unproven: list[PeerConnection] = []
-        self._failures = peer_link.Burst(log)
+        self._failures = peer_link.Burst(log, f"raft port {host}:{port}")
         self.accepted = 0
 
     # -- pysyncobj's TcpServer interface --------------------------------------------------
@@ -99,6 +99,8 @@ class GuardedListener:
 
     def tick(self) -> None:
         """Resume accepting after a pause; close unproven connections past their deadline."""
+        self._failures.settle()
+        peer_link.dial_failures.settle()
         now = monotonic()
         if self._paused_until is not None and now >= self._paused_until and self._sock:
             self._paused_until = None
@@ -138,7 +140,6 @@ class GuardedListener:
             except OSError as exc:
                 self._pause(exc)
                 return
-            self._failures.end(f"raft port {self._where()}: accepting again")
             self._backoff_s = ACCEPT_BACKOFF_S
             self._adopt(sock)
 
@@ -167,18 +168,13 @@ class GuardedListener:
 
     def _pause(self, exc: OSError) -> None:
         """Stop polling the listener for a while; it stays bound and its backlog keeps queueing."""
-        if exc.errno in OUT_OF_RESOURCES:
-            what = f"raft port {self._where()}: cannot accept"
-        else:
-            what = f"raft port {self._where()}: accept failed"
-        self._failures.note(exc, what)
+        self._failures.note(exc, "cannot accept" if exc.errno in OUT_OF_RESOURCES
+                            else "accept failed")
         if self._paused_until is None:
             self._poller.unsubscribe(self._sock.fileno())
         self._paused_until = monotonic() + self._backoff_s
         self._backoff_s = min(self._backoff_s * 2, ACCEPT_BACKOFF_MAX_S)
 
-    def _where(self) -> str:
-        return f"{self._address[0]}:{self._address[1]}"
 
 
 def attach(sync) -> None:
