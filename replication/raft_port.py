@@ -18,7 +18,7 @@ For the listener:
   ``MAX_UNPROVEN`` wait at once (the oldest is closed to make room).
 * An accept that fails for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) pauses
   accepting, retries after ``ACCEPT_BACKOFF_S`` doubling up to ``ACCEPT_BACKOFF_MAX_S``, logs one
-  line when the burst begins and one when accepting works again, and never closes the listening
+  line when the burst begins and one once it has been quiet for 5 s, and never closes the listening
   socket. Only ``unbind`` (the node stopping) closes it.
 ``tick()`` runs in the Raft thread before every poll (``attach``): it resumes a paused listener
 and closes unproven connections past their deadline.

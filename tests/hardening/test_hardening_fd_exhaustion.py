@@ -7,12 +7,16 @@ a few HTTP connections and peer-like dials of its raft port then arrive while it
 them (EMFILE on every listener), for a few seconds. When they go away, within 10 s a leader must
 be agreed, the old leader's raft port must accept (a dial is taken and then refused for its
 garbage, which only an accepting listener can do), and a put must succeed through every node;
-all nodes' logs together must have grown by less than 5 MB.
+all nodes' logs together must have grown by less than 5 MB. A second, in-process test drives one
+client-port listener through a long burst of EMFILE (its socket's ``accept`` fails for a while)
+and counts the log lines and retries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import logging
 import resource
 import socket
 import struct
@@ -21,6 +25,8 @@ import time
 import pytest
 from cluster.cluster_harness import Cluster, LineClient, wait_for
 from floodkit import open_files
+
+from beanraft.node import accept
 
 HOLD_S = 3.0
 RECOVER_S = 10.0
@@ -108,3 +114,55 @@ def test_a_leader_out_of_file_descriptors_keeps_its_listeners_and_recovers_withi
     assert growth < MAX_LOG_GROWTH, f"logs grew {growth} bytes"
     print(f"recovered in {recovered_s:.1f} s; leader {leader.name} -> {new_leader.name}; "
           f"logs grew {growth} bytes")
+
+
+class ScarceSocket:
+    """A real listening socket whose accept fails with EMFILE until ``until`` (monotonic)."""
+
+    def __init__(self, sock: socket.socket, until: float):
+        self._sock = sock
+        self.until = until
+        self.failures = 0
+
+    def accept(self):
+        if time.monotonic() < self.until:
+            self.failures += 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self._sock.accept()
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def test_a_listener_without_descriptors_backs_off_logs_one_burst_and_serves_after(
+        monkeypatch, caplog):
+    monkeypatch.setattr(accept, "QUIET_S", 0.5)
+    caplog.set_level(logging.INFO, logger="beanraft.accept")
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        served = loop.create_future()
+
+        class Echo(asyncio.Protocol):
+            def connection_made(self, transport):
+                transport.write(b"hello")
+                if not served.done():
+                    served.set_result(True)
+
+        listening = socket.create_server(("127.0.0.1", 0), backlog=16)
+        scarce = ScarceSocket(listening, until=time.monotonic() + 1.5)
+        listener = accept.Listener(loop, scarce, Echo, "client port")
+        client = socket.create_connection(listening.getsockname(), timeout=5)  # waits in backlog
+        await asyncio.wait_for(served, 10)
+        data = await loop.run_in_executor(None, client.recv, 5)
+        await asyncio.sleep(0.8)  # a quiet spell ends the burst
+        client.close()
+        listener.close()
+        return data, scarce.failures
+
+    data, failures = asyncio.run(scenario())
+    assert data == b"hello"
+    # Backoff: 0.05 s doubling to 1 s covers 1.5 s in a handful of retries, not one per slot.
+    assert 2 <= failures <= 8, failures
+    lines = [r for r in caplog.records if r.name == "beanraft.accept"]
+    assert [r.levelname for r in lines] == ["WARNING", "INFO"], [r.getMessage() for r in lines]
