@@ -1,6 +1,7 @@
 """The command line as an operator meets it: ``beanraft cluster`` runs a working local cluster,
 keeps it serving and restarts a node that dies, and stops it on SIGINT (even started with ``&``
-from a script, where SIGINT starts ignored) or SIGTERM; ``beanraft secret`` prints secrets, and ``beanraft serve`` refuses wrong or
+from a script, where SIGINT starts ignored) or SIGTERM, and runs the README's example;
+``beanraft secret`` prints secrets, and ``beanraft serve`` refuses wrong or
 inconsistent cluster settings at once, with a one-line reason and a non-zero exit.
 
 Method: the real console script in subprocesses on free loopback ports (below 32768), with a
@@ -10,11 +11,13 @@ test started, including the nodes ``beanraft cluster`` starts, is stopped by its
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import greenstalk
@@ -177,6 +180,45 @@ def test_beanraft_cluster_keeps_serving_when_a_node_is_killed_restarts_it_a_boun
     cluster.process.send_signal(signal.SIGTERM)
     assert cluster.process.wait(timeout=30) == 0, cluster.output()
     assert pids and not [pid for pid in pids if pid_alive(pid)]
+
+
+# --------------------------------------------------------------------------- the README
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_code(section: str, language: str) -> str:
+    """The first ``language`` code block under the README's ``## section`` heading."""
+    text = README.read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return text.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_run_command_installs_every_library_its_example_imports():
+    example = ast.parse(readme_code("Thirty seconds", "python"))
+    imported = {alias.name.split(".")[0] for node in ast.walk(example) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(example)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    third_party = imported - set(sys.stdlib_module_names) - {"beanraft"}
+    run = readme_code("Run it", "sh")
+    installed = run.split("pip install", 1)[1].split("&&", 1)[0].split()
+    assert third_party and third_party <= set(installed), (third_party, run)
+
+
+def test_the_readme_example_prints_its_job_against_beanraft_cluster(run_cluster, tmp_path):
+    example = readme_code("Thirty seconds", "python")
+    cluster = run_cluster()
+    cluster.wait_output("Ctrl-C stops the cluster")
+    cluster.wait_ready()
+    for i in (1, 2):  # the example's ports, moved to this cluster's
+        assert f"11{300 + i}" in example
+        example = example.replace(f"11{300 + i}", str(cluster.client + i))
+    (tmp_path / "example.py").write_text(example)
+    result = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60, env=clean_env(), stdin=subprocess.DEVNULL)
+    assert (result.returncode, result.stdout) == (0, "resize photo 42\n"), result.stderr
+    assert "it prints `resize photo 42`" in README.read_text()
 
 
 def test_beanraft_secret_prints_a_new_url_safe_secret_on_one_line_each_time():

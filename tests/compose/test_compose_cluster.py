@@ -12,7 +12,8 @@ own, with the file's own loopback ports. Put jobs through one follower, reserve 
 through the other, ``docker kill`` the leader's container, wait for a new leader among the
 survivors and peek every job through both of them; ``docker start`` the container, wait for it
 to catch up, and drain the queue through it. ``down -v`` removes containers, networks and volumes
-even when a step fails, and the test checks that nothing of the project is left.
+even when a step fails, and the test checks that nothing of the project is left; the image it
+built (and the base image, when this run made it) is removed at the end too.
 """
 
 from __future__ import annotations
@@ -252,12 +253,24 @@ def engine(machine_lock, tmp_path_factory):
     stop_engine(pid)
 
 
+def image_exists(name: str) -> bool:
+    return run(["docker", "image", "inspect", name], 60, check=False).returncode == 0
+
+
 @pytest.fixture(scope="module")
-def image(engine) -> str:
-    """The BeanRaft image, built by build-offline.sh with no registry and no network."""
+def image(engine):
+    """The BeanRaft image, built by build-offline.sh with no registry and no network; removed
+    after the module, with the base image when this build made it."""
+    base_was_there = image_exists(BASE_IMAGE)
     env = dict(os.environ, BEANRAFT_IMAGE=IMAGE, PYTHON=sys.executable)
-    run([str(SCRIPT), "base", "wheels", "image"], timeout_s=900, env=env)
-    return IMAGE
+    try:
+        run([str(SCRIPT), "base", "wheels", "image"], timeout_s=900, env=env)
+        yield IMAGE
+    finally:
+        built = [IMAGE] + ([] if base_was_there else [BASE_IMAGE])
+        run(["docker", "image", "rm", "--force", *built], 120, check=False)
+        left = [name for name in built if image_exists(name)]
+        assert not left, f"images the test built are still there: {left}"
 
 
 def port_in_use(port: int) -> bool:
