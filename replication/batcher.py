@@ -23,14 +23,14 @@ import asyncio
 import logging
 import time
 
-from beanraft.jobs.commands import Op
-
 from .codec import encode_entry
 from .raft import CommitError, RaftNode
 
 log = logging.getLogger("beanraft.batcher")
 
 TRY_BYTES_PER_S = 8 << 20  # the slowest replication rate at which a try is still waited out
+READ_TRY_S = 0.5  # a read index not confirmed this soon is asked for again (lost, new leader)
+APPLY_POLL_S = 0.02  # pysyncobj's no-ops are applied without telling us: look again this often
 
 
 class OutcomeUnknown(Exception):
@@ -132,8 +132,27 @@ class GroupCommit:
             delay = min(delay * 2, 0.2)
 
     async def barrier(self) -> None:
-        """Wait until everything committed before this call is applied here (linearizable read)."""
-        await self.submit((Op.TICK, 0, 0))
+        """Wait until everything committed before this call is applied here (linearizable read).
+
+        Nothing is written to the log: the leader confirms a read index with one heartbeat
+        round (``read_index.py``), and this node waits until it has applied that index. Raises
+        :class:`OutcomeUnknown` (the connection is closed) after ``commit_timeout_s``.
+        """
+        deadline = time.monotonic() + self.commit_timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OutcomeUnknown("no read index within %.1f s" % self.commit_timeout_s)
+            try:
+                index = await self.raft.read_index(min(READ_TRY_S, left))
+                break
+            except asyncio.TimeoutError:
+                log.debug("read index not confirmed yet; asking again")
+        while self.raft.applied_through() < index:
+            if time.monotonic() >= deadline:
+                raise OutcomeUnknown("read index %d not applied within %.1f s"
+                                     % (index, self.commit_timeout_s))
+            await self.raft.applied_or(APPLY_POLL_S)
 
 
 def _retrieve_exception(fut: asyncio.Future) -> None:

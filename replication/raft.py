@@ -57,6 +57,7 @@ from .codec import EntryFormatError, decode_entry, stamp_entry
 from . import peer_link, raft_port, seam
 from .journal import DurableJournal, SyncPolicy
 from .peer_crypto import PeerCipher, derive_key
+from .read_index import ReadIndex, TYPES as _READ_INDEX_TYPES
 from .snapshot_file import SnapshotAnchor, read_snapshot
 from .snapshot_writer import SnapshotWriter
 from .status import RaftStatus, read_status
@@ -352,6 +353,11 @@ class RaftNode:
         self._sync.addOnTickCallback(self._journal.sync_for_ack)
         self._keep_next_index_monotonic()
         peer_link.set_progress_hook(seam.poller(self._sync), self._on_leader_progress)
+        self._reads = ReadIndex(self._sync, lambda token, index: self._post(("read", token, index)))
+        self._read_waiters: dict[int, asyncio.Future] = {}
+        self._apply_waiters: list[asyncio.Future] = []
+        self._sync.addOnTickCallback(self._reads.on_tick)
+        self._route_read_index_messages()
         if not config.peers:
             self._wake_on_append()
         self._thread = threading.Thread(target=self._run_ticks, name="raft-tick", daemon=True)
@@ -465,6 +471,19 @@ class RaftNode:
 
     def _keep_next_index_monotonic(self) -> None:
         keep_next_index_monotonic(self._sync)
+
+    def _route_read_index_messages(self) -> None:
+        """Our read-index messages go to ``read_index.py``; pysyncobj never sees them."""
+        handler = seam.message_handler(self._sync)
+        reads = self._reads
+
+        def on_message(node, message):
+            if isinstance(message, dict) and message.get("type") in _READ_INDEX_TYPES:
+                reads.on_message(node, message)
+            else:
+                handler(node, message)
+
+        seam.transport(self._sync).setOnMessageReceivedCallback(on_message)
 
     def _wake_on_append(self) -> None:
         """A single node commits an entry on the tick after it is appended: make that tick now.
@@ -670,11 +689,46 @@ class RaftNode:
                     fut.set_exception(CommitError(err))
             elif item[0] == "events":
                 self._on_events(item[1])
+            elif item[0] == "read":
+                fut = self._read_waiters.pop(item[1], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(item[2])
             else:
                 notify = True
         if notify:
+            waiters, self._apply_waiters = self._apply_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
             for listener in list(self._listeners):
                 listener()
+
+    async def read_index(self, timeout_s: float) -> int:
+        """An index that holds every entry committed before this call (``read_index.py``).
+
+        Raises ``asyncio.TimeoutError`` after ``timeout_s``; the caller may ask again.
+        """
+        token = self._reads.new_token()
+        fut = self._read_waiters[token] = self.loop.create_future()
+        self._reads.requests.append(token)
+        seam.pipe_notifier(self._sync).notify()
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._read_waiters.pop(token, None)
+
+    def applied_through(self) -> int:
+        """The index of the last entry this node applied (pysyncobj's own no-ops included)."""
+        return max(self.applied_index, self._sync.raftLastApplied)
+
+    async def applied_or(self, timeout_s: float) -> None:
+        """Return once entries were applied or the role changed, or after ``timeout_s``."""
+        fut = self.loop.create_future()
+        self._apply_waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            pass
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` on the loop after entries were applied or the role changed."""

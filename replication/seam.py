@@ -74,6 +74,8 @@ POINTS: tuple[Point, ...] = (
           "the number pysyncobj gives the leader role"),
     Point("class:pysyncobj.syncobj.SyncObj", "_isLeader",
           "the role of this node without building the whole getStatus() dict"),
+    Point("class:pysyncobj.syncobj.SyncObj", "_getLeader",
+          "the node a follower forwards read-index requests to and takes heartbeat pings from"),
     Point("class:pysyncobj.syncobj.SyncObj", "encryptor",
           "what the transport reads to seal an incoming connection; must return our cipher"),
     Point("class:pysyncobj.journal.Journal", "_destroy",
@@ -271,6 +273,11 @@ def role(sync) -> int:
 
 def is_leader(sync) -> bool:
     return sync._isLeader()
+
+
+def leader_node(sync):
+    """The node this one takes as leader (a pysyncobj Node), or None."""
+    return sync._getLeader()
 
 
 def install_cipher(sync, cipher) -> None:
