@@ -208,6 +208,12 @@ def test_a_cluster_on_full_volumes_answers_refuses_at_once_reclaims_and_restarts
             assert reply == b"OUT_OF_MEMORY" and took <= REPLY_S, (reply, took)
         with LineClient(cluster.followers()[0].client_address) as client:
             last = max(jobs)
-            assert_reads_answer(client, last, jobs[last])
+            client.request(b"list-tube-used")  # its session is open (OPEN is committed)
+            time.sleep(0.3)  # /status is refreshed every 0.1 s
+            before = [cluster.statuses()[n.name]["commit_index"] for n in cluster.nodes]
+            for _ in range(20):
+                assert_reads_answer(client, last, jobs[last])
+            after = [cluster.statuses()[n.name]["commit_index"] for n in cluster.nodes]
+            assert after == before, "reads wrote to the log"
             delete_half(client, jobs)
             assert_all_there(client, jobs)
