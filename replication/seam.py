@@ -74,8 +74,6 @@ POINTS: tuple[Point, ...] = (
           "the number pysyncobj gives the leader role"),
     Point("class:pysyncobj.syncobj.SyncObj", "_isLeader",
           "the role of this node without building the whole getStatus() dict"),
-    Point("class:pysyncobj.syncobj.SyncObj", "_getLeader",
-          "the node a follower forwards read-index requests to and takes heartbeat pings from"),
     Point("class:pysyncobj.syncobj.SyncObj", "encryptor",
           "what the transport reads to seal an incoming connection; must return our cipher"),
     Point("class:pysyncobj.journal.Journal", "_destroy",
@@ -99,7 +97,8 @@ POINTS: tuple[Point, ...] = (
     Point("syncobj", "_SyncObj__pipeNotifier",
           "wakes the tick thread: a single node's once an entry is appended, any node's for a read"),
     Point("syncobj", "_SyncObj__raftLeader",
-          "the leader whose fragments of a big message count as heartbeats on a follower"),
+          "the leader whose fragments of a big message count as heartbeats on a follower, and"
+          " the node a follower asks for a read index and answers read-index pings from"),
     Point("syncobj", "_poller",
           "the poller of this node's connections, which report those fragments"),
     Point("transport", "_connections",
@@ -273,11 +272,6 @@ def role(sync) -> int:
 
 def is_leader(sync) -> bool:
     return sync._isLeader()
-
-
-def leader_node(sync):
-    """The node this one takes as leader (a pysyncobj Node), or None."""
-    return sync._getLeader()
 
 
 def install_cipher(sync, cipher) -> None:
