@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -173,12 +174,14 @@ class ServeProcess:
     """One ``beanraft serve`` child: start, signal, kill -9, stop, restart by its own PID.
 
     Output goes to ``log_path`` (appended across restarts, each start headed by its command
-    line), or to this process's own stdout and stderr when ``log_path`` is None.
+    line), or to this process's own stdout and stderr when ``log_path`` is None; with
+    ``label_output`` there, each line is written to our stderr behind the node's name.
     """
 
     def __init__(self, spec: NodeSpec, peers: Iterable[str], *, extra_args: Iterable[str] = (),
                  program: list[str] | None = None, env: dict[str, str] | None = None,
                  log_path: Path | None = None, cwd: Path | None = None, new_session: bool = False,
+                 label_output: bool = False,
                  spawn: Callable[[Callable[[], subprocess.Popen]], subprocess.Popen] | None = None):
         self.spec = spec
         self.peers = list(peers)
@@ -188,6 +191,7 @@ class ServeProcess:
         self.log_path = Path(log_path) if log_path else None
         self.cwd = cwd
         self.new_session = new_session  # own process group: a terminal's Ctrl-C does not reach it
+        self.label_output = label_output
         self.spawn = spawn or (lambda popen: popen())
         self.process: subprocess.Popen | None = None
         self.starts = 0
@@ -212,6 +216,11 @@ class ServeProcess:
         assert not self.alive(), f"{self.name} is already running"
         self.starts += 1
         argv = self.argv
+        if self.log_path is None and self.label_output:
+            self.process = self.spawn(lambda: self._popen(argv, subprocess.PIPE))
+            threading.Thread(target=_relay, args=(self.process.stdout, f"{self.name}  "),
+                             name=f"relay-{self.name}", daemon=True).start()
+            return
         if self.log_path is None:
             self.process = self.spawn(lambda: self._popen(argv, None))
             return
@@ -270,6 +279,14 @@ class ServeProcess:
 
     def __repr__(self) -> str:
         return f"<{self.name} raft={self.spec.raft} pid={self.pid}>"
+
+
+def _relay(pipe, label: str) -> None:
+    """Copies a child's output to our stderr line by line, each behind ``label``, until EOF."""
+    with pipe:
+        for line in pipe:
+            sys.stderr.buffer.write(label.encode() + line)
+            sys.stderr.buffer.flush()
 
 
 def stop_all(processes: Iterable[ServeProcess], grace_s: float = STOP_GRACE_S) -> None:

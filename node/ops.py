@@ -66,7 +66,7 @@ def cluster(nodes, data, host, client_port, raft_port, http_port, max_restarts) 
                         host)
     env = dict(os.environ, BEANRAFT_CLUSTER_SECRET=secrets.token_urlsafe(32))
     processes = [ServeProcess(spec, [s.raft for s in specs if s is not spec], env=env,
-                              new_session=True) for spec in specs]
+                              new_session=True, label_output=True) for spec in specs]
     click.echo(f"{'node':<7}{'client':<22}{'raft':<22}{'http':<32}data")
     for spec in specs:
         client = f"{spec.host}:{spec.client_port}"
