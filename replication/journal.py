@@ -3,7 +3,7 @@
 Theory of operation. pysyncobj 0.3.17's own FileJournal writes through mmap and never fsyncs, and
 when a crash lands between a snapshot rename and the journal rewrite it throws the whole journal
 away on the next start (its loader sees a journal older than the snapshot). This journal replaces
-it (``pysyncobj.syncobj.createJournal`` is patched in ``raft.py``) and keeps these rules:
+it (``pysyncobj.syncobj.createJournal`` is patched through ``seam.py``) and keeps these rules:
 
 * Every record carries a CRC32. Loading stops at the first torn or damaged record, logs it and
   truncates the file there: a node with a damaged tail catches up from its peers.

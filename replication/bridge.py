@@ -1,0 +1,114 @@
+"""The bridge from the Raft thread to the asyncio loop: results, replicated events, read indexes,
+listeners.
+
+Results and events cross into the loop through one deque and at most one ``call_soon_threadsafe``
+per burst; nothing here may raise into pysyncobj.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from pysyncobj.config import FAIL_REASON
+
+from . import seam
+
+log = logging.getLogger("beanraft.raft")
+
+
+class CommitError(Exception):
+    """pysyncobj gave up on a batch (``reason``: its FAIL_REASON); it may still commit later,
+    so the caller proposes it again (the entries are idempotent) until a deadline."""
+
+    def __init__(self, reason: int):
+        super().__init__(f"commit failed: reason {reason}")
+        self.reason = reason
+
+
+
+
+class LoopBridge:
+    """Submission and delivery to the loop (a mixin of RaftNode: it uses the node's attributes)."""
+
+    def submit(self, entry: bytes) -> asyncio.Future:
+        """Propose one encoded batch; the future gets the list of replies or a CommitError."""
+        fut = self.loop.create_future()
+        self._sync.apply_entry(entry, callback=lambda res, err: self._on_result(fut, res, err))
+        return fut
+
+    def _on_result(self, fut, res, err) -> None:
+        try:
+            self._post(("result", fut, res, err))
+        except Exception:
+            log.exception("result callback failed")
+
+    def _post(self, item) -> None:
+        self._outbox.append(item)
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        notify = False
+        while self._outbox:
+            item = self._outbox.popleft()
+            if item[0] == "result":
+                _, fut, res, err = item
+                if fut.done():
+                    continue
+                if err == FAIL_REASON.SUCCESS and res is not None:
+                    fut.set_result(res)
+                else:
+                    fut.set_exception(CommitError(err))
+            elif item[0] == "events":
+                self._on_events(item[1])
+            elif item[0] == "read":
+                fut = self._read_waiters.pop(item[1], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(item[2])
+            else:
+                notify = True
+        if notify:
+            waiters, self._apply_waiters = self._apply_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            for listener in list(self._listeners):
+                listener()
+
+    async def read_index(self, timeout_s: float) -> int:
+        """An index that holds every entry committed before this call (``read_index.py``).
+
+        Raises ``asyncio.TimeoutError`` after ``timeout_s``; the caller may ask again.
+        """
+        token = self._reads.new_token()
+        fut = self._read_waiters[token] = self.loop.create_future()
+        self._reads.requests.append(token)
+        seam.pipe_notifier(self._sync).notify()
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._read_waiters.pop(token, None)
+
+    def applied_through(self) -> int:
+        """The index of the last entry this node applied (pysyncobj's own no-ops included)."""
+        return max(self.applied_index, self._sync.raftLastApplied)
+
+    async def applied_or(self, timeout_s: float) -> None:
+        """Return once entries were applied or the role changed, or after ``timeout_s``."""
+        fut = self.loop.create_future()
+        self._apply_waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            pass
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the loop after entries were applied or the role changed."""
+        self._listeners.append(callback)

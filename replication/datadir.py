@@ -1,0 +1,57 @@
+"""The data directory: the names of its files, its permissions, its lock, the journal in it."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+
+from .journal import DurableJournal
+
+log = logging.getLogger("beanraft.raft")
+
+JOURNAL_NAME = "raft.journal"
+SNAPSHOT_NAME = "raft.snapshot"
+
+
+class DataDirLocked(OSError):
+    """Another process already uses this data directory."""
+
+
+def make_private(directory: str) -> None:
+    """Create ``directory`` as 0700, or make an existing one 0700 and its files 0600.
+
+    The journal and snapshots hold every job body, and the data directory is the node's alone.
+    A directory made by an older version (0755, files 0644) is tightened at start.
+    """
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    tightened = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & 0o077:
+                os.chmod(entry.path, 0o600)
+                tightened += 1
+    if tightened:
+        log.info("made %d files in %s readable by their owner only (0600)", tightened, directory)
+
+
+def lock_directory(directory: str) -> int:
+    """Hold an exclusive lock on DIR/lock for the life of the process (as beanstalkd does)."""
+    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise DataDirLocked(f"cannot lock {directory}: another process is using it") from None
+    return fd
+
+
+
+
+def create_journal(journal_file):
+    """Replacement for pysyncobj's journal factory (see journal.py for why)."""
+    if journal_file is None:
+        return DurableJournal(None)
+    snapshot = os.path.join(os.path.dirname(journal_file), SNAPSHOT_NAME)
+    return DurableJournal(journal_file, snapshot)

@@ -1,0 +1,200 @@
+"""The pysyncobj glue of the Raft host: the patches installed at import, the pysyncobj object, and
+the wrappers a node puts around its transport, its journal and its election deadline.
+
+Every private place touched here is reached through ``seam`` (which checks them at start-up).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.monotonic import monotonic
+
+from . import peer_link, raft_port, seam
+from .datadir import create_journal
+from .entries import restamp_command
+from .read_index import TYPES as _READ_INDEX_TYPES
+
+log = logging.getLogger("beanraft.raft")
+
+_LEADER = seam.LEADER
+
+seam.install(create_journal=create_journal, listener=raft_port.GuardedListener,
+             connection=peer_link.PeerConnection)
+
+
+def check_bindable(address: str) -> None:
+    """Raise OSError naming ``address`` if it cannot be bound.
+
+    pysyncobj reports a busy port as SyncObjException('BindError') after logging a traceback and
+    retrying, which reaches the operator as two tracebacks instead of a one-line reason.
+    """
+    host, _, port = address.rpartition(":")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as pysyncobj binds it
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            raise OSError(exc.errno, f"raft address {address}: {exc.strerror}") from None
+
+
+
+
+def keep_next_index_monotonic(sync: SyncObj) -> None:
+    """Stop a late acknowledgement from moving a follower's next index backwards.
+
+    pysyncobj's leader sets ``nextIndex`` to whatever a successful ``next_node_idx`` says.
+    With entries sent as soon as they are appended, the ack of an older append_entries arrives
+    after newer entries went out, so ``nextIndex`` regresses, the leader sends those entries
+    again, and the follower truncates entries it already acknowledged (logged by pysyncobj as
+    CRITICAL "truncating already-applied log entries") before re-adding them. Keeping
+    ``nextIndex`` monotonic on success removes the re-sends; a real conflict still resets it
+    (``reset`` is set on those replies).
+    """
+    transport = seam.transport(sync)
+    handler = seam.message_handler(sync)
+    next_index = seam.next_index(sync)
+
+    def on_message(node, message):
+        if (isinstance(message, dict) and message.get("type") == "next_node_idx"
+                and message.get("success") and not message.get("reset")):
+            before = next_index.get(node)
+            handler(node, message)
+            after = next_index.get(node)
+            if before is not None and after is not None and after < before:
+                next_index[node] = before
+            return
+        handler(node, message)
+
+    transport.setOnMessageReceivedCallback(on_message)
+
+
+
+
+class Host(SyncObj):
+    """The pysyncobj object. It holds no replicated attributes of its own."""
+
+    def __init__(self, owner, self_addr: str, peers: list[str], conf: SyncObjConf):
+        self._owner = owner  # set before SyncObj.__init__: kept out of pysyncobj's own state
+        super().__init__(self_addr, peers, conf)
+
+    @replicated
+    def apply_entry(self, entry: bytes):
+        return self._owner._apply(entry)
+
+
+
+
+class PysyncobjGlue:
+    """The RaftNode's wrappers around pysyncobj (a mixin: they use the node's attributes)."""
+
+    def _wrap_transport(self) -> None:
+        """A follower's acknowledgement leaves only after the entries it acknowledges are on disk.
+
+        The leader's own entries need no fsync before they are sent: it counts itself towards a
+        commit only at the start of its next tick, and ``_run_ticks`` syncs the journal right
+        before every tick. So the leader's fsync and its followers' run at the same time.
+        """
+        journal = self._journal
+
+        def send_after_sync(send, node, message):
+            if isinstance(message, dict) and message.get("type") == "next_node_idx":
+                journal.sync_for_ack()
+            return send(node, message)
+
+        seam.wrap_send(self._sync, send_after_sync)
+
+    def _stamp_on_append(self) -> None:
+        """The leader stamps the cluster's time into each entry as it appends it to its log.
+
+        Followers append what the leader sent them, stamp included; only the leader appends
+        commands taken from its queue (its own and those its followers forwarded to it). Every
+        node notes when each entry reached its log: the clock follows the cluster's time from
+        then, not from the apply, which on a follower waits for the next append_entries.
+        """
+        sync = self._sync
+        journal = self._journal
+        add = journal.add
+        clock = self.clock
+        machine = self.machine
+        appended_at = self._appended_at
+
+        def stamp() -> int:
+            return clock.stamp(not_before_ns=machine.now_ns)
+
+        def add_stamped(command, idx, term):
+            if seam.role(sync) == _LEADER:
+                try:
+                    command = restamp_command(command, stamp)
+                except Exception as exc:  # never break the tick: apply_batch copes with any time
+                    log.error("cannot stamp log entry %d: %s", idx, exc)
+            add(command, idx, term)
+            appended_at[idx] = time.monotonic_ns()
+
+        journal.add = add_stamped
+
+    def _keep_next_index_monotonic(self) -> None:
+        keep_next_index_monotonic(self._sync)
+
+    def _route_read_index_messages(self) -> None:
+        """Our read-index messages go to ``read_index.py``; pysyncobj never sees them."""
+        handler = seam.message_handler(self._sync)
+        reads = self._reads
+
+        def on_message(node, message):
+            if isinstance(message, dict) and message.get("type") in _READ_INDEX_TYPES:
+                reads.on_message(node, message)
+            else:
+                handler(node, message)
+
+        seam.transport(self._sync).setOnMessageReceivedCallback(on_message)
+
+    def _wake_on_append(self) -> None:
+        """A single node commits an entry on the tick after it is appended: make that tick now.
+
+        Without peers no socket wakes the tick thread's poll, so an appended entry would wait a
+        whole tick period before it is committed.
+        """
+        notifier = seam.pipe_notifier(self._sync)
+        journal = self._journal
+        add = journal.add
+
+        def add_and_wake(command, idx, term):
+            add(command, idx, term)
+            notifier.notify()
+
+        journal.add = add_and_wake
+
+    def _forgive_own_stall(self) -> None:
+        """After a long tick (a snapshot, a burst of applies, a starved thread), read first.
+
+        pysyncobj checks a follower's election deadline at the start of a tick, before it polls
+        its sockets. After this node itself stalled, the leader's heartbeats are waiting unread
+        in the socket, yet the deadline has passed, and without PreVote the election it would
+        start deposes a healthy leader. Our own stall is no evidence that the leader failed:
+        give the next tick a chance to read those heartbeats first.
+        """
+        sync = self._sync
+        if seam.role(sync) == seam.FOLLOWER:
+            grace = monotonic() + 2 * self.config.timing.heartbeat_s
+            if seam.election_deadline(sync) < grace:
+                seam.set_election_deadline(sync, grace)
+
+    def _on_leader_progress(self, conn) -> None:
+        """A fragment of a big message arrived: if it comes from our leader, it is a heartbeat.
+
+        While a big append_entries is on the wire, the leader's heartbeats are not queued behind
+        it (``peer_link``); the authenticated bytes of that append prove the leader alive.
+        """
+        sync = self._sync
+        leader = seam.leader_node(sync)
+        if seam.role(sync) != seam.FOLLOWER or leader is None:
+            return
+        if seam.connection_to(sync, leader) is not conn:
+            return
+        deadline = monotonic() + self.config.timing.election_min_s
+        if seam.election_deadline(sync) < deadline:
+            seam.set_election_deadline(sync, deadline)
