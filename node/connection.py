@@ -3,15 +3,30 @@
 Theory of operation. The asyncio protocol only moves bytes: ``data_received`` feeds the sans-I/O
 parser and wakes the connection's task, which takes requests one at a time.
 * Mutating requests that cannot block (put, delete, release, …) are submitted to group commit at
-  once and their futures queued, so a client that pipelines gets its commands into shared Raft
-  entries. Before anything else (a read, a reserve, an error reply, quit) and whenever the parser
-  needs more bytes, the queued futures are awaited in order and their replies written.
+  once and their futures queued (at most ``MAX_PIPELINE``), so a client that pipelines gets its
+  commands into shared Raft entries. Before anything else (a read, a reserve, an error reply,
+  quit) and whenever the parser needs more bytes, the queued futures are awaited in order and
+  their replies written.
 * A blocking reserve registers the session as a waiter in the replicated state machine; the
   reply then arrives as an event (RESERVED, TIMED_OUT or DEADLINE_SOON) applied on this node.
   While waiting, further input is buffered but not processed, as in beanstalkd.
-* Memory stays bounded: reading pauses while the parser holds more than a few lines, and
-  processing pauses while the transport's write buffer is above its high-water mark (a client
-  that never reads its replies stops being read).
+* Memory stays bounded. Input: reading pauses while the parser holds more than
+  ``READ_PAUSE_BYTES`` (or a put body it still waits for). Output: before each request and after
+  each reply, if the replies the client has not taken exceed the outbox's high-water mark
+  (node/outbox.py), the connection stops: it neither reads nor handles anything until the client
+  has taken all but the low-water mark. A client that never reads its replies stops being read.
+* One connection cannot hold the event loop: after ``MAX_BURST`` requests, or once the replies
+  produced since it last yielded reach ``BURST_BYTES``, the task yields, so the other clients,
+  Raft's replies and the outbox's write run in between.
+* A client that has gone is not served. Before each request the connection asks the kernel
+  about the client's socket (node/peer.py). Gone (the transport was lost, or the socket shows a
+  hang-up or error, as after the client's reset): its unexecuted input is dropped, and only the
+  commands already submitted (at most ``MAX_PIPELINE``) still run. Done sending (its FIN
+  arrived, possibly behind unread commands): a closed client and a half-closed one look alike
+  until we write, since a closed one answers our next reply with a reset; so the queued replies
+  are written before the next command runs, and at most one command runs after a close is seen.
+  A half-closed client has its commands executed, one at a time, as beanstalkd does. Either way
+  the session's CLOSE then releases its reservations.
 * The session is opened in the replicated state when the client connects (it uses and watches
   "default" from then on, cluster-wide); closing it releases its reserved jobs.
 """
@@ -26,14 +41,16 @@ from beanraft import protocol as p
 from beanraft.jobs.commands import Op
 from beanraft.replication.batcher import OutcomeUnknown
 
-from . import translate
+from . import peer, translate
+from .outbox import Outbox
 from .queries import answer_read
 
 log = logging.getLogger("beanraft.connection")
 
 READ_PAUSE_BYTES = 256 * 1024
 MAX_PIPELINE = 64  # the state machine caches the last 64 replies per session
-WRITE_HIGH_WATER = 1 << 20
+MAX_BURST = 32  # requests handled before the connection yields the event loop
+BURST_BYTES = 256 * 1024  # ... or replies produced before it yields
 
 
 class ClientConnection(asyncio.Protocol):
@@ -47,25 +64,27 @@ class ClientConnection(asyncio.Protocol):
         self.opened: asyncio.Future | None = None  # the session's OPEN, proposed on connect
         self.inflight: collections.deque = collections.deque()
         self.transport: asyncio.Transport | None = None
+        self.outbox: Outbox | None = None
+        self.peer: peer.PeerProbe | None = None
         self.wakeup = asyncio.Event()
-        self.writable = asyncio.Event()
-        self.writable.set()
         self.eof = False
+        self.input_full = False  # the parser holds READ_PAUSE_BYTES: reading paused
+        self.output_full = False  # the client has not taken our replies: reading paused
         self.reading_paused = False
+        self.burst = 0  # requests handled since the task last yielded
         self.mailbox: tuple | None = None
         self.mail = asyncio.Event()
         self.producer = False
         self.worker = False
         self.waiting = False
         self.task: asyncio.Task | None = None
-        self._out: list[bytes] = []
-        self._out_scheduled = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.outbox = Outbox(transport)
+        self.peer = peer.PeerProbe(transport)
         self.node.connection_opened(self)
         # The session exists cluster-wide from the start: a fresh connection uses and watches
         # "default", which stats-tube reports (current-using / current-watching).
@@ -74,9 +93,9 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.parser.receive_data(data)
-        if self.parser.buffered_bytes > READ_PAUSE_BYTES and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()
+        if self.parser.buffered_bytes > READ_PAUSE_BYTES and not self.input_full:
+            self.input_full = True
+            self._set_reading()
         self.wakeup.set()
 
     def eof_received(self) -> bool:
@@ -87,15 +106,26 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.eof = True
-        self.writable.set()
+        self.outbox.resume()
         self.wakeup.set()
         self.mail.set()
 
     def pause_writing(self) -> None:
-        self.writable.clear()
+        self.outbox.pause()
 
     def resume_writing(self) -> None:
-        self.writable.set()
+        self.outbox.resume()
+
+    def _set_reading(self) -> None:
+        """Read while neither the parser's input nor the client's unsent output is full."""
+        pause = self.input_full or self.output_full
+        if pause == self.reading_paused or self.transport.is_closing():
+            return
+        self.reading_paused = pause
+        if pause:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
     # -- the request loop ------------------------------------------------------------------
 
@@ -120,16 +150,55 @@ class ClientConnection(asyncio.Protocol):
                 return True  # bytes may have arrived while we waited: parse again first
             if self.eof or self.transport.is_closing():
                 return False
-            if self.reading_paused:
-                self.reading_paused = False
-                self.transport.resume_reading()
+            if self.input_full:
+                self.input_full = False
+                self._set_reading()
             self.wakeup.clear()
+            self.burst = 0
             await self.wakeup.wait()
             return True
-        if not self.writable.is_set():
-            await self.flush()
-            await self.writable.wait()
+        if not await self._may_handle():
+            self.transport.abort()  # the client is gone: its input not yet run is dropped
+            return False
+        self.burst += 1
         return await self.handle(req)
+
+    async def _may_handle(self) -> bool:
+        """Keep the bounds before a request is handled; False if the client is gone."""
+        if len(self.inflight) >= MAX_PIPELINE:
+            await self.flush()  # every path that pipelines (reserve 0, burnt ids) counts
+        if self.outbox.over_high_water():
+            await self.wait_output_taken()
+        elif self.burst >= MAX_BURST or self.outbox.queued >= BURST_BYTES:
+            await self.yield_loop()
+        state = self.peer.state()
+        if state is peer.DONE_SENDING and self.inflight:
+            # Closed, or only half-closed? A closed client answers our next reply with a reset,
+            # so reply before running more: at most one command runs after a close is seen.
+            await self.flush()
+            state = self.peer.state()
+        return state is not peer.GONE
+
+    async def wait_output_taken(self) -> None:
+        """The client has not taken our replies: stop reading and handling until it has."""
+        self.outbox.send_now()
+        self.burst = 0
+        if self.outbox.drained.is_set():
+            await asyncio.sleep(0)  # the kernel took it all; still, let the others run
+            return
+        self.output_full = True
+        self._set_reading()
+        try:
+            await self.outbox.drained.wait()
+        finally:
+            self.output_full = False
+            self._set_reading()
+
+    async def yield_loop(self) -> None:
+        """Let the other connections (and our own write) have the event loop."""
+        self.outbox.send_now()
+        self.burst = 0
+        await asyncio.sleep(0)
 
     async def handle(self, req) -> bool:
         """Act on one request; return False when the connection must close."""
@@ -155,8 +224,6 @@ class ClientConnection(asyncio.Protocol):
             return True
         if isinstance(req, translate.PIPELINED):
             self._pipeline(None, None, req)
-            if len(self.inflight) >= MAX_PIPELINE:
-                await self.flush()
             return True
         await self.flush()
         if isinstance(req, (p.Reserve, p.ReserveWithTimeout)):
@@ -184,8 +251,11 @@ class ClientConnection(asyncio.Protocol):
         """Submit now; the reply is written in order by ``flush``."""
         self.inflight.append((self._submit(op_and_args, req), fixed_reply))
 
-    async def flush(self) -> None:
-        """Write the replies of every queued command, in order."""
+    async def flush(self, bounded: bool = True) -> None:
+        """Write the replies of every queued command, in order (``bounded``: within the output
+        bound, waiting for the client to take them)."""
+        if not self.inflight:
+            return
         while self.inflight:
             fut, fixed = self.inflight[0]
             result = await fut
@@ -195,6 +265,10 @@ class ClientConnection(asyncio.Protocol):
             self._write(fixed if fixed is not None else translate.to_reply(result))
             if result[0] == "GONE":
                 raise ConnectionError("session dropped by the cluster")
+            if bounded and self.outbox.over_high_water():
+                await self.wait_output_taken()  # pipelined reserves of big jobs, for one
+        # Send now: if the client has gone, its reset is in the kernel before we parse again.
+        self.outbox.send_now()
 
     async def _ensure_open(self) -> None:
         await self.opened
@@ -256,16 +330,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _write(self, reply) -> None:
         """Queue a reply; every reply queued in one loop iteration leaves in one send."""
-        self._out.append(p.encode(reply))
-        if not self._out_scheduled:
-            self._out_scheduled = True
-            asyncio.get_running_loop().call_soon(self._send_out)
-
-    def _send_out(self) -> None:
-        self._out_scheduled = False
-        if self._out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self._out))
-        self._out.clear()
+        self.outbox.write(p.encode(reply))
 
     async def _finish(self) -> None:
         # The connection stops counting in stats at once, as in beanstalkd; its session's end
@@ -276,14 +341,16 @@ class ClientConnection(asyncio.Protocol):
         except Exception:
             log.debug("closing session %x", self.sid, exc_info=True)
         finally:
-            self._send_out()
+            self.outbox.send_now()
             if self.transport is not None:
                 self.transport.close()
             self.node.session_closed(self)
 
     async def _close_session(self) -> None:
         try:
-            await self.flush()
+            # Not bounded: a client that stopped reading must not hold up the CLOSE that releases
+            # its jobs. At most MAX_PIPELINE replies are left.
+            await self.flush(bounded=False)
         except Exception:
             self.inflight.clear()
         if self.parser.in_put_body:  # beanstalkd consumed an id when the header was accepted

@@ -1,0 +1,41 @@
+"""Is the client still there? Asks the kernel, which knows before asyncio does.
+
+asyncio learns that a client went away only at its next read or write, and reads come in order:
+a hang-up queued behind 2 MB of pipelined commands is seen after all of them, and not at all
+while reading is paused for backpressure. poll(2) on the socket, without waiting, tells at once:
+hang-up or error (the client reset the connection, or a UNIX socket's peer closed) means nothing
+we write can reach it; RDHUP alone means it sent its last byte, which is either a half-close or
+a close that it has not yet answered with a reset because we have not written since.
+"""
+
+from __future__ import annotations
+
+import select
+
+HERE, DONE_SENDING, GONE = "here", "done sending", "gone"
+
+_GONE_FLAGS = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+class PeerProbe:
+    """One poll(2) registration for a connection's socket (kept for the connection's life)."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self._poll: select.poll | None = None
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._poll = select.poll()
+            self._poll.register(sock.fileno(), select.POLLRDHUP)
+
+    def state(self) -> str:
+        """HERE, DONE_SENDING or GONE."""
+        if self.transport.is_closing():
+            return GONE  # never poll a descriptor the transport may have closed and reused
+        if self._poll is None:
+            return HERE
+        events = self._poll.poll(0)
+        flags = events[0][1] if events else 0
+        if flags & _GONE_FLAGS:
+            return GONE
+        return DONE_SENDING if flags & select.POLLRDHUP else HERE
