@@ -219,6 +219,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         single = not self.config.peers
         period = self.config.timing.tick_s
         stall_s = max(period, self.config.timing.heartbeat_s) * 2
+        failing = 0  # ticks failed in a row: one traceback per burst, not one per tick
         while not self._stopping:
             try:
                 journal.sync_for_ack()
@@ -230,8 +231,14 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                     self._forgive_own_stall()
                 self._after_tick()
             except Exception:
-                log.exception("raft tick failed")
+                failing += 1
+                if failing == 1:
+                    log.exception("raft tick failed (logged once until a tick succeeds)")
                 time.sleep(period)
+            else:
+                if failing:
+                    log.info("raft ticks succeed again after %d failed", failing)
+                failing = 0
 
     def _single_node_busy(self) -> bool:
         raft_log = self._journal

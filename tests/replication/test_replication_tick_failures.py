@@ -1,0 +1,50 @@
+"""A Raft tick that fails over and over (a descriptor shortage, say) is logged once per burst, not
+once per tick, and ticking carries on.
+
+Method: a real single RaftNode whose pysyncobj ``doTick`` raises for a while (about 15 ticks) and
+then works again; the log records of the tick thread are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from beanraft.replication.raft import RaftConfig, RaftNode
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_burst_of_failed_ticks_logs_one_traceback_and_one_recovery(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="beanraft.raft")
+    loop = asyncio.new_event_loop()
+    node = RaftNode(RaftConfig(self_addr=f"127.0.0.1:{_free_port()}", data_dir=str(tmp_path)),
+                    loop, on_events=lambda events: None)
+    real_tick = node._sync.doTick
+    calls = {"failed": 0}
+
+    def failing_tick(wait):
+        calls["failed"] += 1
+        raise OSError(24, "Too many open files")
+
+    node._sync.doTick = failing_tick
+    try:
+        node.start()
+        deadline = time.monotonic() + 10
+        while calls["failed"] < 15 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        node._sync.doTick = real_tick
+        time.sleep(0.3)
+    finally:
+        node.stop()
+        loop.close()
+    assert calls["failed"] >= 15
+    messages = [r.getMessage() for r in caplog.records if "tick" in r.getMessage()]
+    assert messages == ["raft tick failed (logged once until a tick succeeds)",
+                        f"raft ticks succeed again after {calls['failed']} failed"], messages
