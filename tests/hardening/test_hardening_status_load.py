@@ -6,20 +6,25 @@ time, 200 concurrent HTTP pollers (aiohttp, keep-alive, in a thread of the test)
 each put's latency. Before the fix every /status hashed the whole state under the Raft lock on the
 node's event loop: a handful of puts completed in 15 s. The latency bounds asserted are the
 issue's own wide ones (max put <= 1 s); the p99 and the pollers' latencies are printed. A second
-test asks a crowd for the state digest (``/status?digest=1``), which costs one computation.
+test asks a crowd for the state digest (``/status?digest=1``), which costs one computation. A
+last one compares the fields of a real /status (and of a peer entry) with the reference's table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
 from cluster.cluster_harness import Cluster, LineClient
+
+from beanraft.replication.status import PeerStatus, RaftStatus
 
 JOBS = 60_000
 POLLERS = 200
@@ -160,3 +165,20 @@ def test_a_crowd_asking_for_the_state_digest_shares_computations_and_leaves_puts
     assert doc["digest_index"] >= before and len(doc["digest"]) == 64, doc
     with LineClient(node.client_address) as client:
         assert doc["jobs"]["ready"] == int(client.yaml(b"stats")["current-jobs-ready"]), doc
+
+
+def documented_status_fields() -> set[str]:
+    """The field names in the table of ``GET /status`` in docs/reference/http.md."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "reference" / "http.md").read_text()
+    section = doc.split("## GET /status", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([a-z_\[\].]+)` \|", section, re.MULTILINE))
+
+
+def test_every_field_of_status_and_of_its_peers_is_documented_in_the_http_reference(node):
+    doc = node.status(digest=True)
+    fields = set(doc)
+    peer = RaftStatus(
+        node="a", role="leader", leader="a", term=1, commit_index=1, applied_index=1,
+        leader_commit_index=None, log_entries=1, peers=(PeerStatus("b", True),)).as_dict()
+    fields |= {f"peers[].{key}" for key in peer["peers"][0]}
+    assert fields == documented_status_fields()
