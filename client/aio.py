@@ -128,8 +128,11 @@ class AsyncClient(Api):
                 self._driver.result()  # raises what ended it
                 raise Error("the client stopped")
             self._ready.clear()
-            await asyncio.wait([asyncio.ensure_future(self._ready.wait()), self._driver],
-                               return_when=asyncio.FIRST_COMPLETED)
+            waiter = asyncio.ensure_future(self._ready.wait())
+            try:
+                await asyncio.wait([waiter, self._driver], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
 
     # -- moving bytes ----------------------------------------------------------------------
 

@@ -199,3 +199,21 @@ def test_a_malformed_put_key_is_refused_before_anything_is_sent(cli):
         with pytest.raises(ValueError):
             cli.put("k", key=key)
     assert cli.put("k", key="order-17:v1.a_b") > 0
+
+
+def test_the_async_client_keeps_at_most_max_in_flight_commands_outstanding(plain_target, tube):
+    async def scenario():
+        async with bc.AsyncClient(plain_target.address, use=tube, max_in_flight=4) as client:
+            core, outstanding = client._core, []
+            submit = core.submit
+
+            def counting_submit(op, now):
+                submit(op, now)
+                outstanding.append(len(core.sent) + len(core.pending))
+
+            core.submit = counting_submit
+            ids = await asyncio.gather(*(client.put(f"{n}") for n in range(100)))
+            assert len(set(ids)) == 100
+            assert max(outstanding) == 4  # 100 callers at once, never more than 4 on the wire
+
+    asyncio.run(scenario())

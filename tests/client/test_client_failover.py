@@ -17,6 +17,7 @@ import pytest
 from client_harness import ServerProcess, address_of, addresses_of
 
 from beanraft import client as bc
+from beanraft.client.blocking import MAX_ABANDONED
 
 
 def node_of(cluster, client):
@@ -117,8 +118,12 @@ def test_no_answer_anywhere_raises_unavailable_within_the_failover_timeout(tmp_p
             with pytest.raises(bc.UnavailableError) as caught:
                 client.stats()
             elapsed = time.monotonic() - started
+            # Given-up connections are kept only up to the bound, however many were tried.
+            assert client._core.episode is None
+            assert 0 < len(client._abandoned) <= MAX_ABANDONED
         message = str(caught.value)
         assert f"{frozen.address}: no reply within 0.3 s" in message
+        assert int(message.split(f"{frozen.address}: no reply within 0.3 s (")[1].split("x")[0]) > MAX_ABANDONED
         assert "127.0.0.1:1: connection refused" in message
         assert 1.5 <= elapsed < 4, elapsed
     finally:
