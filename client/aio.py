@@ -116,7 +116,7 @@ class AsyncClient(Api):
             raise Error("the client is closed")
         async with self._slots:
             future = asyncio.get_running_loop().create_future()
-            op.callbacks.append(lambda done: future.done() or future.set_result(None))
+            op.callback = lambda done: future.done() or future.set_result(None)
             self._core.submit(op, self._now())
             self._after_event()
             await future

@@ -7,6 +7,7 @@ noticed when the client next does I/O; it then fails over inside the call that n
 from __future__ import annotations
 
 import random
+import select
 import socket
 import time
 from typing import Any, Iterable, Union
@@ -144,10 +145,10 @@ class Client(Api):
     def _check_idle_socket(self) -> None:
         """Notice a node that hung up while we were idle *before* sending the next command,
         so that command was never sent to a dead connection (its outcome is not in doubt)."""
-        if self._sock is None or not self._core.idle:
+        if self._sock is None or not self._core.idle or not self._poller.poll(0):
             return
         try:
-            self._set_timeout(0.0)  # with a timeout set, Python would wait out EAGAIN
+            self._set_timeout(0.0)
             chunk = self._sock.recv(RECV_BYTES)
         except BlockingIOError:
             return
@@ -192,6 +193,8 @@ class Client(Api):
             core.attempt_failed(address, reason_of(error))
             return True
         self._sock, self._sock_timeout = sock, sock.gettimeout()
+        self._poller = select.poll()  # readable while idle: a hang-up (or garbage) arrived
+        self._poller.register(sock, select.POLLIN)
         core.connected(address, self._now())
         return True
 

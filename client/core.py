@@ -60,7 +60,7 @@ BACKOFF_FIRST_S = 0.05  # the pause after the first round of addresses
 BACKOFF_MAX_S = 1.0  # the longest pause between rounds
 
 
-@dataclass
+@dataclass(slots=True)
 class _Sent:
     """A request on the wire whose reply is awaited."""
 

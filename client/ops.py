@@ -20,7 +20,7 @@ resumed session says, or fails it -- by its ``replay`` rule:
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from beanraft import protocol as p
@@ -34,7 +34,7 @@ DEFAULT_TTR = 60
 
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Op:
     """One application command and its outcome."""
 
@@ -49,14 +49,14 @@ class Op:
     done: bool = False
     result: Any = None
     error: BaseException | None = None
-    callbacks: list[Callable[["Op"], None]] = field(default_factory=list)
+    callback: Callable[["Op"], None] | None = None  # the async client's wake-up
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         if self.done:
             return
         self.done, self.result, self.error = True, result, error
-        for callback in self.callbacks:
-            callback(self)
+        if self.callback is not None:
+            self.callback(self)
 
     def outcome(self) -> Any:
         """The result, or raise the error."""

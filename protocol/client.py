@@ -192,6 +192,8 @@ class ClientConnection:
 
     def next_reply(self) -> object:
         """Returns the next complete reply or ``NEED_DATA``; raises ``ProtocolError``."""
+        if not self._buffer:  # nothing can be complete: even an empty body ends in CRLF
+            return NEED_DATA
         if self._body is None:
             line = self._take_line()
             if line is None:
