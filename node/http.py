@@ -24,6 +24,7 @@ log = logging.getLogger("beanraft.http")
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
+MAX_REASON_CHARS = 200  # of a malformed request's reason in its log line
 
 
 class _RequestLog:
@@ -34,7 +35,11 @@ class _RequestLog:
 
     def _one_line(self, msg, args, exc) -> bool:
         if isinstance(exc, HttpProcessingError):
-            self._log.debug("%s: %s", msg % args if args else msg, exc.message or type(exc).__name__)
+            # aiohttp's messages span lines (the bad bytes, a caret under them): fold them.
+            reason = " ".join(str(exc.message or type(exc).__name__).split())
+            if len(reason) > MAX_REASON_CHARS:
+                reason = reason[:MAX_REASON_CHARS] + "..."
+            self._log.debug("%s: %s", msg % args if args else msg, reason)
             return True
         return False
 

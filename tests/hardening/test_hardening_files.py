@@ -103,6 +103,9 @@ def test_requests_that_are_not_http_are_logged_as_one_debug_line_each_and_never_
     log = node.log_text(10 ** 8)[before:]
     lines = [line for line in log.splitlines() if "beanraft.http" in line or "aiohttp" in line]
     assert "Traceback" not in log and " ERROR " not in log, log[-4000:]
+    continued = [line for line in log.splitlines() if line and not line[:2].isdigit()]
+    assert continued == [], log[-4000:]  # every log record is one line
+    assert all(len(line) < 400 for line in lines), lines
     bad = [line for line in lines if "Error handling request" in line]
     assert len(bad) == len(NOT_HTTP), lines
     assert all(" DEBUG " in line for line in bad), bad
