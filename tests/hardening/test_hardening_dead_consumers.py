@@ -1,6 +1,6 @@
 """A client that pipelines commands and hangs up has its unexecuted commands dropped and its
-reservations released within a second: on a single node, through a cluster's leader and
-follower, and no worse than beanstalkd 1.12 given the same input.
+reservations released within a second: on a single node (over TCP and a UNIX socket), through a
+cluster's leader and follower, and no worse than beanstalkd 1.12 given the same input.
 
 Method: real server processes. The client connects, then the server process is stopped
 (SIGSTOP) while the client sends its pipelined commands and closes its socket; the server is
@@ -123,6 +123,12 @@ def test_a_single_node_drops_the_commands_of_a_client_that_hung_up(start_server)
     node = start_server("beanraft")
     put_jobs(node.address)
     check_server(node.address, node.pid, "single node", AFTER_SEEN_HANG_UP)
+
+
+def test_a_single_node_on_a_unix_socket_drops_the_commands_of_a_client_that_hung_up(start_server):
+    node = start_server("beanraft", unix=True)
+    put_jobs(node.address)
+    check_server(node.address, node.pid, "single node, UNIX socket", AFTER_SEEN_HANG_UP)
 
 
 def test_beanstalkd_given_the_same_hang_ups_runs_no_more_than_that(start_server):
