@@ -46,6 +46,10 @@ class Op(enum.IntEnum):
     TICK = 17
     NODE_START = 18
     DROP_NODE = 19
+    # The extensions (extensions.py, docs/reference/extensions.md).
+    SESSION_ID = 20
+    RESUME = 21
+    PUT_KEY = 22
 
 
 OPS = {int(op): op for op in Op}  # plain int -> Op, cheaper than calling Op(...)
@@ -70,6 +74,8 @@ GONE = ("GONE",)
 ERROR_WAITING = ("ERROR", "session is waiting in reserve; only CLOSE is accepted")
 
 _TUBE_NAME = re.compile(r"[A-Za-z0-9+/;.$_()][A-Za-z0-9+/;.$_()\-]{0,199}")
+_PUT_KEY = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+_SESSION_TOKEN = re.compile(r"[\x21-\x7e]{1,64}")
 _NODE_NAME = re.compile(r"[\x21-\x7e]{1,255}")
 
 
@@ -99,6 +105,9 @@ _KINDS = {
     "body": lambda v: type(v) is bytes,
     "node": is_node_name,
     "epoch": lambda v: _is_int(v, 1, MAX_U64),
+    "key": lambda v: isinstance(v, str) and _PUT_KEY.fullmatch(v) is not None,
+    "token": lambda v: isinstance(v, str) and _SESSION_TOKEN.fullmatch(v) is not None,
+    "count": lambda v: _is_int(v, 0, MAX_U32),
 }
 
 ARGUMENTS: dict[Op, tuple[str, ...]] = {
@@ -121,6 +130,10 @@ ARGUMENTS: dict[Op, tuple[str, ...]] = {
     Op.TICK: (),
     Op.NODE_START: ("node",),
     Op.DROP_NODE: ("node", "epoch"),
+    Op.SESSION_ID: ("token",),
+    Op.RESUME: ("token",),
+    # key, dedup window and cap (the proposing node's settings), then put's own arguments.
+    Op.PUT_KEY: ("key", "duration", "count", "pri", "duration", "duration", "body"),
 }
 
 # Opcode (as a plain int) -> (Op, checkers of its arguments), so checking costs no enum lookup.
@@ -146,7 +159,7 @@ def check(command: object, max_job_size: int) -> str | None:
     for position, checker in enumerate(checkers):
         if not checker(command[3 + position]):
             return f"{op.name}: argument {position + 1} is not a valid {ARGUMENTS[op][position]}"
-    if op is Op.PUT and len(command[6]) > max_job_size:
+    if (op is Op.PUT or op is Op.PUT_KEY) and len(command[-1]) > max_job_size:
         return "JOB_TOO_BIG"
     return None
 

@@ -47,6 +47,8 @@ def close(state: State, session: Session) -> tuple:
         _unwatch(state, session, 0)
     session.used.using_ct -= 1
     state.release_tube(session.used)
+    if session.token is not None:
+        del state.tokens[session.token]
     del state.sessions[session.sid]
     return TIMED_OUT if waited else OK
 

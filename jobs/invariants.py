@@ -1,7 +1,8 @@
 """Consistency checks of the replicated state, for tests and for snapshots just read.
 
 ``problems(state)`` recounts everything the primitives of state.py maintain incrementally —
-gauges, tube references, heaps, timers, waiting queues, epochs — and returns what disagrees.
+gauges, tube references, heaps, timers, waiting queues, epochs, session tokens, put keys — and
+returns what disagrees.
 It is O(size of the state), so ``apply_batch`` never calls it; tests call it after every step.
 """
 
@@ -119,6 +120,12 @@ def _check_sessions(state: State, found: list[str]) -> None:
     if any(s.wait_ticket != t for t, s in state.waiting.items()) or \
             list(state.waiting) != sorted(state.waiting):
         found.append("global waiting queue is wrong")
+    tokens = {s.token: sid for sid, s in state.sessions.items() if s.token is not None}
+    if tokens != state.tokens:
+        found.append("session tokens and the token table differ")
+    for key, (job_id, _expiry_ns) in state.dedup.items():
+        if job_id >= state.next_id:
+            found.append(f"put key {key} names a job id not yet given")
     for node, epoch in state.node_epoch.items():
         if state.epochs.get(epoch) != node:
             found.append(f"epoch of node {node} is wrong")

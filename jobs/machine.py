@@ -25,6 +25,8 @@ Exactly-once: a session command with ``seq > 0`` has its reply cached (the last 
 the lowest seq pruned first). A retry of a cached seq returns the cached reply without running
 again; a retry of an already pruned seq (at or below the session's ``seq_floor``) is refused.
 
+Extensions: resumable sessions and keyed puts live in extensions.py.
+
 Cluster rules: a sid is ``(epoch << 32) | counter``. NODE_START gives a node a new epoch and
 closes the sessions of its previous one; DROP_NODE(node, epoch) closes them and retires the
 epoch, if that epoch is still the node's live one. OPEN only
@@ -36,13 +38,16 @@ OPENs of one epoch can arrive in any order.)
 
 from __future__ import annotations
 
-from . import handlers, queries, snapshot
+from . import extensions, handlers, queries, snapshot
 from .commands import (
     ERROR_WAITING, GONE, OK, OPS, REPLY_CACHE_SIZE, SESSIONLESS, WAITING, Op, check, is_time,
 )
 from .model import Session
 from .state import T_DELAY, T_PAUSE, T_TTR, State
 from .waiting import serve, wake
+
+# One dispatch table: beanstalkd's commands, then the extensions.
+_HANDLERS = {**handlers.HANDLERS, **extensions.HANDLERS}
 
 
 class Machine(State):
@@ -112,7 +117,7 @@ class Machine(State):
             return ("ERROR", "session already open")
         if session.wait_ticket and op != Op.CLOSE:
             return ERROR_WAITING
-        reply = handlers.HANDLERS[op](self, session, *args)
+        reply = _HANDLERS[op](self, session, *args)
         if seq and op != Op.CLOSE:
             self._remember(session, seq, reply)
             if reply is WAITING:

@@ -88,6 +88,7 @@ class Session:
     __slots__ = (
         "sid", "used", "watch", "reserved", "deadlines",
         "wait_ticket", "wait_wake_ns", "wait_until_ns", "wait_seq", "replies", "seq_floor",
+        "token",
     )
 
     def __init__(self, sid: int, default: Tube) -> None:
@@ -102,3 +103,4 @@ class Session:
         self.wait_seq = 0  # seq of the waiting RESERVE, to cache its final reply
         self.replies: dict[int, tuple] = {}  # seq -> reply, for exactly-once retries
         self.seq_floor = 0  # every applied seq at or below this has been forgotten
+        self.token: str | None = None  # the id that resumes this session (extensions.py)

@@ -1,6 +1,6 @@
 """Snapshot codec: all replicated state as canonical bytes, and back.
 
-Format: one version byte (``VERSION``), then one msgpack array::
+Format: one version byte (``VERSION``, 2), then one msgpack array::
 
     [max_job_size, now_ns, next_id, next_epoch, job_timeouts, total_jobs,
      epochs,    # [[epoch, node_name], ...]                          live ones, by epoch
@@ -8,10 +8,14 @@ Format: one version byte (``VERSION``), then one msgpack array::
                 #   [buried job ids, oldest first]], ...]            in list-tubes order
      sessions,  # [[sid, used, [watched names],
                 #   wait_wake_ns, wait_until_ns, wait_seq, seq_floor,
-                #   [[seq, reply], ...]], ...]                       by sid, replies by seq
+                #   [[seq, reply], ...], token], ...]                by sid, replies by seq
      waiting,   # [sid, ...]                                        oldest waiter first
-     jobs]      # [[id, tube, state, pri, delay_ns, ttr_ns, body, created_ns, deadline_ns,
+     jobs,      # [[id, tube, state, pri, delay_ns, ttr_ns, body, created_ns, deadline_ns,
                 #   holder_sid, reserves, timeouts, releases, buries, kicks], ...]   by id
+     dedup]     # [[put key, job id, expiry_ns], ...]                oldest key first
+
+``token`` is None for a session never given one. Version 1 (read only) is the same without the
+session tokens and without ``dedup``: it restores with neither.
 
 ``state`` is 0 ready, 1 reserved, 2 delayed, 3 buried; ``holder_sid`` is 0 unless reserved;
 ``deadline_ns`` is 0 for ready and buried jobs; absent waits are None, None, 0.
@@ -40,7 +44,8 @@ from .model import BURIED, DELAYED, READY, RESERVED, STATES, Job, Session
 from .state import State
 from .waiting import enqueue
 
-VERSION = 1
+VERSION = 2
+_READABLE = (1, 2)
 _STATE_CODE = {state: code for code, state in enumerate(STATES)}
 
 
@@ -48,7 +53,7 @@ def _session_record(session: Session) -> list:
     return [
         session.sid, session.used.name, [tube.name for tube in session.watch],
         session.wait_wake_ns, session.wait_until_ns, session.wait_seq, session.seq_floor,
-        [[seq, session.replies[seq]] for seq in sorted(session.replies)],
+        [[seq, session.replies[seq]] for seq in sorted(session.replies)], session.token,
     ]
 
 
@@ -86,6 +91,7 @@ def _dump(state: State) -> bytes:
         [_session_record(state.sessions[sid]) for sid in sorted(state.sessions)],
         [session.sid for session in state.waiting.values()],
         jobs,
+        [[key, job_id, expiry_ns] for key, (job_id, expiry_ns) in state.dedup.items()],
     ]
     return bytes([VERSION]) + msgpack.packb(body, use_bin_type=True)
 
@@ -99,12 +105,13 @@ def load(data: bytes, make: Callable[[int], State]) -> State:
     """Decode a snapshot into ``make(max_job_size)``; ValueError for anything else."""
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < 1:
         raise ValueError("a snapshot is a non-empty bytes object")
-    if data[0] != VERSION:
-        raise ValueError(f"unknown snapshot version {data[0]}")
+    version = data[0]
+    if version not in _READABLE:
+        raise ValueError(f"unknown snapshot version {version}")
     try:
         with _collector_paused():
             body = msgpack.unpackb(bytes(data[1:]), raw=False, use_list=False)
-            state = _build(body, make)
+            state = _build(_upgrade(version, body), make)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError,
             msgpack.UnpackException) as exc:
         raise ValueError(f"corrupt snapshot: {exc!r}") from exc
@@ -127,9 +134,19 @@ def _check_references(state: State) -> None:
         raise ValueError("inconsistent snapshot: a session of a dead epoch")
 
 
+def _upgrade(version: int, body: tuple) -> tuple:
+    """A version 1 body in version 2's shape: no session has a token, no key is remembered."""
+    if version == 1:
+        if len(body) != 11:
+            raise ValueError("a version 1 snapshot has 11 fields")
+        sessions = tuple(tuple(record) + (None,) for record in body[8])
+        return body[:8] + (sessions,) + body[9:] + ((),)
+    return body
+
+
 def _build(body: tuple, make: Callable[[int], State]) -> State:
     (max_job_size, now_ns, next_id, next_epoch, job_timeouts, total_jobs,
-     epochs, tubes, sessions, waiting, jobs) = body
+     epochs, tubes, sessions, waiting, jobs, dedup) = body
     if not all(type(v) is int for v in body[:6]):
         raise ValueError("counters must be integers")
     state = make(max_job_size)
@@ -164,11 +181,15 @@ def _build(body: tuple, make: Callable[[int], State]) -> State:
             state.make_buried(job)
     state.end_bulk()
     state.candidates.clear()  # a snapshot is taken between batches, when nothing can match
+    for key, job_id, expiry_ns in dedup:
+        if key in state.dedup or type(job_id) is not int or type(expiry_ns) is not int:
+            raise ValueError(f"put key {key!r} twice or malformed")
+        state.dedup[key] = (job_id, expiry_ns)
     return state
 
 
 def _build_session(state: State, record: tuple) -> None:
-    sid, used, watch, wake_ns, until_ns, wait_seq, seq_floor, replies = record
+    sid, used, watch, wake_ns, until_ns, wait_seq, seq_floor, replies, token = record
     if sid in state.sessions:
         raise ValueError(f"session {sid} twice")
     session = Session(sid, state.tubes[used])
@@ -179,6 +200,11 @@ def _build_session(state: State, record: tuple) -> None:
     session.wait_wake_ns, session.wait_until_ns = wake_ns, until_ns
     session.wait_seq, session.seq_floor = wait_seq, seq_floor
     session.replies = {seq: tuple(reply) for seq, reply in replies}
+    if token is not None:
+        if not isinstance(token, str) or token in state.tokens:
+            raise ValueError(f"session {sid} has a bad or repeated token")
+        session.token = token
+        state.tokens[token] = sid
     state.sessions[sid] = session
 
 

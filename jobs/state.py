@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 ``State`` holds everything every replica must agree on: the clock, the id and epoch counters,
-jobs, tubes (in ``list-tubes`` order), sessions and the global queue of waiting sessions. The
+jobs, tubes (in ``list-tubes`` order), sessions, the global queue of waiting sessions, and the
+session tokens and put keys of the extensions (extensions.py). The
 command handlers (handlers.py, waiting.py, machine.py) never edit a job's state directly; they
 call the ``make_*`` / ``reserve`` / ``expire`` / ``delete`` primitives here, which keep four things
 in step: the job's fields, the per-tube and global gauges, the ordered structures, and the timers.
@@ -74,6 +75,8 @@ class State:
         self.tube_list: list[Tube] = []
         self.sessions: dict[int, Session] = {}
         self.waiting: dict[int, Session] = {}  # wait ticket -> session, oldest first
+        self.tokens: dict[str, int] = {}  # session token -> sid (extensions.py)
+        self.dedup: dict[str, tuple[int, int]] = {}  # put key -> (job id, expiry), oldest first
         self.timers: list[tuple] = []
         self.candidates: dict[str, Tube] = {}  # tubes that may now match a waiter (waiting.py)
         self.events: list[tuple[int, tuple]] = []  # replies owed to waiters, this batch only
