@@ -39,6 +39,7 @@ class Node:
             log.warning("--raft %s is in the ephemeral port range; prefer a port below 32768",
                         config.raft)
         self.config = config
+        self.dedup = (config.dedup_window_s, config.dedup_cap)  # carried by every keyed put
         self.name = config.raft if config.clustered else "single"
         self.connections: set[ClientConnection] = set()
         self.sessions: dict[int, ClientConnection] = {}
@@ -190,7 +191,8 @@ class Node:
         self.sessions.pop(conn.sid, None)
 
     def count_command(self, req) -> None:
-        self.count_name(req.name)
+        # A keyed put is a put to anyone reading stats (cmd-put, like total-jobs).
+        self.count_name("put" if isinstance(req, p.PutKey) else req.name)
 
     def count_name(self, name: str | None) -> None:
         if name:
@@ -207,7 +209,7 @@ class Node:
         """
         if self.raft.journal_failed():
             return isinstance(req, translate.PIPELINED)
-        if isinstance(req, p.Put):
+        if isinstance(req, (p.Put, p.PutKey)):
             return not self.raft.admit_job(len(req.body))
         if self.raft.journal_low_space():
             return isinstance(req, p.Release) and req.delay_s > 0
@@ -239,7 +241,14 @@ class Node:
     def _on_events(self, events: list) -> None:
         for sid, reply in events:
             conn = self.sessions.get(sid)
-            if conn is not None:
+            if conn is None:
+                continue
+            if reply[0] == "GONE":
+                # Another connection resumed this session: this one may no longer act on its
+                # jobs, so it is closed (docs/reference/extensions.md).
+                log.info("session %x was resumed elsewhere: closing its old connection", sid)
+                conn.abort()
+            else:
                 conn.deliver(reply)
 
     # -- the leader's timer pulse ----------------------------------------------------------

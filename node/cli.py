@@ -17,7 +17,7 @@ from beanraft.replication.seam import SeamError
 from beanraft.protocol import MAX_JOB_SIZE_LIMIT
 
 from . import ops
-from .config import ConfigError, NodeConfig
+from .config import MAX_DEDUP_CAP, MAX_DEDUP_WINDOW_S, ConfigError, NodeConfig
 
 VERSION = "0.1.0"
 log = logging.getLogger("beanraft")
@@ -83,9 +83,16 @@ def main() -> None:
 @click.option("--snapshot-bytes", type=_Size(), default=NodeConfig.snapshot_bytes, show_default=True,
               envvar="BEANRAFT_SNAPSHOT_BYTES", help="Snapshot and compact the journal once it "
               "holds this many bytes of commands.")
+@click.option("--dedup-window", type=click.IntRange(1, MAX_DEDUP_WINDOW_S),
+              default=NodeConfig.dedup_window_s, show_default=True,
+              envvar="BEANRAFT_DEDUP_WINDOW", help="Seconds a put-key key is remembered: the same "
+              "key again within this window answers the first job's id and creates nothing.")
+@click.option("--dedup-cap", type=click.IntRange(1, MAX_DEDUP_CAP), default=NodeConfig.dedup_cap,
+              show_default=True, envvar="BEANRAFT_DEDUP_CAP", help="Most put-key keys remembered; "
+              "past it the oldest are forgotten first (about 280 bytes of memory per key).")
 def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user, compact,
           no_compact, verbose, show_version, raft, peers, http, cluster_secret_file, insecure,
-          commit_timeout, node_grace, snapshot_entries, snapshot_bytes):
+          commit_timeout, node_grace, snapshot_entries, snapshot_bytes, dedup_window, dedup_cap):
     """Run one BeanRaft node (flags as beanstalkd 1.12's, plus the cluster options)."""
     if show_version:
         click.echo(f"beanraft {VERSION}")
@@ -98,13 +105,14 @@ def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size,
         max_job_size=max_job_size, binlog_size=binlog_size, user=user, raft=raft, peers=peers,
         http=http, cluster_secret_file=cluster_secret_file, insecure=insecure,
         commit_timeout=commit_timeout, node_grace=node_grace, snapshot_entries=snapshot_entries,
-        snapshot_bytes=snapshot_bytes)
+        snapshot_bytes=snapshot_bytes, dedup_window=dedup_window, dedup_cap=dedup_cap)
     sys.exit(asyncio.run(_serve(config)))
 
 
 def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user,
                  raft, peers, http, cluster_secret_file, insecure, commit_timeout, node_grace,
                  snapshot_entries=NodeConfig.snapshot_entries, snapshot_bytes=NodeConfig.snapshot_bytes,
+                 dedup_window=NodeConfig.dedup_window_s, dedup_cap=NodeConfig.dedup_cap,
                  **_ignored) -> NodeConfig:
     """A validated NodeConfig from ``serve``'s parameters (raises click.UsageError)."""
     if max_job_size > MAX_JOB_SIZE_LIMIT:
@@ -122,7 +130,8 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
         binlog_max_size=binlog_size, user=user, raft=raft, peers=list(peers), http=http,
         secret=_read_secret(cluster_secret_file), insecure=insecure,
         commit_timeout_s=commit_timeout, node_grace_s=node_grace,
-        snapshot_entries=snapshot_entries, snapshot_bytes=snapshot_bytes)
+        snapshot_entries=snapshot_entries, snapshot_bytes=snapshot_bytes,
+        dedup_window_s=dedup_window, dedup_cap=dedup_cap)
     try:
         config.validate()
     except ConfigError as exc:

@@ -11,6 +11,8 @@ from beanraft.replication.raft import COMPACT_BYTES, COMPACT_ENTRIES, Timing
 
 #: Shown as binlog-max-size in stats, as beanstalkd's -s default.
 DEFAULT_BINLOG_MAX_SIZE = 10_485_760
+MAX_DEDUP_WINDOW_S = 2**32 - 1  # the state machine's durations are u32 seconds
+MAX_DEDUP_CAP = 2**32 - 1
 
 
 class ConfigError(ValueError):
@@ -38,6 +40,8 @@ class NodeConfig:
     node_grace_s: float = 5.0
     snapshot_entries: int = COMPACT_ENTRIES
     snapshot_bytes: int = COMPACT_BYTES
+    dedup_window_s: int = 600
+    dedup_cap: int = 100_000
 
     @property
     def unix_path(self) -> str | None:
@@ -67,6 +71,10 @@ class NodeConfig:
             _check_address(self.http)
         if self.data_dir is not None and os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):
             raise ConfigError(f"-b {self.data_dir} is not a directory")
+        if not 0 < self.dedup_window_s <= MAX_DEDUP_WINDOW_S:
+            raise ConfigError(f"--dedup-window must be 1..{MAX_DEDUP_WINDOW_S} seconds")
+        if not 0 < self.dedup_cap <= MAX_DEDUP_CAP:
+            raise ConfigError(f"--dedup-cap must be 1..{MAX_DEDUP_CAP} keys")
         if self.commit_timeout_s <= self.timing.election_max_s:
             raise ConfigError("the commit timeout must be longer than an election")
 

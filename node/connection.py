@@ -208,7 +208,7 @@ class ClientConnection(asyncio.Protocol):
         node.count_command(req)
         if isinstance(req, p.Quit):
             return False
-        if isinstance(req, p.Put):
+        if isinstance(req, (p.Put, p.PutKey)):
             self.producer = True
             if node.draining:
                 self._pipeline((Op.BURN_ID,), p.Draining())
@@ -242,7 +242,7 @@ class ClientConnection(asyncio.Protocol):
     def _submit(self, op_and_args: tuple | None, req=None) -> asyncio.Future:
         seq = self._next_seq()
         if req is not None:
-            command = translate.to_command(req, self.sid, seq)
+            command = translate.to_command(req, self.sid, seq, self.node.dedup)
         else:
             command = (op_and_args[0], self.sid, seq, *op_and_args[1:])
         return self.node.commit.submit(command)

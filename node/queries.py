@@ -18,8 +18,6 @@ from .translate import to_reply
 
 def answer_read(node, conn, req):
     """The reply to one read-only request, computed from local state."""
-    if type(req) in (p.PutKey, p.SessionId, p.SessionResume):
-        return p.UnknownCommand()  # the node does not serve the extensions yet
     raft = node.raft
     replicated = raft.read(lambda machine: _query(machine, raft.cluster_now_ns(), conn.sid, req))
     if type(req) is p.Stats:

@@ -5,22 +5,44 @@ This is the one place the two vocabularies meet (seconds on the wire, nanosecond
 
 from __future__ import annotations
 
+import secrets
+
 from beanraft import protocol as p
 from beanraft.jobs.commands import Op
+
+from .config import NodeConfig
 
 NS = 1_000_000_000
 
 # Requests that change replicated state and whose reply does not block: a connection may have
 # several of these in flight at once (pipelining), and they share Raft entries with others.
 PIPELINED = (p.Put, p.Use, p.Watch, p.Ignore, p.Delete, p.Release, p.Bury, p.Touch, p.Kick,
-             p.KickJob, p.PauseTube, p.ReserveJob)
+             p.KickJob, p.PauseTube, p.ReserveJob, p.PutKey, p.SessionId, p.SessionResume)
+
+#: The dedup window and cap used when the caller does not give the node's own (tests).
+DEFAULT_DEDUP = (NodeConfig.dedup_window_s, NodeConfig.dedup_cap)
+# 24 random bytes as URL-safe base64: a 32-character session id, 192 bits to guess.
+SESSION_TOKEN_BYTES = 24
 
 
-def to_command(req, sid: int, seq: int) -> tuple:
-    """The state-machine command for a pipelined request."""
+def to_command(req, sid: int, seq: int, dedup: tuple[int, int] = DEFAULT_DEDUP) -> tuple:
+    """The state-machine command for a pipelined request.
+
+    ``dedup`` is this node's (window in seconds, cap): a keyed put carries them so that every
+    replica applies the same rule. A session-id carries a fresh random token, which the state
+    machine keeps only if the session has none yet.
+    """
     kind = type(req)
     if kind is p.Put:
         return (Op.PUT, sid, seq, req.pri, req.delay_s * NS, req.ttr_s * NS, req.body)
+    if kind is p.PutKey:
+        window_s, cap = dedup
+        return (Op.PUT_KEY, sid, seq, req.key, window_s * NS, cap, req.pri, req.delay_s * NS,
+                req.ttr_s * NS, req.body)
+    if kind is p.SessionId:
+        return (Op.SESSION_ID, sid, seq, secrets.token_urlsafe(SESSION_TOKEN_BYTES))
+    if kind is p.SessionResume:
+        return (Op.RESUME, sid, seq, req.session_id)
     if kind is p.Use:
         return (Op.USE, sid, seq, req.tube)
     if kind is p.Watch:
@@ -78,4 +100,8 @@ def to_reply(result: tuple):
         return p.Watching(result[1])
     if tag == "KICKED":
         return p.Kicked(result[1] if len(result) > 1 else None)
+    if tag == "SESSION":
+        return p.Session(result[1])
+    if tag == "RESUMED":
+        return p.Resumed(tuple(result[1]))
     return p.InternalError()

@@ -1,10 +1,14 @@
 """Transcripts of BeanRaft's extensions: beanstalkd 1.12 answers each new command with
-UNKNOWN_COMMAND (which is how a client detects a plain beanstalkd).
+UNKNOWN_COMMAND (which is how a client detects a plain beanstalkd), and a BeanRaft node answers
+them as docs/reference/extensions.md says, beside plain commands that keep their 1.12 replies.
 
-Method: exact bytes against the real beanstalkd 1.12 started by the ``start_server`` fixture.
+Method: exact bytes against the real beanstalkd 1.12 and against a single `beanraft serve`
+process started by the ``start_server`` fixture.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -14,6 +18,11 @@ def reference(start_server):
     wire = start_server("beanstalkd").connect()
     yield wire
     wire.close()
+
+
+@pytest.fixture
+def node(start_server):
+    return start_server("beanraft")
 
 
 def test_beanstalkd_answers_session_id_with_unknown_command(reference):
@@ -32,3 +41,53 @@ def test_beanstalkd_answers_put_key_with_unknown_command_and_reads_its_body_as_a
     reference.send(b"put-key k1 0 0 60 5\r\nhello\r\n")
     reference.expect(b"UNKNOWN_COMMAND\r\nUNKNOWN_COMMAND\r\n")
     assert reference.yaml(b"stats")["total-jobs"] == "0"
+
+
+def test_a_node_answers_session_id_with_an_unguessable_id_that_stays_the_same(node):
+    first, second = node.connect(), node.connect()
+    ids = []
+    for wire in (first, second):
+        line = wire.request(b"session-id")
+        assert re.fullmatch(rb"SESSION [\x21-\x7e]{16,64}", line), line
+        ids.append(line)
+        assert wire.request(b"session-id") == line
+    assert ids[0] != ids[1]
+
+
+def test_a_node_dedups_put_key_and_plain_put_is_unchanged(node):
+    wire = node.connect()
+    wire.send(b"put-key k1 0 0 60 1\r\na\r\nput-key k1 0 0 60 1\r\nb\r\n"
+              b"put 0 0 60 1\r\nc\r\nput-key k2 0 0 60 1\r\nd\r\n")
+    wire.expect(b"INSERTED 1\r\nINSERTED 1\r\nINSERTED 2\r\nINSERTED 3\r\n")
+    wire.send(b"delete 1\r\nput-key k1 0 0 60 1\r\ne\r\npeek 1\r\n")
+    wire.expect(b"DELETED\r\nINSERTED 1\r\nNOT_FOUND\r\n")
+    stats = wire.yaml(b"stats")
+    assert (stats["total-jobs"], stats["cmd-put"]) == ("3", "5")
+
+
+def test_a_node_answers_session_resume_of_an_unknown_id_not_found(node):
+    wire = node.connect()
+    wire.send(b"session-resume nosuchsession\r\nsession-resume a b\r\n")
+    wire.expect(b"NOT_FOUND\r\nBAD_FORMAT\r\n")
+
+
+def test_a_resumed_session_keeps_its_reservations_and_the_old_connection_is_closed(node):
+    old, new = node.connect(), node.connect()
+    session_id = old.request(b"session-id").split()[1]
+    old.send(b"put 0 0 60 1\r\na\r\nput 0 0 60 1\r\nb\r\nreserve\r\nreserve\r\n")
+    old.expect(b"INSERTED 1\r\nINSERTED 2\r\nRESERVED 1 1\r\na\r\nRESERVED 2 1\r\nb\r\n")
+    new.send(b"session-resume " + session_id + b"\r\n")
+    new.expect(b"RESUMED 12\r\n---\n- 1\n- 2\n\r\n")
+    assert old.recv_until_closed() == b""
+    new.send(b"session-id\r\ndelete 1\r\nrelease 2 0 0\r\n")
+    new.expect(b"SESSION " + session_id + b"\r\nDELETED\r\nRELEASED\r\n")
+
+
+def test_a_resume_leaves_use_and_watch_as_the_resuming_connection_had_them(node):
+    old, new = node.connect(), node.connect()
+    session_id = old.request(b"session-id").split()[1]
+    old.send(b"use t1\r\nwatch t1\r\n")
+    old.expect(b"USING t1\r\nWATCHING 2\r\n")
+    new.send(b"session-resume " + session_id + b"\r\nlist-tube-used\r\n")
+    new.expect(b"RESUMED 4\r\n---\n\r\nUSING default\r\n")
+    assert list(new.yaml(b"list-tubes-watched")) == ["default"]
