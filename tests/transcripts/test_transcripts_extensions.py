@@ -9,6 +9,8 @@ process started by the ``start_server`` fixture.
 from __future__ import annotations
 
 import re
+import signal
+import time
 
 import pytest
 
@@ -91,3 +93,11 @@ def test_a_resume_leaves_use_and_watch_as_the_resuming_connection_had_them(node)
     new.send(b"session-resume " + session_id + b"\r\nlist-tube-used\r\n")
     new.expect(b"RESUMED 4\r\n---\n\r\nUSING default\r\n")
     assert list(new.yaml(b"list-tubes-watched")) == ["default"]
+
+
+def test_a_draining_node_refuses_put_key_like_put(node):
+    wire = node.connect()
+    node.signal(signal.SIGUSR1)
+    time.sleep(0.3)
+    wire.send(b"put-key k 0 0 60 1\r\na\r\nput 0 0 60 1\r\nb\r\n")
+    wire.expect(b"DRAINING\r\nDRAINING\r\n")
