@@ -239,14 +239,22 @@ class Node:
             await self.commit.barrier()
 
     def _on_events(self, events: list) -> None:
+        mine = [sid for sid, _ in events if sid in self.sessions]
+        if not mine:
+            return
+        # A thawed node applies a burst of entries before this loop runs. An outcome for a
+        # session that no longer exists by now (another connection resumed it) must not reach
+        # the old connection, which could take it for a job of its own.
+        live = self.raft.read(lambda machine: {sid for sid in mine if sid in machine.sessions})
         for sid, reply in events:
             conn = self.sessions.get(sid)
             if conn is None:
                 continue
-            if reply[0] == "GONE":
+            if reply[0] == "GONE" or sid not in live:
                 # Another connection resumed this session: this one may no longer act on its
                 # jobs, so it is closed (docs/reference/extensions.md).
-                log.info("session %x was resumed elsewhere: closing its old connection", sid)
+                if reply[0] == "GONE":
+                    log.info("session %x was resumed elsewhere: closing its old connection", sid)
                 conn.abort()
             else:
                 conn.deliver(reply)
