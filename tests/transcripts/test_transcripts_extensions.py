@@ -101,3 +101,20 @@ def test_a_draining_node_refuses_put_key_like_put(node):
     time.sleep(0.3)
     wire.send(b"put-key k 0 0 60 1\r\na\r\nput 0 0 60 1\r\nb\r\n")
     wire.expect(b"DRAINING\r\nDRAINING\r\n")
+
+
+def test_past_the_dedup_cap_the_oldest_key_is_forgotten_first(start_server):
+    wire = start_server("beanraft", "--dedup-cap", "2").connect()
+    wire.send(b"put-key a 0 0 60 1\r\nx\r\nput-key b 0 0 60 1\r\nx\r\nput-key c 0 0 60 1\r\nx\r\n"
+              b"put-key c 0 0 60 1\r\nx\r\nput-key b 0 0 60 1\r\nx\r\nput-key a 0 0 60 1\r\nx\r\n")
+    wire.expect(b"INSERTED 1\r\nINSERTED 2\r\nINSERTED 3\r\nINSERTED 3\r\nINSERTED 2\r\n"
+                b"INSERTED 4\r\n")
+
+
+def test_a_key_is_forgotten_after_the_dedup_window(start_server):
+    wire = start_server("beanraft", "--dedup-window", "1").connect()
+    wire.send(b"put-key k 0 0 60 1\r\nx\r\nput-key k 0 0 60 1\r\nx\r\n")
+    wire.expect(b"INSERTED 1\r\nINSERTED 1\r\n")
+    time.sleep(1.2)
+    wire.send(b"put-key k 0 0 60 1\r\nx\r\n")
+    wire.expect(b"INSERTED 2\r\n")
