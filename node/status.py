@@ -82,6 +82,8 @@ class Digester:
                 return self._latest
             if self._running is None:
                 self._running = asyncio.ensure_future(self._compute())
+                # Its waiters may all have gone (clients hung up): a failure is theirs to see.
+                self._running.add_done_callback(lambda t: t.cancelled() or t.exception())
             await asyncio.shield(self._running)
         return self._latest
 
