@@ -283,10 +283,10 @@ def test_a_restarted_follower_catches_up_to_the_leaders_index_and_digest(cluster
     time.sleep(1.5)
     leader = cluster.leader()
     follower = next(n for n in cluster.nodes if n is not leader)
-    left_at = follower.status()["digest_index"]
+    left_at = follower.status()["applied_index"]
     follower.kill()
     time.sleep(3.0)  # the others keep committing without it
-    missed = leader.status()["digest_index"] - left_at
+    missed = leader.status()["applied_index"] - left_at
     follower.start()
     time.sleep(1.0)
     load.finish()
