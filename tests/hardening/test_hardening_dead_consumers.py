@@ -26,10 +26,12 @@ from cluster.cluster_harness import Cluster, LineClient
 
 JOBS = 100  # more than a pipeline's worth, so reserves run for the dead show as reservations
 RELEASE_WITHIN_S = 1.0
-#: After a hang-up that reached the server, at most one more command runs (the one whose reply
-#: the client's reset answers); behind 2.4 MB of commands, at most the pipeline depth
-#: (node/connection.py MAX_PIPELINE) was submitted before the server could know.
-AFTER_SEEN_HANG_UP = 1
+#: After a hang-up that reached the server, one more command runs (the one whose reply the
+#: client's reset answers), plus any started while that reset is on its way: none when the kernel
+#: handles it within the send, as loopback does unless its softirq work is deferred under load,
+#: hence 2. Behind 2.4 MB of commands, at most the pipeline depth (node/connection.py
+#: MAX_PIPELINE) was submitted before the server could know.
+AFTER_SEEN_HANG_UP = 2
 MAX_PIPELINE = 64
 
 RESERVE = b"reserve-with-timeout 0\r\n"
@@ -135,8 +137,8 @@ def test_beanstalkd_given_the_same_hang_ups_runs_no_more_than_that(start_server)
     reference = start_server("beanstalkd")
     put_jobs(reference.address)
     # beanstalkd answers each command before it reads the next, so it too learns of the
-    # hang-up from the reset its first reply provokes: one command (it may read a second).
-    check_server(reference.address, reference.pid, "beanstalkd 1.12", AFTER_SEEN_HANG_UP + 1)
+    # hang-up from the reset its first reply provokes (it ran two in every measurement).
+    check_server(reference.address, reference.pid, "beanstalkd 1.12", AFTER_SEEN_HANG_UP)
 
 
 # --------------------------------------------------------------------------- cluster
