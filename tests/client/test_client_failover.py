@@ -144,3 +144,29 @@ def test_a_put_whose_reply_is_lost_on_plain_beanstalkd_is_reported_as_unknown(tm
             assert client.put("next") > 0  # and the client goes on
     finally:
         server.stop()
+
+
+def test_a_reserved_job_stays_the_workers_across_a_kill_and_is_deleted_through_another_node(
+        client_cluster, revive, tube):
+    node = client_cluster.leader()
+    with on_node(client_cluster, node, tube) as worker, \
+            bc.Client(addresses_of(client_cluster), use=tube, watch=tube) as other:
+        job_id = worker.put("mine")
+        job = worker.reserve(timeout=5)
+        client_cluster.kill(node)
+        job.touch()  # fails over, resumes the session: the job is still reserved to the worker
+        assert node_of(client_cluster, worker) is not node
+        with pytest.raises(bc.TimedOutError):
+            other.reserve(timeout=1)  # nobody else gets it
+        assert other.stats_job(job_id)["state"] == "reserved"
+        job.delete()
+        with pytest.raises(bc.NotFoundError):
+            other.peek(job_id)
+
+
+def test_a_put_replayed_through_another_node_creates_one_job(client_cluster, tube):
+    with bc.Client(addresses_of(client_cluster), use=tube) as client:
+        first = client.put("once", key=f"k-{tube}")
+        again = client.put("once", key=f"k-{tube}")  # what a replay sends
+        assert again == first
+        assert client.stats_tube(tube)["total-jobs"] == 1
