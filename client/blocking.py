@@ -66,9 +66,13 @@ class Client(Api):
         self._last_io = 0.0
         self._closed = False
         self._core.start(self._now())
-        self._pump(lambda: self._core.state == READY)
-        for op in self._setup_tubes(use, watch):
-            self._call(op)
+        try:
+            self._pump(lambda: self._core.state == READY)
+            for op in self._setup_tubes(use, watch):
+                self._call(op)
+        except BaseException:
+            self.close()  # no socket left behind by a constructor that raised
+            raise
 
     # -- greenstalk's lifecycle ------------------------------------------------------------
 

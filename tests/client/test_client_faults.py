@@ -16,7 +16,7 @@ from client_faults import run
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("seed,flavour", [(1, "blocking"), (2, "blocking"), (3, "async")])
 def test_producers_and_workers_ride_through_kills_and_freezes(seed, flavour, tmp_path):
-    outcome = run(seed, seconds=12, workdir=tmp_path / "run", flavour=flavour)
+    outcome = run(seed, seconds=10, workdir=tmp_path / "run", flavour=flavour)
     print(outcome.summary())
     assert outcome.faults, "the nemesis injected nothing"
     assert outcome.acked, "no put was acknowledged"
