@@ -108,6 +108,9 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         self.commands = Counter("beanraft_commands", "Client commands parsed, by name.", ["command"], registry=r)
         self.jobs = Gauge("beanraft_jobs", "Jobs in the cluster, by state.", ["state"], registry=r)
+        self.dedup_keys = Gauge("beanraft_dedup_keys", "put-key keys the cluster remembers "
+                                "(expired ones until the next keyed put reclaims them).",
+                                registry=r)
         self.term = Gauge("beanraft_raft_term", "Current Raft term.", registry=r)
         self.commit_index = Gauge("beanraft_raft_commit_index", "Raft commit index.", registry=r)
         self.applied_index = Gauge("beanraft_raft_applied_index", "Raft index applied here.", registry=r)
@@ -133,6 +136,7 @@ class Metrics:
         status = node.raft.status
         for state, count in node.raft.job_counts().items():
             self.jobs.labels(state).set(count)
+        self.dedup_keys.set(node.raft.read(lambda machine: len(machine.dedup)))
         # A copy made in one step: the event loop's thread adds names to the dict meanwhile.
         for name, count in dict(node.cmd_counts).items():
             # Counters only go up; set the child to the node's own running total.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+import urllib.request
 
 import pytest
 
@@ -118,3 +119,17 @@ def test_a_key_is_forgotten_after_the_dedup_window(start_server):
     time.sleep(1.2)
     wire.send(b"put-key k 0 0 60 1\r\nx\r\n")
     wire.expect(b"INSERTED 2\r\n")
+
+
+def test_metrics_count_the_remembered_keys(start_server, unused_port):
+    wire = start_server("beanraft", "--http", f"127.0.0.1:{unused_port}", "--dedup-cap", "2").connect()
+    wire.send(b"put-key a 0 0 60 1\r\nx\r\nput-key b 0 0 60 1\r\nx\r\nput-key c 0 0 60 1\r\nx\r\n")
+    wire.expect(b"INSERTED 1\r\nINSERTED 2\r\nINSERTED 3\r\n")
+    text = ""
+    for _attempt in range(20):  # the endpoint caches its figures for a moment
+        with urllib.request.urlopen(f"http://127.0.0.1:{unused_port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        if "\nbeanraft_dedup_keys 2.0\n" in text:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"beanraft_dedup_keys is not 2 in:\n{text}")
