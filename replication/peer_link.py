@@ -13,13 +13,14 @@ Theory of operation.
   there is one. A header with bit 31 clear is pysyncobj's own frame: the payload holds a whole
   message as a zlib stream (stored blocks, never compressed: ``framing.stored_zlib``) of its
   pickle. A message whose pickle exceeds ``FRAGMENT_BYTES`` goes as fragments instead: bit 31 set,
-  bit 30 set on the last one, each payload a piece of the pickle sealed on its own. No frame may
+  bit 30 set on the last one, each payload a piece of the split message sealed on its own. No frame may
   announce more than ``MAX_FRAME_BYTES``: a larger header closes the connection at once.
 * Before a peer is *proven* (one frame opened under the cluster key), at most
   ``PREAUTH_BUFFER_BYTES`` are read from it; every frame fits in that bound, so a peer that
   knows the secret never waits on it, and a stranger can make us hold no more (the listener in
   ``raft_port`` closes unproven connections after a deadline).
-* Pickles use protocol 5: a job body is one ``bytes`` object, copied once into the pickle.
+* What a message's frames carry is ``peer_message``'s business: protocol 5 pickles, a job body
+  out of band, so sending it copies no whole body and receiving it copies the body once.
 * Two send lanes. Messages keep their order in the bulk lane; a message that Raft allows to pass
   others (acknowledgements, votes, the answer to a forwarded command: ``_MAY_OVERTAKE``) goes in the
   urgent lane, whose frames are written between two fragments of a big message. A heartbeat (an
@@ -53,9 +54,9 @@ from typing import Callable
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE, set_keepalive
 
+from . import peer_message
 from .framing import stored_zlib
 
-PICKLE_PROTOCOL = 5
 PREAUTH_BUFFER_BYTES = 64 * 1024  # what an unproven peer can make a node hold, per connection
 MAX_FRAME_BYTES = PREAUTH_BUFFER_BYTES - 4  # what a frame header may announce
 FRAGMENT_BYTES = MAX_FRAME_BYTES - 64  # plaintext per frame: room for framing and the seal
@@ -80,58 +81,6 @@ def set_progress_hook(poller, hook: Callable[["PeerConnection"], None]) -> None:
     """Call ``hook(conn)`` whenever an authenticated fragment arrives on a connection of ``poller``
     (one pysyncobj node has one poller)."""
     _progress_hooks[poller] = hook
-
-
-class _Fragmented:
-    """A pickle on its way out in fragments."""
-
-    __slots__ = ("data", "sent")
-
-    def __init__(self, data: bytes):
-        self.data = memoryview(data)
-        self.sent = 0
-
-
-class _PiecesReader:
-    """A file over the fragments of one message, so that unpickling copies each byte once.
-
-    The unpickler creates a big ``bytes`` object at its final size and fills it by ``readinto``.
-    """
-
-    def __init__(self, pieces: list[bytes]):
-        self._pieces = pieces
-        self._index = 0
-        self._at = 0
-
-    def readinto(self, buffer) -> int:
-        target = memoryview(buffer).cast("B")
-        done = 0
-        while done < len(target) and self._index < len(self._pieces):
-            piece = self._pieces[self._index]
-            take = min(len(piece) - self._at, len(target) - done)
-            target[done:done + take] = memoryview(piece)[self._at:self._at + take]
-            done += take
-            self._at += take
-            if self._at == len(piece):
-                self._pieces[self._index] = b""  # free each piece once it is read
-                self._index += 1
-                self._at = 0
-        return done
-
-    def read(self, size: int = -1) -> bytes:
-        if size < 0:
-            size = sum(len(p) for p in self._pieces[self._index:]) - self._at
-        buffer = bytearray(size)
-        return bytes(memoryview(buffer)[:self.readinto(buffer)])
-
-    def readline(self) -> bytes:  # only the text opcodes of protocol 0 read lines
-        line = bytearray()
-        while not line.endswith(b"\n"):
-            byte = self.read(1)
-            if not byte:
-                break
-            line += byte
-        return bytes(line)
 
 
 class PeerConnection:
@@ -257,14 +206,13 @@ class PeerConnection:
             return  # a heartbeat: the append on the wire does its work (see the module doc)
         if self.sendRandKey:
             message = (self.sendRandKey, message)
-        data = pickle.dumps(message, PICKLE_PROTOCOL)
-        if len(data) > FRAGMENT_BYTES:
-            self._bulk.append(_Fragmented(data))
-        elif busy and kind in _MAY_OVERTAKE:
-            self._urgent.append(data)
-        else:
+        data = peer_message.encode(message, FRAGMENT_BYTES)
+        if isinstance(data, peer_message.Outgoing):
             self._bulk.append(data)
-        self._queued_bytes += len(data)
+            self._queued_bytes += data.size
+        else:
+            (self._urgent if busy and kind in _MAY_OVERTAKE else self._bulk).append(data)
+            self._queued_bytes += len(data)
         self._flush()
 
     # -- writing ---------------------------------------------------------------------------
@@ -282,19 +230,17 @@ class PeerConnection:
         if not self._bulk:
             return None
         head = self._bulk[0]
-        if not isinstance(head, _Fragmented):
+        if not isinstance(head, peer_message.Outgoing):
             self._bulk.popleft()
             self._queued_bytes -= len(head)
             return self._seal(stored_zlib(head), 0)
-        start = head.sent
-        piece = head.data[start:start + FRAGMENT_BYTES]
-        head.sent = start + len(piece)
+        piece = head.take(FRAGMENT_BYTES)
         self._queued_bytes -= len(piece)
         flags = _FRAGMENT
-        if head.sent == len(head.data):
+        if head.done:
             self._bulk.popleft()
             flags |= _LAST
-        return self._seal(bytes(piece), flags)
+        return self._seal(piece, flags)
 
     def _flush(self) -> None:
         """Write what the socket takes now; ask for write readiness if anything is left."""
@@ -401,7 +347,7 @@ class PeerConnection:
                 if not word & _LAST:
                     return None
                 pieces, self._pieces, self._pieces_bytes = self._pieces, [], 0
-                message = pickle.Unpickler(_PiecesReader(pieces)).load()
+                message = peer_message.decode(pieces)
             else:
                 message = pickle.loads(zlib.decompress(payload))
             if self.recvRandKey:
