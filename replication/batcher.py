@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 
-from .codec import encode_entry
+from .codec import encode_entry_parts
 from .raft import CommitError, RaftNode
 
 log = logging.getLogger("beanraft.batcher")
@@ -115,10 +115,10 @@ class GroupCommit:
         deadline = started + self.commit_timeout_s
         delay = 0.01
         while True:
-            entry = encode_entry(self.raft.cluster_now_ns(), commands)  # the leader re-stamps it
-            try_s = self.try_timeout_s + len(entry) / TRY_BYTES_PER_S
+            parts = encode_entry_parts(self.raft.cluster_now_ns(), commands)  # the leader re-stamps it
+            try_s = self.try_timeout_s + sum(len(p) for p in parts) / TRY_BYTES_PER_S
             try:
-                replies = await asyncio.wait_for(self.raft.submit(entry), try_s)
+                replies = await asyncio.wait_for(self.raft.submit(parts), try_s)
                 if len(replies) == len(commands):
                     if self.on_latency is not None:
                         self.on_latency(time.monotonic() - started)

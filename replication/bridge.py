@@ -14,6 +14,7 @@ from typing import Callable
 from pysyncobj.config import FAIL_REASON
 
 from . import seam
+from .entries import call_command
 
 log = logging.getLogger("beanraft.raft")
 
@@ -32,10 +33,13 @@ class CommitError(Exception):
 class LoopBridge:
     """Submission and delivery to the loop (a mixin of RaftNode: it uses the node's attributes)."""
 
-    def submit(self, entry: bytes) -> asyncio.Future:
-        """Propose one encoded batch; the future gets the list of replies or a CommitError."""
+    def submit(self, entry: bytes | tuple[bytes, ...]) -> asyncio.Future:
+        """Propose one encoded batch (bytes, or its parts in order); the future gets the list of
+        replies or a CommitError. The command is built in one copy (``entries.call_command``)."""
         fut = self.loop.create_future()
-        self._sync.apply_entry(entry, callback=lambda res, err: self._on_result(fut, res, err))
+        parts = (entry,) if isinstance(entry, (bytes, bytearray, memoryview)) else tuple(entry)
+        seam.propose(self._sync, call_command(self._apply_id, parts),
+                     lambda res, err: self._on_result(fut, res, err))
         return fut
 
     def _on_result(self, fut, res, err) -> None:

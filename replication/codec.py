@@ -28,8 +28,13 @@ class EntryFormatError(ValueError):
 
 def encode_entry(now_ns: int, commands: list[tuple]) -> bytes:
     """Encode one batch with a provisional time stamp ``now_ns`` (ns since the epoch)."""
-    return (bytes((ENTRY_VERSION,)) + _STAMP.pack(now_ns)
-            + msgpack.packb(commands, use_bin_type=True))
+    return b"".join(encode_entry_parts(now_ns, commands))
+
+
+def encode_entry_parts(now_ns: int, commands: list[tuple]) -> tuple[bytes, bytes]:
+    """:func:`encode_entry` in two parts (header, commands), for a caller that joins them with
+    more around them: a big job is then copied once less."""
+    return bytes((ENTRY_VERSION,)) + _STAMP.pack(now_ns), msgpack.packb(commands, use_bin_type=True)
 
 
 def stamp_entry(entry: bytes, now_ns: int) -> bytes:

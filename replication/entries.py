@@ -43,8 +43,9 @@ _BYTES = {b"C": 1, b"B": 4, b"\x8e": 8}  # SHORT_BINBYTES, BINBYTES, BINBYTES8
 _CALL_TAIL = _MEMO + _TUPLE1 + _MEMO + _TUPLE2 + _MEMO + _STOP
 
 
-def _single_bytes_argument(command: bytes) -> tuple[int, int] | None:
-    """Where the batch lies in ``command`` if it is a protocol 4/5 pickle of (int, (bytes,)).
+def _single_bytes_argument(command: bytes) -> tuple[int, int, int] | None:
+    """(method id, start, end) of the batch in ``command`` if that is a protocol 4/5 pickle of
+    (int, (bytes,)).
 
     That is the exact opcode sequence ``pickle.dumps((method, (entry,)), 5)`` writes; anything
     else gives None and is unpickled instead. Reading the opcodes spares two copies of a job body.
@@ -58,6 +59,7 @@ def _single_bytes_argument(command: bytes) -> tuple[int, int] | None:
     width = _INTS.get(command[at:at + 1])
     if width is None:
         return None
+    method = int.from_bytes(command[at + 1:at + 1 + width], "little", signed=width == 4)
     at += 1 + width
     width = _BYTES.get(command[at:at + 1])
     if width is None:
@@ -70,7 +72,29 @@ def _single_bytes_argument(command: bytes) -> tuple[int, int] | None:
         tail = tail[9:]
     if tail != _CALL_TAIL or size < _ENTRY_HEAD:
         return None
-    return start, end
+    return method, start, end
+
+
+def batch_view(command: bytes, method: int) -> memoryview | None:
+    """The batch inside ``command`` if it is a call of ``method`` in the usual shape, else None."""
+    if command[:1] != _REGULAR:
+        return None
+    span = _single_bytes_argument(command)
+    if span is None or span[0] != method:
+        return None
+    return memoryview(command)[span[1]:span[2]]
+
+
+def call_command(method: int, parts: tuple[bytes, ...]) -> bytes:
+    """pysyncobj's command for ``method(b"".join(parts))``, built in one copy.
+
+    The pickle is what ``pickle.dumps((method, (entry,)), 5)`` means (any unpickler reads it) in
+    the exact shape ``_single_bytes_argument`` recognises.
+    """
+    size = sum(len(part) for part in parts)
+    assert 0 <= method < 256, method
+    return b"".join((_REGULAR, b"\x80\x05K", bytes((method,)), b"\x8e", size.to_bytes(8, "little"),
+                     *parts, _CALL_TAIL))
 
 
 def restamp_command(command: bytes, stamp: Callable[[], int]) -> bytes:
@@ -83,7 +107,7 @@ def restamp_command(command: bytes, stamp: Callable[[], int]) -> bytes:
         return command
     span = _single_bytes_argument(command)
     if span is not None:  # the usual shape: patch the stamp in place, one copy of the command
-        start, end = span
+        _method, start, end = span
         view = memoryview(command)
         entry_head = bytes(view[start:start + _ENTRY_HEAD])
         stamped = stamp_entry(entry_head, stamp())

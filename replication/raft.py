@@ -17,6 +17,9 @@ Theory of operation.
   as a heartbeat; messages sealed with AES-GCM under the cluster secret (``peer_crypto.py``)
   instead of pysyncobj's Fernet. pysyncobj pickles with protocol 5 instead of 2, so a job body
   is one ``bytes`` object in the log and on the wire (protocol 2 turns it into a latin-1 string).
+* A job body is copied as little as we can: a command is built in one copy
+  (``entries.call_command``), the leader patches its stamp in place (``restamp_command``), and a
+  committed command is applied by decoding the batch straight from its bytes (``_apply_command``).
 * Snapshots use our own codec (``jobs`` snapshot bytes inside ``snapshot_file``), never pickle,
   and are written by a forked child (``snapshot_writer.py``): the tick thread only forks.
 * Time is the leader's: it stamps every entry as it appends it to its log (``_stamp_on_append``,
@@ -56,7 +59,7 @@ from .config import (APPEND_SLACK_BYTES, COMPACT_BYTES, COMPACT_ENTRIES, UNCAPPE
                      RaftConfig, Timing)
 from .datadir import JOURNAL_NAME, SNAPSHOT_NAME, DataDirLocked, lock_directory, make_private
 from .disk import DiskBudget, release_reserve_for_start, snapshot_estimate
-from .entries import put_cost, restamp_command
+from .entries import batch_view, put_cost, restamp_command
 from .glue import Host, PysyncobjGlue, check_bindable, keep_next_index_monotonic
 from .journal import DurableJournal
 from .peer_crypto import PeerCipher, derive_key
@@ -118,6 +121,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._sync.addOnTickCallback(self._journal.sync_for_ack)
         self._keep_next_index_monotonic()
         peer_link.set_progress_hook(seam.poller(self._sync), self._on_leader_progress)
+        self._apply_id = seam.method_id(self._sync, "apply_entry_v0")
+        seam.shortcut_apply(self._sync, self._apply_command)
         self._reads = ReadIndex(self._sync, lambda token, index: self._post(("read", token, index)))
         self._read_waiters: dict[int, asyncio.Future] = {}
         self._apply_waiters: list[asyncio.Future] = []
@@ -282,6 +287,15 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._post(("notify", None))
 
     # -- apply (tick thread) ---------------------------------------------------------------
+
+    def _apply_command(self, command: bytes, original: Callable):
+        """Apply a committed command: ours from a view of its bytes, any other by pysyncobj.
+
+        pysyncobj slices the type byte off and unpickles, two copies of every job body before
+        ``_apply`` decodes the batch; the batch lies whole inside the command's pickle.
+        """
+        batch = batch_view(command, self._apply_id)
+        return original(command) if batch is None else self._apply(batch)
 
     def _apply(self, entry: bytes):
         """Apply one committed batch. Never raises: pysyncobj would re-run it forever."""

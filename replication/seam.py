@@ -101,6 +101,15 @@ POINTS: tuple[Point, ...] = (
           " the node a follower asks for a read index and answers read-index pings from"),
     Point("syncobj", "_poller",
           "the poller of this node's connections, which report those fragments"),
+    Point("syncobj", "_SyncObj__doApplyCommand",
+          "shadowed per instance: our batches are decoded straight from the command's bytes "
+          "instead of being copied twice by pysyncobj's slice and unpickling first"),
+    Point("class:pysyncobj.syncobj.SyncObj", "_applyCommand",
+          "takes a command we pickled ourselves in one copy (pysyncobj's @replicated call pickles "
+          "the batch and then prefixes its type byte: two copies of a job body)"),
+    Point("syncobj", "_methodToID",
+          "the number pysyncobj gives apply_entry inside every command (checked before the "
+          "shortcut above takes a command)"),
     Point("transport", "_connections",
           "outgoing connections made before our cipher existed get it too"),
     Point("transport", "_onMessageReceivedCallback",
@@ -325,6 +334,23 @@ def connection_to(sync, node):
 def poller(sync):
     """The poller that runs this node's peer connections."""
     return sync._poller
+
+
+def method_id(sync, name: str) -> int:
+    """The number pysyncobj writes into a command for a call of the replicated method ``name``."""
+    return sync._methodToID[name]
+
+
+def propose(sync, command: bytes, callback: Callable) -> None:
+    """Queue a whole command (type byte and pickle) as a @replicated call would."""
+    sync._applyCommand(command, callback)
+
+
+def shortcut_apply(sync, shortcut: Callable[[bytes], object]) -> None:
+    """Make pysyncobj apply a committed command by ``shortcut(command)``; the shortcut calls
+    the returned original for any command it does not take itself."""
+    original = sync._SyncObj__doApplyCommand
+    sync._SyncObj__doApplyCommand = lambda command: shortcut(command, original)
 
 
 def pipe_notifier(sync):

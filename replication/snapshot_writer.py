@@ -8,7 +8,7 @@ Theory of operation.
   machine, so the child's copy of the machine is the state at the last applied entry, frozen by
   copy-on-write; the parent goes on ticking at once. The child closes every inherited descriptor
   (listening sockets, the journal, the data directory's lock: a restarted node must be able to
-  take them), encodes the machine, writes ``<snapshot>.writing``, fsyncs it, renames it onto the
+  take them), lowers its CPU priority (``CHILD_NICE``), encodes the machine, writes ``<snapshot>.writing``, fsyncs it, renames it onto the
   snapshot and exits 0. It dies with the thread that forked it (``PR_SET_PDEATHSIG``), so a
   killed node leaves no writer behind; a half-written ``.writing`` file is ignored and replaced.
 * pysyncobj itself renames ``tmp_path`` onto the snapshot right after the serializer returns.
@@ -35,6 +35,7 @@ from .snapshot_file import SnapshotAnchor, fsync_dir, write_snapshot
 log = logging.getLogger("beanraft.snapshot")
 
 _PR_SET_PDEATHSIG = 1
+CHILD_NICE = 10  # added to the writer's nice value
 
 
 class SnapshotWriter:
@@ -119,6 +120,7 @@ def _child(path: str, anchor: SnapshotAnchor, encode: Callable[[], bytes]) -> No
         except OSError:
             pass
         os.closerange(3, _max_fd())
+        os.nice(CHILD_NICE)  # the Raft threads of this node and its neighbours come first
         write_snapshot(writing, anchor, encode())
         os.replace(writing, path)
         fsync_dir(os.path.dirname(os.path.abspath(path)))

@@ -2,7 +2,9 @@
 its leadership while it snapshots a big state.
 
 Method: one three-node cluster of real ``beanraft serve`` processes (``-z`` raised to 64 MiB)
-serves the cluster tests. A 10 MB and a 50 MB job are put through a follower while a probe puts
+serves the cluster tests; it snapshots after 4 MiB of journal, so the 50 MB job makes every
+node, the leader included, write a snapshot of more than 50 MB of state meanwhile. A 10 MB and a
+50 MB job are put through a follower while a probe puts
 and deletes small jobs through every node; each big put must answer INSERTED within 10 s, the
 probe's slowest request must stay under 5 s, no node may see another leader or term, every node
 must return the job byte for byte, and no node's peak memory may grow by more than a few copies
@@ -27,15 +29,19 @@ MAX_JOB = 64 * 1024 * 1024
 INSERT_WITHIN_S = 10.0
 SMALL_PUT_MAX_S = 5.0
 # The peak memory a node may add for one big job, in bodies: what docs/reference/big-jobs.md
-# states (up to 9 measured on the node that takes a 10 MB put), with a little room.
+# states (up to 8 measured on the node that takes a 10 MB put), with a little room.
 PEAK_BODIES = 10
+SNAPSHOT_BYTES = 4 * 1024 * 1024
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("big-jobs"), size=3, extra_args=("-z", str(MAX_JOB)))
+    # Snapshots after 4 MiB of journal (16 MiB on the leader): the 50 MB job makes every node,
+    # the leader included, snapshot a state of more than 50 MB while the probe runs.
+    cluster = Cluster(tmp_path_factory.mktemp("big-jobs"), size=3,
+                      extra_args=("-z", str(MAX_JOB), "--snapshot-bytes", str(SNAPSHOT_BYTES)))
     try:
         yield cluster.start()
     finally:

@@ -174,3 +174,15 @@ def test_stamps_are_non_decreasing_whatever_the_wall_clock_does():
         stamps.append(clock.stamp())
         clock.observe(stamps[-1], appended_at_ns=clocks.monotonic)
     assert stamps == sorted(stamps)
+
+
+@pytest.mark.parametrize("size", [0, 10, 70_000])
+def test_a_command_built_in_one_copy_is_the_call_pysyncobj_would_pickle(size):
+    from beanraft.replication.codec import encode_entry_parts
+    from beanraft.replication.entries import call_command
+
+    parts = encode_entry_parts(7, [(1, b"x" * size)])
+    command = call_command(3, parts)
+    assert pickle.loads(command[1:]) == (3, (b"".join(parts),))
+    restamped = restamp_command(command, lambda: 99)
+    assert decode_entry(pickle.loads(restamped[1:])[1][0]) == (99, [(1, b"x" * size)])
