@@ -265,18 +265,23 @@ class Target:
         return ""
 
 
+def listen_args(spec: TargetSpec) -> tuple[Address, list[str]]:
+    """Where a target listens (a UNIX socket in its workdir, or a free loopback port) and the
+    ``-l``/``-p`` flags that say so."""
+    if spec.unix:
+        path = str(spec.workdir / "sock")
+        return path, ["-l", f"unix:{path}"]
+    port = free_port()
+    return (HOST, port), ["-l", HOST, "-p", str(port)]
+
+
 class ProcessTarget(Target):
     """A server run as a child process, stopped by its own pid only."""
 
     def __init__(self, spec: TargetSpec, command: list[str], ready_timeout_s: float):
         self.kind = spec.kind
         self.spec = spec
-        if spec.unix:
-            self.address = str(spec.workdir / "sock")
-            listen = ["-l", f"unix:{self.address}"]
-        else:
-            self.address = (HOST, free_port())
-            listen = ["-l", HOST, "-p", str(self.address[1])]
+        self.address, listen = listen_args(spec)
         self.argv = command + listen + list(spec.args)
         self.ready_timeout_s = ready_timeout_s
         self.stderr_path = spec.output
@@ -393,12 +398,7 @@ class InProcessTarget(Target):
         from beanraft.node.embedded import EmbeddedNode
 
         self.kind = spec.kind
-        if spec.unix:
-            self.address = str(spec.workdir / "sock")
-            listen = ["-l", f"unix:{self.address}"]
-        else:
-            self.address = (HOST, free_port())
-            listen = ["-l", HOST, "-p", str(self.address[1])]
+        self.address, listen = listen_args(spec)
         context = serve.make_context("serve", listen + list(spec.args))
         self._embedded = EmbeddedNode(build_config(**context.params)).start()
 

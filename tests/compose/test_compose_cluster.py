@@ -35,6 +35,8 @@ from pathlib import Path
 import greenstalk
 import pytest
 
+from beanraft.node.launcher import port_is_free
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "compose" / "build-offline.sh"
 COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
@@ -275,13 +277,7 @@ def image(engine):
 
 def port_in_use(port: int) -> bool:
     """Whether something listens on 127.0.0.1:port (connections in TIME_WAIT do not count)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((HOST, port))
-        except OSError:
-            return True
-    return False
+    return not port_is_free(port, HOST)
 
 
 @pytest.fixture(scope="module")
