@@ -192,7 +192,7 @@ def _run(config: RunConfig, cluster: Cluster, history: History, layout: str,
 
 def _clients(config: RunConfig, cluster: Cluster, history: History, op_timeout_s: float,
              end: float, stop: threading.Event) -> list[Process]:
-    """The producers and workers of every node (named n1-p0, n1-w0, ...)."""
+    """The producers and workers of every node (named node1-p0, node1-w0, ...)."""
     shared = Shared()
     processes = []
     for node in cluster.nodes:

@@ -2,8 +2,8 @@
 
 An event is a dict::
 
-    {"index": 12, "type": "invoke" | "ok" | "fail" | "info", "process": "n2-w1",
-     "node": "n2", "conn": 31, "f": "reserve", "value": {...}, "time": 1796...123}
+    {"index": 12, "type": "invoke" | "ok" | "fail" | "info", "process": "node2-w1",
+     "node": "node2", "conn": 31, "f": "reserve", "value": {...}, "time": 1796...123}
 
 * ``ok``: a definite reply that says the operation happened (INSERTED, RESERVED, DELETED, ...).
 * ``fail``: a definite reply that says it did not (NOT_FOUND, OUT_OF_MEMORY, TIMED_OUT, ...).
