@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from beanraft.node.launcher import HOST, STOP_GRACE_S
 
-HOST = "127.0.0.1"
 DEFAULT_BEANSTALKD = "/usr/bin/beanstalkd"
 READY_TIMEOUT = 20.0  # a server must answer `list-tube-used` within this
 LEADER_TIMEOUT = 20.0  # a cluster must report a leader within this (after ready)
-STOP_TIMEOUT = 5.0  # SIGTERM -> SIGKILL grace period
+STOP_TIMEOUT = STOP_GRACE_S  # SIGTERM -> SIGKILL grace period, as every launcher of nodes waits
 CONNECT_TIMEOUT = 10.0  # opening all load connections
 IO_TIMEOUT = 10.0  # any single reply
 MAX_LINE = 1 << 20  # a reply line longer than this is a protocol error
