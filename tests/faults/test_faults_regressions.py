@@ -37,8 +37,17 @@ class FakeTransport:
     def close(self) -> None:
         self.closing = True
 
-    def set_write_buffer_limits(self, high: int) -> None:
+    def set_write_buffer_limits(self, high: int, low: int | None = None) -> None:
         pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default=None):
+        return default
 
     def pause_reading(self) -> None:
         pass
