@@ -128,8 +128,11 @@ class Client(Api):
             if not self._send(core.data_to_send()):
                 continue
             deadline = core.next_deadline()
+            wait_s = None if deadline is None else deadline - self._now()
             try:
-                self._set_timeout(None if deadline is None else max(0.0, deadline - self._now()))
+                if wait_s is not None and wait_s <= 0:
+                    raise socket.timeout  # (a zero timeout would make the socket non-blocking)
+                self._set_timeout(wait_s)
                 chunk = self._sock.recv(RECV_BYTES)
             except socket.timeout:
                 core.tick(self._now())

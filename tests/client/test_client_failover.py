@@ -170,3 +170,20 @@ def test_a_put_replayed_through_another_node_creates_one_job(client_cluster, tub
         again = client.put("once", key=f"k-{tube}")  # what a replay sends
         assert again == first
         assert client.stats_tube(tube)["total-jobs"] == 1
+
+
+def test_a_node_without_a_leader_is_left_and_the_call_completes_once_a_majority_is_back(
+        client_cluster, revive, tube):
+    node = client_cluster.followers()[0]
+    others = [n for n in client_cluster.nodes if n is not node]
+    with on_node(client_cluster, node, tube, timeout=1.0) as client:
+        client.put("before")
+        for other in others:  # node is alive but has no majority: it cannot commit anything
+            other.signal(signal.SIGSTOP)
+        threading.Timer(4.0, lambda: [o.signal(signal.SIGCONT) for o in others]).start()
+        started = time.monotonic()
+        job_id = client.put("during")  # no exception: the client waits the outage out
+        assert time.monotonic() - started >= 3.0
+        assert client.failovers >= 1
+        assert client.peek(job_id).body == "during"
+        assert client.stats_tube(tube)["total-jobs"] == 2
