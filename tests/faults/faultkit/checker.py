@@ -45,7 +45,6 @@ JOB_OPS = {"delete", "release", "bury", "touch", "peek"}
 # Definite replies that do not prove the session still exists in the replicated state.
 NOT_PROOF = {"OUT_OF_MEMORY", "INTERNAL_ERROR", "DRAINING", "BAD_FORMAT", "UNKNOWN_COMMAND",
              "EXPECTED_CRLF", "JOB_TOO_BIG"}
-FAULT_FS = ("fault",)
 DEFAULT_MARGIN_S = 20.0
 
 
