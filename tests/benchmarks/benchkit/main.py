@@ -98,6 +98,58 @@ def _on_signal(signum, frame):
     raise KeyboardInterrupt
 
 
+def log(msg: str) -> None:
+    """Progress goes to stderr; the table goes to stdout."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Tally:
+    """The results of every round, per (target, workload) row, in the order rows first appeared."""
+
+    def __init__(self):
+        self.per_row: dict[tuple[str, str], list[Result]] = {}
+        self.order: list[tuple[str, str]] = []
+        self.target_status: dict[str, str] = {}
+
+    def add(self, results: list[Result], notes: list[str]) -> None:
+        for r in results:
+            k = (r.target, r.workload)
+            if k not in self.per_row:
+                self.order.append(k)
+            if notes and r.ok:
+                r.notes.extend(notes)
+            self.per_row.setdefault(k, []).append(r)
+
+    def rows(self) -> list[Result]:
+        return [aggregate(self.per_row[k]) for k in self.order]
+
+
+def run_target(name: str, rnd: int, ctx: Ctx, tally: Tally) -> None:
+    """Starts one target, runs every workload on each of its endpoints, stops it."""
+    target = make_target(name, ctx)
+    log(f"[round {rnd}] starting {name} ...")
+    results: list[Result] = []
+    try:
+        endpoints = target.start()
+        log(f"[round {rnd}] {name} ready on port(s) " + ", ".join(f"{e.label}={e.port}" for e in endpoints))
+        tally.target_status.setdefault(name, "ok")
+        for ep in endpoints:
+            bench_endpoint(ep, ctx.args, rnd, log, results)
+        try:
+            target.after(endpoints)
+        except TargetFailed as e:
+            target.notes.append(f"after the run: {e}")
+    except TargetFailed as e:
+        tally.target_status[name] = f"failed to start: {e}"
+        log(f"[round {rnd}] {name}: FAILED to start: {e}")
+        short = str(e) if len(str(e)) <= 100 else str(e)[:97] + "..."
+        for label in target.labels:
+            results.append(Result(label, "all", ok=False, error=f"did not start: {short} (full reason below)"))
+    finally:
+        target.stop()
+        tally.add(results, target.notes)  # recorded even when interrupted half-way through this target
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     _load_libc()
@@ -109,52 +161,14 @@ def main(argv=None) -> int:
     workdir = tempfile.mkdtemp(prefix="beanraft-bench-", dir=args.data_dir)
     ctx = Ctx(args, procs, Ports(), workdir)
     info = header_info(args)
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
-    per_row: dict[tuple[str, str], list[Result]] = {}
-    target_status: dict[str, str] = {}
-    target_notes: dict[str, list[str]] = {}
-    order: list[tuple[str, str]] = []
+    tally = Tally()
     interrupted = False
     try:
         log(f"benchmark: targets {', '.join(args.target_list)}; {args.seconds:g} s per workload; "
             f"data in {workdir}")
         for rnd in range(1, args.rounds + 1):
             for name in args.target_list:
-                target = make_target(name, ctx)
-                log(f"[round {rnd}] starting {name} ...")
-                results: list[Result] = []
-                try:
-                    endpoints = target.start()
-                    log(f"[round {rnd}] {name} ready on port(s) "
-                        + ", ".join(f"{e.label}={e.port}" for e in endpoints))
-                    target_status.setdefault(name, "ok")
-                    for ep in endpoints:
-                        bench_endpoint(ep, args, rnd, log, results)
-                    try:
-                        target.after(endpoints)
-                    except TargetFailed as e:
-                        target.notes.append(f"after the run: {e}")
-                except TargetFailed as e:
-                    target_status[name] = f"failed to start: {e}"
-                    log(f"[round {rnd}] {name}: FAILED to start: {e}")
-                    short = str(e) if len(str(e)) <= 100 else str(e)[:97] + "..."
-                    for label in target.labels:
-                        results.append(Result(label, "all", ok=False,
-                                              error=f"did not start: {short} (full reason below)"))
-                finally:
-                    target.stop()
-                    # recorded even when interrupted half-way through this target
-                    target_notes.setdefault(name, []).extend(target.notes)
-                    for r in results:
-                        k = (r.target, r.workload)
-                        if k not in per_row:
-                            order.append(k)
-                        if target.notes and r.ok:
-                            r.notes.extend(target.notes)
-                        per_row.setdefault(k, []).append(r)
+                run_target(name, rnd, ctx, tally)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: stopping servers; figures so far follow")
@@ -168,7 +182,16 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
-    rows = [aggregate(per_row[k]) for k in order]
+    rows = tally.rows()
+    print_report(args, info, rows, tally.target_status)
+    if args.json:
+        write_json(args, info, rows, tally.target_status, interrupted)
+    if interrupted:
+        return 128 + (_signal_received or signal.SIGINT)
+    return 0 if all(r.ok for r in rows) else 1
+
+
+def print_report(args, info: dict, rows: list[Result], target_status: dict[str, str]) -> None:
     print(f"# {info['date']}  nproc {info['nproc']}  Python {info['python']}  {info['beanstalkd']}  "
           f"loadavg {info['loadavg']}  data on {info['data_fs']} ({info['data_dir']})")
     print(f"# {args.seconds:g} s per workload, {args.connections} connections x {args.window} in flight, "
@@ -182,27 +205,27 @@ def main(argv=None) -> int:
     for name, st in target_status.items():
         if st != "ok":
             print(f"# {name}: {st}")
-    if args.json:
-        doc = {"header": info,
-               "config": {k: getattr(args, k) for k in (
-                   "seconds", "connections", "window", "body_size", "preload", "max_preload",
-                   "preload_seconds", "max_ops", "rounds", "baseline", "target_list", "workloads")},
-               "targets": target_status,
-               "interrupted": interrupted,
-               "results": [dict(asdict(r), workload_label=WORKLOAD_LABEL.get(r.workload, r.workload))
-                           for r in rows]}
-        base = {r.workload: r for r in rows if r.target == args.baseline and r.ok}
-        for r in doc["results"]:
-            b = base.get(r["workload"])
-            r["ratio_vs_baseline"] = None if not (b and r["ok"]) else {
-                "rate": ratio(r["rate"], b.rate), "p50": ratio(r["p50_ms"], b.p50_ms),
-                "p99": ratio(r["p99_ms"], b.p99_ms), "mean": ratio(r["mean_ms"], b.mean_ms)}
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
-        log(f"figures written to {args.json}")
-    if interrupted:
-        return 128 + (_signal_received or signal.SIGINT)
-    return 0 if all(r.ok for r in rows) else 1
+
+
+def write_json(args, info: dict, rows: list[Result], target_status: dict[str, str],
+               interrupted: bool) -> None:
+    doc = {"header": info,
+           "config": {k: getattr(args, k) for k in (
+               "seconds", "connections", "window", "body_size", "preload", "max_preload",
+               "preload_seconds", "max_ops", "rounds", "baseline", "target_list", "workloads")},
+           "targets": target_status,
+           "interrupted": interrupted,
+           "results": [dict(asdict(r), workload_label=WORKLOAD_LABEL.get(r.workload, r.workload))
+                       for r in rows]}
+    base = {r.workload: r for r in rows if r.target == args.baseline and r.ok}
+    for r in doc["results"]:
+        b = base.get(r["workload"])
+        r["ratio_vs_baseline"] = None if not (b and r["ok"]) else {
+            "rate": ratio(r["rate"], b.rate), "p50": ratio(r["p50_ms"], b.p50_ms),
+            "p99": ratio(r["p99_ms"], b.p99_ms), "mean": ratio(r["mean_ms"], b.mean_ms)}
+    with open(args.json, "w") as f:
+        json.dump(doc, f, indent=2)
+    log(f"figures written to {args.json}")
 
 
 if __name__ == "__main__":
