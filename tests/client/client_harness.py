@@ -7,7 +7,9 @@ import itertools
 import os
 import signal
 import socket
+import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -82,3 +84,51 @@ def addresses_of(cluster) -> list[tuple[str, int]]:
 def address_of(node) -> str:
     host, port = node.client_address
     return f"{host}:{port}"
+
+
+class CuttableProxy:
+    """A TCP proxy in front of one node that can swallow the node's replies and then hang up on
+    the client while keeping the node's side open -- what a client sees when a node dies after
+    it committed a command but before its reply left the machine."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.listener = socket.create_server((HOST, 0))
+        self.address = self.listener.getsockname()
+        self.swallow = threading.Event()
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.pairs.append((client, server))
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+                if not data:
+                    return
+                if not (replies and self.swallow.is_set()):
+                    sink.sendall(data)
+            except OSError:
+                return
+
+    def hang_up_on_clients(self) -> None:
+        """Reset every client side; the node's sides stay open (closed by ``close``)."""
+        for client, _server in self.pairs:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for client, server in self.pairs:
+            client.close()
+            server.close()

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from client_harness import ServerProcess, address_of, addresses_of
+from client_harness import CuttableProxy, ServerProcess, address_of, addresses_of
 
 from beanraft import client as bc
 from beanraft.client.blocking import MAX_ABANDONED
@@ -187,3 +187,33 @@ def test_a_node_without_a_leader_is_left_and_the_call_completes_once_a_majority_
         assert client.failovers >= 1
         assert client.peek(job_id).body == "during"
         assert client.stats_tube(tube)["total-jobs"] == 2
+
+
+def test_a_job_whose_reserved_reply_was_lost_goes_to_the_next_reserve_after_the_resume(
+        client_cluster, tube):
+    node = client_cluster.followers()[0]
+    proxy = CuttableProxy(node.client_address)
+    try:
+        others = [n.client_address for n in client_cluster.nodes if n is not node]
+        with bc.Client([proxy.address], watch=tube) as worker, \
+                bc.Client(addresses_of(client_cluster), use=tube) as producer:
+            worker._core.addresses += others
+            got: list = []
+            thread = threading.Thread(target=lambda: got.append(worker.reserve(timeout=20)))
+            thread.start()
+            time.sleep(0.5)
+            proxy.swallow.set()  # the node's RESERVED will not reach the worker
+            job_id = producer.put("lost reply")
+            deadline = time.monotonic() + 10
+            while producer.stats_job(job_id)["state"] != "reserved":
+                assert time.monotonic() < deadline, "the job was never reserved"
+                time.sleep(0.05)
+            proxy.hang_up_on_clients()  # ...and the node is gone, from the worker's side
+            thread.join(timeout=30)
+            assert [job.id for job in got] == [job_id]  # handed over after the resume
+            assert got[0].body == "lost reply"
+            got[0].delete()
+            with pytest.raises(bc.NotFoundError):
+                producer.peek(job_id)
+    finally:
+        proxy.close()
