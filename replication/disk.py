@@ -10,7 +10,9 @@ make room for each:
   refused (OUT_OF_MEMORY) while the volume's free space is below an estimate of the next
   snapshot (``snapshot_estimate``) plus ``LOW_DISK_BYTES``. Jobs can therefore fill about half
   of a volume, never all of it.
-* **Compaction when tight.** While new jobs are refused, the node asks for a snapshot whenever
+* **Compaction when tight.** While new jobs are refused, the journal drops the records a
+  snapshot already covers even when many records remain after them (normally it keeps them
+  until a later compaction), and the node asks for a snapshot whenever
   the journal has grown by ``COMPACT_TIGHT_BYTES`` or the state has shrunk by as much since the
   last one, at most every ``COMPACT_TIGHT_S``; deleting jobs thus brings space back within
   seconds, without any outside action. The snapshot writer checks the free space against the
@@ -86,6 +88,7 @@ class DiskBudget:
         self.estimate = 0
         self._checked_at = 0.0
         self._compacted_at = 0.0
+        self._rewritten_at = 0.0
         self._snapshot_estimate = 0  # the estimate when the last snapshot was asked for
         self._journal_floor = 0  # the journal's smallest size since then
         self._machine = None
@@ -180,6 +183,16 @@ class DiskBudget:
         self._compacted_at = now
         self._snapshot_estimate = self.estimate
         self._journal_floor = journal_bytes  # falls once the snapshot has replaced the journal
+        return True
+
+    def room_to_rewrite(self, stale_bytes: int, kept_bytes: int) -> bool:
+        """While tight: is a journal prefix of ``stale_bytes`` worth dropping, and can the
+        ``kept_bytes`` after it be copied into a new file? (Checked against the last free figure.)"""
+        now = time.monotonic()
+        if (stale_bytes < COMPACT_TIGHT_BYTES or self.free < kept_bytes + SNAPSHOT_MARGIN_BYTES
+                or now - self._rewritten_at < COMPACT_TIGHT_S):
+            return False
+        self._rewritten_at = now
         return True
 
     def check_room(self, size: int) -> None:

@@ -17,7 +17,8 @@ it (``pysyncobj.syncobj.createJournal`` is patched through ``seam.py``) and keep
 * Dropping the prefix that a snapshot replaces first fsyncs the directory (so the snapshot's
   rename is durable), then copies the remaining records to a new file, fsyncs it and renames it.
   When more than ``REWRITE_KEEP_BYTES`` remain (a big job just applied), the file keeps the
-  prefix until a later compaction: only memory drops it, and loading drops it again.
+  prefix until a later compaction: only memory drops it, and loading drops it again. While the
+  volume is tight the prefix is dropped anyway (``drop_stale_prefix``): its space is needed.
 * On load, entries older than the snapshot on disk are dropped, so the first two entries always
   match the snapshot's anchor and pysyncobj never discards the journal.
 * Disk space is reserved ahead (``posix_fallocate``), as beanstalkd reserves binlog space, and
@@ -225,6 +226,22 @@ class DurableJournal(Journal):
                 return
         self._entries = keep
         self._bytes = kept_bytes
+
+    @property
+    def stale_prefix_bytes(self) -> int:
+        """Bytes of records a snapshot already covers that the file still holds (see above)."""
+        if self._fd < 0 or not self._offsets:
+            return 0
+        return self._offsets[0] - len(MAGIC)
+
+    def drop_stale_prefix(self) -> bool:
+        """Rewrite the file without the records a snapshot covers; True if it was done.
+
+        Called while the volume is tight: the prefix kept after a compaction that left much in
+        the journal is then the space a full volume needs back.
+        """
+        self._apply_cut()
+        return self.stale_prefix_bytes > 0 and self._rewrite(0)
 
     def _rewrite(self, entry_to: int) -> bool:
         """Replace the file by one holding only the records from ``entry_to`` on; False (old file

@@ -279,6 +279,11 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             log.info("data volume tight: writing a snapshot to reclaim journal space")
             self._sync.forceLogCompaction()
         journal.tight = self._disk.tight
+        if self._disk.tight and self._disk.room_to_rewrite(journal.stale_prefix_bytes,
+                                                           journal.size_bytes):
+            log.info("data volume tight: dropping %d bytes the snapshot covers from the journal",
+                     journal.stale_prefix_bytes)
+            journal.drop_stale_prefix()
 
     def _on_state_changed(self, old, new) -> None:
         names = {0: "follower", 1: "candidate", 2: "leader"}

@@ -188,3 +188,18 @@ def test_a_drop_with_nothing_added_again_is_carried_out_before_any_read(tmp_path
     journal = fill(tmp_path / "j", entries(10))
     journal.deleteEntriesFrom(4)
     assert len(journal) == 4 and journal[-1] == entries(4)[-1]
+
+
+def test_a_prefix_kept_on_disk_after_a_big_compaction_is_dropped_when_asked(tmp_path):
+    path = tmp_path / "j"
+    big = [(bytes([i]) * (1 << 20), i, 1) for i in range(1, 9)]  # 8 MiB of 1 MiB entries
+    journal = fill(path, big)
+    journal.deleteEntriesTo(2)  # 6 MiB remain: more than a compaction copies on the Raft thread
+    assert journal.stale_prefix_bytes > 2 << 20, "the prefix should still be on disk"
+    before = data_end(path)
+    assert journal.drop_stale_prefix()
+    assert journal.stale_prefix_bytes == 0
+    assert data_end(path) <= before - (2 << 20)
+    journal._destroy()
+    again = DurableJournal(str(path))
+    assert [again[i] for i in range(len(again))] == big[2:]
