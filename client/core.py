@@ -18,10 +18,9 @@ reply fails the connection like a lost one. In READY, application commands are s
 are submitted (pipelined) and replies are matched to them in order (FIFO).
 
 When a connection is lost, the commands sent on it but not answered go back to the front of
-the queue, marked ``lost``, and a *failover episode* starts: ``next_attempt()`` hands out
-addresses in random order (those that failed least in this episode first), one round after another with exponential
-backoff and jitter between rounds, until a handshake succeeds or ``failover_timeout`` is
-spent -- then every queued command fails with ``UnavailableError`` naming what was tried.
+the queue, marked ``lost``, and a *failover episode* starts (``failover.py``): ``next_attempt()``
+hands out addresses round after round until a node answers or ``failover_timeout`` is spent --
+then every queued command fails with ``UnavailableError`` naming what was tried.
 After a successful handshake each lost command is replayed by its rule (``ops.py``), using the
 job list of the resumed session; jobs that list holds which the client did not know of (their
 RESERVED reply was lost) are handed to the next ``reserve``, fetched with ``peek``.
@@ -51,13 +50,12 @@ from beanraft.protocol.client import ClientConnection, ProtocolError
 from . import wire
 from .addresses import Address, describe
 from .errors import UnavailableError
+from .failover import Episode
 from .ops import DEFAULT_TUBE, Op, error_for
 
 log = logging.getLogger("beanraft.client")
 
 DOWN, HANDSHAKE, READY = "down", "handshake", "ready"
-BACKOFF_FIRST_S = 0.05  # the pause after the first round of addresses
-BACKOFF_MAX_S = 1.0  # the longest pause between rounds
 
 
 @dataclass(slots=True)
@@ -67,29 +65,6 @@ class _Sent:
     purpose: str  # "op", "orphan" (peek of a held job for op), "session-id", "resume", "restore"
     op: Op | None
     block_s: float  # how long the server may legitimately keep us waiting for the reply
-
-
-class _Episode:
-    """One failover: when it began, what was tried, and the order of the current round."""
-
-    def __init__(self, now: float):
-        self.started = now
-        self.tried: dict[str, tuple[int, str]] = {}  # address -> (attempts, last reason)
-        self.round: list[Address] = []
-        self.rounds = 0
-
-    def failures(self, address: Address) -> int:
-        return self.tried.get(describe(address), (0, ""))[0]
-
-    def note(self, address: Address, reason: str) -> None:
-        count, _ = self.tried.get(describe(address), (0, ""))
-        self.tried[describe(address)] = (count + 1, reason)
-
-    def summary(self) -> str:
-        if not self.tried:
-            return "nothing could be tried"
-        return "; ".join(f"{addr}: {reason} ({count}x)"
-                         for addr, (count, reason) in self.tried.items())
 
 
 class Core:
@@ -115,7 +90,7 @@ class Core:
         self.state = DOWN
         self.address: Address | None = None
         self.conn: ClientConnection | None = None
-        self.episode: _Episode | None = None
+        self.episode: Episode | None = None
         self.last_error: UnavailableError | None = None
         self.failovers = 0
         self._resumed: set[int] | None = None
@@ -129,29 +104,17 @@ class Core:
     def start(self, now: float) -> None:
         """Begin connecting (the first connection is a failover episode without a failure)."""
         if self.episode is None:
-            self.episode = _Episode(now)
+            self.episode = Episode(now)
 
     def next_attempt(self, now: float) -> tuple[Address, float] | None:
         """The next address to connect to and how long to wait first, or None when the
         episode is over budget (every queued op then failed with ``UnavailableError``)."""
-        episode = self.episode
-        assert episode is not None and self.state == DOWN
-        delay = 0.0
-        if not episode.round:
-            if episode.rounds:
-                backoff = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (episode.rounds - 1))
-                delay = backoff * self.rng.uniform(0.5, 1.5)
-            episode.rounds += 1
-            # Random order, but the nodes that failed least in this episode first: a frozen
-            # node accepts connections and costs a whole timeout at every try.
-            order = self.addresses[:]
-            self.rng.shuffle(order)
-            order.sort(key=episode.failures)
-            episode.round = order
-        if now + delay - episode.started > self.failover_timeout_s:
+        assert self.episode is not None and self.state == DOWN
+        address, delay = self.episode.next_attempt(self.addresses, self.rng)
+        if now + delay - self.episode.started > self.failover_timeout_s:
             self._give_up(now)
             return None
-        return episode.round.pop(0), delay
+        return address, delay
 
     def remaining_budget(self, now: float) -> float:
         """Seconds left of ``failover_timeout`` in the current episode."""
@@ -199,7 +162,7 @@ class Core:
         self._resumed = None
         self._lost_from = f"{describe(address)} ({reason})"
         if self.episode is None:
-            self.episode = _Episode(now)
+            self.episode = Episode(now)
         self.episode.note(address, reason)
 
     # ------------------------------------------------------------------ application side
