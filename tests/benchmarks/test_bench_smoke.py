@@ -30,3 +30,17 @@ def test_the_benchmark_command_measures_every_row_prints_the_table_and_exits_zer
                     ("beanraft", "put pipelined"), ("beanraft", "reserve+delete 1-at-a-time")}, result.stdout
     assert "FAILED" not in result.stdout
     assert list(tmp_path.iterdir()) == []  # the servers' data directories were removed
+
+
+@pytest.mark.timeout(180)
+def test_the_client_benchmark_command_measures_every_row_and_exits_zero():
+    """client_bench.py, as docs/reference/performance.md quotes it, with a tiny count."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH.with_name("client_bench.py")), "--count", "30", "--rounds", "1",
+         "--targets", "beanstalkd,cluster"],
+        capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("beanstalkd put ") and "AsyncClient[16]" in line for line in lines)
+    assert any(line.startswith("beanstalkd reserve+delete") for line in lines)
+    assert any(line.startswith("cluster    put[16]") and "put-key[16]" in line for line in lines)
