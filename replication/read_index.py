@@ -28,12 +28,9 @@ from __future__ import annotations
 
 import collections
 import itertools
-import logging
 from typing import Callable
 
 from . import seam
-
-log = logging.getLogger("beanraft.read_index")
 
 PING, PONG, REQUEST, ANSWER = "br_ping", "br_pong", "br_read_req", "br_read_index"
 TYPES = frozenset((PING, PONG, REQUEST, ANSWER))
