@@ -3,7 +3,7 @@
 
     python tests/tools/scale.py --cycles 1000000 --restart-jobs 100000
 
-Starts `beanraft serve -b DIR` on a free loopback port, runs CYCLES put+delete cycles (pipelined)
+Starts `beanraft serve -b DIR` on a free loopback port (through beanraft.node.launcher), runs CYCLES put+delete cycles (pipelined)
 and prints the data directory's size as it goes, then fills the queue with RESTART_JOBS jobs,
 kill -9s the node, restarts it and prints how long it took until it served them all. Stops the
 node it started, by PID, whatever happens.
@@ -14,39 +14,35 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "restart"))
 from pipeline import dir_size, pipeline, put_commands  # noqa: E402
 
+from beanraft.node.launcher import HOST, NodeSpec, ServeProcess, free_ports  # noqa: E402
+
 MIB = 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(data: str, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "beanraft.node", "serve", "-l", "127.0.0.1", "-p", str(port), "-b", data],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(node: ServeProcess) -> None:
+    """Starts the node through the launcher and waits until it answers ``list-tube-used``."""
+    node.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        if not node.alive():
+            raise SystemExit(f"the node exited:\n{node.log_text(4000)}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            with socket.create_connection(node.spec.client, timeout=1) as s:
                 s.sendall(b"list-tube-used\r\n")
                 if s.recv(100) == b"USING default\r\n":
-                    return proc
+                    return
         except OSError:
             time.sleep(0.02)
-    proc.kill()
+    node.kill()
     raise SystemExit("the node did not start")
 
 
@@ -74,17 +70,16 @@ def churn(port: int, data: str, cycles: int, chunk: int = 10_000) -> None:
                   f"data dir {dir_size(data) / MIB:6.1f} MiB", flush=True)
 
 
-def restart_time(port: int, data: str, proc: subprocess.Popen, jobs: int) -> subprocess.Popen:
+def restart_time(node: ServeProcess, jobs: int) -> None:
+    port, data = node.spec.client_port, str(node.spec.data_dir)
     for start_at in range(0, jobs, 10_000):
         pipeline(("127.0.0.1", port), put_commands(min(10_000, jobs - start_at)))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    node.kill()
     began = time.monotonic()
-    proc = start(data, port)
+    start(node)
     count = ready_jobs(port)
     print(f"kill -9 with {jobs:,} jobs: serving again after {time.monotonic() - began:.2f} s, "
           f"{count:,} jobs ready; data dir {dir_size(data) / MIB:.1f} MiB")
-    return proc
 
 
 def main() -> None:
@@ -92,19 +87,16 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=1_000_000)
     parser.add_argument("--restart-jobs", type=int, default=100_000)
     args = parser.parse_args()
-    data = tempfile.mkdtemp(prefix="beanraft-scale-")
-    port = free_port()
-    proc = start(data, port)
+    workdir = Path(tempfile.mkdtemp(prefix="beanraft-scale-"))
+    spec = NodeSpec("node1", HOST, free_ports(1)[0], None, None, workdir / "data")
+    node = ServeProcess(spec, [], log_path=workdir / "node1.log")  # the log is not in the measured -b
     try:
-        churn(port, data, args.cycles)
-        proc = restart_time(port, data, proc, args.restart_jobs)
+        start(node)
+        churn(spec.client_port, str(spec.data_dir), args.cycles)
+        restart_time(node, args.restart_jobs)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(data, ignore_errors=True)
+        node.terminate(grace_s=10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
