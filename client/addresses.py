@@ -4,10 +4,12 @@ environment variable ``BEANRAFT_ADDRESSES`` (comma-separated ``host:port``)."""
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Iterable, Union
 
 Address = tuple[str, int]
 AddressLike = Union[Address, str, Iterable[Union[Address, str]], None]
+TlsLike = Union[ssl.SSLContext, bool, None]
 
 ENV_VAR = "BEANRAFT_ADDRESSES"
 DEFAULT_PORT = 11300
@@ -52,3 +54,15 @@ def describe(address: Address | None) -> str:
         return "-"
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def tls_context(tls: TlsLike) -> ssl.SSLContext | None:
+    """The context to connect with: ``True`` is the system's default (it verifies the node's
+    certificate and name against the system CAs); None or False is plaintext."""
+    if tls is True:
+        return ssl.create_default_context()
+    if tls is None or tls is False:
+        return None
+    if not isinstance(tls, ssl.SSLContext):
+        raise TypeError(f"tls must be an ssl.SSLContext, True or None, not {type(tls).__name__}")
+    return tls

@@ -15,7 +15,7 @@ import asyncio
 import random
 from typing import Any, Iterable, Union
 
-from .addresses import AddressLike, parse_addresses
+from .addresses import AddressLike, TlsLike, parse_addresses, tls_context
 from .api import Api
 from .blocking import DEFAULT_FAILOVER_TIMEOUT_S, DEFAULT_TIMEOUT_S, MAX_ABANDONED, reason_of
 from .core import DOWN, READY, Core
@@ -53,9 +53,11 @@ class AsyncClient(Api):
                  use: str = DEFAULT_TUBE, watch: Union[str, Iterable[str]] = DEFAULT_TUBE, *,
                  timeout: float = DEFAULT_TIMEOUT_S,
                  failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT_S,
-                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, seed: int | None = None) -> None:
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, seed: int | None = None,
+                 tls: TlsLike = None) -> None:
         self.encoding = encoding
         self.timeout = timeout
+        self._tls = tls_context(tls)
         self._use, self._watch = use, watch
         self._core = Core(parse_addresses(address), timeout_s=timeout,
                           failover_timeout_s=failover_timeout, rng=random.Random(seed))
@@ -215,7 +217,9 @@ class AsyncClient(Api):
             budget = max(0.05, min(self.timeout, core.remaining_budget(loop.time())))
             try:
                 _, proto = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Protocol(self), *address), budget)
+                    loop.create_connection(lambda: _Protocol(self), *address, ssl=self._tls,
+                                           server_hostname=address[0] if self._tls else None),
+                    budget)
             except (OSError, asyncio.TimeoutError) as error:
                 core.attempt_failed(address, "connect timed out"
                                     if isinstance(error, asyncio.TimeoutError) else reason_of(error))

@@ -9,10 +9,11 @@ from __future__ import annotations
 import random
 import select
 import socket
+import ssl
 import time
 from typing import Any, Iterable, Union
 
-from .addresses import AddressLike, parse_addresses
+from .addresses import AddressLike, TlsLike, parse_addresses, tls_context
 from .api import Api
 from .core import DOWN, READY, Core
 from .errors import Error
@@ -49,15 +50,18 @@ class Client(Api):
     :param timeout: seconds a node may take to accept a connection or to answer before the
         client counts it as failed and moves on (a blocked reserve may take its own time).
     :param failover_timeout: seconds to keep trying nodes before ``UnavailableError``.
+    :param tls: an ``ssl.SSLContext`` to connect with TLS, or True for the system's default
+        context; the node's certificate is checked against the host of its address.
     """
 
     def __init__(self, address: AddressLike = None, encoding: str | None = "utf-8",
                  use: str = DEFAULT_TUBE, watch: Union[str, Iterable[str]] = DEFAULT_TUBE, *,
                  timeout: float = DEFAULT_TIMEOUT_S,
                  failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT_S,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, tls: TlsLike = None) -> None:
         self.encoding = encoding
         self.timeout = timeout
+        self._tls = tls_context(tls)
         self._core = Core(parse_addresses(address), timeout_s=timeout,
                           failover_timeout_s=failover_timeout, rng=random.Random(seed))
         self._sock: socket.socket | None = None
@@ -134,7 +138,7 @@ class Client(Api):
                     raise socket.timeout  # (a zero timeout would make the socket non-blocking)
                 self._set_timeout(wait_s)
                 chunk = self._sock.recv(RECV_BYTES)
-            except socket.timeout:
+            except (socket.timeout, ssl.SSLWantReadError):  # the latter: TLS with a 0 s timeout
                 core.tick(self._now())
             except OSError as error:
                 core.connection_lost(reason_of(error), self._now())
@@ -157,7 +161,7 @@ class Client(Api):
         try:
             self._set_timeout(0.0)
             chunk = self._sock.recv(RECV_BYTES)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError):  # e.g. only TLS session tickets came
             return
         except OSError as error:
             self._core.connection_lost(reason_of(error), self._now())
@@ -196,6 +200,8 @@ class Client(Api):
         try:
             sock = socket.create_connection(address, timeout=max(0.05, min(self.timeout, budget)))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._handshake(sock, address[0])
         except OSError as error:
             core.attempt_failed(address, reason_of(error))
             return True
@@ -204,6 +210,14 @@ class Client(Api):
         self._poller.register(sock, select.POLLIN)
         core.connected(address, self._now())
         return True
+
+    def _handshake(self, sock: socket.socket, host: str) -> ssl.SSLSocket:
+        """TLS over ``sock`` (within its connect timeout); closes it if the handshake fails."""
+        try:
+            return self._tls.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
 
     def _set_timeout(self, seconds: float | None) -> None:
         # A deadline that moved by less than a millisecond is not worth a system call.

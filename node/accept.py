@@ -13,6 +13,10 @@ to ``BACKOFF_MAX_S`` while failures go on. One WARNING line marks the start of a
 INFO line its end: a burst ends once ``QUIET_S`` pass without a failure (while descriptors are
 scarce, a single accept often succeeds between failures). Nothing but ``close`` closes the
 listening socket.
+
+With ``tls`` (a ``tls.ServerTls``: the context of the moment and the handshake timeout), asyncio
+shakes hands before the protocol sees the connection; a handshake that fails or times out
+closes the socket and is logged as one INFO line.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import os
 import socket
 import time
 from typing import Callable
+
+from .tls import ServerTls, describe
 
 log = logging.getLogger("beanraft.accept")
 
@@ -39,8 +45,10 @@ class Listener:
     """One bound, listening socket, served on ``loop`` with ``protocol_factory``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
-                 protocol_factory: Callable[[], asyncio.Protocol], name: str):
+                 protocol_factory: Callable[[], asyncio.Protocol], name: str,
+                 tls: ServerTls | None = None):
         self.loop = loop
+        self._tls = tls
         self.sock = sock
         self.name = name
         self._factory = protocol_factory
@@ -69,7 +77,7 @@ class Listener:
     def _on_readable(self) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
-                conn, _addr = self.sock.accept()
+                conn, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
@@ -78,19 +86,32 @@ class Listener:
                 self._pause(exc)
                 return
             self._recovered()
-            self._hand_over(conn)
+            self._hand_over(conn, addr)
 
-    def _hand_over(self, conn: socket.socket) -> None:
+    def _hand_over(self, conn: socket.socket, addr) -> None:
         conn.setblocking(False)
-        task = self.loop.create_task(self.loop.connect_accepted_socket(self._factory, conn))
+        if self._tls is None:
+            setup = self.loop.connect_accepted_socket(self._factory, conn)
+        else:
+            setup = self.loop.connect_accepted_socket(
+                self._factory, conn, ssl=self._tls.current,
+                ssl_handshake_timeout=self._tls.handshake_timeout_s)
+        task = self.loop.create_task(setup)
         self._pending.add(task)
-        task.add_done_callback(lambda t, c=conn: self._handed_over(t, c))
+        task.add_done_callback(lambda t, c=conn, a=addr: self._handed_over(t, c, a))
 
-    def _handed_over(self, task: asyncio.Task, conn: socket.socket) -> None:
+    def _handed_over(self, task: asyncio.Task, conn: socket.socket, addr) -> None:
         self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("%s: connection dropped while set up: %s", self.name, task.exception())
-            conn.close()
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if self._tls is not None and isinstance(exc, OSError):
+            peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else "a unix socket peer"
+            log.info("%s: TLS handshake with %s failed, connection closed: %s", self.name, peer,
+                     describe(exc))
+        else:
+            log.debug("%s: connection dropped while set up: %s", self.name, exc)
+        conn.close()
 
     def _pause(self, exc: OSError) -> None:
         self._last_failure = time.monotonic()
@@ -129,7 +150,8 @@ class Listener:
         self._failed = 0
 
 
-def listen_tcp(loop, host: str | None, port: int, protocol_factory, name: str) -> list[Listener]:
+def listen_tcp(loop, host: str | None, port: int, protocol_factory, name: str,
+               tls=None) -> list[Listener]:
     """Bind HOST:PORT (every address HOST resolves to; all interfaces if HOST is empty) and serve
     it. Raises OSError, naming the address, if one cannot be bound."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
@@ -152,10 +174,10 @@ def listen_tcp(loop, host: str | None, port: int, protocol_factory, name: str) -
         for sock in socks:
             sock.close()
         raise
-    return [Listener(loop, sock, protocol_factory, name) for sock in socks]
+    return [Listener(loop, sock, protocol_factory, name, tls) for sock in socks]
 
 
-def listen_unix(loop, path: str, protocol_factory, name: str) -> Listener:
+def listen_unix(loop, path: str, protocol_factory, name: str, tls=None) -> Listener:
     """Bind the UNIX socket PATH (an existing socket file is replaced) and serve it."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -166,4 +188,4 @@ def listen_unix(loop, path: str, protocol_factory, name: str) -> Listener:
     except BaseException:
         sock.close()
         raise
-    return Listener(loop, sock, protocol_factory, name)
+    return Listener(loop, sock, protocol_factory, name, tls)

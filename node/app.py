@@ -20,6 +20,7 @@ from beanraft import protocol as p
 from . import accept, translate
 from .config import NodeConfig
 from .connection import ClientConnection
+from .tls import ServerTls
 
 log = logging.getLogger("beanraft.node")
 
@@ -60,6 +61,8 @@ class Node:
         self._pulse_wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.http = None
+        self.tls = (ServerTls(config.tls_cert, config.tls_key, config.tls_client_ca,
+                              config.tls_handshake_timeout_s) if config.tls_cert else None)
 
     # -- start and stop --------------------------------------------------------------------
 
@@ -89,7 +92,8 @@ class Node:
         self._tasks.append(loop.create_task(self._pulse()))
         if cfg.clustered:
             self._tasks.append(loop.create_task(self._watch_peers()))
-        log.info("node %s serving clients on %s (epoch %d)", self.name, self._where(), self.epoch)
+        log.info("node %s serving clients on %s%s (epoch %d)", self.name, self._where(),
+                 " with TLS" if self.tls else "", self.epoch)
 
     async def _register(self) -> None:
         """NODE_START: a new epoch for our session ids; our previous incarnation's sessions end."""
@@ -127,10 +131,12 @@ class Node:
             if os.path.exists(path) and not _is_socket(path):
                 raise OSError(f"{path} exists and is not a socket")
             self.servers.append(accept.listen_unix(loop, path, lambda: ClientConnection(self),
-                                                   "client port"))
+                                                   "client port", self.tls))
         else:
             self.servers += accept.listen_tcp(loop, self.config.listen or None, self.config.port,
-                                              lambda: ClientConnection(self), "client port")
+                                              lambda: ClientConnection(self), "client port",
+                                              self.tls)
+
 
     def _where(self) -> str:
         if self.config.unix_path:
@@ -143,6 +149,8 @@ class Node:
         loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
         loop.add_signal_handler(signal.SIGINT, self._stopped.set)
         loop.add_signal_handler(signal.SIGUSR1, self.enter_drain_mode)
+        if self.tls is not None:
+            loop.add_signal_handler(signal.SIGHUP, self.tls.reload)
         await self._stopped.wait()
         await self.shutdown()
 

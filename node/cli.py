@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
 import sys
 
 import click
@@ -16,8 +15,8 @@ from beanraft.replication.seam import SeamError
 
 from beanraft.protocol import MAX_JOB_SIZE_LIMIT
 
-from . import ops
-from .config import MAX_DEDUP_CAP, MAX_DEDUP_WINDOW_S, ConfigError, NodeConfig
+from . import ops, tls
+from .config import MAX_DEDUP_CAP, MAX_DEDUP_WINDOW_S, ConfigError, NodeConfig, check_private
 
 VERSION = "0.1.0"
 log = logging.getLogger("beanraft")
@@ -90,9 +89,21 @@ def main() -> None:
 @click.option("--dedup-cap", type=click.IntRange(1, MAX_DEDUP_CAP), default=NodeConfig.dedup_cap,
               show_default=True, envvar="BEANRAFT_DEDUP_CAP", help="Most put-key keys remembered; "
               "past it the oldest are forgotten first (about 280 bytes of memory per key).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None, envvar="BEANRAFT_TLS_CERT",
+              help="PEM certificate chain: serve TLS on the client port and the HTTP port.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None, envvar="BEANRAFT_TLS_KEY",
+              help="PEM private key of --tls-cert (mode 0600). Both are re-read on SIGHUP.")
+@click.option("--tls-client-ca", type=click.Path(dir_okay=False), default=None,
+              envvar="BEANRAFT_TLS_CLIENT_CA", help="PEM CA bundle: require client certificates "
+              "issued by it (mutual TLS).")
+@click.option("--tls-handshake-timeout", type=click.FloatRange(0.1),
+              default=NodeConfig.tls_handshake_timeout_s, show_default=True,
+              envvar="BEANRAFT_TLS_HANDSHAKE_TIMEOUT", help="Seconds a client has to finish the "
+              "TLS handshake before its connection is closed.")
 def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user, compact,
           no_compact, verbose, show_version, raft, peers, http, cluster_secret_file, insecure,
-          commit_timeout, node_grace, snapshot_entries, snapshot_bytes, dedup_window, dedup_cap):
+          commit_timeout, node_grace, snapshot_entries, snapshot_bytes, dedup_window, dedup_cap,
+          tls_cert, tls_key, tls_client_ca, tls_handshake_timeout):
     """Run one BeanRaft node (flags as beanstalkd 1.12's, plus the cluster options)."""
     if show_version:
         click.echo(f"beanraft {VERSION}")
@@ -105,7 +116,9 @@ def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size,
         max_job_size=max_job_size, binlog_size=binlog_size, user=user, raft=raft, peers=peers,
         http=http, cluster_secret_file=cluster_secret_file, insecure=insecure,
         commit_timeout=commit_timeout, node_grace=node_grace, snapshot_entries=snapshot_entries,
-        snapshot_bytes=snapshot_bytes, dedup_window=dedup_window, dedup_cap=dedup_cap)
+        snapshot_bytes=snapshot_bytes, dedup_window=dedup_window, dedup_cap=dedup_cap,
+        tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
+        tls_handshake_timeout=tls_handshake_timeout)
     sys.exit(asyncio.run(_serve(config)))
 
 
@@ -113,7 +126,8 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
                  raft, peers, http, cluster_secret_file, insecure, commit_timeout, node_grace,
                  snapshot_entries=NodeConfig.snapshot_entries, snapshot_bytes=NodeConfig.snapshot_bytes,
                  dedup_window=NodeConfig.dedup_window_s, dedup_cap=NodeConfig.dedup_cap,
-                 **_ignored) -> NodeConfig:
+                 tls_cert=None, tls_key=None, tls_client_ca=None,
+                 tls_handshake_timeout=NodeConfig.tls_handshake_timeout_s, **_ignored) -> NodeConfig:
     """A validated NodeConfig from ``serve``'s parameters (raises click.UsageError)."""
     if max_job_size > MAX_JOB_SIZE_LIMIT:
         log.warning("maximum job size was set to %d", MAX_JOB_SIZE_LIMIT)
@@ -131,11 +145,13 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
         secret=_read_secret(cluster_secret_file), insecure=insecure,
         commit_timeout_s=commit_timeout, node_grace_s=node_grace,
         snapshot_entries=snapshot_entries, snapshot_bytes=snapshot_bytes,
-        dedup_window_s=dedup_window, dedup_cap=dedup_cap)
+        dedup_window_s=dedup_window, dedup_cap=dedup_cap, tls_cert=tls_cert, tls_key=tls_key,
+        tls_client_ca=tls_client_ca, tls_handshake_timeout_s=tls_handshake_timeout)
     try:
         config.validate()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    _check_tls(config)
     return config
 
 
@@ -180,12 +196,21 @@ def _read_secret(path: str | None) -> str | None:
 
 
 def _check_private(path: str, mode: int) -> None:
-    """Refuse a secret file that group or others may access, as ssh refuses such a key."""
-    if mode & 0o077:
-        raise click.UsageError(
-            f"--cluster-secret-file {path} is accessible by group or others (mode "
-            f"{stat.S_IMODE(mode):04o}): whoever can read it can join the cluster. "
-            f"Fix: chmod 600 {path}")
+    try:
+        check_private("--cluster-secret-file", path, mode)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _check_tls(config: NodeConfig) -> None:
+    """Load the TLS files once now, so a bad one stops ``serve`` with a usage error."""
+    if config.tls_cert:
+        try:
+            tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        except OSError as exc:
+            raise click.UsageError(f"cannot load the TLS files: {tls.describe(exc)}") from None
 
 
 def _become(user: str, data_dir: str | None) -> None:

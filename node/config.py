@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 
 from beanraft.replication.journal import SyncPolicy
@@ -42,6 +43,10 @@ class NodeConfig:
     snapshot_bytes: int = COMPACT_BYTES
     dedup_window_s: int = 600
     dedup_cap: int = 100_000
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    tls_handshake_timeout_s: float = 10.0
 
     @property
     def unix_path(self) -> str | None:
@@ -75,8 +80,20 @@ class NodeConfig:
             raise ConfigError(f"--dedup-window must be 1..{MAX_DEDUP_WINDOW_S} seconds")
         if not 0 < self.dedup_cap <= MAX_DEDUP_CAP:
             raise ConfigError(f"--dedup-cap must be 1..{MAX_DEDUP_CAP} keys")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
         if self.commit_timeout_s <= self.timing.election_max_s:
             raise ConfigError("the commit timeout must be longer than an election")
+
+
+def check_private(flag: str, path: str, mode: int) -> None:
+    """Refuse a secret or key file that group or others may access, as ssh refuses such a key."""
+    if mode & 0o077:
+        raise ConfigError(
+            f"{flag} {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}): "
+            f"whoever can read it can impersonate this cluster. Fix: chmod 600 {path}")
 
 
 def _check_address(address: str) -> None:

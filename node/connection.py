@@ -102,7 +102,9 @@ class ClientConnection(asyncio.Protocol):
         self.eof = True
         self.wakeup.set()
         self.mail.set()
-        return True  # keep the write side open: a half-closed waiter still gets TIMED_OUT
+        # Keep the write side open: a half-closed waiter still gets TIMED_OUT. asyncio's TLS
+        # transport cannot half-close (it warns and closes), so over TLS the connection ends.
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc) -> None:
         self.eof = True

@@ -95,6 +95,7 @@ class HttpEndpoint:
     def __init__(self, node, address: str):
         self.address = address
         self._app = _routes(node)
+        self._tls = node.tls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
@@ -124,7 +125,7 @@ class HttpEndpoint:
             host, _, port = self.address.rpartition(":")
             # Not aiohttp's TCPSite: asyncio's accept loop floods the log when descriptors run out.
             listeners = accept.listen_tcp(asyncio.get_running_loop(), host, int(port),
-                                          runner.server, "HTTP port")
+                                          runner.server, "HTTP port", self._tls)
         except BaseException as exc:  # reported to the starting thread
             self._error = exc
             self._started.set()
@@ -149,5 +150,5 @@ async def start_http(node, address: str) -> HttpEndpoint:
     """Serve the endpoint on HOST:PORT; return it (``await endpoint.cleanup()`` stops it)."""
     endpoint = HttpEndpoint(node, address)
     await asyncio.get_running_loop().run_in_executor(None, endpoint.start)
-    log.info("HTTP endpoint on http://%s/status", address)
+    log.info("HTTP endpoint on %s://%s/status", "https" if node.tls else "http", address)
     return endpoint
