@@ -16,9 +16,11 @@ it (``pysyncobj.syncobj.createJournal`` is patched through ``seam.py``) and keep
   (``vote_file.py``): a full disk cannot stop a node from voting.
 * Dropping the prefix that a snapshot replaces first fsyncs the directory (so the snapshot's
   rename is durable), then copies the remaining records to a new file, fsyncs it and renames it.
-  When more than ``REWRITE_KEEP_BYTES`` remain (a big job just applied), the file keeps the
-  prefix until a later compaction: only memory drops it, and loading drops it again. While the
-  volume is tight the prefix is dropped anyway (``drop_stale_prefix``): its space is needed.
+  When more than ``REWRITE_KEEP_BYTES`` remain (a big job just applied) and the prefix on disk
+  is smaller than what remains, the file keeps the prefix until a later compaction: only memory
+  drops it, and loading drops it again. The file thus holds at most twice the bytes it must.
+  While the volume is tight the prefix is dropped anyway (``drop_stale_prefix``): its space is
+  needed.
 * On load, entries older than the snapshot on disk are dropped, so the first two entries always
   match the snapshot's anchor and pysyncobj never discards the journal.
 * Disk space is reserved ahead (``posix_fallocate``), as beanstalkd reserves binlog space, and
@@ -215,10 +217,13 @@ class DurableJournal(Journal):
         keep = self._entries[entryTo:]
         kept_bytes = sum(len(c) for c, _i, _t in keep)
         if self._fd >= 0:
-            if kept_bytes > REWRITE_KEEP_BYTES:
+            on_disk_before = (self._offsets[entryTo] if entryTo < len(self._offsets)
+                              else self._end) - len(MAGIC)
+            if kept_bytes > REWRITE_KEEP_BYTES and on_disk_before < kept_bytes:
                 # Copying a big entry that must stay (the snapshot's anchor is often the job
-                # just applied) would stall the Raft thread; the file keeps its prefix until a
-                # later compaction, and loading drops it (``_trim_to_snapshot``).
+                # just applied) would stall the Raft thread for little gain; the file keeps its
+                # prefix until that prefix outweighs what stays (so the file is never more than
+                # twice what it holds), and loading drops it (``_trim_to_snapshot``).
                 self._offsets = self._offsets[entryTo:]
             elif not self._rewrite(entryTo):
                 # The snapshot is safe on disk; keeping the longer journal is merely untidy, and

@@ -96,7 +96,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._stopping = False
         self._tmpdir = None
         self._lock_fd = -1
-        self._compaction_asked = False
+        self._compaction_asked_at: int | None = None  # journal bytes when we last asked
         self._status = RaftStatus.empty(config.self_addr)
         self._status_at = 0.0
         self.settled_commit_index = 0  # the commit index as of the status before the latest
@@ -263,18 +263,21 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                 log.info("leader is now %s (term %d)", leader or "unknown", self._status.term)
                 self._post(("notify", None))
         journal = self._journal
-        # Ask once per crossing of the threshold: the journal only shrinks a tick after the
-        # snapshot is written, and asking again meanwhile would write a second one at once.
-        # A snapshot is written in this thread and stalls heartbeats while it is written; a
-        # leader of a cluster therefore waits for a larger journal than its followers do, so
-        # the nodes rarely stall at the same moment and the leader seldom stalls at all.
+        # Ask when the journal crosses the threshold, and again each time it grows by another
+        # threshold: it only shrinks once the snapshot is written, and what a snapshot cannot
+        # drop (its anchor, often the big job just applied) may alone exceed the threshold.
+        # A leader of a cluster waits for a larger journal than its followers do, so the nodes
+        # rarely snapshot (fork, and share the CPUs with the writer) at the same moment.
         limit = self.config.compact_bytes
         if self.config.peers and self._status.role == "leader":
             limit *= 4
-        over = journal.size_bytes > limit
-        if over and not self._compaction_asked and self._status.role != "candidate":
+        size = journal.size_bytes
+        if size <= limit:
+            self._compaction_asked_at = None
+        elif self._status.role != "candidate" and (
+                self._compaction_asked_at is None or size - self._compaction_asked_at > limit):
             self._sync.forceLogCompaction()
-        self._compaction_asked = over
+            self._compaction_asked_at = size
         if self._disk.check(self.machine, journal.size_bytes) and self._status.role != "candidate":
             log.info("data volume tight: writing a snapshot to reclaim journal space")
             self._sync.forceLogCompaction()

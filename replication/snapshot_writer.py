@@ -35,7 +35,7 @@ from .snapshot_file import SnapshotAnchor, fsync_dir, write_snapshot
 log = logging.getLogger("beanraft.snapshot")
 
 _PR_SET_PDEATHSIG = 1
-CHILD_NICE = 10  # added to the writer's nice value
+CHILD_NICE = 5  # added to the writer's nice value: it yields to the Raft threads, yet progresses
 
 
 class SnapshotWriter:

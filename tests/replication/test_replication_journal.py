@@ -95,6 +95,27 @@ def test_dropping_a_prefix_rewrites_the_file(tmp_path):
     assert [again[i] for i in range(len(again))] == entries(3, start=8)
 
 
+def test_a_big_kept_entry_stays_in_place_until_the_dropped_prefix_outweighs_it(tmp_path):
+    from beanraft.replication.journal import REWRITE_KEEP_BYTES
+
+    path = tmp_path / "j"
+    big = (b"\x01" + os.urandom(REWRITE_KEEP_BYTES)), 5, 1
+    journal = fill(path, entries(4) + [big])
+    journal.deleteEntriesTo(4)  # keeps only the big entry, the prefix is small: not copied
+    assert [journal[i] for i in range(len(journal))] == [big]
+    assert data_end(path) > len(MAGIC) + len(big[0]) + 4 * 10  # the prefix is still on disk
+    for index in range(6, 8):
+        journal.add(b"\x01" + os.urandom(REWRITE_KEEP_BYTES), index, 1)
+    journal.sync()
+    journal.deleteEntriesTo(2)  # drops two big entries, keeps one: now the file is rewritten
+    assert [journal[i][1] for i in range(len(journal))] == [7]
+    assert data_end(path) < len(MAGIC) + 2 * REWRITE_KEEP_BYTES
+    journal.add(b"after", 8, 1)
+    journal._destroy()
+    again = DurableJournal(str(path))
+    assert [again[i][1] for i in range(len(again))] == [7, 8]
+
+
 def test_a_failed_rewrite_keeps_every_entry(tmp_path, monkeypatch):
     path = tmp_path / "j"
     journal = fill(path, entries(10))
