@@ -5,13 +5,23 @@ after the commands, e.g. ``Put``, ``ReserveWithTimeout``) or ``Rejected`` answer
 ``next_request()`` until it returns ``NEED_DATA``, and turn replies (``Inserted``,
 ``DeadlineSoon``, ...) into bytes with ``send()``. No sockets, no clock, standard library only.
 BeanRaft's three extensions (``PutKey``, ``SessionId``, ``SessionResume``; replies ``Session``,
-``Resumed``) are documented in docs/reference/extensions.md.
+``Resumed``) and its four admin commands (``PurgeTube``, ``ListJobs``, ``MoveJob``,
+``MoveBuried``; replies ``Purged``, ``Moved``) are documented in docs/reference/extensions.md.
 """
 
 from .connection import DEFAULT_MAX_JOB_SIZE, LINE_BUF_SIZE, MAX_JOB_SIZE_LIMIT, NEED_DATA, ServerConnection
-from .fields import KEY_CHARS, MAX_KEY_LEN, MAX_SESSION_ID_LEN, is_valid_session_id
+from .fields import (
+    KEY_CHARS,
+    LIST_STATES,
+    MAX_KEY_LEN,
+    MAX_LIST_LIMIT,
+    MAX_SESSION_ID_LEN,
+    PURGE_STATES,
+    is_valid_session_id,
+)
 from .replies import (
     REPLY_TYPES,
+    LIST_JOBS_KEYS,
     STATS_JOB_KEYS,
     STATS_KEYS,
     STATS_TUBE_KEYS,
@@ -34,6 +44,8 @@ from .replies import (
     Released,
     Reply,
     Reserved,
+    Moved,
+    Purged,
     Resumed,
     Session,
     TimedOut,
@@ -43,6 +55,7 @@ from .replies import (
     Watching,
     encode,
     yaml_list,
+    yaml_records,
     yaml_mapping,
 )
 from .requests import (
@@ -71,6 +84,10 @@ from .requests import (
     ReserveWithTimeout,
     SessionId,
     SessionResume,
+    PurgeTube,
+    ListJobs,
+    MoveJob,
+    MoveBuried,
     Stats,
     StatsJob,
     StatsTube,
@@ -100,6 +117,10 @@ __all__ = [
     "InternalError", "Draining",
     # replies of the extensions
     "Session", "Resumed",
+    # the admin extensions' requests and replies
+    "PurgeTube", "ListJobs", "MoveJob", "MoveBuried", "Purged", "Moved",
+    "PURGE_STATES", "LIST_STATES", "MAX_LIST_LIMIT",
     # YAML
-    "yaml_mapping", "yaml_list", "STATS_JOB_KEYS", "STATS_TUBE_KEYS", "STATS_KEYS",
+    "yaml_mapping", "yaml_list", "yaml_records", "LIST_JOBS_KEYS", "STATS_JOB_KEYS",
+    "STATS_TUBE_KEYS", "STATS_KEYS",
 ]

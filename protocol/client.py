@@ -36,11 +36,13 @@ from .replies import (
     InternalError,
     JobTooBig,
     Kicked,
+    Moved,
     NotFound,
     NotIgnored,
     Ok,
     OutOfMemory,
     Paused,
+    Purged,
     Released,
     Reserved,
     Resumed,
@@ -152,6 +154,8 @@ def _resumed(numbers: list[int], body: bytes) -> Resumed:
 # The extensions' replies (docs/reference/extensions.md).
 LINE_REPLIES[b"SESSION"] = _session
 BODY_REPLIES[b"RESUMED"] = (0, _resumed)
+LINE_REPLIES[b"PURGED"] = _one_number(Purged)
+LINE_REPLIES[b"MOVED"] = _one_number(Moved)
 
 
 # The commands a worker and a producer send most, written without encode_request's generic

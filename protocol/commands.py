@@ -24,6 +24,9 @@ from typing import Callable, Union
 from .fields import (
     U32_MAX,
     U64_MAX,
+    LIST_STATES,
+    MAX_LIST_LIMIT,
+    PURGE_STATES,
     FormatError,
     is_valid_tube_name,
     name_run_end,
@@ -33,7 +36,10 @@ from .fields import (
     read_number_strict,
     read_put_key,
     read_session_id,
+    read_state,
     read_tube_name,
+    read_word_number,
+    split_words,
 )
 from .replies import BadFormat, UnknownCommand
 from .requests import (
@@ -42,14 +48,18 @@ from .requests import (
     Ignore,
     Kick,
     KickJob,
+    ListJobs,
     ListTubes,
     ListTubesWatched,
     ListTubeUsed,
+    MoveBuried,
+    MoveJob,
     PauseTube,
     Peek,
     PeekBuried,
     PeekDelayed,
     PeekReady,
+    PurgeTube,
     Quit,
     Rejected,
     Release,
@@ -127,6 +137,28 @@ def _pause_tube(rest: bytes) -> PauseTube | Rejected:
     return PauseTube(name.decode("ascii"), delay_s)
 
 
+def _purge_tube(rest: bytes) -> PurgeTube:
+    tube, state = split_words(rest, 2)
+    return PurgeTube(read_tube_name(tube), read_state(state, PURGE_STATES))
+
+
+def _list_jobs(rest: bytes) -> ListJobs:
+    tube, state, offset, limit = split_words(rest, 4)
+    return ListJobs(read_tube_name(tube), read_state(state, LIST_STATES),
+                    read_word_number(offset, 0, U32_MAX),
+                    read_word_number(limit, 1, MAX_LIST_LIMIT))
+
+
+def _move_job(rest: bytes) -> MoveJob:
+    job_id, tube = split_words(rest, 2)
+    return MoveJob(read_word_number(job_id, 0, U64_MAX), read_tube_name(tube))
+
+
+def _move_buried(rest: bytes) -> MoveBuried:
+    source, target = split_words(rest, 2)
+    return MoveBuried(read_tube_name(source), read_tube_name(target))
+
+
 def _job_id(request_type: type) -> Handler:
     """Handler for ``<command> <id>`` where the id must end the line."""
     return lambda rest: request_type(read_number_strict(rest, 0, U64_MAX))
@@ -182,6 +214,11 @@ COMMANDS: tuple[tuple[bytes, Handler], ...] = (
     (b"put-key ", _put_key),
     (b"session-id", _exact(SessionId)),
     (b"session-resume ", lambda rest: SessionResume(read_session_id(rest))),
+    # The admin extensions: strict single-space arguments (fields.split_words).
+    (b"purge-tube ", _purge_tube),
+    (b"list-jobs ", _list_jobs),
+    (b"move-job ", _move_job),
+    (b"move-buried ", _move_buried),
 )
 
 

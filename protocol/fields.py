@@ -37,6 +37,13 @@ MAX_KEY_LEN = 64
 MAX_SESSION_ID_LEN = 64
 _PRINTABLE = frozenset(range(0x21, 0x7F))
 
+#: The states the admin extensions name (docs/reference/extensions.md): purge-tube takes the
+#: first list, list-jobs the second (reserved jobs can be listed, never purged or moved).
+PURGE_STATES = ("ready", "delayed", "buried", "all")
+LIST_STATES = ("ready", "delayed", "buried", "reserved", "all")
+#: The most jobs one list-jobs page may ask for: bounds its reply to about 80 kB.
+MAX_LIST_LIMIT = 1000
+
 _DIGITS = frozenset(b"0123456789")
 # The characters C's isspace() accepts in the "C" locale; strtol/strtoul skip all of them.
 _C_SPACE = frozenset(b" \t\n\v\f\r")
@@ -177,3 +184,32 @@ def read_session_id(value: bytes) -> str:
     if not is_valid_session_id(value):
         raise FormatError("invalid session id")
     return value.decode("ascii")
+
+
+def split_words(rest: bytes, count: int) -> list[bytes]:
+    """The ``count`` words of an admin extension's arguments, separated by single spaces.
+
+    The admin commands are new, so they are strict: no leading, trailing or doubled space.
+    """
+    words = rest.split(b" ")
+    if len(words) != count or not all(words):
+        raise FormatError(f"expected {count} arguments")
+    return words
+
+
+def read_word_number(word: bytes, minimum: int, maximum: int) -> int:
+    """A whole word of decimal digits within ``minimum``..``maximum``."""
+    if not word or not all(byte in _DIGITS for byte in word) or len(word) > 20:
+        raise FormatError("expected a number")
+    value = int(word)
+    if not minimum <= value <= maximum:
+        raise FormatError("number out of range")
+    return value
+
+
+def read_state(word: bytes, states: tuple[str, ...]) -> str:
+    """A whole word that must be one of ``states``."""
+    text = word.decode("ascii", "replace")
+    if text not in states:
+        raise FormatError("unknown job state")
+    return text

@@ -132,6 +132,26 @@ class Resumed:
         return _line("RESUMED", len(data)) + data + _CRLF
 
 
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """``PURGED <count>`` (admin extension): how many jobs purge-tube deleted."""
+
+    count: int
+
+    def to_bytes(self) -> bytes:
+        return _line("PURGED", self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """``MOVED <count>`` (admin extension): how many jobs move-job or move-buried moved."""
+
+    count: int
+
+    def to_bytes(self) -> bytes:
+        return _line("MOVED", self.count)
+
+
 class _WordReply:
     """A reply that is one constant word; subclasses set ``word`` to its exact bytes."""
 
@@ -251,6 +271,7 @@ Reply = Union[
     Inserted, Buried, Using, Reserved, Found, Watching, Kicked, Ok, DeadlineSoon, TimedOut,
     Deleted, NotFound, Released, Touched, NotIgnored, Paused, BadFormat, UnknownCommand,
     ExpectedCrlf, JobTooBig, OutOfMemory, InternalError, Draining, Session, Resumed,
+    Purged, Moved,
 ]
 
 #: Every reply class.
@@ -284,6 +305,19 @@ def yaml_list(names: Iterable[str]) -> bytes:
     """``---\\n`` then ``- name\\n`` per name: the body of list-tubes and list-tubes-watched."""
     return ("---\n" + "".join(f"- {name}\n" for name in names)).encode("utf-8")
 
+
+def yaml_records(records: Iterable[Iterable[tuple[str, int | str]]]) -> bytes:
+    """``---\n`` then a YAML list of flat mappings, one per record: the body of ``list-jobs``
+    (admin extension), e.g. ``- id: 5\n  pri: 0\n``. An empty list is ``---\n``."""
+    lines = ["---\n"]
+    for record in records:
+        for index, (key, value) in enumerate(record):
+            lines.append(f"{'- ' if index == 0 else '  '}{key}: {_yaml_scalar(value)}\n")
+    return "".join(lines).encode("utf-8")
+
+
+#: The fields of each job in a ``list-jobs`` page, in order (admin extension).
+LIST_JOBS_KEYS: tuple[str, ...] = ("id", "state", "pri", "age", "size")
 
 #: ``stats-job`` keys in 1.12's order (§6.1).
 STATS_JOB_KEYS: tuple[str, ...] = (

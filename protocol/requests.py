@@ -1,5 +1,6 @@
 """The requests a client can send: one frozen dataclass per beanstalkd 1.12 command, plus the
-three extensions of BeanRaft (``put-key``, ``session-id``, ``session-resume``; see
+three extensions of BeanRaft (``put-key``, ``session-id``, ``session-resume``) and its four admin
+commands (``purge-tube``, ``list-jobs``, ``move-job``, ``move-buried``; see
 docs/reference/extensions.md), which beanstalkd 1.12 answers with UNKNOWN_COMMAND.
 
 Each class carries its wire command name in the class attribute ``name`` (``"put"``,
@@ -241,6 +242,47 @@ class SessionResume:
 
 
 @dataclass(frozen=True, slots=True)
+class PurgeTube:
+    """``purge-tube <tube> <state>`` (admin extension): delete every job of ``tube`` in
+    ``state`` (ready, delayed, buried or all; never reserved jobs) as one committed command."""
+
+    name: ClassVar[str] = "purge-tube"
+    tube: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListJobs:
+    """``list-jobs <tube> <state> <offset> <limit>`` (admin extension): one page of the jobs
+    of ``tube`` in ``state`` (ready, delayed, buried, reserved or all), in id order."""
+
+    name: ClassVar[str] = "list-jobs"
+    tube: str
+    state: str
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoveJob:
+    """``move-job <id> <tube>`` (admin extension): move an unreserved job to ``tube``."""
+
+    name: ClassVar[str] = "move-job"
+    job_id: int
+    tube: str
+
+
+@dataclass(frozen=True, slots=True)
+class MoveBuried:
+    """``move-buried <from> <to>`` (admin extension): move every buried job of ``source`` to
+    the tail of ``target``'s buried list, oldest burial first."""
+
+    name: ClassVar[str] = "move-buried"
+    source: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
 class Quit:
     """``quit`` (any line starting with it): close the connection without a reply."""
 
@@ -251,9 +293,10 @@ Request = Union[
     Put, Use, Reserve, ReserveWithTimeout, ReserveJob, Delete, Release, Bury, Touch, Watch,
     Ignore, Peek, PeekReady, PeekDelayed, PeekBuried, Kick, KickJob, StatsJob, StatsTube, Stats,
     ListTubes, ListTubeUsed, ListTubesWatched, PauseTube, Quit, PutKey, SessionId, SessionResume,
+    PurgeTube, ListJobs, MoveJob, MoveBuried,
 ]
 
-#: Every request class (25 of beanstalkd 1.12, then the three extensions).
+#: Every request class (25 of beanstalkd 1.12, then the three extensions and the four admin ones).
 REQUEST_TYPES: tuple[type, ...] = Request.__args__
 
 
@@ -285,6 +328,15 @@ def encode_request(request: Request) -> bytes:
         return header.encode("ascii") + b"\r\n" + request.body + b"\r\n"
     if isinstance(request, SessionResume):
         return f"session-resume {request.session_id}\r\n".encode("ascii")
+    if isinstance(request, PurgeTube):
+        return f"purge-tube {request.tube} {request.state}\r\n".encode("ascii")
+    if isinstance(request, ListJobs):
+        line = f"list-jobs {request.tube} {request.state} {request.offset} {request.limit}\r\n"
+        return line.encode("ascii")
+    if isinstance(request, MoveJob):
+        return f"move-job {request.job_id} {request.tube}\r\n".encode("ascii")
+    if isinstance(request, MoveBuried):
+        return f"move-buried {request.source} {request.target}\r\n".encode("ascii")
     arguments = [
         getattr(request, field)
         for field in ("job_id", "tube", "pri", "delay_s", "timeout_s", "bound")

@@ -22,15 +22,19 @@ from beanraft.protocol import (
     JobTooBig,
     Kick,
     KickJob,
+    ListJobs,
     ListTubes,
     ListTubesWatched,
     ListTubeUsed,
+    MoveBuried,
+    MoveJob,
     PauseTube,
     Peek,
     PeekBuried,
     PeekDelayed,
     PeekReady,
     Put,
+    PurgeTube,
     PutKey,
     Quit,
     Rejected,
@@ -60,6 +64,12 @@ tubes = st.builds(
     lambda first, rest: first + rest,
     st.sampled_from(NAME_CHARS.replace("-", "")),
     st.text(NAME_CHARS, max_size=199),
+)
+# Two names or a name and four words must fit in the 224-byte line with the admin commands.
+short_tubes = st.builds(
+    lambda first, rest: first + rest,
+    st.sampled_from(NAME_CHARS.replace("-", "")),
+    st.text(NAME_CHARS, max_size=99),
 )
 bodies = st.binary(max_size=MAX_JOB_SIZE)
 
@@ -94,6 +104,13 @@ STRATEGIES = {
                       bodies),
     SessionId: st.just(SessionId()),
     SessionResume: st.builds(SessionResume, st.text("!~aZ09-_", min_size=1, max_size=64)),
+    # The admin extensions.
+    PurgeTube: st.builds(PurgeTube, tubes, st.sampled_from(["ready", "delayed", "buried", "all"])),
+    ListJobs: st.builds(ListJobs, short_tubes,
+                        st.sampled_from(["ready", "delayed", "buried", "reserved", "all"]),
+                        u32, st.integers(1, 1000)),
+    MoveJob: st.builds(MoveJob, u64, short_tubes),
+    MoveBuried: st.builds(MoveBuried, short_tubes, short_tubes),
 }
 requests = st.one_of(*STRATEGIES.values())
 

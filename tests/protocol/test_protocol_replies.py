@@ -32,6 +32,8 @@ from beanraft.protocol import (
     Paused,
     Released,
     Reserved,
+    Moved,
+    Purged,
     Resumed,
     Session,
     TimedOut,
@@ -77,6 +79,9 @@ REPLIES = [
     (Session("Zx-9_"), b"SESSION Zx-9_\r\n"),
     (Resumed((5, 7)), b"RESUMED 12\r\n---\n- 5\n- 7\n\r\n"),
     (Resumed(()), b"RESUMED 4\r\n---\n\r\n"),
+    (Purged(0), b"PURGED 0\r\n"),
+    (Purged(12345), b"PURGED 12345\r\n"),
+    (Moved(3), b"MOVED 3\r\n"),
 ]
 
 

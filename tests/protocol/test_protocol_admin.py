@@ -1,0 +1,96 @@
+"""Goal: the four admin commands (purge-tube, list-jobs, move-job, move-buried) parse strictly,
+are bounded (a list page holds at most MAX_LIST_LIMIT jobs, every line fits beanstalkd's
+224-byte line buffer) and encode back to the same bytes, as docs/reference/extensions.md says.
+
+Method: lines fed to a fresh ServerConnection through the shared ``feed`` fixture, compared with
+the documented requests or BAD_FORMAT; ``encode_request`` round-trips through the parser; the
+list-jobs YAML writer is checked byte for byte.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from beanraft.protocol import (
+    LINE_BUF_SIZE,
+    MAX_LIST_LIMIT,
+    BadFormat,
+    ListJobs,
+    MoveBuried,
+    MoveJob,
+    PurgeTube,
+    Rejected,
+    UnknownCommand,
+    encode_request,
+    yaml_records,
+)
+
+BAD = Rejected(BadFormat())
+
+
+@pytest.mark.parametrize("line, expected", [
+    (b"purge-tube default ready", PurgeTube("default", "ready")),
+    (b"purge-tube a-b(c) all", PurgeTube("a-b(c)", "all")),
+    (b"purge-tube t delayed", PurgeTube("t", "delayed")),
+    (b"purge-tube t buried", PurgeTube("t", "buried")),
+    (b"list-jobs t ready 0 1", ListJobs("t", "ready", 0, 1)),
+    (b"list-jobs t reserved 4294967295 1000", ListJobs("t", "reserved", 2**32 - 1, 1000)),
+    (b"list-jobs t all 10 50", ListJobs("t", "all", 10, 50)),
+    (b"move-job 18446744073709551615 x", MoveJob(2**64 - 1, "x")),
+    (b"move-buried from to", MoveBuried("from", "to")),
+])
+def test_well_formed_admin_lines_become_their_requests(feed, line, expected):
+    assert feed(line + b"\r\n") == [expected]
+    assert encode_request(expected) == line + b"\r\n"
+
+
+@pytest.mark.parametrize("line", [
+    b"purge-tube t reserved",       # reserved jobs are never purged
+    b"purge-tube t",
+    b"purge-tube t ready extra",
+    b"purge-tube  t ready",         # doubled space
+    b"purge-tube t ready ",         # trailing space
+    b"purge-tube -t ready",         # a tube name cannot start with '-'
+    b"purge-tube t READY",
+    b"list-jobs t ready 0 0",       # a page holds at least one job
+    b"list-jobs t ready 0 1001",    # and at most MAX_LIST_LIMIT
+    b"list-jobs t ready -1 10",
+    b"list-jobs t ready 4294967296 10",
+    b"list-jobs t ready 0",
+    b"list-jobs t nosuchstate 0 10",
+    b"move-job x t",
+    b"move-job 18446744073709551616 t",
+    b"move-job 1",
+    b"move-job 1 t u",
+    b"move-buried t",
+    b"move-buried t u v",
+    b"move-buried t -u",
+])
+def test_malformed_admin_lines_are_bad_format(feed, line):
+    assert feed(line + b"\r\n") == [BAD]
+
+
+@pytest.mark.parametrize("line", [b"purge-tube", b"list-jobs", b"move-job", b"move-buried",
+                                  b"purge-tubes t all", b"move t u"])
+def test_admin_names_without_their_space_are_unknown_commands(feed, line):
+    assert feed(line + b"\r\n") == [Rejected(UnknownCommand())]
+
+
+def test_the_list_limit_is_a_thousand_jobs():
+    assert MAX_LIST_LIMIT == 1000
+
+
+def test_an_admin_line_longer_than_the_line_buffer_is_refused(feed):
+    # Two 200-byte names do not fit in one 224-byte line: move-buried between them is refused.
+    line = b"move-buried " + b"a" * 110 + b" " + b"b" * 110
+    assert len(line) + 2 > LINE_BUF_SIZE
+    assert feed(line + b"\r\n") == [BAD]
+
+
+def test_list_jobs_yaml_is_a_list_of_flat_mappings():
+    records = [[("id", 5), ("state", "ready"), ("pri", 0), ("age", 2), ("size", 11)],
+               [("id", 9), ("state", "buried"), ("pri", 4294967295), ("age", 0), ("size", 0)]]
+    assert yaml_records(records) == (
+        b"---\n- id: 5\n  state: ready\n  pri: 0\n  age: 2\n  size: 11\n"
+        b"- id: 9\n  state: buried\n  pri: 4294967295\n  age: 0\n  size: 0\n")
+    assert yaml_records([]) == b"---\n"
