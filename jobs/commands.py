@@ -50,6 +50,10 @@ class Op(enum.IntEnum):
     SESSION_ID = 20
     RESUME = 21
     PUT_KEY = 22
+    # The admin extensions (admin.py).
+    PURGE_TUBE = 23
+    MOVE_JOB = 24
+    MOVE_BURIED = 25
 
 
 OPS = {int(op): op for op in Op}  # plain int -> Op, cheaper than calling Op(...)
@@ -72,6 +76,9 @@ PAUSED = ("PAUSED",)
 NOT_FOUND = ("NOT_FOUND",)
 GONE = ("GONE",)
 ERROR_WAITING = ("ERROR", "session is waiting in reserve; only CLOSE is accepted")
+
+# The states purge-tube may name: reserved jobs are never purged (admin.py).
+PURGE_STATES = ("ready", "delayed", "buried", "all")
 
 _TUBE_NAME = re.compile(r"[A-Za-z0-9+/;.$_()][A-Za-z0-9+/;.$_()\-]{0,199}")
 _PUT_KEY = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
@@ -108,6 +115,7 @@ _KINDS = {
     "key": lambda v: isinstance(v, str) and _PUT_KEY.fullmatch(v) is not None,
     "token": lambda v: isinstance(v, str) and _SESSION_TOKEN.fullmatch(v) is not None,
     "count": lambda v: _is_int(v, 0, MAX_U32),
+    "purge_state": lambda v: v in PURGE_STATES,
 }
 
 ARGUMENTS: dict[Op, tuple[str, ...]] = {
@@ -134,6 +142,9 @@ ARGUMENTS: dict[Op, tuple[str, ...]] = {
     Op.RESUME: ("token",),
     # key, dedup window and cap (the proposing node's settings), then put's own arguments.
     Op.PUT_KEY: ("key", "duration", "count", "pri", "duration", "duration", "body"),
+    Op.PURGE_TUBE: ("tube", "purge_state"),
+    Op.MOVE_JOB: ("job_id", "tube"),
+    Op.MOVE_BURIED: ("tube", "tube"),
 }
 
 # Opcode (as a plain int) -> (Op, checkers of its arguments), so checking costs no enum lookup.

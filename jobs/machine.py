@@ -25,7 +25,8 @@ Exactly-once: a session command with ``seq > 0`` has its reply cached (the last 
 the lowest seq pruned first). A retry of a cached seq returns the cached reply without running
 again; a retry of an already pruned seq (at or below the session's ``seq_floor``) is refused.
 
-Extensions: resumable sessions and keyed puts live in extensions.py.
+Extensions: resumable sessions and keyed puts live in extensions.py; the admin commands (purge a
+tube, move jobs, list a tube's jobs) in admin.py.
 
 Cluster rules: a sid is ``(epoch << 32) | counter``. NODE_START gives a node a new epoch and
 closes the sessions of its previous one; DROP_NODE(node, epoch) closes them and retires the
@@ -38,7 +39,7 @@ OPENs of one epoch can arrive in any order.)
 
 from __future__ import annotations
 
-from . import extensions, handlers, queries, snapshot
+from . import admin, extensions, handlers, queries, snapshot
 from .commands import (
     ERROR_WAITING, GONE, OK, OPS, REPLY_CACHE_SIZE, SESSIONLESS, WAITING, Op, check, is_time,
 )
@@ -46,8 +47,8 @@ from .model import Session
 from .state import T_DELAY, T_PAUSE, T_TTR, State
 from .waiting import serve, wake
 
-# One dispatch table: beanstalkd's commands, then the extensions.
-_HANDLERS = {**handlers.HANDLERS, **extensions.HANDLERS}
+# One dispatch table: beanstalkd's commands, then the extensions and the admin commands.
+_HANDLERS = {**handlers.HANDLERS, **extensions.HANDLERS, **admin.HANDLERS}
 
 
 class Machine(State):
@@ -193,6 +194,7 @@ class Machine(State):
     job_counts = queries.job_counts
     next_deadline_ns = queries.next_deadline_ns
     is_waiting = queries.is_waiting
+    list_jobs = admin.list_jobs
 
     # ------------------------------------------------------------ snapshots
 

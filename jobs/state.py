@@ -250,6 +250,21 @@ class State:
         self.job_timeouts += 1
         self.make_ready(job)
 
+    def move(self, job: Job, tube: Tube) -> None:
+        """Put unreserved ``job`` into ``tube`` in the state it had: a ready job is ready there,
+        a delayed one keeps its deadline, a buried one goes to the tail of the buried list.
+        The old tube may be destroyed with it; counters of the job and of the tubes stay."""
+        old, state, deadline_ns = job.tube, job.state, job.deadline_ns
+        self._leave(job)
+        job.tube = tube
+        if state is READY:
+            self.make_ready(job)
+        elif state is DELAYED:
+            self.make_delayed(job, deadline_ns)
+        else:
+            self.make_buried(job)
+        self.release_tube(old)
+
     def delete(self, job: Job) -> None:
         """Remove ``job`` for good; its tube may be destroyed with it."""
         self._leave(job)
