@@ -1,4 +1,4 @@
-"""Answers to read-only requests: peeks, stats and tube lists.
+"""Answers to read-only requests: peeks, stats, tube lists and list-jobs (admin extension).
 
 Replicated figures come from the state machine (through ``RaftNode.read``, after a read barrier
 on a multi-node cluster); node-local figures (connections, cmd-* counters, pid, uptime, rusage) come
@@ -50,6 +50,9 @@ def _query(machine, now_ns: int, sid: int, req):
         return p.Ok(p.yaml_list(machine.list_tubes_watched(sid)))
     if kind is p.Stats:
         return machine.stats_global()
+    if kind is p.ListJobs:
+        records = machine.list_jobs(req.tube, req.state, req.offset, req.limit, now_ns)
+        return p.NotFound() if records is None else p.Ok(p.yaml_records(records))
     return p.InternalError()
 
 

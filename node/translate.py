@@ -17,7 +17,8 @@ NS = 1_000_000_000
 # Requests that change replicated state and whose reply does not block: a connection may have
 # several of these in flight at once (pipelining), and they share Raft entries with others.
 PIPELINED = (p.Put, p.Use, p.Watch, p.Ignore, p.Delete, p.Release, p.Bury, p.Touch, p.Kick,
-             p.KickJob, p.PauseTube, p.ReserveJob, p.PutKey, p.SessionId, p.SessionResume)
+             p.KickJob, p.PauseTube, p.ReserveJob, p.PutKey, p.SessionId, p.SessionResume,
+             p.PurgeTube, p.MoveJob, p.MoveBuried)
 
 #: The dedup window and cap used when the caller does not give the node's own (tests).
 DEFAULT_DEDUP = (NodeConfig.dedup_window_s, NodeConfig.dedup_cap)
@@ -65,6 +66,12 @@ def to_command(req, sid: int, seq: int, dedup: tuple[int, int] = DEFAULT_DEDUP) 
         return (Op.PAUSE_TUBE, sid, seq, req.tube, req.delay_s * NS)
     if kind is p.ReserveJob:
         return (Op.RESERVE_JOB, sid, seq, req.job_id)
+    if kind is p.PurgeTube:
+        return (Op.PURGE_TUBE, sid, seq, req.tube, req.state)
+    if kind is p.MoveJob:
+        return (Op.MOVE_JOB, sid, seq, req.job_id, req.tube)
+    if kind is p.MoveBuried:
+        return (Op.MOVE_BURIED, sid, seq, req.source, req.target)
     raise TypeError(f"not a pipelined request: {req!r}")
 
 
@@ -104,4 +111,8 @@ def to_reply(result: tuple):
         return p.Session(result[1])
     if tag == "RESUMED":
         return p.Resumed(tuple(result[1]))
+    if tag == "PURGED":
+        return p.Purged(result[1])
+    if tag == "MOVED":
+        return p.Moved(result[1])
     return p.InternalError()
