@@ -100,10 +100,15 @@ def main() -> None:
               default=NodeConfig.tls_handshake_timeout_s, show_default=True,
               envvar="BEANRAFT_TLS_HANDSHAKE_TIMEOUT", help="Seconds a client has to finish the "
               "TLS handshake before its connection is closed.")
+@click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None,
+              envvar="BEANRAFT_ADMIN_TOKEN_FILE",
+              help="File holding the bearer token of the mutating HTTP endpoints (mode 0600).")
+@click.option("--peer-http", "peer_http", multiple=True, envvar="BEANRAFT_PEER_HTTP", metavar="HOST:PORT",
+              help="The HTTP address of another node, for the dashboard's failover (repeatable).")
 def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user, compact,
           no_compact, verbose, show_version, raft, peers, http, cluster_secret_file, insecure,
           commit_timeout, node_grace, snapshot_entries, snapshot_bytes, dedup_window, dedup_cap,
-          tls_cert, tls_key, tls_client_ca, tls_handshake_timeout):
+          tls_cert, tls_key, tls_client_ca, tls_handshake_timeout, admin_token_file, peer_http):
     """Run one BeanRaft node (flags as beanstalkd 1.12's, plus the cluster options)."""
     if show_version:
         click.echo(f"beanraft {VERSION}")
@@ -118,7 +123,8 @@ def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size,
         commit_timeout=commit_timeout, node_grace=node_grace, snapshot_entries=snapshot_entries,
         snapshot_bytes=snapshot_bytes, dedup_window=dedup_window, dedup_cap=dedup_cap,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
-        tls_handshake_timeout=tls_handshake_timeout)
+        tls_handshake_timeout=tls_handshake_timeout,
+        admin_token_file=admin_token_file, peer_http=peer_http)
     sys.exit(asyncio.run(_serve(config)))
 
 
@@ -127,7 +133,8 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
                  snapshot_entries=NodeConfig.snapshot_entries, snapshot_bytes=NodeConfig.snapshot_bytes,
                  dedup_window=NodeConfig.dedup_window_s, dedup_cap=NodeConfig.dedup_cap,
                  tls_cert=None, tls_key=None, tls_client_ca=None,
-                 tls_handshake_timeout=NodeConfig.tls_handshake_timeout_s, **_ignored) -> NodeConfig:
+                 tls_handshake_timeout=NodeConfig.tls_handshake_timeout_s, admin_token_file=None, peer_http=(),
+                 **_ignored) -> NodeConfig:
     """A validated NodeConfig from ``serve``'s parameters (raises click.UsageError)."""
     if max_job_size > MAX_JOB_SIZE_LIMIT:
         log.warning("maximum job size was set to %d", MAX_JOB_SIZE_LIMIT)
@@ -146,7 +153,9 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
         commit_timeout_s=commit_timeout, node_grace_s=node_grace,
         snapshot_entries=snapshot_entries, snapshot_bytes=snapshot_bytes,
         dedup_window_s=dedup_window, dedup_cap=dedup_cap, tls_cert=tls_cert, tls_key=tls_key,
-        tls_client_ca=tls_client_ca, tls_handshake_timeout_s=tls_handshake_timeout)
+        tls_client_ca=tls_client_ca, tls_handshake_timeout_s=tls_handshake_timeout,
+        admin_token=_read_secret(admin_token_file, "--admin-token-file", None),
+        peer_http=[a for a in _split(peer_http) if a != http])
     try:
         config.validate()
     except ConfigError as exc:
@@ -180,24 +189,30 @@ async def _serve(config: NodeConfig) -> int:
     return 0
 
 
-def _read_secret(path: str | None) -> str | None:
+def _split(values) -> list[str]:
+    """Repeated flags, or one environment variable holding several addresses."""
+    return [word for value in values for word in value.split()]
+
+
+def _read_secret(path: str | None, flag: str = "--cluster-secret-file",
+                 env: str | None = "BEANRAFT_CLUSTER_SECRET") -> str | None:
     if path:
         try:
             with open(path) as f:
-                _check_private(path, os.fstat(f.fileno()).st_mode)
+                _check_private(path, os.fstat(f.fileno()).st_mode, flag)
                 secret = f.read().strip()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not text"
-            raise click.UsageError(f"cannot read --cluster-secret-file {path}: {reason}") from None
+            raise click.UsageError(f"cannot read {flag} {path}: {reason}") from None
         if not secret:
             raise click.UsageError(f"{path} is empty")
         return secret
-    return os.environ.get("BEANRAFT_CLUSTER_SECRET") or None
+    return (os.environ.get(env) or None) if env else None
 
 
-def _check_private(path: str, mode: int) -> None:
+def _check_private(path: str, mode: int, flag: str = "--cluster-secret-file") -> None:
     try:
-        check_private("--cluster-secret-file", path, mode)
+        check_private(flag, path, mode)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 

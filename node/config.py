@@ -47,6 +47,8 @@ class NodeConfig:
     tls_key: str | None = None
     tls_client_ca: str | None = None
     tls_handshake_timeout_s: float = 10.0
+    admin_token: str | None = None  # bearer token of the mutating HTTP endpoints; None: disabled
+    peer_http: list[str] = field(default_factory=list)  # the other nodes' HTTP addresses
 
     @property
     def unix_path(self) -> str | None:
@@ -74,6 +76,8 @@ class NodeConfig:
                 "(generate one with 'beanraft secret'), or --insecure on a trusted network")
         if self.http:
             _check_address(self.http)
+        for address in self.peer_http:
+            _check_address(address)
         if self.data_dir is not None and os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):
             raise ConfigError(f"-b {self.data_dir} is not a directory")
         if not 0 < self.dedup_window_s <= MAX_DEDUP_WINDOW_S:

@@ -1,4 +1,5 @@
-"""The HTTP endpoint of a node (aiohttp): /status, /healthz, /readyz and /metrics.
+"""The HTTP endpoint of a node (aiohttp): /status, /healthz, /readyz, /metrics, the dashboard
+at / and its JSON endpoints under /api (``api.py``).
 
 Theory of operation. The endpoint runs its own event loop in a thread of its own, so pollers
 never take turns of the loop that serves clients and proposes commits: however many there are,
@@ -12,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from importlib import resources
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import accept
+from . import accept, api
 from .status import Cached, Digester, Metrics, encode, status_document
 
 log = logging.getLogger("beanraft.http")
@@ -55,7 +57,25 @@ class _RequestLog:
         return getattr(self._log, name)
 
 
-def _routes(node) -> web.Application:
+DASHBOARD_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
+
+
+def _dashboard_routes() -> list:
+    """The dashboard's static files, read once from the package (no build step, no CDN)."""
+    folder = resources.files("beanraft.node") / "dashboard"
+    files = {name: (folder / name).read_bytes() for name in DASHBOARD_FILES}
+
+    def serve(name):
+        async def handler(_request):
+            return web.Response(body=files[name], content_type=DASHBOARD_FILES[name],
+                                headers={"Cache-Control": "no-cache"})
+        return handler
+
+    return [web.get("/", serve("index.html"))] + [
+        web.get(f"/dashboard/{name}", serve(name)) for name in DASHBOARD_FILES]
+
+
+def _routes(node, node_loop: asyncio.AbstractEventLoop) -> web.Application:
     metrics = Metrics(node)
     node.commit.on_latency = metrics.commit_latency.observe
     status_bytes = Cached(lambda: encode(status_document(node)))
@@ -83,18 +103,19 @@ def _routes(node) -> web.Application:
     async def prometheus(_request):
         return web.Response(body=metrics_bytes.get(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    app = web.Application(middlewares=[api.guard(node.config.admin_token)])
     app.add_routes([web.get("/status", status), web.get("/healthz", healthz),
                     web.get("/readyz", readyz), web.get("/metrics", prometheus)])
+    app.add_routes(api.routes(node, node_loop) + _dashboard_routes())
     return app
 
 
 class HttpEndpoint:
     """The endpoint's thread and event loop; ``start`` binds (or raises), ``cleanup`` stops."""
 
-    def __init__(self, node, address: str):
+    def __init__(self, node, address: str, node_loop: asyncio.AbstractEventLoop):
         self.address = address
-        self._app = _routes(node)
+        self._app = _routes(node, node_loop)
         self._tls = node.tls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -148,7 +169,9 @@ class HttpEndpoint:
 
 async def start_http(node, address: str) -> HttpEndpoint:
     """Serve the endpoint on HOST:PORT; return it (``await endpoint.cleanup()`` stops it)."""
-    endpoint = HttpEndpoint(node, address)
+    endpoint = HttpEndpoint(node, address, asyncio.get_running_loop())
     await asyncio.get_running_loop().run_in_executor(None, endpoint.start)
-    log.info("HTTP endpoint on %s://%s/status", "https" if node.tls else "http", address)
+    log.info("HTTP endpoint on %s://%s/status (dashboard at /; mutations %s)",
+             "https" if node.tls else "http", address,
+             "need the admin token" if node.config.admin_token else "disabled")
     return endpoint

@@ -17,7 +17,9 @@ Theory of operation. Pollers must never slow the queue down, however many there 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
 import time
 from typing import Callable
 
@@ -26,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 CACHE_S = 0.1  # the Raft status copy is refreshed this often anyway
 DIGEST_SPACING = 4  # a digest that took t seconds is followed by 4 t without one ...
 DIGEST_GAP_MAX_S = 2.0  # ... or by 2 s, whichever is shorter
+MAX_TUBES_AGED = 1000  # tubes whose ready head is looked at for beanraft_oldest_ready_seconds
 
 
 class Cached:
@@ -57,6 +60,9 @@ def status_document(node, counts: dict[str, int] | None = None) -> dict:
         "ready": node.is_ready(),
         "connections": len(node.connections),
         "draining": node.draining,
+        "http": node.config.http,
+        "http_peers": list(node.config.peer_http),
+        "admin": node.config.admin_token is not None,
     })
     return doc
 
@@ -124,6 +130,10 @@ class Metrics:
             registry=r)
         self.batches = Counter("beanraft_batches", "Batches (Raft entries) this node proposed and "
                                "saw to an end, committed or given up.", registry=r)
+        self.disk_free = Gauge("beanraft_disk_free_bytes", "Bytes free for this node on its data "
+                               "volume (-1 without a data directory).", registry=r)
+        self.oldest_ready = Gauge("beanraft_oldest_ready_seconds", "Age of the oldest job at the "
+                                  "head of a tube's ready queue (0 when none is ready).", registry=r)
         self._seen = {"leader_changes": 0, "batches": 0}
 
     def render(self) -> bytes:
@@ -148,7 +158,36 @@ class Metrics:
         self._advance(self.leader_changes, "leader_changes", node.raft.leader_changes)
         self.connections.set(len(node.connections))
         self._advance(self.batches, "batches", node.commit.batches)
+        self.disk_free.set(_free_bytes(node.config.data_dir))
+        now_ns = node.raft.cluster_now_ns()
+        self.oldest_ready.set(node.raft.read(lambda machine: _oldest_ready_ns(machine, now_ns)) / 1e9)
 
     def _advance(self, counter: Counter, key: str, total: int) -> None:
         counter.inc(max(0, total - self._seen[key]))
         self._seen[key] = max(total, self._seen[key])
+
+
+def _free_bytes(data_dir: str | None) -> int:
+    if data_dir is None:
+        return -1
+    try:
+        vfs = os.statvfs(data_dir)
+    except OSError:
+        return -1
+    return vfs.f_bavail * vfs.f_frsize
+
+
+def _oldest_ready_ns(machine, now_ns: int) -> int:
+    """Under the state lock: the age of the oldest of the tubes' next ready jobs.
+
+    A tube's ready queue is ordered by priority, so its head is the job served next, not
+    always its oldest; the head is what waits when workers fall behind, and finding it is
+    O(1) per tube (at most ``MAX_TUBES_AGED`` tubes, in list-tubes order).
+    """
+    oldest = 0
+    for tube in itertools.islice(machine.tube_list, MAX_TUBES_AGED):
+        if tube.ready_ct:
+            job = machine.min_ready(tube)
+            if job is not None:
+                oldest = max(oldest, now_ns - job.created_ns)
+    return oldest

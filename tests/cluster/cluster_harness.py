@@ -228,7 +228,9 @@ class Cluster:
         ports = free_ports(3 * self.size)
         layout = [NodePorts(*ports[3 * i: 3 * i + 3]) for i in range(self.size)]
         rafts = [f"{HOST}:{p.raft}" for p in layout]
-        env = clean_env(BEANRAFT_CLUSTER_SECRET=self.secret)
+        # Every node's HTTP address, for the dashboard's failover (a node skips its own).
+        env = clean_env(BEANRAFT_CLUSTER_SECRET=self.secret,
+                        BEANRAFT_PEER_HTTP=" ".join(f"{HOST}:{p.http}" for p in layout))
         attempt = len(self.retired) // self.size
         self.nodes = []
         for i, node_ports in enumerate(layout):

@@ -1,0 +1,210 @@
+"""The dashboard's JSON endpoints under /api, and the admin token that guards mutations.
+
+Theory of operation. The handlers run on the HTTP thread (``http.py``).
+* Reads first pass the node's read barrier (as a client's stats-tube does, on the node's event
+  loop), so that a follower shows what was committed anywhere before; without a leader they
+  answer this node's applied state after ``BARRIER_TIMEOUT_S``, marked ``"stale": true``. Then
+  they take the state lock for a bounded walk: at most ``MAX_TUBES`` tubes, at most
+  ``MAX_BURIED`` buried ids, one job.
+* Mutations are the ordinary beanstalk commands (``kick-job``, ``delete``) of a session of
+  their own, proposed through the node's group commit on the node's event loop and committed
+  through Raft like any client's: OPEN, the command, CLOSE. The reply is the command's wire
+  reply, mapped to an HTTP status.
+* Every mutating request (any method but GET, HEAD and OPTIONS, on any path) needs
+  ``Authorization: Bearer <token>``, compared in constant time. Without ``--admin-token-file``
+  the mutating endpoints answer 403: nothing can change the queue over HTTP.
+* The page may be served by one node and read another after a failover, so the endpoints allow
+  any origin (CORS). The token is a header the page sends on purpose, never a cookie, so
+  another site cannot make a browser use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+
+from aiohttp import web
+
+from beanraft import protocol as p
+from beanraft.jobs.commands import Op
+from beanraft.replication.batcher import OutcomeUnknown
+
+from .translate import NS, to_command, to_reply
+
+log = logging.getLogger("beanraft.http")
+
+MAX_TUBES = 1000  # tubes listed by GET /api/tubes (the first ones in list-tubes order)
+MAX_BURIED = 500  # buried ids listed by GET /api/tubes/{tube}/buried (limit's ceiling)
+DEFAULT_BURIED = 50
+MAX_PEEK_BYTES = 4096  # of a job's body shown by GET /api/jobs/{id} (size is given whole)
+BARRIER_TIMEOUT_S = 0.5  # a read waits this long for the read barrier, then answers stale
+MUTATION_TIMEOUT_S = 5.0  # the page's kick or delete, from proposal to commit
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+
+
+def guard(token: str | None):
+    """aiohttp middleware: CORS on every answer, the bearer token on every mutation."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def middleware(request, handler):
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=CORS_HEADERS)
+        if request.method not in READ_METHODS:
+            refusal = _refusal(expected, request.headers.get("Authorization", ""))
+            if refusal is not None:
+                refusal.headers.update(CORS_HEADERS)
+                return refusal
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers.update(CORS_HEADERS)
+            raise
+        response.headers.update(CORS_HEADERS)
+        return response
+
+    return middleware
+
+
+def _refusal(expected: bytes | None, given: str) -> web.Response | None:
+    if expected is None:
+        return web.json_response(
+            {"error": "mutations over HTTP are disabled: start the node with --admin-token-file"},
+            status=403)
+    # compare_digest takes as long whatever prefix matches: the token cannot be guessed bytewise.
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), expected):
+        log.warning("HTTP mutation refused: missing or wrong admin token")
+        return web.json_response({"error": "missing or wrong admin token"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
+# ----------------------------------------------------------------------------- reads
+
+
+def _tubes(machine, now_ns: int) -> dict:
+    tubes = []
+    for tube in itertools.islice(machine.tube_list, MAX_TUBES):
+        paused = tube.pause_ns > 0
+        tubes.append({
+            "name": tube.name, "urgent": tube.urgent_ct, "ready": tube.ready_ct,
+            "reserved": tube.reserved_ct, "delayed": tube.delayed_ct, "buried": tube.buried_ct,
+            "total_jobs": tube.total_jobs, "deletes": tube.cmd_delete,
+            "waiting": len(tube.waiters), "pause_s": tube.pause_ns // NS if paused else 0,
+            "pause_left_s": max(0, tube.unpause_at_ns - now_ns) / NS if paused else 0,
+        })
+    return {"tubes": tubes, "truncated": len(machine.tube_list) > MAX_TUBES}
+
+
+def _buried(machine, name: str, limit: int) -> dict | None:
+    tube = machine.tubes.get(name)
+    if tube is None:
+        return None
+    jobs = []
+    for job_id in itertools.islice(tube.buried, limit):
+        job = machine.jobs[job_id]
+        jobs.append({"id": job.id, "pri": job.pri, "size": len(job.body),
+                     "created_ns": job.created_ns})
+    return {"tube": name, "count": tube.buried_ct, "jobs": jobs}
+
+
+def _job(machine, job_id: int, now_ns: int) -> dict | None:
+    fields = machine.stats_job(job_id, now_ns)
+    if fields is None:
+        return None
+    body = machine.jobs[job_id].body
+    return {"id": job_id, "stats": dict(fields), "size": len(body),
+            "body": body[:MAX_PEEK_BYTES].decode("utf-8", "replace"),
+            "body_truncated": len(body) > MAX_PEEK_BYTES}
+
+
+def _job_id(request) -> int:
+    text = request.match_info["job_id"]
+    if not text.isdigit() or not 0 < int(text) < 2**64:
+        raise web.HTTPBadRequest(text="a job id is a positive integer")
+    return int(text)
+
+
+# ----------------------------------------------------------------------------- mutations
+
+
+async def _run_command(node, req) -> object:
+    """Run one beanstalk command in a session of its own, on the node's event loop."""
+    if node.refuses(req):
+        return p.OutOfMemory()
+    sid = node.new_sid()
+    await node.commit.submit((Op.OPEN, sid, 1))
+    try:
+        return to_reply(await node.commit.submit(to_command(req, sid, 2, node.dedup)))
+    finally:
+        await node.commit.submit((Op.CLOSE, sid, 3))
+
+
+_STATUS = {p.Kicked: 200, p.Deleted: 200, p.NotFound: 404, p.OutOfMemory: 503}
+
+
+def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
+    """The /api routes of ``node``; mutations are run on ``node_loop``."""
+    raft = node.raft
+
+    async def read(query):
+        """``query(machine)`` after the read barrier (or without it, marked stale)."""
+        stale = False
+        barrier = asyncio.run_coroutine_threadsafe(node.read_barrier(), node_loop)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(barrier), BARRIER_TIMEOUT_S)
+        except (OutcomeUnknown, asyncio.TimeoutError):
+            stale = True
+        doc = raft.read(query)
+        if doc is not None:
+            doc["stale"] = stale
+        return doc
+
+    async def tubes(_request):
+        return web.json_response(await read(lambda m: _tubes(m, raft.cluster_now_ns())))
+
+    async def buried(request):
+        try:
+            limit = min(max(int(request.query.get("limit", DEFAULT_BURIED)), 1), MAX_BURIED)
+        except ValueError:
+            raise web.HTTPBadRequest(text="limit is an integer") from None
+        name = request.match_info["tube"]
+        doc = await read(lambda m: _buried(m, name, limit))
+        if doc is None:
+            raise web.HTTPNotFound(text=f"no tube {name!r}")
+        return web.json_response(doc)
+
+    async def job(request):
+        job_id = _job_id(request)
+        doc = await read(lambda m: _job(m, job_id, raft.cluster_now_ns()))
+        if doc is None:
+            raise web.HTTPNotFound(text=f"no job {job_id}")
+        return web.json_response(doc)
+
+    async def mutate(req) -> web.Response:
+        future = asyncio.run_coroutine_threadsafe(_run_command(node, req), node_loop)
+        try:
+            reply = await asyncio.wait_for(asyncio.wrap_future(future), MUTATION_TIMEOUT_S)
+        except (OutcomeUnknown, asyncio.TimeoutError):
+            return web.json_response({"error": "no leader: the outcome is unknown"}, status=503)
+        log.info("HTTP %s %d: %s", req.name, req.job_id, p.encode(reply).strip().decode())
+        return web.json_response({"reply": p.encode(reply).strip().decode()},
+                                 status=_STATUS.get(type(reply), 500))
+
+    async def kick(request):
+        return await mutate(p.KickJob(_job_id(request)))
+
+    async def delete(request):
+        return await mutate(p.Delete(_job_id(request)))
+
+    return [web.get("/api/tubes", tubes), web.get("/api/tubes/{tube}/buried", buried),
+            web.get("/api/jobs/{job_id}", job), web.post("/api/jobs/{job_id}/kick", kick),
+            web.delete("/api/jobs/{job_id}", delete)]
