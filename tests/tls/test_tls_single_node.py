@@ -18,10 +18,9 @@ import socket
 import ssl
 import subprocess
 import time
-import urllib.request
 
 import pytest
-from tlskit import HOST, Pki, exchange, single_node, tls_connect, tls_flags
+from tlskit import HOST, Pki, exchange, http_get, single_node, tls_connect, tls_flags
 
 from beanraft.client import AsyncClient, Client
 from beanraft.node import launcher
@@ -153,10 +152,9 @@ def test_a_client_that_trusts_another_ca_refuses_the_node(node, pki):
 
 def test_the_http_port_serves_status_over_tls_only(node, pki):
     url = f"https://{HOST}:{node.spec.http_port}/status"
-    with urllib.request.urlopen(url, context=pki.client_context(), timeout=5) as reply:
-        assert json.loads(reply.read())["ready"] is True
+    assert json.loads(http_get(url, pki.client_context()))["ready"] is True
     with pytest.raises(OSError):
-        urllib.request.urlopen(f"http://{HOST}:{node.spec.http_port}/status", timeout=5)
+        http_get(f"http://{HOST}:{node.spec.http_port}/status")
     assert "Traceback" not in node.log_text(200_000)
 
 

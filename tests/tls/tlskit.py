@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import time
+import urllib.request
 from pathlib import Path
 
 import trustme
@@ -91,6 +92,21 @@ def exchange(sock: socket.socket, data: bytes, expect_len: int | None = None,
             break
         reply += chunk
     return reply
+
+
+def http_get(url: str, context: ssl.SSLContext | None = None, timeout_s: float = 5.0) -> bytes:
+    """GET ``url`` (https with ``context``), bypassing any proxy; raises OSError."""
+    handlers = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    with urllib.request.build_opener(*handlers).open(url, timeout=timeout_s) as reply:
+        return reply.read()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without BEANRAFT_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEANRAFT_")}
+    return {**env, **extra}
 
 
 class TlsNode(launcher.ServeProcess):
