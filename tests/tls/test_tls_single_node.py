@@ -94,6 +94,18 @@ def test_a_raw_tls_socket_gets_exact_beanstalkd_replies(node, pki):
         assert exchange(sock, b"delete " + job_id + b"\r\n") == b"DELETED\r\n"
 
 
+def test_a_tls_client_that_hangs_up_ends_its_connection_without_a_warning(node, pki):
+    """asyncio's TLS transport cannot half-close: a node that asked it to keep writing after the
+    client's EOF logged a WARNING for every client that hung up."""
+    sock = tls_connect(node.spec.client_port, pki.client_context())
+    assert exchange(sock, b"use hangup\r\n") == b"USING hangup\r\n"
+    sock.close()
+    with tls_connect(node.spec.client_port, pki.client_context()) as probe:
+        assert exchange(probe, b"stats\r\n").startswith(b"OK ")  # the hang-up was handled
+    time.sleep(0.3)
+    assert "eof_received" not in node.log_text(200_000)
+
+
 def test_beanraft_client_with_a_context_puts_and_reserves(node, pki):
     with Client((HOST, node.spec.client_port), use="c", watch="c", tls=pki.client_context(),
                 failover_timeout=5) as client:
