@@ -64,7 +64,8 @@ def cluster(nodes, data, host, client_port, raft_port, http_port, max_restarts) 
     specs = local_specs(nodes, data, [client_port + i for i in range(nodes)],
                         [raft_port + i for i in range(nodes)], [http_port + i for i in range(nodes)],
                         host)
-    env = dict(os.environ, BEANRAFT_CLUSTER_SECRET=secrets.token_urlsafe(32))
+    env = dict(os.environ, BEANRAFT_CLUSTER_SECRET=secrets.token_urlsafe(32),
+               BEANRAFT_PEER_HTTP=" ".join(spec.http for spec in specs))  # the dashboard's failover
     processes = [ServeProcess(spec, [s.raft for s in specs if s is not spec], env=env,
                               new_session=True, label_output=True) for spec in specs]
     click.echo(f"{'node':<7}{'client':<22}{'raft':<22}{'http':<32}data")
@@ -72,6 +73,7 @@ def cluster(nodes, data, host, client_port, raft_port, http_port, max_restarts) 
         client = f"{spec.host}:{spec.client_port}"
         click.echo(f"{spec.name:<7}{client:<22}{spec.raft:<22}"
                    f"{'http://' + spec.http + '/status':<31} {spec.data_dir}")
+    click.echo(f"Dashboard: http://{specs[0].http}/")
     click.echo("Ctrl-C stops the cluster." + (" Its data is temporary." if temporary else ""))
     supervisor = Supervisor(processes, max_restarts, lambda line: click.echo(line, err=True))
     try:
