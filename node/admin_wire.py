@@ -1,0 +1,134 @@
+"""A blocking beanstalk connection for the admin CLI, and the meaning of each error reply.
+
+The CLI speaks the wire through ``beanraft.protocol``'s sans-I/O ``ClientConnection`` (the node
+layer may not import ``beanraft.client``): this module only moves bytes over one socket, with a
+timeout on every request. Error replies become ``AdminError`` with an operator's message and the
+exit status documented in docs/reference/cli.md.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from beanraft import protocol as p
+from beanraft.protocol.client import ClientConnection, ProtocolError
+
+DEFAULT_ADDRESS = "127.0.0.1:11300"
+#: The largest reply the CLI accepts (a job body or a YAML document), in bytes.
+MAX_REPLY_BODY = p.MAX_JOB_SIZE_LIMIT
+
+# Exit statuses (docs/reference/cli.md#exit-status-of-the-admin-commands).
+EXIT_NOT_FOUND = 3
+EXIT_REFUSED = 4
+EXIT_TOO_BIG = 5
+EXIT_NO_ROOM = 6
+EXIT_SERVER_ERROR = 7
+EXIT_UNREACHABLE = 8
+
+_ERRORS = {
+    p.NotFound: (EXIT_NOT_FOUND, "not found"),
+    p.UnknownCommand: (EXIT_REFUSED, "the server does not know this command: it is not BeanRaft "
+                       "(a plain beanstalkd?) or a BeanRaft without the admin commands"),
+    p.BadFormat: (EXIT_REFUSED, "the server refused the command as malformed"),
+    p.JobTooBig: (EXIT_TOO_BIG, "the job is larger than the server's maximum job size (-z)"),
+    p.ExpectedCrlf: (EXIT_TOO_BIG, "the server did not get the job body it expected"),
+    p.Draining: (EXIT_NO_ROOM, "the server is draining: it accepts no new jobs"),
+    p.OutOfMemory: (EXIT_NO_ROOM, "the server has no room (memory or disk) for this change"),
+    p.InternalError: (EXIT_SERVER_ERROR, "internal error on the server"),
+}
+
+
+class AdminError(Exception):
+    """A command failed; ``status`` is the CLI's exit status, ``str()`` the message."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AdminError(f"not a HOST:PORT address: {address}", 2)
+    return host, int(port)
+
+
+class AdminConnection:
+    """One connection to a node's client port; ``request`` sends one request, returns its reply."""
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 5.0):
+        self.address = address
+        host, port = parse_address(address)
+        self._codec = ClientConnection(MAX_REPLY_BODY)
+        try:
+            self._sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise AdminError(f"cannot connect to {address}: {exc.strerror or exc}",
+                             EXIT_UNREACHABLE) from None
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> AdminConnection:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def request(self, req) -> object:
+        """The reply to ``req``; raises AdminError when the connection fails."""
+        try:
+            self._sock.sendall(self._codec.send(req))
+            while (reply := self._codec.next_reply()) is p.NEED_DATA:
+                data = self._sock.recv(65536)
+                if not data:
+                    raise AdminError(f"{self.address} closed the connection", EXIT_UNREACHABLE)
+                self._codec.receive_data(data)
+        except (OSError, ProtocolError) as exc:
+            raise AdminError(f"{self.address}: {exc}", EXIT_UNREACHABLE) from None
+        return reply
+
+    def expect(self, req, *wanted: type, what: str = "") -> object:
+        """The reply to ``req`` if it is one of ``wanted``; else AdminError with its meaning."""
+        reply = self.request(req)
+        if isinstance(reply, wanted):
+            return reply
+        status, message = _ERRORS.get(type(reply), (EXIT_SERVER_ERROR, f"unexpected reply {reply}"))
+        if what and isinstance(reply, p.NotFound):
+            message = f"{what}: not found"
+        raise AdminError(message, status)
+
+
+def parse_yaml(data: bytes) -> dict | list:
+    """beanstalkd's YAML subset: a flat mapping, a list of scalars, or a list of flat mappings
+    (list-jobs). Numbers become ints."""
+    lines = data.decode("utf-8", "replace").splitlines()
+    if not lines or lines[0] != "---":
+        raise AdminError("the server's YAML does not start with ---", EXIT_SERVER_ERROR)
+    body = lines[1:]
+    if not body:
+        return []
+    if not body[0].startswith("- "):
+        return dict(_pair(line) for line in body)
+    if ": " not in body[0]:
+        return [_scalar(line[2:]) for line in body]
+    records: list[dict] = []
+    for line in body:
+        if line.startswith("- "):
+            records.append({})
+        key, value = _pair(line[2:])
+        records[-1][key] = value
+    return records
+
+
+def _pair(line: str) -> tuple[str, object]:
+    key, _, value = line.partition(": ")
+    return key.strip(), _scalar(value)
+
+
+def _scalar(text: str) -> object:
+    if text.isdigit():
+        return int(text)
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1]
+    return text

@@ -1,0 +1,172 @@
+"""``beanraft top``: a live terminal view of the cluster, drawn with rich.
+
+Theory of operation. Every ``interval`` seconds one *sample* is taken:
+
+* nodes: GET /status of each ``--http`` address (urllib, 2 s timeout each). A node's /status
+  names its Raft peers; peers that no given address reports on are shown from what the leader
+  knows of them (connected, match index), without term or health;
+* tubes: ``list-tubes`` then ``stats-tube`` for each (at most ``MAX_TUBES_SAMPLED``) over one
+  client connection, reopened after a failure.
+
+Rates are the differences of two samples divided by the time between them: puts from the tube's
+``total-jobs``, deletes from its ``cmd-delete`` (which counts purged jobs too). A tube that
+appeared or was destroyed meanwhile has no rate ("-"). ``--once`` takes two samples
+``interval`` apart and prints one frame, so its rates are real.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from beanraft import protocol as p
+
+from .admin_wire import AdminConnection, AdminError, parse_yaml
+from .launcher import fetch_status
+
+#: Tubes whose stats one sample asks for (a sample costs one round trip per tube).
+MAX_TUBES_SAMPLED = 500
+HTTP_TIMEOUT_S = 2.0
+
+
+@dataclass
+class Sample:
+    at: float
+    nodes: list[dict] = field(default_factory=list)
+    tubes: dict[str, dict] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _status(address: str) -> dict | None:
+    host, _, port = address.rpartition(":")
+    return fetch_status(host, int(port), HTTP_TIMEOUT_S) if port.isdigit() else None
+
+
+def sample_nodes(addresses: list[str]) -> list[dict]:
+    """One row per node: those given by HTTP address, then peers only their /status names."""
+    docs = {address: _status(address) for address in addresses}
+    top_commit = max((d["commit_index"] for d in docs.values() if d), default=0)
+    rows, seen = [], set()
+    for address, doc in docs.items():
+        if doc is None:
+            rows.append({"node": address, "role": "down", "health": "unreachable"})
+            continue
+        seen.add(doc["node"])
+        health = "draining" if doc.get("draining") else (
+            "ready" if doc.get("ready") else "not ready")
+        rows.append({"node": doc["node"], "role": doc["role"], "term": doc["term"],
+                     "commit": doc["commit_index"], "applied": doc["applied_index"],
+                     "lag": top_commit - doc["applied_index"], "health": health,
+                     "leader": doc["role"] == "leader"})
+    for doc in docs.values():
+        for peer in (doc or {}).get("peers", []):
+            if peer["address"] in seen or doc["role"] != "leader":
+                continue
+            seen.add(peer["address"])
+            match = peer.get("match_index")
+            rows.append({"node": peer["address"], "role": "peer", "commit": None,
+                         "applied": match, "lag": None if match is None else top_commit - match,
+                         "health": "connected" if peer.get("connected") else "disconnected"})
+    return rows
+
+
+def sample_tubes(conn: AdminConnection) -> dict[str, dict]:
+    names = parse_yaml(conn.expect(p.ListTubes(), p.Ok).data)[:MAX_TUBES_SAMPLED]
+    tubes = {}
+    for name in names:
+        reply = conn.request(p.StatsTube(name))
+        if isinstance(reply, p.Ok):  # NOT_FOUND: destroyed since list-tubes
+            tubes[name] = parse_yaml(reply.data)
+    return tubes
+
+
+class Sampler:
+    """Takes samples; keeps the client connection open between them."""
+
+    def __init__(self, address: str, http: list[str]):
+        self.address, self.http = address, http
+        self.conn: AdminConnection | None = None
+
+    def take(self) -> Sample:
+        sample = Sample(time.monotonic(), sample_nodes(self.http))
+        try:
+            if self.conn is None:
+                self.conn = AdminConnection(self.address, HTTP_TIMEOUT_S * 2)
+            sample.tubes = sample_tubes(self.conn)
+        except AdminError as exc:
+            sample.error = str(exc)
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = None
+        return sample
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+def _rate(now: Sample, before: Sample | None, tube: str, key: str) -> str:
+    if before is None or tube not in before.tubes or now.at <= before.at:
+        return "-"
+    delta = now.tubes[tube][key] - before.tubes[tube][key]
+    return f"{max(delta, 0) / (now.at - before.at):.1f}"
+
+
+def _cell(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def render(now: Sample, before: Sample | None, max_tubes: int) -> Group:
+    nodes = Table(title="nodes", title_justify="left", expand=False)
+    for column in ("node", "role", "term", "commit", "applied", "lag", "health"):
+        nodes.add_column(column, justify="left" if column in ("node", "role", "health") else "right")
+    for row in now.nodes:
+        role = f"[bold]{row['role']}[/bold]" if row.get("leader") else row["role"]
+        nodes.add_row(row["node"], role, _cell(row.get("term")), _cell(row.get("commit")),
+                      _cell(row.get("applied")), _cell(row.get("lag")), row["health"])
+    tubes = Table(title="tubes", title_justify="left", expand=False)
+    for column in ("tube", "ready", "reserved", "delayed", "buried", "urgent", "put/s",
+                   "delete/s", "paused"):
+        tubes.add_column(column, justify="left" if column == "tube" else "right")
+    ranked = sorted(now.tubes.items(), key=lambda item: (
+        -item[1]["current-jobs-ready"] - item[1]["current-jobs-buried"], item[0]))
+    for name, stats in ranked[:max_tubes]:
+        paused = stats["pause-time-left"]
+        tubes.add_row(name, *(str(stats[f"current-jobs-{k}"]) for k in
+                              ("ready", "reserved", "delayed", "buried", "urgent")),
+                      _rate(now, before, name, "total-jobs"), _rate(now, before, name, "cmd-delete"),
+                      f"{paused} s" if paused else "")
+    parts = [nodes, tubes]
+    if len(now.tubes) > max_tubes:
+        parts.append(f"{len(now.tubes) - max_tubes} more tube(s) not shown")
+    if now.error:
+        parts.append(f"[red]tubes: {now.error}[/red]")
+    return Group(*parts)
+
+
+def run(address: str, http: list[str], interval: float, max_tubes: int, once: bool) -> None:
+    sampler = Sampler(address, http)
+    try:
+        if once:
+            first = sampler.take()
+            time.sleep(interval)
+            frame = sampler.take()
+            if frame.error and first.error:
+                raise AdminError(frame.error, 8)
+            Console(width=120).print(render(frame, first, max_tubes))
+            return
+        before = None
+        with Live(auto_refresh=False, screen=False) as live:
+            while True:
+                now = sampler.take()
+                live.update(render(now, before, max_tubes), refresh=True)
+                before = now
+                time.sleep(max(0.0, interval - (time.monotonic() - now.at)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sampler.close()
