@@ -136,12 +136,11 @@ def test_plaintext_on_the_tls_port_is_closed_at_once_with_one_log_line(node):
     with socket.create_connection((HOST, node.spec.client_port), timeout=3) as sock:
         port = sock.getsockname()[1]
         sock.sendall(b"list-tubes\r\n")
-        started = time.monotonic()
         assert closed_unanswered(sock)
-        assert time.monotonic() - started < HANDSHAKE_TIMEOUT_S  # refused, not timed out
     log = wait_for_log(node, f"with {HOST}:{port} failed")
     line = next(x for x in log.splitlines() if f"with {HOST}:{port} failed" in x)
     assert " INFO beanraft.accept: client port: TLS handshake" in line
+    assert "WRONG_VERSION_NUMBER" in line  # refused for what it sent, not timed out
     assert "Traceback" not in log
 
 
