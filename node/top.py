@@ -2,9 +2,10 @@
 
 Theory of operation. Every ``interval`` seconds one *sample* is taken:
 
-* nodes: GET /status of each ``--http`` address (urllib, 2 s timeout each). A node's /status
-  names its Raft peers; peers that no given address reports on are shown from what the leader
-  knows of them (connected, match index), without term or health;
+* nodes: GET /status of each ``--http`` address (urllib, 2 s timeout each), then of every HTTP
+  address those documents name in ``http_peers`` (a node's ``--peer-http``), at most
+  ``MAX_NODES`` in all. Raft peers that no HTTP address reports on are shown from what the
+  leader knows of them (connected, match index), without term or health;
 * tubes: ``list-tubes`` then ``stats-tube`` for each (at most ``MAX_TUBES_SAMPLED``) over one
   client connection, reopened after a failure.
 
@@ -17,6 +18,7 @@ appeared or was destroyed meanwhile has no rate ("-"). ``--once`` takes two samp
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from rich.console import Console, Group
@@ -31,6 +33,8 @@ from .launcher import fetch_status
 #: Tubes whose stats one sample asks for (a sample costs one round trip per tube).
 MAX_TUBES_SAMPLED = 500
 HTTP_TIMEOUT_S = 2.0
+#: The most nodes one sample asks for /status (given and discovered).
+MAX_NODES = 16
 
 
 @dataclass
@@ -47,8 +51,23 @@ def _status(address: str) -> dict | None:
 
 
 def sample_nodes(addresses: list[str]) -> list[dict]:
-    """One row per node: those given by HTTP address, then peers only their /status names."""
-    docs = {address: _status(address) for address in addresses}
+    """One row per node: those given or discovered by HTTP address, then Raft peers that only
+    the leader's /status names."""
+    docs: dict[str, dict | None] = {}
+    wave = list(dict.fromkeys(addresses))[:MAX_NODES]
+    # In waves, each fetched in parallel: the given nodes, then those they name, and so on,
+    # so that a node that does not answer costs one timeout per wave, not one per node.
+    with ThreadPoolExecutor(max_workers=MAX_NODES) as pool:
+        while wave:
+            docs.update(zip(wave, pool.map(_status, wave)))
+            named = [peer for doc in docs.values() for peer in (doc or {}).get("http_peers", [])]
+            wave = list(dict.fromkeys(a for a in named if a not in docs))
+            wave = wave[:MAX_NODES - len(docs)]
+    return node_rows(docs)
+
+
+def node_rows(docs: dict[str, dict | None]) -> list[dict]:
+    """The node table's rows from the /status documents by HTTP address (None: no answer)."""
     top_commit = max((d["commit_index"] for d in docs.values() if d), default=0)
     rows, seen = [], set()
     for address, doc in docs.items():

@@ -172,15 +172,29 @@ def test_top_once_prints_the_nodes_and_the_tubes_with_rates(trio):
     assert cells[:7] == ["cli-top", "1", "0", "0", "0", "1", "0.0"]
 
 
-def test_top_once_shows_peers_known_only_to_the_leader(trio):
-    leader = trio.leader()
-    done = run("top", "--once", "--interval", "0.2", "--address", address(leader),
-               "--http", leader.http_address)
+def test_top_once_finds_the_other_nodes_from_one_nodes_peer_http(trio):
+    # The harness gives every node --peer-http: one node's HTTP address is enough.
+    follower = trio.followers()[0]
+    done = run("top", "--once", "--interval", "0.2", "--address", address(follower),
+               "--http", follower.http_address)
     text = done.stdout.decode()
     assert done.returncode == 0, done.stderr
-    for follower in trio.followers():
-        assert follower.raft_address in text
-    assert text.count("connected") >= 2
+    for node in trio.nodes:
+        assert node.raft_address in text
+    assert "leader" in text and text.count("follower") == 2 and "unreachable" not in text
+
+
+def test_top_shows_raft_peers_without_an_http_address_from_what_the_leader_knows():
+    from beanraft.node.top import node_rows
+
+    leader = {"node": "r1", "role": "leader", "term": 3, "commit_index": 50, "applied_index": 50,
+              "ready": True, "peers": [
+                  {"address": "r2", "connected": True, "match_index": 48, "silent_s": 0.1},
+                  {"address": "r3", "connected": False, "match_index": None, "silent_s": 9.0}]}
+    rows = node_rows({"h1": leader, "h4": None})
+    assert [(r["node"], r["role"], r.get("lag"), r["health"]) for r in rows] == [
+        ("r1", "leader", 0, "ready"), ("h4", "down", None, "unreachable"),
+        ("r2", "peer", 2, "connected"), ("r3", "peer", None, "disconnected")]
 
 
 def test_top_rates_are_the_counter_deltas_over_the_time_between_samples():
@@ -193,3 +207,4 @@ def test_top_rates_are_the_counter_deltas_over_the_time_between_samples():
         "10.0", "0.5")
     assert _rate(now, before, "new", "total-jobs") == "-"  # no earlier sample of it
     assert _rate(now, None, "t", "total-jobs") == "-"
+
