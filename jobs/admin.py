@@ -108,7 +108,8 @@ def list_jobs(state: State, name: str, wanted: str, offset: int, limit: int,
     tube = state.tubes.get(name) if isinstance(name, str) else None
     if tube is None:
         return None
-    if wanted not in _LISTED:
+    if not isinstance(wanted, str) or wanted not in _LISTED or type(offset) is not int \
+            or type(limit) is not int or offset < 0 or limit < 0 or type(now_ns) is not int:
         return []
     ids = tube_job_ids(state, tube, _LISTED[wanted])[offset:offset + limit]
     return [_record(state.jobs[job_id], now_ns) for job_id in ids]

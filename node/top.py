@@ -142,7 +142,8 @@ def _cell(value) -> str:
 def render(now: Sample, before: Sample | None, max_tubes: int) -> Group:
     nodes = Table(title="nodes", title_justify="left", expand=False)
     for column in ("node", "role", "term", "commit", "applied", "lag", "health"):
-        nodes.add_column(column, justify="left" if column in ("node", "role", "health") else "right")
+        nodes.add_column(column, justify="left" if column in ("node", "role", "health") else "right",
+                         no_wrap=column == "node")
     for row in now.nodes:
         role = f"[bold]{row['role']}[/bold]" if row.get("leader") else row["role"]
         nodes.add_row(row["node"], role, _cell(row.get("term")), _cell(row.get("commit")),
@@ -150,7 +151,9 @@ def render(now: Sample, before: Sample | None, max_tubes: int) -> Group:
     tubes = Table(title="tubes", title_justify="left", expand=False)
     for column in ("tube", "ready", "reserved", "delayed", "buried", "urgent", "put/s",
                    "delete/s", "paused"):
-        tubes.add_column(column, justify="left" if column == "tube" else "right")
+        # Names are never cut: on a narrow terminal the number columns give way first.
+        tubes.add_column(column, justify="left" if column == "tube" else "right",
+                         no_wrap=column == "tube")
     ranked = sorted(now.tubes.items(), key=lambda item: (
         -item[1]["current-jobs-ready"] - item[1]["current-jobs-buried"], item[0]))
     for name, stats in ranked[:max_tubes]:

@@ -27,6 +27,7 @@ JUNK = st.recursive(ATOMS, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.tuples(inner, inner),
     st.dictionaries(st.text(max_size=2), inner, max_size=2)), max_leaves=8)
 PLAUSIBLE = st.one_of(EDGE_INTS, st.integers(0, 8), st.sampled_from(["default", "a", "b"]),
+                      st.sampled_from(["ready", "delayed", "buried", "reserved", "all"]),
                       st.binary(max_size=3), st.sampled_from([-1, 0, S, 3 * S]))
 OPS = st.one_of(st.sampled_from(list(Op)), st.integers(-2, 25), JUNK)
 
@@ -80,3 +81,6 @@ def test_queries_never_raise_on_odd_arguments(value):
         query(value)
     machine.stats_job(value, value)
     machine.stats_tube(value, value)
+    machine.list_jobs(value, value, value, value, value)
+    machine.list_jobs("default", value, 0, 10, T0)
+    machine.list_jobs("default", "all", value, value, T0)
