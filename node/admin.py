@@ -18,24 +18,43 @@ import click
 
 from beanraft import protocol as p
 
-from .admin_wire import DEFAULT_ADDRESS, AdminConnection, AdminError, parse_yaml
+from .admin_wire import DEFAULT_ADDRESS, AdminConnection, AdminError, parse_yaml, tls_context
 
 DEFAULT_PAGE = 100
 _HELP = {"help_option_names": ["-h", "--help"]}
 
 
+def _tls_options(command):
+    """--tls, --tls-ca, --tls-cert, --tls-key: how to reach a node whose client port has TLS."""
+    for option in reversed((
+        click.option("--tls", "use_tls", is_flag=True, envvar="BEANRAFT_TLS",
+                     help="The client port speaks TLS; trust the system's CAs."),
+        click.option("--tls-ca", type=click.Path(dir_okay=False), default=None,
+                     envvar="BEANRAFT_TLS_CA", help="Trust this CA file for the node (implies --tls)."),
+        click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+                     envvar="BEANRAFT_TLS_CERT", help="Client certificate, for mutual TLS."),
+        click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
+                     envvar="BEANRAFT_TLS_KEY", help="The client certificate's key."),
+    )):
+        command = option(command)
+    return command
+
+
 def _connected(command):
-    """Adds --address, --timeout and --json; opens the connection; maps AdminError to exit."""
+    """Adds --address, --timeout, --json and the TLS options; opens the connection; maps
+    AdminError to the exit status."""
 
     @click.option("--address", default=DEFAULT_ADDRESS, show_default=True, metavar="HOST:PORT",
                   envvar="BEANRAFT_ADDRESS", help="Client address of any node.")
     @click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
                   help="Seconds to wait for each reply (a commit may wait for an election).")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+    @_tls_options
     @functools.wraps(command)
-    def wrapper(address, timeout, as_json, **kwargs):
+    def wrapper(address, timeout, as_json, use_tls, tls_ca, tls_cert, tls_key, **kwargs):
         try:
-            with AdminConnection(address, timeout) as conn:
+            tls = tls_context(tls_ca, tls_cert, tls_key, use_tls)
+            with AdminConnection(address, timeout, tls) as conn:
                 result = command(conn, **kwargs)
         except AdminError as exc:
             if as_json:
@@ -216,13 +235,15 @@ def buried(conn, tube_name, offset, limit, move_to):
               help="Show at most this many tubes (the most backed up first).")
 @click.option("--once", is_flag=True,
               help="Take two samples --interval apart, print one frame and exit.")
-def top(address, http, interval, max_tubes, once):
+@_tls_options
+def top(address, http, interval, max_tubes, once, use_tls, tls_ca, tls_cert, tls_key):
     """A live view of the cluster: nodes (role, term, commit, lag, health) and tubes (counts,
     put and delete rates). Ctrl-C quits."""
     from .top import run  # rich is imported only by this command
 
     try:
-        run(address, list(http) or ["127.0.0.1:8301"], interval, max_tubes, once)
+        tls = tls_context(tls_ca, tls_cert, tls_key, use_tls)
+        run(address, list(http) or ["127.0.0.1:8301"], interval, max_tubes, once, tls)
     except AdminError as exc:
         click.echo(f"beanraft: {exc}", err=True)
         sys.exit(exc.status)

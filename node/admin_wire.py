@@ -9,6 +9,7 @@ exit status documented in docs/reference/cli.md.
 from __future__ import annotations
 
 import socket
+import ssl
 
 from beanraft import protocol as p
 from beanraft.protocol.client import ClientConnection, ProtocolError
@@ -46,6 +47,24 @@ class AdminError(Exception):
         self.status = status
 
 
+def tls_context(ca_file: str | None, cert_file: str | None, key_file: str | None,
+                use_tls: bool) -> ssl.SSLContext | None:
+    """The client context for a node's TLS client port, or None for plaintext.
+
+    ``ca_file`` (else the system's trust store when ``use_tls``) verifies the node's certificate
+    and host name; ``cert_file`` and ``key_file`` present a client certificate (mutual TLS).
+    """
+    if not (use_tls or ca_file or cert_file):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+        if cert_file:
+            context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise AdminError(f"cannot load the TLS files: {exc}", 2) from None
+    return context
+
+
 def parse_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -56,15 +75,21 @@ def parse_address(address: str) -> tuple[str, int]:
 class AdminConnection:
     """One connection to a node's client port; ``request`` sends one request, returns its reply."""
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 5.0):
+    def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 5.0,
+                 tls: ssl.SSLContext | None = None):
         self.address = address
         host, port = parse_address(address)
         self._codec = ClientConnection(MAX_REPLY_BODY)
         try:
-            self._sock = socket.create_connection((host, port), timeout=timeout)
+            sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as exc:
             raise AdminError(f"cannot connect to {address}: {exc.strerror or exc}",
                              EXIT_UNREACHABLE) from None
+        try:
+            self._sock = tls.wrap_socket(sock, server_hostname=host) if tls else sock
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            raise AdminError(f"TLS with {address} failed: {exc}", EXIT_UNREACHABLE) from None
 
     def close(self) -> None:
         self._sock.close()

@@ -106,15 +106,15 @@ def sample_tubes(conn: AdminConnection) -> dict[str, dict]:
 class Sampler:
     """Takes samples; keeps the client connection open between them."""
 
-    def __init__(self, address: str, http: list[str]):
-        self.address, self.http = address, http
+    def __init__(self, address: str, http: list[str], tls=None):
+        self.address, self.http, self.tls = address, http, tls
         self.conn: AdminConnection | None = None
 
     def take(self) -> Sample:
         sample = Sample(time.monotonic(), sample_nodes(self.http))
         try:
             if self.conn is None:
-                self.conn = AdminConnection(self.address, HTTP_TIMEOUT_S * 2)
+                self.conn = AdminConnection(self.address, HTTP_TIMEOUT_S * 2, self.tls)
             sample.tubes = sample_tubes(self.conn)
         except AdminError as exc:
             sample.error = str(exc)
@@ -170,8 +170,9 @@ def render(now: Sample, before: Sample | None, max_tubes: int) -> Group:
     return Group(*parts)
 
 
-def run(address: str, http: list[str], interval: float, max_tubes: int, once: bool) -> None:
-    sampler = Sampler(address, http)
+def run(address: str, http: list[str], interval: float, max_tubes: int, once: bool,
+        tls=None) -> None:
+    sampler = Sampler(address, http, tls)
     try:
         if once:
             first = sampler.take()
