@@ -18,7 +18,8 @@ import click
 
 from beanraft import protocol as p
 
-from .admin_wire import DEFAULT_ADDRESS, AdminConnection, AdminError, parse_yaml, tls_context
+from .admin_wire import (DEFAULT_ADDRESS, EXIT_NO_ROOM, AdminConnection, AdminError, parse_yaml,
+                         tls_context)
 
 DEFAULT_PAGE = 100
 _HELP = {"help_option_names": ["-h", "--help"]}
@@ -144,7 +145,7 @@ def job_put(conn, tube_name, body, pri, delay, ttr):
     reply = conn.expect(p.Put(pri, delay, ttr, data), p.Inserted, p.Buried)
     if isinstance(reply, p.Buried):
         raise AdminError(f"job {reply.job_id} was buried: the server has no room to queue it",
-                         6)
+                         EXIT_NO_ROOM)
     return f"inserted job {reply.job_id} into tube {tube_name}", {"id": reply.job_id,
                                                                   "tube": tube_name}
 

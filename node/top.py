@@ -27,7 +27,7 @@ from rich.table import Table
 
 from beanraft import protocol as p
 
-from .admin_wire import AdminConnection, AdminError, parse_yaml
+from .admin_wire import EXIT_UNREACHABLE, AdminConnection, AdminError, parse_yaml
 from .launcher import fetch_status
 
 #: Tubes whose stats one sample asks for (a sample costs one round trip per tube).
@@ -179,7 +179,7 @@ def run(address: str, http: list[str], interval: float, max_tubes: int, once: bo
             time.sleep(interval)
             frame = sampler.take()
             if frame.error and first.error:
-                raise AdminError(frame.error, 8)
+                raise AdminError(frame.error, EXIT_UNREACHABLE)
             Console(width=120).print(render(frame, first, max_tubes))
             return
         before = None

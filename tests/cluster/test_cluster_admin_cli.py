@@ -138,6 +138,9 @@ def test_errors_have_their_own_messages_and_exit_statuses(trio):
     assert too_big.returncode == 5 and b"maximum job size" in too_big.stderr
     usage = run("tube", "purge", "cli-errors", "--state", "reserved", "--address", node)
     assert usage.returncode == 2
+    top = run("top", "--once", "--interval", "0.2", "--address", f"{HOST}:{unused}",
+              "--http", f"{HOST}:{unused}")
+    assert top.returncode == 8 and b"cannot connect" in top.stderr, top.stderr
 
 
 def test_a_plain_beanstalkd_is_named_as_lacking_the_admin_commands(tmp_path):
