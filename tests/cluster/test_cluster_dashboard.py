@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -189,6 +190,14 @@ def test_the_page_shows_the_leader_and_the_tube_counts(cluster, buried_jobs, bro
     assert wait_for("every node in the table (learnt from /status)", lambda: sorted(browser.execute_script(
         "return [...document.querySelectorAll('#nodes tr[data-node]')].map(r => r.dataset.node)")) == expected, 5.0)
     assert page_text(browser, "source") == f"http://{leader.http_address}"
+    with LineClient(follower.client_address) as client:
+        client.request(b"use paused")
+        client.put(b"held")
+        assert client.request(b"pause-tube paused 600") == b"PAUSED"
+    assert wait_for("the pause left on the page", lambda: re.fullmatch(
+        r"(59\d|600) s of 600 s", browser.execute_script(
+            "const r = document.querySelector('#tubes tr[data-tube=\"paused\"] td.paused');"
+            "return r ? r.textContent : ''")), 5.0)
     assert severe_logs(browser) == []
 
 
