@@ -265,6 +265,8 @@ async function pollSource() {
   $("source").textContent = state.source;
   const tubes = await getJson(`${state.source}/api/tubes`);
   if (!tubes.ok) throw new Error(`tubes: HTTP ${tubes.status}`);
+  // Without a leader the node answers what it has applied, unconfirmed: say so.
+  $("stale").textContent = tubes.body.stale ? "(no leader: may be stale)" : "";
   record(tubes.body.tubes);
   drawTubes(tubes.body);
   drawChart();
