@@ -20,7 +20,7 @@ BENCH = Path(__file__).resolve().parent / "bench.py"
 @pytest.mark.timeout(180)
 def test_the_benchmark_command_measures_every_row_prints_the_table_and_exits_zero(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--targets", "beanraft", "--seconds", "0.2", "--workloads", "put,rd1",
+        [sys.executable, str(BENCH), "--targets", "beanraft", "--seconds", "1", "--workloads", "put,rd1",
          "--max-preload", "200", "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stdout + result.stderr
