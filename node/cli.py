@@ -15,7 +15,7 @@ from beanraft.replication.seam import SeamError
 
 from beanraft.protocol import MAX_JOB_SIZE_LIMIT
 
-from . import admin, ops, tls
+from . import admin, leader_cli, ops, tls
 from .config import MAX_DEDUP_CAP, MAX_DEDUP_WINDOW_S, ConfigError, NodeConfig, check_private
 
 VERSION = "0.1.0"
@@ -271,7 +271,7 @@ def _setup_logging(verbose: int) -> None:
         logging.getLogger("pysyncobj").setLevel(logging.WARNING)
 
 
-for _command in (ops.cluster, ops.status, ops.secret, *admin.COMMANDS):
+for _command in (ops.cluster, ops.status, ops.secret, *admin.COMMANDS, leader_cli.leader):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ class LoopBridge:
         replies or a CommitError. The command is built in one copy (``entries.call_command``)."""
         fut = self.loop.create_future()
         parts = (entry,) if isinstance(entry, (bytes, bytearray, memoryview)) else tuple(entry)
-        seam.propose(self._sync, call_command(self._apply_id, parts),
-                     lambda res, err: self._on_result(fut, res, err))
+        # Through the transfer gate: a leader handing over holds new commands (transfer.py).
+        self.transfers.propose(call_command(self._apply_id, parts),
+                               lambda res, err: self._on_result(fut, res, err))
         return fut
 
     def _on_result(self, fut, res, err) -> None:

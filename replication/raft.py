@@ -68,6 +68,7 @@ from .reads import StateReads
 from .snapshot_file import SnapshotAnchor, read_snapshot
 from .snapshot_writer import SnapshotWriter
 from .status import RaftStatus, read_status
+from .transfer import Transfers
 
 # Names other modules and tests import from here.
 __all__ = ["COMPACT_BYTES", "COMPACT_ENTRIES", "JOURNAL_NAME", "SNAPSHOT_NAME", "CommitError",
@@ -128,6 +129,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._apply_waiters: list[asyncio.Future] = []
         self._sync.addOnTickCallback(self._reads.on_tick)
         self._route_read_index_messages()
+        self.transfers = Transfers(self._sync, loop)  # leadership transfer (transfer.py)
+        self.transfers.install()
         if not config.peers:
             self._wake_on_append()
         self._thread = threading.Thread(target=self._run_ticks, name="raft-tick", daemon=True)

@@ -1,0 +1,330 @@
+"""Leadership transfer: hand the leader role to an up-to-date follower (Raft's TimeoutNow).
+
+Theory of operation.
+* pysyncobj 0.3.17's public ``transferLeadership(node, callback)`` sends TimeoutNow to a
+  follower whose match index equals the leader's last log index, and refuses any other. Under
+  load the leader's log grows on every tick, so a follower is hardly ever exactly caught up.
+  So the leader first **holds** new commands: its own proposals (``propose``) and the commands
+  its followers forward to it (``apply_command`` peer messages). Once the target has
+  acknowledged the whole log, the leader sends TimeoutNow; the target starts an election at
+  once and wins it (no log is longer than its own), and the old leader steps down when the
+  target's vote request reaches it.
+* When a new leader is known, or the attempt failed, the held commands are let go: a node that
+  is a follower now forwards its own to the new leader, and answers the forwarded ones
+  NOT_LEADER, so their nodes propose them again to the new leader. Every command is idempotent
+  (batcher.py), so a command proposed twice is applied once.
+* A transfer asked on a follower is sent to the leader over the sealed peer connection
+  (``br_xfer_req``), which answers ``br_xfer_done``. A leader runs one transfer at a time.
+* Everything that touches pysyncobj runs in the tick thread (``on_tick``, ``on_message``); the
+  event loop hands requests over through a deque and gets each answer through
+  ``call_soon_threadsafe``. ``propose`` is called on the event loop; ``_gate`` makes "hold or
+  propose" and "stop holding, then propose what was held" exclusive, so nothing is left behind.
+
+``transfer_leadership(raft, to, timeout_s)`` is the one entry point for the rest of BeanRaft
+(the HTTP endpoint, a leader's SIGTERM, the removal of a leader from the membership).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from pysyncobj.config import FAIL_REASON
+
+from . import seam
+
+log = logging.getLogger("beanraft.transfer")
+
+REQUEST, DONE = "br_xfer_req", "br_xfer_done"
+TYPES = frozenset((REQUEST, DONE))
+DEFAULT_TIMEOUT_S = 5.0
+CATCH_UP_SHARE = 0.5  # of the timeout, at most, for the target to acknowledge the whole log
+MAX_HELD_FORWARDS = 100_000  # forwarded commands held during a transfer (pysyncobj's queue size)
+
+# Why a transfer did not happen (TransferError.code); docs/reference/http.md lists them.
+NO_LEADER = "no_leader"
+UNKNOWN_TARGET = "unknown_target"
+NOT_CAUGHT_UP = "not_caught_up"
+BUSY = "busy"
+TIMEOUT = "timeout"
+
+
+class TransferError(Exception):
+    """The leadership did not move; ``code`` says why (one of the constants above)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Transferred:
+    """The leadership moved (or was already where it was asked to be)."""
+
+    previous: str
+    leader: str
+    elapsed_s: float
+
+
+async def transfer_leadership(raft, to: str | None = None,
+                              timeout_s: float = DEFAULT_TIMEOUT_S) -> Transferred:
+    """Move the leadership of ``raft``'s cluster to ``to`` (a Raft address), or to the most
+    caught-up connected follower when ``to`` is None; ask on any node.
+
+    Returns once a new leader is known; raises :class:`TransferError` otherwise (no leader,
+    unknown target, target not caught up, another transfer running, timeout).
+    """
+    return await raft.transfers.request(to, timeout_s)
+
+
+@dataclass
+class _Run:
+    """One transfer in progress on the leader."""
+
+    reply: Callable[[object], None]  # called in the tick thread with Transferred or TransferError
+    to: str | None
+    started: float
+    catch_up_until: float
+    until: float
+    sent_to: str | None = None  # the target TimeoutNow went to
+
+
+class Transfers:
+    """The tick-thread side of leadership transfers of one node (see the module docstring)."""
+
+    def __init__(self, sync, loop: asyncio.AbstractEventLoop):
+        self._sync = sync
+        self._loop = loop
+        self._tokens = itertools.count(1)
+        self.requests: collections.deque = collections.deque()  # (to, timeout_s, future) from the loop
+        self._asked: dict[int, tuple[asyncio.Future, float]] = {}  # token -> future, deadline
+        self._run: _Run | None = None
+        self._gate = threading.Lock()
+        self._holding = False
+        self._held: list[tuple[bytes, Callable]] = []  # our own proposals
+        self._held_forwards: list[tuple[object, dict]] = []  # (follower, apply_command message)
+        self._handler: Callable | None = None
+
+    def install(self) -> None:
+        """Route our messages here and hold forwarded commands while a transfer runs."""
+        self._handler = handler = seam.message_handler(self._sync)
+
+        def on_message(node, message):
+            if isinstance(message, dict):
+                kind = message.get("type")
+                if kind in TYPES:
+                    self.on_message(node, message)
+                    return
+                if (kind == "apply_command" and self._holding
+                        and len(self._held_forwards) < MAX_HELD_FORWARDS):
+                    self._held_forwards.append((node, message))
+                    return
+            handler(node, message)
+
+        seam.transport(self._sync).setOnMessageReceivedCallback(on_message)
+        self._sync.addOnTickCallback(self.on_tick)
+
+    # -- the event loop's side -----------------------------------------------------------
+
+    def propose(self, command: bytes, callback: Callable) -> None:
+        """Propose ``command`` now, or keep it until the transfer that runs ends."""
+        with self._gate:
+            if self._holding:
+                self._held.append((command, callback))
+                return
+            seam.propose(self._sync, command, callback)
+
+    async def request(self, to: str | None, timeout_s: float) -> Transferred:
+        fut = self._loop.create_future()
+        self.requests.append((to, timeout_s, fut))
+        seam.pipe_notifier(self._sync).notify()
+        try:
+            # A little longer than the leader's own deadline, so its answer normally arrives.
+            return await asyncio.wait_for(asyncio.shield(fut), timeout_s + 0.5)
+        except asyncio.TimeoutError:
+            raise TransferError(TIMEOUT, f"no answer from the leader within {timeout_s:g} s") from None
+
+    def _answer(self, fut: asyncio.Future, outcome) -> None:
+        """Tick thread: hand ``outcome`` (a result or a TransferError) to the loop."""
+        def settle():
+            if fut.done():
+                return
+            if isinstance(outcome, TransferError):
+                fut.set_exception(outcome)
+            else:
+                fut.set_result(outcome)
+        try:
+            self._loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop closed during shutdown
+            pass
+
+    # -- the tick ------------------------------------------------------------------------
+
+    def on_tick(self) -> None:
+        now = time.monotonic()
+        while self.requests:
+            to, timeout_s, fut = self.requests.popleft()
+            self._start_local(to, timeout_s, fut, now)
+        for token, (fut, until) in list(self._asked.items()):
+            if fut.done() or now > until:
+                del self._asked[token]
+        if self._run is not None:
+            self._advance(now)
+
+    def _start_local(self, to, timeout_s, fut, now) -> None:
+        sync = self._sync
+        if seam.is_leader(sync):
+            self._begin(lambda outcome: self._answer(fut, outcome), to, timeout_s, now)
+            return
+        leader = seam.leader_node(sync)
+        if leader is None:
+            self._answer(fut, TransferError(
+                NO_LEADER, "no leader: the cluster is electing one or has no majority"))
+            return
+        token = next(self._tokens)
+        self._asked[token] = (fut, now + timeout_s + 1.0)
+        seam.transport(sync).send(leader, {"type": REQUEST, "token": token, "to": to,
+                                           "timeout_s": float(timeout_s)})
+
+    def _begin(self, reply, to, timeout_s, now) -> None:
+        """On the leader: refuse at once what cannot work, else start holding commands."""
+        me = str(self._sync.selfNode)
+        if self._run is not None:
+            reply(TransferError(BUSY, "a leadership transfer is already in progress"))
+            return
+        members = [str(n) for n in self._sync.otherNodes]
+        if to is not None and to != me and to not in members:
+            reply(TransferError(UNKNOWN_TARGET, f"{to} is not a member of the cluster "
+                                f"(members: {', '.join(sorted(members + [me]))})"))
+            return
+        if to == me:
+            reply(Transferred(previous=me, leader=me, elapsed_s=0.0))
+            return
+        if not members:
+            reply(TransferError(NOT_CAUGHT_UP, "no other member to hand the leadership to"))
+            return
+        timeout_s = max(0.1, timeout_s)
+        self._run = _Run(reply=reply, to=to, started=now,
+                         catch_up_until=now + timeout_s * CATCH_UP_SHARE, until=now + timeout_s)
+        with self._gate:
+            self._holding = True
+        # Checked from the next tick on: by then pysyncobj has appended what was queued before
+        # the hold, so "caught up" means caught up with everything that will be in this log.
+        log.info("leadership transfer to %s: holding new commands until it is caught up",
+                 to or "the most caught-up follower")
+
+    def _advance(self, now: float) -> None:
+        run, sync = self._run, self._sync
+        if run.sent_to is None:
+            if not seam.is_leader(sync):
+                self._finish(TransferError(NO_LEADER, "this node lost the leadership meanwhile"))
+                return
+            target = self._caught_up(run.to)
+            if target is not None:
+                run.sent_to = str(target)
+                sync.transferLeadership(target, self._on_sent)
+            elif now > run.catch_up_until:
+                self._finish(TransferError(NOT_CAUGHT_UP, self._lag(run.to, now - run.started)))
+            return
+        leader = seam.leader_node(sync)
+        if not seam.is_leader(sync) and leader is not None:
+            self._finish(Transferred(previous=str(sync.selfNode), leader=str(leader),
+                                     elapsed_s=round(now - run.started, 3)))
+        elif now > run.until:
+            self._finish(TransferError(TIMEOUT, f"asked {run.sent_to} to take over, but no new "
+                                       f"leader was elected within "
+                                       f"{run.until - run.started:.1f} s"))
+
+    def _on_sent(self, _result, err) -> None:
+        if err != FAIL_REASON.SUCCESS and self._run is not None:
+            # Checked just before, so only a race with a change of role lands here.
+            self._finish(TransferError(NOT_CAUGHT_UP, f"pysyncobj refused the transfer (reason {err})"))
+
+    def _progress(self) -> tuple[int, dict[str, tuple[bool, int]]]:
+        """The leader's last log index and, per follower, (connected, match index)."""
+        raw = self._sync.getStatus()
+        last = seam.journal(self._sync)[-1][1]
+        prefix = "partner_node_status_server_"
+        peers = {key[len(prefix):]: (value == 2, raw.get("match_idx_server_" + key[len(prefix):], 0))
+                 for key, value in raw.items() if key.startswith(prefix)}
+        return last, peers
+
+    def _caught_up(self, to: str | None):
+        last, peers = self._progress()
+        ready = sorted(address for address, (connected, match) in peers.items()
+                       if connected and match >= last and (to is None or address == to))
+        if not ready:
+            return None
+        return next(n for n in self._sync.otherNodes if str(n) == ready[0])
+
+    def _lag(self, to: str | None, waited_s: float) -> str:
+        last, peers = self._progress()
+        names = [to] if to is not None else sorted(peers)
+        parts = []
+        for address in names:
+            connected, match = peers.get(address, (False, 0))
+            parts.append(f"{address} has {match} of {last}" if connected
+                         else f"{address} is not connected")
+        return f"no follower caught up within {waited_s:.1f} s: {'; '.join(parts)}"
+
+    def _finish(self, outcome) -> None:
+        run, self._run = self._run, None
+        with self._gate:
+            self._holding = False
+            held, self._held = self._held, []
+            for command, callback in held:
+                seam.propose(self._sync, command, callback)
+        forwards, self._held_forwards = self._held_forwards, []
+        for node, message in forwards:
+            self._handler(node, message)
+        if isinstance(outcome, TransferError):
+            log.warning("leadership transfer failed: %s (%d commands held, released)",
+                        outcome, len(held) + len(forwards))
+        else:
+            log.info("leadership transferred to %s in %.3f s (%d commands held, released)",
+                     outcome.leader, outcome.elapsed_s, len(held) + len(forwards))
+        run.reply(outcome)
+
+    # -- peer messages -------------------------------------------------------------------
+
+    def on_message(self, node, message: dict) -> None:
+        kind = message.get("type")
+        if kind == REQUEST:
+            self._on_request(node, message)
+        elif kind == DONE:
+            entry = self._asked.pop(message.get("token"), None)
+            if entry is None:
+                return
+            if message.get("ok"):
+                outcome = Transferred(previous=str(message.get("previous")),
+                                      leader=str(message.get("leader")),
+                                      elapsed_s=float(message.get("elapsed_s", 0.0)))
+            else:
+                outcome = TransferError(str(message.get("code")), str(message.get("message")))
+            self._answer(entry[0], outcome)
+
+    def _on_request(self, node, message: dict) -> None:
+        token, to = message.get("token"), message.get("to")
+        timeout_s = message.get("timeout_s")
+        transport = seam.transport(self._sync)
+
+        def reply(outcome) -> None:
+            if isinstance(outcome, TransferError):
+                answer = {"ok": False, "code": outcome.code, "message": str(outcome)}
+            else:
+                answer = {"ok": True, "previous": outcome.previous, "leader": outcome.leader,
+                          "elapsed_s": outcome.elapsed_s}
+            transport.send(node, {"type": DONE, "token": token, **answer})
+
+        if not isinstance(timeout_s, float) or not (to is None or isinstance(to, str)):
+            return  # not a request any version of ours sends
+        if not seam.is_leader(self._sync):
+            reply(TransferError(NO_LEADER, "the node asked was not the leader any more; ask again"))
+            return
+        self._begin(reply, to, timeout_s, time.monotonic())

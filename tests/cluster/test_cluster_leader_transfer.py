@@ -1,0 +1,115 @@
+"""Goal: `beanraft leader transfer` moves the leadership where it is asked, from any node, and
+refuses with a clear message and its own exit status what it cannot do.
+
+Method: one three-node cluster for the module, started with an admin token file; the real CLI
+is run as a subprocess against the nodes' HTTP ports. The refusals are produced for real: an
+address that is not a member, a missing or wrong token, a SIGSTOPped follower that cannot
+acknowledge the latest entry (not caught up), and at the end a node left alone (no leader).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import pytest
+from cluster_harness import Cluster, LineClient, beanraft_argv, clean_env, wait_for
+
+TOKEN = "transfer-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("transfer")
+    token_file = workdir / "admin-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    cluster = Cluster(workdir, extra_args=("--admin-token-file", str(token_file)))
+    cluster.token_file = token_file
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def transfer(node, *args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess:
+    env = clean_env(**({"BEANRAFT_ADMIN_TOKEN": token} if token else {}))
+    return subprocess.run([*beanraft_argv(), "leader", "transfer", "--http", node.http_address,
+                           *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_a_transfer_asked_on_a_follower_moves_the_leadership_to_the_named_node(cluster):
+    leader = cluster.leader()
+    asked, target = [n for n in cluster.nodes if n is not leader]
+    done = transfer(asked, "--to", target.raft_address, "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["previous"] == leader.raft_address
+    assert answer["leader"] == target.raft_address
+    assert cluster.leader() is target
+    with LineClient(leader.client_address) as client:  # the old leader serves through the new
+        assert client.put(b"after the transfer") > 0
+
+
+def test_a_transfer_without_a_target_picks_a_caught_up_follower(cluster):
+    leader = cluster.leader()
+    done = transfer(leader, "--admin-token-file", str(cluster.token_file))
+    assert done.returncode == 0, done.stderr
+    new = cluster.leader()
+    assert new is not leader
+    assert done.stdout.strip().startswith(f"leader is now {new.raft_address} (was "
+                                          f"{leader.raft_address};")
+
+
+def test_asking_for_the_current_leader_changes_nothing(cluster):
+    leader = cluster.leader()
+    done = transfer(leader, "--to", leader.raft_address)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{leader.raft_address} is already the leader"
+    assert cluster.leader() is leader
+
+
+def test_an_address_that_is_not_a_member_is_refused_with_the_members(cluster):
+    follower = cluster.followers()[0]
+    done = transfer(follower, "--to", "127.0.0.1:1")
+    assert done.returncode == 3
+    assert "127.0.0.1:1 is not a member of the cluster (members: " in done.stderr
+    assert all(n.raft_address in done.stderr for n in cluster.nodes)
+
+
+def test_without_the_right_token_nothing_moves(cluster):
+    leader = cluster.leader()
+    missing = transfer(leader, token=None)
+    assert missing.returncode == 2 and "BEANRAFT_ADMIN_TOKEN" in missing.stderr
+    wrong = transfer(leader, token="not-the-token")
+    assert wrong.returncode == 4 and "missing or wrong admin token" in wrong.stderr
+    assert cluster.leader() is leader
+
+
+def test_a_follower_that_is_behind_is_refused_as_not_caught_up(cluster):
+    leader = cluster.leader()
+    frozen, other = [n for n in cluster.nodes if n is not leader]
+    frozen.signal(signal.SIGSTOP)
+    try:
+        with LineClient(other.client_address) as client:
+            client.put(b"the frozen follower never acknowledges this")
+        done = transfer(other, "--to", frozen.raft_address, "--timeout", "1")
+    finally:
+        frozen.signal(signal.SIGCONT)
+    assert done.returncode == 10, done.stderr
+    assert f"{frozen.raft_address} has " in done.stderr and "no follower caught up" in done.stderr
+    assert cluster.leader() is leader
+    with LineClient(leader.client_address) as client:  # the held commands were let go
+        assert client.put(b"after a refused transfer") > 0
+
+
+def test_a_node_without_a_leader_says_so(cluster):
+    """Last in the module: it stops two of the three nodes."""
+    alone = cluster.nodes[0]
+    for node in cluster.nodes[1:]:
+        node.stop()
+    wait_for("the node left alone to know no leader",
+             lambda: (alone.status() or {}).get("leader", "?") is None, timeout_s=20)
+    done = transfer(alone)
+    assert done.returncode == 9
+    assert "no leader" in done.stderr
