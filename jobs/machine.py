@@ -172,6 +172,12 @@ class Machine(State):
         if epoch is not None:
             del self.epochs[epoch]
 
+    def retire_all(self) -> None:
+        """End every session and retire every epoch, as if every node had gone (a restore)."""
+        for node in sorted(self.node_epoch):
+            self._retire(node)
+        self.events.clear()
+
     def sessions_of(self, node_name: str) -> list[int]:
         """The open sessions of ``node_name``'s live epoch, in sid order."""
         epoch = self.node_epoch.get(node_name) if isinstance(node_name, str) else None

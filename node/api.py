@@ -10,9 +10,10 @@ Theory of operation. The handlers run on the HTTP thread (``http.py``).
   their own, proposed through the node's group commit on the node's event loop and committed
   through Raft like any client's: OPEN, the command, CLOSE. The reply is the command's wire
   reply, mapped to an HTTP status.
-* Every mutating request (any method but GET, HEAD and OPTIONS, on any path) needs
-  ``Authorization: Bearer <token>``, compared in constant time. Without ``--admin-token-file``
-  the mutating endpoints answer 403: nothing can change the queue over HTTP.
+* Every mutating request (any method but GET, HEAD and OPTIONS, on any path) and everything
+  under /admin/ needs ``Authorization: Bearer <token>`` (``auth.py`` decides which requests
+  and judges the token); with ``--http-read-token-required`` the reads need it too. Without
+  ``--admin-token-file`` those endpoints answer 403: nothing can change the queue over HTTP.
 * The page may be served by one node and read another after a failover, so the endpoints allow
   any origin (CORS). The token is a header the page sends on purpose, never a cookie, so
   another site cannot make a browser use it.
@@ -21,7 +22,6 @@ Theory of operation. The handlers run on the HTTP thread (``http.py``).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import logging
 
@@ -31,6 +31,7 @@ from beanraft import protocol as p
 from beanraft.jobs.commands import Op
 from beanraft.replication.batcher import OutcomeUnknown
 
+from . import auth
 from .translate import NS, to_command, to_reply
 
 log = logging.getLogger("beanraft.http")
@@ -41,7 +42,6 @@ DEFAULT_BURIED = 50
 MAX_PEEK_BYTES = 4096  # of a job's body shown by GET /api/jobs/{id} (size is given whole)
 BARRIER_TIMEOUT_S = 0.5  # a read waits this long for the read barrier, then answers stale
 MUTATION_TIMEOUT_S = 5.0  # the page's kick or delete, from proposal to commit
-READ_METHODS = ("GET", "HEAD", "OPTIONS")
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
@@ -50,16 +50,15 @@ CORS_HEADERS = {
 }
 
 
-def guard(token: str | None):
-    """aiohttp middleware: CORS on every answer, the bearer token on every mutation."""
-    expected = f"Bearer {token}".encode() if token else None
+def guard(token: str | None, reads_closed: bool = False):
+    """aiohttp middleware: CORS on every answer, the bearer token where ``auth.needs_token``."""
 
     @web.middleware
     async def middleware(request, handler):
         if request.method == "OPTIONS":
             return web.Response(status=204, headers=CORS_HEADERS)
-        if request.method not in READ_METHODS:
-            refusal = _refusal(expected, request.headers.get("Authorization", ""))
+        if auth.needs_token(request.method, request.path, reads_closed):
+            refusal = _refusal(token, request)
             if refusal is not None:
                 refusal.headers.update(CORS_HEADERS)
                 return refusal
@@ -74,14 +73,14 @@ def guard(token: str | None):
     return middleware
 
 
-def _refusal(expected: bytes | None, given: str) -> web.Response | None:
-    if expected is None:
+def _refusal(token: str | None, request) -> web.Response | None:
+    if token is None:
         return web.json_response(
-            {"error": "mutations over HTTP are disabled: start the node with --admin-token-file"},
-            status=403)
-    # compare_digest takes as long whatever prefix matches: the token cannot be guessed bytewise.
-    if not hmac.compare_digest(given.encode("utf-8", "replace"), expected):
-        log.warning("HTTP mutation refused: missing or wrong admin token")
+            {"error": "this endpoint needs the admin token, and this node has none: start it "
+                      "with --admin-token-file"}, status=403)
+    if not auth.token_matches(token, request.headers.get("Authorization", "")):
+        log.warning("HTTP %s %s refused: missing or wrong admin token", request.method,
+                    request.path)
         return web.json_response({"error": "missing or wrong admin token"}, status=401,
                                  headers={"WWW-Authenticate": "Bearer"})
     return None

@@ -1,5 +1,5 @@
 """The HTTP endpoint of a node (aiohttp): /status, /healthz, /readyz, /metrics, the dashboard
-at / and its JSON endpoints under /api (``api.py``).
+at / and its JSON endpoints under /api (``api.py``), and /admin/backup (``backup.py``).
 
 Theory of operation. The endpoint runs its own event loop in a thread of its own, so pollers
 never take turns of the loop that serves clients and proposes commits: however many there are,
@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import accept, api, transfer_api
+from . import accept, api, backup, transfer_api
 from .status import Cached, Digester, Metrics, encode, status_document
 
 log = logging.getLogger("beanraft.http")
@@ -103,10 +103,12 @@ def _routes(node, node_loop: asyncio.AbstractEventLoop) -> web.Application:
     async def prometheus(_request):
         return web.Response(body=metrics_bytes.get(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application(middlewares=[api.guard(node.config.admin_token)])
+    app = web.Application(middlewares=[api.guard(node.config.admin_token,
+                                                  node.config.http_read_token_required)])
     app.add_routes([web.get("/status", status), web.get("/healthz", healthz),
                     web.get("/readyz", readyz), web.get("/metrics", prometheus)])
     app.add_routes(api.routes(node, node_loop) + transfer_api.routes(node, node_loop)
+                   + backup.routes(node, node_loop)
                    + _dashboard_routes())
     return app
 
@@ -172,7 +174,8 @@ async def start_http(node, address: str) -> HttpEndpoint:
     """Serve the endpoint on HOST:PORT; return it (``await endpoint.cleanup()`` stops it)."""
     endpoint = HttpEndpoint(node, address, asyncio.get_running_loop())
     await asyncio.get_running_loop().run_in_executor(None, endpoint.start)
-    log.info("HTTP endpoint on %s://%s/status (dashboard at /; mutations %s)",
+    log.info("HTTP endpoint on %s://%s/status (dashboard at /; mutations and backups %s%s)",
              "https" if node.tls else "http", address,
-             "need the admin token" if node.config.admin_token else "disabled")
+             "need the admin token" if node.config.admin_token else "disabled",
+             "; reads need the admin token" if node.config.http_read_token_required else "")
     return endpoint

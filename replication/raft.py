@@ -52,6 +52,7 @@ from pysyncobj.monotonic import monotonic
 from beanraft.jobs.machine import Machine
 
 from . import peer_link, raft_port, seam
+from .backup import BackupBusy, BackupStream, BackupTaker
 from .bridge import CommitError, LoopBridge
 from .clock import ClusterClock
 from .codec import EntryFormatError, decode_entry
@@ -64,6 +65,7 @@ from .glue import Host, PysyncobjGlue, check_bindable, keep_next_index_monotonic
 from .journal import DurableJournal
 from .peer_crypto import PeerCipher, derive_key
 from .read_index import ReadIndex
+from .restore import check_restored, forget_restore
 from .reads import StateReads
 from .snapshot_file import SnapshotAnchor, read_snapshot
 from .snapshot_writer import SnapshotWriter
@@ -71,7 +73,7 @@ from .status import RaftStatus, read_status
 from .transfer import Transfers
 
 # Names other modules and tests import from here.
-__all__ = ["COMPACT_BYTES", "COMPACT_ENTRIES", "JOURNAL_NAME", "SNAPSHOT_NAME", "CommitError",
+__all__ = ["BackupBusy", "BackupStream", "COMPACT_BYTES", "COMPACT_ENTRIES", "JOURNAL_NAME", "SNAPSHOT_NAME", "CommitError",
            "DataDirLocked", "RaftConfig", "RaftNode", "Timing", "keep_next_index_monotonic",
            "restamp_command"]
 
@@ -107,6 +109,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self.clock = ClusterClock()
         self._appended_at: dict[int, int] = {}  # log index -> monotonic ns it was appended
         self._disk = DiskBudget(config.data_dir)
+        self._restored_at: int | None = None  # the restore's index until the cluster passes it
         try:
             self._sync = self._build(config)
         except BaseException:
@@ -128,6 +131,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._read_waiters: dict[int, asyncio.Future] = {}
         self._apply_waiters: list[asyncio.Future] = []
         self._sync.addOnTickCallback(self._reads.on_tick)
+        self._backups = BackupTaker(self, self._sync)
+        self._sync.addOnTickCallback(self._backups.on_tick)
         self._route_read_index_messages()
         self.transfers = Transfers(self._sync, loop)  # leadership transfer (transfer.py)
         self.transfers.install()
@@ -145,6 +150,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         else:
             make_private(directory)
             self._lock_fd = lock_directory(directory)
+            self._restored_at = check_restored(directory, config.self_addr, config.peers)
             release_reserve_for_start(directory)
             journal = os.path.join(directory, JOURNAL_NAME)
         t = config.timing
@@ -254,6 +260,9 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         return raft_log[-1][1] > commit or commit > self._sync.raftLastApplied
 
     def _after_tick(self) -> None:
+        if self._restored_at is not None and self.applied_index > self._restored_at:
+            self._restored_at = None
+            forget_restore(self.config.data_dir)
         now = time.monotonic()
         if now - self._status_at >= 0.1:
             self._status_at = now
@@ -339,6 +348,18 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             if first > index:
                 break
             del appended_at[first]
+
+    # -- backups ---------------------------------------------------------------------------
+
+    def take_backup(self):
+        """A concurrent future of a ``BackupStream`` of the state at the next tick (any thread).
+
+        Raises BackupBusy while another backup of this node runs; call ``backup_done`` after.
+        """
+        return self._backups.request()
+
+    def backup_done(self) -> None:
+        self._backups.done()
 
     # -- snapshots (tick thread) -----------------------------------------------------------
 

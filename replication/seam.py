@@ -255,6 +255,7 @@ _MISSING = object()
 # -- accessors (the rest of replication goes through these) -----------------------------------
 
 REGULAR_COMMAND = bytes((_pso._COMMAND_TYPE.REGULAR,))  # type byte of a @replicated call entry
+NO_OP_COMMAND = bytes((_pso._COMMAND_TYPE.NO_OP,))  # a whole no-op entry (a new leader's first)
 LEADER = _pso._RAFT_STATE.LEADER
 FOLLOWER = _pso._RAFT_STATE.FOLLOWER
 JournalBase = _pso_journal.Journal

@@ -6,7 +6,8 @@
 // round. Tubes and buried jobs are read from one node, the "source": it stays the same while it
 // answers, and the first node that answers takes over when it does not.
 // The admin token lives in this page's memory and sessionStorage only; it is sent as a bearer
-// header with kicks and deletes and never written back into the page.
+// header with every request once entered (nodes started with --http-read-token-required need it
+// for reads too; the others ignore it on reads) and never written back into the page.
 "use strict";
 
 const POLL_MS = 1000;
@@ -40,8 +41,13 @@ function learn(url) {
 async function getJson(url, options = {}) {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), FETCH_TIMEOUT_MS);
+  const headers = { ...(options.headers || {}) };
+  if (state.token && !headers.Authorization) headers.Authorization = `Bearer ${state.token}`;
   try {
-    const response = await fetch(url, { ...options, signal: abort.signal, cache: "no-store" });
+    const response = await fetch(url, { ...options, headers, signal: abort.signal, cache: "no-store" });
+    if (response.status === 401 && !options.method) {
+      say("this node needs the admin token to be read: enter it below", true);
+    }
     const body = await response.json().catch(() => ({}));
     return { ok: response.ok, status: response.status, body };
   } finally {

@@ -1,0 +1,99 @@
+"""POST /admin/backup: stream a consistent backup of this node's state (``replication/backup.py``).
+
+Theory of operation. The handler runs on the HTTP thread; the middleware has already checked the
+admin token (``auth.py``: everything under /admin/ needs it).
+* First the read barrier, on the node's event loop, as for a linearizable read: the backup then
+  holds everything committed anywhere before the request arrived. Without a leader the request
+  fails with 503, unless ``?stale=1`` asks for this node's applied state as it is.
+* Then the Raft thread forks at its next tick; the child writes the file into a pipe, and this
+  handler copies the pipe into the response in ``CHUNK_BYTES`` pieces. The response's length is
+  not known in advance (chunked); the header inside the file announces the body's length and
+  checksum, so a reader detects a response cut short. A child that fails makes the handler drop
+  the connection instead of ending the response cleanly.
+* One backup at a time per node (409 for a second); a reader that stalls for ``STALL_S`` is
+  dropped, which breaks the pipe and ends the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from aiohttp import web
+
+from beanraft.replication.batcher import OutcomeUnknown
+from beanraft.replication.raft import BackupBusy
+
+log = logging.getLogger("beanraft.backup")
+
+CHUNK_BYTES = 1 << 20
+BARRIER_TIMEOUT_S = 5.0  # the read barrier before a backup (an election may be under way)
+START_TIMEOUT_S = 10.0  # from the request to the fork (one tick, normally)
+STALL_S = 60.0  # a reader that takes no bytes for this long is dropped
+
+
+def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
+    """The /admin/backup route of ``node``."""
+
+    async def backup(request):
+        stale = request.query.get("stale") in ("1", "true", "yes")
+        if not stale:
+            barrier = asyncio.run_coroutine_threadsafe(node.read_barrier(), node_loop)
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(barrier), BARRIER_TIMEOUT_S)
+            except (OutcomeUnknown, asyncio.TimeoutError):
+                return web.json_response(
+                    {"error": "no leader confirmed what is committed; ask again, or add "
+                              "?stale=1 for this node's applied state as it is"}, status=503)
+        try:
+            future = node.raft.take_backup()
+        except BackupBusy as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        try:
+            return await _stream(request, future)
+        finally:
+            node.raft.backup_done()
+
+    return [web.post("/admin/backup", backup)]
+
+
+async def _stream(request, future) -> web.StreamResponse:
+    loop = asyncio.get_running_loop()
+    try:
+        stream = await asyncio.wait_for(asyncio.wrap_future(future), START_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        future.add_done_callback(lambda f: f.exception() is None and f.result().finish())
+        return web.json_response({"error": "the backup did not start"}, status=503)
+    except Exception as exc:  # the fork itself failed (no memory, no process slot)
+        return web.json_response({"error": f"the backup did not start: {exc}"}, status=503)
+    began, sent, ok = time.monotonic(), 0, False
+    response = web.StreamResponse(headers={
+        "Content-Type": "application/octet-stream",
+        "X-BeanRaft-Backup-Index": str(stream.index),
+        "Content-Disposition": f'attachment; filename="beanraft-{stream.index}.backup"'})
+    try:
+        await response.prepare(request)
+        while True:
+            chunk = await loop.run_in_executor(None, os.read, stream.fd, CHUNK_BYTES)
+            if not chunk:
+                break
+            await asyncio.wait_for(response.write(chunk), STALL_S)
+            sent += len(chunk)
+        ok = True
+    except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+        log.warning("backup at index %d to %s abandoned after %d bytes: %s", stream.index,
+                    request.remote, sent, exc or type(exc).__name__)
+    finally:
+        ok = await loop.run_in_executor(None, stream.finish) and ok and sent > 0
+    if not ok:
+        log.error("backup at index %d failed after %d bytes; the connection is dropped",
+                  stream.index, sent)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    log.info("backup at index %d sent to %s: %d bytes in %.2f s (fork %.1f ms)", stream.index,
+             request.remote, sent, time.monotonic() - began, stream.fork_ms)
+    return response

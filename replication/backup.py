@@ -1,0 +1,174 @@
+"""Online backups: the state at one applied index, written by a forked child into a pipe.
+
+Theory of operation.
+* A backup is asked for from any thread (``request``), and taken on the Raft tick thread
+  (``on_tick``, a pysyncobj tick callback), the only thread that changes the state machine. There,
+  between two applied entries, the machine is exactly the state after ``applied_index``: that
+  index, its term and the cluster's members go into the header (``backup_file.py``).
+* ``on_tick`` forks. The child's copy of the machine is frozen by copy-on-write while the parent
+  goes on ticking at once: the only pause clients see is the fork itself (copying the page
+  tables). The child closes every inherited descriptor but the pipe's write end, lowers its CPU
+  priority, encodes the machine with the snapshot codec, writes the header and the body into
+  the pipe and exits; it dies with the tick thread (``PR_SET_PDEATHSIG``). A reader that goes
+  away breaks the pipe, and the child exits.
+* The caller gets a ``BackupStream``: the pipe's read end and the child's pid. It reads to the
+  end of the pipe and then reaps the child (``finish``): status 0 means the whole file was
+  written. At most ``MAX_RUNNING`` backups run at a time; more are refused at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import ctypes
+import importlib.metadata
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+from . import seam
+from .backup_file import encode_head, header_for
+from .snapshot_writer import CHILD_NICE
+
+log = logging.getLogger("beanraft.backup")
+
+MAX_RUNNING = 1
+_PR_SET_PDEATHSIG = 1
+
+
+class BackupBusy(RuntimeError):
+    """A backup is already being taken on this node."""
+
+
+@dataclass
+class BackupStream:
+    """The reading end of one backup being written by a child process."""
+
+    fd: int
+    pid: int
+    index: int
+    fork_ms: float
+
+    def finish(self) -> bool:
+        """Close the pipe and reap the child; True if it wrote the whole backup."""
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        try:
+            _pid, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            return False
+        return status == 0
+
+
+class BackupTaker:
+    """The tick-thread side of backups (see the module docstring)."""
+
+    def __init__(self, raft, sync):
+        self._raft = raft
+        self._sync = sync
+        self._version = _our_version()
+        self._pending: collections.deque = collections.deque()
+        self._running = 0
+        self._lock = threading.Lock()
+
+    def request(self) -> concurrent.futures.Future:
+        """A future of a ``BackupStream`` taken at the next tick; BackupBusy if one is running."""
+        with self._lock:
+            if self._running >= MAX_RUNNING:
+                raise BackupBusy("a backup of this node is already being taken")
+            self._running += 1
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._pending.append(future)
+        return future
+
+    def done(self) -> None:
+        """The caller finished with its stream (whatever the outcome)."""
+        with self._lock:
+            self._running -= 1
+
+    def on_tick(self) -> None:
+        while self._pending:
+            future = self._pending.popleft()
+            try:
+                future.set_result(self._fork())
+            except BaseException as exc:  # reported to the caller, never to pysyncobj
+                log.error("backup not started: %s", exc)
+                future.set_exception(exc)
+
+    def _fork(self) -> BackupStream:
+        raft = self._raft
+        sync = self._sync
+        index = raft.applied_index
+        term = _term_at(seam.journal(sync), index, sync.raftCurrentTerm)
+        fields = dict(index=index, term=term,
+                      members=tuple(sorted([raft.config.self_addr, *raft.config.peers])),
+                      node=raft.config.self_addr, cluster_time_ns=raft.machine.now_ns,
+                      jobs=len(raft.machine.jobs), beanraft=self._version)
+        machine = raft.machine
+        read_fd, write_fd = os.pipe()
+        began = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            _child(write_fd, machine, fields)  # never returns
+        fork_ms = (time.perf_counter() - began) * 1000
+        os.close(write_fd)
+        log.info("backup at index %d (term %d, %d jobs) started; fork took %.1f ms",
+                 index, term, fields["jobs"], fork_ms)
+        return BackupStream(read_fd, pid, index, fork_ms)
+
+
+def _our_version() -> str:
+    try:
+        return importlib.metadata.version("beanraft")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def _term_at(journal, index: int, fallback: int) -> int:
+    if len(journal):
+        position = index - journal[0][1]
+        if 0 <= position < len(journal):
+            return journal[position][2]
+    return fallback
+
+
+def _child(fd: int, machine, fields: dict) -> None:
+    """In the forked child: encode, write into the pipe, exit. Never returns, never logs."""
+    status = 1
+    try:
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except OSError:
+            pass
+        os.dup2(fd, 3)
+        os.closerange(4, _max_fd())
+        os.nice(CHILD_NICE)
+        body = machine.snapshot()
+        head = encode_head(header_for(body, **fields))
+        with open(3, "wb", buffering=0, closefd=True) as pipe:
+            _write_all(pipe, memoryview(head))
+            _write_all(pipe, memoryview(body))
+        status = 0
+    except BaseException:
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def _write_all(pipe, view: memoryview) -> None:
+    while view:
+        written = pipe.write(view[:1 << 20])
+        view = view[written:]
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536

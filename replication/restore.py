@@ -1,0 +1,155 @@
+"""Seed a data directory from a backup, and the guard a restored node starts behind.
+
+Theory of operation.
+* ``restore_data_dir`` checks the whole backup (``backup_file``) and prepares its state for a new
+  cluster (``jobs.restore``) before it writes anything. It then writes a complete data directory
+  into a temporary directory beside the target and renames it into place: a refused or failed
+  restore leaves nothing, and the target never holds half a restore. The target must be new or
+  empty.
+* The directory holds what a node finds after a snapshot: ``raft.snapshot`` at the backup's
+  index, a journal holding the snapshot's two anchor entries, and its term and commit index.
+  The anchor entries are no-ops: they are never applied (the snapshot covers them).
+* Their term is the backup's term plus ``RESTORE_TERM_STEP`` (2**32). A node restored from a
+  backup therefore holds a log whose last term no node started empty can reach (each election
+  adds one to a term), and Raft's election rule does the rest: a voter refuses a candidate whose
+  log ends in a lower term. Empty nodes may elect a leader among themselves while no restored node
+  is reachable, but they can never overwrite a restored node: the restored state wins whenever
+  they meet. Restoring the same file into every node of the new cluster gives every node the
+  same log and leaves no empty node at all, which is the procedure the docs give.
+* ``restore.json`` records the cluster's members (by default those of the backup). A node started
+  on a restored directory (``check_restored``) refuses to start unless its ``--raft`` and
+  ``--peer`` name exactly those members, until it has applied an entry past the restore: a
+  node started with other peers might be joined to the wrong nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+from beanraft.jobs.restore import for_new_cluster
+
+from . import seam
+from .backup_file import BackupFileError, BackupHeader, read_backup
+from .datadir import JOURNAL_NAME, SNAPSHOT_NAME, make_private
+from .journal import DurableJournal
+from .snapshot_file import SnapshotAnchor, fsync_dir, write_snapshot
+
+log = logging.getLogger("beanraft.restore")
+
+RESTORE_NAME = "restore.json"
+RESTORE_TERM_STEP = 1 << 32
+
+
+class RestoreError(OSError):
+    """A restore that cannot be done, or a restored node started against its record."""
+
+
+def restore_data_dir(backup_path: str, directory: str, members: list[str] | None = None,
+                     now_ns: int | None = None) -> dict:
+    """Write a data directory for ``directory`` from the backup at ``backup_path``.
+
+    ``members``: the Raft addresses of the new cluster (default: the backup's own). Returns a
+    summary. Raises BackupFileError (a file that is not an intact backup) or RestoreError.
+    """
+    header, body = read_backup(backup_path)
+    _check_target(directory)
+    members = sorted(set(members or header.members))
+    try:
+        state, summary = for_new_cluster(body, time.time_ns() if now_ns is None else now_ns)
+    except ValueError as exc:
+        raise BackupFileError(f"the backup's state cannot be read: {exc}") from None
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".beanraft-restore-", dir=parent)
+    try:
+        index, term = _write(staging, header, state, members)
+        if os.path.isdir(directory):
+            os.rmdir(directory)  # empty (checked above): the rename takes its place
+        os.rename(staging, directory)
+        fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    summary.update(index=index, term=term, members=members, source_index=header.index,
+                   source_node=header.node)
+    log.info("restored %d jobs from %s (index %d of %s) into %s", summary["jobs"], backup_path,
+             header.index, header.node, directory)
+    return summary
+
+
+def _check_target(directory: str) -> None:
+    if os.path.exists(directory):
+        if not os.path.isdir(directory):
+            raise RestoreError(f"{directory} exists and is not a directory")
+        if os.listdir(directory):
+            raise RestoreError(f"{directory} is not empty: restore writes only into a new or "
+                               "empty directory")
+
+
+def _write(staging: str, header: BackupHeader, state: bytes, members: list[str]) -> tuple[int, int]:
+    make_private(staging)
+    index = max(header.index, 2)
+    term = header.term + RESTORE_TERM_STEP
+    prev, last = (seam.NO_OP_COMMAND, index - 1, term), (seam.NO_OP_COMMAND, index, term)
+    snapshot = os.path.join(staging, SNAPSHOT_NAME)
+    write_snapshot(snapshot, SnapshotAnchor(last=last, prev=prev, cluster=tuple(members)), state)
+    journal = DurableJournal(os.path.join(staging, JOURNAL_NAME), snapshot)
+    try:
+        journal.add(*prev)
+        journal.add(*last)
+        journal.setCurrentTerm(term, None)
+        journal.setRaftCommitIndex(index)
+        journal.sync()
+    finally:
+        journal._destroy()
+    record = {"members": members, "index": index, "term": term, "source": header.to_json(),
+              "restored_at_ns": time.time_ns()}
+    del record["source"]["body_sha256"]
+    with open(os.open(os.path.join(staging, RESTORE_NAME), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                      0o600), "w") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(staging)
+    return index, term
+
+
+def check_restored(directory: str, self_addr: str, peers: list[str]) -> int | None:
+    """At start: the restore index if ``directory`` was restored and has not moved past it.
+
+    Raises RestoreError when a clustered node's members differ from those of the restore.
+    """
+    path = os.path.join(directory, RESTORE_NAME)
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        members, index = sorted(record["members"]), int(record["index"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RestoreError(f"{path} is unreadable ({exc}); it records the restored cluster's "
+                           "members") from None
+    started = sorted({self_addr, *peers})
+    if peers and started != members:
+        raise RestoreError(
+            f"{directory} was restored for a cluster of {', '.join(members)}, but this node is "
+            f"{self_addr} with peers {', '.join(peers)}: start it with --raft and --peer naming "
+            "exactly those members (restore again with --member to choose others)")
+    log.info("data directory restored at index %d for %s; its record is dropped once the "
+             "cluster commits past it", index, ", ".join(members))
+    return index
+
+
+def forget_restore(directory: str) -> None:
+    """The cluster committed past the restore: the record has done its work."""
+    try:
+        os.unlink(os.path.join(directory, RESTORE_NAME))
+        fsync_dir(directory)
+        log.info("restored cluster committed past the restore; %s removed", RESTORE_NAME)
+    except OSError as exc:
+        log.warning("cannot remove %s: %s", RESTORE_NAME, exc)
