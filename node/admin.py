@@ -18,6 +18,7 @@ import click
 
 from beanraft import protocol as p
 
+from . import auth
 from .admin_wire import (DEFAULT_ADDRESS, EXIT_NO_ROOM, AdminConnection, AdminError, parse_yaml,
                          tls_context)
 
@@ -236,15 +237,23 @@ def buried(conn, tube_name, offset, limit, move_to):
               help="Show at most this many tubes (the most backed up first).")
 @click.option("--once", is_flag=True,
               help="Take two samples --interval apart, print one frame and exit.")
+@click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None,
+              envvar="BEANRAFT_ADMIN_TOKEN_FILE", help="The admin token, for nodes started with "
+              "--http-read-token-required (mode 0600); else $BEANRAFT_ADMIN_TOKEN.")
 @_tls_options
-def top(address, http, interval, max_tubes, once, use_tls, tls_ca, tls_cert, tls_key):
+def top(address, http, interval, max_tubes, once, admin_token_file, use_tls, tls_ca, tls_cert,
+        tls_key):
     """A live view of the cluster: nodes (role, term, commit, lag, health) and tubes (counts,
     put and delete rates). Ctrl-C quits."""
     from .top import run  # rich is imported only by this command
 
     try:
+        token = auth.cli_token(admin_token_file)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
         tls = tls_context(tls_ca, tls_cert, tls_key, use_tls)
-        run(address, list(http) or ["127.0.0.1:8301"], interval, max_tubes, once, tls)
+        run(address, list(http) or ["127.0.0.1:8301"], interval, max_tubes, once, tls, token)
     except AdminError as exc:
         click.echo(f"beanraft: {exc}", err=True)
         sys.exit(exc.status)

@@ -97,10 +97,11 @@ def download(http: _Http, address: str, path: str, stale: bool) -> dict:
     """Fetch a backup from ``address`` into ``path`` (atomically); its header as a dict."""
     directory = os.path.dirname(os.path.abspath(path))
     reader = BackupReader()
+    query = "/admin/backup" + ("?stale=1" if stale else "")
     fd, partial = tempfile.mkstemp(prefix=".beanraft-backup-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out, \
-                http.open(address, "/admin/backup" + ("?stale=1" if stale else ""), "POST") as reply:
+                http.open(address, query, "POST") as reply:
             while True:
                 try:
                     chunk = reply.read(CHUNK_BYTES)

@@ -98,12 +98,16 @@ def die_with_parent() -> None:
         pass
 
 
-def fetch_status(host: str, port: int, timeout_s: float = 1.0, digest: bool = False) -> dict | None:
+def fetch_status(host: str, port: int, timeout_s: float = 1.0, digest: bool = False,
+                 token: str | None = None) -> dict | None:
     """GET http://host:port/status (``?digest=1`` if ``digest``) as a dict, bypassing any
-    proxy, or None."""
+    proxy, or None. ``token``: the admin token, for a node whose reads need it."""
     query = "?digest=1" if digest else ""
+    request = urllib.request.Request(f"http://{host}:{port}/status{query}")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with _NO_PROXY.open(f"http://{host}:{port}/status{query}", timeout=timeout_s) as reply:
+        with _NO_PROXY.open(request, timeout=timeout_s) as reply:
             doc = json.loads(reply.read(1 << 20))
             return doc if isinstance(doc, dict) else None
     except (OSError, ValueError):

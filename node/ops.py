@@ -17,6 +17,7 @@ import urllib.request
 
 import click
 
+from . import auth
 from .launcher import HOST, ServeProcess, local_specs
 from .local_cluster import Supervisor
 
@@ -88,14 +89,21 @@ def cluster(nodes, data, host, client_port, raft_port, http_port, max_restarts) 
 @click.argument("addresses", nargs=-1)
 @click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds per request.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /status documents as JSON.")
-def status(addresses, timeout, as_json) -> None:
+@click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None,
+              envvar="BEANRAFT_ADMIN_TOKEN_FILE", help="The admin token, for nodes started with "
+              "--http-read-token-required (mode 0600); else $BEANRAFT_ADMIN_TOKEN.")
+def status(addresses, timeout, as_json, admin_token_file) -> None:
     """Print one line per node (role, term, commit, lag, health) from their HTTP endpoints.
 
     ADDRESSES are HOST:PORT of the nodes' --http endpoints (default: the three of
     'beanraft cluster'). Exits 1 when no node reports a leader.
     """
+    try:
+        token = auth.cli_token(admin_token_file)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     addresses = addresses or [f"127.0.0.1:{DEFAULT_HTTP_PORT + i}" for i in range(3)]
-    docs = {a: _fetch_status(a, timeout) for a in addresses}
+    docs = {a: _fetch_status(a, timeout, token) for a in addresses}
     if as_json:
         click.echo(json.dumps(docs, indent=2))
     else:
@@ -115,9 +123,12 @@ def _has_leader(docs: dict) -> bool:
         d.get("ready") for d in reachable)
 
 
-def _fetch_status(address: str, timeout: float) -> dict | None:
+def _fetch_status(address: str, timeout: float, token: str | None = None) -> dict | None:
+    request = urllib.request.Request(f"http://{address}/status")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(f"http://{address}/status", timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.load(response)
     except (OSError, urllib.error.URLError, ValueError):
         return None

@@ -45,12 +45,12 @@ class Sample:
     error: str | None = None
 
 
-def _status(address: str) -> dict | None:
+def _status(address: str, token: str | None = None) -> dict | None:
     host, _, port = address.rpartition(":")
-    return fetch_status(host, int(port), HTTP_TIMEOUT_S) if port.isdigit() else None
+    return fetch_status(host, int(port), HTTP_TIMEOUT_S, token=token) if port.isdigit() else None
 
 
-def sample_nodes(addresses: list[str]) -> list[dict]:
+def sample_nodes(addresses: list[str], token: str | None = None) -> list[dict]:
     """One row per node: those given or discovered by HTTP address, then Raft peers that only
     the leader's /status names."""
     docs: dict[str, dict | None] = {}
@@ -59,7 +59,7 @@ def sample_nodes(addresses: list[str]) -> list[dict]:
     # so that a node that does not answer costs one timeout per wave, not one per node.
     with ThreadPoolExecutor(max_workers=MAX_NODES) as pool:
         while wave:
-            docs.update(zip(wave, pool.map(_status, wave)))
+            docs.update(zip(wave, pool.map(lambda a: _status(a, token), wave)))
             named = [peer for doc in docs.values() for peer in (doc or {}).get("http_peers", [])]
             wave = list(dict.fromkeys(a for a in named if a not in docs))
             wave = wave[:MAX_NODES - len(docs)]
@@ -106,12 +106,12 @@ def sample_tubes(conn: AdminConnection) -> dict[str, dict]:
 class Sampler:
     """Takes samples; keeps the client connection open between them."""
 
-    def __init__(self, address: str, http: list[str], tls=None):
-        self.address, self.http, self.tls = address, http, tls
+    def __init__(self, address: str, http: list[str], tls=None, token: str | None = None):
+        self.address, self.http, self.tls, self.token = address, http, tls, token
         self.conn: AdminConnection | None = None
 
     def take(self) -> Sample:
-        sample = Sample(time.monotonic(), sample_nodes(self.http))
+        sample = Sample(time.monotonic(), sample_nodes(self.http, self.token))
         try:
             if self.conn is None:
                 self.conn = AdminConnection(self.address, HTTP_TIMEOUT_S * 2, self.tls)
@@ -171,8 +171,8 @@ def render(now: Sample, before: Sample | None, max_tubes: int) -> Group:
 
 
 def run(address: str, http: list[str], interval: float, max_tubes: int, once: bool,
-        tls=None) -> None:
-    sampler = Sampler(address, http, tls)
+        tls=None, token: str | None = None) -> None:
+    sampler = Sampler(address, http, tls, token)
     try:
         if once:
             first = sampler.take()

@@ -7,10 +7,11 @@ Theory of operation.
   index, its term and the cluster's members go into the header (``backup_file.py``).
 * ``on_tick`` forks. The child's copy of the machine is frozen by copy-on-write while the parent
   goes on ticking at once: the only pause clients see is the fork itself (copying the page
-  tables). The child closes every inherited descriptor but the pipe's write end, lowers its CPU
-  priority, encodes the machine with the snapshot codec, writes the header and the body into
-  the pipe and exits; it dies with the tick thread (``PR_SET_PDEATHSIG``). A reader that goes
-  away breaks the pipe, and the child exits.
+  tables). The child closes every inherited descriptor but the pipe's write end, takes the
+  lowest CPU priority (nice 19: unlike a snapshot, nothing waits for it), encodes the machine
+  with the snapshot codec, writes the header and the body into the pipe and exits; it dies with
+  the tick thread (``PR_SET_PDEATHSIG``). A reader that goes away breaks the pipe, and the
+  child exits.
 * The caller gets a ``BackupStream``: the pipe's read end and the child's pid. It reads to the
   end of the pipe and then reaps the child (``finish``): status 0 means the whole file was
   written. At most ``MAX_RUNNING`` backups run at a time; more are refused at once.
@@ -31,11 +32,11 @@ from dataclasses import dataclass
 
 from . import seam
 from .backup_file import encode_head, header_for
-from .snapshot_writer import CHILD_NICE
 
 log = logging.getLogger("beanraft.backup")
 
 MAX_RUNNING = 1
+CHILD_NICE = 19  # the lowest CPU priority: a backup may take longer, clients may not wait
 _PR_SET_PDEATHSIG = 1
 
 

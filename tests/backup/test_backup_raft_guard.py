@@ -5,8 +5,9 @@ start empty first, elect a leader among themselves (they are a majority) and ack
 Then the restored node starts: its log ends in the restore's term (the backup's plus 2**32), so
 Raft's election rule makes its state win, and every node ends up serving the restored jobs, not
 the empty pair's. The backup's own term is 0, lower than any the pair reaches: without the added
-2**32 the pair's log wins and overwrites the restored node (checked by hand: the test then fails). A restored directory started with peers other than the members it was restored
-for is refused at start with a message naming them.
+2**32 the pair's log wins and overwrites the restored node (checked by hand: the test then
+fails). A restored directory started with peers other than the members it was restored for is
+refused at start with a message naming them.
 """
 
 from __future__ import annotations
