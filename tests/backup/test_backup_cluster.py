@@ -14,9 +14,10 @@ uses 100,000).
 
 from __future__ import annotations
 
-import os
-import secrets
 import json
+import os
+import re
+import secrets
 import threading
 import time
 
@@ -95,12 +96,13 @@ def test_backup_from_a_follower_and_restore_into_a_new_cluster_keeps_every_job(
     loaded_at = time.time()
     leader = source.leader()
     backup = tmp_path / "cluster.backup"
-    done = cli("backup", leader.http_address, str(backup), "--admin-token-file", str(token_file),
-               "--json")
+    done = cli("backup", leader.http_address, str(backup), "--admin-token-file", str(token_file))
     assert done.returncode == 0, done.stderr
-    header = json.loads(done.stdout)
-    assert header["from"] != leader.http_address  # the leader named a follower to ask instead
-    assert header["jobs"] == len(expected)
+    said = re.fullmatch(r"backup of (\S+) at index \d+ \(term \d+, (\d+) jobs, \d+ bytes\) "
+                        r"written to (\S+)\n", done.stdout)
+    assert said and said[3] == str(backup), done.stdout
+    assert said[1] != leader.http_address  # the leader named a follower to ask instead
+    assert int(said[2]) == len(expected)
     assert sorted(os.listdir(tmp_path)) == ["cluster.backup"]  # no partial file left behind
     _header, body = read_backup(str(backup))
     check_state(Machine.restore(body), expected, restored=False,
