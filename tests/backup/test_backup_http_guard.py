@@ -1,10 +1,11 @@
 """The admin surface's guard on a real node: every mutating and /admin/ endpoint needs the bearer
 token; reads are open by default and closed by --http-read-token-required, except the dashboard's
-static files; the CLI finds the token in a file or in $BEANRAFT_ADMIN_TOKEN. A single node's
-backup restores into a single node.
+static files, and the dashboard in headless chromium reads such a node once the token is entered;
+the CLI finds the token in a file or in $BEANRAFT_ADMIN_TOKEN. A single node's backup restores
+into a single node.
 
 Method: real ``beanraft serve`` processes with an HTTP port, asked with urllib; the CLI runs as
-a real command.
+a real command; the page is driven by selenium (skipped without /usr/bin/chromedriver).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 
 from backup_kit import cli
 from cluster_harness import HOST, LineClient, wait_for
+from test_cluster_dashboard import browser, page_text  # noqa: F401  (the headless chromium)
 
 from beanraft.node import launcher
 
@@ -132,3 +134,21 @@ def test_without_a_token_file_the_admin_endpoints_are_closed_and_reads_cannot_be
                "--http-read-token-required", timeout_s=60)
     assert done.returncode == 2
     assert "--http-read-token-required needs --admin-token-file" in done.stderr
+
+
+def test_the_dashboard_reads_a_closed_node_once_the_token_is_entered(closed, browser):
+    from selenium.webdriver.common.by import By
+
+    _workdir, client, http, _token_file = closed
+    with LineClient((HOST, client)) as conn:
+        conn.request(b"use shown")
+        conn.put(b"on the page")
+    browser.get(f"http://{HOST}:{http}/")
+    assert wait_for("the page asks for the token", lambda: "needs the admin token to be read"
+                    in page_text(browser, "message"), 10.0)
+    assert not browser.find_elements(By.CSS_SELECTOR, '#tubes tr[data-tube="shown"]')
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "token-set").click()
+    assert wait_for("the tube on the page", lambda: browser.find_elements(
+        By.CSS_SELECTOR, '#tubes tr[data-tube="shown"]'), 10.0)
+    assert wait_for("the leader on the page", lambda: page_text(browser, "leader") != "", 10.0)
