@@ -14,6 +14,7 @@ import time
 from beanraft.jobs.commands import Op
 from beanraft.replication.batcher import GroupCommit, OutcomeUnknown
 from beanraft.replication.raft import RaftConfig, RaftNode
+from beanraft.replication.transfer import TransferError, transfer_leadership
 
 from beanraft import protocol as p
 
@@ -25,6 +26,7 @@ from .tls import ServerTls
 log = logging.getLogger("beanraft.node")
 
 SHUTDOWN_GRACE_S = 3.0
+SHUTDOWN_TRANSFER_S = 1.5  # a stopping leader's hand-over, within the launchers' 5 s SIGTERM grace
 # A node whose Raft thread has not refreshed its status for this long is not ready.
 READY_STALL_S = 1.0
 
@@ -160,15 +162,16 @@ class Node:
         self.draining = True
 
     async def shutdown(self) -> None:
-        """Stop accepting, let connections end their sessions (bounded), stop Raft."""
+        """Stop accepting, hand the leadership over, let connections answer what they have
+        read and hang up (bounded), stop Raft (which flushes the journal)."""
         log.info("shutting down")
         for server in self.servers:
             server.close()
+        if self.config.clustered and self.raft.is_leader():
+            await self._hand_over()
         for conn in list(self.connections):
             if conn.transport is not None:
-                conn.eof = True
-                conn.wakeup.set()
-                conn.mail.set()
+                conn.leave()
         tasks = [c.task for c in self.sessions.values() if c.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
@@ -180,6 +183,16 @@ class Node:
             os.unlink(self.config.unix_path)
         self.raft.stop()
         log.info("stopped")
+
+    async def _hand_over(self) -> None:
+        """A leader that stops first moves the leadership, so the cluster need not wait out
+        an election timeout; meanwhile new commands wait, and then go to the new leader."""
+        try:
+            done = await transfer_leadership(self.raft, None, SHUTDOWN_TRANSFER_S)
+        except TransferError as exc:
+            log.warning("stopping without handing over the leadership: %s", exc)
+        else:
+            log.info("handed the leadership to %s before stopping", done.leader)
 
     # -- hooks used by connections ---------------------------------------------------------
 

@@ -29,6 +29,9 @@ parser and wakes the connection's task, which takes requests one at a time.
   the session's CLOSE then releases its reservations.
 * The session is opened in the replicated state when the client connects (it uses and watches
   "default" from then on, cluster-wide); closing it releases its reserved jobs.
+* A stopping node (SIGTERM) hangs up on its clients after answering what it had read
+  (``leave``). That is not the client's close: a session with an id is left open for its client
+  to resume elsewhere; the others are closed as if their clients had quit.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class ClientConnection(asyncio.Protocol):
         self.producer = False
         self.worker = False
         self.waiting = False
+        self.leaving = False  # the node is stopping: see ``leave``
         self.task: asyncio.Task | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -92,6 +96,8 @@ class ClientConnection(asyncio.Protocol):
         self.task = asyncio.get_running_loop().create_task(self.run())
 
     def data_received(self, data: bytes) -> None:
+        if self.leaving:
+            return  # read and dropped: unread bytes at close would make the kernel send a reset
         self.parser.receive_data(data)
         if self.parser.buffered_bytes > READ_PAUSE_BYTES and not self.input_full:
             self.input_full = True
@@ -323,6 +329,19 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def leave(self) -> None:
+        """The node is stopping: answer what was already read, then hang up.
+
+        What arrives from now on is dropped. The hang-up is not the client's close: a session that has an id
+        (``session-id``) stays open in the cluster, holding its jobs, so that its client can
+        resume it on another node within the grace; any other session is closed (its jobs
+        released) as when its client quits.
+        """
+        self.leaving = True
+        self.eof = True
+        self.wakeup.set()
+        self.mail.set()
+
     def deliver(self, reply: tuple) -> None:
         """An event for this session applied by the state machine (its reserve's outcome)."""
         self.mailbox = reply
@@ -339,7 +358,10 @@ class ClientConnection(asyncio.Protocol):
         # (releasing its jobs) is committed right after.
         self.node.connection_closed(self)
         try:
-            await asyncio.shield(self._close_session())
+            if self.leaving and self._resumable():
+                await asyncio.shield(self.flush(bounded=False))
+            else:
+                await asyncio.shield(self._close_session())
         except Exception:
             log.debug("closing session %x", self.sid, exc_info=True)
         finally:
@@ -347,6 +369,14 @@ class ClientConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             self.node.session_closed(self)
+
+    def _resumable(self) -> bool:
+        """The session has an id a client can resume it with."""
+        def has_token(machine) -> bool:
+            session = machine.sessions.get(self.sid)
+            return session is not None and session.token is not None
+
+        return self.node.raft.read(has_token)
 
     async def _close_session(self) -> None:
         try:

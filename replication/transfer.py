@@ -225,7 +225,12 @@ class Transfers:
             if not seam.is_leader(sync):
                 self._finish(TransferError(NO_LEADER, "this node lost the leadership meanwhile"))
                 return
-            target = self._caught_up(run.to)
+            last, peers = self._progress()
+            if not any(connected for connected, _match in peers.values()):
+                # Nobody to hand over to (a whole cluster stopping): say so now, not at the deadline.
+                self._finish(TransferError(NOT_CAUGHT_UP, "no other member is connected"))
+                return
+            target = self._caught_up(run.to, last, peers)
             if target is not None:
                 run.sent_to = str(target)
                 sync.transferLeadership(target, self._on_sent)
@@ -236,6 +241,9 @@ class Transfers:
         if not seam.is_leader(sync) and leader is not None:
             self._finish(Transferred(previous=str(sync.selfNode), leader=str(leader),
                                      elapsed_s=round(now - run.started, 3)))
+        elif seam.is_leader(sync) and not self._progress()[1].get(run.sent_to, (False, 0))[0]:
+            self._finish(TransferError(TIMEOUT, f"{run.sent_to} was asked to take over and "
+                                       "went away before it did"))
         elif now > run.until:
             self._finish(TransferError(TIMEOUT, f"asked {run.sent_to} to take over, but no new "
                                        f"leader was elected within "
@@ -255,8 +263,7 @@ class Transfers:
                  for key, value in raw.items() if key.startswith(prefix)}
         return last, peers
 
-    def _caught_up(self, to: str | None):
-        last, peers = self._progress()
+    def _caught_up(self, to: str | None, last: int, peers: dict):
         ready = sorted(address for address, (connected, match) in peers.items()
                        if connected and match >= last and (to is None or address == to))
         if not ready:
