@@ -54,6 +54,7 @@ class Restart:
     ready: float = 0.0
     exit_code: int | None = None
     write_pause_s: float = 0.0
+    pause_at_s: float = 0.0  # when the longest pause began, from the SIGTERM
 
 
 @dataclass
@@ -74,7 +75,7 @@ class RollingOutcome:
             lines.append(f"  restart {r.node}{' (leader)' if r.was_leader else ''}: exit "
                          f"{r.exit_code} after {r.exited - r.signalled:.2f} s, ready again after "
                          f"{r.ready - r.signalled:.2f} s, longest write pause "
-                         f"{r.write_pause_s * 1000:.0f} ms")
+                         f"{r.write_pause_s * 1000:.0f} ms (from {r.pause_at_s:+.2f} s)")
         worst = max((r.write_pause_s for r in self.restarts), default=0.0)
         lines.append(f"  longest write pause of any restart: {worst * 1000:.0f} ms")
         return "\n".join(lines)
@@ -100,13 +101,15 @@ def producer(addresses, name: str, rolling: RollingOutcome, stop: threading.Even
         outcome.errors.append(f"{name}: {error!r}")
 
 
-def longest_gap(times: list[float], start: float, end: float) -> float:
+def longest_gap(times: list[float], start: float, end: float) -> tuple[float, float]:
     """The longest time between consecutive entries of ``times`` (sorted) within [start, end],
-    counting from the last one before ``start`` and to the first one after ``end``."""
+    counting from the last one before ``start`` and to the first one after ``end``; and when
+    that gap began, relative to ``start``."""
     i = max(0, bisect.bisect_left(times, start) - 1)
     j = min(len(times), bisect.bisect_right(times, end) + 1)
     window = times[i:j]
-    return max((b - a for a, b in zip(window, window[1:])), default=end - start)
+    return max(((b - a, a - start) for a, b in zip(window, window[1:])),
+               default=(end - start, 0.0))
 
 
 def restart(cluster: Cluster, node, settle_s: float, rolling: RollingOutcome) -> None:
@@ -191,7 +194,8 @@ def run(workdir: Path, rounds: int = 1, settle_s: float = 1.0) -> RollingOutcome
         outcome.left = left
         times = sorted(rolling.acked_at)
         for record in rolling.restarts:
-            record.write_pause_s = longest_gap(times, record.signalled, record.ready)
+            record.write_pause_s, record.pause_at_s = longest_gap(times, record.signalled,
+                                                                  record.ready)
     finally:
         stop.set()
         done.set()

@@ -1,0 +1,126 @@
+"""Goal: the rolling upgrade how-to (docs/how-to/rolling-upgrade.md) works as written, under load:
+followers first, the leader last, and applications on beanraft.client see no error, lose no
+job and run none twice.
+
+Method: the page's shell blocks of "Rehearse on one machine" are run in order by one bash
+process, with only their first line changed (a temporary directory and free ports instead of
+/tmp/br-upgrade and 11300/21300/8301). Once the cluster is up, three producers and three workers
+(client_faults' Client threads, all three addresses) start; the restarts run under them; then
+the page's `beanraft leader transfer`, the drain and client_faults' checks. The nodes are the
+bash process's children, stopped by the page's last block (or by their PIDs if a step failed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from client_faults import DRAIN_S, TUBE, Outcome, drained, producer, worker
+
+from beanraft import client as bc
+from cluster.cluster_harness import free_port_block, pid_alive
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "rolling-upgrade.md"
+FIRST_LINE = "B=/tmp/br-upgrade CLIENT=11300 RAFT=21300 HTTP=8301"
+STEP_TIMEOUT_S = 120.0
+
+
+def page_blocks() -> list[str]:
+    section = PAGE.read_text().split("## Rehearse on one machine", 1)[1]
+    return re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+
+
+class Shell:
+    """One bash process that runs the page's blocks in order; each step ends with a marker."""
+
+    def __init__(self, env: dict[str, str]):
+        self.process = subprocess.Popen(["bash"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, env=env)
+        self.steps = 0
+
+    def run(self, script: str) -> str:
+        self.steps += 1
+        marker = f"__step {self.steps} done__"
+        self.process.stdin.write(f"set -e\n{script}\necho '{marker}'\n")
+        self.process.stdin.flush()
+        lines, deadline = [], time.monotonic() + STEP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise AssertionError(f"bash ended in step {self.steps}: {''.join(lines)}")
+            if line.strip() == marker:
+                return "".join(lines)
+            lines.append(line)
+        raise AssertionError(f"step {self.steps} did not end in time: {''.join(lines)}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+
+
+@pytest.mark.timeout(300)
+def test_the_rolling_upgrade_page_restarts_every_node_under_load_without_an_error(tmp_path):
+    blocks = page_blocks()
+    assert len(blocks) == 5 and blocks[0].startswith(FIRST_LINE + "\n")
+    client, raft = free_port_block(3), free_port_block(3)
+    http = free_port_block(3, avoid=range(client, client + 3))
+    base = tmp_path / "br"
+    blocks[0] = blocks[0].replace(FIRST_LINE, f"B={base} CLIENT={client} RAFT={raft} HTTP={http}")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {k: v for k, v in env.items() if not k.startswith("BEANRAFT_")}
+    shell = Shell(env)
+    outcome = Outcome(seed=0, flavour="how-to rolling upgrade")
+    stop, done = threading.Event(), threading.Event()
+    addresses = [("127.0.0.1", client + i) for i in range(3)]
+    threads = [threading.Thread(target=producer, args=(addresses, f"p{i}", outcome, stop))
+               for i in range(3)]
+    threads += [threading.Thread(target=worker, args=(addresses, f"w{i}", outcome, done))
+                for i in range(3)]
+    try:
+        shell.run(blocks[0])  # start three nodes, wait until ready
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        status = shell.run(blocks[1] + blocks[2])  # restart followers, then the leader
+        moved = shell.run(blocks[3])  # beanraft leader transfer
+        stop.set()
+        deadline = time.monotonic() + DRAIN_S
+        while time.monotonic() < deadline and not drained(outcome) and not outcome.errors:
+            time.sleep(0.2)
+        time.sleep(1.5)  # a worker's last reserve(timeout=1) ends
+        done.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        with bc.Client(addresses, failover_timeout=30) as checker:
+            try:
+                stats = checker.stats_tube(TUBE)
+                outcome.left = {k: v for k, v in stats.items()
+                                if k.startswith("current-jobs") and v}
+            except bc.NotFoundError:
+                outcome.left = {}
+        shell.run(blocks[4])  # stop the rehearsal
+        shell.close()
+        logs = [(base / f"node{i}.log").read_text() for i in (1, 2, 3)]
+        assert sum("handed the leadership to" in log for log in logs) == 1, "no hand-over"
+        assert all(log.count("shutting down") == 2 for log in logs)
+        assert status.count("leader") >= 1 and "no leader" not in status
+        assert moved.startswith("leader is now ")
+        assert outcome.acked, "no put was acknowledged"
+        assert outcome.problems() == []
+    finally:
+        stop.set()
+        done.set()
+        for pid_file in base.glob("node*.pid"):
+            pid = int(pid_file.read_text())
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if shell.process.poll() is None:
+            shell.process.kill()
