@@ -62,6 +62,10 @@ class Node:
         self._stopped = asyncio.Event()
         self._pulse_wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        # Set at shutdown: the timer loops end by themselves too. Python 3.11's wait_for drops a
+        # cancellation that arrives as the awaited event fires, and a loop that lost its
+        # cancellation kept asyncio.run from returning after "stopped".
+        self._closing = False
         self.http = None
         self.tls = (ServerTls(config.tls_cert, config.tls_key, config.tls_client_ca,
                               config.tls_handshake_timeout_s) if config.tls_cert else None)
@@ -175,6 +179,7 @@ class Node:
         tasks = [c.task for c in self.sessions.values() if c.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+        self._closing = True
         for task in self._tasks:
             task.cancel()
         if self.http is not None:
@@ -284,7 +289,7 @@ class Node:
 
     async def _pulse(self) -> None:
         """On the leader, propose a TICK when the state machine's next deadline passes."""
-        while True:
+        while not self._closing:
             timeout = 0.5
             if self.raft.is_leader():
                 deadline = self.raft.next_deadline_ns()
@@ -316,7 +321,7 @@ class Node:
         grace = self.config.node_grace_s
         last_seen = {peer: time.monotonic() for peer in self.config.peers}
         dropped: set[str] = set()
-        while True:
+        while not self._closing:
             await asyncio.sleep(min(0.25, grace / 4))
             now = time.monotonic()
             leader = self.raft.is_leader()

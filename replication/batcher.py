@@ -30,7 +30,8 @@ log = logging.getLogger("beanraft.batcher")
 
 TRY_BYTES_PER_S = 8 << 20  # the slowest replication rate at which a try is still waited out
 READ_TRY_S = 0.5  # a read index not confirmed this soon is asked for again (lost, new leader)
-APPLY_POLL_S = 0.02  # pysyncobj's no-ops are applied without telling us: look again this often
+APPLY_POLL_S = 0.02
+RETRY_MAX_S = 0.05  # the longest pause between two tries of a batch  # pysyncobj's no-ops are applied without telling us: look again this often
 
 
 class OutcomeUnknown(Exception):
@@ -129,7 +130,9 @@ class GroupCommit:
             if time.monotonic() + delay >= deadline:
                 raise OutcomeUnknown("no commit within %.1f s" % self.commit_timeout_s)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
+            # Capped low: after a leader change (a hand-over takes milliseconds) the batch goes
+            # to the new leader within RETRY_MAX_S, and a refused try costs one small message.
+            delay = min(delay * 2, RETRY_MAX_S)
 
     async def barrier(self) -> None:
         """Wait until everything committed before this call is applied here (linearizable read).

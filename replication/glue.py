@@ -183,6 +183,30 @@ class PysyncobjGlue:
             if seam.election_deadline(sync) < grace:
                 seam.set_election_deadline(sync, grace)
 
+    def _hold_first_campaign(self) -> None:
+        """A restarted member lets its leader find it before it may campaign (tick thread).
+
+        Without PreVote, a member that restarts (in a rolling restart, say) and whose election
+        timeout runs out before the leader's first append_entries reaches it, which a busy
+        machine's start-up and the leader's reconnect delay make likely, starts an election
+        with a higher term and deposes a healthy leader: every client waits for a new one.
+        So a node that has been a member before (its term is above 0) keeps its election
+        deadline ahead until it has heard from a leader, or ``_campaign_hold_until`` passes (a
+        cluster restarted as a whole then elects its leader that much later). A new, empty node
+        campaigns as before.
+        """
+        until = self._campaign_hold_until
+        if until is None:
+            return
+        sync = self._sync
+        now = monotonic()
+        if seam.leader_node(sync) is not None or now > until or seam.role(sync) != seam.FOLLOWER:
+            self._campaign_hold_until = None
+            return
+        deadline = now + self.config.timing.election_min_s
+        if seam.election_deadline(sync) < deadline:
+            seam.set_election_deadline(sync, deadline)
+
     def _on_leader_progress(self, conn) -> None:
         """A fragment of a big message arrived: if it comes from our leader, it is a heartbeat.
 

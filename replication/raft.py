@@ -79,6 +79,8 @@ __all__ = ["BackupBusy", "BackupStream", "COMPACT_BYTES", "COMPACT_ENTRIES", "JO
 
 log = logging.getLogger("beanraft.raft")
 
+CAMPAIGN_HOLD_ELECTIONS = 2  # a restarted member waits this many election timeouts for a leader
+
 
 class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
     """Owns the state machine, the pysyncobj node and its tick thread."""
@@ -106,6 +108,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self.leader_changes = 0
         self._last_leader: str | None = None
         self._listeners: list[Callable[[], None]] = []
+        self._campaign_hold_until: float | None = None  # see glue._hold_first_campaign
         self.clock = ClusterClock()
         self._appended_at: dict[int, int] = {}  # log index -> monotonic ns it was appended
         self._disk = DiskBudget(config.data_dir)
@@ -207,6 +210,10 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
 
     def start(self) -> None:
         """Start the tick thread."""
+        if self.config.peers and self._sync.raftCurrentTerm > 0:
+            self._campaign_hold_until = monotonic() + CAMPAIGN_HOLD_ELECTIONS * \
+                self.config.timing.election_max_s
+            self._sync.addOnTickCallback(self._hold_first_campaign)
         self._thread.start()
 
     def stop(self) -> None:

@@ -110,7 +110,8 @@ def test_the_rolling_upgrade_page_restarts_every_node_under_load_without_an_erro
         shell.close()
         logs = [(base / f"node{i}.log").read_text() for i in (1, 2, 3)]
         assert sum("handed the leadership to" in log for log in logs) == 1, "no hand-over"
-        assert all(log.count("shutting down") == 2 for log in logs)
+        assert all(log.count("shutting down") == 2 and log.count("INFO beanraft.node: stopped") == 2
+                   for log in logs)
         assert status.count("leader") >= 1 and "no leader" not in status
         assert moved.startswith("leader is now ")
         assert outcome.acked, "no put was acknowledged"

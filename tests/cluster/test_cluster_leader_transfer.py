@@ -86,18 +86,33 @@ def test_without_the_right_token_nothing_moves(cluster):
     assert cluster.leader() is leader
 
 
-def test_a_follower_that_is_behind_is_refused_as_not_caught_up(cluster):
+def test_a_follower_that_is_behind_is_refused_as_not_caught_up_and_blocks_a_second_transfer(
+        cluster):
     leader = cluster.leader()
     frozen, other = [n for n in cluster.nodes if n is not leader]
+    started = leader.log_text().count("leadership transfer to")
     frozen.signal(signal.SIGSTOP)
     try:
         with LineClient(other.client_address) as client:
             client.put(b"the frozen follower never acknowledges this")
-        done = transfer(other, "--to", frozen.raft_address, "--timeout", "1")
+        env = clean_env(BEANRAFT_ADMIN_TOKEN=TOKEN)
+        first = subprocess.Popen([*beanraft_argv(), "leader", "transfer", "--http",
+                                  other.http_address, "--to", frozen.raft_address, "--timeout",
+                                  "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=env)
+        try:
+            wait_for("the first transfer to begin on the leader",
+                     lambda: leader.log_text().count("leadership transfer to") > started, 20)
+            second = transfer(leader)
+            _out, first_err = first.communicate(timeout=60)
+        finally:
+            if first.poll() is None:
+                first.kill()
     finally:
         frozen.signal(signal.SIGCONT)
-    assert done.returncode == 10, done.stderr
-    assert f"{frozen.raft_address} has " in done.stderr and "no follower caught up" in done.stderr
+    assert second.returncode == 4 and "already in progress" in second.stderr
+    assert first.returncode == 10, first_err
+    assert f"{frozen.raft_address} has " in first_err and "no follower caught up" in first_err
     assert cluster.leader() is leader
     with LineClient(leader.client_address) as client:  # the held commands were let go
         assert client.put(b"after a refused transfer") > 0
