@@ -25,7 +25,7 @@ import pytest
 from client_faults import DRAIN_S, TUBE, Outcome, drained, producer, worker
 
 from beanraft import client as bc
-from cluster.cluster_harness import free_port_block, pid_alive
+from cluster.cluster_harness import free_port_block, pid_alive, wait_for
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "rolling-upgrade.md"
 FIRST_LINE = "B=/tmp/br-upgrade CLIENT=11300 RAFT=21300 HTTP=8301"
@@ -108,6 +108,8 @@ def test_the_rolling_upgrade_page_restarts_every_node_under_load_without_an_erro
                 outcome.left = {}
         shell.run(blocks[4])  # stop the rehearsal
         shell.close()
+        pids = [int(f.read_text()) for f in base.glob("node*.pid")]
+        wait_for("the nodes to exit after SIGTERM", lambda: not any(map(pid_alive, pids)), 20)
         logs = [(base / f"node{i}.log").read_text() for i in (1, 2, 3)]
         assert sum("handed the leadership to" in log for log in logs) == 1, "no hand-over"
         assert all(log.count("shutting down") == 2 and log.count("INFO beanraft.node: stopped") == 2
