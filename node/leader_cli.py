@@ -8,7 +8,6 @@ answer to a message and an exit status (docs/reference/cli.md#beanraft-leader-tr
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import sys
 import urllib.error
@@ -16,6 +15,7 @@ import urllib.request
 
 import click
 
+from . import auth
 from .admin_wire import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_SERVER_ERROR, EXIT_UNREACHABLE
 
 _HELP = {"help_option_names": ["-h", "--help"]}
@@ -36,16 +36,12 @@ class _Failed(Exception):
 
 
 def read_token(path: str | None) -> str:
-    """The admin token from ``path``, else from $BEANRAFT_ADMIN_TOKEN (raises click.UsageError)."""
-    if path:
-        try:
-            with open(path) as f:
-                token = f.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not text"
-            raise click.UsageError(f"cannot read --admin-token-file {path}: {reason}") from None
-    else:
-        token = os.environ.get("BEANRAFT_ADMIN_TOKEN", "").strip()
+    """The admin token from ``path`` (mode 0600), else from $BEANRAFT_ADMIN_TOKEN
+    (raises click.UsageError)."""
+    try:
+        token = auth.cli_token(path)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if not token:
         raise click.UsageError("the admin token is needed: give --admin-token-file FILE or set "
                                "BEANRAFT_ADMIN_TOKEN")
@@ -86,7 +82,7 @@ def leader() -> None:
               envvar="BEANRAFT_ADMIN_HTTP", help="HTTP address of any node.")
 @click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None,
               envvar="BEANRAFT_ADMIN_TOKEN_FILE",
-              help="File holding the admin token (else $BEANRAFT_ADMIN_TOKEN).")
+              help="File holding the admin token (mode 0600); else $BEANRAFT_ADMIN_TOKEN.")
 @click.option("--timeout", type=click.FloatRange(0.1, 60), default=5.0, show_default=True,
               help="Seconds the leader has to hand over.")
 @click.option("--tls-ca", type=click.Path(dir_okay=False), default=None, envvar="BEANRAFT_TLS_CA",
