@@ -82,6 +82,9 @@ class ClientConnection(asyncio.Protocol):
         self.waiting = False
         self.leaving = False  # the node is stopping: see ``leave``
         self.task: asyncio.Task | None = None
+        self.owed: collections.deque = collections.deque()  # reserves to wait in (flush)
+        self.speculating = False  # a blocking reserve is in flight as one that never waits
+        self.reserve_hit = True  # the last reserve found a job: pipeline the next blocking one
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -225,17 +228,23 @@ class ClientConnection(asyncio.Protocol):
             await self.flush()
             self._write(p.OutOfMemory())
             return True
-        if isinstance(req, p.ReserveWithTimeout) and req.timeout_s == 0:
-            # Never blocks (RESERVED, TIMED_OUT or DEADLINE_SOON at once): pipeline it.
+        if isinstance(req, (p.Reserve, p.ReserveWithTimeout)):
             self.worker = True
-            self._pipeline((Op.RESERVE, 0), None)
-            return True
+            timeout_ns = translate.reserve_timeout_ns(req)
+            if timeout_ns == 0 or self.reserve_hit:
+                # Pipelined as a reserve that never waits; a miss of a blocking one is
+                # reserved again for real, in order, by ``flush`` (see _settle_reserve).
+                self.speculating = self.speculating or timeout_ns != 0
+                self.inflight.append((self._submit((Op.RESERVE, 0)), _RESERVE, req))
+                return True
+            await self.flush()
+            return await self._reserve(req)
+        if self.speculating:
+            await self.flush()  # nothing runs before a blocking reserve in flight has its job
         if isinstance(req, translate.PIPELINED):
             self._pipeline(None, None, req)
             return True
         await self.flush()
-        if isinstance(req, (p.Reserve, p.ReserveWithTimeout)):
-            return await self._reserve(req)
         await self._ensure_open()
         await node.read_barrier()
         self._write(answer_read(node, self, req))
@@ -257,26 +266,69 @@ class ClientConnection(asyncio.Protocol):
 
     def _pipeline(self, op_and_args: tuple | None, fixed_reply, req=None) -> None:
         """Submit now; the reply is written in order by ``flush``."""
-        self.inflight.append((self._submit(op_and_args, req), fixed_reply))
+        self.inflight.append((self._submit(op_and_args, req), fixed_reply, None))
 
     async def flush(self, bounded: bool = True) -> None:
         """Write the replies of every queued command, in order (``bounded``: within the output
         bound, waiting for the client to take them)."""
-        if not self.inflight:
+        if not self.inflight and not self.owed:
             return
         while self.inflight:
-            fut, fixed = self.inflight[0]
+            fut, fixed, reserve = self.inflight[0]
             result = await fut
             self.inflight.popleft()
-            if result[0] == "RESERVED":
-                self.worker = True  # reserve-job makes a worker only when it reserves (as 1.12)
-            self._write(fixed if fixed is not None else translate.to_reply(result))
+            if fixed is _RESERVE:
+                self._settle_reserve(reserve, result)
+            else:
+                if self.owed:
+                    await self._reserve_owed(bounded)
+                if result[0] == "RESERVED":
+                    self.worker = True  # reserve-job makes a worker only when it reserves (1.12)
+                self._write(fixed if fixed is not None else translate.to_reply(result))
             if result[0] == "GONE":
                 raise ConnectionError("session dropped by the cluster")
             if bounded and self.outbox.over_high_water():
                 await self.wait_output_taken()  # pipelined reserves of big jobs, for one
+        if self.owed:
+            await self._reserve_owed(bounded)
+        self.speculating = False
         # Send now: if the client has gone, its reset is in the kernel before we parse again.
         self.outbox.send_now()
+
+    def _settle_reserve(self, req, result: tuple) -> None:
+        """One pipelined reserve's outcome, as a reserve that never waits, in request order.
+
+        The reserves a client pipelines are answered one after another, as beanstalkd takes
+        them: a blocking one that found no job is *owed* (reserved again for real, waiting, by
+        ``_reserve_owed``), and every later outcome then answers the oldest owed reserve, the
+        one that would have had it; the later request becomes owed in its turn. The jobs all
+        belong to the one session, so which of its reserves took which is not visible, except
+        in that order, which this keeps. Nothing but reserves is submitted behind a blocking
+        one (``handle`` flushes first), so no other command can run before an owed reserve.
+        """
+        if result[0] == "TIMED_OUT":
+            self.reserve_hit = False
+            if translate.reserve_timeout_ns(req) != 0 or self.owed:
+                self.owed.append(req)
+                return
+        elif result[0] == "RESERVED":
+            self.reserve_hit = True
+        if self.owed:
+            self.owed.popleft()
+            self.owed.append(req)
+        self._write(translate.to_reply(result))
+
+    async def _reserve_owed(self, bounded: bool = True) -> None:
+        """The blocking reserves that found no job when pipelined, one at a time, in order
+        (none once the connection is closing: ``bounded`` False)."""
+        if not bounded:
+            self.owed.clear()
+        while self.owed:
+            req = self.owed.popleft()
+            self.outbox.send_now()
+            if not await self._reserve(req):
+                self.owed.clear()
+                raise ConnectionError("client gone while waiting in reserve")
 
     async def _ensure_open(self) -> None:
         await self.opened
@@ -304,6 +356,7 @@ class ClientConnection(asyncio.Protocol):
         result = await fut
         if result[0] != "WAITING":
             self.mailbox = None  # this reserve's own outcome, if it came as an event as well
+            self.reserve_hit = result[0] == "RESERVED"
             self._write(translate.to_reply(result))
             return result[0] != "GONE"
         self.waiting = True
@@ -318,6 +371,7 @@ class ClientConnection(asyncio.Protocol):
         if self.mailbox is None:  # the client hung up (or half-closed) while waiting
             return False
         reply, self.mailbox = self.mailbox, None
+        self.reserve_hit = reply[0] == "RESERVED"
         self._write(translate.to_reply(reply))
         return True
 
@@ -385,6 +439,7 @@ class ClientConnection(asyncio.Protocol):
             await self.flush(bounded=False)
         except Exception:
             self.inflight.clear()
+            self.owed.clear()
         if self.parser.in_put_body:  # beanstalkd consumed an id when the header was accepted
             self._submit((Op.BURN_ID,))
         close = (Op.CLOSE, self.sid, self._next_seq())
@@ -400,6 +455,8 @@ class ClientConnection(asyncio.Protocol):
         if result[0] == "TIMED_OUT" and self.mailbox is None:
             self._write(p.TimedOut())
 
+
+_RESERVE = object()  # marks a pipelined reserve in ``inflight``
 
 _LINGERING_CLOSES: set[asyncio.Task] = set()
 CLOSE_RETRY_S = (0.5, 30.0)  # first and longest pause between proposals of a lingering CLOSE

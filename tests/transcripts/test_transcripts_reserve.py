@@ -190,6 +190,25 @@ def test_commands_pipelined_behind_a_blocking_reserve_wait_for_its_reply(server)
     worker.expect(b"RESERVED 1 1\r\nx\r\nUSING default\r\n")
 
 
+def test_pipelined_blocking_reserves_that_run_the_queue_dry_wait_in_order(server):
+    """A worker pipelines blocking reserves and a put: the reserves the queue cannot serve wait
+    one after another for the next jobs, and the put behind them runs only after they return
+    (BeanRaft pipelines such reserves as reserves that never wait and owes the misses)."""
+    worker, producer = server.connect(), server.connect()
+    producer.send(b"put 0 0 60 1\r\nx\r\n")
+    producer.expect(b"INSERTED 1\r\n")
+    worker.send(b"reserve-with-timeout 9\r\nreserve\r\nreserve-with-timeout 9\r\nput 0 0 60 1\r\nz\r\n")
+    worker.expect(b"RESERVED 1 1\r\nx\r\n")
+    worker.expect_nothing(0.3)
+    producer.send(b"put 0 0 60 1\r\ny\r\n")
+    producer.expect(b"INSERTED 2\r\n")
+    worker.expect(b"RESERVED 2 1\r\ny\r\n")
+    worker.expect_nothing(0.2)
+    producer.send(b"put 0 0 60 1\r\nw\r\n")
+    producer.expect(b"INSERTED 3\r\n")
+    worker.expect(b"RESERVED 3 1\r\nw\r\nINSERTED 4\r\n")
+
+
 def test_half_closing_a_waiting_reserve_times_it_out_and_closes_the_connection(server):
     worker = server.connect()
     worker.send(b"watch empty\r\nignore default\r\n")
