@@ -20,15 +20,20 @@ BENCH = Path(__file__).resolve().parent / "bench.py"
 @pytest.mark.timeout(180)
 def test_the_benchmark_command_measures_every_row_prints_the_table_and_exits_zero(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--targets", "beanraft", "--seconds", "1", "--workloads", "put,rd1",
-         "--max-preload", "200", "--data-dir", str(tmp_path)],
+        [sys.executable, str(BENCH), "--ratios", "--targets", "beanstalkd-b,beanraft", "--seconds", "1",
+         "--workloads", "put,rd1", "--max-preload", "200", "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = {tuple(re.split(r"\s{2,}", line)[:2]) for line in result.stdout.splitlines()
-            if line.startswith(("beanstalkd ", "beanraft "))}
+    table = result.stdout.split("\n\n")[0]  # the ratio summary follows after an empty line
+    rows = {tuple(re.split(r"\s{2,}", line)[:2]) for line in table.splitlines()
+            if line.startswith(("beanstalkd", "beanraft "))}
     assert rows == {("beanstalkd", "put pipelined"), ("beanstalkd", "reserve+delete 1-at-a-time"),
+                    ("beanstalkd-b", "put pipelined"), ("beanstalkd-b", "reserve+delete 1-at-a-time"),
                     ("beanraft", "put pipelined"), ("beanraft", "reserve+delete 1-at-a-time")}, result.stdout
     assert "FAILED" not in result.stdout
+    # the ratio summary: put/s to beanstalkd -b measured (a number), the rows not run shown as "-"
+    summary = [line.split() for line in result.stdout.splitlines() if line.startswith("beanraft ")][-1]
+    assert re.fullmatch(r"\d+\.\d+x", summary[1]) and summary[2:4] == ["-", "-"], result.stdout
     assert list(tmp_path.iterdir()) == []  # the servers' data directories were removed
 
 

@@ -27,7 +27,7 @@ WORKLOADS = [
 ]
 WORKLOAD_LABEL = dict(WORKLOADS)
 WORKLOAD_LABEL["all"] = "(all workloads)"
-TARGET_CHOICES = ("beanstalkd", "beanstalkd-mem", "beanraft", "cluster")
+TARGET_CHOICES = ("beanstalkd", "beanstalkd-b", "beanstalkd-mem", "beanraft", "cluster")
 
 perf = time.perf_counter
 

@@ -13,9 +13,12 @@ import tempfile
 from dataclasses import asdict
 
 from .common import DEFAULT_BEANSTALKD, MAX_OPS_DEFAULT, MAX_PRELOAD_DEFAULT, Result, TARGET_CHOICES, TargetFailed, WORKLOAD_LABEL
-from .report import aggregate, header_info, ratio, render_table
+from .report import aggregate, header_info, issue_ratios, ratio, render_ratios, render_table
 from .servers import Ctx, Ports, Procs, _load_libc, make_target
 from .workloads import bench_endpoint
+
+
+RATIO_TARGETS = "beanstalkd-b,beanstalkd,beanraft,cluster"
 
 
 def parse_args(argv):
@@ -59,7 +62,23 @@ def parse_args(argv):
     p.add_argument("--keep-going", action="store_true",
                    help="after a workload fails on a target, still run that target's other workloads "
                         "(default: skip them)")
+    p.add_argument("--reserve-timeout", type=int, default=0,
+                   help="the reserve+delete rows send reserve-with-timeout N (default 0: never "
+                        "waits; 1 waits while the queue is empty, as workers and the C generator do)")
+    p.add_argument("--ratios", action="store_true",
+                   help="the side-by-side run of docs/reference/performance.md: targets "
+                        f"{RATIO_TARGETS}, workloads put,rd,put1, 16 connections x 16 in flight, "
+                        "reserve-with-timeout 1 (each unless given), then the ratio summary")
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
     args = p.parse_args(argv)
+    if args.ratios:
+        for flag, name, value in (("--targets", "targets", RATIO_TARGETS), ("--workloads", "workloads", "put,rd,put1"),
+                                  ("--connections", "connections", 16), ("--window", "window", 16),
+                                  ("--reserve-timeout", "reserve_timeout", 1)):
+            if flag not in given:
+                setattr(args, name, value)
+    if args.reserve_timeout < 0:
+        p.error("--reserve-timeout must be >= 0")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     bad = [t for t in targets if t not in TARGET_CHOICES]
     if bad:
@@ -205,6 +224,21 @@ def print_report(args, info: dict, rows: list[Result], target_status: dict[str, 
     for name, st in target_status.items():
         if st != "ok":
             print(f"# {name}: {st}")
+    ratios = issue_ratios(rows)
+    if ratios:
+        print()
+        print(f"# ratios to beanstalkd measured in this run: put/s and worker cycle/s (reserve-with-timeout "
+              f"{args.reserve_timeout} -> delete) to beanstalkd -b (fsync at most every 50 ms), 1x1 put "
+              f"p50 to beanstalkd -b -f 0 (fsync before each reply); loadavg at the end "
+              f"{_loadavg()}")
+        print(render_ratios(ratios))
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def write_json(args, info: dict, rows: list[Result], target_status: dict[str, str],
@@ -212,7 +246,10 @@ def write_json(args, info: dict, rows: list[Result], target_status: dict[str, st
     doc = {"header": info,
            "config": {k: getattr(args, k) for k in (
                "seconds", "connections", "window", "body_size", "preload", "max_preload",
-               "preload_seconds", "max_ops", "rounds", "baseline", "target_list", "workloads")},
+               "preload_seconds", "max_ops", "rounds", "baseline", "target_list", "workloads",
+               "reserve_timeout")},
+           "loadavg_at_end": _loadavg(),
+           "ratios": issue_ratios(rows),
            "targets": target_status,
            "interrupted": interrupted,
            "results": [dict(asdict(r), workload_label=WORKLOAD_LABEL.get(r.workload, r.workload))

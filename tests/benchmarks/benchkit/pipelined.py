@@ -226,19 +226,26 @@ class PutConn(Conn):
 RESERVE0 = b"reserve-with-timeout 0\r\n"
 
 
+def reserve_command(timeout_s: int) -> bytes:
+    """The worker's reserve: ``reserve-with-timeout N`` (0 never waits; the C generator and the
+    ``--ratios`` run use 1, which waits when the queue is empty, as workers do)."""
+    return b"reserve-with-timeout %d\r\n" % timeout_s
+
+
 class ReserveDeleteConn(Conn):
     """Keeps `window` reserves in flight; sends `delete` as RESERVED replies arrive."""
 
-    def __init__(self, run, tube: bytes, window: int):
+    def __init__(self, run, tube: bytes, window: int, reserve: bytes = RESERVE0):
         super().__init__(run, b"watch %s\r\nignore default\r\n" % tube, (b"WATCHING ", b"WATCHING "), window)
         self.res_t = collections.deque()  # send time of each reserve in flight
         self.del_t = collections.deque()  # reserve send time of each delete in flight
-        self.batch = RESERVE0 * window
+        self.reserve = reserve
+        self.batch = reserve * window
 
     def start(self, now: float):
         k = self.run.take(self.window)
         if k:
-            self.tr.write(self.batch[: k * len(RESERVE0)])
+            self.tr.write(self.batch[: k * len(self.reserve)])
             self.res_t.extend(itertools.repeat(now, k))
 
     def on_data(self, buf: bytearray):
@@ -317,7 +324,7 @@ class ReserveDeleteConn(Conn):
         if out or k:
             run.inflight += len(out)  # deletes are always sent, outside the budget
             if k:
-                out.append(RESERVE0 * k)
+                out.append(self.reserve * k)
                 res_t.extend(itertools.repeat(now, k))
             self.tr.write(b"".join(out))
         run.check_idle(now)
@@ -325,7 +332,7 @@ class ReserveDeleteConn(Conn):
 
 async def _pipelined(kind: str, port: int, tube: bytes, conns: int, window: int, seconds: float,
                      max_ops: int, body: bytes, pids: list[int], res: Result,
-                     record_latency: bool = True) -> Run:
+                     record_latency: bool = True, reserve: bytes = RESERVE0) -> Run:
     loop = asyncio.get_running_loop()
     run = Run(loop, max_ops)
     run.record_latency = record_latency
@@ -334,7 +341,7 @@ async def _pipelined(kind: str, port: int, tube: bytes, conns: int, window: int,
             return PutConn(run, tube, body, window)
     else:
         def factory():
-            return ReserveDeleteConn(run, tube, window)
+            return ReserveDeleteConn(run, tube, window, reserve)
     clients: list[Conn] = []
     try:
         try:
@@ -384,7 +391,8 @@ def run_pipelined(kind, ep: Endpoint, tube: bytes, args, seconds: float, max_ops
     gc.disable()
     try:
         return asyncio.run(_pipelined(kind, ep.port, tube, args.connections, args.window, seconds,
-                                      max_ops, args.body, ep.pids, res, record_latency))
+                                      max_ops, args.body, ep.pids, res, record_latency,
+                                      reserve_command(getattr(args, "reserve_timeout", 0))))
     finally:
         gc.enable()
 

@@ -142,3 +142,37 @@ def header_info(args) -> dict:
     }
 
 
+
+
+def issue_ratios(rows: list[Result]) -> list[dict]:
+    """Each BeanRaft row set as the three ratios performance.md quotes: put/s and worker cycle/s
+    to beanstalkd -b (default fsync), 1x1 put p50 to beanstalkd -b -f 0. Empty unless the run
+    measured the baselines these need."""
+    got = {(r.target, r.workload): r for r in rows if r.ok}
+    fast, fsync = "beanstalkd-b", "beanstalkd"
+    if not any(t == fast for t, _ in got) and not any(t == fsync for t, _ in got):
+        return []
+    out = []
+    for target in dict.fromkeys(r.target for r in rows):
+        if target.startswith("beanstalkd"):
+            continue
+
+        def rel(workload, base, field):
+            a, b = got.get((target, workload)), got.get((base, workload))
+            return ratio(getattr(a, field), getattr(b, field)) if a and b else None
+
+        put1 = got.get((target, "put1"))
+        out.append({"target": target, "put": rel("put", fast, "rate"), "cycle": rel("rd", fast, "rate"),
+                    "put1_p50": rel("put1", fsync, "p50_ms"),
+                    "put1_p50_ms": put1.p50_ms if put1 else None})
+    return out
+
+
+def render_ratios(ratios: list[dict]) -> str:
+    head = ["target", "put/s vs -b", "cycle/s vs -b", "1x1 put p50 vs -b -f 0", "1x1 put p50 ms"]
+    table = [[r["target"], fmt_ratio(r["put"]), fmt_ratio(r["cycle"]), fmt_ratio(r["put1_p50"]),
+              fmt_ms(r["put1_p50_ms"])] for r in ratios]
+    widths = [max(len(head[i]), *(len(row[i]) for row in table)) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in [head, ["-" * w for w in widths]] + table]
+    return "\n".join(line.rstrip() for line in lines)

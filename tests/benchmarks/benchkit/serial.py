@@ -7,7 +7,7 @@ import socket
 from array import array
 
 from .common import BenchError, CONNECT_TIMEOUT, HOST, IO_TIMEOUT, MAX_LINE, Result, perf
-from .pipelined import CpuMeter, RESERVE0, latency_stats, put_command
+from .pipelined import CpuMeter, latency_stats, put_command, reserve_command
 from .servers import Endpoint
 
 
@@ -109,6 +109,7 @@ def serial_reserve_delete(ep: Endpoint, tube: bytes, args, res: Result) -> Resul
         c.command(b"ignore default\r\n", b"WATCHING ")
         lat = array("d")
         errors = 0
+        reserve = reserve_command(args.reserve_timeout)
         meter = CpuMeter(ep.pids)
         gc.collect()
         gc.disable()
@@ -119,7 +120,7 @@ def serial_reserve_delete(ep: Endpoint, tube: bytes, args, res: Result) -> Resul
             t = perf()
             if t >= deadline:
                 break
-            c.s.sendall(RESERVE0)
+            c.s.sendall(reserve)
             line = c.readline()
             if line.startswith(b"RESERVED "):
                 parts = line.split()

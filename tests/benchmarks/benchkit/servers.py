@@ -233,10 +233,10 @@ class Target:
 
 
 class BeanstalkdTarget(Target):
-    def __init__(self, ctx: Ctx, binlog: bool):
+    def __init__(self, ctx: Ctx, binlog: bool, fsync_each: bool = True):
         super().__init__(ctx)
-        self.binlog = binlog
-        self.name = "beanstalkd" if binlog else "beanstalkd-mem"
+        self.binlog, self.fsync_each = binlog, fsync_each
+        self.name = ("beanstalkd" if fsync_each else "beanstalkd-b") if binlog else "beanstalkd-mem"
         self.labels = [self.name]
 
     def start(self) -> list[Endpoint]:
@@ -249,7 +249,10 @@ class BeanstalkdTarget(Target):
         if self.binlog:
             binlog = os.path.join(d, "binlog")
             os.makedirs(binlog)
-            cmd += ["-b", binlog, "-f", "0"]  # fsync before replying
+            cmd += ["-b", binlog]
+            if self.fsync_each:
+                cmd += ["-f", "0"]  # fsync before replying
+            # else beanstalkd's default: fsync at most every 50 ms, replies before it
         p = self.ctx.procs.spawn(cmd, os.path.join(d, "server.log"), d)
         self.started.append(p)
         wait_ready(self.ctx.procs, [(p, port)], self.name)
@@ -348,6 +351,8 @@ class ClusterTarget(Target):
 def make_target(name: str, ctx: Ctx) -> Target:
     if name == "beanstalkd":
         return BeanstalkdTarget(ctx, binlog=True)
+    if name == "beanstalkd-b":
+        return BeanstalkdTarget(ctx, binlog=True, fsync_each=False)
     if name == "beanstalkd-mem":
         return BeanstalkdTarget(ctx, binlog=False)
     if name == "beanraft":
