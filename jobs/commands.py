@@ -54,6 +54,7 @@ class Op(enum.IntEnum):
     PURGE_TUBE = 23
     MOVE_JOB = 24
     MOVE_BURIED = 25
+    IMPORT_JOB = 26
 
 
 OPS = {int(op): op for op in Op}  # plain int -> Op, cheaper than calling Op(...)
@@ -79,6 +80,8 @@ ERROR_WAITING = ("ERROR", "session is waiting in reserve; only CLOSE is accepted
 
 # The states purge-tube may name: reserved jobs are never purged (admin.py).
 PURGE_STATES = ("ready", "delayed", "buried", "all")
+# The states import-job may create a job in (extensions.py).
+IMPORT_STATES = ("ready", "delayed", "buried")
 
 _TUBE_NAME = re.compile(r"[A-Za-z0-9+/;.$_()][A-Za-z0-9+/;.$_()\-]{0,199}")
 _PUT_KEY = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
@@ -116,6 +119,7 @@ _KINDS = {
     "token": lambda v: isinstance(v, str) and _SESSION_TOKEN.fullmatch(v) is not None,
     "count": lambda v: _is_int(v, 0, MAX_U32),
     "purge_state": lambda v: v in PURGE_STATES,
+    "import_state": lambda v: v in IMPORT_STATES,
 }
 
 ARGUMENTS: dict[Op, tuple[str, ...]] = {
@@ -145,6 +149,9 @@ ARGUMENTS: dict[Op, tuple[str, ...]] = {
     Op.PURGE_TUBE: ("tube", "purge_state"),
     Op.MOVE_JOB: ("job_id", "tube"),
     Op.MOVE_BURIED: ("tube", "tube"),
+    # key, dedup window and cap (as PUT_KEY), the job's state, then put's own arguments.
+    Op.IMPORT_JOB: ("key", "duration", "count", "import_state", "pri", "duration", "duration",
+                    "body"),
 }
 
 # Opcode (as a plain int) -> (Op, checkers of its arguments), so checking costs no enum lookup.
@@ -170,7 +177,8 @@ def check(command: object, max_job_size: int) -> str | None:
     for position, checker in enumerate(checkers):
         if not checker(command[3 + position]):
             return f"{op.name}: argument {position + 1} is not a valid {ARGUMENTS[op][position]}"
-    if (op is Op.PUT or op is Op.PUT_KEY) and len(command[-1]) > max_job_size:
+    if (op is Op.PUT or op is Op.PUT_KEY or op is Op.IMPORT_JOB) \
+            and len(command[-1]) > max_job_size:
         return "JOB_TOO_BIG"
     return None
 

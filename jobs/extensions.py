@@ -32,15 +32,22 @@ reclaimed later). A remembered key answers ``INSERTED <its job id>`` and creates
 if that job was deleted since. A new key creates the job, is remembered until
 ``now + window_ns``, and then the oldest keys are forgotten until at most ``cap`` remain. A
 duplicate does not extend its key's window.
+
+Imported jobs. ``IMPORT_JOB(key, window_ns, cap, state, pri, delay_ns, ttr_ns, body)`` creates a
+job in the session's used tube directly in ``state`` -- ready, delayed by ``delay_ns``, or
+buried at the tail of the tube's buried list -- in one command, so a buried job is never ready
+for a moment. Its key lives in the same dedup table as put-key's, by the same rules; a key that
+is remembered answers ``("EXISTS", job id)`` and creates nothing. This is what makes re-running
+an import (``beanraft import-binlog``) create no second copy of a job.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from .commands import GONE, NOT_FOUND, Op
+from .commands import GONE, NOT_FOUND, SECOND_NS, Op
 from .handlers import close, put
-from .model import Session
+from .model import Job, Session
 from .state import State
 
 
@@ -86,25 +93,71 @@ def forget_expired_keys(state: State) -> None:
         del dedup[key]
 
 
-def put_key(state: State, session: Session, key: str, window_ns: int, cap: int, pri: int,
-            delay_ns: int, ttr_ns: int, body: bytes) -> tuple:
-    """PUT_KEY: the job id of ``key`` if it is remembered, else a PUT that remembers it."""
+def _remembered(state: State, key: str) -> int | None:
+    """The job id of ``key`` if the dedup table remembers it (dropping expired keys first)."""
     forget_expired_keys(state)
     dedup = state.dedup
     known = dedup.get(key)
-    if known is not None:
-        if known[1] > state.now_ns:
-            return ("INSERTED", known[0])
-        del dedup[key]  # expired behind an unexpired key (mixed windows): forget it now
-    reply = put(state, session, pri, delay_ns, ttr_ns, body)
-    dedup[key] = (reply[1], state.now_ns + window_ns)
+    if known is None:
+        return None
+    if known[1] > state.now_ns:
+        return known[0]
+    del dedup[key]  # expired behind an unexpired key (mixed windows): forget it now
+    return None
+
+
+def _remember(state: State, key: str, job_id: int, window_ns: int, cap: int) -> None:
+    dedup = state.dedup
+    dedup[key] = (job_id, state.now_ns + window_ns)
     while len(dedup) > cap:
         del dedup[next(iter(dedup))]
+
+
+def _create(state: State, session: Session, job_state: str, pri: int, delay_ns: int,
+            ttr_ns: int, body: bytes) -> int:
+    """A new job in the used tube, placed in ``job_state``; returns its id."""
+    job_id = state.next_id
+    state.next_id += 1
+    tube = session.used
+    job = Job(job_id, tube, pri, delay_ns, max(ttr_ns, SECOND_NS), body, state.now_ns)
+    state.add_job(job)
+    if job_state == "buried":
+        state.make_buried(job)
+    elif job_state == "delayed" and delay_ns > 0:
+        state.make_delayed(job, state.now_ns + delay_ns)
+    else:
+        state.make_ready(job)
+    tube.total_jobs += 1
+    state.total_jobs += 1
+    return job_id
+
+
+def put_key(state: State, session: Session, key: str, window_ns: int, cap: int, pri: int,
+            delay_ns: int, ttr_ns: int, body: bytes) -> tuple:
+    """PUT_KEY: the job id of ``key`` if it is remembered, else a PUT that remembers it."""
+    known = _remembered(state, key)
+    if known is not None:
+        return ("INSERTED", known)
+    reply = put(state, session, pri, delay_ns, ttr_ns, body)
+    _remember(state, key, reply[1], window_ns, cap)
     return reply
+
+
+def import_job(state: State, session: Session, key: str, window_ns: int, cap: int,
+               job_state: str, pri: int, delay_ns: int, ttr_ns: int, body: bytes) -> tuple:
+    """IMPORT_JOB: ``("EXISTS", id)`` if ``key`` is remembered, else a job created directly
+    in ``job_state`` whose key is remembered."""
+    known = _remembered(state, key)
+    if known is not None:
+        return ("EXISTS", known)
+    job_id = _create(state, session, job_state, pri, delay_ns, ttr_ns, body)
+    _remember(state, key, job_id, window_ns, cap)
+    return ("INSERTED", job_id)
 
 
 HANDLERS: dict[Op, Callable[..., tuple]] = {
     Op.SESSION_ID: session_id,
     Op.RESUME: resume,
     Op.PUT_KEY: put_key,
+    Op.IMPORT_JOB: import_job,
 }

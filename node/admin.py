@@ -1,4 +1,5 @@
-"""Admin commands of the ``beanraft`` CLI: ``tube``, ``job``, ``buried`` and ``top``.
+"""Admin commands of the ``beanraft`` CLI: ``tube``, ``job``, ``buried``, ``top`` and
+``import-binlog``.
 
 Each command opens one connection to any node's client port (``--address``), sends beanstalk
 commands (plain 1.12 ones and the admin extensions, docs/reference/extensions.md) and prints a
@@ -259,4 +260,26 @@ def top(address, http, interval, max_tubes, once, admin_token_file, use_tls, tls
         sys.exit(exc.status)
 
 
-COMMANDS = (tube, job, buried, top)
+# ------------------------------------------------------------------------ import-binlog
+
+
+@click.command("import-binlog", context_settings=_HELP)
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.option("--to", "address", required=True, metavar="HOST:PORT", envvar="BEANRAFT_ADDRESS",
+              help="Client address of any node of the cluster to import into.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="Seconds to wait for each reply (a commit may wait for an election).")
+@click.option("--dry-run", is_flag=True,
+              help="Read and check the binlog and print what it holds; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+@_tls_options
+def import_binlog(**options):
+    """Load the jobs of a stopped beanstalkd's binlog directory (its -b DIR) into a cluster:
+    tube, priority, TTR, remaining delay, buried state and body. Running it again imports only
+    what is missing."""
+    from .importer import import_binlog as run
+
+    run(**options)
+
+
+COMMANDS = (tube, job, buried, top, import_binlog)

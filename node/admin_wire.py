@@ -25,6 +25,7 @@ EXIT_TOO_BIG = 5
 EXIT_NO_ROOM = 6
 EXIT_SERVER_ERROR = 7
 EXIT_UNREACHABLE = 8
+EXIT_BAD_BINLOG = 9
 
 _ERRORS = {
     p.NotFound: (EXIT_NOT_FOUND, "not found"),
@@ -45,6 +46,20 @@ class AdminError(Exception):
     def __init__(self, message: str, status: int):
         super().__init__(message)
         self.status = status
+
+
+class PipelineBroken(AdminError):
+    """The connection failed inside a pipeline; ``replies`` are those received before."""
+
+    def __init__(self, message: str, replies: list):
+        super().__init__(message, EXIT_UNREACHABLE)
+        self.replies = replies
+
+
+def error_of(reply) -> AdminError:
+    """The AdminError that an unexpected ``reply`` means."""
+    status, message = _ERRORS.get(type(reply), (EXIT_SERVER_ERROR, f"unexpected reply {reply}"))
+    return AdminError(message, status)
 
 
 def tls_context(ca_file: str | None, cert_file: str | None, key_file: str | None,
@@ -112,6 +127,28 @@ class AdminConnection:
         except (OSError, ProtocolError) as exc:
             raise AdminError(f"{self.address}: {exc}", EXIT_UNREACHABLE) from None
         return reply
+
+    def pipeline(self, requests: list) -> list:
+        """The replies to ``requests``, all sent at once and answered in order.
+
+        Raises ``PipelineBroken`` (an AdminError) carrying the replies that did arrive when the
+        connection fails part-way: the requests after them may or may not have been applied.
+        """
+        replies: list = []
+        try:
+            self._sock.sendall(b"".join(self._codec.send(req) for req in requests))
+            while len(replies) < len(requests):
+                reply = self._codec.next_reply()
+                if reply is not p.NEED_DATA:
+                    replies.append(reply)
+                    continue
+                data = self._sock.recv(65536)
+                if not data:
+                    raise PipelineBroken(f"{self.address} closed the connection", replies)
+                self._codec.receive_data(data)
+        except (OSError, ProtocolError) as exc:
+            raise PipelineBroken(f"{self.address}: {exc}", replies) from None
+        return replies
 
     def expect(self, req, *wanted: type, what: str = "") -> object:
         """The reply to ``req`` if it is one of ``wanted``; else AdminError with its meaning."""

@@ -235,7 +235,7 @@ class Node:
         """
         if self.raft.journal_failed():
             return isinstance(req, translate.PIPELINED)
-        if isinstance(req, (p.Put, p.PutKey)):
+        if isinstance(req, (p.Put, p.PutKey, p.ImportJob)):
             return not self.raft.admit_job(len(req.body))
         if self.raft.journal_low_space():
             return isinstance(req, p.Release) and req.delay_s > 0

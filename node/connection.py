@@ -46,7 +46,7 @@ from beanraft.replication.batcher import OutcomeUnknown
 
 from . import peer, translate
 from .outbox import Outbox
-from .queries import answer_read
+from .queries import EXTENSIONS, answer_read
 
 log = logging.getLogger("beanraft.connection")
 
@@ -81,6 +81,7 @@ class ClientConnection(asyncio.Protocol):
         self.worker = False
         self.waiting = False
         self.leaving = False  # the node is stopping: see ``leave``
+        self.extended = False  # sent an extension command: its stats show their counters too
         self.task: asyncio.Task | None = None
         self.owed: collections.deque = collections.deque()  # reserves to wait in (flush)
         self.speculating = False  # a blocking reserve is in flight as one that never waits
@@ -217,9 +218,11 @@ class ClientConnection(asyncio.Protocol):
         if isinstance(req, p.Rejected):
             return await self._rejected(req)
         node.count_command(req)
+        if isinstance(req, EXTENSIONS):
+            self.extended = True
         if isinstance(req, p.Quit):
             return False
-        if isinstance(req, (p.Put, p.PutKey)):
+        if isinstance(req, (p.Put, p.PutKey, p.ImportJob)):
             self.producer = True
             if node.draining:
                 self._pipeline((Op.BURN_ID,), p.Draining())

@@ -16,12 +16,23 @@ from beanraft import protocol as p
 from .translate import to_reply
 
 
+#: BeanRaft's own commands. A connection that has sent one of them knows it talks to BeanRaft,
+#: and its ``stats`` ends with their ``cmd-*`` counters (``EXTENSION_CMD_KEYS``); every other
+#: connection gets beanstalkd 1.12's keys only. A keyed put counts in ``cmd-put``.
+EXTENSIONS = (p.PutKey, p.SessionId, p.SessionResume, p.PurgeTube, p.ListJobs, p.MoveJob,
+              p.MoveBuried, p.ImportJob)
+EXTENSION_CMD_KEYS = tuple(f"cmd-{kind.name}" for kind in EXTENSIONS if kind is not p.PutKey)
+
+
 def answer_read(node, conn, req):
     """The reply to one read-only request, computed from local state."""
     raft = node.raft
     replicated = raft.read(lambda machine: _query(machine, raft.cluster_now_ns(), conn.sid, req))
     if type(req) is p.Stats:
-        return p.Ok(p.yaml_mapping(server_stats(node, replicated)))
+        pairs = server_stats(node, replicated)
+        if getattr(conn, "extended", False):
+            pairs += [(key, node.cmd_counts.get(key[4:], 0)) for key in EXTENSION_CMD_KEYS]
+        return p.Ok(p.yaml_mapping(pairs))
     return replicated
 
 

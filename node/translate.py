@@ -18,7 +18,7 @@ NS = 1_000_000_000
 # several of these in flight at once (pipelining), and they share Raft entries with others.
 PIPELINED = (p.Put, p.Use, p.Watch, p.Ignore, p.Delete, p.Release, p.Bury, p.Touch, p.Kick,
              p.KickJob, p.PauseTube, p.ReserveJob, p.PutKey, p.SessionId, p.SessionResume,
-             p.PurgeTube, p.MoveJob, p.MoveBuried)
+             p.PurgeTube, p.MoveJob, p.MoveBuried, p.ImportJob)
 
 #: The dedup window and cap used when the caller does not give the node's own (tests).
 DEFAULT_DEDUP = (NodeConfig.dedup_window_s, NodeConfig.dedup_cap)
@@ -40,6 +40,10 @@ def to_command(req, sid: int, seq: int, dedup: tuple[int, int] = DEFAULT_DEDUP) 
         window_s, cap = dedup
         return (Op.PUT_KEY, sid, seq, req.key, window_s * NS, cap, req.pri, req.delay_s * NS,
                 req.ttr_s * NS, req.body)
+    if kind is p.ImportJob:
+        window_s, cap = dedup
+        return (Op.IMPORT_JOB, sid, seq, req.key, window_s * NS, cap, req.state, req.pri,
+                req.delay_s * NS, req.ttr_s * NS, req.body)
     if kind is p.SessionId:
         return (Op.SESSION_ID, sid, seq, secrets.token_urlsafe(SESSION_TOKEN_BYTES))
     if kind is p.SessionResume:
@@ -115,4 +119,6 @@ def to_reply(result: tuple):
         return p.Purged(result[1])
     if tag == "MOVED":
         return p.Moved(result[1])
+    if tag == "EXISTS":
+        return p.Exists(result[1])
     return p.InternalError()

@@ -5,8 +5,8 @@ after the commands, e.g. ``Put``, ``ReserveWithTimeout``) or ``Rejected`` answer
 ``next_request()`` until it returns ``NEED_DATA``, and turn replies (``Inserted``,
 ``DeadlineSoon``, ...) into bytes with ``send()``. No sockets, no clock, standard library only.
 BeanRaft's three extensions (``PutKey``, ``SessionId``, ``SessionResume``; replies ``Session``,
-``Resumed``) and its four admin commands (``PurgeTube``, ``ListJobs``, ``MoveJob``,
-``MoveBuried``; replies ``Purged``, ``Moved``) are documented in docs/reference/extensions.md.
+``Resumed``) and its five admin commands (``PurgeTube``, ``ListJobs``, ``MoveJob``,
+``MoveBuried``, ``ImportJob``; replies ``Purged``, ``Moved``, ``Exists``) are documented in docs/reference/extensions.md.
 """
 
 from .connection import DEFAULT_MAX_JOB_SIZE, LINE_BUF_SIZE, MAX_JOB_SIZE_LIMIT, NEED_DATA, ServerConnection
@@ -17,6 +17,7 @@ from .fields import (
     MAX_LIST_LIMIT,
     MAX_SESSION_ID_LEN,
     PURGE_STATES,
+    IMPORT_STATES,
     is_valid_session_id,
 )
 from .replies import (
@@ -46,6 +47,7 @@ from .replies import (
     Reserved,
     Moved,
     Purged,
+    Exists,
     Resumed,
     Session,
     TimedOut,
@@ -88,6 +90,7 @@ from .requests import (
     ListJobs,
     MoveJob,
     MoveBuried,
+    ImportJob,
     Stats,
     StatsJob,
     StatsTube,
@@ -119,7 +122,8 @@ __all__ = [
     "Session", "Resumed",
     # the admin extensions' requests and replies
     "PurgeTube", "ListJobs", "MoveJob", "MoveBuried", "Purged", "Moved",
-    "PURGE_STATES", "LIST_STATES", "MAX_LIST_LIMIT",
+    "ImportJob", "Exists",
+    "PURGE_STATES", "LIST_STATES", "MAX_LIST_LIMIT", "IMPORT_STATES",
     # YAML
     "yaml_mapping", "yaml_list", "yaml_records", "LIST_JOBS_KEYS", "STATS_JOB_KEYS",
     "STATS_TUBE_KEYS", "STATS_KEYS",

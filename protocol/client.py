@@ -43,6 +43,7 @@ from .replies import (
     OutOfMemory,
     Paused,
     Purged,
+    Exists,
     Released,
     Reserved,
     Resumed,
@@ -156,6 +157,7 @@ LINE_REPLIES[b"SESSION"] = _session
 BODY_REPLIES[b"RESUMED"] = (0, _resumed)
 LINE_REPLIES[b"PURGED"] = _one_number(Purged)
 LINE_REPLIES[b"MOVED"] = _one_number(Moved)
+LINE_REPLIES[b"EXISTS"] = _one_number(Exists)
 
 
 # The commands a worker and a producer send most, written without encode_request's generic

@@ -26,6 +26,7 @@ from .fields import (
     U64_MAX,
     LIST_STATES,
     MAX_LIST_LIMIT,
+    IMPORT_STATES,
     PURGE_STATES,
     FormatError,
     is_valid_tube_name,
@@ -81,7 +82,8 @@ from .requests import (
 @dataclass(frozen=True, slots=True)
 class PutHeader:
     """A parsed ``put`` line. ``trailing`` is True when bytes follow ``<bytes>`` on the line;
-    ``key`` is the key of a ``put-key`` line, None for a plain ``put``."""
+    ``key`` is the key of a ``put-key`` or ``import-job`` line, None for a plain ``put``;
+    ``state`` is the job state of an ``import-job`` line, None otherwise."""
 
     pri: int
     delay_s: int
@@ -89,6 +91,12 @@ class PutHeader:
     size: int
     trailing: bool
     key: str | None = None
+    state: str | None = None
+
+    @property
+    def command(self) -> str:
+        """The command whose ``cmd-*`` counter this header counts in (put-key counts as put)."""
+        return "put" if self.state is None else "import-job"
 
 
 Parsed = Union[Request, Rejected, PutHeader]
@@ -109,6 +117,19 @@ def _put_key(rest: bytes) -> PutHeader:
     key, pos = read_put_key(rest)
     header = _put(rest[pos:])
     return PutHeader(header.pri, header.delay_s, header.ttr_s, header.size, header.trailing, key)
+
+
+def _import_job(rest: bytes) -> PutHeader:
+    # Strict like the admin commands: six words, single spaces. The delay is the time left of a
+    # delayed job, so only a delayed job has one (and must).
+    key, state, pri, delay, ttr, size = split_words(rest, 6)
+    key_text, end = read_put_key(key)
+    state_text = read_state(state, IMPORT_STATES)
+    delay_s = read_word_number(delay, 0, U32_MAX)
+    if (state_text == "delayed") != (delay_s > 0):
+        raise FormatError("only a delayed job has a delay")
+    return PutHeader(read_word_number(pri, 0, U32_MAX), delay_s, read_word_number(ttr, 0, U32_MAX),
+                     read_word_number(size, 0, U32_MAX), False, key_text, state_text)
 
 
 def _release(rest: bytes) -> Release:
@@ -219,6 +240,7 @@ COMMANDS: tuple[tuple[bytes, Handler], ...] = (
     (b"list-jobs ", _list_jobs),
     (b"move-job ", _move_job),
     (b"move-buried ", _move_buried),
+    (b"import-job ", _import_job),
 )
 
 

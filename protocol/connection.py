@@ -36,7 +36,7 @@ from typing import Callable, Union
 
 from .commands import PutHeader, parse_line
 from .replies import BadFormat, ExpectedCrlf, JobTooBig, Reply, encode
-from .requests import Put, PutKey, Quit, Rejected, Request
+from .requests import ImportJob, Put, PutKey, Quit, Rejected, Request
 
 #: beanstalkd's LINE_BUF_SIZE: the longest command line, CRLF included.
 LINE_BUF_SIZE = 224
@@ -85,6 +85,7 @@ class ServerConnection:
         self._state = _State.COMMAND
         self._header: PutHeader | None = None  # the accepted put header while in BODY
         self._skip_left = 0  # bytes still to discard while in SKIP
+        self._skip_command = "put"  # the command whose oversized body is being discarded
 
     # ------------------------------------------------------------------ public interface
 
@@ -159,7 +160,10 @@ class ServerConnection:
         self._header = None
         self._state = _State.COMMAND
         if not ends_in_crlf:
-            return Rejected(ExpectedCrlf(), counted="put", producer=True, burns_id=True)
+            return Rejected(ExpectedCrlf(), counted=header.command, producer=True, burns_id=True)
+        if header.state is not None:
+            return ImportJob(header.key, header.state, header.pri, header.delay_s, header.ttr_s,
+                             body)
         if header.key is not None:
             return PutKey(header.key, header.pri, header.delay_s, header.ttr_s, body)
         return Put(header.pri, header.delay_s, header.ttr_s, body)
@@ -171,7 +175,7 @@ class ServerConnection:
         if self._skip_left:
             return NEED_DATA
         self._state = _State.COMMAND
-        return Rejected(JobTooBig(), counted="put")
+        return Rejected(JobTooBig(), counted=self._skip_command)
 
     def _on_closed(self) -> _Sentinel:
         return NEED_DATA
@@ -218,10 +222,11 @@ class ServerConnection:
         # beanstalkd's order: the size limit first (even with trailing text), then trailing text.
         if header.size > self.max_job_size:
             self._skip_left = header.size + 2
+            self._skip_command = header.command
             self._state = _State.SKIP
             return _AGAIN
         if header.trailing:
-            return Rejected(BadFormat(), counted="put")
+            return Rejected(BadFormat(), counted=header.command)
         self._header = header
         self._state = _State.BODY
         return _AGAIN

@@ -41,6 +41,8 @@ _PRINTABLE = frozenset(range(0x21, 0x7F))
 #: first list, list-jobs the second (reserved jobs can be listed, never purged or moved).
 PURGE_STATES = ("ready", "delayed", "buried", "all")
 LIST_STATES = ("ready", "delayed", "buried", "reserved", "all")
+#: The states import-job may create a job in (a reserved job is imported as ready).
+IMPORT_STATES = ("ready", "delayed", "buried")
 #: The most jobs one list-jobs page may ask for: bounds its reply to about 80 kB.
 MAX_LIST_LIMIT = 1000
 

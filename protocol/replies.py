@@ -152,6 +152,17 @@ class Moved:
         return _line("MOVED", self.count)
 
 
+@dataclass(frozen=True, slots=True)
+class Exists:
+    """``EXISTS <id>`` (admin extension): import-job's key was already imported, as job
+    ``job_id``; nothing was created."""
+
+    job_id: int
+
+    def to_bytes(self) -> bytes:
+        return _line("EXISTS", self.job_id)
+
+
 class _WordReply:
     """A reply that is one constant word; subclasses set ``word`` to its exact bytes."""
 
@@ -271,7 +282,7 @@ Reply = Union[
     Inserted, Buried, Using, Reserved, Found, Watching, Kicked, Ok, DeadlineSoon, TimedOut,
     Deleted, NotFound, Released, Touched, NotIgnored, Paused, BadFormat, UnknownCommand,
     ExpectedCrlf, JobTooBig, OutOfMemory, InternalError, Draining, Session, Resumed,
-    Purged, Moved,
+    Purged, Moved, Exists,
 ]
 
 #: Every reply class.

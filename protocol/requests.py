@@ -1,6 +1,6 @@
 """The requests a client can send: one frozen dataclass per beanstalkd 1.12 command, plus the
 three extensions of BeanRaft (``put-key``, ``session-id``, ``session-resume``) and its four admin
-commands (``purge-tube``, ``list-jobs``, ``move-job``, ``move-buried``; see
+commands (``purge-tube``, ``list-jobs``, ``move-job``, ``move-buried``, ``import-job``; see
 docs/reference/extensions.md), which beanstalkd 1.12 answers with UNKNOWN_COMMAND.
 
 Each class carries its wire command name in the class attribute ``name`` (``"put"``,
@@ -283,6 +283,21 @@ class MoveBuried:
 
 
 @dataclass(frozen=True, slots=True)
+class ImportJob:
+    """``import-job <key> <state> <pri> <delay> <ttr> <bytes>`` (admin extension): create a
+    job in the used tube directly in ``state`` (ready, delayed or buried), at most once per
+    ``key`` while the cluster remembers the key (``beanraft import-binlog`` sends it)."""
+
+    name: ClassVar[str] = "import-job"
+    key: str
+    state: str
+    pri: int
+    delay_s: int
+    ttr_s: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Quit:
     """``quit`` (any line starting with it): close the connection without a reply."""
 
@@ -293,10 +308,10 @@ Request = Union[
     Put, Use, Reserve, ReserveWithTimeout, ReserveJob, Delete, Release, Bury, Touch, Watch,
     Ignore, Peek, PeekReady, PeekDelayed, PeekBuried, Kick, KickJob, StatsJob, StatsTube, Stats,
     ListTubes, ListTubeUsed, ListTubesWatched, PauseTube, Quit, PutKey, SessionId, SessionResume,
-    PurgeTube, ListJobs, MoveJob, MoveBuried,
+    PurgeTube, ListJobs, MoveJob, MoveBuried, ImportJob,
 ]
 
-#: Every request class (25 of beanstalkd 1.12, then the three extensions and the four admin ones).
+#: Every request class (25 of beanstalkd 1.12, then the three extensions and the five admin ones).
 REQUEST_TYPES: tuple[type, ...] = Request.__args__
 
 
@@ -325,6 +340,10 @@ def encode_request(request: Request) -> bytes:
     if isinstance(request, PutKey):
         header = (f"put-key {request.key} {request.pri} {request.delay_s} {request.ttr_s} "
                   f"{len(request.body)}")
+        return header.encode("ascii") + b"\r\n" + request.body + b"\r\n"
+    if isinstance(request, ImportJob):
+        header = (f"import-job {request.key} {request.state} {request.pri} {request.delay_s} "
+                  f"{request.ttr_s} {len(request.body)}")
         return header.encode("ascii") + b"\r\n" + request.body + b"\r\n"
     if isinstance(request, SessionResume):
         return f"session-resume {request.session_id}\r\n".encode("ascii")

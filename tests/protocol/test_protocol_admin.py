@@ -21,6 +21,7 @@ from beanraft.protocol import (
     PurgeTube,
     Rejected,
     UnknownCommand,
+    ImportJob,
     encode_request,
     yaml_records,
 )
@@ -94,3 +95,35 @@ def test_list_jobs_yaml_is_a_list_of_flat_mappings():
         b"---\n- id: 5\n  state: ready\n  pri: 0\n  age: 2\n  size: 11\n"
         b"- id: 9\n  state: buried\n  pri: 4294967295\n  age: 0\n  size: 0\n")
     assert yaml_records([]) == b"---\n"
+
+
+@pytest.mark.parametrize("line, body, expected", [
+    (b"import-job binlog:7.1796 buried 5 0 9 3", b"a\r\n",
+     ImportJob("binlog:7.1796", "buried", 5, 0, 9, b"a\r\n")),
+    (b"import-job k delayed 4294967295 4294967295 0 0", b"",
+     ImportJob("k", "delayed", 2**32 - 1, 2**32 - 1, 0, b"")),
+    (b"import-job k ready 0 0 1 1", b"x", ImportJob("k", "ready", 0, 0, 1, b"x")),
+])
+def test_import_job_lines_with_their_body_become_import_requests(feed, line, body, expected):
+    assert feed(line + b"\r\n" + body + b"\r\n") == [expected]
+    assert encode_request(expected) == line + b"\r\n" + body + b"\r\n"
+
+
+@pytest.mark.parametrize("line", [
+    b"import-job k reserved 0 0 1 1",   # a reserved job is imported as ready
+    b"import-job k ready 0 5 1 1",      # only a delayed job has a delay
+    b"import-job k delayed 0 0 1 1",    # and it must have one
+    b"import-job k ready 0 0 1",
+    b"import-job k ready 0 0 1 1 x",
+    b"import-job k  ready 0 0 1 1",
+    b"import-job k/1 ready 0 0 1 1",    # a key is put-key's: [A-Za-z0-9_.:-]
+    b"import-job " + b"k" * 65 + b" ready 0 0 1 1",
+    b"import-job k ready 4294967296 0 1 1",
+])
+def test_malformed_import_job_headers_are_bad_format_and_the_body_is_a_command(feed, line):
+    assert feed(line + b"\r\nx\r\n") == [BAD, Rejected(UnknownCommand())]
+
+
+def test_an_oversized_import_job_is_job_too_big_and_counted_as_import_job(feed):
+    events = feed(b"import-job k ready 0 0 1 5\r\nabcde\r\n", max_job_size=4)
+    assert [(type(e.reply).__name__, e.counted) for e in events] == [("JobTooBig", "import-job")]

@@ -28,7 +28,7 @@ REPLIES = [
     # the extensions
     p.Session("1a2b:c3"), p.Resumed(()), p.Resumed((5, 18446744073709551615)),
     # the admin extensions
-    p.Purged(0), p.Purged(4294967296), p.Moved(1),
+    p.Purged(0), p.Purged(4294967296), p.Moved(1), p.Exists(7),
     p.Ok(p.yaml_records([[("id", 5), ("state", "ready"), ("pri", 0), ("age", 1), ("size", 3)]])),
 ]
 STREAM = b"".join(p.encode(reply) for reply in REPLIES)

@@ -27,6 +27,7 @@ from beanraft.protocol import (
     ListTubesWatched,
     ListTubeUsed,
     MoveBuried,
+    ImportJob,
     MoveJob,
     PauseTube,
     Peek,
@@ -111,6 +112,11 @@ STRATEGIES = {
                         u32, st.integers(1, 1000)),
     MoveJob: st.builds(MoveJob, u64, short_tubes),
     MoveBuried: st.builds(MoveBuried, short_tubes, short_tubes),
+    ImportJob: st.one_of(
+        st.builds(ImportJob, st.text("abcXYZ019_.:-", min_size=1, max_size=64),
+                  st.sampled_from(["ready", "buried"]), u32, st.just(0), u32, bodies),
+        st.builds(ImportJob, st.text("abcXYZ019_.:-", min_size=1, max_size=64),
+                  st.just("delayed"), u32, st.integers(1, 2**32 - 1), u32, bodies)),
 }
 requests = st.one_of(*STRATEGIES.values())
 

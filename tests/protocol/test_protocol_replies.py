@@ -33,6 +33,7 @@ from beanraft.protocol import (
     Released,
     Reserved,
     Moved,
+    Exists,
     Purged,
     Resumed,
     Session,
@@ -82,6 +83,7 @@ REPLIES = [
     (Purged(0), b"PURGED 0\r\n"),
     (Purged(12345), b"PURGED 12345\r\n"),
     (Moved(3), b"MOVED 3\r\n"),
+    (Exists(18446744073709551615), b"EXISTS 18446744073709551615\r\n"),
 ]
 
 

@@ -35,6 +35,11 @@ from beanraft.protocol import (
 BEANSTALKD = "/usr/bin/beanstalkd"
 MAX_JOB_SIZE = 50  # small, so that JOB_TOO_BIG is easy to reach
 ERROR_WORDS = {b"BAD_FORMAT", b"UNKNOWN_COMMAND", b"EXPECTED_CRLF", b"JOB_TOO_BIG"}
+# BeanRaft's own commands (docs/reference/extensions.md), which beanstalkd answers with
+# UNKNOWN_COMMAND however they are written: hypothesis mines these literals from the parser's
+# source, so generated streams are kept free of them (the extension tests cover them).
+EXTENSION_NAMES = (b"put-key", b"session-id", b"session-resume", b"purge-tube", b"list-jobs",
+                   b"move-job", b"move-buried", b"import-job")
 
 
 @pytest.fixture(scope="module")
@@ -197,5 +202,6 @@ streams = st.lists(
 @settings(max_examples=400, deadline=None)
 @given(streams)
 def test_generated_streams_get_the_same_answers_from_beanstalkd(reference_beanstalkd, data):
+    assume(not any(name in data for name in EXTENSION_NAMES))
     assume(not any(blocks_or_closes(event) for event in our_events(data)))
     assert_same_answers(reference_beanstalkd, data)

@@ -1,0 +1,269 @@
+"""Migration from beanstalkd: ``beanraft import-binlog`` loads what the real beanstalkd 1.12 wrote
+with ``-b DIR`` into a running BeanRaft node, every job as beanstalkd itself restores it (tube,
+state, priority, TTR, remaining delay, body, the order of the buried), re-running it creates no
+duplicate, and a binlog it cannot read whole (truncated, another version, garbage, a beanstalkd
+still running on it) or a target that is not BeanRaft imports nothing.
+
+Method: one real beanstalkd 1.12 per module writes a binlog through puts, reserves, buries,
+releases with a delay, kicks and deletes in three tubes; it is then stopped, and a second
+beanstalkd started on a copy of the directory says, by stats-job and peek, what beanstalkd
+restores from it: that is the expected state. The commands of docs/how-to/migrate-from-beanstalkd.md
+run as subprocesses against one ``beanraft serve`` node (a one-node cluster); damaged copies of
+the binlog are made by truncating and overwriting bytes of real files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from cluster_harness import HOST, Cluster, LineClient, beanraft_argv, clean_env, free_ports
+
+BEANSTALKD = "/usr/bin/beanstalkd"
+RUN_TIMEOUT_S = 60
+STATS = ("tube", "state", "pri", "ttr")
+
+
+def how_to_output() -> dict[str, str]:
+    """The output the how-to shows for its dry run and its import, keyed by the dry run's flag."""
+    page = (Path(__file__).parents[2] / "docs/how-to/migrate-from-beanstalkd.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in page.split("```console\n")[1:]]
+    found = {}
+    for block in blocks:
+        command, _, output = block.partition("\n")
+        if command.startswith("$ beanraft import-binlog") and output:
+            found["--dry-run" if "--dry-run" in command else "import"] = output
+    return found
+
+
+HOW_TO_OUTPUT = how_to_output()
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(beanraft_argv() + list(args), capture_output=True,
+                          timeout=RUN_TIMEOUT_S, env=clean_env())
+
+
+class Beanstalkd:
+    """The real beanstalkd 1.12 on a free loopback port, with ``-b directory``."""
+
+    def __init__(self, directory: Path):
+        self.port = free_ports(1)[0]
+        self.process = subprocess.Popen([BEANSTALKD, "-l", HOST, "-p", str(self.port),
+                                         "-b", str(directory)])
+        for _attempt in range(200):
+            try:
+                LineClient((HOST, self.port), timeout_s=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise AssertionError("beanstalkd did not start")
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def client(self) -> LineClient:
+        return LineClient((HOST, self.port))
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def reserve_job(client: LineClient, job_id: int) -> None:
+    client.send(b"reserve-job %d\r\n" % job_id)
+    assert client.read_job()[0] == job_id
+
+
+def write_history(client: LineClient) -> dict[str, list[int]]:
+    """Puts, reserves, buries, delays, kicks and deletes jobs in three tubes; returns the ids
+    of the jobs by what happened to them."""
+    ids: dict[str, list[int]] = {}
+    client.request(b"use default")
+    ids["ready"] = [client.put(b"plain", pri=10, ttr=5), client.put(b"urgent", pri=0, ttr=1)]
+    assert client.request(b"use emails") == b"USING emails"
+    ids["ready"].append(client.put(b"line one\r\nline two\x00\xff", pri=2**32 - 1, ttr=300))
+    ids["delayed"] = [client.put(b"later", pri=5, delay=3600, ttr=20)]
+    deleted = client.put(b"gone")
+    assert client.request(b"delete %d" % deleted) == b"DELETED"
+    ids["buried"] = [client.put(b"bad %d" % n, pri=100 + n) for n in range(3)]
+    for job_id in reversed(ids["buried"]):  # buried in reverse: kick order differs from id order
+        reserve_job(client, job_id)
+        assert client.request(b"bury %d 77" % job_id) == b"BURIED"
+    released = client.put(b"retry", pri=9)
+    reserve_job(client, released)
+    assert client.request(b"release %d 8 1200" % released) == b"RELEASED"
+    ids["delayed"].append(released)
+    kicked = client.put(b"kicked", pri=4)
+    reserve_job(client, kicked)
+    assert client.request(b"bury %d 4" % kicked) == b"BURIED"
+    assert client.request(b"kick-job %d" % kicked) == b"KICKED"
+    ids["ready"].append(kicked)
+    assert client.request(b"use big-jobs") == b"USING big-jobs"
+    ids["ready"].append(client.put(bytes(range(256)) * 200, ttr=60))
+    ids["reserved"] = [client.put(b"held", pri=3, ttr=120)]
+    reserve_job(client, ids["reserved"][0])  # still reserved when beanstalkd stops
+    ids["deleted"] = [deleted]
+    return ids
+
+
+def restored_view(server: Beanstalkd, job_ids: list[int]) -> dict[int, dict]:
+    """What beanstalkd restored: per job, its stats-job fields and body."""
+    view: dict = {"taken_at": time.monotonic()}
+    with server.client() as client:
+        for job_id in job_ids:
+            stats = client.yaml(b"stats-job %d" % job_id)
+            line = client.request(b"peek %d" % job_id)
+            size = int(line.split()[2])
+            body = client.read_exactly(size + 2)[:-2]
+            view[job_id] = {**{k: stats[k] for k in STATS}, "time-left": int(stats["time-left"]),
+                            "body": body}
+        buried_first = client.request(b"use emails") and client.request(b"peek-buried")
+    view["emails-buried-first"] = int(buried_first.split()[1])
+    return view
+
+
+@pytest.fixture(scope="module")
+def migration(tmp_path_factory):
+    """(binlog directory of a stopped beanstalkd, the ids by fate, what beanstalkd restores)."""
+    root = tmp_path_factory.mktemp("binlog")
+    directory = root / "beanstalkd"
+    directory.mkdir()
+    server = Beanstalkd(directory)
+    try:
+        with server.client() as client:
+            ids = write_history(client)
+            server.stop()  # while the reserved job is still held, as a crash would leave it
+    finally:
+        server.stop()
+    copy = root / "restored"
+    shutil.copytree(directory, copy)
+    check = Beanstalkd(copy)
+    try:
+        live = [job_id for fate, group in ids.items() if fate != "deleted" for job_id in group]
+        expected = restored_view(check, sorted(live))
+        with check.client() as client:
+            assert client.request(b"peek %d" % ids["deleted"][0]) == b"NOT_FOUND"
+    finally:
+        check.stop()
+    return directory, ids, expected
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("import-node"), size=1)
+    try:
+        yield cluster.start().nodes[0]
+    finally:
+        cluster.stop()
+
+
+def address(node) -> str:
+    host, port = node.client_address
+    return f"{host}:{port}"
+
+
+def current_jobs(node) -> int:
+    with LineClient(node.client_address) as client:
+        stats = client.yaml(b"stats")
+    return sum(int(stats[f"current-jobs-{s}"]) for s in ("ready", "reserved", "delayed", "buried"))
+
+
+def test_the_how_to_imports_every_job_as_beanstalkd_restores_it_and_a_rerun_adds_nothing(
+        migration, node):
+    directory, ids, expected = migration
+    target = address(node)
+    dry = run("import-binlog", str(directory), "--to", target, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.decode() == HOW_TO_OUTPUT["--dry-run"]
+    assert current_jobs(node) == 0
+
+    done = run("import-binlog", str(directory), "--to", target)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == HOW_TO_OUTPUT["import"]
+    again = run("import-binlog", str(directory), "--to", target, "--json")
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert (report["imported"], report["already_imported"], report["error"]) == (0, 11, None)
+    assert current_jobs(node) == 11
+
+    new_id = {int(old): new for old, new in report["ids"].items()}
+    with LineClient(node.client_address) as client:
+        for old_id, want in ((k, v) for k, v in expected.items() if type(k) is int):
+            stats = client.yaml(b"stats-job %d" % new_id[old_id])
+            state = "ready" if want["state"] == "reserved" else want["state"]
+            assert {k: stats[k] for k in STATS} == {**{k: want[k] for k in STATS},
+                                                   "state": state}, old_id
+            if state == "delayed":  # the delay kept running since beanstalkd's view was taken
+                left = want["time-left"] - (time.monotonic() - expected["taken_at"])
+                assert left - 2 <= int(stats["time-left"]) <= left + 2, (left, stats)
+            line = client.request(b"peek %d" % new_id[old_id])
+            assert client.read_exactly(int(line.split()[2]) + 2)[:-2] == want["body"], old_id
+        assert client.request(b"use emails") == b"USING emails"
+        first = client.request(b"peek-buried")
+        assert first.split()[1] == b"%d" % new_id[expected["emails-buried-first"]]
+
+    tubes = run("tube", "list", "--address", target)
+    assert set(tubes.stdout.decode().split()) >= {"default", "emails", "big-jobs"}
+    assert run("buried", "emails", "--address", target).stdout.count(b"\n") == 4
+    buried = run("buried", "emails", "--address", target, "--json")
+    assert sorted(job["id"] for job in json.loads(buried.stdout)) == \
+        sorted(new_id[old] for old in ids["buried"])
+
+
+def damaged_copy(directory: Path, tmp_path: Path, damage) -> Path:
+    copy = tmp_path / "damaged"
+    shutil.copytree(directory, copy)
+    path = copy / "binlog.1"
+    data = bytearray(path.read_bytes())
+    path.chmod(0o600)
+    path.write_bytes(bytes(damage(data)))
+    return copy
+
+
+def end_of_data(data: bytearray) -> int:
+    return len(data.rstrip(b"\x00"))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d[:end_of_data(d) - 3], b"truncated at offset"),
+    (lambda d: d[:end_of_data(d) - 100], b"truncated at offset"),
+    (lambda d: b"\x05\x00\x00\x00" + d[4:], b"binlog version 5 is not supported"),
+    (lambda d: d[:end_of_data(d) + 500] + b"\x01" + d[end_of_data(d) + 501:], b"corrupt"),
+    (lambda d: d[:2], b"not even a version"),
+], ids=["cut-in-a-body", "cut-in-a-record", "version-5", "garbage-after-padding", "no-version"])
+def test_a_binlog_that_cannot_be_read_whole_imports_nothing(migration, node, tmp_path, damage,
+                                                            message):
+    directory, _ids, _expected = migration
+    before = current_jobs(node)
+    done = run("import-binlog", str(damaged_copy(directory, tmp_path, damage)), "--to",
+               address(node))
+    assert done.returncode == 9, done
+    assert message in done.stderr and b"nothing was imported" in done.stderr, done.stderr
+    assert current_jobs(node) == before
+
+
+def test_a_running_beanstalkd_or_a_beanstalkd_target_imports_nothing(migration, tmp_path):
+    directory, _ids, _expected = migration
+    copy = tmp_path / "live"
+    shutil.copytree(directory, copy)
+    server = Beanstalkd(copy)
+    try:
+        held = run("import-binlog", str(copy), "--to", server.address)
+        assert held.returncode == 9 and b"still running" in held.stderr, held.stderr
+        with server.client() as client:
+            before = client.yaml(b"stats")
+        plain = run("import-binlog", str(directory), "--to", server.address)
+        assert plain.returncode == 4 and b"not BeanRaft" in plain.stderr, plain.stderr
+        with server.client() as client:
+            after = client.yaml(b"stats")
+        counts = ("total-jobs", "cmd-put", "current-jobs-ready", "current-jobs-buried")
+        assert {k: after[k] for k in counts} == {k: before[k] for k in counts}
+    finally:
+        server.stop()
