@@ -25,6 +25,7 @@ from .errors import (
     NotIgnoredError,
     OutOfMemoryError,
     TimedOutError,
+    NotBeanRaftError,
     UnavailableError,
     UnknownCommandError,
     UnknownResponseError,
@@ -37,5 +38,5 @@ __all__ = [
     "Error", "BeanstalkdError", "UnknownResponseError", "UnavailableError",
     "BadFormatError", "BuriedError", "DeadlineSoonError", "DrainingError", "ExpectedCrlfError",
     "InternalError", "JobTooBigError", "NotFoundError", "NotIgnoredError", "OutOfMemoryError",
-    "TimedOutError", "UnknownCommandError",
+    "TimedOutError", "UnknownCommandError", "NotBeanRaftError",
 ]

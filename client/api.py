@@ -199,3 +199,28 @@ class Api:
     def pause_tube(self, tube: str, delay: int) -> Any:
         """Stops reserves from ``tube`` for ``delay`` seconds."""
         return self._call(ops.pause_tube(tube, delay))
+
+    # -- BeanRaft's admin commands (NotBeanRaftError from a plain beanstalkd) -----------
+
+    def purge_tube(self, tube: str, state: str) -> Any:
+        """Deletes every job of ``tube`` in ``state`` (``ready``, ``delayed``, ``buried`` or
+        ``all``; never reserved jobs) in one committed command; returns how many. Not sent
+        again after a failover: a lost reply raises ``UnavailableError``."""
+        return self._call(ops.purge_tube(tube, state))
+
+    def list_jobs(self, tube: str, state: str = "all", offset: int = 0,
+                  limit: int = 100) -> Any:
+        """One page of ``tube``'s jobs in ``state`` (``ready``, ``delayed``, ``buried``,
+        ``reserved`` or ``all``), in id order: a list of dicts with ``id``, ``state``, ``pri``,
+        ``age`` and ``size``. ``limit`` is 1..1000."""
+        return self._call(ops.list_jobs(tube, state, offset, limit))
+
+    def move_job(self, job: JobOrID, tube: str) -> Any:
+        """Moves an unreserved job to ``tube``, keeping its state; True if it moved, False if
+        it was already there."""
+        return self._call(ops.move_job(job, tube))
+
+    def move_buried(self, source: str, target: str) -> Any:
+        """Moves every buried job of ``source`` to the end of ``target``'s buried list; returns
+        how many. Not sent again after a failover: a lost reply raises ``UnavailableError``."""
+        return self._call(ops.move_buried(source, target))

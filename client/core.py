@@ -236,6 +236,11 @@ class Core:
         self.lost.discard(op)
         if lost and self._replay_settled(op):
             return
+        if lost and op.replay == "once":
+            op.finish(error=UnavailableError(
+                f"the connection to {self._lost_from} was lost after {op.request.name} was "
+                "sent: the outcome is unknown (it is not sent again)"))
+            return
         if op.replay == "reserve" and self.orphans:
             self._send(p.Peek(self.orphans.popleft()), "orphan", op, now)
             return
@@ -322,7 +327,7 @@ class Core:
         if isinstance(reply, op.expect):
             op.finish(result=op.convert(reply))
         else:
-            op.finish(error=error_for(reply))
+            op.finish(error=error_for(reply, op.kind))
 
     def _track(self, op: Op, reply: Any) -> None:
         """Keep the held jobs and the chosen tubes in step with a reply."""

@@ -79,6 +79,11 @@ class UnknownCommandError(BeanstalkdError):
     """The server does not know the command."""
 
 
+class NotBeanRaftError(UnknownCommandError):
+    """The server answered an admin command (``purge_tube``, ``list_jobs``, ``move_job``,
+    ``move_buried``) with ``UNKNOWN_COMMAND``: it is not BeanRaft (a plain beanstalkd?)."""
+
+
 class UnavailableError(Error):
     """No node could serve the command within ``failover_timeout``.
 

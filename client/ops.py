@@ -15,6 +15,10 @@ resumed session says, or fails it -- by its ``replay`` rule:
 ``reserve``  reserve, reserve-with-timeout: fulfilled from a job the resumed session holds
              that the client did not know of, else sent again with the time that is left.
 ``reserve-job``  Done from the resumed session if it holds the job, else sent again.
+``once``     purge-tube and move-buried (admin commands): never sent again. Sent a second
+             time they could delete or move jobs that arrived since, so a lost reply fails
+             with ``UnavailableError``: the outcome is unknown. (list-jobs and move-job are
+             ``always``: a read, and a move that ends with the job in the tube either way.)
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any, Callable
 
 from beanraft import protocol as p
 
-from .errors import ERRORS_BY_REPLY, BuriedError, UnknownResponseError
+from .errors import ERRORS_BY_REPLY, BuriedError, NotBeanRaftError, UnknownResponseError
 
 DEFAULT_TUBE = "default"
 DEFAULT_PRIORITY = 2**16
@@ -66,9 +70,16 @@ class Op:
         return self.result
 
 
-def error_for(reply: Any) -> Exception:
-    """The exception for a reply that is not the expected one."""
+#: The API methods that send BeanRaft's admin commands (docs/reference/extensions.md).
+ADMIN_KINDS = ("purge_tube", "list_jobs", "move_job", "move_buried")
+
+
+def error_for(reply: Any, kind: str = "") -> Exception:
+    """The exception for a reply that is not the expected one to the API method ``kind``."""
     name = type(reply).__name__
+    if isinstance(reply, p.UnknownCommand) and kind in ADMIN_KINDS:
+        return NotBeanRaftError(f"{kind}: the server answered UNKNOWN_COMMAND: it is not "
+                                "BeanRaft (a plain beanstalkd?), which has no admin commands")
     if isinstance(reply, p.Buried):
         return BuriedError([str(reply.job_id).encode()] if reply.job_id is not None else None)
     cls = ERRORS_BY_REPLY.get(name)
@@ -190,3 +201,47 @@ def using() -> Op:
 
 def pause_tube(tube: str, delay: int) -> Op:
     return Op("pause_tube", p.PauseTube(tube, delay), p.Paused)
+
+
+# -------------------------------------------------------------- the admin commands
+
+
+def _state(state: str, allowed: tuple[str, ...]) -> str:
+    if state not in allowed:
+        raise ValueError(f"state must be one of {', '.join(allowed)}: {state!r}")
+    return state
+
+
+def parse_yaml_records(data: bytes) -> list[dict[str, Any]]:
+    """list-jobs' YAML list of flat mappings as a list of dicts; numbers become ints."""
+    text = data.decode("utf-8")
+    assert text.startswith("---\n"), text[:20]
+    records: list[dict[str, Any]] = []
+    for line in text[4:].splitlines():
+        if line.startswith("- "):
+            records.append({})
+        key, _, value = line[2:].partition(": ")
+        records[-1][key] = int(value) if value.isdigit() else value
+    return records
+
+
+def purge_tube(tube: str, state: str) -> Op:
+    return Op("purge_tube", p.PurgeTube(tube, _state(state, p.PURGE_STATES)), p.Purged,
+              lambda r: r.count, replay="once")
+
+
+def list_jobs(tube: str, state: str, offset: int, limit: int) -> Op:
+    if not 0 <= offset <= 2**32 - 1 or not 1 <= limit <= p.MAX_LIST_LIMIT:
+        raise ValueError(f"offset is 0..4294967295 and limit 1..{p.MAX_LIST_LIMIT}")
+    return Op("list_jobs", p.ListJobs(tube, _state(state, p.LIST_STATES), offset, limit), p.Ok,
+              lambda r: parse_yaml_records(r.data))
+
+
+def move_job(job: Any, tube: str) -> Op:
+    return Op("move_job", p.MoveJob(_id(job), tube), p.Moved, lambda r: r.count == 1,
+              job_id=_id(job))
+
+
+def move_buried(source: str, target: str) -> Op:
+    return Op("move_buried", p.MoveBuried(source, target), p.Moved, lambda r: r.count,
+              replay="once")

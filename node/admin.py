@@ -241,11 +241,13 @@ def buried(conn, tube_name, offset, limit, move_to):
 @click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None,
               envvar="BEANRAFT_ADMIN_TOKEN_FILE", help="The admin token, for nodes started with "
               "--http-read-token-required (mode 0600); else $BEANRAFT_ADMIN_TOKEN.")
+@click.option("--svg", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="With --once: also save the frame as an SVG picture in FILE.")
 @_tls_options
-def top(address, http, interval, max_tubes, once, admin_token_file, use_tls, tls_ca, tls_cert,
-        tls_key):
+def top(address, http, interval, max_tubes, once, admin_token_file, svg, use_tls, tls_ca,
+        tls_cert, tls_key):
     """A live view of the cluster: nodes (role, term, commit, lag, health) and tubes (counts,
-    put and delete rates). Ctrl-C quits."""
+    put and delete rates). Ctrl-C quits. With the TLS options, /status is read over HTTPS."""
     from .top import run  # rich is imported only by this command
 
     try:
@@ -254,7 +256,10 @@ def top(address, http, interval, max_tubes, once, admin_token_file, use_tls, tls
         raise click.UsageError(str(exc)) from None
     try:
         tls = tls_context(tls_ca, tls_cert, tls_key, use_tls)
-        run(address, list(http) or ["127.0.0.1:8301"], interval, max_tubes, once, tls, token)
+        if svg is not None and not once:
+            raise AdminError("--svg needs --once", 2)
+        run(address, list(http) or ["127.0.0.1:8301"], interval, max_tubes, once, tls, token,
+            svg)
     except AdminError as exc:
         click.echo(f"beanraft: {exc}", err=True)
         sys.exit(exc.status)

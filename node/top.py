@@ -4,7 +4,8 @@ Theory of operation. Every ``interval`` seconds one *sample* is taken:
 
 * nodes: GET /status of each ``--http`` address (urllib, 2 s timeout each), then of every HTTP
   address those documents name in ``http_peers`` (a node's ``--peer-http``), at most
-  ``MAX_NODES`` in all. Raft peers that no HTTP address reports on are shown from what the
+  ``MAX_NODES`` in all. With a TLS context (the node uses TLS, which then covers its HTTP port
+  too) the documents are read over HTTPS with that context: its CA and client certificate. Raft peers that no HTTP address reports on are shown from what the
   leader knows of them (connected, match index), without term or health;
 * tubes: ``list-tubes`` then ``stats-tube`` for each (at most ``MAX_TUBES_SAMPLED``) over one
   client connection, reopened after a failure.
@@ -17,7 +18,11 @@ appeared or was destroyed meanwhile has no rate ("-"). ``--once`` takes two samp
 
 from __future__ import annotations
 
+import functools
+import json
+import ssl
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -45,12 +50,33 @@ class Sample:
     error: str | None = None
 
 
-def _status(address: str, token: str | None = None) -> dict | None:
+def _status(address: str, token: str | None = None,
+            tls: ssl.SSLContext | None = None) -> dict | None:
     host, _, port = address.rpartition(":")
-    return fetch_status(host, int(port), HTTP_TIMEOUT_S, token=token) if port.isdigit() else None
+    if not port.isdigit():
+        return None
+    if tls is None:
+        return fetch_status(host, int(port), HTTP_TIMEOUT_S, token=token)
+    return _https_status(host, int(port), tls, token)
 
 
-def sample_nodes(addresses: list[str], token: str | None = None) -> list[dict]:
+def _https_status(host: str, port: int, tls: ssl.SSLContext, token: str | None) -> dict | None:
+    """GET https://host:port/status with ``tls`` (bypassing any proxy), or None."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(context=tls))
+    request = urllib.request.Request(f"https://{host}:{port}/status")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with opener.open(request, timeout=HTTP_TIMEOUT_S) as reply:
+            doc = json.loads(reply.read(1 << 20))
+            return doc if isinstance(doc, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def sample_nodes(addresses: list[str], token: str | None = None,
+                 tls: ssl.SSLContext | None = None) -> list[dict]:
     """One row per node: those given or discovered by HTTP address, then Raft peers that only
     the leader's /status names."""
     docs: dict[str, dict | None] = {}
@@ -59,7 +85,8 @@ def sample_nodes(addresses: list[str], token: str | None = None) -> list[dict]:
     # so that a node that does not answer costs one timeout per wave, not one per node.
     with ThreadPoolExecutor(max_workers=MAX_NODES) as pool:
         while wave:
-            docs.update(zip(wave, pool.map(lambda a: _status(a, token), wave)))
+            docs.update(zip(wave, pool.map(functools.partial(_status, token=token, tls=tls),
+                                           wave)))
             named = [peer for doc in docs.values() for peer in (doc or {}).get("http_peers", [])]
             wave = list(dict.fromkeys(a for a in named if a not in docs))
             wave = wave[:MAX_NODES - len(docs)]
@@ -111,7 +138,7 @@ class Sampler:
         self.conn: AdminConnection | None = None
 
     def take(self) -> Sample:
-        sample = Sample(time.monotonic(), sample_nodes(self.http, self.token))
+        sample = Sample(time.monotonic(), sample_nodes(self.http, self.token, self.tls))
         try:
             if self.conn is None:
                 self.conn = AdminConnection(self.address, HTTP_TIMEOUT_S * 2, self.tls)
@@ -171,7 +198,9 @@ def render(now: Sample, before: Sample | None, max_tubes: int) -> Group:
 
 
 def run(address: str, http: list[str], interval: float, max_tubes: int, once: bool,
-        tls=None, token: str | None = None) -> None:
+        tls=None, token: str | None = None, svg: str | None = None) -> None:
+    """Draw the view every ``interval`` s; with ``once``, print one frame (and, with ``svg``,
+    also write it to that file as SVG) and return."""
     sampler = Sampler(address, http, tls, token)
     try:
         if once:
@@ -180,7 +209,10 @@ def run(address: str, http: list[str], interval: float, max_tubes: int, once: bo
             frame = sampler.take()
             if frame.error and first.error:
                 raise AdminError(frame.error, EXIT_UNREACHABLE)
-            Console(width=120).print(render(frame, first, max_tubes))
+            console = Console(width=120, record=svg is not None)
+            console.print(render(frame, first, max_tubes))
+            if svg is not None:
+                console.save_svg(svg, title="beanraft top")
             return
         before = None
         with Live(auto_refresh=False, screen=False) as live:

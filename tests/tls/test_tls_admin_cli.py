@@ -55,3 +55,20 @@ def test_without_the_tls_options_the_cli_reports_an_unreachable_node(mtls_node, 
     assert no_cert.returncode == 8 and b"Traceback" not in no_cert.stderr, no_cert.stderr
     wrong_ca = run("tube", "list", "--address", address, "--tls")
     assert wrong_ca.returncode == 8 and b"TLS with" in wrong_ca.stderr, wrong_ca.stderr
+
+
+def test_top_reads_the_nodes_status_over_https_with_the_tls_options(mtls_node, pki, tmp_path):
+    client = f"{HOST}:{mtls_node.spec.client_port}"
+    http = f"{HOST}:{mtls_node.spec.http_port}"
+    cert, key = pki.client_files("operator")
+    svg = tmp_path / "top.svg"
+    done = run("top", "--once", "--interval", "0.2", "--address", client, "--http", http,
+               "--tls-ca", str(pki.ca_file), "--tls-cert", str(cert), "--tls-key", str(key),
+               "--svg", str(svg))
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.decode().splitlines() if "leader" in line)
+    assert "ready" in row and "unreachable" not in row
+    assert svg.read_text().startswith("<svg") and "leader" in svg.read_text()
+    # Without the TLS options neither port answers plain text: exit status 8, no traceback.
+    plain = run("top", "--once", "--interval", "0.2", "--http", http, "--address", client)
+    assert plain.returncode == 8 and b"Traceback" not in plain.stderr, plain
