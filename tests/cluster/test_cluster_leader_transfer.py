@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 
 import pytest
 from cluster_harness import Cluster, LineClient, beanraft_argv, clean_env, wait_for
@@ -59,6 +60,39 @@ def test_a_transfer_without_a_target_picks_a_caught_up_follower(cluster):
     assert new is not leader
     assert done.stdout.strip().startswith(f"leader is now {new.raft_address} (was "
                                           f"{leader.raft_address};")
+
+
+def test_a_transfer_succeeds_under_a_steady_stream_of_writes(cluster):
+    """The leader holds new commands until the target has the whole log: without that, a log
+    that grows on every tick is never exactly acknowledged, and the transfer is refused."""
+    leader = cluster.leader()
+    target, other = [n for n in cluster.nodes if n is not leader]
+    stop, acked, failures = threading.Event(), [], []
+
+    def load(node) -> None:  # 20 pipelined puts at a time, until stopped
+        try:
+            with LineClient(node.client_address) as client:
+                for _round in range(100_000):
+                    if stop.is_set():
+                        return
+                    client.send(b"put 0 0 60 1\r\nx\r\n" * 20)
+                    acked.extend(client.read_line() for _ in range(20))
+        except Exception as error:  # reported below
+            failures.append(repr(error))
+
+    threads = [threading.Thread(target=load, args=(node,)) for node in (leader, other, other)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for("writes to flow", lambda: len(acked) > 200, 30)
+        done = transfer(other, "--to", target.raft_address)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert cluster.leader() is target
+    assert failures == [] and all(line.startswith(b"INSERTED ") for line in acked)
 
 
 def test_asking_for_the_current_leader_changes_nothing(cluster):
