@@ -175,16 +175,23 @@ def test_top_once_prints_the_nodes_and_the_tubes_with_rates(trio):
     assert cells[:7] == ["cli-top", "1", "0", "0", "0", "1", "0.0"]
 
 
-def test_top_once_finds_the_other_nodes_from_one_nodes_peer_http(trio):
-    # The harness gives every node --peer-http: one node's HTTP address is enough.
+def test_top_once_finds_the_other_nodes_from_one_nodes_peer_http(trio, tmp_path):
+    # The harness gives every node --peer-http: one node's HTTP address is enough. The frame is
+    # also saved as SVG, as docs/tutorial/top.md makes its screenshot.
     follower = trio.followers()[0]
+    svg = tmp_path / "top.svg"
     done = run("top", "--once", "--interval", "0.2", "--address", address(follower),
-               "--http", follower.http_address)
+               "--http", follower.http_address, "--svg", str(svg))
     text = done.stdout.decode()
     assert done.returncode == 0, done.stderr
     for node in trio.nodes:
         assert node.raft_address in text
     assert "leader" in text and text.count("follower") == 2 and "unreachable" not in text
+    picture = svg.read_text()
+    assert picture.startswith("<svg") and picture.count("follower") == 2
+    assert all(node.raft_address in picture for node in trio.nodes)
+    refused = run("top", "--svg", str(svg), "--address", address(follower))
+    assert refused.returncode == 2 and b"--svg needs --once" in refused.stderr
 
 
 def test_top_shows_raft_peers_without_an_http_address_from_what_the_leader_knows():
