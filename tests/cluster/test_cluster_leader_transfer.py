@@ -13,6 +13,8 @@ import json
 import signal
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 
 import pytest
 from cluster_harness import Cluster, LineClient, beanraft_argv, clean_env, wait_for
@@ -117,6 +119,25 @@ def test_without_the_right_token_nothing_moves(cluster):
     assert missing.returncode == 2 and "BEANRAFT_ADMIN_TOKEN" in missing.stderr
     wrong = transfer(leader, token="not-the-token")
     assert wrong.returncode == 4 and "missing or wrong admin token" in wrong.stderr
+    assert cluster.leader() is leader
+
+
+def post(node, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(f"http://{node.http_address}/admin/leader/transfer",
+                                     data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_the_endpoint_refuses_a_malformed_request_with_400(cluster):
+    leader = cluster.leader()
+    for body in (b"[1]", b"not json", b'{"to": 7}', b'{"timeout_s": 0}', b'{"timeout_s": true}'):
+        code, answer = post(leader, body)
+        assert (code, answer["code"]) == (400, "bad_request"), body
     assert cluster.leader() is leader
 
 
