@@ -68,7 +68,7 @@ async def _stream(request, future) -> web.StreamResponse:
         return web.json_response({"error": "the backup did not start"}, status=503)
     except Exception as exc:  # the fork itself failed (no memory, no process slot)
         return web.json_response({"error": f"the backup did not start: {exc}"}, status=503)
-    began, sent, ok = time.monotonic(), 0, False
+    began, sent, streamed = time.monotonic(), 0, False
     response = web.StreamResponse(headers={
         "Content-Type": "application/octet-stream",
         "X-BeanRaft-Backup-Index": str(stream.index),
@@ -81,15 +81,16 @@ async def _stream(request, future) -> web.StreamResponse:
                 break
             await asyncio.wait_for(response.write(chunk), STALL_S)
             sent += len(chunk)
-        ok = True
+        streamed = True
     except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
         log.warning("backup at index %d to %s abandoned after %d bytes: %s", stream.index,
                     request.remote, sent, exc or type(exc).__name__)
     finally:
-        ok = await loop.run_in_executor(None, stream.finish) and ok and sent > 0
-    if not ok:
-        log.error("backup at index %d failed after %d bytes; the connection is dropped",
-                  stream.index, sent)
+        written = await loop.run_in_executor(None, stream.finish)
+    if streamed and not (written and sent):
+        log.error("backup at index %d failed after %d bytes (the child did not finish); the "
+                  "connection is dropped", stream.index, sent)
+    if not (streamed and written and sent):
         if request.transport is not None:
             request.transport.close()
         return response

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import threading
 import time
 
@@ -25,7 +26,7 @@ import pytest
 
 from backup_kit import (BURY_TUBE, HOLD_TUBE, PAUSE_S, PAUSED_TUBE, S, Pipe, cli, cluster_on,
                         load_every_state, restored_layout)
-from cluster_harness import HOST, Cluster, LineClient
+from cluster_harness import HOST, Cluster, LineClient, wait_for
 
 from beanraft.jobs.invariants import problems
 from beanraft.jobs.machine import Machine
@@ -238,3 +239,26 @@ def test_a_backup_taken_under_load_holds_every_job_acknowledged_before_it_began(
     must_hold = {job_id for job_id in before if deleting.get(job_id, float("inf")) > ended}
     assert before and must_hold <= live
     assert live <= {job_id for _at, job_id in acked} | set(range(max(live, default=0) + 1))
+
+
+def test_a_reader_that_hangs_up_ends_its_backup_and_the_next_one_runs(source, loaded, tmp_path):
+    node = source.nodes[0]
+    before = node_log(source, node).count("abandoned after")
+    for hang_up in range(1, 3):
+        with socket.socket() as sock:
+            # A small window: the node's writes stall at once, so it is writing when we go.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(30)
+            sock.connect((HOST, node.ports.http))
+            sock.sendall(b"POST /admin/backup HTTP/1.1\r\nHost: node\r\nContent-Length: 0\r\n"
+                         b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
+        assert wait_for("the abandoned backup logged", lambda: node_log(source, node).count(
+            "abandoned after") == before + hang_up, timeout_s=60)
+    env = dict(os.environ, BEANRAFT_ADMIN_TOKEN=TOKEN)
+    done = cli("backup", node.http_address, str(tmp_path / "after.backup"), "--exact", env=env)
+    assert done.returncode == 0, done.stderr  # not 409: the abandoned ones were reaped
+
+
+def node_log(cluster, node) -> str:
+    return (cluster.workdir / f"{node.name}.log").read_text()
