@@ -44,8 +44,13 @@ def for_new_cluster(data: bytes, now_ns: int) -> tuple[bytes, dict]:
     return shifted, summary
 
 
+_SHIFTED_VERSION = 2  # the snapshot layout the field numbers above describe
+
+
 def _shift(data: bytes, delta_ns: int) -> bytes:
     """``data`` (no sessions) with every absolute time moved by ``delta_ns``."""
+    # A new snapshot layout must teach this function its fields: fail loudly until it does.
+    assert data[0] == snapshot.VERSION == _SHIFTED_VERSION, "snapshot layout changed"
     body = msgpack.unpackb(data[1:], raw=False, use_list=True)
     body[_NOW] += delta_ns
     for tube in body[_TUBES]:
