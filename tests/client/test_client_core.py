@@ -201,3 +201,19 @@ def test_the_node_that_failed_least_is_tried_first():
         core = session_core(seed)
         core.connection_lost("no reply within 2 s", 1.0)
         assert core.next_attempt(1.0)[0] == B
+
+
+def test_a_lost_purge_or_move_buried_is_never_sent_again_but_a_move_job_or_list_is():
+    core = session_core()
+    purge, move_all = ops.purge_tube("t", "all"), ops.move_buried("t", "dead")
+    move_one, page = ops.move_job(5, "dead"), ops.list_jobs("t", "buried", 0, 10)
+    for op in (purge, move_all, move_one, page):
+        core.submit(op, 0.2)
+    assert core.data_to_send() == (b"purge-tube t all\r\nmove-buried t dead\r\nmove-job 5 dead\r\n"
+                                   b"list-jobs t buried 0 10\r\n")
+    assert fail_over(core, resumed()) == b"move-job 5 dead\r\nlist-jobs t buried 0 10\r\n"
+    for op in (purge, move_all):
+        with pytest.raises(UnavailableError, match="outcome is unknown"):
+            op.outcome()
+    core.receive_data(b"MOVED 0\r\nOK 4\r\n---\n\r\n", 1.2)
+    assert (move_one.outcome(), page.outcome()) == (False, [])
