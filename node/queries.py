@@ -19,8 +19,7 @@ from .translate import to_reply
 #: BeanRaft's own commands. A connection that has sent one of them knows it talks to BeanRaft,
 #: and its ``stats`` ends with their ``cmd-*`` counters (``EXTENSION_CMD_KEYS``); every other
 #: connection gets beanstalkd 1.12's keys only. A keyed put counts in ``cmd-put``.
-EXTENSIONS = (p.PutKey, p.SessionId, p.SessionResume, p.PurgeTube, p.ListJobs, p.MoveJob,
-              p.MoveBuried, p.ImportJob)
+EXTENSIONS = (p.PutKey, p.SessionId, p.SessionResume, *p.ADMIN_REQUEST_TYPES)
 EXTENSION_CMD_KEYS = tuple(f"cmd-{kind.name}" for kind in EXTENSIONS if kind is not p.PutKey)
 
 

@@ -61,6 +61,7 @@ from .replies import (
     yaml_mapping,
 )
 from .requests import (
+    ADMIN_REQUEST_TYPES,
     REQUEST_TYPES,
     Bury,
     Delete,
@@ -105,7 +106,7 @@ __all__ = [
     "ServerConnection", "NEED_DATA", "LINE_BUF_SIZE", "MAX_JOB_SIZE_LIMIT", "DEFAULT_MAX_JOB_SIZE",
     "KEY_CHARS", "MAX_KEY_LEN", "MAX_SESSION_ID_LEN", "is_valid_session_id",
     # requests
-    "Request", "REQUEST_TYPES", "Rejected", "encode_request",
+    "Request", "REQUEST_TYPES", "ADMIN_REQUEST_TYPES", "Rejected", "encode_request",
     "Put", "Use", "Reserve", "ReserveWithTimeout", "ReserveJob", "Delete", "Release", "Bury",
     "Touch", "Watch", "Ignore", "Peek", "PeekReady", "PeekDelayed", "PeekBuried", "Kick",
     "KickJob", "StatsJob", "StatsTube", "Stats", "ListTubes", "ListTubeUsed",

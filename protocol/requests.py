@@ -314,6 +314,10 @@ Request = Union[
 #: Every request class (25 of beanstalkd 1.12, then the three extensions and the five admin ones).
 REQUEST_TYPES: tuple[type, ...] = Request.__args__
 
+#: BeanRaft's admin commands (docs/reference/extensions.md#admin-commands): what an admin role
+#: guards. Every other extension (put-key, session-id, session-resume) is an application's.
+ADMIN_REQUEST_TYPES: tuple[type, ...] = (PurgeTube, ListJobs, MoveJob, MoveBuried, ImportJob)
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:

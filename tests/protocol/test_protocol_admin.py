@@ -127,3 +127,13 @@ def test_malformed_import_job_headers_are_bad_format_and_the_body_is_a_command(f
 def test_an_oversized_import_job_is_job_too_big_and_counted_as_import_job(feed):
     events = feed(b"import-job k ready 0 0 1 5\r\nabcde\r\n", max_job_size=4)
     assert [(type(e.reply).__name__, e.counted) for e in events] == [("JobTooBig", "import-job")]
+
+
+def test_the_admin_request_types_are_the_admin_commands_of_the_prefix_table():
+    from beanraft.protocol import ADMIN_REQUEST_TYPES, REQUEST_TYPES
+    from beanraft.protocol.commands import COMMANDS
+
+    prefixes = [prefix.decode().strip() for prefix, _ in COMMANDS]
+    admin = prefixes[prefixes.index("purge-tube"):]
+    assert [kind.name for kind in ADMIN_REQUEST_TYPES] == admin
+    assert set(ADMIN_REQUEST_TYPES) <= set(REQUEST_TYPES)
