@@ -198,6 +198,7 @@ class Machine(State):
     list_tube_used = queries.list_tube_used
     list_tubes_watched = queries.list_tubes_watched
     job_counts = queries.job_counts
+    job_owner = queries.job_owner
     next_deadline_ns = queries.next_deadline_ns
     is_waiting = queries.is_waiting
     list_jobs = admin.list_jobs

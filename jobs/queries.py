@@ -140,6 +140,15 @@ def list_tubes_watched(state: State, sid: int) -> list[str] | None:
     return None if session is None else [tube.name for tube in session.watch]
 
 
+def job_owner(state: State, sid: int, job_id: int) -> tuple[str, bool] | None:
+    """The tube of job ``job_id`` and whether session ``sid`` holds its reservation, or None
+    when there is no such job (the node's permission checks ask this)."""
+    job = state.jobs.get(job_id)
+    if job is None:
+        return None
+    return job.tube.name, job.holder is not None and job.holder.sid == sid
+
+
 def job_counts(state: State) -> dict[str, int]:
     """How many jobs are in each state."""
     return {"ready": state.ready_ct, "reserved": state.reserved_ct,

@@ -11,9 +11,13 @@ Theory of operation. The handlers run on the HTTP thread (``http.py``).
   through Raft like any client's: OPEN, the command, CLOSE. The reply is the command's wire
   reply, mapped to an HTTP status.
 * Every mutating request (any method but GET, HEAD and OPTIONS, on any path) and everything
-  under /admin/ needs ``Authorization: Bearer <token>`` (``auth.py`` decides which requests
-  and judges the token); with ``--http-read-token-required`` the reads need it too. Without
-  ``--admin-token-file`` those endpoints answer 403: nothing can change the queue over HTTP.
+  under /admin/ needs ``Authorization: Bearer <principal>:<token>`` of a principal of the auth
+  file, or ``Bearer <token>`` with the token of ``--admin-token-file`` (one mechanism,
+  ``principals.py``; ``auth.py`` decides which requests need it); with
+  ``--http-read-token-required`` the reads need it too. A kick or delete also needs the
+  principal to administer the job's tube (``rights.py``), and /admin/ a principal that
+  administers every tube. Without either option those endpoints answer 403: nothing can change
+  the queue over HTTP.
 * The page may be served by one node and read another after a failover, so the endpoints allow
   any origin (CORS). The token is a header the page sends on purpose, never a cookie, so
   another site cannot make a browser use it.
@@ -31,7 +35,7 @@ from beanraft import protocol as p
 from beanraft.jobs.commands import Op
 from beanraft.replication.batcher import OutcomeUnknown
 
-from . import auth
+from . import auth, rights
 from .translate import NS, to_command, to_reply
 
 log = logging.getLogger("beanraft.http")
@@ -50,15 +54,17 @@ CORS_HEADERS = {
 }
 
 
-def guard(token: str | None, reads_closed: bool = False):
-    """aiohttp middleware: CORS on every answer, the bearer token where ``auth.needs_token``."""
+def guard(authenticator, reads_closed: bool = False):
+    """aiohttp middleware: CORS on every answer, a principal's bearer token where
+    ``auth.needs_token`` (``authenticator``: a ``principals.Authenticator``, None when neither
+    --auth-file nor --admin-token-file is given)."""
 
     @web.middleware
     async def middleware(request, handler):
         if request.method == "OPTIONS":
             return web.Response(status=204, headers=CORS_HEADERS)
         if auth.needs_token(request.method, request.path, reads_closed):
-            refusal = _refusal(token, request)
+            refusal = await _refusal(authenticator, request)
             if refusal is not None:
                 refusal.headers.update(CORS_HEADERS)
                 return refusal
@@ -73,16 +79,21 @@ def guard(token: str | None, reads_closed: bool = False):
     return middleware
 
 
-def _refusal(token: str | None, request) -> web.Response | None:
-    if token is None:
+async def _refusal(authenticator, request) -> web.Response | None:
+    if authenticator is None:
         return web.json_response(
             {"error": "this endpoint needs the admin token, and this node has none: start it "
-                      "with --admin-token-file"}, status=403)
-    if not auth.token_matches(token, request.headers.get("Authorization", "")):
-        log.warning("HTTP %s %s refused: missing or wrong admin token", request.method,
-                    request.path)
+                      "with --admin-token-file or --auth-file"}, status=403)
+    # Tokens are compared in constant time (principals.py): they cannot be guessed bytewise.
+    principal = await authenticator.authenticate_bearer(
+        request.headers.get("Authorization", ""), request.remote or "unknown")
+    if principal is None:  # counted and logged by the authenticator, with the address
         return web.json_response({"error": "missing or wrong admin token"}, status=401,
                                  headers={"WWW-Authenticate": "Bearer"})
+    if request.path.startswith(auth.ADMIN_PREFIX) and "*" not in principal.administer:
+        return web.json_response({"error": f"principal {principal.name} does not administer "
+                                           "every tube"}, status=403)
+    request["principal"] = principal
     return None
 
 
@@ -147,7 +158,8 @@ async def _run_command(node, req) -> object:
         await node.commit.submit((Op.CLOSE, sid, 3))
 
 
-_STATUS = {p.Kicked: 200, p.Deleted: 200, p.NotFound: 404, p.OutOfMemory: 503}
+_STATUS = {p.Kicked: 200, p.Deleted: 200, p.NotFound: 404, p.OutOfMemory: 503,
+           p.PermissionDenied: 403}
 
 
 def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
@@ -188,7 +200,12 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
             raise web.HTTPNotFound(text=f"no job {job_id}")
         return web.json_response(doc)
 
-    async def mutate(req) -> web.Response:
+    async def mutate(request, req) -> web.Response:
+        owner = raft.read(lambda machine: machine.job_owner(0, req.job_id))
+        refusal = rights.decide(request["principal"], req, rights.Facts(job=owner))
+        if refusal is not None:
+            reply = p.encode(refusal).strip().decode()
+            return web.json_response({"reply": reply}, status=_STATUS.get(type(refusal), 403))
         future = asyncio.run_coroutine_threadsafe(_run_command(node, req), node_loop)
         try:
             reply = await asyncio.wait_for(asyncio.wrap_future(future), MUTATION_TIMEOUT_S)
@@ -199,10 +216,10 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
                                  status=_STATUS.get(type(reply), 500))
 
     async def kick(request):
-        return await mutate(p.KickJob(_job_id(request)))
+        return await mutate(request, p.KickJob(_job_id(request)))
 
     async def delete(request):
-        return await mutate(p.Delete(_job_id(request)))
+        return await mutate(request, p.Delete(_job_id(request)))
 
     return [web.get("/api/tubes", tubes), web.get("/api/tubes/{tube}/buried", buried),
             web.get("/api/jobs/{job_id}", job), web.post("/api/jobs/{job_id}/kick", kick),

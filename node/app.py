@@ -21,6 +21,7 @@ from beanraft import protocol as p
 from . import accept, translate
 from .config import NodeConfig
 from .connection import ClientConnection
+from .principals import Authenticator
 from .tls import ServerTls
 
 log = logging.getLogger("beanraft.node")
@@ -69,6 +70,9 @@ class Node:
         self.http = None
         self.tls = (ServerTls(config.tls_cert, config.tls_key, config.tls_client_ca,
                               config.tls_handshake_timeout_s) if config.tls_cert else None)
+        # One mechanism for both ports: the auth file's principals and the admin token's.
+        self.auth = (Authenticator(config.auth_file, config.admin_token)
+                     if config.auth_file or config.admin_token else None)
 
     # -- start and stop --------------------------------------------------------------------
 
@@ -98,8 +102,10 @@ class Node:
         self._tasks.append(loop.create_task(self._pulse()))
         if cfg.clustered:
             self._tasks.append(loop.create_task(self._watch_peers()))
-        log.info("node %s serving clients on %s%s (epoch %d)", self.name, self._where(),
-                 " with TLS" if self.tls else "", self.epoch)
+        log.info("node %s serving clients on %s%s%s (epoch %d)", self.name, self._where(),
+                 " with TLS" if self.tls else "",
+                 " with authentication" if self.auth is not None and self.auth.required else "",
+                 self.epoch)
 
     async def _register(self) -> None:
         """NODE_START: a new epoch for our session ids; our previous incarnation's sessions end."""
@@ -155,10 +161,17 @@ class Node:
         loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
         loop.add_signal_handler(signal.SIGINT, self._stopped.set)
         loop.add_signal_handler(signal.SIGUSR1, self.enter_drain_mode)
-        if self.tls is not None:
-            loop.add_signal_handler(signal.SIGHUP, self.tls.reload)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self._stopped.wait()
         await self.shutdown()
+
+    def reload(self) -> None:
+        """SIGHUP: read the TLS certificates and the auth file again (each keeps its previous
+        contents if the new ones do not load)."""
+        if self.tls is not None:
+            self.tls.reload()
+        if self.auth is not None:
+            self.auth.reload()
 
     def enter_drain_mode(self) -> None:
         if not self.draining:

@@ -15,7 +15,8 @@ from beanraft.replication.seam import SeamError
 
 from beanraft.protocol import MAX_JOB_SIZE_LIMIT
 
-from . import admin, backup_cli, leader_cli, ops, tls
+from . import admin, auth_cli, backup_cli, leader_cli, ops, tls
+from .principals import load_auth_file
 from .config import MAX_DEDUP_CAP, MAX_DEDUP_WINDOW_S, ConfigError, NodeConfig, check_private
 
 VERSION = "0.1.0"
@@ -106,13 +107,16 @@ def main() -> None:
 @click.option("--http-read-token-required", is_flag=True, envvar="BEANRAFT_HTTP_READ_TOKEN_REQUIRED",
               help="The HTTP reads (/status, /healthz, /readyz, /metrics, /api) need the admin "
               "token too; the dashboard's page still loads and asks for it.")
+@click.option("--auth-file", type=click.Path(dir_okay=False), default=None,
+              envvar="BEANRAFT_AUTH_FILE", help="TOML file of principals, their token hashes and "
+              "tube rights (mode 0600): clients must authenticate. Re-read on SIGHUP.")
 @click.option("--peer-http", "peer_http", multiple=True, envvar="BEANRAFT_PEER_HTTP", metavar="HOST:PORT",
               help="The HTTP address of another node, for the dashboard's failover (repeatable).")
 def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user, compact,
           no_compact, verbose, show_version, raft, peers, http, cluster_secret_file, insecure,
           commit_timeout, node_grace, snapshot_entries, snapshot_bytes, dedup_window, dedup_cap,
           tls_cert, tls_key, tls_client_ca, tls_handshake_timeout, admin_token_file,
-          http_read_token_required, peer_http):
+          http_read_token_required, auth_file, peer_http):
     """Run one BeanRaft node (flags as beanstalkd 1.12's, plus the cluster options)."""
     if show_version:
         click.echo(f"beanraft {VERSION}")
@@ -129,7 +133,7 @@ def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
         tls_handshake_timeout=tls_handshake_timeout,
         admin_token_file=admin_token_file, http_read_token_required=http_read_token_required,
-        peer_http=peer_http)
+        auth_file=auth_file, peer_http=peer_http)
     sys.exit(asyncio.run(_serve(config)))
 
 
@@ -139,7 +143,7 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
                  dedup_window=NodeConfig.dedup_window_s, dedup_cap=NodeConfig.dedup_cap,
                  tls_cert=None, tls_key=None, tls_client_ca=None,
                  tls_handshake_timeout=NodeConfig.tls_handshake_timeout_s, admin_token_file=None, peer_http=(),
-                 http_read_token_required=False, **_ignored) -> NodeConfig:
+                 http_read_token_required=False, auth_file=None, **_ignored) -> NodeConfig:
     """A validated NodeConfig from ``serve``'s parameters (raises click.UsageError)."""
     if max_job_size > MAX_JOB_SIZE_LIMIT:
         log.warning("maximum job size was set to %d", MAX_JOB_SIZE_LIMIT)
@@ -161,12 +165,17 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
         tls_client_ca=tls_client_ca, tls_handshake_timeout_s=tls_handshake_timeout,
         admin_token=_read_secret(admin_token_file, "--admin-token-file", None),
         http_read_token_required=http_read_token_required,
-        peer_http=[a for a in _split(peer_http) if a != http])
+        auth_file=auth_file, peer_http=[a for a in _split(peer_http) if a != http])
     try:
         config.validate()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     _check_tls(config)
+    if auth_file:
+        try:
+            load_auth_file(auth_file)  # a bad file stops serve with a usage error
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
     return config
 
 
@@ -277,8 +286,8 @@ def _setup_logging(verbose: int) -> None:
         logging.getLogger("pysyncobj").setLevel(logging.WARNING)
 
 
-for _command in (ops.cluster, ops.status, ops.secret, *admin.COMMANDS, leader_cli.leader,
-                 *backup_cli.COMMANDS):
+for _command in (ops.cluster, ops.status, ops.secret, auth_cli.auth, *admin.COMMANDS,
+                 leader_cli.leader, *backup_cli.COMMANDS):
     main.add_command(_command)
 
 if __name__ == "__main__":

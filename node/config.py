@@ -49,6 +49,7 @@ class NodeConfig:
     tls_handshake_timeout_s: float = 10.0
     admin_token: str | None = None  # bearer token of the mutating HTTP endpoints; None: disabled
     http_read_token_required: bool = False  # the HTTP reads need the admin token too
+    auth_file: str | None = None  # principals and their rights (node/principals.py); None: no auth
     peer_http: list[str] = field(default_factory=list)  # the other nodes' HTTP addresses
 
     @property
@@ -77,8 +78,8 @@ class NodeConfig:
                 "(generate one with 'beanraft secret'), or --insecure on a trusted network")
         if self.http:
             _check_address(self.http)
-        if self.http_read_token_required and not self.admin_token:
-            raise ConfigError("--http-read-token-required needs --admin-token-file")
+        if self.http_read_token_required and not (self.admin_token or self.auth_file):
+            raise ConfigError("--http-read-token-required needs --admin-token-file or --auth-file")
         for address in self.peer_http:
             _check_address(address)
         if self.data_dir is not None and os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):

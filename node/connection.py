@@ -45,6 +45,7 @@ from beanraft.jobs.commands import Op
 from beanraft.replication.batcher import OutcomeUnknown
 
 from . import peer, translate
+from .guard import Guard
 from .outbox import Outbox
 from .queries import EXTENSIONS, answer_read
 
@@ -86,6 +87,7 @@ class ClientConnection(asyncio.Protocol):
         self.owed: collections.deque = collections.deque()  # reserves to wait in (flush)
         self.speculating = False  # a blocking reserve is in flight as one that never waits
         self.reserve_hit = True  # the last reserve found a job: pipeline the next blocking one
+        self.guard: Guard | None = None  # with --auth-file: authentication and permissions
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -94,6 +96,8 @@ class ClientConnection(asyncio.Protocol):
         self.outbox = Outbox(transport)
         self.peer = peer.PeerProbe(transport)
         self.node.connection_opened(self)
+        if self.node.auth is not None and self.node.auth.required:
+            self.guard = Guard(self, self.node.auth)
         # The session exists cluster-wide from the start: a fresh connection uses and watches
         # "default", which stats-tube reports (current-using / current-watching).
         self.opened = self.node.commit.submit((Op.OPEN, self.sid, self._next_seq()))
@@ -215,6 +219,16 @@ class ClientConnection(asyncio.Protocol):
     async def handle(self, req) -> bool:
         """Act on one request; return False when the connection must close."""
         node = self.node
+        if self.guard is not None:
+            refusal = await self.guard.screen(req)
+            if refusal is not None:
+                await self.flush()
+                self._write(refusal)
+                return True
+        elif isinstance(req, p.Auth):  # without --auth-file, exactly as beanstalkd
+            await self.flush()
+            self._write(p.UnknownCommand())
+            return True
         if isinstance(req, p.Rejected):
             return await self._rejected(req)
         node.count_command(req)
@@ -443,7 +457,9 @@ class ClientConnection(asyncio.Protocol):
         except Exception:
             self.inflight.clear()
             self.owed.clear()
-        if self.parser.in_put_body:  # beanstalkd consumed an id when the header was accepted
+        unauthenticated = self.guard is not None and self.guard.principal is None
+        if self.parser.in_put_body and not unauthenticated:
+            # beanstalkd consumed an id when the header was accepted
             self._submit((Op.BURN_ID,))
         close = (Op.CLOSE, self.sid, self._next_seq())
         try:

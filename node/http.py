@@ -103,7 +103,7 @@ def _routes(node, node_loop: asyncio.AbstractEventLoop) -> web.Application:
     async def prometheus(_request):
         return web.Response(body=metrics_bytes.get(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application(middlewares=[api.guard(node.config.admin_token,
+    app = web.Application(middlewares=[api.guard(node.auth,
                                                   node.config.http_read_token_required)])
     app.add_routes([web.get("/status", status), web.get("/healthz", healthz),
                     web.get("/readyz", readyz), web.get("/metrics", prometheus)])
@@ -176,6 +176,6 @@ async def start_http(node, address: str) -> HttpEndpoint:
     await asyncio.get_running_loop().run_in_executor(None, endpoint.start)
     log.info("HTTP endpoint on %s://%s/status (dashboard at /; mutations and backups %s%s)",
              "https" if node.tls else "http", address,
-             "need the admin token" if node.config.admin_token else "disabled",
-             "; reads need the admin token" if node.config.http_read_token_required else "")
+             "need a principal's token" if node.auth is not None else "disabled",
+             "; reads need a token" if node.config.http_read_token_required else "")
     return endpoint

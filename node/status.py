@@ -62,7 +62,7 @@ def status_document(node, counts: dict[str, int] | None = None) -> dict:
         "draining": node.draining,
         "http": node.config.http,
         "http_peers": list(node.config.peer_http),
-        "admin": node.config.admin_token is not None,
+        "admin": node.auth is not None,
     })
     return doc
 
@@ -134,7 +134,9 @@ class Metrics:
                                "volume (-1 without a data directory).", registry=r)
         self.oldest_ready = Gauge("beanraft_oldest_ready_seconds", "Age of the oldest job at the "
                                   "head of a tube's ready queue (0 when none is ready).", registry=r)
-        self._seen = {"leader_changes": 0, "batches": 0}
+        self.auth_failures = Counter("beanraft_auth_failures", "Failed authentications on the "
+                                     "client port and the HTTP port of this node.", registry=r)
+        self._seen = {"leader_changes": 0, "batches": 0, "auth_failures": 0}
 
     def render(self) -> bytes:
         """The text exposition, with every figure read now."""
@@ -158,6 +160,8 @@ class Metrics:
         self._advance(self.leader_changes, "leader_changes", node.raft.leader_changes)
         self.connections.set(len(node.connections))
         self._advance(self.batches, "batches", node.commit.batches)
+        if node.auth is not None:
+            self._advance(self.auth_failures, "auth_failures", node.auth.failures)
         self.disk_free.set(_free_bytes(node.config.data_dir))
         now_ns = node.raft.cluster_now_ns()
         self.oldest_ready.set(node.raft.read(lambda machine: _oldest_ready_ns(machine, now_ns)) / 1e9)

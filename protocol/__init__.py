@@ -6,7 +6,9 @@ after the commands, e.g. ``Put``, ``ReserveWithTimeout``) or ``Rejected`` answer
 ``DeadlineSoon``, ...) into bytes with ``send()``. No sockets, no clock, standard library only.
 BeanRaft's three extensions (``PutKey``, ``SessionId``, ``SessionResume``; replies ``Session``,
 ``Resumed``) and its five admin commands (``PurgeTube``, ``ListJobs``, ``MoveJob``,
-``MoveBuried``, ``ImportJob``; replies ``Purged``, ``Moved``, ``Exists``) are documented in docs/reference/extensions.md.
+``MoveBuried``, ``ImportJob``; replies ``Purged``, ``Moved``, ``Exists``) are documented in
+docs/reference/extensions.md, and ``Auth`` (replies ``Authenticated``, ``AuthFailed``,
+``AuthRequired``, ``PermissionDenied``) in docs/reference/auth.md.
 """
 
 from .connection import DEFAULT_MAX_JOB_SIZE, LINE_BUF_SIZE, MAX_JOB_SIZE_LIMIT, NEED_DATA, ServerConnection
@@ -15,7 +17,10 @@ from .fields import (
     LIST_STATES,
     MAX_KEY_LEN,
     MAX_LIST_LIMIT,
+    MAX_PRINCIPAL_LEN,
     MAX_SESSION_ID_LEN,
+    MAX_TOKEN_LEN,
+    is_valid_principal,
     PURGE_STATES,
     IMPORT_STATES,
     is_valid_session_id,
@@ -26,6 +31,9 @@ from .replies import (
     STATS_JOB_KEYS,
     STATS_KEYS,
     STATS_TUBE_KEYS,
+    Authenticated,
+    AuthFailed,
+    AuthRequired,
     BadFormat,
     Buried,
     DeadlineSoon,
@@ -42,6 +50,7 @@ from .replies import (
     Ok,
     OutOfMemory,
     Paused,
+    PermissionDenied,
     Released,
     Reply,
     Reserved,
@@ -63,6 +72,7 @@ from .replies import (
 from .requests import (
     ADMIN_REQUEST_TYPES,
     REQUEST_TYPES,
+    Auth,
     Bury,
     Delete,
     Ignore,
@@ -125,6 +135,9 @@ __all__ = [
     "PurgeTube", "ListJobs", "MoveJob", "MoveBuried", "Purged", "Moved",
     "ImportJob", "Exists",
     "PURGE_STATES", "LIST_STATES", "MAX_LIST_LIMIT", "IMPORT_STATES",
+    # authentication (docs/reference/auth.md)
+    "Auth", "Authenticated", "AuthFailed", "AuthRequired", "PermissionDenied",
+    "MAX_PRINCIPAL_LEN", "MAX_TOKEN_LEN", "is_valid_principal",
     # YAML
     "yaml_mapping", "yaml_list", "yaml_records", "LIST_JOBS_KEYS", "STATS_JOB_KEYS",
     "STATS_TUBE_KEYS", "STATS_KEYS",

@@ -25,6 +25,10 @@ from typing import Callable
 from .connection import MAX_JOB_SIZE_LIMIT, NEED_DATA
 from .fields import U64_MAX, is_valid_session_id
 from .replies import (
+    Authenticated,
+    AuthFailed,
+    AuthRequired,
+    PermissionDenied,
     BadFormat,
     Buried,
     DeadlineSoon,
@@ -79,7 +83,8 @@ _WORDS = {
     for reply in (
         DeadlineSoon(), TimedOut(), Deleted(), NotFound(), Released(), Touched(), NotIgnored(),
         Paused(), BadFormat(), UnknownCommand(), ExpectedCrlf(), JobTooBig(), OutOfMemory(),
-        InternalError(), Draining(),
+        InternalError(), Draining(), Authenticated(), AuthFailed(), AuthRequired(),
+        PermissionDenied(),
     )
 }
 

@@ -35,6 +35,7 @@ from .fields import (
     read_kick_bound,
     read_number,
     read_number_strict,
+    read_auth,
     read_put_key,
     read_session_id,
     read_state,
@@ -44,6 +45,7 @@ from .fields import (
 )
 from .replies import BadFormat, UnknownCommand
 from .requests import (
+    Auth,
     Bury,
     Delete,
     Ignore,
@@ -241,6 +243,8 @@ COMMANDS: tuple[tuple[bytes, Handler], ...] = (
     (b"move-job ", _move_job),
     (b"move-buried ", _move_buried),
     (b"import-job ", _import_job),
+    # Authentication (docs/reference/auth.md): the principal and its token, one space between.
+    (b"auth ", lambda rest: Auth(*read_auth(rest))),
 )
 
 

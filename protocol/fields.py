@@ -36,6 +36,11 @@ MAX_KEY_LEN = 64
 #: without spaces.
 MAX_SESSION_ID_LEN = 64
 _PRINTABLE = frozenset(range(0x21, 0x7F))
+#: The bytes of a principal's name (``auth``; no ":", which separates it from the token in an
+#: HTTP bearer token) and its longest length; a token is 1..128 printable bytes, no space.
+PRINCIPAL_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.@-")
+MAX_PRINCIPAL_LEN = 64
+MAX_TOKEN_LEN = 128
 
 #: The states the admin extensions name (docs/reference/extensions.md): purge-tube takes the
 #: first list, list-jobs the second (reserved jobs can be listed, never purged or moved).
@@ -186,6 +191,21 @@ def read_session_id(value: bytes) -> str:
     if not is_valid_session_id(value):
         raise FormatError("invalid session id")
     return value.decode("ascii")
+
+
+def is_valid_principal(name: bytes) -> bool:
+    """True if ``name`` may name a principal: 1..64 bytes of ``PRINCIPAL_CHARS``."""
+    return 0 < len(name) <= MAX_PRINCIPAL_LEN and all(byte in PRINCIPAL_CHARS for byte in name)
+
+
+def read_auth(rest: bytes) -> tuple[str, str]:
+    """The principal and the token of an ``auth`` line, separated by exactly one space."""
+    principal, token = split_words(rest, 2)
+    if not is_valid_principal(principal):
+        raise FormatError("invalid principal name")
+    if len(token) > MAX_TOKEN_LEN or not all(byte in _PRINTABLE for byte in token):
+        raise FormatError("invalid token")
+    return principal.decode("ascii"), token.decode("ascii")
 
 
 def split_words(rest: bytes, count: int) -> list[bytes]:

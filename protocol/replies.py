@@ -278,11 +278,42 @@ class Draining(_WordReply):
     word: ClassVar[bytes] = b"DRAINING\r\n"
 
 
+@dataclass(frozen=True, slots=True)
+class Authenticated(_WordReply):
+    """``AUTHENTICATED`` (extension): the ``auth`` command's principal and token match."""
+
+    word: ClassVar[bytes] = b"AUTHENTICATED\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailed(_WordReply):
+    """``AUTH_FAILED`` (extension): unknown principal or wrong token; the connection is not
+    authenticated (any earlier authentication is dropped)."""
+
+    word: ClassVar[bytes] = b"AUTH_FAILED\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequired(_WordReply):
+    """``AUTH_REQUIRED`` (extension): the node has an auth file and this connection has not
+    authenticated; the command was not carried out."""
+
+    word: ClassVar[bytes] = b"AUTH_REQUIRED\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class PermissionDenied(_WordReply):
+    """``PERMISSION_DENIED`` (extension): the principal may not do this to that tube; nothing
+    happened and the connection stays usable."""
+
+    word: ClassVar[bytes] = b"PERMISSION_DENIED\r\n"
+
+
 Reply = Union[
     Inserted, Buried, Using, Reserved, Found, Watching, Kicked, Ok, DeadlineSoon, TimedOut,
     Deleted, NotFound, Released, Touched, NotIgnored, Paused, BadFormat, UnknownCommand,
     ExpectedCrlf, JobTooBig, OutOfMemory, InternalError, Draining, Session, Resumed,
-    Purged, Moved, Exists,
+    Purged, Moved, Exists, Authenticated, AuthFailed, AuthRequired, PermissionDenied,
 ]
 
 #: Every reply class.

@@ -1,7 +1,8 @@
 """The requests a client can send: one frozen dataclass per beanstalkd 1.12 command, plus the
 three extensions of BeanRaft (``put-key``, ``session-id``, ``session-resume``) and its four admin
 commands (``purge-tube``, ``list-jobs``, ``move-job``, ``move-buried``, ``import-job``; see
-docs/reference/extensions.md), which beanstalkd 1.12 answers with UNKNOWN_COMMAND.
+docs/reference/extensions.md) and ``auth`` (docs/reference/auth.md), which beanstalkd 1.12
+answers with UNKNOWN_COMMAND.
 
 Each class carries its wire command name in the class attribute ``name`` (``"put"``,
 ``"reserve-with-timeout"``, ...), which is also the suffix of its ``cmd-*`` counter in ``stats``.
@@ -14,7 +15,7 @@ means "wait forever") belong to the layers that act on them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
 from .replies import Reply
@@ -298,6 +299,16 @@ class ImportJob:
 
 
 @dataclass(frozen=True, slots=True)
+class Auth:
+    """``auth <principal> <token>`` (extension): authenticate this connection as ``principal``
+    (docs/reference/auth.md). The token is left out of the repr, so it never reaches a log."""
+
+    name: ClassVar[str] = "auth"
+    principal: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Quit:
     """``quit`` (any line starting with it): close the connection without a reply."""
 
@@ -308,10 +319,11 @@ Request = Union[
     Put, Use, Reserve, ReserveWithTimeout, ReserveJob, Delete, Release, Bury, Touch, Watch,
     Ignore, Peek, PeekReady, PeekDelayed, PeekBuried, Kick, KickJob, StatsJob, StatsTube, Stats,
     ListTubes, ListTubeUsed, ListTubesWatched, PauseTube, Quit, PutKey, SessionId, SessionResume,
-    PurgeTube, ListJobs, MoveJob, MoveBuried, ImportJob,
+    PurgeTube, ListJobs, MoveJob, MoveBuried, ImportJob, Auth,
 ]
 
-#: Every request class (25 of beanstalkd 1.12, then the three extensions and the five admin ones).
+#: Every request class (25 of beanstalkd 1.12, then the three extensions, the five admin ones
+#: and ``auth``).
 REQUEST_TYPES: tuple[type, ...] = Request.__args__
 
 #: BeanRaft's admin commands (docs/reference/extensions.md#admin-commands): what an admin role
@@ -360,6 +372,8 @@ def encode_request(request: Request) -> bytes:
         return f"move-job {request.job_id} {request.tube}\r\n".encode("ascii")
     if isinstance(request, MoveBuried):
         return f"move-buried {request.source} {request.target}\r\n".encode("ascii")
+    if isinstance(request, Auth):
+        return f"auth {request.principal} {request.token}\r\n".encode("ascii")
     arguments = [
         getattr(request, field)
         for field in ("job_id", "tube", "pri", "delay_s", "timeout_s", "bound")

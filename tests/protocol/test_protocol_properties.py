@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from beanraft.protocol import (
     NEED_DATA,
     REQUEST_TYPES,
+    Auth,
     Bury,
     Delete,
     Ignore,
@@ -117,6 +118,9 @@ STRATEGIES = {
                   st.sampled_from(["ready", "buried"]), u32, st.just(0), u32, bodies),
         st.builds(ImportJob, st.text("abcXYZ019_.:-", min_size=1, max_size=64),
                   st.just("delayed"), u32, st.integers(1, 2**32 - 1), u32, bodies)),
+    # Authentication (docs/reference/auth.md).
+    Auth: st.builds(Auth, st.text("aZ09_.@-", min_size=1, max_size=64),
+                    st.text("!~aZ09:#", min_size=1, max_size=128)),
 }
 requests = st.one_of(*STRATEGIES.values())
 

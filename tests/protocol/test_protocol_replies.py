@@ -17,6 +17,9 @@ from beanraft.protocol import (
     BadFormat,
     Buried,
     DeadlineSoon,
+    AuthFailed,
+    AuthRequired,
+    Authenticated,
     Deleted,
     Draining,
     ExpectedCrlf,
@@ -30,6 +33,7 @@ from beanraft.protocol import (
     Ok,
     OutOfMemory,
     Paused,
+    PermissionDenied,
     Released,
     Reserved,
     Moved,
@@ -84,6 +88,11 @@ REPLIES = [
     (Purged(12345), b"PURGED 12345\r\n"),
     (Moved(3), b"MOVED 3\r\n"),
     (Exists(18446744073709551615), b"EXISTS 18446744073709551615\r\n"),
+    # Authentication (docs/reference/auth.md).
+    (Authenticated(), b"AUTHENTICATED\r\n"),
+    (AuthFailed(), b"AUTH_FAILED\r\n"),
+    (AuthRequired(), b"AUTH_REQUIRED\r\n"),
+    (PermissionDenied(), b"PERMISSION_DENIED\r\n"),
 ]
 
 

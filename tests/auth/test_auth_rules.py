@@ -1,0 +1,62 @@
+"""The permission rules and the auth file, without a server: every request type has a rule, token
+hashes verify only their token, and a bad auth file is refused with its reason.
+
+Method: ``rights.RULES`` against ``protocol.REQUEST_TYPES``; real scrypt hashes; auth files
+written to a temporary directory with the modes and contents an operator could get wrong.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from beanraft import protocol as p
+from beanraft.node import principals, rights
+from beanraft.node.config import ConfigError
+
+
+def test_every_request_type_has_a_permission_rule():
+    assert set(rights.RULES) == set(p.REQUEST_TYPES)
+
+
+def test_a_hash_verifies_its_token_and_no_other():
+    stored = principals.StoredHash.parse(principals.hash_token("s3cret", n=2**10))
+    assert stored.matches("s3cret")
+    assert not stored.matches("s3cret ") and not stored.matches("S3cret")
+    assert "s3cret" not in principals.hash_token("s3cret", n=2**10)
+
+
+def write(tmp_path, text: str, mode: int = 0o600):
+    path = tmp_path / "auth.toml"
+    path.write_text(text)
+    os.chmod(path, mode)
+    return str(path)
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("[principal.a]\nproduce = ['x']\n", "needs token-hash or tls-subject"),
+    ("[principal.a]\ntoken-hash = 'plain-token'\n", "not a scrypt"),
+    ("[principal.a]\ntls-subject = 'CN=a'\nproduce = 'x'\n", "must be a list"),
+    ("[principal.a]\ntls-subject = 'CN=a'\nread = ['x']\n", "unknown keys"),
+    ("[principal.'a b']\ntls-subject = 'CN=a'\n", "a name is"),
+    ("[principal.admin-token]\ntls-subject = 'CN=a'\n", "--admin-token-file"),
+    ("[principal.a]\ntls-subject = 'CN=a'\n[principal.b]\ntls-subject = 'CN=a'\n", "same tls-subject"),
+    ("[principal.a\n", "not TOML"),
+    ("[users.a]\n", r"expected \[principal.<name>\]"),
+])
+def test_a_bad_auth_file_is_refused_with_its_reason(tmp_path, text, reason):
+    with pytest.raises(ConfigError, match=reason):
+        principals.load_auth_file(write(tmp_path, text))
+
+
+def test_an_auth_file_others_may_read_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="chmod 600"):
+        principals.load_auth_file(write(tmp_path, "[principal.a]\ntls-subject = 'CN=a'\n", 0o644))
+
+
+def test_patterns_are_exact_names_or_globs():
+    worker = principals.Principal("w", consume=("orders", "mail-*"))
+    assert worker.may("consume", "orders") and worker.may("consume", "mail-eu")
+    assert not worker.may("consume", "orders2") and not worker.may("consume", "Mail-eu")
+    assert not worker.may("produce", "orders") and worker.may_see("mail-x")
