@@ -1,4 +1,5 @@
-"""Principals, their tokens and their rights: the auth file, and the one check both ports use.
+"""Principals, their tokens and their rights: the auth file, and the one check both ports use
+(``auth.py`` says which HTTP requests need it).
 
 Theory of operation.
 * The auth file (``--auth-file``, TOML, mode 0600 like the cluster secret) names principals.
