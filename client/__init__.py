@@ -24,6 +24,7 @@ from .errors import (
     NotFoundError,
     NotIgnoredError,
     OutOfMemoryError,
+    PermissionDeniedError,
     TimedOutError,
     NotBeanRaftError,
     UnavailableError,
@@ -38,5 +39,5 @@ __all__ = [
     "Error", "BeanstalkdError", "UnknownResponseError", "UnavailableError",
     "BadFormatError", "BuriedError", "DeadlineSoonError", "DrainingError", "ExpectedCrlfError",
     "InternalError", "JobTooBigError", "NotFoundError", "NotIgnoredError", "OutOfMemoryError",
-    "TimedOutError", "UnknownCommandError", "NotBeanRaftError",
+    "TimedOutError", "UnknownCommandError", "NotBeanRaftError", "PermissionDeniedError",
 ]

@@ -19,6 +19,7 @@ from .addresses import AddressLike, TlsLike, parse_addresses, tls_context
 from .api import Api
 from .blocking import DEFAULT_FAILOVER_TIMEOUT_S, DEFAULT_TIMEOUT_S, MAX_ABANDONED, reason_of
 from .core import DOWN, READY, Core
+from .errors import credentials as _credentials
 from .errors import Error
 from .ops import DEFAULT_TUBE, Op
 
@@ -54,13 +55,14 @@ class AsyncClient(Api):
                  timeout: float = DEFAULT_TIMEOUT_S,
                  failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT_S,
                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, seed: int | None = None,
-                 tls: TlsLike = None) -> None:
+                 tls: TlsLike = None, auth: tuple[str, str] | None = None) -> None:
         self.encoding = encoding
         self.timeout = timeout
         self._tls = tls_context(tls)
         self._use, self._watch = use, watch
         self._core = Core(parse_addresses(address), timeout_s=timeout,
-                          failover_timeout_s=failover_timeout, rng=random.Random(seed))
+                          failover_timeout_s=failover_timeout, rng=random.Random(seed),
+                          auth=_credentials(auth))
         self._slots = asyncio.Semaphore(max_in_flight)
         self._proto: _Protocol | None = None
         self._abandoned: list[_Protocol] = []  # kept open until the session settles (blocking.py)

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Union
 from .addresses import AddressLike, TlsLike, parse_addresses, tls_context
 from .api import Api
 from .core import DOWN, READY, Core
+from .errors import credentials as _credentials
 from .errors import Error
 from .ops import DEFAULT_TUBE, Op
 
@@ -52,18 +53,22 @@ class Client(Api):
     :param failover_timeout: seconds to keep trying nodes before ``UnavailableError``.
     :param tls: an ``ssl.SSLContext`` to connect with TLS, or True for the system's default
         context; the node's certificate is checked against the host of its address.
+    :param auth: ``(principal, token)`` for nodes started with ``--auth-file``: sent with
+        ``auth`` on every connection, the first and each one after a failover.
     """
 
     def __init__(self, address: AddressLike = None, encoding: str | None = "utf-8",
                  use: str = DEFAULT_TUBE, watch: Union[str, Iterable[str]] = DEFAULT_TUBE, *,
                  timeout: float = DEFAULT_TIMEOUT_S,
                  failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT_S,
-                 seed: int | None = None, tls: TlsLike = None) -> None:
+                 seed: int | None = None, tls: TlsLike = None,
+                 auth: tuple[str, str] | None = None) -> None:
         self.encoding = encoding
         self.timeout = timeout
         self._tls = tls_context(tls)
         self._core = Core(parse_addresses(address), timeout_s=timeout,
-                          failover_timeout_s=failover_timeout, rng=random.Random(seed))
+                          failover_timeout_s=failover_timeout, rng=random.Random(seed),
+                          auth=_credentials(auth))
         self._sock: socket.socket | None = None
         self._abandoned: list[socket.socket] = []
         self._sock_timeout: float | None = None  # what the socket is set to (saves syscalls)

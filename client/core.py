@@ -11,7 +11,8 @@ A connection is in one of three states::
       ^                      |                                  |
       +---- connection_lost(): EOF, refused, reset, no reply ---+
 
-HANDSHAKE sends, pipelined: ``session-id`` (first connection) or ``session-resume <id>``
+HANDSHAKE sends, pipelined: ``auth <principal> <token>`` when the client was given ``auth=``
+(on every connection, so a failover re-authenticates with the next node), then ``session-id`` (first connection) or ``session-resume <id>``
 (afterwards; never to a server that answered UNKNOWN_COMMAND to it: plain beanstalkd), then
 ``use`` and ``watch``/``ignore`` to restore the tubes the application chose. Any unexpected
 reply fails the connection like a lost one. In READY, application commands are sent as they
@@ -71,13 +72,15 @@ class Core:
     """Queue, matching and failover state for one logical client."""
 
     def __init__(self, addresses: list[Address], *, timeout_s: float, failover_timeout_s: float,
-                 rng: random.Random, reserve_slice_s: int = 1):
+                 rng: random.Random, reserve_slice_s: int = 1,
+                 auth: tuple[str, str] | None = None):
         assert addresses, "at least one address"
         self.addresses = list(addresses)
         self.timeout_s = timeout_s
         self.failover_timeout_s = failover_timeout_s
         self.rng = rng
         self.reserve_slice_s = reserve_slice_s
+        self.auth = auth
         self.extensions: bool | None = None  # None until a server answered session-id
         self.session_id: str | None = None
         self.used = DEFAULT_TUBE
@@ -131,6 +134,8 @@ class Core:
         self.state, self.address = HANDSHAKE, address
         self.conn = ClientConnection()
         self._last_progress = now
+        if self.auth is not None:
+            self._send(p.Auth(*self.auth), "auth", None, now)
         if self.extensions is not False:
             if self.session_id is None:
                 self._send(wire.session_id(), "session-id", None, now)
@@ -301,9 +306,13 @@ class Core:
     # ------------------------------------------------------------------ replies
 
     def _on_reply(self, sent: _Sent, reply: Any, now: float) -> None:
+        if sent.purpose == "auth" and not isinstance(reply, p.Authenticated):
+            # A refusal does not end the failover episode: failover_timeout still bounds it.
+            self._on_handshake_reply(sent.purpose, reply, now)
+            return
         if self.episode is not None:
             self._end_episode(now)  # the node answers: the failover is over
-        if sent.purpose in ("session-id", "resume", "restore"):
+        if sent.purpose in ("auth", "session-id", "resume", "restore"):
             self._on_handshake_reply(sent.purpose, reply, now)
             if self.state == HANDSHAKE and not self.sent:
                 self._ready(now)
@@ -346,7 +355,12 @@ class Core:
                 self.watched.remove(op.request.tube)
 
     def _on_handshake_reply(self, purpose: str, reply: Any, now: float) -> None:
-        if purpose == "session-id":
+        if purpose == "auth":
+            if not isinstance(reply, p.Authenticated):
+                # Another node may take it (its auth file may be newer): fail over as usual.
+                self.connection_lost(f"authentication as {self.auth[0]} refused "
+                                     f"({p.encode(reply).strip().decode()})", now)
+        elif purpose == "session-id":
             if isinstance(reply, p.UnknownCommand):
                 self._plain_server()
             elif wire.is_session(reply):

@@ -84,6 +84,21 @@ class NotBeanRaftError(UnknownCommandError):
     ``move_buried``) with ``UNKNOWN_COMMAND``: it is not BeanRaft (a plain beanstalkd?)."""
 
 
+class PermissionDeniedError(BeanstalkdError):
+    """The principal the client authenticated as may not do this to that tube (a BeanRaft
+    node with --auth-file); nothing happened."""
+
+
+def credentials(auth) -> tuple[str, str] | None:
+    """``auth=`` checked: None or (principal, token), both non-empty strings without spaces."""
+    if auth is None:
+        return None
+    if (not isinstance(auth, tuple) or len(auth) != 2
+            or not all(isinstance(part, str) and part and " " not in part for part in auth)):
+        raise TypeError("auth must be a (principal, token) tuple of strings without spaces")
+    return auth
+
+
 class UnavailableError(Error):
     """No node could serve the command within ``failover_timeout``.
 
@@ -107,4 +122,5 @@ ERRORS_BY_REPLY: dict[str, type[BeanstalkdError]] = {
     "OutOfMemory": OutOfMemoryError,
     "TimedOut": TimedOutError,
     "UnknownCommand": UnknownCommandError,
+    "PermissionDenied": PermissionDeniedError,
 }

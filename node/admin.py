@@ -20,15 +20,16 @@ import click
 from beanraft import protocol as p
 
 from . import auth
-from .admin_wire import (DEFAULT_ADDRESS, EXIT_NO_ROOM, AdminConnection, AdminError, parse_yaml,
-                         tls_context)
+from .admin_wire import (DEFAULT_ADDRESS, EXIT_NO_ROOM, PRINCIPAL_ENV, TOKEN_FILE_ENV,
+                         AdminConnection, AdminError, credentials, parse_yaml, tls_context)
 
 DEFAULT_PAGE = 100
 _HELP = {"help_option_names": ["-h", "--help"]}
 
 
 def _tls_options(command):
-    """--tls, --tls-ca, --tls-cert, --tls-key: how to reach a node whose client port has TLS."""
+    """--tls, --tls-ca, --tls-cert, --tls-key: how to reach a node whose client port has TLS;
+    --principal and --token-file: who to authenticate as."""
     for option in reversed((
         click.option("--tls", "use_tls", is_flag=True, envvar="BEANRAFT_TLS",
                      help="The client port speaks TLS; trust the system's CAs."),
@@ -38,6 +39,11 @@ def _tls_options(command):
                      envvar="BEANRAFT_TLS_CERT", help="Client certificate, for mutual TLS."),
         click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
                      envvar="BEANRAFT_TLS_KEY", help="The client certificate's key."),
+        click.option("--principal", default=None, envvar=PRINCIPAL_ENV,
+                     help="Authenticate as this principal (nodes with --auth-file)."),
+        click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+                     envvar=TOKEN_FILE_ENV, help="File holding the principal's token (mode "
+                     "0600); without it, the token is read from BEANRAFT_TOKEN."),
     )):
         command = option(command)
     return command
@@ -54,10 +60,12 @@ def _connected(command):
     @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
     @_tls_options
     @functools.wraps(command)
-    def wrapper(address, timeout, as_json, use_tls, tls_ca, tls_cert, tls_key, **kwargs):
+    def wrapper(address, timeout, as_json, use_tls, tls_ca, tls_cert, tls_key, principal,
+                token_file, **kwargs):
         try:
             tls = tls_context(tls_ca, tls_cert, tls_key, use_tls)
-            with AdminConnection(address, timeout, tls) as conn:
+            auth = credentials(principal, token_file)
+            with AdminConnection(address, timeout, tls, auth) as conn:
                 result = command(conn, **kwargs)
         except AdminError as exc:
             if as_json:
@@ -245,7 +253,7 @@ def buried(conn, tube_name, offset, limit, move_to):
               help="With --once: also save the frame as an SVG picture in FILE.")
 @_tls_options
 def top(address, http, interval, max_tubes, once, admin_token_file, svg, use_tls, tls_ca,
-        tls_cert, tls_key):
+        tls_cert, tls_key, principal, token_file):
     """A live view of the cluster: nodes (role, term, commit, lag, health) and tubes (counts,
     put and delete rates). Ctrl-C quits. With the TLS options, /status is read over HTTPS."""
     from .top import run  # rich is imported only by this command
@@ -259,7 +267,7 @@ def top(address, http, interval, max_tubes, once, admin_token_file, svg, use_tls
         if svg is not None and not once:
             raise AdminError("--svg needs --once", 2)
         run(address, list(http) or ["127.0.0.1:8301"], interval, max_tubes, once, tls, token,
-            svg)
+            svg, credentials(principal, token_file))
     except AdminError as exc:
         click.echo(f"beanraft: {exc}", err=True)
         sys.exit(exc.status)

@@ -37,7 +37,14 @@ _ERRORS = {
     p.Draining: (EXIT_NO_ROOM, "the server is draining: it accepts no new jobs"),
     p.OutOfMemory: (EXIT_NO_ROOM, "the server has no room (memory or disk) for this change"),
     p.InternalError: (EXIT_SERVER_ERROR, "internal error on the server"),
+    p.PermissionDenied: (EXIT_REFUSED, "permission denied: the principal may not do this to "
+                         "that tube (docs/reference/auth-file.md)"),
+    p.AuthRequired: (EXIT_REFUSED, "the node requires authentication: give --principal and "
+                     "--token-file (or BEANRAFT_TOKEN)"),
 }
+
+#: The environment variables the CLI takes a principal's name and token from.
+PRINCIPAL_ENV, TOKEN_ENV, TOKEN_FILE_ENV = "BEANRAFT_PRINCIPAL", "BEANRAFT_TOKEN", "BEANRAFT_TOKEN_FILE"
 
 
 class AdminError(Exception):
@@ -80,6 +87,31 @@ def tls_context(ca_file: str | None, cert_file: str | None, key_file: str | None
     return context
 
 
+def credentials(principal: str | None, token_file: str | None,
+                env: dict | None = None) -> tuple[str, str] | None:
+    """(principal, token) for ``auth``, the token from ``token_file`` (mode 0600) or else the
+    BEANRAFT_TOKEN environment variable; None without a principal."""
+    import os
+
+    env = os.environ if env is None else env
+    if not principal:
+        return None
+    if token_file:
+        try:
+            with open(token_file) as f:
+                if os.fstat(f.fileno()).st_mode & 0o077:
+                    raise AdminError(f"{token_file} is accessible by group or others: chmod 600 "
+                                     f"{token_file}", 2)
+                token = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AdminError(f"cannot read the token file {token_file}: {exc}", 2) from None
+    else:
+        token = env.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise AdminError(f"--principal {principal} needs --token-file or {TOKEN_ENV}", 2)
+    return principal, token
+
+
 def parse_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -91,7 +123,7 @@ class AdminConnection:
     """One connection to a node's client port; ``request`` sends one request, returns its reply."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 5.0,
-                 tls: ssl.SSLContext | None = None):
+                 tls: ssl.SSLContext | None = None, auth: tuple[str, str] | None = None):
         self.address = address
         host, port = parse_address(address)
         self._codec = ClientConnection(MAX_REPLY_BODY)
@@ -105,6 +137,12 @@ class AdminConnection:
         except (OSError, ssl.SSLError) as exc:
             sock.close()
             raise AdminError(f"TLS with {address} failed: {exc}", EXIT_UNREACHABLE) from None
+        if auth is not None:
+            reply = self.request(p.Auth(*auth))
+            if not isinstance(reply, p.Authenticated):
+                self.close()
+                raise AdminError(f"{address} refused the authentication of principal {auth[0]}"
+                                 f" ({p.encode(reply).strip().decode()})", EXIT_REFUSED)
 
     def close(self) -> None:
         self._sock.close()

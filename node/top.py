@@ -133,15 +133,17 @@ def sample_tubes(conn: AdminConnection) -> dict[str, dict]:
 class Sampler:
     """Takes samples; keeps the client connection open between them."""
 
-    def __init__(self, address: str, http: list[str], tls=None, token: str | None = None):
+    def __init__(self, address: str, http: list[str], tls=None, token: str | None = None,
+                 auth=None):
         self.address, self.http, self.tls, self.token = address, http, tls, token
+        self.auth = auth
         self.conn: AdminConnection | None = None
 
     def take(self) -> Sample:
         sample = Sample(time.monotonic(), sample_nodes(self.http, self.token, self.tls))
         try:
             if self.conn is None:
-                self.conn = AdminConnection(self.address, HTTP_TIMEOUT_S * 2, self.tls)
+                self.conn = AdminConnection(self.address, HTTP_TIMEOUT_S * 2, self.tls, self.auth)
             sample.tubes = sample_tubes(self.conn)
         except AdminError as exc:
             sample.error = str(exc)
@@ -198,10 +200,12 @@ def render(now: Sample, before: Sample | None, max_tubes: int) -> Group:
 
 
 def run(address: str, http: list[str], interval: float, max_tubes: int, once: bool,
-        tls=None, token: str | None = None, svg: str | None = None) -> None:
+        tls=None, token: str | None = None, svg: str | None = None,
+        auth: tuple[str, str] | None = None) -> None:
     """Draw the view every ``interval`` s; with ``once``, print one frame (and, with ``svg``,
-    also write it to that file as SVG) and return."""
-    sampler = Sampler(address, http, tls, token)
+    also write it to that file as SVG) and return. ``auth``: (principal, token) for the client
+    port of a node with --auth-file."""
+    sampler = Sampler(address, http, tls, token, auth)
     try:
         if once:
             first = sampler.take()

@@ -7,16 +7,23 @@ same auth file. On each of two nodes (the leader and a follower) one connection 
 orders*) and admin (administer *); a ``root`` principal holding every right prepares each cell
 (a ready, buried, delayed or reserved job in ``orders``) and purges the tube after it. Each cell
 sends the same bytes on every role's connection and compares the whole reply with the table.
+The same cluster then serves the admin CLI (token from a file or the environment) and
+beanraft.client with ``auth=``, which authenticates again after its node is killed (last: the
+cluster is down a node afterwards).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 
 import pytest
 from authkit import Line, Principals
 
-from cluster.cluster_harness import Cluster
+from beanraft.client import Client, PermissionDeniedError, UnavailableError
+from cluster.cluster_harness import Cluster, beanraft_argv
 
 ROLES = ("none", "wrong", "producer", "consumer", "admin")
 DENIED, REQUIRED = b"PERMISSION_DENIED\r\n", b"AUTH_REQUIRED\r\n"
@@ -214,3 +221,55 @@ def test_every_command_gets_the_replies_of_the_matrix_on_the_leader_and_a_follow
         finally:
             node.close()
     assert not failures, "\n".join(failures)
+
+
+def test_the_admin_cli_takes_the_token_from_a_file_or_the_environment(cluster, principals, tmp_path):
+    address = "%s:%d" % cluster.nodes[0].client_address
+    keeper = Line(cluster.nodes[0].client_address)  # keeps tube orders in existence
+    assert keeper.auth("root", principals.tokens["root"]) == b"AUTHENTICATED\r\n"
+    assert keeper.request(b"use orders\r\n") == b"USING orders\r\n"
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(principals.tokens["admin"] + "\n")
+    os.chmod(token_file, 0o600)
+    listed = run_cli("tube", "list", "--address", address, "--principal", "admin",
+                     "--token-file", str(token_file), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert "default" in json.loads(listed.stdout)
+    env = {"BEANRAFT_PRINCIPAL": "producer", "BEANRAFT_TOKEN": principals.tokens["producer"]}
+    denied = run_cli("tube", "stats", "default", "--address", address, env=env)
+    assert denied.returncode == 4 and "permission denied" in denied.stderr, denied.stderr
+    mine = run_cli("tube", "list", "--address", address, "--json", env=env)
+    assert mine.returncode == 0 and json.loads(mine.stdout) == ["orders"], mine.stdout + mine.stderr
+    unauthenticated = run_cli("tube", "list", "--address", address)
+    assert unauthenticated.returncode == 4 and "requires authentication" in unauthenticated.stderr
+    wrong = run_cli("tube", "list", "--address", address, env={**env, "BEANRAFT_TOKEN": "nope"})
+    assert wrong.returncode == 4 and "refused the authentication" in wrong.stderr, wrong.stderr
+    keeper.close()
+
+
+def test_the_client_authenticates_again_after_failing_over(cluster, principals):
+    leader = cluster.leader()
+    first, other = [n for n in cluster.nodes if n is not leader]
+    addresses = ["%s:%d" % n.client_address for n in (first, other)]
+    with Client(addresses, auth=("root", principals.tokens["root"]), use="failover",
+                watch="failover", failover_timeout=30) as client:
+        client.put("before")
+        connected = next(n for n in (first, other) if n.client_address == tuple(client.address))
+        cluster.kill(connected)
+        client.put("after")  # through the other node, authenticated anew
+        assert client.failovers == 1
+        bodies = sorted(client.reserve(timeout=5).body for _ in range(2))
+    assert bodies == ["after", "before"]
+    alive = next(a for a, n in zip(addresses, (first, other)) if n is not connected)
+    with pytest.raises(UnavailableError, match="authentication as root refused"):
+        Client([alive], auth=("root", "wrong"), timeout=10, failover_timeout=8)
+    with pytest.raises(PermissionDeniedError):
+        with Client([alive], auth=("producer", principals.tokens["producer"])) as client:
+            client.put("default is not the producer's tube")
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BEANRAFT_")}
+    full_env.update(env or {})
+    return subprocess.run([*beanraft_argv(), *args], capture_output=True, text=True,
+                          timeout=60, env=full_env)
