@@ -55,12 +55,15 @@ class Op(enum.IntEnum):
     MOVE_JOB = 24
     MOVE_BURIED = 25
     IMPORT_JOB = 26
+    # NODE_START that keeps the resumable sessions of the node's previous incarnation for a
+    # grace (machine.py); proposed by every node since it was added.
+    REGISTER = 27
 
 
 OPS = {int(op): op for op in Op}  # plain int -> Op, cheaper than calling Op(...)
 
 # Commands that belong to the cluster rather than to one session: they ignore sid and seq.
-SESSIONLESS = frozenset({Op.TICK, Op.NODE_START, Op.DROP_NODE})
+SESSIONLESS = frozenset({Op.TICK, Op.NODE_START, Op.DROP_NODE, Op.REGISTER})
 
 # Fixed replies, shared so that a cached reply costs nothing extra.
 OK = ("OK",)
@@ -152,6 +155,7 @@ ARGUMENTS: dict[Op, tuple[str, ...]] = {
     # key, dedup window and cap (as PUT_KEY), the job's state, then put's own arguments.
     Op.IMPORT_JOB: ("key", "duration", "count", "import_state", "pri", "duration", "duration",
                     "body"),
+    Op.REGISTER: ("node", "duration"),  # node, and the grace of its previous sessions
 }
 
 # Opcode (as a plain int) -> (Op, checkers of its arguments), so checking costs no enum lookup.

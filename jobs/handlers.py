@@ -50,6 +50,7 @@ def close(state: State, session: Session) -> tuple:
     if session.token is not None:
         del state.tokens[session.token]
     del state.sessions[session.sid]
+    state.detached.pop(session.sid, None)
     return TIMED_OUT if waited else OK
 
 

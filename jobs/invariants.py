@@ -12,7 +12,7 @@ from collections import Counter
 
 from .commands import URGENT_PRI
 from .model import BURIED, DELAYED, READY, RESERVED
-from .state import T_DELAY, T_PAUSE, T_TTR, T_WAKE, State
+from .state import T_DELAY, T_DETACH, T_PAUSE, T_TTR, T_WAKE, State
 
 
 def problems(state: State) -> list[str]:
@@ -96,8 +96,10 @@ def _check_sessions(state: State, found: list[str]) -> None:
         if job.holder is not None:
             holds.setdefault(job.holder.sid, []).append(job.id)
     for sid, session in state.sessions.items():
-        if (sid >> 32) not in state.epochs:
-            found.append(f"session {sid} has no live epoch")
+        if ((sid >> 32) in state.epochs) == (sid in state.detached):
+            found.append(f"session {sid} is detached with a live epoch or has no live epoch")
+        if sid in state.detached and session.wait_ticket:
+            found.append(f"detached session {sid} waits")
         using[session.used.name] += 1
         names = [tube.name for tube in session.watch]
         watching.update(names)
@@ -143,6 +145,9 @@ def _check_timers(state: State, found: list[str]) -> None:
     for tube in state.tube_list:
         if tube.pause_ns and live[T_PAUSE, tube.name] != 1:
             found.append(f"paused tube {tube.name} has no single timer")
+    for sid in state.detached:
+        if sid not in state.sessions or live[T_DETACH, sid] != 1:
+            found.append(f"detached session {sid} is unknown or has no single timer")
     for ticket, session in state.waiting.items():
         if live[T_WAKE, ticket] != (session.wait_wake_ns is not None):
             found.append(f"waiting session {session.sid} has a wrong wake timer")

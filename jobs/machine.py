@@ -35,6 +35,15 @@ succeeds for a live epoch, so a late OPEN from a dead incarnation cannot create 
 nobody would ever close. (Counters are not required to grow: a node proposes a connection's
 OPEN as it connects, and a batch that failed to commit is proposed again after later ones, so
 OPENs of one epoch can arrive in any order.)
+
+Detached sessions. REGISTER(node, grace_ns) is NODE_START for a node that may come back before
+the cluster dropped it: of its previous epoch's sessions, those that hold a token (a client may
+resume them, extensions.py) are *detached* instead of closed. A detached session keeps its
+reservations (their TTR keeps running) and its token until ``now + grace_ns`` on the cluster's
+clock, when a replicated timer closes it like a CLOSE; a RESUME before that takes it over as
+usual. It accepts no command of its own (GONE): no connection carries it any more. Sessions
+without a token have nobody to come back for them and close at once, as NODE_START does.
+DROP_NODE closes at once too: its proposer already waited the grace.
 """
 
 from __future__ import annotations
@@ -44,8 +53,8 @@ from .commands import (
     ERROR_WAITING, GONE, OK, OPS, REPLY_CACHE_SIZE, SESSIONLESS, WAITING, Op, check, is_time,
 )
 from .model import Session
-from .state import T_DELAY, T_PAUSE, T_TTR, State
-from .waiting import serve, wake
+from .state import T_DELAY, T_DETACH, T_PAUSE, T_TTR, State
+from .waiting import serve, stop_wait, wake
 
 # One dispatch table: beanstalkd's commands, then the extensions and the admin commands.
 _HANDLERS = {**handlers.HANDLERS, **extensions.HANDLERS, **admin.HANDLERS}
@@ -91,6 +100,8 @@ class Machine(State):
                 self.expire(self.jobs[key])
             elif kind == T_PAUSE:
                 self.unpause(self.tubes[key])
+            elif kind == T_DETACH:
+                handlers.close(self, self.sessions[key])  # its grace is over: nobody resumed it
             else:
                 wake(self, self.waiting[key])
             serve(self)
@@ -106,7 +117,7 @@ class Machine(State):
         session = self.sessions.get(sid)
         if op == Op.OPEN and session is None:
             return self._open(sid, seq)
-        if session is None:
+        if session is None or (self.detached and sid in self.detached):
             return GONE
         if seq:
             cached = session.replies.get(seq)
@@ -151,8 +162,8 @@ class Machine(State):
         if op == Op.TICK:
             return OK
         node = args[0]
-        if op == Op.NODE_START:
-            self._retire(node)
+        if op == Op.NODE_START or op == Op.REGISTER:
+            self._retire(node, args[1] if op == Op.REGISTER else 0)
             epoch = self.next_epoch
             self.next_epoch += 1
             self.epochs[epoch] = node
@@ -164,10 +175,17 @@ class Machine(State):
             self._retire(node)
         return OK
 
-    def _retire(self, node: str) -> None:
-        """Close every session of ``node``'s live epoch and retire that epoch."""
+    def _retire(self, node: str, grace_ns: int = 0) -> None:
+        """Close every session of ``node``'s live epoch and retire that epoch; with a grace,
+        detach the sessions that hold a token instead (see the module docstring)."""
         for sid in self.sessions_of(node):
-            handlers.close(self, self.sessions[sid])
+            session = self.sessions[sid]
+            if grace_ns and session.token is not None:
+                if session.wait_ticket:
+                    stop_wait(self, session)  # nobody is left to hand a job to
+                self.detach(sid, self.now_ns + grace_ns)
+            else:
+                handlers.close(self, session)
         epoch = self.node_epoch.pop(node, None)
         if epoch is not None:
             del self.epochs[epoch]
@@ -183,7 +201,8 @@ class Machine(State):
         epoch = self.node_epoch.get(node_name) if isinstance(node_name, str) else None
         if epoch is None:
             return []
-        return sorted(sid for sid in self.sessions if sid >> 32 == epoch)
+        return sorted(sid for sid in self.sessions
+                      if sid >> 32 == epoch and sid not in self.detached)
 
     # ------------------------------------------------------------ queries
 

@@ -1,6 +1,6 @@
 """Snapshot codec: all replicated state as canonical bytes, and back.
 
-Format: one version byte (``VERSION``, 2), then one msgpack array::
+Format: one version byte (``VERSION``, 3), then one msgpack array::
 
     [max_job_size, now_ns, next_id, next_epoch, job_timeouts, total_jobs,
      epochs,    # [[epoch, node_name], ...]                          live ones, by epoch
@@ -12,10 +12,11 @@ Format: one version byte (``VERSION``, 2), then one msgpack array::
      waiting,   # [sid, ...]                                        oldest waiter first
      jobs,      # [[id, tube, state, pri, delay_ns, ttr_ns, body, created_ns, deadline_ns,
                 #   holder_sid, reserves, timeouts, releases, buries, kicks], ...]   by id
-     dedup]     # [[put key, job id, expiry_ns], ...]                oldest key first
+     dedup,     # [[put key, job id, expiry_ns], ...]                oldest key first
+     detached]  # [[sid, until_ns], ...]                              by sid
 
-``token`` is None for a session never given one. Version 1 (read only) is the same without the
-session tokens and without ``dedup``: it restores with neither.
+``token`` is None for a session never given one. Version 2 (read only) is the same without
+``detached``; version 1 also without the session tokens and without ``dedup``.
 
 ``state`` is 0 ready, 1 reserved, 2 delayed, 3 buried; ``holder_sid`` is 0 unless reserved;
 ``deadline_ns`` is 0 for ready and buried jobs; absent waits are None, None, 0.
@@ -44,8 +45,8 @@ from .model import BURIED, DELAYED, READY, RESERVED, STATES, Job, Session
 from .state import State
 from .waiting import enqueue
 
-VERSION = 2
-_READABLE = (1, 2)
+VERSION = 3
+_READABLE = (1, 2, 3)
 _STATE_CODE = {state: code for code, state in enumerate(STATES)}
 
 
@@ -92,6 +93,7 @@ def _dump(state: State) -> bytes:
         [session.sid for session in state.waiting.values()],
         jobs,
         [[key, job_id, expiry_ns] for key, (job_id, expiry_ns) in state.dedup.items()],
+        [[sid, state.detached[sid]] for sid in sorted(state.detached)],
     ]
     return bytes([VERSION]) + msgpack.packb(body, use_bin_type=True)
 
@@ -130,23 +132,30 @@ def _check_references(state: State) -> None:
             raise ValueError(f"inconsistent snapshot: tube {tube.name} is unreferenced")
     if "default" not in state.tubes or len(state.node_epoch) != len(state.epochs):
         raise ValueError("inconsistent snapshot: default tube or epochs")
-    if any(sid >> 32 not in state.epochs for sid in state.sessions):
+    if any(sid >> 32 not in state.epochs and sid not in state.detached
+           for sid in state.sessions):
         raise ValueError("inconsistent snapshot: a session of a dead epoch")
 
 
 def _upgrade(version: int, body: tuple) -> tuple:
-    """A version 1 body in version 2's shape: no session has a token, no key is remembered."""
+    """An older body in version 3's shape: version 1 has no session token and no key
+    remembered, versions 1 and 2 no detached session."""
     if version == 1:
         if len(body) != 11:
             raise ValueError("a version 1 snapshot has 11 fields")
         sessions = tuple(tuple(record) + (None,) for record in body[8])
-        return body[:8] + (sessions,) + body[9:] + ((),)
+        body = body[:8] + (sessions,) + body[9:] + ((),)
+        version = 2
+    if version == 2:
+        if len(body) != 12:
+            raise ValueError("a version 2 snapshot has 12 fields")
+        body = body + ((),)
     return body
 
 
 def _build(body: tuple, make: Callable[[int], State]) -> State:
     (max_job_size, now_ns, next_id, next_epoch, job_timeouts, total_jobs,
-     epochs, tubes, sessions, waiting, jobs, dedup) = body
+     epochs, tubes, sessions, waiting, jobs, dedup, detached) = body
     if not all(type(v) is int for v in body[:6]):
         raise ValueError("counters must be integers")
     state = make(max_job_size)
@@ -185,6 +194,10 @@ def _build(body: tuple, make: Callable[[int], State]) -> State:
         if key in state.dedup or type(job_id) is not int or type(expiry_ns) is not int:
             raise ValueError(f"put key {key!r} twice or malformed")
         state.dedup[key] = (job_id, expiry_ns)
+    for sid, until_ns in detached:
+        if sid not in state.sessions or sid in state.detached or type(until_ns) is not int:
+            raise ValueError(f"detached session {sid} unknown, twice or malformed")
+        state.detach(sid, until_ns)
     return state
 
 

@@ -25,7 +25,8 @@ valid entry is unique for that prefix.
 
 Timers fire at ``fire_ns <= now``: a delayed job at its deadline, a reservation one nanosecond
 after its deadline (TTR expiry is strict, §5), a pause at its end, a waiting session at its wake
-time. Equal times break ties by kind in that order, then by job id, tube name or wait ticket.
+time, a detached session at the end of its grace. Equal times break ties by kind in that order,
+then by job id, tube name, wait ticket or sid.
 
 Tubes live while anything refers to them: sessions using or watching them, jobs in them, and
 (for "default") the server itself. ``release_tube`` destroys an unreferenced tube at once,
@@ -40,7 +41,7 @@ from .commands import URGENT_PRI
 from .model import BURIED, DELAYED, READY, RESERVED, Job, Session, Tube
 
 # Timer kinds, in the order they fire when due at the same nanosecond.
-T_DELAY, T_TTR, T_PAUSE, T_WAKE = 0, 1, 2, 3
+T_DELAY, T_TTR, T_PAUSE, T_WAKE, T_DETACH = 0, 1, 2, 3, 4
 
 _SLACK = 32  # dead heap entries tolerated on top of the 2x bound, so small heaps never filter
 
@@ -77,6 +78,7 @@ class State:
         self.waiting: dict[int, Session] = {}  # wait ticket -> session, oldest first
         self.tokens: dict[str, int] = {}  # session token -> sid (extensions.py)
         self.dedup: dict[str, tuple[int, int]] = {}  # put key -> (job id, expiry), oldest first
+        self.detached: dict[int, int] = {}  # sid -> end of its grace (machine.py)
         self.timers: list[tuple] = []
         self.candidates: dict[str, Tube] = {}  # tubes that may now match a waiter (waiting.py)
         self.events: list[tuple[int, tuple]] = []  # replies owed to waiters, this batch only
@@ -283,16 +285,24 @@ class State:
         if kind == T_PAUSE:
             tube = self.tubes.get(key)
             return tube is not None and tube.pause_gen == gen
+        if kind == T_DETACH:
+            return self.detached.get(key) == entry[0]
         return key in self.waiting
 
     def _push_timer(self, entry: tuple) -> None:
         self._push(self.timers, entry)
-        live_bound = self.delayed_ct + self.reserved_ct + len(self.tubes) + len(self.waiting)
+        live_bound = (self.delayed_ct + self.reserved_ct + len(self.tubes) + len(self.waiting)
+                      + len(self.detached))
         _compact(self.timers, live_bound, self._live_timer)
 
     def push_wake(self, wake_ns: int, ticket: int, sid: int) -> None:
         """Arm the wake-up of the session waiting with ``ticket``."""
         self._push_timer((wake_ns, T_WAKE, ticket, sid))
+
+    def detach(self, sid: int, until_ns: int) -> None:
+        """Keep session ``sid``, which no connection carries any more, until ``until_ns``."""
+        self.detached[sid] = until_ns
+        self._push_timer((until_ns, T_DETACH, sid, 0))
 
     def next_timer(self) -> tuple | None:
         """The earliest live timer ``(fire_ns, kind, key, gen)``, or None."""

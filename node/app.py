@@ -108,10 +108,12 @@ class Node:
                  self.epoch)
 
     async def _register(self) -> None:
-        """NODE_START: a new epoch for our session ids; our previous incarnation's sessions end."""
+        """REGISTER: a new epoch for our session ids. Our previous incarnation's sessions end,
+        except those a client may resume, which the cluster keeps for ``node_grace_s`` more."""
+        grace_ns = int(self.config.node_grace_s * 1e9)
         while True:
             try:
-                result = await self.commit.submit((Op.NODE_START, 0, 0, self.name))
+                result = await self.commit.submit((Op.REGISTER, 0, 0, self.name, grace_ns))
             except OutcomeUnknown:
                 log.warning("waiting for a leader to register node %s", self.name)
                 continue

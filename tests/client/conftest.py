@@ -26,8 +26,14 @@ def plain_target(request, tmp_path_factory):
     server.stop()
 
 
+# A restart on a loaded machine can take longer than the default 5 s; the sessions of a node that
+# restarts within the grace must outlive the restart, which is what the tests check.
+NODE_GRACE_S = 15
+
+
 @pytest.fixture(scope="module")
 def client_cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("cluster"), size=3).start()
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), size=3,
+                      extra_args=("--node-grace", str(NODE_GRACE_S))).start()
     yield cluster
     cluster.stop()

@@ -164,6 +164,30 @@ def test_a_reserved_job_stays_the_workers_across_a_kill_and_is_deleted_through_a
             other.peek(job_id)
 
 
+def test_sessions_outlive_a_restart_of_their_node_and_resume_on_it_or_elsewhere(
+        client_cluster, revive, tube):
+    node = client_cluster.leader()  # the cluster elects another leader while it is down
+    with bc.Client([node.client_address], watch=tube, failover_timeout=60) as loyal, \
+            on_node(client_cluster, node, tube) as roaming, \
+            bc.Client(addresses_of(client_cluster), use=tube, watch=tube) as other:
+        first, second = other.put("for the loyal worker"), other.put("for the roaming one")
+        jobs = [loyal.reserve(timeout=5), roaming.reserve(timeout=5)]
+        assert sorted(job.id for job in jobs) == [first, second]
+        client_cluster.kill(node)
+        client_cluster.restart(node)  # back well within the grace, before anyone resumed
+        for job in jobs:
+            job.touch()  # each resumes its session: on the restarted node, or on another
+        assert node_of(client_cluster, loyal) is node
+        for job_id in (first, second):
+            stats = other.stats_job(job_id)
+            assert (stats["state"], stats["reserves"]) == ("reserved", 1)  # nobody else had it
+        with pytest.raises(bc.TimedOutError):
+            other.reserve(timeout=1)
+        for job in jobs:
+            job.delete()
+        assert other.stats_tube(tube)["current-jobs-reserved"] == 0
+
+
 def test_a_put_replayed_through_another_node_creates_one_job(client_cluster, tube):
     with bc.Client(addresses_of(client_cluster), use=tube) as client:
         first = client.put("once", key=f"k-{tube}")

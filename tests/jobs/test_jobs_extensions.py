@@ -270,11 +270,65 @@ def test_a_version_1_snapshot_still_restores_without_tokens_or_keys():
     h.put(a)
     h.cmd(a, Op.RESERVE, 0)
     body = list(msgpack.unpackb(h.m.snapshot()[1:], use_list=True))
+    assert body.pop() == []  # no detached session
+    restored = Machine.restore(b"\x02" + msgpack.packb(body, use_bin_type=True))
+    assert restored.digest() == h.m.digest()
     assert body.pop() == []  # no keys
     for record in body[8]:
         assert record.pop() is None  # no token
     restored = Machine.restore(b"\x01" + msgpack.packb(body, use_bin_type=True))
     assert restored.digest() == h.m.digest()
+
+
+# --------------------------------------------------------------------------- detached sessions
+
+
+def register(h: Harness, node: str, grace_s: float) -> int:
+    (reply,), _ = h.batch([(Op.REGISTER, 0, 0, node, int(grace_s * S))])
+    assert reply[0] == "EPOCH"
+    return reply[1]
+
+
+def test_a_restarted_nodes_resumable_sessions_outlive_it_for_the_grace_then_end():
+    h = Harness()
+    worker, plain, waiter = h.open(), h.open(), h.open()
+    h.cmd(worker, Op.SESSION_ID, "tok-w")
+    h.cmd(waiter, Op.SESSION_ID, "tok-x")
+    held, other = h.put(worker, ttr=100), h.put(worker, ttr=100)
+    assert h.cmd(worker, Op.RESERVE, 0)[1] == held
+    assert h.cmd(plain, Op.RESERVE, 0)[1] == other
+    assert h.cmd(waiter, Op.RESERVE, -1) == ("WAITING",)
+    epoch = register(h, "node-a", grace_s=5)  # the node came back before anyone resumed
+    assert h.stats_job(held)["state"] == "reserved"  # kept for the grace...
+    assert h.stats_job(other)["state"] == "ready"  # ...a session without a token has no one
+    assert h.cmd(worker, Op.DELETE, held) == ("GONE",)  # no connection carries it any more
+    assert not h.m.waiting  # the detached waiter's reserve is dropped
+    assert h.m.snapshot() == Machine.restore(h.m.snapshot()).snapshot()
+    h.advance(4.9)
+    c = h.open(epoch=epoch)
+    assert h.cmd(c, Op.RESUME, "tok-w") == ("RESUMED", [held])
+    assert h.stats_job(held)["reserves"] == 1 and h.stats_job(held)["time-left"] == 95
+    h.advance(1)  # past the grace: the session nobody resumed ends, the resumed one stays
+    assert h.m.tokens == {"tok-w": c} and worker not in h.m.sessions and not h.m.detached
+    assert h.cmd(c, Op.DELETE, held) == ("DELETED",)
+
+
+def test_a_detached_session_not_resumed_releases_its_jobs_at_the_end_of_its_grace():
+    h = Harness()
+    worker = h.open()
+    h.cmd(worker, Op.SESSION_ID, "tok-w")
+    job = h.put(worker, ttr=100)
+    h.cmd(worker, Op.RESERVE, 0)
+    epoch = register(h, "node-a", grace_s=2)
+    restored = Machine.restore(h.m.snapshot())
+    h.advance(ns=2 * S - 1)
+    assert h.stats_job(job)["state"] == "reserved"
+    h.advance(ns=1)  # the grace is over
+    assert h.stats_job(job)["state"] == "ready" and h.m.tokens == {}
+    c = h.open(epoch=epoch)
+    assert h.cmd(c, Op.RESUME, "tok-w") == ("NOT_FOUND",)
+    restored.apply_batch(h.now, [(Op.TICK, 0, 0)])  # the timer survived the snapshot
+    assert dict(restored.stats_job(job, h.now))["state"] == "ready" and not restored.detached
 
 
 # --------------------------------------------------------------------------- properties

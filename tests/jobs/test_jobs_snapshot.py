@@ -168,10 +168,10 @@ def test_restore_rejects_unknown_versions_and_damaged_snapshots():
     a = h.open()
     h.put(a)
     data = h.m.snapshot()
-    assert data[0] == 2
-    for bad in (b"", b"\x03" + data[1:], b"\x01" + data[1:], b"\x00", data[:-3], data + b"\x00",
-                b"\x02\xc1", b"\x02" + b"\x93\x01\x02\x03", b"\x01" + b"\x93\x01\x02\x03",
-                "text"):
+    assert data[0] == 3
+    for bad in (b"", b"\x04" + data[1:], b"\x02" + data[1:], b"\x01" + data[1:], b"\x00",
+                data[:-3], data + b"\x00", b"\x03\xc1", b"\x02" + b"\x93\x01\x02\x03",
+                b"\x01" + b"\x93\x01\x02\x03", "text"):
         with pytest.raises(ValueError):
             Machine.restore(bad)
 
@@ -186,15 +186,16 @@ def test_restore_rejects_a_snapshot_whose_references_do_not_hold():
     body = list(msgpack.unpackb(h.m.snapshot()[1:], use_list=True))
     body[8] = []  # drop the sessions: tube t and the job's tube ref stay, the use ref goes
     body[6] = []  # and the epochs
-    Machine.restore(b"\x02" + msgpack.packb(body, use_bin_type=True))  # still consistent
+    Machine.restore(b"\x03" + msgpack.packb(body, use_bin_type=True))  # still consistent
     for damage in (lambda b: b[10][0].__setitem__(1, "nope"),  # a job in a missing tube
                    lambda b: b[7].append(["idle", 0, 0, 0, 0, 0, []]),  # an unreferenced tube
                    lambda b: b[10][0].__setitem__(2, 7),  # no such job state
-                   lambda b: b[10].append(list(b[10][0]))):  # the same job twice
+                   lambda b: b[10].append(list(b[10][0])),  # the same job twice
+                   lambda b: b[12].append([(9 << 32) | 1, 5])):  # an unknown detached session
         damaged = msgpack.unpackb(msgpack.packb(body), use_list=True)
         damage(damaged)
         with pytest.raises(ValueError):
-            Machine.restore(b"\x02" + msgpack.packb(damaged, use_bin_type=True))
+            Machine.restore(b"\x03" + msgpack.packb(damaged, use_bin_type=True))
 
 
 def test_a_snapshot_of_100000_jobs_in_several_states_restores_to_an_equal_machine():
