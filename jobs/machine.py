@@ -220,6 +220,7 @@ class Machine(State):
     job_owner = queries.job_owner
     next_deadline_ns = queries.next_deadline_ns
     is_waiting = queries.is_waiting
+    reserve_would_wait = queries.reserve_would_wait
     list_jobs = admin.list_jobs
 
     # ------------------------------------------------------------ snapshots

@@ -168,3 +168,12 @@ def is_waiting(state: State, sid: int) -> bool:
     """True while the session waits in reserve for its outcome event."""
     session = _session(state, sid)
     return session is not None and session.wait_ticket != 0
+
+
+def reserve_would_wait(state: State, sid: int) -> bool:
+    """True when a reserve of session ``sid`` could only wait: the session is open, holds no
+    job (so no DEADLINE_SOON is due) and no unpaused tube it watches has a ready job."""
+    session = _session(state, sid)
+    if session is None or session.reserved or sid in state.detached:
+        return False
+    return not any(tube.ready_ct and not tube.pause_ns for tube in session.watch)

@@ -10,6 +10,15 @@ parser and wakes the connection's task, which takes requests one at a time.
 * A blocking reserve registers the session as a waiter in the replicated state machine; the
   reply then arrives as an event (RESERVED, TIMED_OUT or DEADLINE_SOON) applied on this node.
   While waiting, further input is buffered but not processed, as in beanstalkd.
+* An idle ``beanraft.client`` worker costs no log entry. Its reserve arrives as
+  ``reserve-with-timeout`` slices of a second, which would each commit a RESERVE and a TICK.
+  On a connection that asked for a session id (only ``beanraft.client`` does), such a reserve
+  first waits here: after a read barrier (a read index, no log entry) it watches the applied
+  state, and only once the session could be served (a ready job in a watched unpaused tube,
+  or a job held, which may be DEADLINE_SOON) does it commit the RESERVE with the time left.
+  A slice that sees nothing answers TIMED_OUT without touching the log. Plain clients always
+  wait in the replicated state, so they are served in beanstalkd's order (oldest waiter
+  first); a waiting ``beanraft.client`` joins that order only when it sees a job.
 * Memory stays bounded. Input: reading pauses while the parser holds more than
   ``READ_PAUSE_BYTES`` (or a put body it still waits for). Output: before each request and after
   each reply, if the replies the client has not taken exceed the outbox's high-water mark
@@ -54,6 +63,7 @@ log = logging.getLogger("beanraft.connection")
 READ_PAUSE_BYTES = 256 * 1024
 MAX_PIPELINE = 64  # the state machine caches the last 64 replies per session
 MAX_BURST = 32  # requests handled before the connection yields the event loop
+UNLOGGED_POLL_S = 0.5  # a reserve waiting off the log checks for a hang-up this often
 BURST_BYTES = 256 * 1024  # ... or replies produced before it yields
 
 
@@ -83,6 +93,7 @@ class ClientConnection(asyncio.Protocol):
         self.waiting = False
         self.leaving = False  # the node is stopping: see ``leave``
         self.extended = False  # sent an extension command: its stats show their counters too
+        self.resumable = False  # asked for a session id: a beanraft.client (see _reserve)
         self.task: asyncio.Task | None = None
         self.owed: collections.deque = collections.deque()  # reserves to wait in (flush)
         self.speculating = False  # a blocking reserve is in flight as one that never waits
@@ -295,12 +306,18 @@ class ClientConnection(asyncio.Protocol):
             result = await fut
             self.inflight.popleft()
             if fixed is _RESERVE:
+                if result[0] == "RESERVED" and not await self._still_ours():
+                    raise ConnectionError("session resumed elsewhere")
                 self._settle_reserve(reserve, result)
             else:
                 if self.owed:
                     await self._reserve_owed(bounded)
                 if result[0] == "RESERVED":
                     self.worker = True  # reserve-job makes a worker only when it reserves (1.12)
+                    if not await self._still_ours():
+                        raise ConnectionError("session resumed elsewhere")
+                elif result[0] == "SESSION" or result[0] == "RESUMED":
+                    self.resumable = True
                 self._write(fixed if fixed is not None else translate.to_reply(result))
             if result[0] == "GONE":
                 raise ConnectionError("session dropped by the cluster")
@@ -369,11 +386,22 @@ class ClientConnection(asyncio.Protocol):
         # retried RESERVE may be answered from the reply cache, which finish_wait rewrote to the
         # outcome that was *also* delivered as an event: that event must not answer a later one.
         self.mailbox = None
-        fut = self._submit((Op.RESERVE, translate.reserve_timeout_ns(req)))
+        timeout_ns = translate.reserve_timeout_ns(req)
+        if self.resumable and timeout_ns > 0:
+            timeout_ns = await self._wait_off_the_log(timeout_ns)
+            if timeout_ns is None:
+                self.reserve_hit = False
+                self._write(p.TimedOut())
+                return True
+            if self.eof:
+                return False
+        fut = self._submit((Op.RESERVE, timeout_ns))
         result = await fut
         if result[0] != "WAITING":
             self.mailbox = None  # this reserve's own outcome, if it came as an event as well
             self.reserve_hit = result[0] == "RESERVED"
+            if result[0] == "RESERVED" and not await self._still_ours():
+                return False
             self._write(translate.to_reply(result))
             return result[0] != "GONE"
         self.waiting = True
@@ -389,8 +417,52 @@ class ClientConnection(asyncio.Protocol):
             return False
         reply, self.mailbox = self.mailbox, None
         self.reserve_hit = reply[0] == "RESERVED"
+        if reply[0] == "RESERVED" and not await self._still_ours():
+            return False
         self._write(translate.to_reply(reply))
         return True
+
+    async def _still_ours(self) -> bool:
+        """May a RESERVED for this session still be sent? Not if another connection resumed the
+        session meanwhile: the job is the resumer's now (RESUMED lists it).
+
+        A thawed or reconnected node may hold the outcome of a reserve it applied before the
+        cluster committed a resume it has not applied yet. A read barrier (a read index, no log
+        entry) makes this node apply everything committed so far; the session is then checked
+        in the applied state. Only connections that asked for a session id can be resumed, so
+        plain clients pay nothing."""
+        if not self.resumable:
+            return True
+        await self.node.read_barrier()  # nothing to wait for on a single node
+        sid = self.sid
+        if self.node.raft.read(lambda machine: sid in machine.sessions):
+            return True
+        log.info("session %x was resumed elsewhere: its RESERVED is withheld", sid)
+        self.abort()
+        return False
+
+    async def _wait_off_the_log(self, timeout_ns: int) -> int | None:
+        """Wait until a reserve could be served (the nanoseconds left of ``timeout_ns``), the
+        client hangs up (what is left), or the timeout passes (None), writing no log entry."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ns / 1e9
+        raft, sid = self.node.raft, self.sid
+        await self._ensure_open()
+        await self.node.read_barrier()  # every job put before this reserve is applied here
+        self.waiting = True
+        self.node.waiting_changed(+1)
+        try:
+            while not self.eof:
+                left = deadline - loop.time()
+                if not raft.read(lambda machine: machine.reserve_would_wait(sid)):
+                    return max(0, int(left * 1e9))
+                if left <= 0:
+                    return None
+                await raft.applied_or(min(left, UNLOGGED_POLL_S))
+            return max(0, int((deadline - loop.time()) * 1e9))
+        finally:
+            self.waiting = False
+            self.node.waiting_changed(-1)
 
     def abort(self) -> None:
         """The cluster ended this session (its node was declared dead): hang up on the client."""

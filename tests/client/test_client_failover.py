@@ -188,6 +188,27 @@ def test_sessions_outlive_a_restart_of_their_node_and_resume_on_it_or_elsewhere(
         assert other.stats_tube(tube)["current-jobs-reserved"] == 0
 
 
+def test_an_idle_worker_writes_nothing_to_the_log_and_still_gets_the_next_job(
+        client_cluster, tube):
+    leader = client_cluster.leader()
+    with bc.Client(addresses_of(client_cluster), watch=tube) as worker, \
+            bc.Client(addresses_of(client_cluster), use=tube) as producer:
+        assert tube in worker.watching()  # connected, session id and tubes committed
+        before = leader.status()["commit_index"]
+        with pytest.raises(bc.TimedOutError):
+            worker.reserve(timeout=4)  # four one-second slices, each used to commit twice
+        # At most a stray TICK for an earlier test's timer; the slices used to write eight.
+        assert leader.status()["commit_index"] - before <= 2
+        timer = threading.Timer(1.5, lambda: producer.put("wake up"))
+        timer.start()
+        try:
+            job = worker.reserve(timeout=30)  # waiting off the log, it still sees the put
+        finally:
+            timer.join()
+        assert job.body == "wake up"
+        job.delete()
+
+
 def test_a_put_replayed_through_another_node_creates_one_job(client_cluster, tube):
     with bc.Client(addresses_of(client_cluster), use=tube) as client:
         first = client.put("once", key=f"k-{tube}")

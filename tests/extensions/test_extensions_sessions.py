@@ -1,6 +1,7 @@
 """A session resumed on another node keeps its reservations when its node is killed or frozen,
-learns of a job whose RESERVED reply its node never sent, and is released as before when nobody
-resumes it within the node grace.
+learns of a job whose RESERVED reply its node never sent (and which the thawed node then
+withholds from the old connection), and is released as before when nobody resumes it within the
+node grace.
 
 Method: one real three-node cluster with a two-second ``--node-grace`` (the grace test runs first,
 on undisturbed nodes). A worker connected to one node asks for its session id and reserves jobs;
@@ -105,14 +106,15 @@ def test_a_reserved_reply_lost_on_a_frozen_node_is_reported_by_resumed(
         assert job_state(client, job_id)["state"] == "reserved"
     finally:
         frozen.signal(signal.SIGCONT)
-    # Thawed, the old connection may no longer act on the job (it may still have been told of
-    # it, if its node delivered the reserve before applying the resume): its node closes it.
+    # Thawed, the old connection may no longer act on the job, nor even be told of it: its
+    # node confirms with the leader that the session is still its own before it sends a
+    # RESERVED (the resume committed while it was frozen), then closes it.
     try:
         worker.send(b"delete %d\r\n" % job_id)
     except OSError:
         pass  # already closed
     wait_for("the old connection to be closed", lambda: _closed(worker), timeout_s=20, poll_s=0.2)
-    assert b"DELETED" not in worker.buffer
+    assert b"DELETED" not in worker.buffer and b"RESERVED" not in worker.buffer
     assert job_state(client, job_id)["state"] == "reserved"
     assert client.request(b"delete %d" % job_id) == b"DELETED"
     cluster.wait_ready(timeout_s=ELECTION_S)
