@@ -335,32 +335,39 @@ class Node:
         """
         grace = self.config.node_grace_s
         last_seen = {peer: time.monotonic() for peer in self.config.peers}
-        dropped: set[str] = set()
+        # The epoch each dropped node had when it was dropped. A node that registered again since
+        # (a new epoch) was alive after the drop, even if this loop never saw it connected (a
+        # restart killed again within a poll): its new epoch gets a grace and a drop of its own.
+        dropped: dict[str, int | None] = {}
         while not self._closing:
             await asyncio.sleep(min(0.25, grace / 4))
             now = time.monotonic()
             leader = self.raft.is_leader()
             for peer in self.raft.status.peers:
+                address = peer.address
+                epoch = self.raft.node_epoch(address)
                 if not leader:
-                    last_seen[peer.address] = now
+                    last_seen[address] = now
                 elif peer.connected:
                     # A frozen or cut-off peer can keep its TCP connection for a long time; what
                     # counts is when it last answered the leader's append_entries. (Waiting for
                     # silence past the grace and only then starting the grace doubled it.)
-                    last_seen[peer.address] = now - (peer.silent_s or 0.0)
-                if now - last_seen.get(peer.address, now) <= grace:
-                    dropped.discard(peer.address)
-                elif peer.address not in dropped:
-                    epoch = self.raft.node_epoch(peer.address)
-                    dropped.add(peer.address)
+                    last_seen[address] = now - (peer.silent_s or 0.0)
+                if epoch is not None and dropped.get(address, epoch) != epoch:
+                    del dropped[address]  # it registered again since we dropped it
+                    last_seen[address] = now
+                if now - last_seen.get(address, now) <= grace:
+                    dropped.pop(address, None)
+                elif address not in dropped:
+                    dropped[address] = epoch
                     if epoch is None:
                         continue  # it has no sessions to end
                     log.warning("node %s unreachable for %.1f s: releasing its clients' jobs",
-                                peer.address, grace)
+                                address, grace)
                     try:
-                        await self.commit.submit((Op.DROP_NODE, 0, 0, peer.address, epoch))
+                        await self.commit.submit((Op.DROP_NODE, 0, 0, address, epoch))
                     except OutcomeUnknown:
-                        dropped.discard(peer.address)
+                        dropped.pop(address, None)
 
 
 def _free_loopback_port(avoid: int) -> int:
