@@ -194,6 +194,8 @@ class Machine(State):
         """End every session and retire every epoch, as if every node had gone (a restore)."""
         for node in sorted(self.node_epoch):
             self._retire(node)
+        for sid in sorted(self.detached):  # kept for a grace after their node restarted
+            handlers.close(self, self.sessions[sid])
         self.events.clear()
 
     def sessions_of(self, node_name: str) -> list[int]:

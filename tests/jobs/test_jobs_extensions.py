@@ -434,3 +434,19 @@ def test_random_programs_agree_across_machines_snapshots_and_the_model(program, 
     keyed = [reply for (now, commands), (replies, _) in zip(batches, first)
              for command, reply in zip(commands, replies) if command[0] == Op.PUT_KEY]
     assert keyed == model_replies(batches)
+
+
+def test_a_restore_for_a_new_cluster_ends_detached_sessions_too():
+    from beanraft.jobs.restore import for_new_cluster
+
+    h = Harness()
+    worker = h.open()
+    h.cmd(worker, Op.SESSION_ID, "tok-w")
+    job = h.put(worker)
+    h.cmd(worker, Op.RESERVE, 0)
+    register(h, "node-a", grace_s=5)
+    data, summary = for_new_cluster(h.m.snapshot(), h.now + 3600 * S)
+    after = Machine.restore(data)
+    assert problems(after) == []
+    assert not after.sessions and not after.detached and not after.tokens
+    assert after.jobs[job].state == "ready" and summary["reserved_released"] == 1
