@@ -2,6 +2,13 @@
 
 One command at a time, from one thread (like greenstalk's client). A lost connection is
 noticed when the client next does I/O; it then fails over inside the call that noticed it.
+
+System calls per command: one ``send`` and one ``recv``, as for greenstalk. A plain TCP socket
+is left in blocking mode and its timeouts are the kernel's (``SO_RCVTIMEO``, ``SO_SNDTIMEO``):
+with a Python-level timeout every send and every receive would first ``poll`` the socket.
+``SO_RCVTIMEO`` is changed only when the reply deadline moves earlier or much later, so a
+receive may return early (EAGAIN), after which the core checks its deadline and we wait again.
+A TLS socket keeps Python's timeouts.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import random
 import select
 import socket
 import ssl
+import struct
 import time
 from typing import Any, Iterable, Union
 
@@ -72,6 +80,7 @@ class Client(Api):
         self._sock: socket.socket | None = None
         self._abandoned: list[socket.socket] = []
         self._sock_timeout: float | None = None  # what the socket is set to (saves syscalls)
+        self._kernel_timeouts = False  # plain TCP: SO_RCVTIMEO instead of Python's timeout
         self._last_io = 0.0
         self._closed = False
         self._core.start(self._now())
@@ -143,7 +152,8 @@ class Client(Api):
                     raise socket.timeout  # (a zero timeout would make the socket non-blocking)
                 self._set_timeout(wait_s)
                 chunk = self._sock.recv(RECV_BYTES)
-            except (socket.timeout, ssl.SSLWantReadError):  # the latter: TLS with a 0 s timeout
+            # SSLWantReadError: TLS with a 0 s timeout; BlockingIOError: SO_RCVTIMEO passed.
+            except (socket.timeout, ssl.SSLWantReadError, BlockingIOError):
                 core.tick(self._now())
             except OSError as error:
                 core.connection_lost(reason_of(error), self._now())
@@ -164,8 +174,11 @@ class Client(Api):
         if self._sock is None or not self._core.idle or not self._poller.poll(0):
             return
         try:
-            self._set_timeout(0.0)
-            chunk = self._sock.recv(RECV_BYTES)
+            if self._kernel_timeouts:
+                chunk = self._sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
+            else:
+                self._set_timeout(0.0)
+                chunk = self._sock.recv(RECV_BYTES)
         except (BlockingIOError, ssl.SSLWantReadError):  # e.g. only TLS session tickets came
             return
         except OSError as error:
@@ -182,7 +195,8 @@ class Client(Api):
         if not data:
             return True
         try:
-            if self._sock_timeout is None or self._sock_timeout < self.timeout:
+            if not self._kernel_timeouts and (self._sock_timeout is None
+                                              or self._sock_timeout < self.timeout):
                 self._set_timeout(self.timeout)
             self._sock.sendall(data)
             return True
@@ -211,6 +225,11 @@ class Client(Api):
             core.attempt_failed(address, reason_of(error))
             return True
         self._sock, self._sock_timeout = sock, sock.gettimeout()
+        self._kernel_timeouts = self._tls is None
+        if self._kernel_timeouts:
+            sock.settimeout(None)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout))
+            self._sock_timeout = None  # no SO_RCVTIMEO yet
         self._poller = select.poll()  # readable while idle: a hang-up (or garbage) arrived
         self._poller.register(sock, select.POLLIN)
         core.connected(address, self._now())
@@ -225,8 +244,19 @@ class Client(Api):
             raise
 
     def _set_timeout(self, seconds: float | None) -> None:
-        # A deadline that moved by less than a millisecond is not worth a system call.
         current = self._sock_timeout
+        if self._kernel_timeouts:
+            # An early wake-up costs a loop; a late one would miss the deadline. So a deadline
+            # that moved earlier, or much later, is worth a system call, and nothing else.
+            # No deadline (a plain reserve): any timeout already set only wakes us early.
+            if seconds is None:
+                return
+            if current is None or seconds < current - 0.001 or seconds > 1.5 * current + 0.01:
+                seconds = max(seconds, 0.001)  # 0 would mean "forever" to the kernel
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+                self._sock_timeout = seconds
+            return
+        # A deadline that moved by less than a millisecond is not worth a system call.
         if (seconds is None) != (current is None) or (
                 seconds is not None and abs(seconds - current) > 0.001):
             self._sock.settimeout(seconds)
@@ -250,3 +280,9 @@ class Client(Api):
             except OSError:
                 pass
             self._sock = None
+
+
+def _timeval(seconds: float) -> bytes:
+    """A ``struct timeval`` for SO_RCVTIMEO / SO_SNDTIMEO (0: no timeout)."""
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1e6))

@@ -23,7 +23,9 @@ resumed session says, or fails it -- by its ``replay`` rule:
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
+import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -96,8 +98,29 @@ def check_key(key: str) -> str:
     return key
 
 
+class _Keys:
+    """Put keys unique to this process: 96 random bits, then a counter (no system call per key,
+    unlike a uuid4). A forked child draws its own random part, so it never repeats a key of
+    its parent's, which the cluster would answer with the parent's job id."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = secrets.token_hex(12) + "."
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_KEYS = _Keys()
+os.register_at_fork(after_in_child=_KEYS.reset)
+
+
 def new_key() -> str:
-    return uuid.uuid4().hex
+    """A fresh put key: 24 hex digits, a dot and a hex counter (at most 41 characters)."""
+    return _KEYS.next()
 
 
 def parse_yaml_list(data: bytes) -> list[str]:

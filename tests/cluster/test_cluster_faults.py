@@ -4,7 +4,8 @@ Method: a fresh three-process cluster with a short ``--node-grace``; a worker on
 a job, another worker on a surviving node reserves a second one, then the first node is killed
 with SIGKILL (no goodbye, no session close). From a surviving node we poll, bounded by the grace
 plus a margin for an election, until the dead node's job is ready again, and check that the
-survivor's reservation was left alone.
+survivor's reservation was left alone. A follower that was dropped is then restarted, holds a job
+and is killed again at once: it is dropped again.
 """
 
 from __future__ import annotations
@@ -44,6 +45,18 @@ def test_a_killed_nodes_reservations_are_ready_again_on_the_others_after_the_nod
     assert (job.id, job.body) == (lost_id, "reserved through the node that dies")
     assert other.reserve(timeout=5).id == lost_id
     kept_worker.delete(kept_id)
+    if holder_role == "follower":
+        # Dropped once, the node comes back and is killed again at once: its new epoch must
+        # be dropped in turn, even if the leader never saw it connected in between.
+        cluster.restart(holder)
+        again = clients(holder)
+        second_id = producer.put("reserved through the restarted node", ttr=300)
+        assert again.reserve(timeout=0).id == second_id
+        cluster.kill(holder)
+        wait_for("the job of the node killed again to be ready again",
+                 lambda: producer.stats_job(second_id)["state"] == "ready",
+                 timeout_s=NODE_GRACE_S + MARGIN_S, poll_s=0.2,
+                 describe=lambda: str(producer.stats_job(second_id)))
 
 
 def test_a_reservation_survives_as_long_as_its_node_and_connection_live(cluster, clients):
