@@ -101,16 +101,24 @@ def test_a_reserve_answered_from_the_reply_cache_leaves_no_stale_event_for_the_n
                 await asyncio.sleep(0.01)
 
     async def steps(commit, conn, transport):
+        # A blocking reserve goes out first as one that never waits; a miss is reserved again
+        # for real, blocking, and that is the reserve whose wait registers and gets events.
         conn.data_received(b"reserve-with-timeout 5\r\n")
-        await _until(lambda: len(commit.submitted) == 2)  # OPEN, then RESERVE
-        (_open, opened), (_reserve, first) = commit.submitted
+        await _until(lambda: len(commit.submitted) == 2)  # OPEN, then RESERVE that never waits
+        (_open, opened), (_reserve, quick) = commit.submitted
+        assert _reserve[-1] == 0, "the first try of a blocking reserve never waits"
         opened.set_result(("OK",))
+        quick.set_result(("TIMED_OUT",))
+        await _until(lambda: len(commit.submitted) == 3)  # the same reserve, blocking
+        first = commit.submitted[2][1]
         conn.deliver(("RESERVED", 106, b"x"))  # the event of the first committed copy ...
         first.set_result(("RESERVED", 106, b"x"))  # ... and the retry's cached reply
         await _until(lambda: transport.data == b"RESERVED 106 1\r\nx\r\n")
         conn.data_received(b"reserve-with-timeout 5\r\n")
-        await _until(lambda: len(commit.submitted) == 3)
-        commit.submitted[2][1].set_result(("WAITING",))
+        await _until(lambda: len(commit.submitted) == 4)
+        commit.submitted[3][1].set_result(("TIMED_OUT",))  # its try that never waits misses
+        await _until(lambda: len(commit.submitted) == 5)
+        commit.submitted[4][1].set_result(("WAITING",))
         await asyncio.sleep(0.05)
         assert transport.data == b"RESERVED 106 1\r\nx\r\n", "a stale event answered the reserve"
         conn.deliver(("TIMED_OUT",))
