@@ -236,7 +236,8 @@ class ClientConnection(asyncio.Protocol):
                 await self.flush()
                 self._write(refusal)
                 return True
-        elif isinstance(req, p.Auth):  # without --auth-file, exactly as beanstalkd
+        elif isinstance(req, p.Auth) or (isinstance(req, p.Rejected) and req.auth):
+            # Without --auth-file, exactly as beanstalkd: the command does not exist.
             await self.flush()
             self._write(p.UnknownCommand())
             return True

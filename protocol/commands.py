@@ -182,6 +182,13 @@ def _move_buried(rest: bytes) -> MoveBuried:
     return MoveBuried(read_tube_name(source), read_tube_name(target))
 
 
+def _auth(rest: bytes) -> Auth | Rejected:
+    try:
+        return Auth(*read_auth(rest))
+    except FormatError:
+        return Rejected(BadFormat(), auth=True)
+
+
 def _job_id(request_type: type) -> Handler:
     """Handler for ``<command> <id>`` where the id must end the line."""
     return lambda rest: request_type(read_number_strict(rest, 0, U64_MAX))
@@ -237,14 +244,14 @@ COMMANDS: tuple[tuple[bytes, Handler], ...] = (
     (b"put-key ", _put_key),
     (b"session-id", _exact(SessionId)),
     (b"session-resume ", lambda rest: SessionResume(read_session_id(rest))),
+    # Authentication (docs/reference/auth.md): the principal and its token, one space between.
+    (b"auth ", _auth),
     # The admin extensions: strict single-space arguments (fields.split_words).
     (b"purge-tube ", _purge_tube),
     (b"list-jobs ", _list_jobs),
     (b"move-job ", _move_job),
     (b"move-buried ", _move_buried),
     (b"import-job ", _import_job),
-    # Authentication (docs/reference/auth.md): the principal and its token, one space between.
-    (b"auth ", lambda rest: Auth(*read_auth(rest))),
 )
 
 

@@ -340,12 +340,15 @@ class Rejected:
     ``"pause-tube"`` for a bad tube name found after the delay parsed), else None.
     ``producer`` is True when a put header was accepted, which makes the connection a producer;
     ``burns_id`` is True when beanstalkd had already allocated a job id for it.
+    ``auth`` is True for a malformed ``auth`` line: a server without authentication answers it
+    UNKNOWN_COMMAND, as beanstalkd 1.12 does.
     """
 
     reply: Reply
     counted: str | None = None
     producer: bool = False
     burns_id: bool = False
+    auth: bool = False
 
 
 def encode_request(request: Request) -> bytes:

@@ -20,6 +20,10 @@ def test_every_request_type_has_a_permission_rule():
     assert set(rights.RULES) == set(p.REQUEST_TYPES)
 
 
+def test_every_admin_command_needs_the_administer_right():
+    assert all(rights.RULES[kind][1] == "administer" for kind in p.ADMIN_REQUEST_TYPES)
+
+
 def test_a_hash_verifies_its_token_and_no_other():
     stored = principals.StoredHash.parse(principals.hash_token("s3cret", n=2**10))
     assert stored.matches("s3cret")

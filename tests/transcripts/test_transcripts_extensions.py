@@ -38,6 +38,15 @@ def test_beanstalkd_answers_session_resume_with_unknown_command(reference):
     reference.expect(b"UNKNOWN_COMMAND\r\n")
 
 
+def test_beanstalkd_and_a_node_without_an_auth_file_answer_auth_with_unknown_command(
+        reference, node):
+    wire = node.connect()
+    for target in (reference, wire):
+        target.send(b"auth someone s3cret-token\r\nauth bad\r\nlist-tube-used\r\n")
+        target.expect(b"UNKNOWN_COMMAND\r\nUNKNOWN_COMMAND\r\nUSING default\r\n")
+    wire.close()
+
+
 def test_beanstalkd_answers_put_key_with_unknown_command_and_reads_its_body_as_a_line(reference):
     # This is why a client sends put-key only after session-id succeeded: beanstalkd would take
     # the body for a command line of its own.
