@@ -24,7 +24,7 @@ from .machine import Machine
 
 _JOB_CREATED, _JOB_DEADLINE = 7, 8  # fields of a job record (snapshot.py)
 _TUBE_PAUSE, _TUBE_UNPAUSE_AT = 4, 5  # fields of a tube record
-_NOW, _TUBES, _JOBS, _DEDUP = 1, 7, 10, 11  # fields of the snapshot body
+_NOW, _TUBES, _JOBS, _DEDUP, _DETACHED = 1, 7, 10, 11, 12  # fields of the snapshot body
 
 
 def for_new_cluster(data: bytes, now_ns: int) -> tuple[bytes, dict]:
@@ -44,7 +44,7 @@ def for_new_cluster(data: bytes, now_ns: int) -> tuple[bytes, dict]:
     return shifted, summary
 
 
-_SHIFTED_VERSION = 2  # the snapshot layout the field numbers above describe
+_SHIFTED_VERSION = 3  # the snapshot layout the field numbers above describe
 
 
 def _shift(data: bytes, delta_ns: int) -> bytes:
@@ -62,4 +62,6 @@ def _shift(data: bytes, delta_ns: int) -> bytes:
             job[_JOB_DEADLINE] += delta_ns
     for record in body[_DEDUP]:
         record[2] += delta_ns
+    for record in body[_DETACHED]:  # none after retire_all; shifted like any time if there were
+        record[1] += delta_ns
     return bytes([snapshot.VERSION]) + msgpack.packb(body, use_bin_type=True)
