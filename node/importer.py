@@ -29,7 +29,8 @@ import click
 from beanraft import protocol as p
 
 from .admin_wire import (EXIT_BAD_BINLOG, EXIT_REFUSED, EXIT_TOO_BIG, AdminConnection,
-                         AdminError, PipelineBroken, error_of, parse_yaml, tls_context)
+                         AdminError, PipelineBroken, credentials, error_of, parse_yaml,
+                         tls_context)
 from .binlog import Binlog, BinlogError, BinlogJob, read_binlog
 
 #: Requests sent before their replies are read: bounds what a failure leaves unknown.
@@ -145,7 +146,7 @@ def _dry_report(binlog: Binlog, now_ns: int) -> dict:
 
 
 def import_binlog(directory, address, timeout, as_json, dry_run, use_tls, tls_ca, tls_cert,
-                  tls_key) -> None:
+                  tls_key, principal=None, token_file=None) -> None:
     """The command's body (``admin.import_binlog`` declares its options)."""
     try:
         binlog = read_binlog(directory)
@@ -157,7 +158,8 @@ def import_binlog(directory, address, timeout, as_json, dry_run, use_tls, tls_ca
     else:
         try:
             tls = tls_context(tls_ca, tls_cert, tls_key, use_tls)
-            with AdminConnection(address, timeout, tls) as conn:
+            with AdminConnection(address, timeout, tls,
+                                 credentials(principal, token_file)) as conn:
                 outcome = run_import(binlog, conn, now_ns)
         except AdminError as exc:
             _fail(as_json, exc)
