@@ -13,6 +13,7 @@ import time
 
 from beanraft.jobs.commands import Op
 from beanraft.replication.batcher import GroupCommit, OutcomeUnknown
+from beanraft.replication.membership import load_members
 from beanraft.replication.raft import RaftConfig, RaftNode
 from beanraft.replication.transfer import TransferError, transfer_leadership
 
@@ -22,6 +23,7 @@ from . import accept, translate
 from .config import NodeConfig
 from .connection import ClientConnection
 from .principals import Authenticator
+from .membership_api import fetch_members
 from .tls import ServerTls
 
 log = logging.getLogger("beanraft.node")
@@ -84,8 +86,14 @@ class Node:
         # default 5 ms GIL switch interval would add up to 5 ms to a commit under load.
         sys.setswitchinterval(0.0005)
         raft_addr = cfg.raft or f"127.0.0.1:{_free_loopback_port(avoid=cfg.port)}"
+        peers, joining = list(cfg.peers), False
+        if cfg.join and load_members(cfg.data_dir) is None:
+            # A new node: start with the cluster's members; it becomes one once added.
+            peers, joining = await fetch_members(cfg.join, raft_addr), True
+            log.info("joining the cluster of %s (members %s): waiting for 'beanraft member add %s'",
+                     cfg.join, ", ".join(peers), raft_addr)
         self.raft = RaftNode(
-            RaftConfig(self_addr=raft_addr, peers=list(cfg.peers), data_dir=cfg.data_dir,
+            RaftConfig(self_addr=raft_addr, peers=peers, join=joining, data_dir=cfg.data_dir,
                        secret=cfg.secret, sync=cfg.sync, timing=cfg.timing,
                        compact_entries=cfg.snapshot_entries,
                        compact_bytes=cfg.snapshot_bytes, max_job_size=p.MAX_JOB_SIZE_LIMIT),

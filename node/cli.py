@@ -11,11 +11,12 @@ import click
 
 from beanraft.replication.journal import SyncPolicy
 from beanraft.replication.raft import DataDirLocked
+from beanraft.replication.membership import MembershipError
 from beanraft.replication.seam import SeamError
 
 from beanraft.protocol import MAX_JOB_SIZE_LIMIT
 
-from . import admin, auth_cli, backup_cli, leader_cli, ops, tls
+from . import admin, auth_cli, backup_cli, leader_cli, member_cli, ops, tls
 from .principals import load_auth_file
 from .config import MAX_DEDUP_CAP, MAX_DEDUP_WINDOW_S, ConfigError, NodeConfig, check_private
 
@@ -65,6 +66,9 @@ def main() -> None:
               help="This node's Raft address (cluster mode). Only this address is bound.")
 @click.option("--peer", "peers", multiple=True, envvar="BEANRAFT_PEERS", metavar="HOST:PORT",
               help="Raft address of another member; repeat for each (env: space-separated).")
+@click.option("--join", default=None, envvar="BEANRAFT_JOIN", metavar="HOST:PORT",
+              help="Join a running cluster: the HTTP address of any member. The node starts "
+              "empty and becomes a member once 'beanraft member add' adds it.")
 @click.option("--http", default=None, envvar="BEANRAFT_HTTP", metavar="HOST:PORT",
               help="Serve /status, /healthz, /readyz and /metrics here.")
 @click.option("--cluster-secret-file", type=click.Path(dir_okay=False), default=None,
@@ -113,9 +117,9 @@ def main() -> None:
 @click.option("--peer-http", "peer_http", multiple=True, envvar="BEANRAFT_PEER_HTTP", metavar="HOST:PORT",
               help="The HTTP address of another node, for the dashboard's failover (repeatable).")
 def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user, compact,
-          no_compact, verbose, show_version, raft, peers, http, cluster_secret_file, insecure,
-          commit_timeout, node_grace, snapshot_entries, snapshot_bytes, dedup_window, dedup_cap,
-          tls_cert, tls_key, tls_client_ca, tls_handshake_timeout, admin_token_file,
+          no_compact, verbose, show_version, raft, peers, join, http, cluster_secret_file,
+          insecure, commit_timeout, node_grace, snapshot_entries, snapshot_bytes, dedup_window,
+          dedup_cap, tls_cert, tls_key, tls_client_ca, tls_handshake_timeout, admin_token_file,
           http_read_token_required, auth_file, peer_http):
     """Run one BeanRaft node (flags as beanstalkd 1.12's, plus the cluster options)."""
     if show_version:
@@ -127,6 +131,7 @@ def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size,
     config = build_config(
         listen=listen, port=port, data_dir=data_dir, fsync_ms=fsync_ms, no_fsync=no_fsync,
         max_job_size=max_job_size, binlog_size=binlog_size, user=user, raft=raft, peers=peers,
+        join=join,
         http=http, cluster_secret_file=cluster_secret_file, insecure=insecure,
         commit_timeout=commit_timeout, node_grace=node_grace, snapshot_entries=snapshot_entries,
         snapshot_bytes=snapshot_bytes, dedup_window=dedup_window, dedup_cap=dedup_cap,
@@ -143,7 +148,8 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
                  dedup_window=NodeConfig.dedup_window_s, dedup_cap=NodeConfig.dedup_cap,
                  tls_cert=None, tls_key=None, tls_client_ca=None,
                  tls_handshake_timeout=NodeConfig.tls_handshake_timeout_s, admin_token_file=None, peer_http=(),
-                 http_read_token_required=False, auth_file=None, **_ignored) -> NodeConfig:
+                 http_read_token_required=False, auth_file=None, join=None,
+                 **_ignored) -> NodeConfig:
     """A validated NodeConfig from ``serve``'s parameters (raises click.UsageError)."""
     if max_job_size > MAX_JOB_SIZE_LIMIT:
         log.warning("maximum job size was set to %d", MAX_JOB_SIZE_LIMIT)
@@ -157,7 +163,7 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
         peers = tuple(peers[0].split())
     config = NodeConfig(
         listen=listen, port=port, data_dir=data_dir, sync=sync, max_job_size=max_job_size,
-        binlog_max_size=binlog_size, user=user, raft=raft, peers=list(peers), http=http,
+        binlog_max_size=binlog_size, user=user, raft=raft, peers=list(peers), join=join, http=http,
         secret=_read_secret(cluster_secret_file), insecure=insecure,
         commit_timeout_s=commit_timeout, node_grace_s=node_grace,
         snapshot_entries=snapshot_entries, snapshot_bytes=snapshot_bytes,
@@ -195,6 +201,9 @@ async def _serve(config: NodeConfig) -> int:
     except SeamError as exc:
         log.error("cannot start: %s", exc)
         return 70  # EX_SOFTWARE: this build does not fit the installed pysyncobj
+    except MembershipError as exc:
+        log.error("cannot start: %s", exc)
+        return 78  # EX_CONFIG  # EX_SOFTWARE: this build does not fit the installed pysyncobj
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 111
@@ -287,7 +296,7 @@ def _setup_logging(verbose: int) -> None:
 
 
 for _command in (ops.cluster, ops.status, ops.secret, auth_cli.auth, *admin.COMMANDS,
-                 leader_cli.leader, *backup_cli.COMMANDS):
+                 leader_cli.leader, *backup_cli.COMMANDS, member_cli.member):
     main.add_command(_command)
 
 if __name__ == "__main__":

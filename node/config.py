@@ -33,6 +33,7 @@ class NodeConfig:
     user: str | None = None
     raft: str | None = None
     peers: list[str] = field(default_factory=list)
+    join: str | None = None  # the HTTP address of a member of the cluster this new node joins
     http: str | None = None
     secret: str | None = None
     insecure: bool = False
@@ -58,7 +59,8 @@ class NodeConfig:
 
     @property
     def clustered(self) -> bool:
-        return bool(self.peers)
+        # A node with a Raft address may grow into a cluster (beanraft member add).
+        return bool(self.peers or self.join or self.raft)
 
     def validate(self) -> None:
         """Raise ConfigError with a one-line reason for settings that cannot work."""
@@ -72,7 +74,11 @@ class NodeConfig:
             raise ConfigError(f"--peer {self.raft} is this node's own --raft address")
         if len(set(self.peers)) != len(self.peers):
             raise ConfigError("the same --peer is given twice")
-        if self.peers and not self.secret and not self.insecure:
+        if self.join and not self.raft:
+            raise ConfigError("--join needs --raft HOST:PORT (the address the members will add)")
+        if self.join:
+            _check_address(self.join)
+        if (self.peers or self.join) and not self.secret and not self.insecure:
             raise ConfigError(
                 "a cluster needs a shared secret: --cluster-secret-file or BEANRAFT_CLUSTER_SECRET "
                 "(generate one with 'beanraft secret'), or --insecure on a trusted network")

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import accept, api, backup, transfer_api
+from . import accept, api, backup, membership_api, transfer_api
 from .status import Cached, Digester, Metrics, encode, status_document
 
 log = logging.getLogger("beanraft.http")
@@ -108,7 +108,7 @@ def _routes(node, node_loop: asyncio.AbstractEventLoop) -> web.Application:
     app.add_routes([web.get("/status", status), web.get("/healthz", healthz),
                     web.get("/readyz", readyz), web.get("/metrics", prometheus)])
     app.add_routes(api.routes(node, node_loop) + transfer_api.routes(node, node_loop)
-                   + backup.routes(node, node_loop)
+                   + backup.routes(node, node_loop) + membership_api.routes(node, node_loop)
                    + _dashboard_routes())
     return app
 

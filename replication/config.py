@@ -52,3 +52,6 @@ class RaftConfig:
     #: The cap the state machine holds every put to, the same on every replica: the node passes
     #: the protocol's hard cap (each node's parser enforces its own -z). None: no cap.
     max_job_size: int | None = None
+    #: A new node joining a running cluster: ``peers`` are its members, and this node is not one
+    #: until the leader has added it (``membership.py``).
+    join: bool = False

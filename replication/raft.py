@@ -62,6 +62,7 @@ from .datadir import JOURNAL_NAME, SNAPSHOT_NAME, DataDirLocked, lock_directory,
 from .disk import DiskBudget, release_reserve_for_start, snapshot_estimate
 from .entries import batch_view, put_cost, restamp_command
 from .glue import Host, PysyncobjGlue, check_bindable, keep_next_index_monotonic
+from .membership import Members, start_peers
 from .journal import DurableJournal
 from .peer_crypto import PeerCipher, derive_key
 from .read_index import ReadIndex
@@ -80,6 +81,8 @@ __all__ = ["BackupBusy", "BackupStream", "COMPACT_BYTES", "COMPACT_ENTRIES", "JO
 log = logging.getLogger("beanraft.raft")
 
 CAMPAIGN_HOLD_ELECTIONS = 2  # a restarted member waits this many election timeouts for a leader
+
+JOIN_QUIET_S = 10.0 ** 6  # the election timeout of a node not yet added to the cluster
 
 
 class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
@@ -139,7 +142,12 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._route_read_index_messages()
         self.transfers = Transfers(self._sync, loop)  # leadership transfer (transfer.py)
         self.transfers.install()
-        if not config.peers:
+        self.members = Members(self._sync, loop, config.data_dir, joining=config.join,
+                               shared_secret=config.secret is not None or bool(self._peers),
+                               on_change=self._members_changed)
+        self.members.install()
+        self._single = not self._peers
+        if self._single:
             self._wake_on_append()
         self._thread = threading.Thread(target=self._run_ticks, name="raft-tick", daemon=True)
 
@@ -156,14 +164,15 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             self._restored_at = check_restored(directory, config.self_addr, config.peers)
             release_reserve_for_start(directory)
             journal = os.path.join(directory, JOURNAL_NAME)
-        t = config.timing
-        if not config.peers:
-            # Alone, a node need not wait out a real election timeout to become leader.
-            t = Timing(tick_s=t.tick_s, heartbeat_s=0.01, election_min_s=0.04, election_max_s=0.08,
-                       connection_timeout_s=t.connection_timeout_s,
-                       connection_retry_s=t.connection_retry_s, leader_fallback_s=t.leader_fallback_s)
-        secret = config.secret if config.peers else (config.secret or secrets.token_hex(16))
+        # The members file of the data directory overrides --peer, which only seeds a new cluster.
+        self._peers, _from_file = start_peers(directory if config.data_dir else None,
+                                             config.self_addr, config.peers)
+        t = self._timing(alone=not self._peers)
+        secret = config.secret if self._peers else (config.secret or secrets.token_hex(16))
         self._snapshots = SnapshotWriter(os.path.join(directory, SNAPSHOT_NAME))
+        # pysyncobj loads a snapshot found at start on its first tick; any later one was sent
+        # by a leader.
+        self._own_snapshot = os.path.isfile(os.path.join(directory, SNAPSHOT_NAME))
         conf = SyncObjConf(
             autoTick=False,
             appendEntriesUseBatch=False,
@@ -187,14 +196,19 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             leaderFallbackTimeout=t.leader_fallback_s,
             commandsWaitLeader=False,
             maxBindRetries=3,
-            dynamicMembershipChange=False,
+            dynamicMembershipChange=True,
             onStateChanged=self._on_state_changed,
         )
         seam.check_library()
         check_bindable(config.self_addr)
-        host = Host(self, config.self_addr, config.peers, conf)
+        host = Host(self, config.self_addr, self._peers, conf)
         try:
             seam.check_instance(host)
+            if config.join:
+                # Not a member yet: an election now would only raise our term, and the vote
+                # request that carries it would depose the leader the moment it adds us.
+                conf.raftMinTimeout, conf.raftMaxTimeout = JOIN_QUIET_S, JOIN_QUIET_S + 1
+                seam.set_election_deadline(host, monotonic() + JOIN_QUIET_S)
             raft_port.attach(host)
             if secret is not None:
                 # Before the first tick, so before any connection is accepted or made.
@@ -206,11 +220,36 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             raise
         return host
 
+    def _timing(self, alone: bool) -> Timing:
+        t = self.config.timing
+        if not alone:
+            return t
+        # Alone, a node need not wait out a real election timeout to become leader.
+        return Timing(tick_s=t.tick_s, heartbeat_s=0.01, election_min_s=0.04, election_max_s=0.08,
+                      connection_timeout_s=t.connection_timeout_s,
+                      connection_retry_s=t.connection_retry_s, leader_fallback_s=t.leader_fallback_s)
+
+    def _members_changed(self, count: int, joined: bool = False) -> None:
+        """Tick thread: a node that grows from one member takes a cluster's timing (and back);
+        a node that joined takes it as it hears from the leader that added it."""
+        alone = count == 1
+        if alone == self._single and not joined:
+            return
+        self._single = alone
+        if alone:
+            self._wake_on_append()
+        t, conf = self._timing(alone), self._sync.conf
+        conf.appendEntriesPeriod = t.heartbeat_s
+        conf.raftMinTimeout = t.election_min_s
+        conf.raftMaxTimeout = t.election_max_s
+        log.info("%s: Raft timing of %s", "alone" if alone else "members joined",
+                 "a single node" if alone else "a cluster")
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the tick thread."""
-        if self.config.peers and self._sync.raftCurrentTerm > 0:
+        if self._peers and self._sync.raftCurrentTerm > 0:
             self._campaign_hold_until = monotonic() + CAMPAIGN_HOLD_ELECTIONS * \
                 self.config.timing.election_max_s
             self._sync.addOnTickCallback(self._hold_first_campaign)
@@ -237,7 +276,6 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
 
     def _run_ticks(self) -> None:
         sync, journal = self._sync, self._journal
-        single = not self.config.peers
         period = self.config.timing.tick_s
         stall_s = max(period, self.config.timing.heartbeat_s) * 2
         failing = 0  # ticks failed in a row: one traceback per burst, not one per tick
@@ -245,7 +283,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             try:
                 journal.sync_for_ack()
                 journal.sync_due()
-                busy = single and self._single_node_busy()
+                busy = self._single and self._single_node_busy()
                 began = monotonic()
                 sync.doTick(0.0 if busy else period)
                 if monotonic() - began > stall_s + period:
@@ -288,7 +326,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         # A leader of a cluster waits for a larger journal than its followers do, so the nodes
         # rarely snapshot (fork, and share the CPUs with the writer) at the same moment.
         limit = self.config.compact_bytes
-        if self.config.peers and self._status.role == "leader":
+        if not self._single and self._status.role == "leader":
             limit *= 4
         size = journal.size_bytes
         if size <= limit:
@@ -387,6 +425,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._snapshots.start(anchor, self.machine.snapshot, filename)
 
     def _deserialize(self, filename: str):
+        own, self._own_snapshot = self._own_snapshot, False
         anchor, state = read_snapshot(filename)
         machine = Machine.restore(state)
         with self.lock:
@@ -394,4 +433,11 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             self.applied_index = anchor.last[1]
         log.info("state restored from snapshot at index %d", anchor.last[1])
         self._post(("notify", None))
-        return anchor.last, anchor.prev, set(anchor.cluster)
+        cluster = set(anchor.cluster)
+        if own:
+            # At start the members file (or, in a data directory without one, the --peer seed)
+            # decides: it is never older than our own snapshot (pysyncobj issue #133). A
+            # snapshot the leader sends later carries the leader's list, and that one counts.
+            cluster = set(self._peers) | {self.config.self_addr}
+        # pysyncobj leaves out its own node by comparing Node objects: leave our address out.
+        return anchor.last, anchor.prev, {c for c in cluster if c != self.config.self_addr}

@@ -1,0 +1,118 @@
+"""GET and POST /admin/members: the members of the cluster, and one change at a time.
+
+``GET /admin/members`` is a read, open like /status. ``POST /admin/members`` adds or removes one
+member and is guarded like every mutation (the bearer token of ``--admin-token-file``, see
+``api.guard``); its JSON body is ``{"action": "add"|"remove", "address": "HOST:PORT",
+"force": false, "timeout_s": 30}``. It is asked on any node: the change runs on the leader
+(``replication/membership.py``). ``fetch_members`` is how ``beanraft serve --join`` learns the
+members of the cluster it joins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.error
+import urllib.request
+
+from aiohttp import web
+
+from beanraft.replication import membership
+
+log = logging.getLogger("beanraft.http")
+
+MAX_TIMEOUT_S = 600.0
+STATUS = {membership.NO_LEADER: 503, membership.BUSY: 409, membership.ALREADY_MEMBER: 409,
+          membership.NOT_MEMBER: 404, membership.NO_MAJORITY: 409, membership.NO_SECRET: 409,
+          membership.DENIED: 409, membership.NOT_RUNNING: 409, membership.TIMEOUT: 504, membership.TRANSFER_FAILED: 503}
+FETCH_TIMEOUT_S = 10.0
+
+
+def _bad(message: str) -> web.Response:
+    return web.json_response({"error": message, "code": "bad_request"}, status=400)
+
+
+def _address_ok(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
+
+
+async def _arguments(request):
+    raw = await request.read() if request.can_read_body else b""
+    try:
+        doc = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return _bad("the body is not JSON")
+    if not isinstance(doc, dict):
+        return _bad("the body is a JSON object")
+    action, address = doc.get("action"), doc.get("address")
+    if action not in (membership.ADD, membership.REMOVE):
+        return _bad("action is add or remove")
+    if not _address_ok(address):
+        return _bad("address is the Raft address HOST:PORT of the member")
+    force = doc.get("force", False)
+    if not isinstance(force, bool):
+        return _bad("force is true or false")
+    timeout_s = doc.get("timeout_s", membership.DEFAULT_TIMEOUT_S)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) \
+            or not 0.1 <= timeout_s <= MAX_TIMEOUT_S:
+        return _bad(f"timeout_s is a number of seconds from 0.1 to {MAX_TIMEOUT_S:g}")
+    return action, address, force, float(timeout_s)
+
+
+def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
+    """The routes of ``node``; a change runs on ``node_loop``."""
+
+    async def members(_request):
+        raft = node.raft
+        status = raft.status
+        return web.json_response({"node": status.node, "leader": status.leader,
+                                  "members": list(raft.members.members),
+                                  "pending": raft.members.pending()})
+
+    async def change(request):
+        parsed = await _arguments(request)
+        if isinstance(parsed, web.Response):
+            return parsed
+        action, address, force, timeout_s = parsed
+        future = asyncio.run_coroutine_threadsafe(
+            membership.change_membership(node.raft, action, address, force, timeout_s), node_loop)
+        try:
+            done = await asyncio.wrap_future(future)
+        except membership.MembershipError as exc:
+            log.warning("HTTP member %s %s refused (%s): %s", action, address, exc.code, exc)
+            return web.json_response({"error": str(exc), "code": exc.code},
+                                     status=STATUS.get(exc.code, 500))
+        log.info("HTTP member %s %s done in %.3f s: members %s", action, address, done.elapsed_s,
+                 ", ".join(done.members))
+        return web.json_response({"action": done.action, "address": done.address,
+                                  "members": list(done.members), "elapsed_s": done.elapsed_s})
+
+    return [web.get("/admin/members", members), web.post("/admin/members", change)]
+
+
+def _get_members(http: str) -> list[str]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    url = f"http://{http}/admin/members"
+    try:
+        with opener.open(url, timeout=FETCH_TIMEOUT_S) as reply:
+            doc = json.loads(reply.read(1 << 20))
+    except (OSError, ValueError) as exc:
+        raise membership.MembershipError(
+            "join", f"--join {http}: cannot read the members from {url}: "
+            f"{getattr(exc, 'reason', exc)}") from None
+    members = doc.get("members") if isinstance(doc, dict) else None
+    if not isinstance(members, list) or not members or not all(_address_ok(m) for m in members):
+        raise membership.MembershipError("join", f"--join {http}: {url} answered no member list")
+    return members
+
+
+async def fetch_members(http: str, self_addr: str) -> list[str]:
+    """The Raft addresses of the members of the cluster whose node serves HTTP on ``http``."""
+    members = await asyncio.get_running_loop().run_in_executor(None, _get_members, http)
+    if self_addr in members:
+        log.warning("--join: %s is already a member; catching up as one", self_addr)
+    return [m for m in members if m != self_addr]
