@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -120,7 +121,9 @@ class Cluster:
         self.tmpfs_mb = tmpfs_mb
         self.freeze = freeze
         self._size = size
-        self._options = ["--commit-timeout", str(commit_timeout_s),
+        self.admin_token = secrets.token_hex(16)  # for the membership changes of the nemesis
+        self._options = ["--admin-token-file", str(self.workdir / "admin-token"),
+                         "--commit-timeout", str(commit_timeout_s),
                          "--node-grace", str(node_grace_s), *(extra_options or [])]
         self.nodes: list[NodeProcess] = []
 
@@ -129,6 +132,9 @@ class Cluster:
     def create(self) -> "Cluster":
         """Build the network and data directories and start every node (not waiting)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        token = self.workdir / "admin-token"
+        token.write_text(self.admin_token + "\n")
+        token.chmod(0o600)
         specs = self._specs()
         for spec in specs:
             spec.data_dir.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,8 @@ def choose_layout(wanted: str, kinds: tuple[str, ...]) -> tuple[str, tuple[str, 
         if wanted == "netns":
             raise netns.NetnsUnavailable(why)
     # Without namespaces there is no partition and no tmpfs: SIGSTOP is the only isolation.
-    return "loopback", tuple(k for k in kinds if k in ("kill", "pause", "pause-majority")), why
+    loopback_kinds = ("kill", "pause", "pause-majority", "member")
+    return "loopback", tuple(k for k in kinds if k in loopback_kinds), why
 
 
 class Sampler(threading.Thread):
@@ -184,6 +185,7 @@ def _run(config: RunConfig, cluster: Cluster, history: History, layout: str,
     problems += drain(cluster, history, config, op_timeout_s)
     problems += final_statuses(cluster, history)
     problems += record_drops(cluster, history, config.node_grace_s)
+    problems += one_leader_per_term(history.events)
     report = check(history.events)
     return RunResult(config=config, report=report, layout=layout, problems=problems,
                      observations=nemesis.observations + scan_logs(cluster),
@@ -310,6 +312,18 @@ def final_statuses(cluster: Cluster, history: History) -> list[str]:
         if any(doc.get("jobs", {}).values()):
             problems.append(f"{node.name} still counts jobs after the drain: {doc['jobs']}")
     return problems
+
+
+def one_leader_per_term(events: list[dict]) -> list[str]:
+    """Raft's election safety, from the sampled /status documents: at most one node says it is
+    leader in any one term (membership changes included)."""
+    leaders: dict[int, set[str]] = {}
+    for event in events:
+        value = event.get("value") or {}
+        if event.get("process") == "sampler" and value.get("role") == "leader":
+            leaders.setdefault(value.get("term"), set()).add(event.get("node"))
+    return [f"two leaders in term {term}: {sorted(names)}"
+            for term, names in sorted(leaders.items()) if len(names) > 1]
 
 
 def sweep_stale_mounts() -> list[str]:

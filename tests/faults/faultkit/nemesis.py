@@ -6,6 +6,12 @@ Kinds:
 * ``isolate``: cut a random node's raft links in both directions (netns layout only).
 * ``isolate-leader``: the same for the node that is leader at that moment.
 * ``pause-majority``: SIGSTOP two nodes (the cluster loses its quorum), then SIGCONT both.
+* ``member``: a membership change with a kill -9 in the middle of it: ask one node to remove
+  the drawn node, and kill -9 a third node a seeded moment (0-0.3 s) later. If the removal
+  happened, the removed node is killed, its -b emptied, and the heal starts it with ``--join``
+  and adds it back (``POST /admin/members``, retried); if it did not (refused for want of a
+  majority, or lost with the leader), nothing is wiped. After the heal every node must list
+  the same three members. What each step answered goes into ``observations``.
 * ``disk``: fill a node's -b tmpfs with a filler file, then delete it (netns layout with tmpfs).
   While the disk is full the nemesis probes the node (a put and a ``stats`` read) and, after
   the heal, checks that the node takes a put again; what it saw goes into ``observations``.
@@ -18,15 +24,20 @@ After every heal the nemesis waits (bounded) until the cluster is ready again.
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 import threading
 import time
+import urllib.error
+import urllib.request
 
 from .cluster import Cluster, NodeProcess
 from .history import History
 from .workload import Client
 
-KINDS = ("kill", "pause", "isolate", "isolate-leader", "disk", "pause-majority")
+KINDS = ("kill", "pause", "isolate", "isolate-leader", "disk", "pause-majority", "member")
+MEMBER_RETRIES = 8  # attempts to add a removed node back (each bounded by its own timeout)
 
 
 class Nemesis(threading.Thread):
@@ -74,7 +85,9 @@ class Nemesis(threading.Thread):
                 node = self.cluster.nodes[index]
                 if kind == "isolate-leader":
                     node = self.cluster.leader() or node
-                if kind == "pause-majority":  # the node drawn is the one left running
+                if kind == "member":
+                    self.change_membership(node)
+                elif kind == "pause-majority":  # the node drawn is the one left running
                     for other in self.cluster.nodes:
                         if other is not node:
                             self.inject("pause", other)
@@ -89,6 +102,8 @@ class Nemesis(threading.Thread):
                         self.history.note("nemesis", "not-ready", {"kind": kind, "node": node.name})
                 elif kind == "disk":
                     self.after_disk(node)
+                elif kind == "member":
+                    self.check_members()
         except BaseException as exc:  # reported by the harness
             self.error = exc
             self.heal_all()
@@ -127,7 +142,103 @@ class Nemesis(threading.Thread):
                     self.cluster.network.heal()
                 elif kind == "disk":
                     self.cluster.free_disk(node)
+                elif kind == "rejoin":
+                    self.rejoin(node)
                 self.history.complete("nemesis", "ok", value)
+
+    # -- membership changes ----------------------------------------------------------------
+
+    def _members_call(self, via: NodeProcess, doc: dict | None, timeout_s: float) -> dict:
+        """GET (doc None) or POST /admin/members on ``via``; the JSON answer, errors included."""
+        data = json.dumps(doc).encode() if doc is not None else None
+        request = urllib.request.Request(
+            f"http://{via.spec.http}/admin/members", data=data,
+            headers={"Authorization": f"Bearer {self.cluster.admin_token}",
+                     "Content-Type": "application/json"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=timeout_s) as reply:
+                return json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                return json.loads(exc.read()) or {"error": f"HTTP {exc.code}"}
+            except ValueError:
+                return {"error": f"HTTP {exc.code}", "code": "http"}
+        except (OSError, ValueError) as exc:
+            return {"error": repr(exc), "code": "unreachable"}
+
+    def _members(self, via: NodeProcess) -> list[str] | None:
+        answer = self._members_call(via, None, 3.0)
+        return answer.get("members") if answer.get("leader") else None
+
+    def change_membership(self, node: NodeProcess) -> None:
+        """Remove ``node`` through one node while a third is killed -9 mid-change."""
+        others = [n for n in self.cluster.nodes if n is not node]
+        self.rng.shuffle(others)
+        asker, victim = others[0], others[1]
+        delay = self.rng.uniform(0.0, 0.3)
+        value = {"kind": "member", "nodes": [node.name, victim.name]}
+        with self._lock:
+            self.history.invoke("nemesis", "fault", value, node.name)
+        answer: dict = {}
+        thread = threading.Thread(target=lambda: answer.update(self._members_call(
+            asker, {"action": "remove", "address": node.spec.raft, "timeout_s": 15.0}, 25.0)),
+            daemon=True)
+        thread.start()
+        time.sleep(delay)
+        with self._lock:
+            victim.kill()
+            self._active.append(("kill", victim))
+        thread.join(timeout=30)
+        # Did the removal happen? Ask the survivor until it knows a leader again (bounded).
+        removed = None
+        for _ in range(100):
+            members = self._members(asker)
+            if members is not None:
+                removed = node.spec.raft not in members
+                break
+            time.sleep(0.2)
+        said = answer.get("error") or f"removed, members {answer.get('members')}"
+        self.observations.append(f"member: remove {node.name} via {asker.name}, kill -9 "
+                                 f"{victim.name} after {delay:.2f} s: {said}; "
+                                 f"removed={removed}")
+        with self._lock:
+            if removed:
+                node.kill()
+                for entry in node.spec.data_dir.iterdir():  # -b may be a tmpfs mount point
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+                self._active.append(("rejoin", node))
+            self.history.complete("nemesis", "ok", value)
+
+    def rejoin(self, node: NodeProcess) -> None:
+        """Start a removed, emptied node with --join and add it back (retried, bounded)."""
+        via = next(n for n in self.cluster.nodes if n is not node)
+        if "--join" not in node.extra_args:
+            node.extra_args = [*node.extra_args, "--join", via.spec.http]
+        node.start()
+        for attempt in range(1, MEMBER_RETRIES + 1):
+            time.sleep(1.0)
+            answer = self._members_call(via, {"action": "add", "address": node.spec.raft,
+                                              "timeout_s": 20.0}, 30.0)
+            if "members" in answer or answer.get("code") == "already_member":
+                self.observations.append(f"member: {node.name} added back (attempt {attempt})")
+                return
+        self.problems.append(f"{node.name} could not be added back: {answer}")
+
+    def check_members(self, timeout_s: float = 30.0) -> None:
+        """Every node lists the same members, all of the cluster's nodes."""
+        want = sorted(n.spec.raft for n in self.cluster.nodes)
+        deadline = time.monotonic() + timeout_s
+        seen = {}
+        while time.monotonic() < deadline:
+            seen = {n.name: self._members(n) for n in self.cluster.nodes}
+            if all(m == want for m in seen.values()):
+                return
+            time.sleep(0.5)
+        self.problems.append(f"members did not converge to {want} within {timeout_s:.0f} s: {seen}")
 
     # -- disk-full probes ------------------------------------------------------------------
 
