@@ -89,7 +89,7 @@ class Node:
         peers, joining = list(cfg.peers), False
         if cfg.join and load_members(cfg.data_dir) is None:
             # A new node: start with the cluster's members; it becomes one once added.
-            peers, joining = await fetch_members(cfg.join, raft_addr), True
+            peers, joining = await fetch_members(cfg.join, raft_addr, cfg.admin_token), True
             log.info("joining the cluster of %s (members %s): waiting for 'beanraft member add %s'",
                      cfg.join, ", ".join(peers), raft_addr)
         self.raft = RaftNode(

@@ -78,6 +78,9 @@ class NodeConfig:
             raise ConfigError("--join needs --raft HOST:PORT (the address the members will add)")
         if self.join:
             _check_address(self.join)
+            if not self.admin_token:
+                raise ConfigError("--join needs --admin-token-file: the node reads the members "
+                                  "from /admin/members with the cluster's admin token")
         if (self.peers or self.join) and not self.secret and not self.insecure:
             raise ConfigError(
                 "a cluster needs a shared secret: --cluster-secret-file or BEANRAFT_CLUSTER_SECRET "

@@ -1,7 +1,8 @@
 """``beanraft member list|add|remove``: the members of the cluster, through any node's HTTP port.
 
-``list`` reads ``GET /admin/members``; ``add`` and ``remove`` POST to it (``membership_api.py``)
-with the bearer token read from ``--admin-token-file`` or ``$BEANRAFT_ADMIN_TOKEN``. The node
+``list`` reads ``GET /admin/members``; ``add`` and ``remove`` POST to it (``membership_api.py``);
+each sends the bearer token read from ``--admin-token-file`` or ``$BEANRAFT_ADMIN_TOKEN``
+(everything under /admin/ needs it). The node
 asked forwards a change to the leader. Exit statuses: docs/reference/cli.md#beanraft-member.
 """
 
@@ -75,13 +76,20 @@ def member() -> None:
     """List, add and remove the members of the cluster (one change at a time)."""
 
 
+_token_option = click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None,
+                             envvar="BEANRAFT_ADMIN_TOKEN_FILE",
+                             help="File holding the admin token (else $BEANRAFT_ADMIN_TOKEN).")
+
+
 @member.command("list", context_settings=_HELP)
 @_http_option
+@_token_option
 @_json_option
-def list_(http, as_json):
+def list_(http, admin_token_file, as_json):
     """The members, as the node asked knows them, and the leader."""
+    token = read_token(admin_token_file)
     try:
-        answer = _call(f"http://{http}/admin/members", None, None, 10.0)
+        answer = _call(f"http://{http}/admin/members", token, None, 10.0)
     except _Failed as exc:
         _fail(exc, as_json)
     if as_json:
@@ -97,9 +105,7 @@ def list_(http, as_json):
 def _change(action: str):
     @click.argument("address", metavar="HOST:PORT")
     @_http_option
-    @click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None,
-                  envvar="BEANRAFT_ADMIN_TOKEN_FILE",
-                  help="File holding the admin token (else $BEANRAFT_ADMIN_TOKEN).")
+    @_token_option
     @click.option("--force", is_flag=True,
                   help="Change even though the members the leader hears from could not form "
                        "the new majority, or past an addition still catching up.")

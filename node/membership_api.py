@@ -1,8 +1,7 @@
 """GET and POST /admin/members: the members of the cluster, and one change at a time.
 
-``GET /admin/members`` is a read, open like /status. ``POST /admin/members`` adds or removes one
-member and is guarded like every mutation (the bearer token of ``--admin-token-file``, see
-``api.guard``); its JSON body is ``{"action": "add"|"remove", "address": "HOST:PORT",
+Both need the bearer token of ``--admin-token-file``, as everything under /admin/ does
+(``auth.needs_token``). ``POST /admin/members`` adds or removes one member; its JSON body is ``{"action": "add"|"remove", "address": "HOST:PORT",
 "force": false, "timeout_s": 30}``. It is asked on any node: the change runs on the leader
 (``replication/membership.py``). ``fetch_members`` is how ``beanraft serve --join`` learns the
 members of the cluster it joins.
@@ -94,11 +93,13 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
     return [web.get("/admin/members", members), web.post("/admin/members", change)]
 
 
-def _get_members(http: str) -> list[str]:
+def _get_members(http: str, token: str | None) -> list[str]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     url = f"http://{http}/admin/members"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}
+                                     if token else {})
     try:
-        with opener.open(url, timeout=FETCH_TIMEOUT_S) as reply:
+        with opener.open(request, timeout=FETCH_TIMEOUT_S) as reply:
             doc = json.loads(reply.read(1 << 20))
     except (OSError, ValueError) as exc:
         raise membership.MembershipError(
@@ -110,9 +111,10 @@ def _get_members(http: str) -> list[str]:
     return members
 
 
-async def fetch_members(http: str, self_addr: str) -> list[str]:
-    """The Raft addresses of the members of the cluster whose node serves HTTP on ``http``."""
-    members = await asyncio.get_running_loop().run_in_executor(None, _get_members, http)
+async def fetch_members(http: str, self_addr: str, token: str | None) -> list[str]:
+    """The Raft addresses of the members of the cluster whose node serves HTTP on ``http``
+    (asked with this node's own admin token: the cluster's nodes share it)."""
+    members = await asyncio.get_running_loop().run_in_executor(None, _get_members, http, token)
     if self_addr in members:
         log.warning("--join: %s is already a member; catching up as one", self_addr)
     return [m for m in members if m != self_addr]

@@ -105,7 +105,8 @@ def member(node: NodeProcess, token_file, *args: str) -> subprocess.CompletedPro
 
 def members_of(node: NodeProcess) -> list[str]:
     done = subprocess.run([*beanraft_argv(), "member", "list", "--http", node.http_address,
-                           "--json"], capture_output=True, text=True, env=clean_env(), timeout=30)
+                           "--json"], capture_output=True, text=True, timeout=30,
+                          env=clean_env(BEANRAFT_ADMIN_TOKEN=TOKEN))
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["members"]
 
@@ -150,7 +151,8 @@ def test_grow_shrink_replace_and_restart_under_load(tmp_path):
         wait_for("every node to list the five members",
                  lambda: all(members_of(n) == five for n in nodes.values() if n.running), 30)
         listed = subprocess.run([*beanraft_argv(), "member", "list", "--http",
-                                 nodes["node3"].http_address], capture_output=True, text=True,
+                                 nodes["node3"].http_address, "--admin-token-file",
+                                 str(token_file)], capture_output=True, text=True,
                                 env=clean_env(), timeout=30)
         lines = listed.stdout.splitlines()
         assert sorted(line.split()[0] for line in lines) == five, listed.stdout
