@@ -10,6 +10,7 @@ members of the cluster it joins.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import urllib.error
@@ -26,6 +27,7 @@ STATUS = {membership.NO_LEADER: 503, membership.BUSY: 409, membership.ALREADY_ME
           membership.NOT_MEMBER: 404, membership.NO_MAJORITY: 409, membership.NO_SECRET: 409,
           membership.DENIED: 409, membership.NOT_RUNNING: 409, membership.TIMEOUT: 504, membership.TRANSFER_FAILED: 503}
 FETCH_TIMEOUT_S = 10.0
+FETCH_PATIENCE_S = 60.0  # how long serve --join keeps asking a member that does not answer
 
 
 def _bad(message: str) -> web.Response:
@@ -113,8 +115,20 @@ def _get_members(http: str, token: str | None) -> list[str]:
 
 async def fetch_members(http: str, self_addr: str, token: str | None) -> list[str]:
     """The Raft addresses of the members of the cluster whose node serves HTTP on ``http``
-    (asked with this node's own admin token: the cluster's nodes share it)."""
-    members = await asyncio.get_running_loop().run_in_executor(None, _get_members, http, token)
+    (asked with this node's own admin token: the cluster's nodes share it). A node that does not
+    answer yet (it may be restarting) is asked again, for up to FETCH_PATIENCE_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FETCH_PATIENCE_S
+    for attempt in itertools.count(1):
+        try:
+            members = await loop.run_in_executor(None, _get_members, http, token)
+            break
+        except membership.MembershipError as exc:
+            if loop.time() > deadline:
+                raise
+            if attempt == 1:
+                log.warning("%s; asking again for up to %.0f s", exc, FETCH_PATIENCE_S)
+            await asyncio.sleep(1.0)
     if self_addr in members:
         log.warning("--join: %s is already a member; catching up as one", self_addr)
     return [m for m in members if m != self_addr]

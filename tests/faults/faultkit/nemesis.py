@@ -37,7 +37,7 @@ from .history import History
 from .workload import Client
 
 KINDS = ("kill", "pause", "isolate", "isolate-leader", "disk", "pause-majority", "member")
-MEMBER_RETRIES = 8  # attempts to add a removed node back (each bounded by its own timeout)
+MEMBER_RETRIES = 20  # attempts to add a removed node back (each bounded by its own timeout)
 
 
 class Nemesis(threading.Thread):
@@ -215,12 +215,25 @@ class Nemesis(threading.Thread):
 
     def rejoin(self, node: NodeProcess) -> None:
         """Start a removed, emptied node with --join and add it back (retried, bounded)."""
-        via = next(n for n in self.cluster.nodes if n is not node)
-        if "--join" not in node.extra_args:
-            node.extra_args = [*node.extra_args, "--join", via.spec.http]
+        others = [n for n in self.cluster.nodes if n is not node]
+        via = others[0]
+        for _ in range(150):  # a member that answers (the other may be restarting): 30 s at most
+            answering = [n for n in others if n.running() and self._members(n) is not None]
+            if answering:
+                via = answering[0]
+                break
+            time.sleep(0.2)
+        args = list(node.extra_args)
+        if "--join" in args:
+            del args[args.index("--join"):args.index("--join") + 2]
+        node.extra_args = [*args, "--join", via.spec.http]
         node.start()
+        answer: dict = {}
         for attempt in range(1, MEMBER_RETRIES + 1):
             time.sleep(1.0)
+            if not node.running():
+                node.start()  # it gave up joining: try again
+                continue
             answer = self._members_call(via, {"action": "add", "address": node.spec.raft,
                                               "timeout_s": 20.0}, 30.0)
             if "members" in answer or answer.get("code") == "already_member":
