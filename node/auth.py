@@ -1,9 +1,9 @@
-"""Who may use the HTTP endpoint: the one bearer-token check, and the CLI's side of it.
+"""Which HTTP requests need a token, and where the CLI finds the admin token.
 
 Theory of operation.
-* ``token_matches`` is the only place a request's credentials are judged: everything that guards
-  an endpoint calls it, so another kind of credential (an admin principal's token, for
-  instance) replaces this one function.
+* Credentials are judged in one place for both ports, ``principals.Authenticator``: the
+  ``--admin-token-file`` token is its built-in principal ``admin-token``, and every principal of
+  ``--auth-file`` is accepted as ``Bearer <principal>:<token>``.
 * Which requests need the token (``needs_token``): every mutating request (any method but GET,
   HEAD and OPTIONS), every request under ``/admin/`` whatever its method (a backup reads every
   job body), and, with ``--http-read-token-required``, every read but the dashboard's own static
@@ -14,23 +14,11 @@ Theory of operation.
 
 from __future__ import annotations
 
-import hmac
 import os
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 ADMIN_PREFIX = "/admin/"
 TOKEN_ENV = "BEANRAFT_ADMIN_TOKEN"
-
-
-def token_matches(expected: str | None, authorization: str) -> bool:
-    """True if the ``Authorization`` header value carries the bearer token ``expected``.
-
-    compare_digest takes as long whatever prefix matches: the token cannot be guessed bytewise.
-    """
-    if expected is None:
-        return False
-    return hmac.compare_digest(authorization.encode("utf-8", "replace"),
-                               f"Bearer {expected}".encode("utf-8"))
 
 
 def needs_token(method: str, path: str, reads_closed: bool) -> bool:

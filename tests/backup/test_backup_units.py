@@ -19,7 +19,8 @@ from beanraft.jobs.commands import Op
 from beanraft.jobs.invariants import problems
 from beanraft.jobs.machine import Machine
 from beanraft.jobs.restore import for_new_cluster
-from beanraft.node.auth import cli_token, needs_token, token_matches
+from beanraft.node.auth import cli_token, needs_token
+from beanraft.node.principals import Authenticator
 from beanraft.replication.backup_file import (BackupFileError, BackupReader, encode_head,
                                               header_for, read_backup)
 from beanraft.replication.restore import (RESTORE_TERM_STEP, RestoreError, check_restored,
@@ -160,8 +161,9 @@ def test_which_requests_need_the_admin_token(method, path, closed, needed):
 
 
 def test_the_token_check_and_where_the_cli_finds_the_token(tmp_path, monkeypatch):
-    assert token_matches("abc", "Bearer abc")
-    assert not token_matches("abc", "Bearer abd") and not token_matches(None, "Bearer ")
+    admin = Authenticator(None, "abc")
+    assert admin.bearer("Bearer abc") is admin.admin
+    assert admin.bearer("Bearer abd") is None and admin.bearer("Bearer ") is None
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
     token_file.chmod(0o644)
