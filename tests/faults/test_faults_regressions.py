@@ -62,7 +62,7 @@ def fake_node(commit: FakeCommit) -> SimpleNamespace:
         config=SimpleNamespace(max_job_size=65535), new_sid=lambda: 1 << 32 | 1,
         connection_opened=noop, connection_closed=noop, session_closed=noop,
         count_command=noop, count_name=noop, waiting_changed=noop, draining=False,
-        refuses=lambda req: False, commit=commit)
+        refuses=lambda req: False, commit=commit, auth=None)
 
 
 async def _until(predicate, timeout_s: float = 2.0) -> None:
