@@ -99,8 +99,9 @@ def test_the_cli_reads_the_token_from_a_file_or_the_environment_and_restores_a_s
         ids = [conn.put(b"single %d" % i, pri=i, delay=900 if i == 2 else 0) for i in range(4)]
     address = f"{HOST}:{http}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BEANRAFT_")}
-    assert cli("status", address, env=env).returncode == 1  # the reads are closed to it
-    assert cli("status", address, "--admin-token-file", str(token_file), env=env).returncode == 0
+    assert cli("status", address, "--timeout", "10", env=env).returncode == 1  # reads closed
+    assert cli("status", address, "--timeout", "10", "--admin-token-file", str(token_file),
+               env=env).returncode == 0
     done = cli("backup", address, str(tmp_path / "one.backup"), "--json",
                env=dict(env, BEANRAFT_ADMIN_TOKEN=TOKEN))
     assert done.returncode == 0, done.stderr
