@@ -4,7 +4,8 @@ Theory of operation.
 * A backup is asked for from any thread (``request``), and taken on the Raft tick thread
   (``on_tick``, a pysyncobj tick callback), the only thread that changes the state machine. There,
   between two applied entries, the machine is exactly the state after ``applied_index``: that
-  index, its term and the cluster's members go into the header (``backup_file.py``).
+  index, its term and the cluster's members as this node knows them then (they change at run
+  time) go into the header (``backup_file.py``).
 * ``on_tick`` forks. The child's copy of the machine is frozen by copy-on-write while the parent
   goes on ticking at once: the only pause clients see is the fork itself (copying the page
   tables). The child closes every inherited descriptor but the pipe's write end, takes the
@@ -107,7 +108,8 @@ class BackupTaker:
         index = raft.applied_index
         term = _term_at(seam.journal(sync), index, sync.raftCurrentTerm)
         fields = dict(index=index, term=term,
-                      members=tuple(sorted([raft.config.self_addr, *raft.config.peers])),
+                      members=tuple(sorted({str(node) for node in sync.otherNodes}
+                                           | {raft.config.self_addr})),
                       node=raft.config.self_addr, cluster_time_ns=raft.machine.now_ns,
                       jobs=len(raft.machine.jobs), beanraft=self._version)
         machine = raft.machine

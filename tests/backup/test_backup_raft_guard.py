@@ -83,3 +83,36 @@ def test_a_restored_node_started_with_other_peers_is_refused(tmp_path):
                "--peer", members[1], "--peer", "127.0.0.1:7999", "--insecure", timeout_s=60)
     assert done.returncode == 111
     assert "restored for a cluster of 127.0.0.1:7101, 127.0.0.1:7102, 127.0.0.1:7103" in done.stderr
+
+
+def test_restore_the_first_node_and_the_others_join(tmp_path):
+    """docs/how-to/backup-restore.md, "Restore one node, the others join"."""
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("join-token-5678\n")
+    token_file.chmod(0o600)
+    backup = tmp_path / "small.backup"
+    write_backup(backup, 12)
+    layout = restored_layout(2)
+    first, second = (f"{HOST}:{ports.raft}" for ports in layout)
+    data_root = tmp_path / "data"
+    done = cli("restore", str(backup), "-b", str(data_root / "node1"), "--member", first)
+    assert done.returncode == 0, done.stderr
+    token = ("--admin-token-file", str(token_file))
+    cluster = cluster_on(tmp_path / "logs", data_root, layout, "join-secret-" + "y" * 20, token)
+    node1, node2 = cluster.nodes
+    node1.peers = []  # the first node alone: no --peer
+    node2.peers = []
+    node2.extra_args = token + ("--join", node1.http_address)
+    try:
+        node1.start()
+        cluster.wait_ready(nodes=[node1], timeout_s=60)
+        assert current_jobs(node1) == 12
+        node2.start()
+        wait_for("node2 answers", lambda: node2.http("/healthz")[0] == 200, timeout_s=60)
+        done = cli("member", "add", second, "--http", node1.http_address,
+                   "--admin-token-file", str(token_file))
+        assert done.returncode == 0, done.stderr
+        wait_for("node2 serves the restored jobs", lambda: current_jobs(node2) == 12,
+                 timeout_s=60)
+    finally:
+        cluster.stop()
