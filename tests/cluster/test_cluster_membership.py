@@ -115,8 +115,10 @@ def test_grow_shrink_replace_and_restart_under_load(tmp_path):
     token_file = tmp_path / "admin-token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    token = ("--admin-token-file", str(token_file))
-    seed = Cluster(tmp_path, size=1, extra_args=token)
+    # Small snapshots: new members get a snapshot, then the log, and after a restart the early
+    # membership entries are no longer in any journal (only members.json remembers them).
+    flags = ("--admin-token-file", str(token_file), "--snapshot-entries", "200")
+    seed = Cluster(tmp_path, size=1, extra_args=flags)
     ports = free_ports(3 * 5)
     spares = [NodePorts(*ports[3 * i: 3 * i + 3]) for i in range(5)]
     nodes: dict[str, NodeProcess] = {}
@@ -129,7 +131,7 @@ def test_grow_shrink_replace_and_restart_under_load(tmp_path):
         for i, p in enumerate(spares, start=2):
             # Started like docs/how-to/grow-the-cluster.md: no --peer, --join any member.
             nodes[f"node{i}"] = NodeProcess(f"node{i}", p, [], tmp_path, env,
-                                            token + ("--join", n1.http_address))
+                                            flags + ("--join", n1.http_address))
         addresses = [f"{HOST}:{n.ports.client}" for n in nodes.values()]
         load = Load(addresses).start()
         wait_for("the load to start", lambda: len(load.acked) > 20, 30)
@@ -178,7 +180,7 @@ def test_grow_shrink_replace_and_restart_under_load(tmp_path):
 
         # Replace a follower by node6 at a new address: add the new one, then remove the old.
         nodes["node6"] = NodeProcess("node6", spares[-1], [], tmp_path, env,
-                                     token + ("--join", new_leader.http_address))
+                                     flags + ("--join", new_leader.http_address))
         old = next(n for n in nodes.values() if n.running and n is not nodes[_leader_name(nodes)])
         grow("node6", old)
         done = member(nodes["node6"], token_file, "remove", old.raft_address)
