@@ -119,12 +119,23 @@ def compare_clients(name: str, address: str, count: int, rounds: int) -> list[st
     """Medians over ``rounds``; in each round the three clients run one after the other."""
     host, port = address.rsplit(":", 1)
     figures: dict[str, list[tuple[float, float]]] = {"g": [], "c": [], "a": []}
-    for number in range(rounds):
+
+    def greenstalk_round(number: int) -> tuple[float, float]:
         with greenstalk.Client((host, int(port))) as theirs:
-            figures["g"].append(blocking_round(theirs, f"{name}-g{number}", count))
+            return blocking_round(theirs, f"{name}-g{number}", count)
+
+    def client_round(number: int) -> tuple[float, float]:
         with bc.Client(address) as ours:
-            figures["c"].append(blocking_round(ours, f"{name}-c{number}", count))
-        figures["a"].append(asyncio.run(async_round(address, f"{name}-a{number}", count)))
+            return blocking_round(ours, f"{name}-c{number}", count)
+
+    runs = {"g": greenstalk_round, "c": client_round,
+            "a": lambda number: asyncio.run(async_round(address, f"{name}-a{number}", count))}
+    order = "gca"
+    for number in range(rounds):
+        # Rotate who goes first: a server's snapshot or a journal that has grown falls on
+        # whoever runs at that moment, and must not fall on the same client every round.
+        for kind in order[number % 3:] + order[:number % 3]:
+            figures[kind].append(runs[kind](number))
     (g_put, c_put, a_put), (g_rd, c_rd, a_rd) = (
         [median([f[i] for f in figures[k]]) for k in "gca"] for i in (0, 1))
     rows = []
