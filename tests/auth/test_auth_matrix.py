@@ -262,7 +262,7 @@ def test_the_client_authenticates_again_after_failing_over(cluster, principals):
     assert bodies == ["after", "before"]
     alive = next(a for a, n in zip(addresses, (first, other)) if n is not connected)
     with pytest.raises(UnavailableError, match="authentication as root refused"):
-        Client([alive], auth=("root", "wrong"), timeout=10, failover_timeout=8)
+        Client([alive], auth=("root", "wrong"), timeout=10, failover_timeout=4)
     with pytest.raises(PermissionDeniedError):
         with Client([alive], auth=("producer", principals.tokens["producer"])) as client:
             client.put("default is not the producer's tube")
