@@ -29,7 +29,9 @@ _EXIT = {"no_leader": EXIT_NO_LEADER, "unknown_target": EXIT_NOT_FOUND,
 _NO_PROXY = urllib.request.ProxyHandler({})
 
 
-class _Failed(Exception):
+class AdminCallFailed(Exception):
+    """An admin endpoint could not be reached or refused; ``status`` is the CLI's exit status."""
+
     def __init__(self, message: str, status: int):
         super().__init__(message)
         self.status = status
@@ -48,9 +50,16 @@ def read_token(path: str | None) -> str:
     return token
 
 
-def _post(url: str, token: str, doc: dict, timeout_s: float, context) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(doc).encode(), method="POST", headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+def admin_call(url: str, token: str, doc: dict | None, timeout_s: float, exits: dict,
+               context=None) -> dict:
+    """GET ``url`` (``doc`` None) or POST ``doc`` as JSON, with the bearer token; the JSON answer.
+
+    Raises AdminCallFailed: an error answer's ``code`` mapped through ``exits`` (a refusal by the
+    token guard is EXIT_REFUSED), or EXIT_UNREACHABLE."""
+    data = json.dumps(doc).encode() if doc is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if doc is not None else "GET",
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Content-Type": "application/json"})
     handlers = [_NO_PROXY] + ([urllib.request.HTTPSHandler(context=context)] if context else [])
     opener = urllib.request.build_opener(*handlers)
     try:
@@ -63,11 +72,19 @@ def _post(url: str, token: str, doc: dict, timeout_s: float, context) -> dict:
             answer = {}
         message = answer.get("error") or f"HTTP {exc.code}"
         code = answer.get("code")
-        raise _Failed(message, _EXIT.get(code, EXIT_REFUSED if exc.code in (401, 403)
-                                         else EXIT_SERVER_ERROR)) from None
+        raise AdminCallFailed(message, exits.get(code, EXIT_REFUSED if exc.code in (401, 403)
+                                                 else EXIT_SERVER_ERROR)) from None
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise _Failed(f"cannot reach {url}: {reason}", EXIT_UNREACHABLE) from None
+        raise AdminCallFailed(f"cannot reach {url}: {reason}", EXIT_UNREACHABLE) from None
+
+
+def exit_failed(exc: AdminCallFailed, as_json: bool):
+    """Say why an admin call failed (also as JSON with --json) and exit with its status."""
+    if as_json:
+        click.echo(json.dumps({"error": str(exc), "status": exc.status}))
+    click.echo(f"beanraft: {exc}", err=True)
+    sys.exit(exc.status)
 
 
 @click.group(context_settings=_HELP)
@@ -95,12 +112,9 @@ def transfer(to, http, admin_token_file, timeout, tls_ca, as_json):
     url = f"{'https' if context else 'http'}://{http}/admin/leader/transfer"
     doc = {"timeout_s": timeout, **({"to": to} if to else {})}
     try:
-        answer = _post(url, token, doc, timeout + 5.0, context)
-    except _Failed as exc:
-        if as_json:
-            click.echo(json.dumps({"error": str(exc), "status": exc.status}))
-        click.echo(f"beanraft: {exc}", err=True)
-        sys.exit(exc.status)
+        answer = admin_call(url, token, doc, timeout + 5.0, _EXIT, context)
+    except AdminCallFailed as exc:
+        exit_failed(exc, as_json)
     if as_json:
         click.echo(json.dumps(answer))
     elif answer["previous"] == answer["leader"]:

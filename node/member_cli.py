@@ -9,14 +9,12 @@ asked forwards a change to the leader. Exit statuses: docs/reference/cli.md#bean
 from __future__ import annotations
 
 import json
-import sys
-import urllib.error
-import urllib.request
 
 import click
 
-from .admin_wire import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_SERVER_ERROR, EXIT_UNREACHABLE
-from .leader_cli import EXIT_NO_LEADER, EXIT_TIMEOUT, read_token
+from .admin_wire import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_UNREACHABLE
+from .leader_cli import (EXIT_NO_LEADER, EXIT_TIMEOUT, AdminCallFailed, admin_call, exit_failed,
+                         read_token)
 
 _HELP = {"help_option_names": ["-h", "--help"]}
 EXIT_BUSY = 12
@@ -26,45 +24,6 @@ _EXIT = {"no_leader": EXIT_NO_LEADER, "busy": EXIT_BUSY, "already_member": EXIT_
          "not_member": EXIT_NOT_FOUND, "no_majority": EXIT_NO_MAJORITY, "no_secret": EXIT_REFUSED,
          "denied": EXIT_BUSY, "not_running": EXIT_UNREACHABLE, "timeout": EXIT_TIMEOUT, "transfer_failed": EXIT_NO_LEADER,
          "bad_request": EXIT_REFUSED}
-_NO_PROXY = urllib.request.ProxyHandler({})
-
-
-class _Failed(Exception):
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
-
-
-def _call(url: str, token: str | None, doc: dict | None, timeout_s: float) -> dict:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(doc).encode() if doc is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if doc is not None else "GET",
-                                     headers=headers)
-    try:
-        with urllib.request.build_opener(_NO_PROXY).open(request, timeout=timeout_s) as reply:
-            return json.loads(reply.read(1 << 20))
-    except urllib.error.HTTPError as exc:
-        try:
-            answer = json.loads(exc.read(1 << 20))
-        except ValueError:
-            answer = {}
-        message = answer.get("error") or f"HTTP {exc.code}"
-        status = _EXIT.get(answer.get("code"),
-                           EXIT_REFUSED if exc.code in (401, 403) else EXIT_SERVER_ERROR)
-        raise _Failed(message, status) from None
-    except (OSError, ValueError) as exc:
-        raise _Failed(f"cannot reach {url}: {getattr(exc, 'reason', exc)}", EXIT_UNREACHABLE) from None
-
-
-def _fail(exc: _Failed, as_json: bool):
-    if as_json:
-        click.echo(json.dumps({"error": str(exc), "status": exc.status}))
-    click.echo(f"beanraft: {exc}", err=True)
-    sys.exit(exc.status)
-
-
 _http_option = click.option("--http", "http", default="127.0.0.1:8301", show_default=True,
                             metavar="HOST:PORT", envvar="BEANRAFT_ADMIN_HTTP",
                             help="HTTP address of any node.")
@@ -89,9 +48,9 @@ def list_(http, admin_token_file, as_json):
     """The members, as the node asked knows them, and the leader."""
     token = read_token(admin_token_file)
     try:
-        answer = _call(f"http://{http}/admin/members", token, None, 10.0)
-    except _Failed as exc:
-        _fail(exc, as_json)
+        answer = admin_call(f"http://{http}/admin/members", token, None, 10.0, _EXIT)
+    except AdminCallFailed as exc:
+        exit_failed(exc, as_json)
     if as_json:
         click.echo(json.dumps(answer))
         return
@@ -117,9 +76,9 @@ def _change(action: str):
         token = read_token(admin_token_file)
         doc = {"action": action, "address": address, "force": force, "timeout_s": timeout}
         try:
-            answer = _call(f"http://{http}/admin/members", token, doc, timeout + 15.0)
-        except _Failed as exc:
-            _fail(exc, as_json)
+            answer = admin_call(f"http://{http}/admin/members", token, doc, timeout + 15.0, _EXIT)
+        except AdminCallFailed as exc:
+            exit_failed(exc, as_json)
         if as_json:
             click.echo(json.dumps(answer))
         else:
