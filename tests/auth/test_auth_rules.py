@@ -64,3 +64,19 @@ def test_patterns_are_exact_names_or_globs():
     assert worker.may("consume", "orders") and worker.may("consume", "mail-eu")
     assert not worker.may("consume", "orders2") and not worker.may("consume", "Mail-eu")
     assert not worker.may("produce", "orders") and worker.may_see("mail-x")
+
+
+def test_the_table_of_failing_addresses_keeps_at_most_its_bound_and_forgets_the_oldest(caplog):
+    """A flood of failed authentications from more addresses than the table holds: the table
+    stays at MAX_TRACKED_PEERS, the addresses that failed longest ago lose their back-off, the
+    latest keep theirs, and every failure is still counted."""
+    auth = principals.Authenticator(None, admin_token="not-this-one")
+    bound = principals.MAX_TRACKED_PEERS
+    addresses = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(bound + 500)]
+    with caplog.at_level("ERROR", logger="beanraft"):  # one WARNING line per failure otherwise
+        for address in addresses:
+            auth.failed(None, address)
+    assert len(auth._peers) == bound
+    assert auth.failures == bound + 500
+    assert all(auth._wait_s(address) == 0.0 for address in addresses[:500])  # forgotten
+    assert all(auth._wait_s(address) > 0.0 for address in addresses[-100:])  # still slowed
