@@ -3,7 +3,7 @@
 Theory of operation. ``parse_line`` gets the bytes of one line without its CRLF.
 
 1. A NUL byte anywhere makes the line BAD_FORMAT before any command is looked at.
-2. The line is compared with the prefixes of ``COMMANDS`` in beanstalkd's order, and the first
+2. The line is compared with the prefixes of ``ALL_COMMANDS`` in beanstalkd's order, and the first
    prefix that matches decides the command, however nonsensical the rest: ``reservex`` is a
    malformed ``reserve``, ``stats-tube`` without a name a malformed ``stats``, and
    ``pause-tubedefault 0`` a valid pause of ``default``. No prefix matches: UNKNOWN_COMMAND.
@@ -213,7 +213,7 @@ def _exact(request_type: type) -> Handler:
 #: beanstalkd 1.12's command prefixes, in the order it tries them (§2.1). The order matters:
 #: "peek " before "peek-ready", "reserve-with-timeout " and "reserve-job " before "reserve",
 #: "stats-job " and "stats-tube " before "stats", "list-tubes-watched" before "list-tubes".
-COMMANDS: tuple[tuple[bytes, Handler], ...] = (
+BEANSTALKD_COMMANDS: tuple[tuple[bytes, Handler], ...] = (
     (b"put ", _put),
     (b"peek ", _job_id(Peek)),
     (b"peek-ready", _exact(PeekReady)),
@@ -239,8 +239,11 @@ COMMANDS: tuple[tuple[bytes, Handler], ...] = (
     (b"list-tubes", _exact(ListTubes)),
     (b"quit", lambda rest: Quit()),  # a prefix: "quitXYZ" quits too
     (b"pause-tube", _pause_tube),
-    # BeanRaft's extensions (docs/reference/extensions.md). No prefix above matches them, so
-    # every 1.12 command parses exactly as before, and beanstalkd answers UNKNOWN_COMMAND.
+)
+
+#: BeanRaft's extensions (docs/reference/extensions.md). No prefix above matches them, so
+#: every 1.12 command parses exactly as before, and beanstalkd answers UNKNOWN_COMMAND.
+EXTENSION_COMMANDS: tuple[tuple[bytes, Handler], ...] = (
     (b"put-key ", _put_key),
     (b"session-id", _exact(SessionId)),
     (b"session-resume ", lambda rest: SessionResume(read_session_id(rest))),
@@ -254,12 +257,14 @@ COMMANDS: tuple[tuple[bytes, Handler], ...] = (
     (b"import-job ", _import_job),
 )
 
+ALL_COMMANDS = BEANSTALKD_COMMANDS + EXTENSION_COMMANDS
+
 
 def parse_line(line: bytes) -> Parsed:
     """Parses one command line (CRLF removed) into a request, a ``Rejected`` or a put header."""
     if b"\x00" in line:
         return Rejected(BadFormat())
-    for prefix, handler in COMMANDS:
+    for prefix, handler in ALL_COMMANDS:
         if line.startswith(prefix):
             try:
                 return handler(line[len(prefix) :])

@@ -131,9 +131,9 @@ def test_an_oversized_import_job_is_job_too_big_and_counted_as_import_job(feed):
 
 def test_the_admin_request_types_are_the_admin_commands_of_the_prefix_table():
     from beanraft.protocol import ADMIN_REQUEST_TYPES, REQUEST_TYPES
-    from beanraft.protocol.commands import COMMANDS
+    from beanraft.protocol.commands import ALL_COMMANDS
 
-    prefixes = [prefix.decode().strip() for prefix, _ in COMMANDS]
+    prefixes = [prefix.decode().strip() for prefix, _ in ALL_COMMANDS]
     admin = prefixes[prefixes.index("purge-tube"):]
     assert [kind.name for kind in ADMIN_REQUEST_TYPES] == admin
     assert set(ADMIN_REQUEST_TYPES) <= set(REQUEST_TYPES)

@@ -31,6 +31,7 @@ from beanraft.protocol import (
     Use,
     encode,
 )
+from beanraft.protocol.commands import EXTENSION_COMMANDS
 
 BEANSTALKD = "/usr/bin/beanstalkd"
 MAX_JOB_SIZE = 50  # small, so that JOB_TOO_BIG is easy to reach
@@ -38,8 +39,7 @@ ERROR_WORDS = {b"BAD_FORMAT", b"UNKNOWN_COMMAND", b"EXPECTED_CRLF", b"JOB_TOO_BI
 # BeanRaft's own commands (docs/reference/extensions.md), which beanstalkd answers with
 # UNKNOWN_COMMAND however they are written: hypothesis mines these literals from the parser's
 # source, so generated streams are kept free of them (the extension tests cover them).
-EXTENSION_NAMES = (b"put-key", b"session-id", b"session-resume", b"purge-tube", b"list-jobs",
-                   b"move-job", b"move-buried", b"import-job")
+EXTENSION_NAMES = tuple(prefix.strip() for prefix, _ in EXTENSION_COMMANDS)
 
 
 @pytest.fixture(scope="module")
