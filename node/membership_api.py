@@ -20,6 +20,9 @@ from aiohttp import web
 
 from beanraft.replication import membership
 
+from . import admin_endpoint
+from .admin_endpoint import bad
+
 log = logging.getLogger("beanraft.http")
 
 MAX_TIMEOUT_S = 600.0
@@ -30,10 +33,6 @@ FETCH_TIMEOUT_S = 10.0
 FETCH_PATIENCE_S = 60.0  # how long serve --join keeps asking a member that does not answer
 
 
-def _bad(message: str) -> web.Response:
-    return web.json_response({"error": message, "code": "bad_request"}, status=400)
-
-
 def _address_ok(value) -> bool:
     if not isinstance(value, str):
         return False
@@ -42,26 +41,21 @@ def _address_ok(value) -> bool:
 
 
 async def _arguments(request):
-    raw = await request.read() if request.can_read_body else b""
-    try:
-        doc = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        return _bad("the body is not JSON")
-    if not isinstance(doc, dict):
-        return _bad("the body is a JSON object")
+    doc = await admin_endpoint.json_object(request)
+    if isinstance(doc, web.Response):
+        return doc
     action, address = doc.get("action"), doc.get("address")
     if action not in (membership.ADD, membership.REMOVE):
-        return _bad("action is add or remove")
+        return bad("action is add or remove")
     if not _address_ok(address):
-        return _bad("address is the Raft address HOST:PORT of the member")
+        return bad("address is the Raft address HOST:PORT of the member")
     force = doc.get("force", False)
     if not isinstance(force, bool):
-        return _bad("force is true or false")
-    timeout_s = doc.get("timeout_s", membership.DEFAULT_TIMEOUT_S)
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) \
-            or not 0.1 <= timeout_s <= MAX_TIMEOUT_S:
-        return _bad(f"timeout_s is a number of seconds from 0.1 to {MAX_TIMEOUT_S:g}")
-    return action, address, force, float(timeout_s)
+        return bad("force is true or false")
+    timeout_s = admin_endpoint.timeout_s(doc, membership.DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S)
+    if isinstance(timeout_s, web.Response):
+        return timeout_s
+    return action, address, force, timeout_s
 
 
 def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
@@ -79,18 +73,16 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
         if isinstance(parsed, web.Response):
             return parsed
         action, address, force, timeout_s = parsed
-        future = asyncio.run_coroutine_threadsafe(
-            membership.change_membership(node.raft, action, address, force, timeout_s), node_loop)
-        try:
-            done = await asyncio.wrap_future(future)
-        except membership.MembershipError as exc:
-            log.warning("HTTP member %s %s refused (%s): %s", action, address, exc.code, exc)
-            return web.json_response({"error": str(exc), "code": exc.code},
-                                     status=STATUS.get(exc.code, 500))
-        log.info("HTTP member %s %s done in %.3f s: members %s", action, address, done.elapsed_s,
-                 ", ".join(done.members))
-        return web.json_response({"action": done.action, "address": done.address,
-                                  "members": list(done.members), "elapsed_s": done.elapsed_s})
+
+        def answer(done: membership.Changed) -> dict:
+            log.info("HTTP member %s %s done in %.3f s: members %s", action, address,
+                     done.elapsed_s, ", ".join(done.members))
+            return {"action": done.action, "address": done.address,
+                    "members": list(done.members), "elapsed_s": done.elapsed_s}
+
+        return await admin_endpoint.run_on_node(
+            membership.change_membership(node.raft, action, address, force, timeout_s), node_loop,
+            membership.MembershipError, STATUS, f"member {action} {address}", answer)
 
     return [web.get("/admin/members", members), web.post("/admin/members", change)]
 

@@ -9,12 +9,14 @@ the transfer on the node's event loop; a follower asks its leader over the peer 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from aiohttp import web
 
 from beanraft.replication import transfer
+
+from . import admin_endpoint
+from .admin_endpoint import bad
 
 log = logging.getLogger("beanraft.http")
 
@@ -23,26 +25,17 @@ STATUS = {transfer.NO_LEADER: 503, transfer.UNKNOWN_TARGET: 404, transfer.NOT_CA
           transfer.BUSY: 409, transfer.TIMEOUT: 504}
 
 
-def _bad(message: str) -> web.Response:
-    return web.json_response({"error": message, "code": "bad_request"}, status=400)
-
-
 async def _arguments(request) -> tuple[str | None, float] | web.Response:
-    raw = await request.read() if request.can_read_body else b""
-    try:
-        doc = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        return _bad("the body is not JSON")
-    if not isinstance(doc, dict):
-        return _bad("the body is a JSON object")
+    doc = await admin_endpoint.json_object(request)
+    if isinstance(doc, web.Response):
+        return doc
     to = doc.get("to")
     if to is not None and (not isinstance(to, str) or not to.strip()):
-        return _bad("to is the Raft address HOST:PORT of a member")
-    timeout_s = doc.get("timeout_s", transfer.DEFAULT_TIMEOUT_S)
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) \
-            or not 0.1 <= timeout_s <= MAX_TIMEOUT_S:
-        return _bad(f"timeout_s is a number of seconds from 0.1 to {MAX_TIMEOUT_S:g}")
-    return (to.strip() if to else None), float(timeout_s)
+        return bad("to is the Raft address HOST:PORT of a member")
+    timeout_s = admin_endpoint.timeout_s(doc, transfer.DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S)
+    if isinstance(timeout_s, web.Response):
+        return timeout_s
+    return (to.strip() if to else None), timeout_s
 
 
 def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
@@ -53,16 +46,14 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
         if isinstance(parsed, web.Response):
             return parsed
         to, timeout_s = parsed
-        future = asyncio.run_coroutine_threadsafe(
-            transfer.transfer_leadership(node.raft, to, timeout_s), node_loop)
-        try:
-            done = await asyncio.wrap_future(future)
-        except transfer.TransferError as exc:
-            log.warning("HTTP leader transfer refused (%s): %s", exc.code, exc)
-            return web.json_response({"error": str(exc), "code": exc.code},
-                                     status=STATUS.get(exc.code, 500))
-        log.info("HTTP leader transfer: %s -> %s", done.previous, done.leader)
-        return web.json_response({"previous": done.previous, "leader": done.leader,
-                                  "elapsed_s": done.elapsed_s})
+
+        def answer(done: transfer.Transferred) -> dict:
+            log.info("HTTP leader transfer: %s -> %s", done.previous, done.leader)
+            return {"previous": done.previous, "leader": done.leader,
+                    "elapsed_s": done.elapsed_s}
+
+        return await admin_endpoint.run_on_node(
+            transfer.transfer_leadership(node.raft, to, timeout_s), node_loop,
+            transfer.TransferError, STATUS, "leader transfer", answer)
 
     return [web.post("/admin/leader/transfer", transfer_leader)]

@@ -7,8 +7,9 @@ Theory of operation.
   member, so two leaders can never be elected in one term by the two configurations; that is
   why a leader runs **one change at a time** and refuses a second while the first is pending.
 * A change is asked on any node and runs on the leader: a follower sends it over the sealed peer
-  connection (``br_member_req``), the leader answers ``br_member_done``, as leadership transfers
-  do (``transfer.py``). Everything that touches pysyncobj runs in the tick thread.
+  connection (``br_member_req``), the leader answers ``br_member_done``, by the path leadership
+  transfers take too (``forwarding.py``). Everything that touches pysyncobj runs in the tick
+  thread.
 * pysyncobj has no learner role: a new member counts towards the majority from the moment the
   leader appends its addition. So the leader (a) refuses, unless forced, an addition whose new
   majority the members it hears from plus the new node could not form, and an removal whose
@@ -26,8 +27,6 @@ Theory of operation.
 from __future__ import annotations
 
 import asyncio
-import collections
-import itertools
 import json
 import logging
 import os
@@ -37,40 +36,36 @@ from typing import Callable
 
 from pysyncobj.config import FAIL_REASON
 
-from . import seam, transfer
+from . import forwarding, seam, transfer
+from .forwarding import Forwarder, route_messages
 
 log = logging.getLogger("beanraft.membership")
 
 MEMBERS_NAME = "members.json"
 FORMAT = 1
 REQUEST, DONE = "br_member_req", "br_member_done"
-TYPES = frozenset((REQUEST, DONE))
 DEFAULT_TIMEOUT_S = 30.0
 HEARD_WITHIN_S = 2.0  # a follower counts as reachable when it answered the leader this recently
 ADD, REMOVE = "add", "remove"
 CHECK = "check"  # the checks of a removal of the leader, before it hands its leadership over
 
 # Why a change did not happen (MembershipError.code); docs/reference/http.md lists them.
-NO_LEADER = "no_leader"
+NO_LEADER = forwarding.NO_LEADER
 BUSY = "busy"
 ALREADY_MEMBER = "already_member"
 NOT_MEMBER = "not_member"
 NO_MAJORITY = "no_majority"
 NO_SECRET = "no_secret"
 DENIED = "denied"
-TIMEOUT = "timeout"
+TIMEOUT = forwarding.TIMEOUT
 TRANSFER_FAILED = "transfer_failed"
 NOT_RUNNING = "not_running"
 REACH_TIMEOUT_S = 3.0
 ANSWER_FIRST_S = 0.3  # between the answer to a member that asked for its own removal and it
 
 
-class MembershipError(Exception):
+class MembershipError(forwarding.Refused):
     """The membership did not change (or its outcome is not known yet); ``code`` says why."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -213,9 +208,10 @@ class Members:
         self._joining = joining  # not a member yet: the members file waits for our addition
         self._shared_secret = shared_secret
         self._on_change = on_change  # called with the new number of members (and joined=True)
-        self._tokens = itertools.count(1)
-        self.requests: collections.deque = collections.deque()
-        self._asked: dict[int, tuple[asyncio.Future, float]] = {}
+        self._forward = Forwarder(sync, loop, request_type=REQUEST, done_type=DONE,
+                                  error=MembershipError, begin=self._begin, encode=_encode,
+                                  parse=_parse, to_wire=_to_wire, from_wire=_from_wire,
+                                  grace_s=1.0)
         self._run: _Run | None = None
         self._saved: frozenset[str] | None = None
         self._deferred: tuple[str, float] | None = None  # a removal to propose, and when
@@ -223,15 +219,9 @@ class Members:
         self.members: tuple[str, ...] = tuple(sorted(self._current() - me))
 
     def install(self) -> None:
-        handler = seam.message_handler(self._sync)
-
-        def on_message(node, message):
-            if isinstance(message, dict) and message.get("type") in TYPES:
-                self.on_message(node, message)
-            else:
-                handler(node, message)
-
-        seam.transport(self._sync).setOnMessageReceivedCallback(on_message)
+        forward = self._forward
+        route_messages(self._sync, forward.types,
+                       lambda node, message: forward.on_message(node, message, time.monotonic()))
         self._sync.addOnTickCallback(self.on_tick)
 
     def _current(self) -> set[str]:
@@ -240,27 +230,9 @@ class Members:
     # -- the event loop's side -------------------------------------------------------------
 
     async def request(self, action: str, address: str, force: bool, timeout_s: float) -> Changed:
-        fut = self._loop.create_future()
-        self.requests.append((action, address, bool(force), float(timeout_s), fut))
-        seam.pipe_notifier(self._sync).notify()
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout_s + 1.0)
-        except asyncio.TimeoutError:
-            raise MembershipError(TIMEOUT, f"no answer from the leader within {timeout_s:g} s; "
-                                  "see 'beanraft member list'") from None
-
-    def _answer(self, fut: asyncio.Future, outcome) -> None:
-        def settle():
-            if fut.done():
-                return
-            if isinstance(outcome, MembershipError):
-                fut.set_exception(outcome)
-            else:
-                fut.set_result(outcome)
-        try:
-            self._loop.call_soon_threadsafe(settle)
-        except RuntimeError:  # the loop closed during shutdown
-            pass
+        return await self._forward.ask(
+            (action, address, bool(force), float(timeout_s)), float(timeout_s),
+            f"no answer from the leader within {timeout_s:g} s; see 'beanraft member list'")
 
     # -- the tick --------------------------------------------------------------------------
 
@@ -271,12 +243,7 @@ class Members:
             address, self._deferred = self._deferred[0], None
             if self._run is not None and self._run.address == address:
                 self._sync.removeNodeFromCluster(address, self._on_committed)
-        while self.requests:
-            action, address, force, timeout_s, fut = self.requests.popleft()
-            self._start_local(action, address, force, timeout_s, fut, now)
-        for token, (fut, until) in list(self._asked.items()):
-            if fut.done() or now > until:
-                del self._asked[token]
+        self._forward.on_tick(now)
         if self._run is not None:
             self._advance(now)
 
@@ -306,30 +273,15 @@ class Members:
             self._saved = None  # try again next tick
             log.error("cannot write %s: %s", MEMBERS_NAME, exc)
 
-    def _start_local(self, action, address, force, timeout_s, fut, now) -> None:
-        sync = self._sync
-        if seam.is_leader(sync):
-            self._begin(lambda outcome: self._answer(fut, outcome), action, address, force,
-                        timeout_s, now)
-            return
-        leader = seam.leader_node(sync)
-        if leader is None:
-            self._answer(fut, MembershipError(
-                NO_LEADER, "no leader: the cluster is electing one or has no majority"))
-            return
-        token = next(self._tokens)
-        self._asked[token] = (fut, now + timeout_s + 1.0)
-        seam.transport(sync).send(leader, {"type": REQUEST, "token": token, "action": action,
-                                           "address": address, "force": force,
-                                           "timeout_s": timeout_s})
-
     def _reachable(self, now: float) -> set[str]:
         """The members the leader heard from lately, itself included."""
         answered = seam.last_response_times(self._sync)
         heard = {str(node) for node, at in answered.items() if now - at <= HEARD_WITHIN_S}
         return (heard & self._current()) | {str(self._sync.selfNode)}
 
-    def _begin(self, reply, action, address, force, timeout_s, now, requester=None) -> None:
+    def _begin(self, reply, args: tuple, now: float, requester: str | None) -> None:
+        """On the leader: refuse at once what cannot work, else propose the change."""
+        action, address, force, timeout_s = args
         members = self._current()
         me = str(self._sync.selfNode)
         run = self._run
@@ -448,49 +400,36 @@ class Members:
         if run.reply is not None:
             run.reply(outcome)
 
-    # -- peer messages ---------------------------------------------------------------------
-
-    def on_message(self, node, message: dict) -> None:
-        kind = message.get("type")
-        if kind == REQUEST:
-            self._on_request(node, message)
-        elif kind == DONE:
-            entry = self._asked.pop(message.get("token"), None)
-            if entry is None:
-                return
-            if message.get("ok"):
-                outcome = Changed(action=str(message.get("action")),
-                                  address=str(message.get("address")),
-                                  members=tuple(message.get("members") or ()),
-                                  elapsed_s=float(message.get("elapsed_s", 0.0)))
-            else:
-                outcome = MembershipError(str(message.get("code")), str(message.get("message")))
-            self._answer(entry[0], outcome)
-
-    def _on_request(self, node, message: dict) -> None:
-        token = message.get("token")
-        action, address = message.get("action"), message.get("address")
-        force, timeout_s = message.get("force"), message.get("timeout_s")
-        transport = seam.transport(self._sync)
-
-        def reply(outcome) -> None:
-            if isinstance(outcome, MembershipError):
-                answer = {"ok": False, "code": outcome.code, "message": str(outcome)}
-            else:
-                answer = {"ok": True, "action": outcome.action, "address": outcome.address,
-                          "members": list(outcome.members), "elapsed_s": outcome.elapsed_s}
-            transport.send(node, {"type": DONE, "token": token, **answer})
-
-        if action not in (ADD, REMOVE, CHECK) or not isinstance(address, str) \
-                or not isinstance(force, bool) or not isinstance(timeout_s, float):
-            return  # not a request any version of ours sends
-        if not seam.is_leader(self._sync):
-            reply(MembershipError(NO_LEADER, "the node asked was not the leader any more; ask again"))
-            return
-        self._begin(reply, action, address, force, timeout_s, time.monotonic(), str(node))
-
     def pending(self) -> dict | None:
         """The change in progress on this node (its leader), for GET /admin/members."""
         run = self._run
         return None if run is None else {"action": run.action, "address": run.address,
                                          "committed": run.committed}
+
+
+# -- a request and its outcome on the wire (br_member_req, br_member_done) ------------------
+
+
+def _encode(args: tuple) -> dict:
+    action, address, force, timeout_s = args
+    return {"action": action, "address": address, "force": force, "timeout_s": timeout_s}
+
+
+def _parse(message: dict) -> tuple | None:
+    action, address = message.get("action"), message.get("address")
+    force, timeout_s = message.get("force"), message.get("timeout_s")
+    if action not in (ADD, REMOVE, CHECK) or not isinstance(address, str) \
+            or not isinstance(force, bool) or not isinstance(timeout_s, float):
+        return None
+    return action, address, force, timeout_s
+
+
+def _to_wire(done: Changed) -> dict:
+    return {"action": done.action, "address": done.address, "members": list(done.members),
+            "elapsed_s": done.elapsed_s}
+
+
+def _from_wire(message: dict) -> Changed:
+    return Changed(action=str(message.get("action")), address=str(message.get("address")),
+                   members=tuple(message.get("members") or ()),
+                   elapsed_s=float(message.get("elapsed_s", 0.0)))

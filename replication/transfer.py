@@ -14,11 +14,11 @@ Theory of operation.
   NOT_LEADER, so their nodes propose them again to the new leader. Every command is idempotent
   (batcher.py), so a command proposed twice is applied once.
 * A transfer asked on a follower is sent to the leader over the sealed peer connection
-  (``br_xfer_req``), which answers ``br_xfer_done``. A leader runs one transfer at a time.
-* Everything that touches pysyncobj runs in the tick thread (``on_tick``, ``on_message``); the
-  event loop hands requests over through a deque and gets each answer through
-  ``call_soon_threadsafe``. ``propose`` is called on the event loop; ``_gate`` makes "hold or
-  propose" and "stop holding, then propose what was held" exclusive, so nothing is left behind.
+  (``br_xfer_req``), which answers ``br_xfer_done`` (``forwarding.py``, shared with membership
+  changes). A leader runs one transfer at a time.
+* Everything that touches pysyncobj runs in the tick thread (``on_tick``, ``on_message``).
+  ``propose`` is called on the event loop; ``_gate`` makes "hold or propose" and "stop holding,
+  then propose what was held" exclusive, so nothing is left behind.
 
 ``transfer_leadership(raft, to, timeout_s)`` is the one entry point for the rest of BeanRaft
 (the HTTP endpoint, a leader's SIGTERM, the removal of a leader from the membership).
@@ -27,8 +27,6 @@ Theory of operation.
 from __future__ import annotations
 
 import asyncio
-import collections
-import itertools
 import logging
 import threading
 import time
@@ -38,29 +36,26 @@ from typing import Callable
 from pysyncobj.config import FAIL_REASON
 
 from . import seam
+from . import forwarding
+from .forwarding import Forwarder, route_messages
 
 log = logging.getLogger("beanraft.transfer")
 
 REQUEST, DONE = "br_xfer_req", "br_xfer_done"
-TYPES = frozenset((REQUEST, DONE))
 DEFAULT_TIMEOUT_S = 5.0
 CATCH_UP_SHARE = 0.5  # of the timeout, at most, for the target to acknowledge the whole log
 MAX_HELD_FORWARDS = 100_000  # forwarded commands held during a transfer (pysyncobj's queue size)
 
 # Why a transfer did not happen (TransferError.code); docs/reference/http.md lists them.
-NO_LEADER = "no_leader"
+NO_LEADER = forwarding.NO_LEADER
 UNKNOWN_TARGET = "unknown_target"
 NOT_CAUGHT_UP = "not_caught_up"
 BUSY = "busy"
-TIMEOUT = "timeout"
+TIMEOUT = forwarding.TIMEOUT
 
 
-class TransferError(Exception):
+class TransferError(forwarding.Refused):
     """The leadership did not move; ``code`` says why (one of the constants above)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -100,10 +95,11 @@ class Transfers:
 
     def __init__(self, sync, loop: asyncio.AbstractEventLoop):
         self._sync = sync
-        self._loop = loop
-        self._tokens = itertools.count(1)
-        self.requests: collections.deque = collections.deque()  # (to, timeout_s, future) from the loop
-        self._asked: dict[int, tuple[asyncio.Future, float]] = {}  # token -> future, deadline
+        # A little longer than the leader's own deadline, so its answer normally arrives.
+        self._forward = Forwarder(sync, loop, request_type=REQUEST, done_type=DONE,
+                                  error=TransferError, begin=self._begin, encode=_encode,
+                                  parse=_parse, to_wire=_to_wire, from_wire=_from_wire,
+                                  grace_s=0.5)
         self._run: _Run | None = None
         self._gate = threading.Lock()
         self._holding = False
@@ -113,22 +109,20 @@ class Transfers:
 
     def install(self) -> None:
         """Route our messages here and hold forwarded commands while a transfer runs."""
-        self._handler = handler = seam.message_handler(self._sync)
-
-        def on_message(node, message):
-            if isinstance(message, dict):
-                kind = message.get("type")
-                if kind in TYPES:
-                    self.on_message(node, message)
-                    return
-                if (kind == "apply_command" and self._holding
-                        and len(self._held_forwards) < MAX_HELD_FORWARDS):
-                    self._held_forwards.append((node, message))
-                    return
-            handler(node, message)
-
-        seam.transport(self._sync).setOnMessageReceivedCallback(on_message)
+        forward = self._forward
+        self._handler = route_messages(
+            self._sync, forward.types,
+            lambda node, message: forward.on_message(node, message, time.monotonic()),
+            intercept=self._hold_forward)
         self._sync.addOnTickCallback(self.on_tick)
+
+    def _hold_forward(self, node, message: dict) -> bool:
+        """Keep a command a follower forwards while a transfer runs (True: kept)."""
+        if (message.get("type") == "apply_command" and self._holding
+                and len(self._held_forwards) < MAX_HELD_FORWARDS):
+            self._held_forwards.append((node, message))
+            return True
+        return False
 
     # -- the event loop's side -----------------------------------------------------------
 
@@ -141,59 +135,20 @@ class Transfers:
             seam.propose(self._sync, command, callback)
 
     async def request(self, to: str | None, timeout_s: float) -> Transferred:
-        fut = self._loop.create_future()
-        self.requests.append((to, timeout_s, fut))
-        seam.pipe_notifier(self._sync).notify()
-        try:
-            # A little longer than the leader's own deadline, so its answer normally arrives.
-            return await asyncio.wait_for(asyncio.shield(fut), timeout_s + 0.5)
-        except asyncio.TimeoutError:
-            raise TransferError(TIMEOUT, f"no answer from the leader within {timeout_s:g} s") from None
-
-    def _answer(self, fut: asyncio.Future, outcome) -> None:
-        """Tick thread: hand ``outcome`` (a result or a TransferError) to the loop."""
-        def settle():
-            if fut.done():
-                return
-            if isinstance(outcome, TransferError):
-                fut.set_exception(outcome)
-            else:
-                fut.set_result(outcome)
-        try:
-            self._loop.call_soon_threadsafe(settle)
-        except RuntimeError:  # the loop closed during shutdown
-            pass
+        return await self._forward.ask((to, timeout_s), timeout_s,
+                                       f"no answer from the leader within {timeout_s:g} s")
 
     # -- the tick ------------------------------------------------------------------------
 
     def on_tick(self) -> None:
         now = time.monotonic()
-        while self.requests:
-            to, timeout_s, fut = self.requests.popleft()
-            self._start_local(to, timeout_s, fut, now)
-        for token, (fut, until) in list(self._asked.items()):
-            if fut.done() or now > until:
-                del self._asked[token]
+        self._forward.on_tick(now)
         if self._run is not None:
             self._advance(now)
 
-    def _start_local(self, to, timeout_s, fut, now) -> None:
-        sync = self._sync
-        if seam.is_leader(sync):
-            self._begin(lambda outcome: self._answer(fut, outcome), to, timeout_s, now)
-            return
-        leader = seam.leader_node(sync)
-        if leader is None:
-            self._answer(fut, TransferError(
-                NO_LEADER, "no leader: the cluster is electing one or has no majority"))
-            return
-        token = next(self._tokens)
-        self._asked[token] = (fut, now + timeout_s + 1.0)
-        seam.transport(sync).send(leader, {"type": REQUEST, "token": token, "to": to,
-                                           "timeout_s": float(timeout_s)})
-
-    def _begin(self, reply, to, timeout_s, now) -> None:
+    def _begin(self, reply, args: tuple, now: float, _requester) -> None:
         """On the leader: refuse at once what cannot work, else start holding commands."""
+        to, timeout_s = args
         me = str(self._sync.selfNode)
         if self._run is not None:
             reply(TransferError(BUSY, "a leadership transfer is already in progress"))
@@ -298,40 +253,26 @@ class Transfers:
                      outcome.leader, outcome.elapsed_s, len(held) + len(forwards))
         run.reply(outcome)
 
-    # -- peer messages -------------------------------------------------------------------
 
-    def on_message(self, node, message: dict) -> None:
-        kind = message.get("type")
-        if kind == REQUEST:
-            self._on_request(node, message)
-        elif kind == DONE:
-            entry = self._asked.pop(message.get("token"), None)
-            if entry is None:
-                return
-            if message.get("ok"):
-                outcome = Transferred(previous=str(message.get("previous")),
-                                      leader=str(message.get("leader")),
-                                      elapsed_s=float(message.get("elapsed_s", 0.0)))
-            else:
-                outcome = TransferError(str(message.get("code")), str(message.get("message")))
-            self._answer(entry[0], outcome)
+# -- a request and its outcome on the wire (br_xfer_req, br_xfer_done) -----------------------
 
-    def _on_request(self, node, message: dict) -> None:
-        token, to = message.get("token"), message.get("to")
-        timeout_s = message.get("timeout_s")
-        transport = seam.transport(self._sync)
 
-        def reply(outcome) -> None:
-            if isinstance(outcome, TransferError):
-                answer = {"ok": False, "code": outcome.code, "message": str(outcome)}
-            else:
-                answer = {"ok": True, "previous": outcome.previous, "leader": outcome.leader,
-                          "elapsed_s": outcome.elapsed_s}
-            transport.send(node, {"type": DONE, "token": token, **answer})
+def _encode(args: tuple) -> dict:
+    to, timeout_s = args
+    return {"to": to, "timeout_s": float(timeout_s)}
 
-        if not isinstance(timeout_s, float) or not (to is None or isinstance(to, str)):
-            return  # not a request any version of ours sends
-        if not seam.is_leader(self._sync):
-            reply(TransferError(NO_LEADER, "the node asked was not the leader any more; ask again"))
-            return
-        self._begin(reply, to, timeout_s, time.monotonic())
+
+def _parse(message: dict) -> tuple | None:
+    to, timeout_s = message.get("to"), message.get("timeout_s")
+    if not isinstance(timeout_s, float) or not (to is None or isinstance(to, str)):
+        return None
+    return to, timeout_s
+
+
+def _to_wire(done: Transferred) -> dict:
+    return {"previous": done.previous, "leader": done.leader, "elapsed_s": done.elapsed_s}
+
+
+def _from_wire(message: dict) -> Transferred:
+    return Transferred(previous=str(message.get("previous")), leader=str(message.get("leader")),
+                       elapsed_s=float(message.get("elapsed_s", 0.0)))

@@ -1,11 +1,11 @@
 """A rolling restart of a three-node cluster under load, with beanraft.client producers and workers.
 
 ``run(workdir)`` starts three real nodes (faultkit's loopback cluster), three producers and three
-workers (``Client`` threads of client_faults, each given all three addresses), then restarts
+workers (``Client`` threads of client_app, each given all three addresses), then restarts
 the nodes one at a time, followers first and the leader last, as docs/how-to/rolling-upgrade.md
 says: SIGTERM, wait for the process to exit, start it again on the same data, wait until every
 node is ready, let the load run a moment, next node. Then the producers stop, the workers drain
-the tube, and client_faults' checks apply: no exception reached application code, every
+the tube, and client_app's checks apply: no exception reached application code, every
 acknowledged put was deleted exactly once, no body was reserved twice, no duplicate job, nothing
 left in the cluster.
 
@@ -35,10 +35,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "faults"))
 
-from client_faults import DRAIN_S, TUBE, TTR_S, Outcome, drained, timed, worker  # noqa: E402
+import client_app  # noqa: E402
+from client_app import Outcome  # noqa: E402
 from faultkit.cluster import Cluster  # noqa: E402
-
-from beanraft import client as bc  # noqa: E402
 
 NODE_GRACE_S = 6.0
 EXIT_TIMEOUT_S = 10.0  # SIGTERM -> exit; the node gives itself at most ~5 s
@@ -81,26 +80,6 @@ class RollingOutcome:
         lines.append(f"  longest write pause of any restart: {worst * 1000:.0f} ms; between "
                      f"restarts (no node stopping or starting): {self.quiet_pause_s * 1000:.0f} ms")
         return "\n".join(lines)
-
-
-def producer(addresses, name: str, rolling: RollingOutcome, stop: threading.Event) -> None:
-    """client_faults' producer, which also notes when each put was acknowledged."""
-    outcome = rolling.outcome
-    try:
-        with bc.Client(addresses, use=TUBE, failover_timeout=30) as client:
-            for n in range(100_000):
-                if stop.is_set():
-                    return
-                body = f"{name}-{n}"
-                started, before = time.monotonic(), client.failovers
-                job_id = client.put(body, ttr=TTR_S)
-                timed(outcome, client, started, before)
-                with outcome.lock:
-                    outcome.acked[body] = job_id
-                    rolling.acked_at.append(time.monotonic())
-                time.sleep(0.01)
-    except Exception as error:
-        outcome.errors.append(f"{name}: {error!r}")
 
 
 def longest_gap(times: list[float], start: float, end: float) -> tuple[float, float]:
@@ -175,10 +154,7 @@ def run(workdir: Path, rounds: int = 1, settle_s: float = 1.0) -> RollingOutcome
         if not cluster.wait_ready(60.0):
             raise RuntimeError("cluster not ready")
         addresses = [(n.spec.host, n.spec.client_port) for n in cluster.nodes]
-        threads = [threading.Thread(target=producer, args=(addresses, f"p{i}", rolling, stop))
-                   for i in range(3)]
-        threads += [threading.Thread(target=worker, args=(addresses, f"w{i}", outcome, done))
-                    for i in range(3)]
+        threads = client_app.threads(addresses, outcome, stop, done, rolling.acked_at)
         for thread in threads:
             thread.start()
         time.sleep(settle_s)  # the load is running before the first SIGTERM
@@ -188,21 +164,7 @@ def run(workdir: Path, rounds: int = 1, settle_s: float = 1.0) -> RollingOutcome
             outcome.errors.append(f"rolling restart: {error!r}")
         outcome.faults = [f"SIGTERM {r.node}{' (leader)' if r.was_leader else ''}"
                           for r in rolling.restarts]
-        stop.set()
-        deadline = time.monotonic() + DRAIN_S
-        while time.monotonic() < deadline and not drained(outcome) and not outcome.errors:
-            time.sleep(0.2)
-        time.sleep(1.5)  # a worker's last reserve(timeout=1) ends
-        done.set()
-        for thread in threads:
-            thread.join(timeout=60)
-        with bc.Client(addresses, failover_timeout=30) as checker:
-            try:
-                stats = checker.stats_tube(TUBE)
-                left = {k: v for k, v in stats.items() if k.startswith("current-jobs") and v}
-            except bc.NotFoundError:
-                left = {}
-        outcome.left = left
+        client_app.wind_down(outcome, addresses, threads, stop, done)
         times = sorted(rolling.acked_at)
         for record in rolling.restarts:
             record.write_pause_s, record.pause_at_s = longest_gap(times, record.signalled,

@@ -5,8 +5,8 @@ job and run none twice.
 Method: the page's shell blocks of "Rehearse on one machine" are run in order by one bash
 process, with only their first line changed (a temporary directory and free ports instead of
 /tmp/br-upgrade and 11300/21300/8301). Once the cluster is up, three producers and three workers
-(client_faults' Client threads, all three addresses) start; the restarts run under them; then
-the page's `beanraft leader transfer`, the drain and client_faults' checks. The nodes are the
+(client_app's Client threads, all three addresses) start; the restarts run under them; then
+the page's `beanraft leader transfer`, the drain and client_app's checks. The nodes are the
 bash process's children, stopped by the page's last block (or by their PIDs if a step failed).
 """
 
@@ -21,10 +21,10 @@ import threading
 import time
 from pathlib import Path
 
+import client_app
 import pytest
-from client_faults import DRAIN_S, TUBE, Outcome, drained, producer, worker
+from client_app import Outcome
 
-from beanraft import client as bc
 from cluster.cluster_harness import free_port_block, pid_alive, wait_for
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "rolling-upgrade.md"
@@ -80,10 +80,7 @@ def test_the_rolling_upgrade_page_restarts_every_node_under_load_without_an_erro
     outcome = Outcome(seed=0, flavour="how-to rolling upgrade")
     stop, done = threading.Event(), threading.Event()
     addresses = [("127.0.0.1", client + i) for i in range(3)]
-    threads = [threading.Thread(target=producer, args=(addresses, f"p{i}", outcome, stop))
-               for i in range(3)]
-    threads += [threading.Thread(target=worker, args=(addresses, f"w{i}", outcome, done))
-                for i in range(3)]
+    threads = client_app.threads(addresses, outcome, stop, done)
     try:
         shell.run(blocks[0])  # start three nodes, wait until ready
         for thread in threads:
@@ -91,21 +88,7 @@ def test_the_rolling_upgrade_page_restarts_every_node_under_load_without_an_erro
         time.sleep(0.5)
         status = shell.run(blocks[1] + blocks[2])  # restart followers, then the leader
         moved = shell.run(blocks[3])  # beanraft leader transfer
-        stop.set()
-        deadline = time.monotonic() + DRAIN_S
-        while time.monotonic() < deadline and not drained(outcome) and not outcome.errors:
-            time.sleep(0.2)
-        time.sleep(1.5)  # a worker's last reserve(timeout=1) ends
-        done.set()
-        for thread in threads:
-            thread.join(timeout=60)
-        with bc.Client(addresses, failover_timeout=30) as checker:
-            try:
-                stats = checker.stats_tube(TUBE)
-                outcome.left = {k: v for k, v in stats.items()
-                                if k.startswith("current-jobs") and v}
-            except bc.NotFoundError:
-                outcome.left = {}
+        client_app.wind_down(outcome, addresses, threads, stop, done)
         shell.run(blocks[4])  # stop the rehearsal
         shell.close()
         pids = [int(f.read_text()) for f in base.glob("node*.pid")]

@@ -151,9 +151,11 @@ def test_a_follower_that_is_behind_is_refused_as_not_caught_up_and_blocks_a_seco
         with LineClient(other.client_address) as client:
             client.put(b"the frozen follower never acknowledges this")
         env = clean_env(BEANRAFT_ADMIN_TOKEN=TOKEN)
+        # Half the timeout is the catch-up wait: long enough for the second CLI to start and
+        # ask on a loaded machine (its start-up alone can take over a second).
         first = subprocess.Popen([*beanraft_argv(), "leader", "transfer", "--http",
                                   other.http_address, "--to", frozen.raft_address, "--timeout",
-                                  "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  "12"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, env=env)
         try:
             wait_for("the first transfer to begin on the leader",
