@@ -7,6 +7,8 @@ Seconds are shown only where the protocol shows them, truncated toward zero like
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .commands import GONE, NOT_FOUND, SECOND_NS
 from .model import DELAYED, RESERVED, Job, Session, Tube
 from .state import State
@@ -79,11 +81,32 @@ def stats_job(state: State, job_id: int, now_ns: int) -> list[tuple[str, int | s
     ]
 
 
-def stats_tube(state: State, name: str, now_ns: int) -> list[tuple[str, int | str]] | None:
-    """``stats-tube`` fields in 1.12 order, or None when the tube does not exist."""
+def _waiting_elsewhere(state: State, sids: Iterable[int]) -> list[Session]:
+    """The open sessions among ``sids`` that the replicated state does not hold as waiting.
+
+    A node knows of reserves that wait outside the log (a ``beanraft.client`` worker's, see
+    node/connection.py) and passes their sessions in; each counts once, as a waiting reserve.
+    """
+    sessions = state.sessions
+    found = []
+    for sid in sids:
+        session = sessions.get(sid)
+        if session is not None and not session.wait_ticket:
+            found.append(session)
+    return found
+
+
+def stats_tube(state: State, name: str, now_ns: int,
+               unlogged_waiters: Iterable[int] = ()) -> list[tuple[str, int | str]] | None:
+    """``stats-tube`` fields in 1.12 order, or None when the tube does not exist.
+
+    ``unlogged_waiters``: sessions waiting in a reserve off the log; each one that watches the
+    tube counts in ``current-waiting``, as beanstalkd counts a waiting reserve."""
     tube: Tube | None = state.tubes.get(name) if isinstance(name, str) else None
     if tube is None:
         return None
+    waiting = len(tube.waiters) + sum(
+        1 for session in _waiting_elsewhere(state, unlogged_waiters) if tube in session.watch)
     now_ns = _now(state, now_ns)
     paused = tube.pause_ns > 0
     return [
@@ -96,7 +119,7 @@ def stats_tube(state: State, name: str, now_ns: int) -> list[tuple[str, int | st
         ("total-jobs", tube.total_jobs),
         ("current-using", tube.using_ct),
         ("current-watching", tube.watching_ct),
-        ("current-waiting", len(tube.waiters)),
+        ("current-waiting", waiting),
         ("cmd-delete", tube.cmd_delete),
         ("cmd-pause-tube", tube.cmd_pause),
         ("pause", _seconds(tube.pause_ns)),
@@ -104,8 +127,11 @@ def stats_tube(state: State, name: str, now_ns: int) -> list[tuple[str, int | st
     ]
 
 
-def stats_global(state: State) -> dict[str, int]:
+def stats_global(state: State, unlogged_waiters: Iterable[int] = ()) -> dict[str, int]:
     """The replicated part of ``stats``, in 1.12 key order (the node adds the rest).
+
+    ``current-waiting`` counts the sessions waiting in the replicated state and those of
+    ``unlogged_waiters`` (reserves waiting off the log) that are not.
 
     Connection counts (current-connections, -producers, -workers) are the node's own: a node
     opens a session only at a connection's first change, so sessions undercount connections.
@@ -119,7 +145,7 @@ def stats_global(state: State) -> dict[str, int]:
         "job-timeouts": state.job_timeouts,
         "total-jobs": state.total_jobs,
         "current-tubes": len(state.tubes),
-        "current-waiting": len(state.waiting),
+        "current-waiting": len(state.waiting) + len(_waiting_elsewhere(state, unlogged_waiters)),
     }
 
 

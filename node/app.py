@@ -58,7 +58,9 @@ class Node:
         self.epoch = 0
         self._reregistering = False
         self._sid_counter = 0
-        self.waiting = 0
+        # Sessions of this node's connections waiting in a reserve off the log (a
+        # beanraft.client worker's slice, node/connection.py): stats count them as waiting.
+        self.unlogged_waiters: set[int] = set()
         self.raft: RaftNode | None = None
         self.commit: GroupCommit | None = None
         self.servers: list[accept.Listener] = []
@@ -247,8 +249,11 @@ class Node:
         if name:
             self.cmd_counts[name] = self.cmd_counts.get(name, 0) + 1
 
-    def waiting_changed(self, delta: int) -> None:
-        self.waiting += delta
+    def waiting_off_the_log(self, sid: int, waiting: bool) -> None:
+        if waiting:
+            self.unlogged_waiters.add(sid)
+        else:
+            self.unlogged_waiters.discard(sid)
 
     def refuses(self, req) -> bool:
         """OUT_OF_MEMORY for ``req``: what beanstalkd answers when its binlog has no room.

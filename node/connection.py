@@ -406,14 +406,12 @@ class ClientConnection(asyncio.Protocol):
             self._write(translate.to_reply(result))
             return result[0] != "GONE"
         self.waiting = True
-        self.node.waiting_changed(+1)
         try:
             while self.mailbox is None and not self.eof:
                 self.mail.clear()
                 await self.mail.wait()
         finally:
             self.waiting = False
-            self.node.waiting_changed(-1)
         if self.mailbox is None:  # the client hung up (or half-closed) while waiting
             return False
         reply, self.mailbox = self.mailbox, None
@@ -451,7 +449,7 @@ class ClientConnection(asyncio.Protocol):
         await self._ensure_open()
         await self.node.read_barrier()  # every job put before this reserve is applied here
         self.waiting = True
-        self.node.waiting_changed(+1)
+        self.node.waiting_off_the_log(sid, True)
         try:
             while not self.eof:
                 left = deadline - loop.time()
@@ -463,7 +461,7 @@ class ClientConnection(asyncio.Protocol):
             return max(0, int((deadline - loop.time()) * 1e9))
         finally:
             self.waiting = False
-            self.node.waiting_changed(-1)
+            self.node.waiting_off_the_log(sid, False)
 
     def abort(self) -> None:
         """The cluster ended this session (its node was declared dead): hang up on the client."""

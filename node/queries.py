@@ -26,7 +26,8 @@ EXTENSION_CMD_KEYS = tuple(f"cmd-{kind.name}" for kind in EXTENSIONS if kind is 
 def answer_read(node, conn, req):
     """The reply to one read-only request, computed from local state."""
     raft = node.raft
-    replicated = raft.read(lambda machine: _query(machine, raft.cluster_now_ns(), conn.sid, req))
+    replicated = raft.read(lambda machine: _query(machine, raft.cluster_now_ns(), conn.sid, req,
+                                                  node.unlogged_waiters))
     if type(req) is p.Stats:
         pairs = server_stats(node, replicated)
         if getattr(conn, "extended", False):
@@ -35,8 +36,11 @@ def answer_read(node, conn, req):
     return replicated
 
 
-def _query(machine, now_ns: int, sid: int, req):
-    """Runs under the state lock: the reply to ``req`` (for ``stats``, the replicated figures)."""
+def _query(machine, now_ns: int, sid: int, req, unlogged_waiters=()):
+    """Runs under the state lock: the reply to ``req`` (for ``stats``, the replicated figures).
+
+    ``unlogged_waiters``: this node's sessions waiting in a reserve off the log; they count in
+    ``current-waiting`` like the waits the replicated state holds."""
     kind = type(req)
     if kind is p.Peek:
         return to_reply(machine.peek(req.job_id))
@@ -50,7 +54,7 @@ def _query(machine, now_ns: int, sid: int, req):
         fields = machine.stats_job(req.job_id, now_ns)
         return p.NotFound() if fields is None else p.Ok(p.yaml_mapping(fields))
     if kind is p.StatsTube:
-        fields = machine.stats_tube(req.tube, now_ns)
+        fields = machine.stats_tube(req.tube, now_ns, unlogged_waiters)
         return p.NotFound() if fields is None else p.Ok(p.yaml_mapping(fields))
     if kind is p.ListTubes:
         return p.Ok(p.yaml_list(machine.list_tubes()))
@@ -59,7 +63,7 @@ def _query(machine, now_ns: int, sid: int, req):
     if kind is p.ListTubesWatched:
         return p.Ok(p.yaml_list(machine.list_tubes_watched(sid)))
     if kind is p.Stats:
-        return machine.stats_global()
+        return machine.stats_global(unlogged_waiters)
     if kind is p.ListJobs:
         records = machine.list_jobs(req.tube, req.state, req.offset, req.limit, now_ns)
         return p.NotFound() if records is None else p.Ok(p.yaml_records(records))

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 
 import greenstalk
 import pytest
 
 from beanraft import client as bc
+from cluster.cluster_harness import LineClient, wait_for
 
 
 
@@ -217,3 +219,53 @@ def test_the_async_client_keeps_at_most_max_in_flight_commands_outstanding(plain
             assert max(outstanding) == 4  # 100 callers at once, never more than 4 on the wire
 
     asyncio.run(scenario())
+
+
+def test_a_worker_blocked_in_reserve_counts_in_current_waiting_as_in_beanstalkd(plain_target, tube):
+    """beanstalkd counts a connection blocked in a reserve in ``stats`` and in the ``stats-tube``
+    of every tube it watches, until its reply. The same stream of commands gives the same counts
+    on BeanRaft, from a plain connection (its wait is in the replicated state) and from one with a
+    session id, whose reserve waits on its node without writing to the log; and a ``Client``
+    blocked in ``reserve()`` counts as one waiting worker."""
+    host, port = plain_target.address.rsplit(":", 1)
+    address = (host, int(port))
+    other = tube + "-other"
+
+    def counts(observer) -> tuple[int, int, int, int]:
+        def waiting(command: bytes) -> int:
+            return int(observer.yaml(command)["current-waiting"])
+        return (waiting(b"stats"), waiting(b"stats-tube " + tube.encode()),
+                waiting(b"stats-tube default"), waiting(b"stats-tube " + other.encode()))
+
+    streams = ["plain"] + (["session", "Client"] if plain_target.kind == "beanraft" else [])
+    for stream in streams:
+        with LineClient(address, timeout_s=20) as worker, LineClient(address, timeout_s=20) as obs:
+            assert obs.request(b"watch " + other.encode()) == b"WATCHING 2"
+            assert obs.request(b"use " + tube.encode()) == b"USING " + tube.encode()
+            before = counts(obs)
+            assert before == (0, 0, 0, 0), stream  # nobody else waits on this server now
+            expected = (1, 1, 1, 0)  # watches the tube and default, not the other tube
+            if stream == "Client":
+                with bc.Client(plain_target.address, watch=tube, failover_timeout=5) as client:
+                    client.watch("default")
+                    outcome: list = []
+                    thread = threading.Thread(
+                        target=lambda: outcome.append(client.reserve(timeout=30)), daemon=True)
+                    thread.start()
+                    wait_for(f"{stream}: a waiting worker in stats", lambda: counts(obs) == expected,
+                             timeout_s=15, describe=lambda: str(counts(obs)))
+                    job_id = obs.put(b"for the Client")
+                    thread.join(timeout=20)
+                    assert outcome and outcome[0].id == job_id, outcome
+                    client.delete(outcome[0])
+            else:
+                if stream == "session":
+                    assert worker.request(b"session-id").startswith(b"SESSION ")
+                assert worker.request(b"watch " + tube.encode()) == b"WATCHING 2"
+                worker.send(b"reserve-with-timeout 30\r\n")
+                wait_for(f"{stream}: a waiting worker in stats", lambda: counts(obs) == expected,
+                         timeout_s=15, describe=lambda: str(counts(obs)))
+                job_id = obs.put(b"for the " + stream.encode())
+                assert worker.read_job()[0] == job_id
+                assert worker.request(b"delete %d" % job_id) == b"DELETED"
+            assert counts(obs) == before, stream  # answered: no longer waiting

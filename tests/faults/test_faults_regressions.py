@@ -61,7 +61,7 @@ def fake_node(commit: FakeCommit) -> SimpleNamespace:
     return SimpleNamespace(
         config=SimpleNamespace(max_job_size=65535), new_sid=lambda: 1 << 32 | 1,
         connection_opened=noop, connection_closed=noop, session_closed=noop,
-        count_command=noop, count_name=noop, waiting_changed=noop, draining=False,
+        count_command=noop, count_name=noop, waiting_off_the_log=noop, draining=False,
         refuses=lambda req: False, commit=commit, auth=None)
 
 
