@@ -14,7 +14,10 @@ Theory of operation.
   otherwise begun with a ``reply`` that sends the answer back to the node that asked.
 * Answers cross from the tick thread to the loop only through ``call_soon_threadsafe``; a token
   whose future is done or whose deadline passed is forgotten, so ``_asked`` holds only requests
-  still waited for.
+  still waited for, and a request the loop stopped waiting for is cancelled.
+* At most ``max_waiting`` requests of one kind wait at a time (``requests`` and ``_asked`` hold no
+  more); one more is refused at once as ``busy``. One change or transfer runs at a time anyway,
+  so a crowd of waiting requests would only be refused one by one on the leader.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from . import seam
 NO_LEADER = "no_leader"
 TIMEOUT = "timeout"
 ASKED_GRACE_S = 1.0  # how long past its timeout a forwarded request's token is kept
+BUSY = "busy"
+MAX_WAITING = 64  # requests of one kind waiting for their answer on this node
 
 
 class Refused(Exception):
@@ -85,11 +90,17 @@ class Forwarder:
         self._tokens = itertools.count(1)
         self.requests: collections.deque = collections.deque()  # (args, timeout_s, future)
         self._asked: dict[int, tuple[asyncio.Future, float]] = {}  # token -> future, deadline
+        self.max_waiting = MAX_WAITING
+        self._waiting = 0  # asks not answered yet (the event loop's count)
 
     # -- the event loop's side -------------------------------------------------------------
 
     async def ask(self, args: tuple, timeout_s: float, timeout_message: str):
         """The outcome of ``args``, begun on the leader; raises the owner's error."""
+        if self._waiting >= self.max_waiting:
+            raise self._error(BUSY, f"{self._waiting} requests of this kind wait for the leader's "
+                              "answer on this node already; ask again later")
+        self._waiting += 1
         fut = self._loop.create_future()
         self.requests.append((args, timeout_s, fut))
         seam.pipe_notifier(self._sync).notify()
@@ -97,6 +108,9 @@ class Forwarder:
             return await asyncio.wait_for(asyncio.shield(fut), timeout_s + self._grace_s)
         except asyncio.TimeoutError:
             raise self._error(TIMEOUT, timeout_message) from None
+        finally:
+            self._waiting -= 1
+            fut.cancel()  # the tick thread forgets its token; a late answer is dropped
 
     def answer(self, fut: asyncio.Future, outcome) -> None:
         """Tick thread: hand ``outcome`` (a result or the owner's error) to the loop."""

@@ -51,7 +51,7 @@ CHECK = "check"  # the checks of a removal of the leader, before it hands its le
 
 # Why a change did not happen (MembershipError.code); docs/reference/http.md lists them.
 NO_LEADER = forwarding.NO_LEADER
-BUSY = "busy"
+BUSY = forwarding.BUSY
 ALREADY_MEMBER = "already_member"
 NOT_MEMBER = "not_member"
 NO_MAJORITY = "no_majority"
@@ -399,6 +399,11 @@ class Members:
                               elapsed_s=round(time.monotonic() - run.started, 3))
         if run.reply is not None:
             run.reply(outcome)
+
+    @property
+    def forwarder(self) -> Forwarder:
+        """How a change asked here reaches the leader (its bound: ``max_waiting``)."""
+        return self._forward
 
     def pending(self) -> dict | None:
         """The change in progress on this node (its leader), for GET /admin/members."""

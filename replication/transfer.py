@@ -9,6 +9,10 @@ Theory of operation.
   acknowledged the whole log, the leader sends TimeoutNow; the target starts an election at
   once and wins it (no log is longer than its own), and the old leader steps down when the
   target's vote request reaches it.
+* What is held is bounded in count: at most ``MAX_HELD_PROPOSALS`` of its own proposals and
+  ``MAX_HELD_FORWARDS`` forwarded commands. Past a bound a command is refused at once with
+  pysyncobj's own answer to a full queue (``QUEUE_FULL``): its group commit proposes it again a
+  few ms later (after the transfer, to the new leader), as after any refused try.
 * When a new leader is known, or the attempt failed, the held commands are let go: a node that
   is a follower now forwards its own to the new leader, and answers the forwarded ones
   NOT_LEADER, so their nodes propose them again to the new leader. Every command is idempotent
@@ -45,12 +49,16 @@ REQUEST, DONE = "br_xfer_req", "br_xfer_done"
 DEFAULT_TIMEOUT_S = 5.0
 CATCH_UP_SHARE = 0.5  # of the timeout, at most, for the target to acknowledge the whole log
 MAX_HELD_FORWARDS = 100_000  # forwarded commands held during a transfer (pysyncobj's queue size)
+# Own proposals held during a transfer. This node's group commit has one batch (at most 1 MiB of
+# commands) in flight and tries it again no sooner than every 2 s, so the longest transfer the
+# endpoint allows (60 s) holds about 30 of them; the bound is twice that.
+MAX_HELD_PROPOSALS = 64
 
 # Why a transfer did not happen (TransferError.code); docs/reference/http.md lists them.
 NO_LEADER = forwarding.NO_LEADER
 UNKNOWN_TARGET = "unknown_target"
 NOT_CAUGHT_UP = "not_caught_up"
-BUSY = "busy"
+BUSY = forwarding.BUSY
 TIMEOUT = forwarding.TIMEOUT
 
 
@@ -105,7 +113,20 @@ class Transfers:
         self._holding = False
         self._held: list[tuple[bytes, Callable]] = []  # our own proposals
         self._held_forwards: list[tuple[object, dict]] = []  # (follower, apply_command message)
+        self.max_held_proposals = MAX_HELD_PROPOSALS
+        self.max_held_forwards = MAX_HELD_FORWARDS
+        self._refused = 0  # commands refused past a bound during the transfer that runs
         self._handler: Callable | None = None
+
+    @property
+    def forwarder(self) -> Forwarder:
+        """How a transfer asked here reaches the leader (its bound: ``max_waiting``)."""
+        return self._forward
+
+    @property
+    def holding(self) -> bool:
+        """True while a transfer runs on this node and new commands are held."""
+        return self._holding
 
     def install(self) -> None:
         """Route our messages here and hold forwarded commands while a transfer runs."""
@@ -117,22 +138,41 @@ class Transfers:
         self._sync.addOnTickCallback(self.on_tick)
 
     def _hold_forward(self, node, message: dict) -> bool:
-        """Keep a command a follower forwards while a transfer runs (True: kept)."""
-        if (message.get("type") == "apply_command" and self._holding
-                and len(self._held_forwards) < MAX_HELD_FORWARDS):
+        """Keep a command a follower forwards while a transfer runs, or refuse it past the bound
+        (True: taken care of here)."""
+        if message.get("type") != "apply_command" or not self._holding:
+            return False
+        if len(self._held_forwards) < self.max_held_forwards:
             self._held_forwards.append((node, message))
             return True
-        return False
+        with self._gate:
+            self._note_refused("forwarded commands", self.max_held_forwards)
+        if "request_id" in message:  # the follower waits for an answer: pysyncobj's "queue full"
+            seam.transport(self._sync).send(node, {"type": "apply_command_response",
+                                                   "request_id": message["request_id"],
+                                                   "error": FAIL_REASON.QUEUE_FULL})
+        return True
+
+    def _note_refused(self, what: str, bound: int) -> None:
+        """Count a command refused past a bound (under ``_gate``); the first one is logged."""
+        self._refused += 1
+        if self._refused == 1:
+            log.warning("leadership transfer: %d %s held, the most it holds; refusing more "
+                        "until the transfer ends (they are proposed again)", bound, what)
 
     # -- the event loop's side -----------------------------------------------------------
 
     def propose(self, command: bytes, callback: Callable) -> None:
         """Propose ``command`` now, or keep it until the transfer that runs ends."""
         with self._gate:
-            if self._holding:
+            if not self._holding:
+                seam.propose(self._sync, command, callback)
+                return
+            if len(self._held) < self.max_held_proposals:
                 self._held.append((command, callback))
                 return
-            seam.propose(self._sync, command, callback)
+            self._note_refused("own proposals", self.max_held_proposals)
+        callback(None, FAIL_REASON.QUEUE_FULL)  # as pysyncobj answers when its queue is full
 
     async def request(self, to: str | None, timeout_s: float) -> Transferred:
         return await self._forward.ask((to, timeout_s), timeout_s,
@@ -242,15 +282,17 @@ class Transfers:
             held, self._held = self._held, []
             for command, callback in held:
                 seam.propose(self._sync, command, callback)
+            refused, self._refused = self._refused, 0
         forwards, self._held_forwards = self._held_forwards, []
         for node, message in forwards:
             self._handler(node, message)
         if isinstance(outcome, TransferError):
-            log.warning("leadership transfer failed: %s (%d commands held, released)",
-                        outcome, len(held) + len(forwards))
+            log.warning("leadership transfer failed: %s (%d commands held, released; %d refused)",
+                        outcome, len(held) + len(forwards), refused)
         else:
-            log.info("leadership transferred to %s in %.3f s (%d commands held, released)",
-                     outcome.leader, outcome.elapsed_s, len(held) + len(forwards))
+            log.info("leadership transferred to %s in %.3f s (%d commands held, released; %d "
+                     "refused)", outcome.leader, outcome.elapsed_s, len(held) + len(forwards),
+                     refused)
         run.reply(outcome)
 
 
