@@ -107,6 +107,11 @@ class Node:
         if cfg.http:
             from .http import start_http
             self.http = await start_http(self, cfg.http)
+        if joining:
+            # A learner hears from the leader, and could register through it: it serves
+            # clients only once the entry that adds it reaches its log.
+            while self.raft.members.standing.state != "member":
+                await asyncio.sleep(0.1)
         await self._register()
         await self._listen()
         self._tasks.append(loop.create_task(self._pulse()))

@@ -63,6 +63,7 @@ def status_document(node, counts: dict[str, int] | None = None) -> dict:
         "http": node.config.http,
         "http_peers": list(node.config.peer_http),
         "admin": node.auth is not None,
+        "membership": node.raft.members.standing.state,
     })
     return doc
 

@@ -11,12 +11,20 @@ Theory of operation.
   transfers take too (``forwarding.py``). Everything that touches pysyncobj runs in the tick
   thread.
 * pysyncobj has no learner role: a new member counts towards the majority from the moment the
-  leader appends its addition. So the leader (a) refuses, unless forced, an addition whose new
-  majority the members it hears from plus the new node could not form, and an removal whose
-  smaller majority the remaining members it hears from could not form; (b) keeps an addition
-  pending until the new member has acknowledged the whole log as of its addition (snapshot, then
-  log), and refuses any other change meanwhile: at most one member is ever behind because of a
-  change. docs/explanation/membership.md gives the whole argument.
+  leader appends its addition. So an addition runs in two phases. First the new node is a
+  *learner*: the leader replicates to it (snapshot, then log) as pysyncobj replicates to a
+  read-only node, without counting it anywhere (``seam.add_learner``). Only once the learner has
+  acknowledged the log to within CATCH_UP_ENTRIES of the commit index does the leader append the
+  addition; then it waits for the new member to acknowledge that entry. A learner that does not
+  catch up within the request's timeout is dropped, and the members are unchanged.
+* The leader also (a) refuses, unless forced, an addition whose new majority the members it hears
+  from plus the new node could not form, and a removal whose smaller majority the remaining
+  members it hears from could not form; (b) refuses any other change while one is pending.
+* The leader tells its followers what is pending (``br_member_pending``, twice a second, and once
+  more with the outcome). A follower elected while an addition was pending takes it over with the
+  time it had left, so the addition completes or is abandoned on its timeout, and ``member list``
+  on any node shows it. docs/explanation/membership.md gives the whole argument.
+* This node's own standing (joining, member, removed) is ``standing.py``'s.
 * The members are persisted in ``members.json`` in the data directory, written (atomically,
   after the journal is synced) whenever this node's view of the membership changes. At start it
   overrides ``--peer``, which only seeds a brand-new cluster, and it overrides the member list of
@@ -36,14 +44,15 @@ from typing import Callable
 
 from pysyncobj.config import FAIL_REASON
 
-from . import forwarding, seam, transfer
+from . import forwarding, seam, standing, transfer
 from .forwarding import Forwarder, route_messages
 
 log = logging.getLogger("beanraft.membership")
 
 MEMBERS_NAME = "members.json"
 FORMAT = 1
-REQUEST, DONE = "br_member_req", "br_member_done"
+REQUEST, DONE, PENDING = "br_member_req", "br_member_done", "br_member_pending"
+OWN_TYPES = frozenset((PENDING, standing.REMOVED_MESSAGE))  # not the forwarder's
 DEFAULT_TIMEOUT_S = 30.0
 HEARD_WITHIN_S = 2.0  # a follower counts as reachable when it answered the leader this recently
 ADD, REMOVE = "add", "remove"
@@ -62,6 +71,11 @@ TRANSFER_FAILED = "transfer_failed"
 NOT_RUNNING = "not_running"
 REACH_TIMEOUT_S = 3.0
 ANSWER_FIRST_S = 0.3  # between the answer to a member that asked for its own removal and it
+CATCH_UP_ENTRIES = 64  # a learner this close to the commit index is added
+PENDING_EVERY_S = 0.5  # how often the leader tells its followers what is pending
+PENDING_FRESH_S = 2.0  # a follower shows what the leader said for this long
+TAKE_OVER_WITHIN_S = 15.0  # a new leader takes over an addition it heard of this recently
+LEARNING, ADDING, REMOVING = "catching up as a learner", "adding", "removing"
 
 
 class MembershipError(forwarding.Refused):
@@ -84,7 +98,19 @@ def majority(size: int) -> int:
 
 
 def load_members(directory: str | None) -> list[str] | None:
-    """The members persisted in ``directory`` (this node included), or None for a new node."""
+    """The members persisted in ``directory`` (this node included, unless it was removed), or
+    None for a new node."""
+    doc = _members_doc(directory)
+    return None if doc is None else sorted(doc["members"])
+
+
+def was_removed(directory: str | None) -> bool:
+    """Whether the members file says this node was removed from the cluster."""
+    doc = _members_doc(directory)
+    return bool(doc and doc.get("removed") is True)
+
+
+def _members_doc(directory: str | None) -> dict | None:
     if directory is None:
         return None
     path = os.path.join(directory, MEMBERS_NAME)
@@ -96,17 +122,20 @@ def load_members(directory: str | None) -> list[str] | None:
     except (OSError, ValueError) as exc:
         raise MembershipError("corrupt", f"cannot read {path}: {exc}") from None
     members = doc.get("members") if isinstance(doc, dict) else None
-    if doc.get("format") != FORMAT or not isinstance(members, list) \
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(members, list) \
             or not all(isinstance(m, str) for m in members):
         raise MembershipError("corrupt", f"{path} is not a BeanRaft members file")
-    return sorted(members)
+    return doc
 
 
-def save_members(directory: str, members) -> None:
+def save_members(directory: str, members, removed: bool = False) -> None:
     """Write the member list durably: temporary file, fsync, rename, fsync of the directory."""
     path = os.path.join(directory, MEMBERS_NAME)
     temp = path + ".tmp"
-    data = json.dumps({"format": FORMAT, "members": sorted(members)}).encode() + b"\n"
+    doc = {"format": FORMAT, "members": sorted(members)}
+    if removed:
+        doc["removed"] = True
+    data = json.dumps(doc).encode() + b"\n"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
@@ -126,6 +155,10 @@ def start_peers(directory: str | None, self_addr: str, seed: list[str]) -> tuple
     persisted = load_members(directory)
     if persisted is None:
         return list(seed), False
+    if was_removed(directory):
+        log.warning("this node was removed from the cluster (members: %s): it does not campaign",
+                    ", ".join(persisted))
+        return [m for m in persisted if m != self_addr], True
     if len(persisted) == 1:
         # A single node: its members are itself, whatever address it has today (without --raft
         # it picks a new private Raft port at every start).
@@ -193,6 +226,7 @@ class _Run:
     started: float
     until: float
     reply: Callable[[object], None] | None
+    phase: str = REMOVING
     committed: bool = False
     log_index: int = 0  # of the addition: the new member must acknowledge this much
 
@@ -201,11 +235,19 @@ class Members:
     """Membership changes and the members file of one node (see the module docstring)."""
 
     def __init__(self, sync, loop: asyncio.AbstractEventLoop, directory: str | None,
-                 joining: bool, shared_secret: bool, on_change: Callable[[int], None]):
+                 joining: bool, shared_secret: bool, on_change: Callable[[int], None],
+                 hold_elections: Callable[[bool], None] = lambda hold: None):
         self._sync = sync
         self._loop = loop
         self._directory = directory
         self._joining = joining  # not a member yet: the members file waits for our addition
+        state = standing.JOINING if joining else (
+            standing.REMOVED if was_removed(directory) else standing.MEMBER)
+        self.standing = standing.Standing(sync, state, hold_elections)
+        self._told_at = 0.0  # when the leader last told its followers what is pending
+        self._shown: dict | None = None  # the leader's pending change as of then
+        self._heard: tuple[dict, float, str] | None = None  # the leader's word, when, who
+        self.last: dict | None = None  # the outcome of the latest change this node knows of
         self._shared_secret = shared_secret
         self._on_change = on_change  # called with the new number of members (and joined=True)
         self._forward = Forwarder(sync, loop, request_type=REQUEST, done_type=DONE,
@@ -220,8 +262,16 @@ class Members:
 
     def install(self) -> None:
         forward = self._forward
-        route_messages(self._sync, forward.types,
-                       lambda node, message: forward.on_message(node, message, time.monotonic()))
+
+        def on_message(node, message):
+            if message.get("type") in OWN_TYPES:
+                self._on_own(node, message)
+            else:
+                forward.on_message(node, message, time.monotonic())
+
+        route_messages(self._sync, forward.types | OWN_TYPES, on_message)
+        self._close_lingering = seam.watch_membership(
+            self._sync, self.standing.before_change, self.standing.after_change)
         self._sync.addOnTickCallback(self.on_tick)
 
     def _current(self) -> set[str]:
@@ -238,6 +288,8 @@ class Members:
 
     def on_tick(self) -> None:
         now = time.monotonic()
+        self._close_lingering(now)
+        self.standing.on_tick()
         self._persist()
         if self._deferred is not None and now >= self._deferred[1]:
             address, self._deferred = self._deferred[0], None
@@ -246,14 +298,26 @@ class Members:
         self._forward.on_tick(now)
         if self._run is not None:
             self._advance(now)
+        elif self._heard is not None and seam.is_leader(self._sync):
+            self._take_over(now)
+        if self._run is None:
+            self._shown = None
+        elif self._shown is None or now - self._told_at >= PENDING_EVERY_S:
+            # Built here, read by HTTP: the progress comes from pysyncobj's tick-thread tables.
+            self._shown = self._pending_doc(now)
+            self._tell_followers(self._shown)
+            self._told_at = now
 
     def _persist(self) -> None:
         current = frozenset(self._current())
+        removed = self.standing.state == standing.REMOVED
+        if removed:
+            current = current - {str(self._sync.selfNode)}
         if current == self._saved:
             return
         if self._joining:
-            # Only members hear from a leader: until then this node is not one.
-            if seam.leader_node(self._sync) is None:
+            # A learner hears from the leader too: only the entry that adds it makes it a member.
+            if self.standing.state != standing.MEMBER:
                 return
             self._joining = False
             log.info("this node is now a member of the cluster")
@@ -268,7 +332,7 @@ class Members:
             return
         try:
             seam.journal(self._sync).sync()  # the entry that changed it is on disk first
-            save_members(self._directory, current)
+            save_members(self._directory, current, removed=removed)
         except OSError as exc:
             self._saved = None  # try again next tick
             log.error("cannot write %s: %s", MEMBERS_NAME, exc)
@@ -291,7 +355,7 @@ class Members:
                                       " wait for it to finish, then ask again"))
                 return
             log.warning("membership: forced past the pending addition of %s", run.address)
-            self._run = None
+            self._finish(MembershipError(BUSY, "a forced change replaced it"))
         reachable = self._reachable(now)
         if action == ADD:
             if address in members:
@@ -308,7 +372,7 @@ class Members:
                                       f"{len(reachable)}; bring members back first "
                                       "(or force it)"))
                 return
-            self._sync.addNodeToCluster(address, self._on_committed)
+            seam.add_learner(self._sync, address)
         else:
             if address not in members:
                 reply(MembershipError(NOT_MEMBER, f"{address} is not a member (members: "
@@ -341,13 +405,20 @@ class Members:
             else:
                 self._sync.removeNodeFromCluster(address, self._on_committed)
         self._run = _Run(action=action, address=address, started=now, until=now + timeout_s,
-                         reply=reply)
-        log.info("membership: %s %s proposed", action, address)
+                         reply=reply, phase=LEARNING if action == ADD else REMOVING)
+        if action == ADD:
+            log.info("membership: %s catches up as a learner before its addition is proposed",
+                     address)
+        else:
+            log.info("membership: %s %s proposed", action, address)
 
     def _doing(self) -> str:
         run = self._run
         what = f"{'adding' if run.action == ADD else 'removing'} {run.address}"
-        if run.committed and run.action == ADD:
+        if run.phase == LEARNING:
+            match, _answered = seam.learner_progress(self._sync, run.address)
+            what += f", catching up: {match} of {self._sync.raftCommitIndex} entries"
+        elif run.committed and run.action == ADD:
             match = self._match(run.address)
             what += f", catching up: {match} of {run.log_index} entries"
         return what
@@ -360,13 +431,20 @@ class Members:
         run = self._run
         if run is None:
             return
+        if err == FAIL_REASON.REQUEST_DENIED and run.phase == ADDING \
+                and run.address not in self._current() and seam.is_leader(self._sync):
+            # Refused by pysyncobj until this leader's first entry or the previous change is
+            # committed: the node learns on, and the addition is proposed again.
+            seam.add_learner(self._sync, run.address)
+            run.phase = LEARNING
+            return
         if err != FAIL_REASON.SUCCESS:
             self._finish(MembershipError(DENIED, f"the leader could not commit the change "
                                          f"(pysyncobj reason {err}): it was just elected or "
                                          "another change is being committed; ask again"))
             return
         run.committed = True
-        run.log_index = self._sync.raftCommitIndex
+        run.log_index = max(run.log_index, self._sync.raftCommitIndex)
         log.info("membership: %s %s committed at index %d", run.action, run.address,
                  run.log_index)
         if run.action == REMOVE:
@@ -375,8 +453,14 @@ class Members:
     def _advance(self, now: float) -> None:
         run = self._run
         if not seam.is_leader(self._sync):
+            what = self._doing()
+            if run.phase == LEARNING:
+                what += "; the members are unchanged and the next leader takes the addition over"
             self._finish(MembershipError(NO_LEADER, f"the leader lost its role during the change "
-                                         f"({self._doing()}); see 'beanraft member list'"))
+                                         f"({what}); see 'beanraft member list'"))
+            return
+        if run.phase == LEARNING:
+            self._learn(run, now)
             return
         if run.committed and run.action == ADD and self._match(run.address) >= run.log_index:
             log.info("membership: %s caught up (%d entries) in %.1f s", run.address,
@@ -388,8 +472,71 @@ class Members:
             reply(MembershipError(TIMEOUT, f"not done within {run.until - run.started:.0f} s: "
                                   f"{self._doing()}; the change stays pending until then"))
 
+    def _learn(self, run: _Run, now: float) -> None:
+        """The learner phase of an addition: propose it once the learner has caught up."""
+        sync = self._sync
+        match, answered = seam.learner_progress(sync, run.address)
+        commit = sync.raftCommitIndex
+        if answered and match + CATCH_UP_ENTRIES >= commit:
+            log.info("membership: learner %s caught up (%d of %d entries) in %.1f s: proposing "
+                     "its addition", run.address, match, commit, now - run.started)
+            seam.promote_learner(sync, run.address)
+            run.phase = ADDING
+            run.log_index = seam.journal(sync)[-1][1] + 1  # the index the addition will take
+            sync.addNodeToCluster(run.address, self._on_committed)
+        elif now > run.until:
+            self._finish(MembershipError(TIMEOUT, f"{run.address} did not catch up within "
+                                         f"{run.until - run.started:.0f} s ({match} of {commit} "
+                                         "entries): the addition is abandoned and the members "
+                                         "are unchanged"))
+
+    def _take_over(self, now: float) -> None:
+        """Newly elected: continue the addition the previous leader said was pending."""
+        doc, heard_at, leader = self._heard
+        self._heard = None
+        left_s = float(doc.get("left_s") or 0.0) - (now - heard_at)
+        address = doc.get("address")
+        if doc.get("action") != ADD or not isinstance(address, str) \
+                or now - heard_at > TAKE_OVER_WITHIN_S:
+            return
+        if left_s <= 0:
+            self._record(ADD, address, f"abandoned: the leader {leader} lost its role and no time"
+                         " was left", tell=True)
+            return
+        log.info("membership: taking over the addition of %s from the previous leader %s "
+                 "(%.1f s left)", address, leader, left_s)
+        if address in self._current():
+            # Its entry survived the change of leader: wait for the new member to acknowledge it.
+            self._run = _Run(action=ADD, address=address, started=now, until=now + left_s,
+                             reply=None, phase=ADDING, committed=True,
+                             log_index=seam.journal(self._sync)[-1][1])
+        else:
+            seam.add_learner(self._sync, address)
+            self._run = _Run(action=ADD, address=address, started=now, until=now + left_s,
+                             reply=None, phase=LEARNING)
+
+    def _pending_doc(self, now: float) -> dict:
+        run = self._run
+        return {"action": run.action, "address": run.address, "phase": run.phase,
+                "doing": self._doing(), "left_s": round(max(0.0, run.until - now), 3)}
+
+    def _tell_followers(self, doc: dict) -> None:
+        tcp = seam.transport(self._sync)
+        for node in self._sync.otherNodes:
+            tcp.send(node, {"type": PENDING, **doc})
+
+    def _record(self, action: str, address: str, outcome: str, tell: bool) -> None:
+        self.last = {"action": action, "address": address, "outcome": outcome}
+        if tell and seam.is_leader(self._sync):
+            self._tell_followers({"last": self.last})
+
     def _finish(self, error: MembershipError | None) -> None:
         run, self._run = self._run, None
+        if run.action == ADD and run.address not in self._current() \
+                and run.address != str(self._sync.selfNode):
+            seam.drop_learner(self._sync, run.address)  # never added: no more entries for it
+        self._record(run.action, run.address, "done" if error is None else
+                     f"failed ({error.code}): {error}", tell=True)
         if error is not None:
             log.warning("membership: %s %s failed: %s", run.action, run.address, error)
             outcome = error
@@ -405,11 +552,32 @@ class Members:
         """How a change asked here reaches the leader (its bound: ``max_waiting``)."""
         return self._forward
 
+    def _on_own(self, node, message: dict) -> None:
+        if message.get("type") == standing.REMOVED_MESSAGE:
+            self.standing.on_message(node, message)
+        else:
+            self._on_pending(node, message)
+
+    def _on_pending(self, node, message: dict) -> None:
+        """A follower: what the leader says is pending (or how the latest change ended)."""
+        if seam.leader_node(self._sync) != node or seam.is_leader(self._sync):
+            return
+        if isinstance(message.get("last"), dict):
+            self.last, self._heard = message["last"], None
+        else:
+            self._heard = (message, time.monotonic(), str(node))
+
     def pending(self) -> dict | None:
-        """The change in progress on this node (its leader), for GET /admin/members."""
-        run = self._run
-        return None if run is None else {"action": run.action, "address": run.address,
-                                         "committed": run.committed}
+        """The change in progress, for GET /admin/members: this node's own if it leads, else
+        what the leader said lately."""
+        shown, heard = self._shown, self._heard
+        if shown is not None:
+            return {**shown, "leader": True}
+        if heard is not None and time.monotonic() - heard[1] <= PENDING_FRESH_S:
+            doc = heard[0]
+            return {"action": doc.get("action"), "address": doc.get("address"),
+                    "phase": doc.get("phase"), "doing": doc.get("doing"), "leader": False}
+        return None
 
 
 # -- a request and its outcome on the wire (br_member_req, br_member_done) ------------------

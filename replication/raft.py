@@ -62,7 +62,7 @@ from .datadir import JOURNAL_NAME, SNAPSHOT_NAME, DataDirLocked, lock_directory,
 from .disk import DiskBudget, release_reserve_for_start, snapshot_estimate
 from .entries import batch_view, put_cost, restamp_command
 from .glue import Host, PysyncobjGlue, check_bindable, keep_next_index_monotonic
-from .membership import Members, start_peers
+from .membership import Members, start_peers, was_removed
 from .journal import DurableJournal
 from .peer_crypto import PeerCipher, derive_key
 from .read_index import ReadIndex
@@ -144,7 +144,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self.transfers.install()
         self.members = Members(self._sync, loop, config.data_dir, joining=config.join,
                                shared_secret=config.secret is not None or bool(self._peers),
-                               on_change=self._members_changed)
+                               on_change=self._members_changed,
+                               hold_elections=self._hold_elections)
         self.members.install()
         self._single = not self._peers
         if self._single:
@@ -204,9 +205,9 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         host = Host(self, config.self_addr, self._peers, conf)
         try:
             seam.check_instance(host)
-            if config.join:
-                # Not a member yet: an election now would only raise our term, and the vote
-                # request that carries it would depose the leader the moment it adds us.
+            if config.join or was_removed(config.data_dir):
+                # Not a member (yet, or any more): an election now would only raise our term,
+                # and the vote request that carries it would depose the leader that adds us.
                 conf.raftMinTimeout, conf.raftMaxTimeout = JOIN_QUIET_S, JOIN_QUIET_S + 1
                 seam.set_election_deadline(host, monotonic() + JOIN_QUIET_S)
             raft_port.attach(host)
@@ -244,6 +245,17 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         conf.raftMaxTimeout = t.election_max_s
         log.info("%s: Raft timing of %s", "alone" if alone else "members joined",
                  "a single node" if alone else "a cluster")
+
+    def _hold_elections(self, hold: bool) -> None:
+        """Tick thread: a node that is not a member never campaigns; one that is again does."""
+        conf = self._sync.conf
+        if hold:
+            conf.raftMinTimeout, conf.raftMaxTimeout = JOIN_QUIET_S, JOIN_QUIET_S + 1
+            seam.set_election_deadline(self._sync, monotonic() + JOIN_QUIET_S)
+            return
+        t = self._timing(alone=self._single)
+        conf.raftMinTimeout, conf.raftMaxTimeout = t.election_min_s, t.election_max_s
+        seam.set_election_deadline(self._sync, monotonic() + t.election_max_s)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -439,5 +451,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             # decides: it is never older than our own snapshot (pysyncobj issue #133). A
             # snapshot the leader sends later carries the leader's list, and that one counts.
             cluster = set(self._peers) | {self.config.self_addr}
+        else:
+            self.members.standing.snapshot_lists(cluster)
         # pysyncobj leaves out its own node by comparing Node objects: leave our address out.
         return anchor.last, anchor.prev, {c for c in cluster if c != self.config.self_addr}

@@ -26,6 +26,7 @@ import importlib
 import pickle
 import socket
 import struct
+from time import monotonic as monotonic_now
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,11 +34,13 @@ import pysyncobj.journal as _pso_journal
 import pysyncobj.syncobj as _pso
 import pysyncobj.transport as _pso_transport
 import pysyncobj.version as _pso_version
+from pysyncobj.node import TCPNode
 from pysyncobj.poller import SelectPoller
 from pysyncobj.tcp_connection import CONNECTION_STATE
 
 PYSYNCOBJ_VERSION = "0.3.17"  # the release every point below was read from
 PICKLE_PROTOCOL = 5  # installed in place of pysyncobj's 2 for commands and peer messages
+LINGER_S = 2.0  # a removed member's connection stays open this long for its last messages
 PROBE_POLLS = 20  # polls of 10 ms the sealed-port probe waits for its connection to be dropped
 
 
@@ -120,6 +123,19 @@ POINTS: tuple[Point, ...] = (
           "accepted connections not yet tied to a member; the probe removes its own from it"),
     Point("transport", "send",
           "wrapped so a follower's acknowledgement leaves only after its journal fsync"),
+    Point("syncobj", "_SyncObj__readonlyNodes",
+          "the nodes the leader replicates to without counting them: a joining node catches up"
+          " there (a learner) before its addition is proposed"),
+    Point("syncobj", "_SyncObj__raftMatchIndex",
+          "how far a learner has acknowledged the log (getStatus lists members only)"),
+    Point("syncobj", "_SyncObj__connectedNodes",
+          "the nodes the leader sends entries to; a learner dropped by us leaves it too"),
+    Point("syncobj", "_SyncObj__doChangeCluster",
+          "shadowed per instance: a node learns it was added or removed, the leader tells a"
+          " member it removes before cutting it off, and a learner's connection carries on"
+          " as the member's"),
+    Point("transport", "_nodes",
+          "the nodes the transport accepts connections from (a learner is one)"),
 )
 
 _replacements: dict[tuple[str, str], object] = {}  # (module, name) -> the object we installed
@@ -362,3 +378,106 @@ def pipe_notifier(sync):
 def listener(sync):
     """The object pysyncobj's transport accepts connections with (a GuardedListener)."""
     return transport(sync)._server
+
+
+# -- learners (membership.py) -------------------------------------------------------------------
+#
+# pysyncobj has no learner role, but its leader already replicates to "read-only" nodes without
+# counting them in any majority (commit index, leader fallback, votes): a learner is a joining
+# node put in that set by address, with a transport node of its own so that its connection is
+# accepted (or made) as a named node's.
+
+
+def node_named(address: str):
+    """The node object pysyncobj keys its tables and connections by, for ``address``."""
+    return TCPNode(address)
+
+
+def add_learner(sync, address: str) -> None:
+    """Leader only: replicate to ``address`` (snapshot, then log) without counting it."""
+    node = TCPNode(address)
+    tcp = transport(sync)
+    if node not in tcp._nodes:
+        tcp.addNode(node)
+    sync._SyncObj__readonlyNodes.add(node)
+    sync._SyncObj__raftNextIndex[node] = sync.raftLastApplied + 1
+    sync._SyncObj__raftMatchIndex[node] = 0
+    sync._SyncObj__lastResponseTime.pop(node, None)
+    conn = tcp._connections.get(node)
+    if conn is not None and conn.state == CONNECTION_STATE.CONNECTED:
+        sync._SyncObj__connectedNodes.add(node)
+
+
+def learner_progress(sync, address: str) -> tuple[int, bool]:
+    """(match index, answered at least once) of the learner ``address``."""
+    node = TCPNode(address)
+    return (int(sync._SyncObj__raftMatchIndex.get(node, 0) or 0),
+            node in sync._SyncObj__lastResponseTime)
+
+
+def is_learner(sync, address: str) -> bool:
+    return TCPNode(address) in sync._SyncObj__readonlyNodes
+
+
+def promote_learner(sync, address: str) -> None:
+    """Stop treating ``address`` as a learner; its transport node and connection stay for the
+    addition that follows (see :func:`watch_membership`)."""
+    sync._SyncObj__readonlyNodes.discard(TCPNode(address))
+
+
+def drop_learner(sync, address: str) -> None:
+    """Forget the learner (or a node whose addition never made it into the log): no more
+    entries, its connection closed. Never call it for a member."""
+    node = TCPNode(address)
+    sync._SyncObj__readonlyNodes.discard(node)
+    sync._SyncObj__connectedNodes.discard(node)
+    for table in (sync._SyncObj__raftNextIndex, sync._SyncObj__raftMatchIndex,
+                  sync._SyncObj__lastResponseTime):
+        table.pop(node, None)
+    tcp = transport(sync)
+    if node in tcp._nodes:
+        tcp.dropNode(node)
+
+
+def watch_membership(sync, before: Callable[[str, str, bool], bool],
+                     after: Callable[[str, str, bool, bool], None]) -> Callable[[float], None]:
+    """Call ``before(kind, address, reverse)`` and ``after(kind, address, reverse, changed)``
+    around every change pysyncobj makes to its member list (``kind`` is 'add' or 'rem'; a
+    ``reverse`` change undoes one whose entry the log lost). It runs where pysyncobj appends a
+    membership entry, rolls one back, or replays one.
+
+    When ``before`` returns True for a removal, the removed node's connection is not closed at
+    once but lingers (deaf) for LINGER_S, so that what was just sent to it can leave under load;
+    call the returned function with the monotonic time on every tick to close those due.
+
+    When a learner becomes a member, pysyncobj's transport would open a second connection to
+    it and leave the first one open; the first one, already caught up, is kept instead.
+    """
+    original = sync._SyncObj__doChangeCluster
+    tcp = transport(sync)
+    lingering: list[tuple[float, object]] = []
+
+    def change(request, reverse=False):
+        kind, address = str(request[0]), str(request[1])
+        linger = before(kind, address, reverse)
+        node = TCPNode(address)
+        if linger and node in tcp._connections:
+            conn = tcp._connections.pop(node)  # pysyncobj's dropNode then closes nothing
+            conn.setOnMessageReceivedCallback(lambda _message: None)
+            lingering.append((monotonic_now() + LINGER_S, conn))
+        kept = tcp._connections.get(node)
+        changed = original(request, reverse)
+        fresh = tcp._connections.get(node)
+        if kept is not None and fresh is not None and fresh is not kept \
+                and kept.state == CONNECTION_STATE.CONNECTED:
+            tcp._connections[node] = kept  # the fresh one was never connected: nothing to close
+        after(kind, address, reverse, bool(changed))
+        return changed
+
+    sync._SyncObj__doChangeCluster = change
+
+    def close_due(now: float) -> None:
+        while lingering and lingering[0][0] <= now:
+            lingering.pop(0)[1].disconnect()
+
+    return close_due

@@ -1,0 +1,106 @@
+"""This node's own standing in the cluster: joining, a member, or removed; and how it learns it.
+
+Theory of operation.
+* A node started with ``--join`` is *joining*: the leader replicates to it as a learner (see
+  ``membership.py``) but it is not a member, so it never campaigns (its election timeout is held)
+  and does not serve clients. It becomes a *member* when the entry that adds it reaches its log
+  (pysyncobj calls the change for every membership entry it appends, replays or rolls back, and
+  ``seam.watch_membership`` reports it here), or when a snapshot from the leader lists it.
+* pysyncobj's leader cuts a member off the moment it appends the member's removal, so the
+  removed node never sees that entry. The leader therefore tells it first, in the same tick and
+  on the same connection (``br_member_removed``), which it closes a moment later rather than at
+  once so the message can leave under load: the node then holds its elections
+  (it would only raise its term against a cluster that ignores it), says so in its log and in
+  /status, and writes ``"removed": true`` to its members file, so that a restart keeps it quiet.
+* The removal may still be lost: the leader that appended it dies and the next one never had the
+  entry. That next leader keeps replicating to the node in a newer term, which is how the node
+  knows it is still a member; it then campaigns again. A removal forced while the node was cut
+  off is never told: such a node keeps campaigning alone, which harms no one (the members drop its
+  connections); its log says it hears from no leader.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from . import seam
+
+log = logging.getLogger("beanraft.membership")
+
+JOINING, MEMBER, REMOVED = "joining", "member", "removed"
+REMOVED_MESSAGE = "br_member_removed"
+
+
+class Standing:
+    """Tick thread: this node's standing; ``state`` is read by /status from any thread."""
+
+    def __init__(self, sync, state: str, hold_elections: Callable[[bool], None]):
+        assert state in (JOINING, MEMBER, REMOVED)
+        self._sync = sync
+        self.state = state
+        self._hold_elections = hold_elections  # True: never campaign; False: the usual timing
+        self._removed_term = sync.raftCurrentTerm if state == REMOVED else 0
+        self._me = str(sync.selfNode)
+
+    # -- the leader's side -----------------------------------------------------------------
+
+    def before_change(self, kind: str, address: str, reverse: bool) -> bool:
+        """The leader is about to append (and apply) a removal: tell the member it removes,
+        while the connection that pysyncobj is about to close still exists (True: keep it
+        open a moment for the message to leave)."""
+        if kind != "rem" or reverse or address == self._me or not seam.is_leader(self._sync):
+            return False
+        sent = seam.transport(self._sync).send(seam.node_named(address), {
+            "type": REMOVED_MESSAGE, "term": self._sync.raftCurrentTerm, "leader": self._me})
+        log.info("membership: told %s it is removed%s", address,
+                 "" if sent else " (it is not connected: it will not know)")
+        return bool(sent)
+
+    # -- this node's side ------------------------------------------------------------------
+
+    def after_change(self, kind: str, address: str, reverse: bool, _changed: bool) -> None:
+        if address != self._me:
+            return
+        added = (kind == "add") != reverse
+        if added and self.state == JOINING:
+            self._become(MEMBER, "the entry that adds this node reached its log")
+        elif not added and kind == "add" and self.state == MEMBER:
+            # The entry that added us was rolled back: the next leader never had it.
+            self._become(JOINING, "the entry that added this node was rolled back")
+
+    def snapshot_lists(self, cluster) -> None:
+        """A snapshot from the leader; if it lists this node, this node is a member."""
+        if self.state == JOINING and self._me in cluster:
+            self._become(MEMBER, "a snapshot from the leader lists this node")
+
+    def on_message(self, node, message: dict) -> None:
+        if message.get("type") != REMOVED_MESSAGE or self.state == REMOVED:
+            return
+        if seam.leader_node(self._sync) != node:
+            return  # only the leader we follow removes us
+        self._removed_term = int(message.get("term") or 0)
+        self._become(REMOVED, f"the leader {node} removed it from the cluster (term "
+                     f"{self._removed_term}); it stops campaigning. Stop it, and empty its data "
+                     "directory before it joins again")
+
+    def on_tick(self) -> None:
+        if self.state != REMOVED:
+            return
+        sync = self._sync
+        if sync.raftCurrentTerm > self._removed_term and seam.leader_node(sync) is not None:
+            # Only a member hears from a leader of a newer term: the removal was lost.
+            self._become(MEMBER, f"the leader {seam.leader_node(sync)} of term "
+                         f"{sync.raftCurrentTerm} replicates to it: the removal did not commit")
+
+    def _become(self, state: str, why: str) -> None:
+        before, self.state = self.state, state
+        if state == REMOVED:
+            log.warning("this node is no longer a member: %s", why)
+        else:
+            log.info("this node is %s: %s", "a member" if state == MEMBER else "joining again",
+                     why)
+        if state == REMOVED or before == REMOVED:
+            self._hold_elections(state == REMOVED)
+        elif state == JOINING:
+            self._hold_elections(True)
