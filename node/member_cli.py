@@ -58,7 +58,10 @@ def list_(http, admin_token_file, as_json):
         click.echo(f"{address}{'  leader' if address == answer['leader'] else ''}")
     pending = answer.get("pending")
     if pending:
-        click.echo(f"pending: {pending['action']} {pending['address']}")
+        click.echo(f"pending: {pending.get('doing') or pending['action'] + ' ' + pending['address']}")
+    last = answer.get("last")
+    if last:
+        click.echo(f"last change: {last['action']} {last['address']}: {last['outcome']}")
 
 
 def _change(action: str):

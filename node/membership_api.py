@@ -66,7 +66,8 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
         status = raft.status
         return web.json_response({"node": status.node, "leader": status.leader,
                                   "members": list(raft.members.members),
-                                  "pending": raft.members.pending()})
+                                  "pending": raft.members.pending(),
+                                  "last": raft.members.last})
 
     async def change(request):
         parsed = await _arguments(request)

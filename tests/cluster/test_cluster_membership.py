@@ -157,6 +157,8 @@ def test_grow_shrink_replace_and_restart_under_load(tmp_path):
                                  str(token_file)], capture_output=True, text=True,
                                 env=clean_env(), timeout=30)
         lines = listed.stdout.splitlines()
+        assert lines[-1].startswith("last change: add "), listed.stdout
+        lines = lines[:-1]
         assert sorted(line.split()[0] for line in lines) == five, listed.stdout
         assert sum(line.endswith("  leader") for line in lines) == 1, listed.stdout
 
