@@ -49,9 +49,11 @@ class Standing:
         """The leader is about to append (and apply) a removal: tell the member it removes,
         while the connection that pysyncobj is about to close still exists (True: keep it
         open a moment for the message to leave)."""
-        if kind != "rem" or reverse or address == self._me or not seam.is_leader(self._sync):
-            return False
-        sent = seam.transport(self._sync).send(seam.node_named(address), {
+        node = seam.node_named(address)
+        if kind != "rem" or reverse or not seam.is_leader(self._sync) \
+                or node not in self._sync.otherNodes:
+            return False  # not a removal this leader appends now (applying it later, say)
+        sent = seam.transport(self._sync).send(node, {
             "type": REMOVED_MESSAGE, "term": self._sync.raftCurrentTerm, "leader": self._me})
         log.info("membership: told %s it is removed%s", address,
                  "" if sent else " (it is not connected: it will not know)")
