@@ -4,7 +4,8 @@ refuses with a clear message and its own exit status what it cannot do.
 Method: one three-node cluster for the module, started with an admin token file; the real CLI
 is run as a subprocess against the nodes' HTTP ports. The refusals are produced for real: an
 address that is not a member, a missing or wrong token, a SIGSTOPped follower that cannot
-acknowledge the latest entry (not caught up), and at the end a node left alone (no leader).
+acknowledge the latest entry (not caught up), a follower SIGSTOPped after it caught up, which
+is asked to take over and cannot (timeout), and at the end a node left alone (no leader).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import signal
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -155,7 +157,7 @@ def test_a_follower_that_is_behind_is_refused_as_not_caught_up_and_blocks_a_seco
         # ask on a loaded machine (its start-up alone can take over a second).
         first = subprocess.Popen([*beanraft_argv(), "leader", "transfer", "--http",
                                   other.http_address, "--to", frozen.raft_address, "--timeout",
-                                  "12"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, env=env)
         try:
             wait_for("the first transfer to begin on the leader",
@@ -173,6 +175,43 @@ def test_a_follower_that_is_behind_is_refused_as_not_caught_up_and_blocks_a_seco
     assert cluster.leader() is leader
     with LineClient(leader.client_address) as client:  # the held commands were let go
         assert client.put(b"after a refused transfer") > 0
+
+
+def caught_up(leader, follower) -> bool:
+    """The leader's /status shows ``follower`` holding everything committed, and nothing is
+    appended beyond it (the leader's commit index did not move between two reads)."""
+    first = leader.status() or {}
+    time.sleep(0.3)
+    second = leader.status() or {}
+    match = {p["address"]: p["match_index"] for p in second.get("peers", [])}
+    return (first.get("commit_index") == second.get("commit_index") is not None
+            and match.get(follower.raft_address) == second["commit_index"])
+
+
+def test_a_target_frozen_after_it_caught_up_times_out_with_504_and_exit_status_11(cluster):
+    """The target has the whole log, so the leader asks it to take over; frozen by SIGSTOP, it
+    cannot, and the hand-over times out: HTTP 504 with code "timeout", and exit status 11 from
+    the CLI. Asked on the other follower, so the answer also travels back from the leader."""
+    leader = cluster.leader()
+    target, asked = [n for n in cluster.nodes if n is not leader]
+    wait_for("the target to hold the leader's whole log", lambda: caught_up(leader, target), 30)
+    target.signal(signal.SIGSTOP)
+    try:
+        body = json.dumps({"to": target.raft_address, "timeout_s": 2}).encode()
+        code, answer = post(asked, body)
+        done = transfer(asked, "--to", target.raft_address, "--timeout", "2")
+    finally:
+        target.signal(signal.SIGCONT)
+    assert (code, answer["code"]) == (504, "timeout"), answer
+    assert f"asked {target.raft_address} to take over" in answer["error"]
+    assert done.returncode == 11, done.stderr
+    assert f"asked {target.raft_address} to take over" in done.stderr
+    # The target, continued, acts on the request it got: one leader again, whichever it is.
+    wait_for("one leader that every node knows", lambda: len({
+        (n.status() or {}).get("leader") for n in cluster.nodes} - {None}) == 1
+        and all((n.status() or {}).get("leader") for n in cluster.nodes), 30)
+    with LineClient(asked.client_address) as client:
+        assert client.put(b"after a transfer that timed out") > 0
 
 
 def test_a_node_without_a_leader_says_so(cluster):
