@@ -25,8 +25,9 @@ Theory of operation.
   time it had left, so the addition completes or is abandoned on its timeout, and ``member list``
   on any node shows it. docs/explanation/membership.md gives the whole argument.
 * This node's own standing (joining, member, removed) is ``standing.py``'s.
-* The members are persisted in ``members.json`` in the data directory, written (atomically,
-  after the journal is synced) whenever this node's view of the membership changes. At start it
+* The members are persisted in ``members.json`` in the data directory (``members_file.py``),
+  written (atomically, after the journal is synced) whenever this node's view of the membership
+  changes. At start it
   overrides ``--peer``, which only seeds a brand-new cluster, and it overrides the member list of
   the snapshot the node loads at start (pysyncobj issue #133: a stale snapshot would otherwise
   give the node an old view until the log is replayed).
@@ -35,9 +36,7 @@ Theory of operation.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -46,11 +45,14 @@ from pysyncobj.config import FAIL_REASON
 
 from . import forwarding, seam, standing, transfer
 from .forwarding import Forwarder, route_messages
+from .members_file import (MEMBERS_NAME, MembershipError, load_members, save_members,
+                           start_peers, was_removed)
+
+__all__ = ["MEMBERS_NAME", "MembershipError", "load_members", "save_members", "start_peers",
+           "was_removed", "Changed", "Members", "change_membership"]
 
 log = logging.getLogger("beanraft.membership")
 
-MEMBERS_NAME = "members.json"
-FORMAT = 1
 REQUEST, DONE, PENDING = "br_member_req", "br_member_done", "br_member_pending"
 OWN_TYPES = frozenset((PENDING, standing.REMOVED_MESSAGE))  # not the forwarder's
 DEFAULT_TIMEOUT_S = 30.0
@@ -78,10 +80,6 @@ TAKE_OVER_WITHIN_S = 15.0  # a new leader takes over an addition it heard of thi
 LEARNING, ADDING, REMOVING = "catching up as a learner", "adding", "removing"
 
 
-class MembershipError(forwarding.Refused):
-    """The membership did not change (or its outcome is not known yet); ``code`` says why."""
-
-
 @dataclass(frozen=True)
 class Changed:
     action: str
@@ -92,86 +90,6 @@ class Changed:
 
 def majority(size: int) -> int:
     return size // 2 + 1
-
-
-# -- the members file ------------------------------------------------------------------------
-
-
-def load_members(directory: str | None) -> list[str] | None:
-    """The members persisted in ``directory`` (this node included, unless it was removed), or
-    None for a new node."""
-    doc = _members_doc(directory)
-    return None if doc is None else sorted(doc["members"])
-
-
-def was_removed(directory: str | None) -> bool:
-    """Whether the members file says this node was removed from the cluster."""
-    doc = _members_doc(directory)
-    return bool(doc and doc.get("removed") is True)
-
-
-def _members_doc(directory: str | None) -> dict | None:
-    if directory is None:
-        return None
-    path = os.path.join(directory, MEMBERS_NAME)
-    try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read(1 << 20))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise MembershipError("corrupt", f"cannot read {path}: {exc}") from None
-    members = doc.get("members") if isinstance(doc, dict) else None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(members, list) \
-            or not all(isinstance(m, str) for m in members):
-        raise MembershipError("corrupt", f"{path} is not a BeanRaft members file")
-    return doc
-
-
-def save_members(directory: str, members, removed: bool = False) -> None:
-    """Write the member list durably: temporary file, fsync, rename, fsync of the directory."""
-    path = os.path.join(directory, MEMBERS_NAME)
-    temp = path + ".tmp"
-    doc = {"format": FORMAT, "members": sorted(members)}
-    if removed:
-        doc["removed"] = True
-    data = json.dumps(doc).encode() + b"\n"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def start_peers(directory: str | None, self_addr: str, seed: list[str]) -> tuple[list[str], bool]:
-    """The peers to start with, and whether they came from the members file (not ``seed``)."""
-    persisted = load_members(directory)
-    if persisted is None:
-        return list(seed), False
-    if was_removed(directory):
-        log.warning("this node was removed from the cluster (members: %s): it does not campaign",
-                    ", ".join(persisted))
-        return [m for m in persisted if m != self_addr], True
-    if len(persisted) == 1:
-        # A single node: its members are itself, whatever address it has today (without --raft
-        # it picks a new private Raft port at every start).
-        return [], True
-    peers = [m for m in persisted if m != self_addr]
-    if len(peers) == len(persisted):
-        log.warning("this node's Raft address %s is not among the members in %s (%s): it was "
-                    "removed, or started under another address", self_addr, MEMBERS_NAME,
-                    ", ".join(persisted))
-    if seed and sorted(seed) != peers:
-        log.info("members from %s: %s (the --peer list only seeds a new cluster)",
-                 MEMBERS_NAME, ", ".join(persisted))
-    return peers, True
 
 
 # -- the event loop's entry point ------------------------------------------------------------
