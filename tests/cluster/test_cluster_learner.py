@@ -63,17 +63,17 @@ def test_a_joiner_counts_only_once_caught_up_survives_a_leader_kill_and_a_remove
         cluster.start()
         env = clean_env(BEANRAFT_CLUSTER_SECRET=cluster.secret)
         leader = cluster.leader()
+        follower = next(n for n in cluster.nodes if n is not leader)
         for i in range(2):
+            # The second joiner reads the members from a follower, which outlives the leader.
+            via = leader if i == 0 else follower
             joiners.append(NodeProcess(f"joiner{i + 1}", NodePorts(*ports[3 * i: 3 * i + 3]), [],
-                                       tmp_path, env, flags + ("--join", leader.http_address)))
+                                       tmp_path, env, flags + ("--join", via.http_address)))
         x, y = joiners
         x.start()
-        y.start()
         addresses = [f"{HOST}:{n.ports.client}" for n in cluster.nodes + joiners]
         load = Load(addresses).start()
-        for joiner in joiners:
-            wait_for(f"{joiner.name} to answer", lambda: joiner.http("/healthz")[0] == 200, 60)
-        y.signal(signal.SIGSTOP)  # it waits for its turn (below)
+        wait_for("the joiner to answer", lambda: x.http("/healthz")[0] == 200, 60)
         wait_for("the load to start", lambda: len(load.acked) > 20, 30)
 
         # 1. A frozen joiner is a learner: the cluster keeps committing on its old majority
@@ -82,7 +82,6 @@ def test_a_joiner_counts_only_once_caught_up_survives_a_leader_kill_and_a_remove
         adds.append(_add_in_background(leader, token_file, x.raft_address))
         wait_for("the addition to wait for its learner", lambda: _learning(leader, x.raft_address),
                  30)
-        follower = next(n for n in cluster.nodes if n is not leader)
         follower.signal(signal.SIGSTOP)
         try:
             before = len(load.acked)
@@ -97,12 +96,17 @@ def test_a_joiner_counts_only_once_caught_up_survives_a_leader_kill_and_a_remove
         out, err = adds[0].communicate(timeout=90)
         assert adds[0].returncode == 0, err + x.log_text(3000)
         assert out.startswith(f"added {x.raft_address} in "), out
+        y.start()  # it reads the members (x among them) now
         wait_for("the new member to register", lambda: (x.status() or {}).get("ready"), 30)
         assert x.status()["membership"] == "member"
         assert "learner" in leader.log_text() and "caught up" in leader.log_text()
 
         # 2. kill -9 of the leader while a joiner is catching up: the next leader takes the
         #    addition over and completes it.
+        wait_for("the second joiner to answer", lambda: y.http("/healthz")[0] == 200, 60)
+        y.signal(signal.SIGSTOP)
+        joining = next(line for line in y.log_text().splitlines() if "joining the cluster" in line)
+        assert x.raft_address in joining, joining  # the next leader may be x: y must know it
         adds.append(_add_in_background(leader, token_file, y.raft_address))
         wait_for("the addition to wait for its learner", lambda: _learning(leader, y.raft_address),
                  30)
