@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 
 SECOND_NS = 1_000_000_000
 SAFETY_MARGIN_NS = SECOND_NS  # "deadline soon" starts this long before a TTR deadline (§5)
@@ -107,20 +108,27 @@ def is_node_name(value: object) -> bool:
     return isinstance(value, str) and _NODE_NAME.fullmatch(value) is not None
 
 
+def _int_in(low: int, high: int) -> Callable[[object], bool]:
+    """A checker for an integer in [low, high] (one call per argument: every replica runs it)."""
+    def checker(value: object) -> bool:
+        return type(value) is int and low <= value <= high
+    return checker
+
+
 # One checker per argument kind; each returns True when the value is acceptable.
 _KINDS = {
-    "pri": lambda v: _is_int(v, 0, MAX_U32),
-    "duration": lambda v: _is_int(v, 0, MAX_DURATION_NS),
-    "timeout": lambda v: _is_int(v, -1, MAX_DURATION_NS),
-    "job_id": lambda v: _is_int(v, 0, MAX_U64),
-    "bound": lambda v: _is_int(v, 0, MAX_U64),
+    "pri": _int_in(0, MAX_U32),
+    "duration": _int_in(0, MAX_DURATION_NS),
+    "timeout": _int_in(-1, MAX_DURATION_NS),
+    "job_id": _int_in(0, MAX_U64),
+    "bound": _int_in(0, MAX_U64),
     "tube": is_tube_name,
     "body": lambda v: type(v) is bytes,
     "node": is_node_name,
-    "epoch": lambda v: _is_int(v, 1, MAX_U64),
+    "epoch": _int_in(1, MAX_U64),
     "key": lambda v: isinstance(v, str) and _PUT_KEY.fullmatch(v) is not None,
     "token": lambda v: isinstance(v, str) and _SESSION_TOKEN.fullmatch(v) is not None,
-    "count": lambda v: _is_int(v, 0, MAX_U32),
+    "count": _int_in(0, MAX_U32),
     "purge_state": lambda v: v in PURGE_STATES,
     "import_state": lambda v: v in IMPORT_STATES,
 }
@@ -178,8 +186,9 @@ def check(command: object, max_job_size: int) -> str | None:
     op, checkers = spec
     if len(command) - 3 != len(checkers):
         return f"{op.name} takes {len(checkers)} argument(s)"
-    for position, checker in enumerate(checkers):
-        if not checker(command[3 + position]):
+    for checker, value in zip(checkers, command[3:]):
+        if not checker(value):
+            position = next(i for i, c in enumerate(checkers) if not c(command[3 + i]))
             return f"{op.name}: argument {position + 1} is not a valid {ARGUMENTS[op][position]}"
     if (op is Op.PUT or op is Op.PUT_KEY or op is Op.IMPORT_JOB) \
             and len(command[-1]) > max_job_size:

@@ -105,20 +105,20 @@ Parsed = Union[Request, Rejected, PutHeader]
 Handler = Callable[[bytes], Parsed]
 
 
-def _put(rest: bytes) -> PutHeader:
-    pri, pos = read_number(rest, 0, U32_MAX)
+def _put(rest: bytes, pos: int = 0, key: str | None = None) -> PutHeader:
+    """put's four numbers from ``pos`` on (``key``: a put-key's, read before them)."""
+    pri, pos = read_number(rest, pos, U32_MAX)
     delay_s, pos = read_number(rest, pos, U32_MAX)
     ttr_s, pos = read_number(rest, pos, U32_MAX)
     size, pos = read_number(rest, pos, U32_MAX)
     # Trailing text is judged by the connection: JOB_TOO_BIG takes precedence over it.
-    return PutHeader(pri, delay_s, ttr_s, size, trailing=pos != len(rest))
+    return PutHeader(pri, delay_s, ttr_s, size, pos != len(rest), key)
 
 
 def _put_key(rest: bytes) -> PutHeader:
     # The key first, then exactly put's arguments, read by put's own rules.
     key, pos = read_put_key(rest)
-    header = _put(rest[pos:])
-    return PutHeader(header.pri, header.delay_s, header.ttr_s, header.size, header.trailing, key)
+    return _put(rest, pos, key)
 
 
 def _import_job(rest: bytes) -> PutHeader:
@@ -259,12 +259,20 @@ EXTENSION_COMMANDS: tuple[tuple[bytes, Handler], ...] = (
 
 ALL_COMMANDS = BEANSTALKD_COMMANDS + EXTENSION_COMMANDS
 
+#: ``ALL_COMMANDS`` split by the prefix's first byte, each list in the table's order: a line is
+#: compared only with the prefixes that begin as it does, and the first of those that matches is
+#: the first of the whole table that matches (a prefix that starts otherwise cannot match).
+_BY_FIRST_BYTE: dict[int, tuple[tuple[bytes, Handler], ...]] = {
+    first: tuple(entry for entry in ALL_COMMANDS if entry[0][0] == first)
+    for first in {prefix[0] for prefix, _ in ALL_COMMANDS}
+}
+
 
 def parse_line(line: bytes) -> Parsed:
     """Parses one command line (CRLF removed) into a request, a ``Rejected`` or a put header."""
     if b"\x00" in line:
         return Rejected(BadFormat())
-    for prefix, handler in ALL_COMMANDS:
+    for prefix, handler in _BY_FIRST_BYTE.get(line[0], ()) if line else ():
         if line.startswith(prefix):
             try:
                 return handler(line[len(prefix) :])
