@@ -4,17 +4,22 @@ Not a test (pytest does not collect it). Each figure is measured in the same run
 same server process, one after the other:
 
 1. blocking ``Client`` vs ``greenstalk.Client``: N puts, then N reserve->delete cycles, one
-   command at a time on one connection (ops/s and the ratio Client / greenstalk);
+   command at a time on one connection each (ops/s and the ratio Client / greenstalk). The two
+   clients take turns in chunks of ``--chunk`` commands (who starts alternates), so a change in
+   the machine's load or in the server's state falls on both alike;
 2. ``AsyncClient`` with 16 commands in flight on one connection vs greenstalk (puts, and
    reserve->delete with 16 workers sharing the connection);
 3. on a three-node cluster, through the leader: pipelined ``put-key`` vs pipelined ``put``
-   (raw protocol, 16 in flight on one connection), so the difference is the dedup table's cost.
+   (raw protocol, 16 in flight on one connection), so the difference is the dedup table's cost;
+   they too take turns in chunks of ``--chunk`` puts.
 
 Servers: ``beanstalkd`` (in memory: the client's own cost shows most), ``beanraft`` (one node)
 and ``cluster`` (three nodes), each started here and stopped by PID.
 
     .venv/bin/python tests/benchmarks/client_bench.py                    # all, N = 10,000
     .venv/bin/python tests/benchmarks/client_bench.py --count 2000 --targets beanraft
+
+Progress and the figures of each round go to stderr; the table (medians) to stdout.
 """
 
 from __future__ import annotations
@@ -49,19 +54,46 @@ def timed(action) -> float:
     return time.perf_counter() - started
 
 
-def blocking_round(client, tube: str, count: int) -> tuple[float, float]:
-    """(puts/s, reserve->delete/s) for one blocking client on its own tube."""
-    client.use(tube)
-    client.watch(tube)
-    client.ignore("default")
+def take_turns(runs: dict, count: int, chunk: int, first: int) -> dict[str, float]:
+    """ops/s of each of ``runs`` (kind -> run(n) doing n operations), their chunks of ``chunk``
+    operations taking turns; ``first`` picks who starts, and the start alternates per chunk."""
+    kinds = list(runs)
+    spent = dict.fromkeys(kinds, 0.0)
+    done, turn = 0, first
+    while done < count:
+        size = min(chunk, count - done)
+        for kind in kinds[turn % len(kinds):] + kinds[:turn % len(kinds)]:
+            spent[kind] += timed(lambda: runs[kind](size))
+        done += size
+        turn += 1
+    return {kind: rate(count, seconds) for kind, seconds in spent.items()}
+
+
+def blocking_pair(clients: dict, name: str, count: int, chunk: int,
+                  first: int) -> dict[str, tuple[float, float]]:
+    """kind -> (puts/s, reserve->delete/s) of blocking clients, each on its own tube, taking turns."""
+    for kind, client in clients.items():
+        tube = f"{name}-{kind}"
+        client.use(tube)
+        client.watch(tube)
+        client.ignore("default")
     body = "x" * 100
-    put_s = timed(lambda: [client.put(body) for _ in range(count)])
 
-    def cycles():
-        for _ in range(count):
-            client.delete(client.reserve())
+    def putter(client):
+        def run(n: int) -> None:
+            for _ in range(n):
+                client.put(body)
+        return run
 
-    return rate(count, put_s), rate(count, timed(cycles))
+    def worker(client):
+        def run(n: int) -> None:
+            for _ in range(n):
+                client.delete(client.reserve())
+        return run
+
+    puts = take_turns({k: putter(c) for k, c in clients.items()}, count, chunk, first)
+    cycles = take_turns({k: worker(c) for k, c in clients.items()}, count, chunk, first)
+    return {kind: (puts[kind], cycles[kind]) for kind in clients}
 
 
 async def async_round(address: str, tube: str, count: int) -> tuple[float, float]:
@@ -115,27 +147,23 @@ def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def compare_clients(name: str, address: str, count: int, rounds: int) -> list[str]:
-    """Medians over ``rounds``; in each round the three clients run one after the other."""
+def compare_clients(name: str, address: str, count: int, rounds: int, chunk: int) -> list[str]:
+    """Medians over ``rounds``. In each round greenstalk and ``Client`` take turns in chunks
+    (a server's snapshot, a grown journal or the machine's load falls on both alike); the
+    AsyncClient runs after them, its ratio taken against greenstalk's figure of the round."""
     host, port = address.rsplit(":", 1)
     figures: dict[str, list[tuple[float, float]]] = {"g": [], "c": [], "a": []}
-
-    def greenstalk_round(number: int) -> tuple[float, float]:
-        with greenstalk.Client((host, int(port))) as theirs:
-            return blocking_round(theirs, f"{name}-g{number}", count)
-
-    def client_round(number: int) -> tuple[float, float]:
-        with bc.Client(address) as ours:
-            return blocking_round(ours, f"{name}-c{number}", count)
-
-    runs = {"g": greenstalk_round, "c": client_round,
-            "a": lambda number: asyncio.run(async_round(address, f"{name}-a{number}", count))}
-    order = "gca"
     for number in range(rounds):
-        # Rotate who goes first: a server's snapshot or a journal that has grown falls on
-        # whoever runs at that moment, and must not fall on the same client every round.
-        for kind in order[number % 3:] + order[:number % 3]:
-            figures[kind].append(runs[kind](number))
+        with greenstalk.Client((host, int(port))) as theirs, bc.Client(address) as ours:
+            pair = blocking_pair({"g": theirs, "c": ours}, f"{name}-{number}", count, chunk,
+                                 number)
+        figures["g"].append(pair["g"])
+        figures["c"].append(pair["c"])
+        figures["a"].append(asyncio.run(async_round(address, f"{name}-a{number}", count)))
+        for kind in "gca":
+            put_rate, cycle_rate = figures[kind][-1]
+            print(f"  {name} round {number} {kind}: put {put_rate:.0f}/s, "
+                  f"reserve+delete {cycle_rate:.0f}/s", file=sys.stderr)
     (g_put, c_put, a_put), (g_rd, c_rd, a_rd) = (
         [median([f[i] for f in figures[k]]) for k in "gca"] for i in (0, 1))
     rows = []
@@ -151,6 +179,8 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--targets", default="beanstalkd,beanraft,cluster")
     parser.add_argument("--rounds", type=int, default=3, help="medians over this many rounds")
+    parser.add_argument("--chunk", type=int, default=500,
+                        help="commands per turn when two clients (or put and put-key) alternate")
     args = parser.parse_args()
     targets = args.targets.split(",")
     rows: list[str] = []
@@ -162,7 +192,8 @@ def main() -> int:
                 server.start()
                 try:
                     print(f"measuring {kind} ...", file=sys.stderr)
-                    rows += compare_clients(kind, server.address, args.count, args.rounds)
+                    rows += compare_clients(kind, server.address, args.count, args.rounds,
+                                            args.chunk)
                 finally:
                     server.stop()
         if "cluster" in targets:
@@ -173,18 +204,27 @@ def main() -> int:
                 plain, keyed = [], []
                 for number in range(args.rounds):
                     tag = f"r{number}-{int(time.time())}"
-                    # Alternate which goes first: the second of a pair meets a longer journal.
-                    for keyed_run in ((False, True) if number % 2 == 0 else (True, False)):
-                        figure = asyncio.run(raw_pipelined_puts(host, port, args.count,
-                                                                keyed_run, tag))
-                        (keyed if keyed_run else plain).append(figure)
+                    chunks = iter(range(args.count))  # a fresh key part for every chunk
+
+                    def puts(keyed_run: bool):
+                        return lambda n: asyncio.run(raw_pipelined_puts(
+                            host, port, n, keyed_run, f"{tag}-{next(chunks)}"))
+
+                    # Turns in chunks, who starts alternating: the second of a pair meets a
+                    # longer journal and a bigger state.
+                    figures = take_turns({"put": puts(False), "put-key": puts(True)},
+                                         args.count, args.chunk, number)
+                    plain.append(figures["put"])
+                    keyed.append(figures["put-key"])
+                    print(f"  cluster round {number}: put {figures['put']:.0f}/s, put-key "
+                          f"{figures['put-key']:.0f}/s", file=sys.stderr)
                 plain, keyed = median(plain), median(keyed)
                 rows.append(f"cluster    put[16] {plain:9.0f}/s  put-key[16] {keyed:9.0f}/s "
                             f"({keyed / plain:.2f}x)")
             finally:
                 cluster.stop()
-    print(f"N = {args.count}, one connection per client, 100-byte bodies, "
-          f"medians of {args.rounds} rounds; finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+    print(f"N = {args.count}, one connection per client, 100-byte bodies, turns of "
+          f"{args.chunk}, medians of {args.rounds} rounds; finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("\n".join(rows))
     return 0
