@@ -56,9 +56,12 @@ def port_is_free(port: int, host: str = HOST) -> bool:
     return True
 
 
-def free_ports(count: int, rng: random.Random | None = None, low: int = PORT_LOW,
-               high: int = PORT_HIGH) -> list[int]:
-    """``count`` distinct ports in [low, high) that were free a moment ago."""
+def free_ports(count: int, rng: random.Random | None = None, low: int | None = None,
+               high: int | None = None) -> list[int]:
+    """``count`` distinct ports in [low, high) (default: PORT_LOW..PORT_HIGH) that were free a
+    moment ago."""
+    low = PORT_LOW if low is None else low
+    high = PORT_HIGH if high is None else high
     rng = rng or random.Random(os.getpid() ^ time.monotonic_ns())
     chosen: list[int] = []
     for _attempt in range(count * 200):

@@ -46,6 +46,20 @@ READY_REPLY = b"USING default\r\n"
 # --------------------------------------------------------------------------- ports and processes
 
 
+def _share_the_port_range() -> None:
+    """Under pytest-xdist, each worker process picks its free ports from its own slice of the
+    range, so two test files running side by side never choose the same port at once."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+        width = (launcher.PORT_HIGH - launcher.PORT_LOW) // count
+        low = launcher.PORT_LOW + int(worker[2:]) % count * width
+        launcher.PORT_LOW, launcher.PORT_HIGH = low, low + width
+
+
+_share_the_port_range()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (below the ephemeral range, so no
     outgoing connection takes it meanwhile)."""
