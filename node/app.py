@@ -13,7 +13,7 @@ import time
 
 from beanraft.jobs.commands import Op
 from beanraft.replication.batcher import GroupCommit, OutcomeUnknown
-from beanraft.replication.membership import load_members
+from beanraft.replication.membership import MembershipError, load_members
 from beanraft.replication.raft import RaftConfig, RaftNode
 from beanraft.replication.transfer import TransferError, transfer_leadership
 
@@ -23,7 +23,7 @@ from . import accept, translate
 from .config import NodeConfig
 from .connection import ClientConnection
 from .principals import Authenticator
-from .membership_api import fetch_members
+from .membership_api import fetch_members, read_members
 from .tls import ServerTls
 
 log = logging.getLogger("beanraft.node")
@@ -32,6 +32,7 @@ SHUTDOWN_GRACE_S = 3.0
 SHUTDOWN_TRANSFER_S = 1.5  # a stopping leader's hand-over, within the launchers' 5 s SIGTERM grace
 # A node whose Raft thread has not refreshed its status for this long is not ready.
 READY_STALL_S = 1.0
+JOIN_REREAD_S = 2.0  # how often a joining node reads the members again from --join
 
 
 class Node:
@@ -108,10 +109,7 @@ class Node:
             from .http import start_http
             self.http = await start_http(self, cfg.http)
         if joining:
-            # A learner hears from the leader, and could register through it: it serves
-            # clients only once the entry that adds it reaches its log.
-            while self.raft.members.standing.state != "member":
-                await asyncio.sleep(0.1)
+            await self._wait_until_added(raft_addr)
         await self._register()
         await self._listen()
         self._tasks.append(loop.create_task(self._pulse()))
@@ -121,6 +119,30 @@ class Node:
                  " with TLS" if self.tls else "",
                  " with authentication" if self.auth is not None and self.auth.required else "",
                  self.epoch)
+
+    async def _wait_until_added(self, raft_addr: str) -> None:
+        """A learner hears from the leader, and could register through it: it serves clients
+        only once the entry that adds it reaches its log. Meanwhile it reads the members again
+        now and then: one added since it started may be the leader that must reach it."""
+        loop = asyncio.get_running_loop()
+        next_read, reading = loop.time() + JOIN_REREAD_S, None
+        while self.raft.members.standing.state != "member":
+            await asyncio.sleep(0.1)
+            if reading is not None and reading.done():
+                try:
+                    members = reading.result()
+                except MembershipError as exc:
+                    log.debug("joining: %s", exc)
+                else:
+                    self.raft.members.known_elsewhere.append(
+                        [m for m in members if m != raft_addr])
+                reading = None
+            if reading is None and loop.time() >= next_read:
+                next_read = loop.time() + JOIN_REREAD_S
+                reading = loop.run_in_executor(None, read_members, self.config.join,
+                                               self.config.admin_token)
+        if reading is not None:
+            reading.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def _register(self) -> None:
         """REGISTER: a new epoch for our session ids. Our previous incarnation's sessions end,

@@ -88,7 +88,9 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
     return [web.get("/admin/members", members), web.post("/admin/members", change)]
 
 
-def _get_members(http: str, token: str | None) -> list[str]:
+def read_members(http: str, token: str | None) -> list[str]:
+    """GET /admin/members of the node serving HTTP on ``http`` (blocking, bounded): the members
+    it knows; raises MembershipError if it does not answer one."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     url = f"http://{http}/admin/members"
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}
@@ -114,7 +116,7 @@ async def fetch_members(http: str, self_addr: str, token: str | None) -> list[st
     deadline = loop.time() + FETCH_PATIENCE_S
     for attempt in itertools.count(1):
         try:
-            members = await loop.run_in_executor(None, _get_members, http, token)
+            members = await loop.run_in_executor(None, read_members, http, token)
             break
         except membership.MembershipError as exc:
             if loop.time() > deadline:

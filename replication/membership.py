@@ -36,6 +36,7 @@ Theory of operation.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from dataclasses import dataclass
@@ -166,6 +167,7 @@ class Members:
         self._shown: dict | None = None  # the leader's pending change as of then
         self._heard: tuple[dict, float, str] | None = None  # the leader's word, when, who
         self.last: dict | None = None  # the outcome of the latest change this node knows of
+        self.known_elsewhere: collections.deque = collections.deque(maxlen=4)  # member lists
         self._shared_secret = shared_secret
         self._on_change = on_change  # called with the new number of members (and joined=True)
         self._forward = Forwarder(sync, loop, request_type=REQUEST, done_type=DONE,
@@ -207,6 +209,8 @@ class Members:
     def on_tick(self) -> None:
         now = time.monotonic()
         self._close_lingering(now)
+        while self.known_elsewhere:
+            self.standing.know(self.known_elsewhere.popleft())
         self.standing.on_tick()
         self._persist()
         if self._deferred is not None and now >= self._deferred[1]:

@@ -136,6 +136,9 @@ POINTS: tuple[Point, ...] = (
           " as the member's"),
     Point("transport", "_nodes",
           "the nodes the transport accepts connections from (a learner is one)"),
+    Point("transport", "_nodeAddrToNode",
+          "the addresses a joining node accepts a connection from: a member added after it"
+          " read the member list may lead the cluster that feeds it"),
 )
 
 _replacements: dict[tuple[str, str], object] = {}  # (module, name) -> the object we installed
@@ -437,6 +440,33 @@ def drop_learner(sync, address: str) -> None:
     tcp = transport(sync)
     if node in tcp._nodes:
         tcp.dropNode(node)
+
+
+def know_node(sync, address: str) -> bool:
+    """Make the transport talk to ``address`` (connect to it or accept it); False if it did."""
+    node = TCPNode(address)
+    tcp = transport(sync)
+    if node in tcp._nodes:
+        return False
+    tcp.addNode(node)
+    return True
+
+
+def accept_unknown_nodes(sync, allow: Callable[[], bool], on_known: Callable[[str], None]) -> None:
+    """While ``allow()``, an incoming connection that names an address this node does not know
+    (sealed with the cluster secret all the same) is accepted as that node's; ``on_known(address)``
+    is told."""
+    tcp = transport(sync)
+    original = tcp._onIncomingMessageReceived
+
+    def on_incoming(conn, message):
+        if isinstance(message, str) and conn.sendRandKey and message != "readonly" \
+                and message not in tcp._nodeAddrToNode and allow():
+            know_node(sync, message)
+            on_known(message)
+        original(conn, message)
+
+    tcp._onIncomingMessageReceived = on_incoming
 
 
 def watch_membership(sync, before: Callable[[str, str, bool], bool],

@@ -42,6 +42,21 @@ class Standing:
         self._hold_elections = hold_elections  # True: never campaign; False: the usual timing
         self._removed_term = sync.raftCurrentTerm if state == REMOVED else 0
         self._me = str(sync.selfNode)
+        # A joining node read the member list once; a member added since, which may lead by
+        # the time this node is a learner, is accepted too (``know`` adds those it should call).
+        seam.accept_unknown_nodes(sync, lambda: self.state == JOINING, self._known)
+
+    def know(self, addresses) -> None:
+        """Tick thread: the members as read again from the node named by --join."""
+        if self.state != JOINING:
+            return
+        for address in addresses:
+            if address != self._me and seam.know_node(self._sync, address):
+                self._known(address)
+
+    def _known(self, address: str) -> None:
+        log.info("joining: %s is a member too (it was added after this node read the members)",
+                 address)
 
     # -- the leader's side -----------------------------------------------------------------
 
