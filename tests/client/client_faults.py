@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import sys
 import threading
@@ -65,34 +66,42 @@ class Nemesis(threading.Thread):
 # ------------------------------------------------------------------------- one run
 
 
-def run(seed: int, seconds: float, workdir: Path, flavour: str = "blocking") -> Outcome:
-    outcome = Outcome(seed, flavour)
+@contextlib.contextmanager
+def loopback_cluster(workdir: Path):
+    """Three real nodes on loopback, ready; yields the cluster and the nodes' client addresses,
+    and closes the cluster at the end."""
     cluster = Cluster(workdir, layout="loopback", commit_timeout_s=5.0,
                       node_grace_s=NODE_GRACE_S, freeze=False)
-    stop, done = threading.Event(), threading.Event()
     try:
         cluster.create()
         if not cluster.wait_ready(60.0):
             raise RuntimeError("cluster not ready")
-        addresses = [(n.spec.host, n.spec.client_port) for n in cluster.nodes]
-        end = time.monotonic() + seconds
-        nemesis = Nemesis(cluster, seed, end, outcome)
-        if flavour == "async":
-            threads = [threading.Thread(
-                target=asyncio.run, args=(client_app.async_app(addresses, outcome, stop, done),))]
-        else:
-            threads = client_app.threads(addresses, outcome, stop, done)
-        for thread in threads + [nemesis]:
-            thread.start()
-        nemesis.join(timeout=seconds + 90)
-        stop.set()
-        if nemesis.error is not None:
-            outcome.errors.append(f"nemesis: {nemesis.error!r}")
-        client_app.wind_down(outcome, addresses, threads, stop, done)
+        yield cluster, [(n.spec.host, n.spec.client_port) for n in cluster.nodes]
     finally:
-        stop.set()
-        done.set()
         cluster.close()
+
+
+def run(seed: int, seconds: float, workdir: Path, flavour: str = "blocking") -> Outcome:
+    outcome = Outcome(seed, flavour)
+    stop, done = threading.Event(), threading.Event()
+    with loopback_cluster(workdir) as (cluster, addresses):
+        try:
+            nemesis = Nemesis(cluster, seed, time.monotonic() + seconds, outcome)
+            if flavour == "async":
+                threads = [threading.Thread(target=asyncio.run, args=(
+                    client_app.async_app(addresses, outcome, stop, done),))]
+            else:
+                threads = client_app.threads(addresses, outcome, stop, done)
+            for thread in threads + [nemesis]:
+                thread.start()
+            nemesis.join(timeout=seconds + 90)
+            stop.set()
+            if nemesis.error is not None:
+                outcome.errors.append(f"nemesis: {nemesis.error!r}")
+            client_app.wind_down(outcome, addresses, threads, stop, done)
+        finally:
+            stop.set()
+            done.set()
     return outcome
 
 

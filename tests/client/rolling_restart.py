@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "faults"))
 
 import client_app  # noqa: E402
 from client_app import Outcome  # noqa: E402
+from client_faults import loopback_cluster  # noqa: E402
 from faultkit.cluster import Cluster  # noqa: E402
 
-NODE_GRACE_S = 6.0
 EXIT_TIMEOUT_S = 10.0  # SIGTERM -> exit; the node gives itself at most ~5 s
 READY_TIMEOUT_S = 40.0
 
@@ -145,35 +145,27 @@ def roll(cluster: Cluster, rounds: int, settle_s: float, rolling: RollingOutcome
 def run(workdir: Path, rounds: int = 1, settle_s: float = 1.0) -> RollingOutcome:
     rolling = RollingOutcome(Outcome(seed=0, flavour="rolling restart"))
     outcome = rolling.outcome
-    cluster = Cluster(workdir, layout="loopback", commit_timeout_s=5.0,
-                      node_grace_s=NODE_GRACE_S, freeze=False)
     stop, done = threading.Event(), threading.Event()
-    threads: list[threading.Thread] = []
-    try:
-        cluster.create()
-        if not cluster.wait_ready(60.0):
-            raise RuntimeError("cluster not ready")
-        addresses = [(n.spec.host, n.spec.client_port) for n in cluster.nodes]
-        threads = client_app.threads(addresses, outcome, stop, done, rolling.acked_at)
-        for thread in threads:
-            thread.start()
-        time.sleep(settle_s)  # the load is running before the first SIGTERM
+    with loopback_cluster(workdir) as (cluster, addresses):
         try:
-            roll(cluster, rounds, settle_s, rolling)
-        except Exception as error:
-            outcome.errors.append(f"rolling restart: {error!r}")
-        outcome.faults = [f"SIGTERM {r.node}{' (leader)' if r.was_leader else ''}"
-                          for r in rolling.restarts]
-        client_app.wind_down(outcome, addresses, threads, stop, done)
-        times = sorted(rolling.acked_at)
-        for record in rolling.restarts:
-            record.write_pause_s, record.pause_at_s = longest_gap(times, record.signalled,
-                                                                  record.ready)
-        rolling.quiet_pause_s = quiet_gap(times, rolling.restarts)
-    finally:
-        stop.set()
-        done.set()
-        cluster.close()
+            threads = client_app.threads(addresses, outcome, stop, done, rolling.acked_at)
+            for thread in threads:
+                thread.start()
+            time.sleep(settle_s)  # the load is running before the first SIGTERM
+            try:
+                roll(cluster, rounds, settle_s, rolling)
+            except Exception as error:
+                outcome.errors.append(f"rolling restart: {error!r}")
+            outcome.faults = [f"SIGTERM {r.node}{' (leader)' if r.was_leader else ''}"
+                              for r in rolling.restarts]
+            client_app.wind_down(outcome, addresses, threads, stop, done)
+        finally:
+            stop.set()
+            done.set()
+    times = sorted(rolling.acked_at)
+    for record in rolling.restarts:
+        record.write_pause_s, record.pause_at_s = longest_gap(times, record.signalled, record.ready)
+    rolling.quiet_pause_s = quiet_gap(times, rolling.restarts)
     return rolling
 
 
