@@ -306,6 +306,8 @@ class Node:
         status = self.raft.status
         if self.epoch <= 0 or status.leader is None:
             return False
+        if self.raft.members.standing.state != "member":
+            return False  # removed (or not added yet): it serves the cluster no more
         if self.raft.status_age_s() > READY_STALL_S:
             return False
         applied = max(status.applied_index, self.raft.applied_index)

@@ -154,6 +154,7 @@ def test_a_joiner_counts_only_once_caught_up_survives_a_leader_kill_and_a_remove
         term = x.status()["term"]
         time.sleep(1.5)  # several election timeouts of a cluster
         assert x.status()["term"] == term and x.status()["role"] == "follower"
+        assert x.http("/readyz")[0] == 503 and not x.status()["ready"]
         assert "this node is no longer a member" in x.log_text()
 
         load.finish()

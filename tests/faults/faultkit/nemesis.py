@@ -189,6 +189,10 @@ class Nemesis(threading.Thread):
         with self._lock:
             victim.kill()
             self._active.append(("kill", victim))
+            # The fault is under way from the kill on: a node that drops the victim from then
+            # on is accounted for, however long the change itself takes to answer (a request
+            # forwarded to a leader that died waits for its timeout).
+            self.history.complete("nemesis", "ok", value)
         thread.join(timeout=30)
         # Did the removal happen? Ask the survivor until it knows a leader again (bounded).
         removed = None
@@ -211,7 +215,6 @@ class Nemesis(threading.Thread):
                     else:
                         entry.unlink()
                 self._active.append(("rejoin", node))
-            self.history.complete("nemesis", "ok", value)
 
     def rejoin(self, node: NodeProcess) -> None:
         """Start a removed, emptied node with --join and add it back (retried, bounded)."""
