@@ -98,6 +98,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         cap = config.max_job_size
         self.machine = Machine(max_job_size=sys.maxsize if cap is None else cap)
         self.applied_index = 0
+        self._commit_told = 0  # the highest commit index sent ahead of applying (_tell_commit_first)
         self._on_events = on_events
         self._outbox: collections.deque = collections.deque()
         self._drain_scheduled = False
@@ -371,8 +372,24 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         pysyncobj slices the type byte off and unpickles, two copies of every job body before
         ``_apply`` decodes the batch; the batch lies whole inside the command's pickle.
         """
+        self._tell_commit_first()
         batch = batch_view(command, self._apply_id)
         return original(command) if batch is None else self._apply(batch)
+
+    def _tell_commit_first(self) -> None:
+        """A leader of a cluster sends the commit index before it applies what it committed.
+
+        pysyncobj sends it after applying every newly committed entry, so each follower (and
+        the client waiting there) waited for the leader's apply before starting its own; now
+        the two overlap. Sent once per advance of the commit index (tick thread).
+        """
+        sync = self._sync
+        if self._single or not seam.is_leader(sync):
+            return
+        commit = sync.raftCommitIndex
+        if commit > self._commit_told:
+            self._commit_told = commit
+            seam.send_append_entries(sync)
 
     def _apply(self, entry: bytes):
         """Apply one committed batch. Never raises: pysyncobj would re-run it forever."""

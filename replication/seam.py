@@ -110,6 +110,9 @@ POINTS: tuple[Point, ...] = (
     Point("class:pysyncobj.syncobj.SyncObj", "_applyCommand",
           "takes a command we pickled ourselves in one copy (pysyncobj's @replicated call pickles "
           "the batch and then prefixes its type byte: two copies of a job body)"),
+    Point("syncobj", "_SyncObj__sendAppendEntries",
+          "called by the leader as it starts applying newly committed entries, so its followers "
+          "learn the commit index and apply them at the same time instead of after it"),
     Point("syncobj", "_methodToID",
           "the number pysyncobj gives apply_entry inside every command (checked before the "
           "shortcut above takes a command)"),
@@ -371,6 +374,11 @@ def shortcut_apply(sync, shortcut: Callable[[bytes], object]) -> None:
     the returned original for any command it does not take itself."""
     original = sync._SyncObj__doApplyCommand
     sync._SyncObj__doApplyCommand = lambda command: shortcut(command, original)
+
+
+def send_append_entries(sync) -> None:
+    """The leader sends every follower what it lacks and its commit index now (tick thread)."""
+    sync._SyncObj__sendAppendEntries()
 
 
 def pipe_notifier(sync):

@@ -1,0 +1,92 @@
+"""A leader tells its followers that entries committed before it applies them itself, so the
+followers (and the clients waiting on them) apply at the same time instead of after the leader.
+
+Method: three real BeanRaft ``RaftNode`` objects (real pysyncobj, sealed peer links on loopback
+ports, one Raft thread each) in this process. The leader's state machine is made to hold its
+apply of one entry until a follower has applied that entry, for at most a few seconds: the
+follower can only get there, under the same leader, if the commit index left the leader before
+its apply began, since the leader's Raft thread, which sends everything the leader sends, is the
+one held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from upstream import free_port
+
+from beanraft.replication.codec import encode_entry
+from beanraft.replication.raft import RaftConfig, RaftNode
+
+HOLD_S = 5.0  # how long the leader's apply waits for a follower before it gives up
+ATTEMPTS = 4  # a loaded machine may elect another leader under a held one: try again
+
+
+async def _leader(nodes) -> RaftNode:
+    for _ in range(400):
+        leaders = [n for n in nodes if n.is_leader()]
+        if leaders:
+            return leaders[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no leader elected")
+
+
+async def _hold_one_apply(nodes) -> str:
+    """Hold the leader's apply of one new entry: "follower applied", "timeout", or "new term"
+    (the followers lost patience with a leader that sent nothing and elected another: try
+    again, this says nothing either way)."""
+    leader = await _leader(nodes)
+    followers = [n for n in nodes if n is not leader]
+    # An entry of this term is committed and applied everywhere first.
+    await asyncio.wait_for(leader.submit(encode_entry(time.time_ns(), [(17, 0, 0)])), 20)
+    outcome: list[str] = []
+    apply_batch = leader.machine.apply_batch
+
+    def held_apply(now_ns, commands):  # runs in the leader's Raft thread
+        if not outcome:
+            index, term = leader._sync.raftLastApplied + 1, leader._sync.raftCurrentTerm
+            until = time.monotonic() + HOLD_S
+            while time.monotonic() < until:
+                if any(f._sync.raftCurrentTerm != term for f in followers):
+                    outcome.append("new term")
+                    break
+                if any(f.applied_index >= index for f in followers):
+                    outcome.append("follower applied")
+                    break
+                time.sleep(0.005)
+            else:
+                outcome.append("timeout")
+        return apply_batch(now_ns, commands)
+
+    leader.machine.apply_batch = held_apply
+    try:
+        await asyncio.wait_for(leader.submit(encode_entry(time.time_ns(), [(17, 0, 0)])), 20)
+    except Exception:  # the held leader was deposed: the entry's fate is the next leader's
+        pass
+    finally:
+        leader.machine.apply_batch = apply_batch
+    return outcome[0] if outcome else "new term"
+
+
+async def _outcomes() -> list[str]:
+    loop = asyncio.get_running_loop()
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    nodes = [RaftNode(RaftConfig(self_addr=a, peers=[b for b in addresses if b != a],
+                                 secret="test-secret"), loop, lambda events: None)
+             for a in addresses]
+    for node in nodes:
+        node.start()
+    outcomes: list[str] = []
+    try:
+        while len(outcomes) < ATTEMPTS and "follower applied" not in outcomes:
+            outcomes.append(await _hold_one_apply(nodes))
+        return outcomes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_a_follower_applies_an_entry_while_the_leader_is_still_applying_it():
+    outcomes = asyncio.run(_outcomes())
+    assert outcomes[-1] == "follower applied", outcomes
