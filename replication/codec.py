@@ -53,13 +53,14 @@ def decode_entry(data: bytes) -> tuple[int, list[tuple]]:
             if len(data) < _HEADER:
                 raise EntryFormatError("entry shorter than its header")
             now_ns = _STAMP.unpack_from(data, 1)[0]
-            commands = msgpack.unpackb(memoryview(data)[_HEADER:], raw=False, use_list=True)
+            # Arrays as tuples, made in C: a command is a flat tuple (no per-command conversion).
+            commands = msgpack.unpackb(memoryview(data)[_HEADER:], raw=False, use_list=False)
         else:
-            now_ns, commands = msgpack.unpackb(data[1:], raw=False, use_list=True)
+            now_ns, commands = msgpack.unpackb(data[1:], raw=False, use_list=False)
     except EntryFormatError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise EntryFormatError(str(exc)) from exc
-    if not isinstance(now_ns, int) or not isinstance(commands, list):
+    if not isinstance(now_ns, int) or not isinstance(commands, tuple):
         raise EntryFormatError("entry is not a time stamp and a list of commands")
-    return now_ns, [tuple(c) if isinstance(c, list) else c for c in commands]
+    return now_ns, list(commands)
