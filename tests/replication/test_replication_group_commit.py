@@ -1,0 +1,89 @@
+"""Group commit proposes a batch again until it has a definite outcome, ignores the late answer
+of a try it gave up on, and only then proposes the commands queued behind it.
+
+Method: ``GroupCommit`` on a real event loop, in front of a recording stand-in for the Raft node
+that answers only when the test says so, so every interleaving below is chosen, not timed. The
+real Raft node behind it is driven by tests/replication/test_replication_upstream_defects.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from beanraft.replication.batcher import GroupCommit, OutcomeUnknown
+from beanraft.replication.bridge import CommitError
+from beanraft.replication.codec import decode_entry
+
+
+class RecordingRaft:
+    """Records each proposal (its commands and its outcome callback); answers nothing itself."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.proposals: list[tuple[list, object]] = []
+
+    def cluster_now_ns(self) -> int:
+        return time.time_ns()
+
+    def submit(self, parts) -> asyncio.Future:
+        _now, commands = decode_entry(b"".join(parts))
+        fut = self.loop.create_future()
+
+        def answer(replies, err):
+            if not fut.done():  # a try given up on was cancelled
+                fut.set_exception(err) if err is not None else fut.set_result(replies)
+
+        self.proposals.append((commands, answer))
+        return fut
+
+
+async def _until(predicate, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
+def test_a_refused_try_is_proposed_again_and_a_late_answer_to_a_try_given_up_on_is_ignored():
+    async def scenario():
+        raft = RecordingRaft(asyncio.get_running_loop())
+        commit = GroupCommit(raft, try_timeout_s=0.05, commit_timeout_s=5.0)
+        fut = commit.submit((3, 1, 2, 0, 0, 60, b"body"))
+        await _until(lambda: len(raft.proposals) == 1)
+        later = commit.submit((9, 1, 3, 1))
+        raft.proposals[0][1](None, CommitError(5))  # LEADER_CHANGED: the outcome is unknown
+        await _until(lambda: len(raft.proposals) == 2)  # proposed again, unchanged
+        assert raft.proposals[1][0] == raft.proposals[0][0]
+        await _until(lambda: len(raft.proposals) == 3)  # the second try timed out: a third
+        raft.proposals[1][1]([("INSERTED", 1)], None)  # the given-up second try answers late
+        await asyncio.sleep(0.01)
+        assert not fut.done() and len(raft.proposals) == 3
+        raft.proposals[2][1]([("INSERTED", 1)], None)
+        assert await fut == ("INSERTED", 1)
+        # Only now, behind it, the command submitted while it was in flight.
+        await _until(lambda: len(raft.proposals) == 4)
+        assert raft.proposals[3][0] == [(9, 1, 3, 1)]
+        raft.proposals[3][1]([("DELETED",)], None)
+        assert await later == ("DELETED",)
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_without_a_definite_outcome_by_the_commit_timeout_fails_as_unknown():
+    async def scenario():
+        raft = RecordingRaft(asyncio.get_running_loop())
+        commit = GroupCommit(raft, try_timeout_s=0.02, commit_timeout_s=0.2)
+        fut = commit.submit((9, 1, 1, 7))
+        with pytest.raises(OutcomeUnknown):
+            await asyncio.wait_for(fut, 5.0)
+        tries = len(raft.proposals)
+        assert tries >= 2 and all(p[0] == [(9, 1, 1, 7)] for p in raft.proposals)
+        nxt = commit.submit((9, 1, 2, 8))  # the group goes on with the next batch
+        await _until(lambda: len(raft.proposals) == tries + 1)
+        raft.proposals[-1][1]([("DELETED",)], None)
+        assert await nxt == ("DELETED",)
+
+    asyncio.run(scenario())
