@@ -28,7 +28,7 @@ parser and wakes the connection's task, which takes requests one at a time.
   produced since it last yielded reach ``BURST_BYTES``, the task yields, so the other clients,
   Raft's replies and the outbox's write run in between.
 * A client that has gone is not served. Before each request the connection asks the kernel
-  about the client's socket (node/peer.py). Gone (the transport was lost, or the socket shows a
+  about the client's socket (node/peer.py: once per loop iteration, and again after each write). Gone (the transport was lost, or the socket shows a
   hang-up or error, as after the client's reset): its unexecuted input is dropped, and only the
   commands already submitted (at most ``MAX_PIPELINE``) still run. Done sending (its FIN
   arrived, possibly behind unread commands): a closed client and a half-closed one look alike
@@ -104,8 +104,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.outbox = Outbox(transport)
         self.peer = peer.PeerProbe(transport)
+        self.outbox = Outbox(transport, on_write=self.peer.forget)
         self.node.connection_opened(self)
         if self.node.auth is not None and self.node.auth.required:
             self.guard = Guard(self, self.node.auth)
@@ -319,7 +319,8 @@ class ClientConnection(asyncio.Protocol):
                         raise ConnectionError("session resumed elsewhere")
                 elif result[0] == "SESSION" or result[0] == "RESUMED":
                     self.resumable = True
-                self._write(fixed if fixed is not None else translate.to_reply(result))
+                self.outbox.write(p.encode(fixed) if fixed is not None
+                                  else translate.to_wire(result))
             if result[0] == "GONE":
                 raise ConnectionError("session dropped by the cluster")
             if bounded and self.outbox.over_high_water():
@@ -351,7 +352,7 @@ class ClientConnection(asyncio.Protocol):
         if self.owed:
             self.owed.popleft()
             self.owed.append(req)
-        self._write(translate.to_reply(result))
+        self.outbox.write(translate.to_wire(result))
 
     async def _reserve_owed(self, bounded: bool = True) -> None:
         """The blocking reserves that found no job when pipelined, one at a time, in order
@@ -403,7 +404,7 @@ class ClientConnection(asyncio.Protocol):
             self.reserve_hit = result[0] == "RESERVED"
             if result[0] == "RESERVED" and not await self._still_ours():
                 return False
-            self._write(translate.to_reply(result))
+            self.outbox.write(translate.to_wire(result))
             return result[0] != "GONE"
         self.waiting = True
         try:
@@ -418,7 +419,7 @@ class ClientConnection(asyncio.Protocol):
         self.reserve_hit = reply[0] == "RESERVED"
         if reply[0] == "RESERVED" and not await self._still_ours():
             return False
-        self._write(translate.to_reply(reply))
+        self.outbox.write(translate.to_wire(reply))
         return True
 
     async def _still_ours(self) -> bool:

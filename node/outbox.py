@@ -15,6 +15,7 @@ iteration) lets the connection bound the work it does before it yields.
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 #: Unsent replies above this stop the connection (see node/connection.py).
 HIGH_WATER_BYTES = 1 << 20
@@ -26,8 +27,9 @@ class Outbox:
     """A connection's reply queue in front of its transport."""
 
     def __init__(self, transport: asyncio.Transport, high_water: int = HIGH_WATER_BYTES,
-                 low_water: int = LOW_WATER_BYTES):
+                 low_water: int = LOW_WATER_BYTES, on_write: Callable[[], None] | None = None):
         self.transport = transport
+        self.on_write = on_write  # told after each hand-over to the transport
         self.high_water = high_water
         transport.set_write_buffer_limits(high=high_water, low=low_water)
         self.drained = asyncio.Event()
@@ -54,6 +56,8 @@ class Outbox:
         if pieces and not self.transport.is_closing():
             # One piece is written as it is: joining would copy a big job's body once more.
             self.transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            if self.on_write is not None:
+                self.on_write()
 
     @property
     def unsent(self) -> int:

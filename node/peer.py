@@ -6,10 +6,17 @@ while reading is paused for backpressure. poll(2) on the socket, without waiting
 hang-up or error (the client reset the connection, or a UNIX socket's peer closed) means nothing
 we write can reach it; RDHUP alone means it sent its last byte, which is either a half-close or
 a close that it has not yet answered with a reset because we have not written since.
+
+One answer serves every request handled in the same loop iteration, until we write: within an
+iteration nothing but our own write can make the kernel learn more from the client (its reset
+comes back inside the send on loopback), and a pipelined burst is handled in one iteration, so a
+poll(2) per request only handed the GIL to the Raft thread once per request. The answer is
+forgotten at the next iteration and after each write (``forget``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import select
 
 HERE, DONE_SENDING, GONE = "here", "done sending", "gone"
@@ -23,6 +30,8 @@ class PeerProbe:
     def __init__(self, transport):
         self.transport = transport
         self._poll: select.poll | None = None
+        self._known: str | None = None  # this iteration's answer, until ``forget``
+        self._loop = asyncio.get_running_loop()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self._poll = select.poll()
@@ -32,10 +41,20 @@ class PeerProbe:
         """HERE, DONE_SENDING or GONE."""
         if self.transport.is_closing():
             return GONE  # never poll a descriptor the transport may have closed and reused
+        if self._known is not None:
+            return self._known
         if self._poll is None:
             return HERE
         events = self._poll.poll(0)
         flags = events[0][1] if events else 0
         if flags & _GONE_FLAGS:
-            return GONE
-        return DONE_SENDING if flags & select.POLLRDHUP else HERE
+            known = GONE
+        else:
+            known = DONE_SENDING if flags & select.POLLRDHUP else HERE
+        self._known = known
+        self._loop.call_soon(self.forget)
+        return known
+
+    def forget(self) -> None:
+        """Ask the kernel again next time (a new loop iteration, or we wrote to the client)."""
+        self._known = None

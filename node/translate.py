@@ -93,6 +93,23 @@ _SIMPLE = {
 }
 
 
+#: The wire bytes of the replies that are one constant word, by tag.
+_SIMPLE_BYTES = {tag: p.encode(reply) for tag, reply in _SIMPLE.items()}
+
+
+def to_wire(result: tuple) -> bytes:
+    """The wire bytes of ``to_reply(result)``; the frequent replies without building one."""
+    tag = result[0]
+    if tag == "INSERTED":
+        return p.inserted_bytes(result[1])
+    if tag == "RESERVED":
+        return p.reserved_bytes(result[1], result[2])
+    simple = _SIMPLE_BYTES.get(tag)
+    if simple is not None:
+        return simple
+    return p.encode(to_reply(result))
+
+
 def to_reply(result: tuple):
     """The wire reply for a state-machine reply tuple."""
     tag = result[0]

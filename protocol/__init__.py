@@ -27,6 +27,8 @@ from .fields import (
 )
 from .replies import (
     REPLY_TYPES,
+    inserted_bytes,
+    reserved_bytes,
     LIST_JOBS_KEYS,
     STATS_JOB_KEYS,
     STATS_KEYS,
@@ -124,7 +126,7 @@ __all__ = [
     # requests of the extensions (docs/reference/extensions.md)
     "PutKey", "SessionId", "SessionResume",
     # replies
-    "Reply", "REPLY_TYPES", "encode",
+    "Reply", "REPLY_TYPES", "encode", "inserted_bytes", "reserved_bytes",
     "Inserted", "Buried", "Using", "Reserved", "DeadlineSoon", "TimedOut", "Deleted",
     "NotFound", "Released", "Touched", "Watching", "NotIgnored", "Found", "Kicked", "Paused",
     "Ok", "BadFormat", "UnknownCommand", "ExpectedCrlf", "JobTooBig", "OutOfMemory",

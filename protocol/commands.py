@@ -18,6 +18,7 @@ connection, which knows max-job-size, decides whether to read the body or discar
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -105,14 +106,22 @@ Parsed = Union[Request, Rejected, PutHeader]
 Handler = Callable[[bytes], Parsed]
 
 
+# put's four numbers, each read as ``read_number`` reads one: spaces, then the whole digit run
+# (``++`` gives nothing back). After a whole run the next byte is not a digit, so a following
+# number needs at least one space: this matches exactly where four read_number calls succeed.
+_PUT_NUMBERS = re.compile(rb" *+([0-9]++) ++([0-9]++) ++([0-9]++) ++([0-9]++)")
+
+
 def _put(rest: bytes, pos: int = 0, key: str | None = None) -> PutHeader:
     """put's four numbers from ``pos`` on (``key``: a put-key's, read before them)."""
-    pri, pos = read_number(rest, pos, U32_MAX)
-    delay_s, pos = read_number(rest, pos, U32_MAX)
-    ttr_s, pos = read_number(rest, pos, U32_MAX)
-    size, pos = read_number(rest, pos, U32_MAX)
+    found = _PUT_NUMBERS.match(rest, pos)
+    if found is None:
+        raise FormatError("put needs four numbers")
+    pri, delay_s, ttr_s, size = int(found[1]), int(found[2]), int(found[3]), int(found[4])
+    if pri > U32_MAX or delay_s > U32_MAX or ttr_s > U32_MAX or size > U32_MAX:
+        raise FormatError("number out of range")
     # Trailing text is judged by the connection: JOB_TOO_BIG takes precedence over it.
-    return PutHeader(pri, delay_s, ttr_s, size, pos != len(rest), key)
+    return PutHeader(pri, delay_s, ttr_s, size, found.end() != len(rest), key)
 
 
 def _put_key(rest: bytes) -> PutHeader:

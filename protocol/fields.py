@@ -17,6 +17,8 @@ Every failure raises ``FormatError``; the command parser turns it into ``BAD_FOR
 
 from __future__ import annotations
 
+import re
+
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
 _LONG_MIN = -(2**63)
@@ -61,12 +63,16 @@ class FormatError(ValueError):
     """An argument is malformed; the command must be answered with BAD_FORMAT."""
 
 
+# A digit run, and read_number's spaces then digits; ``++`` never gives back a digit, so the run
+# is always the whole run, as beanstalkd's strtoull takes it. (One regular expression instead of
+# a loop over the bytes: every put header reads four numbers.)
+_DIGIT_RUN = re.compile(rb"[0-9]*+")
+_SPACES_NUMBER = re.compile(rb" *+([0-9]++)")
+
+
 def _digit_run(line: bytes, pos: int) -> int:
     """Returns the index just past the run of decimal digits that starts at ``pos``."""
-    end = pos
-    while end < len(line) and line[end] in _DIGITS:
-        end += 1
-    return end
+    return _DIGIT_RUN.match(line, pos).end()
 
 
 def read_number(line: bytes, pos: int, maximum: int) -> tuple[int, int]:
@@ -76,15 +82,13 @@ def read_number(line: bytes, pos: int, maximum: int) -> tuple[int, int]:
     spaces are skipped, but not tabs; a sign is refused because the first byte must be a digit;
     leading zeros are fine. ``maximum`` is U64_MAX for job ids and U32_MAX for the rest.
     """
-    while pos < len(line) and line[pos] == 0x20:
-        pos += 1
-    end = _digit_run(line, pos)
-    if end == pos:
+    found = _SPACES_NUMBER.match(line, pos)
+    if found is None:
         raise FormatError("expected a digit")
-    value = int(line[pos:end])
+    value = int(found[1])
     if value > maximum:
         raise FormatError("number out of range")
-    return value, end
+    return value, found.end()
 
 
 def read_number_strict(line: bytes, pos: int, maximum: int) -> int:

@@ -22,9 +22,19 @@ def _line(*words: object) -> bytes:
     return " ".join(str(word) for word in words).encode("ascii") + _CRLF
 
 
-def _with_body(word: str, job_id: int, body: bytes) -> bytes:
+def _with_body(word: bytes, job_id: int, body: bytes) -> bytes:
     """``<WORD> <id> <bytes>\\r\\n<body>\\r\\n``, the shape of RESERVED and FOUND."""
-    return _line(word, job_id, len(body)) + body + _CRLF
+    return b"%b %d %d\r\n%b\r\n" % (word, job_id, len(body), body)
+
+
+def inserted_bytes(job_id: int) -> bytes:
+    """The bytes of ``Inserted(job_id)``, for a caller that has only the id (the hot path)."""
+    return b"INSERTED %d\r\n" % job_id
+
+
+def reserved_bytes(job_id: int, body: bytes) -> bytes:
+    """The bytes of ``Reserved(job_id, body)``, for a caller that has only the two."""
+    return _with_body(b"RESERVED", job_id, body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +44,7 @@ class Inserted:
     job_id: int
 
     def to_bytes(self) -> bytes:
-        return _line("INSERTED", self.job_id)
+        return inserted_bytes(self.job_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +75,7 @@ class Reserved:
     body: bytes
 
     def to_bytes(self) -> bytes:
-        return _with_body("RESERVED", self.job_id, self.body)
+        return reserved_bytes(self.job_id, self.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +86,7 @@ class Found:
     body: bytes
 
     def to_bytes(self) -> bytes:
-        return _with_body("FOUND", self.job_id, self.body)
+        return _with_body(b"FOUND", self.job_id, self.body)
 
 
 @dataclass(frozen=True, slots=True)

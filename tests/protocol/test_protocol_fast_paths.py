@@ -1,0 +1,107 @@
+"""Goal: the short cuts of the hot path give exactly what the plain readers give.
+
+Method: hypothesis compares, on arbitrary and on near-miss input, (1) put's one-pattern
+reader with four ``read_number`` calls as beanstalkd reads them, (2) ``parse_line``'s lookup by
+first byte with a scan of every prefix in beanstalkd's order, and (3) the reply bytes the node
+writes without building a reply (``translate.to_wire``) with the encoded reply.
+"""
+
+from __future__ import annotations
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from beanraft import protocol as p
+from beanraft.node import translate
+from beanraft.protocol import commands
+from beanraft.protocol.commands import ALL_COMMANDS, PutHeader, parse_line
+from beanraft.protocol.fields import U32_MAX, FormatError, read_number
+
+# Bytes that make put lines interesting: digits, spaces, other whitespace and signs.
+_PUT_BYTES = st.lists(st.sampled_from(b"0123456789    \t+-x"), max_size=40).map(bytes)
+_NUMBER = st.one_of(st.integers(0, 50), st.integers(U32_MAX - 2, U32_MAX + 2),
+                    st.integers(0, 10**25))
+
+
+def _put_by_read_number(rest: bytes) -> PutHeader | None:
+    try:
+        pri, pos = read_number(rest, 0, U32_MAX)
+        delay_s, pos = read_number(rest, pos, U32_MAX)
+        ttr_s, pos = read_number(rest, pos, U32_MAX)
+        size, pos = read_number(rest, pos, U32_MAX)
+    except FormatError:
+        return None
+    return PutHeader(pri, delay_s, ttr_s, size, pos != len(rest))
+
+
+def _put_by_pattern(rest: bytes) -> PutHeader | None:
+    try:
+        return commands._put(rest)
+    except FormatError:
+        return None
+
+
+@settings(max_examples=600, deadline=None)
+@given(_PUT_BYTES)
+@example(b"0 0 0 0")
+@example(b"  1  2   3 4 ")
+@example(b"1 2 3 4294967296")
+@example(b"1 2 3")
+@example(b"1 2 3 4x")
+@example(b"01 002 3 4")
+def test_puts_pattern_reads_what_four_read_number_calls_read(rest):
+    assert _put_by_pattern(rest) == _put_by_read_number(rest)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_NUMBER, min_size=4, max_size=4), st.lists(st.integers(1, 3), min_size=4,
+                                                             max_size=4),
+       st.sampled_from([b"", b" ", b"x", b" 5"]))
+def test_puts_pattern_agrees_on_well_formed_lines_and_their_limits(numbers, spaces, tail):
+    rest = b"".join(b" " * gap + str(n).encode() for gap, n in zip(spaces, numbers)) + tail
+    assert _put_by_pattern(rest) == _put_by_read_number(rest)
+
+
+def _parse_by_scan(line: bytes):
+    """parse_line as it was: every prefix tried in order."""
+    if b"\x00" in line:
+        return p.Rejected(p.BadFormat())
+    for prefix, handler in ALL_COMMANDS:
+        if line.startswith(prefix):
+            try:
+                return handler(line[len(prefix):])
+            except FormatError:
+                return p.Rejected(p.BadFormat())
+    return p.Rejected(p.UnknownCommand())
+
+
+_WORDS = sorted({prefix for prefix, _handler in ALL_COMMANDS} | {b"", b"x", b"Put ", b"p"})
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(_WORDS), st.binary(max_size=30))
+def test_the_lookup_by_first_byte_finds_the_command_a_scan_in_order_finds(word, rest):
+    line = word + rest
+    assert parse_line(line) == _parse_by_scan(line)
+
+
+_RESULTS = st.one_of(
+    st.tuples(st.just("INSERTED"), st.integers(0, 2**64 - 1)),
+    st.tuples(st.just("RESERVED"), st.integers(0, 2**64 - 1), st.binary(max_size=300)),
+    st.tuples(st.sampled_from(sorted(translate._SIMPLE))),
+    st.tuples(st.just("FOUND"), st.integers(0, 2**64 - 1), st.binary(max_size=50)),
+    st.tuples(st.just("USING"), st.sampled_from(["default", "a-b"])),
+    st.tuples(st.just("WATCHING"), st.integers(0, 100)),
+    st.tuples(st.just("KICKED"), st.integers(0, 100)),
+    st.tuples(st.just("KICKED")),
+    st.tuples(st.just("NO_SUCH_TAG")),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_RESULTS)
+@example(("INSERTED", 0))
+@example(("RESERVED", 7, b""))
+@example(("RESERVED", 7, b"\r\n%d %s"))
+def test_the_reply_bytes_written_without_a_reply_are_the_encoded_replys(result):
+    assert translate.to_wire(result) == p.encode(translate.to_reply(result))
