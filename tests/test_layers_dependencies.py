@@ -21,8 +21,8 @@ RULES = {
     "protocol": (set(), set(), {"socket", "asyncio", "time", "threading", "selectors"}),
     "jobs": (set(), {"msgpack"}, {"time", "random", "asyncio", "logging", "socket", "threading"}),
     "replication": ({"jobs"}, {"pysyncobj", "msgpack", "cryptography"}, set()),
-    "node": ({"protocol", "jobs", "replication"}, {"aiohttp", "click", "prometheus_client", "rich"},
-             set()),
+    "node": ({"protocol", "jobs", "replication"},
+             {"aiohttp", "click", "prometheus_client", "rich", "uvloop"}, set()),
     # The client is shipped to applications: the wire format and the standard library only.
     "client": ({"protocol"}, set(), set()),
 }
