@@ -11,7 +11,8 @@ Theory of operation.
   ``call_soon_threadsafe`` per burst.
 * Durability: the journal is fsynced before a follower's ack leaves the node and before each tick
   computes a commit index (see ``journal.py``); the leader syncs right after sending new entries,
-  while its followers write them.
+  while its followers write them. As it starts applying newly committed entries, the leader
+  sends the new commit index (``_tell_commit_first``), so its followers apply at the same time.
 * Peer connections are ours (``peer_link.py``): linear in the bytes they move, big messages in
   sealed fragments that small acknowledgements may pass, each fragment from the leader counted
   as a heartbeat; messages sealed with AES-GCM under the cluster secret (``peer_crypto.py``)
