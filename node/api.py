@@ -201,6 +201,14 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
         return web.json_response(doc)
 
     async def mutate(request, req) -> web.Response:
+        # The job's tube decides the right, so read it only once every command committed
+        # before this request is applied here, as the TCP guard does: a follower that has not
+        # applied the job's put yet would answer NOT_FOUND for a job that exists.
+        barrier = asyncio.run_coroutine_threadsafe(node.read_barrier(), node_loop)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(barrier), MUTATION_TIMEOUT_S)
+        except (OutcomeUnknown, asyncio.TimeoutError):
+            return web.json_response({"error": "no leader: cannot read the job"}, status=503)
         owner = raft.read(lambda machine: machine.job_owner(0, req.job_id))
         refusal = rights.decide(request["principal"], req, rights.Facts(job=owner))
         if refusal is not None:

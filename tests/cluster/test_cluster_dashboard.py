@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -116,6 +118,27 @@ def test_the_tube_list_and_the_buried_list_stop_at_their_bounds(cluster):
         assert code == 200 and doc["count"] == count and len(doc["jobs"]) == api.MAX_BURIED
         client.send(b"".join(b"delete %d\r\n" % i for i in reserved))  # leave the cluster as it was
         assert {client.read_line() for _ in reserved} == {b"DELETED"}
+
+
+def test_a_delete_on_a_follower_that_has_not_applied_the_put_yet_finds_the_job(cluster):
+    """The right to delete is read from the job's tube after the read barrier, not from the
+    follower's state as it stands: a frozen follower misses the put, gets the DELETE while it
+    is frozen, and must answer it only once it has caught up."""
+    leader = cluster.leader()
+    follower = next(node for node in cluster.nodes if node is not leader)
+    follower.signal(signal.SIGSTOP)
+    try:
+        with LineClient(leader.client_address) as client:
+            job_id = client.put(b"put while the follower sleeps")
+        answer: list = []
+        request = threading.Thread(target=lambda: answer.append(
+            call(follower, "DELETE", f"/api/jobs/{job_id}", TOKEN)))
+        request.start()
+        time.sleep(0.5)  # the request waits in the frozen node's accept queue
+    finally:
+        follower.signal(signal.SIGCONT)
+    request.join(20)
+    assert answer and (answer[0][0], answer[0][1].get("reply")) == (200, "DELETED"), answer
 
 
 def test_a_delete_with_the_token_is_committed_on_every_node(cluster):
