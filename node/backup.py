@@ -51,15 +51,25 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
             future = node.raft.take_backup()
         except BackupBusy as exc:
             return web.json_response({"error": str(exc)}, status=409)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                node.raft.backup_done()
+
         try:
-            return await _stream(request, future)
+            return await _stream(request, future, release)
         finally:
-            node.raft.backup_done()
+            release()
 
     return [web.post("/admin/backup", backup)]
 
 
-async def _stream(request, future) -> web.StreamResponse:
+async def _stream(request, future, release) -> web.StreamResponse:
+    """Streams the backup; ``release`` frees this node's backup slot once the child is done,
+    before the outcome is logged, so the next backup is taken as soon as the log says so."""
     loop = asyncio.get_running_loop()
     try:
         stream = await asyncio.wait_for(asyncio.wrap_future(future), START_TIMEOUT_S)
@@ -68,7 +78,7 @@ async def _stream(request, future) -> web.StreamResponse:
         return web.json_response({"error": "the backup did not start"}, status=503)
     except Exception as exc:  # the fork itself failed (no memory, no process slot)
         return web.json_response({"error": f"the backup did not start: {exc}"}, status=503)
-    began, sent, streamed = time.monotonic(), 0, False
+    began, sent, streamed, abandoned = time.monotonic(), 0, False, None
     response = web.StreamResponse(headers={
         "Content-Type": "application/octet-stream",
         "X-BeanRaft-Backup-Index": str(stream.index),
@@ -83,10 +93,13 @@ async def _stream(request, future) -> web.StreamResponse:
             sent += len(chunk)
         streamed = True
     except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
-        log.warning("backup at index %d to %s abandoned after %d bytes: %s", stream.index,
-                    request.remote, sent, exc or type(exc).__name__)
+        abandoned = exc or type(exc).__name__
     finally:
         written = await loop.run_in_executor(None, stream.finish)
+        release()
+    if abandoned is not None:
+        log.warning("backup at index %d to %s abandoned after %d bytes: %s", stream.index,
+                    request.remote, sent, abandoned)
     if streamed and not (written and sent):
         log.error("backup at index %d failed after %d bytes (the child did not finish); the "
                   "connection is dropped", stream.index, sent)
