@@ -33,9 +33,13 @@ RECV_BYTES = 65536
 # settled on a new one. Closing one at once could release the session's jobs: a node that was
 # slow, not dead, may yet commit the session-resume we sent it and then see the close.
 MAX_ABANDONED = 4
-# A connection idle for longer than this is checked for a hang-up before the next command
-# (on a server with the extensions; without them, before every command).
+# A connection idle for longer than this is checked for a hang-up before the next command.
+# With put-key a command sent to a dead connection is replayed safely, so the check waits for a
+# real pause; without it (plain beanstalkd) any gap longer than a command's turnaround counts.
+# (Between the check and the send a node can always hang up: the check narrows that window to
+# the gap, it cannot close it, so a command the node may have missed is never replayed blindly.)
 IDLE_CHECK_AFTER_S = 0.05
+PLAIN_IDLE_CHECK_AFTER_S = 0.001
 DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_FAILOVER_TIMEOUT_S = 30.0
 
@@ -127,9 +131,8 @@ class Client(Api):
         if self._closed:
             raise Error("the client is closed")
         now = self._now()
-        # With put-key a command sent to a dead connection is replayed safely, so the check
-        # runs only after a pause; without it (plain beanstalkd) it runs before every command.
-        if not self._core.extensions or now - self._last_io >= IDLE_CHECK_AFTER_S:
+        if now - self._last_io >= (IDLE_CHECK_AFTER_S if self._core.extensions
+                                   else PLAIN_IDLE_CHECK_AFTER_S):
             self._check_idle_socket()
         self._core.submit(op, now)
         self._pump(lambda: op.done)

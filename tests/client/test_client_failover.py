@@ -146,6 +146,29 @@ def test_a_put_whose_reply_is_lost_on_plain_beanstalkd_is_reported_as_unknown(tm
         server.stop()
 
 
+def test_a_plain_beanstalkd_that_hung_up_while_the_client_was_idle_is_left_before_the_put(
+        tmp_path):
+    """Without put-key a put sent to a dead connection could not be replayed: the client checks
+    for a hang-up before it sends, once the connection has been idle for a moment."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = ServerProcess("beanstalkd", tmp_path / "first").start()
+    second = ServerProcess("beanstalkd", tmp_path / "second").start()
+    try:
+        with bc.Client([first.address, second.address], use="moved", timeout=2,
+                       failover_timeout=10) as client:
+            client.put("before")
+            gone = client.address
+            (first if gone[1] == first.port else second).kill()
+            time.sleep(0.05)
+            assert client.put("after the hang-up") > 0  # no error: sent to the other server
+            assert client.address != gone and client.failovers == 1
+            assert client.stats_tube("moved")["total-jobs"] == 1
+    finally:
+        first.stop()
+        second.stop()
+
+
 def test_a_reserved_job_stays_the_workers_across_a_kill_and_is_deleted_through_another_node(
         client_cluster, revive, tube):
     node = client_cluster.leader()
