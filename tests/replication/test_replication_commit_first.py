@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from upstream import free_port
+from raft_trio import start_three
 
 from beanraft.replication.codec import encode_entry
-from beanraft.replication.raft import RaftConfig, RaftNode
+from beanraft.replication.raft import RaftNode
 
 HOLD_S = 5.0  # how long the leader's apply waits for a follower before it gives up
 ATTEMPTS = 4  # a loaded machine may elect another leader under a held one: try again
@@ -70,13 +70,7 @@ async def _hold_one_apply(nodes) -> str:
 
 
 async def _outcomes() -> list[str]:
-    loop = asyncio.get_running_loop()
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
-    nodes = [RaftNode(RaftConfig(self_addr=a, peers=[b for b in addresses if b != a],
-                                 secret="test-secret"), loop, lambda events: None)
-             for a in addresses]
-    for node in nodes:
-        node.start()
+    nodes = start_three(asyncio.get_running_loop())
     outcomes: list[str] = []
     try:
         while len(outcomes) < ATTEMPTS and "follower applied" not in outcomes:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 
+from raft_trio import start_three
 from upstream import Counter, free_port
 
 import pysyncobj.journal as pso_journal
@@ -103,13 +104,7 @@ def test_beanraft_keeps_the_next_index_where_it_was_after_a_late_ack():
 
 
 async def _stream_through_beanraft(entries: int) -> int:
-    loop = asyncio.get_running_loop()
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
-    nodes = [RaftNode(RaftConfig(self_addr=a, peers=[b for b in addresses if b != a],
-                                 secret="test-secret"), loop, lambda events: None)
-             for a in addresses]
-    for node in nodes:
-        node.start()
+    nodes = start_three(asyncio.get_running_loop())
     try:
         for _ in range(400):
             if any(n.is_leader() for n in nodes):
