@@ -146,6 +146,17 @@ def _job_id(request) -> int:
 # ----------------------------------------------------------------------------- mutations
 
 
+async def barrier_passed(node, node_loop: asyncio.AbstractEventLoop, timeout_s: float) -> bool:
+    """True once the node's read barrier, run on ``node_loop``, passed within ``timeout_s``:
+    every command committed before the call is then applied on this node."""
+    barrier = asyncio.run_coroutine_threadsafe(node.read_barrier(), node_loop)
+    try:
+        await asyncio.wait_for(asyncio.wrap_future(barrier), timeout_s)
+    except (OutcomeUnknown, asyncio.TimeoutError):
+        return False
+    return True
+
+
 async def _run_command(node, req) -> object:
     """Run one beanstalk command in a session of its own, on the node's event loop."""
     if node.refuses(req):
@@ -168,12 +179,7 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
 
     async def read(query):
         """``query(machine)`` after the read barrier (or without it, marked stale)."""
-        stale = False
-        barrier = asyncio.run_coroutine_threadsafe(node.read_barrier(), node_loop)
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(barrier), BARRIER_TIMEOUT_S)
-        except (OutcomeUnknown, asyncio.TimeoutError):
-            stale = True
+        stale = not await barrier_passed(node, node_loop, BARRIER_TIMEOUT_S)
         doc = raft.read(query)
         if doc is not None:
             doc["stale"] = stale
@@ -204,10 +210,7 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
         # The job's tube decides the right, so read it only once every command committed
         # before this request is applied here, as the TCP guard does: a follower that has not
         # applied the job's put yet would answer NOT_FOUND for a job that exists.
-        barrier = asyncio.run_coroutine_threadsafe(node.read_barrier(), node_loop)
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(barrier), MUTATION_TIMEOUT_S)
-        except (OutcomeUnknown, asyncio.TimeoutError):
+        if not await barrier_passed(node, node_loop, MUTATION_TIMEOUT_S):
             return web.json_response({"error": "no leader: cannot read the job"}, status=503)
         owner = raft.read(lambda machine: machine.job_owner(0, req.job_id))
         refusal = rights.decide(request["principal"], req, rights.Facts(job=owner))

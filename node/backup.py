@@ -23,8 +23,9 @@ import time
 
 from aiohttp import web
 
-from beanraft.replication.batcher import OutcomeUnknown
 from beanraft.replication.raft import BackupBusy
+
+from .api import barrier_passed
 
 log = logging.getLogger("beanraft.backup")
 
@@ -39,14 +40,10 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
 
     async def backup(request):
         stale = request.query.get("stale") in ("1", "true", "yes")
-        if not stale:
-            barrier = asyncio.run_coroutine_threadsafe(node.read_barrier(), node_loop)
-            try:
-                await asyncio.wait_for(asyncio.wrap_future(barrier), BARRIER_TIMEOUT_S)
-            except (OutcomeUnknown, asyncio.TimeoutError):
-                return web.json_response(
-                    {"error": "no leader confirmed what is committed; ask again, or add "
-                              "?stale=1 for this node's applied state as it is"}, status=503)
+        if not stale and not await barrier_passed(node, node_loop, BARRIER_TIMEOUT_S):
+            return web.json_response(
+                {"error": "no leader confirmed what is committed; ask again, or add "
+                          "?stale=1 for this node's applied state as it is"}, status=503)
         try:
             future = node.raft.take_backup()
         except BackupBusy as exc:
