@@ -93,11 +93,6 @@ _SESSION_TOKEN = re.compile(r"[\x21-\x7e]{1,64}")
 _NODE_NAME = re.compile(r"[\x21-\x7e]{1,255}")
 
 
-def _is_int(value: object, low: int, high: int) -> bool:
-    # ``type() is int`` rather than isinstance: bools and int subclasses are not numbers here.
-    return type(value) is int and low <= value <= high
-
-
 def is_tube_name(value: object) -> bool:
     """True for a legal tube name: 1..200 name characters, not starting with '-' (§2.3)."""
     return isinstance(value, str) and _TUBE_NAME.fullmatch(value) is not None
@@ -111,8 +106,13 @@ def is_node_name(value: object) -> bool:
 def _int_in(low: int, high: int) -> Callable[[object], bool]:
     """A checker for an integer in [low, high] (one call per argument: every replica runs it)."""
     def checker(value: object) -> bool:
+        # ``type() is int`` rather than isinstance: bools and int subclasses are not numbers.
         return type(value) is int and low <= value <= high
     return checker
+
+
+_U64 = _int_in(0, MAX_U64)
+_NOW = _int_in(0, MAX_NOW_NS)
 
 
 # One checker per argument kind; each returns True when the value is acceptable.
@@ -181,14 +181,13 @@ def check(command: object, max_job_size: int) -> str | None:
     spec = _CHECKERS.get(op) if isinstance(op, int) and type(op) is not bool else None
     if spec is None:
         return "unknown op"
-    if not _is_int(command[1], 0, MAX_U64) or not _is_int(command[2], 0, MAX_U64):
+    if not _U64(command[1]) or not _U64(command[2]):
         return "sid and seq must be unsigned 64-bit integers"
     op, checkers = spec
     if len(command) - 3 != len(checkers):
         return f"{op.name} takes {len(checkers)} argument(s)"
-    for checker, value in zip(checkers, command[3:]):
-        if not checker(value):
-            position = next(i for i, c in enumerate(checkers) if not c(command[3 + i]))
+    for position, checker in enumerate(checkers):
+        if not checker(command[3 + position]):
             return f"{op.name}: argument {position + 1} is not a valid {ARGUMENTS[op][position]}"
     if (op is Op.PUT or op is Op.PUT_KEY or op is Op.IMPORT_JOB) \
             and len(command[-1]) > max_job_size:
@@ -198,4 +197,4 @@ def check(command: object, max_job_size: int) -> str | None:
 
 def is_time(value: object) -> bool:
     """True for an acceptable ``now_ns``: an integer in [0, 2**62]."""
-    return _is_int(value, 0, MAX_NOW_NS)
+    return _NOW(value)

@@ -15,6 +15,7 @@ from beanraft.jobs.commands import Op
 from beanraft.replication.batcher import GroupCommit, OutcomeUnknown
 from beanraft.replication.membership import MembershipError, load_members
 from beanraft.replication.raft import RaftConfig, RaftNode
+from beanraft.replication.standing import MEMBER
 from beanraft.replication.transfer import TransferError, transfer_leadership
 
 from beanraft import protocol as p
@@ -126,7 +127,7 @@ class Node:
         now and then: one added since it started may be the leader that must reach it."""
         loop = asyncio.get_running_loop()
         next_read, reading = loop.time() + JOIN_REREAD_S, None
-        while self.raft.members.standing.state != "member":
+        while self.raft.members.standing.state != MEMBER:
             await asyncio.sleep(0.1)
             if reading is not None and reading.done():
                 try:
@@ -306,7 +307,7 @@ class Node:
         status = self.raft.status
         if self.epoch <= 0 or status.leader is None:
             return False
-        if self.raft.members.standing.state != "member":
+        if self.raft.members.standing.state != MEMBER:
             return False  # removed (or not added yet): it serves the cluster no more
         if self.raft.status_age_s() > READY_STALL_S:
             return False

@@ -426,10 +426,6 @@ def learner_progress(sync, address: str) -> tuple[int, bool]:
             node in sync._SyncObj__lastResponseTime)
 
 
-def is_learner(sync, address: str) -> bool:
-    return TCPNode(address) in sync._SyncObj__readonlyNodes
-
-
 def promote_learner(sync, address: str) -> None:
     """Stop treating ``address`` as a learner; its transport node and connection stay for the
     addition that follows (see :func:`watch_membership`)."""
