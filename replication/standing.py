@@ -117,7 +117,7 @@ class Standing:
         else:
             log.info("this node is %s: %s", "a member" if state == MEMBER else "joining again",
                      why)
-        if state == REMOVED or before == REMOVED:
-            self._hold_elections(state == REMOVED)
-        elif state == JOINING:
-            self._hold_elections(True)
+        if state != before:
+            # Only a member campaigns. Joining again after the entry that added this node was
+            # rolled back, then added once more, must release the hold as the first join did.
+            self._hold_elections(state != MEMBER)
