@@ -110,7 +110,7 @@ class Node:
             from .http import start_http
             self.http = await start_http(self, cfg.http)
         if joining:
-            await self._wait_until_added(raft_addr)
+            await self._wait_until_added()
         await self._register()
         await self._listen()
         self._tasks.append(loop.create_task(self._pulse()))
@@ -121,7 +121,7 @@ class Node:
                  " with authentication" if self.auth is not None and self.auth.required else "",
                  self.epoch)
 
-    async def _wait_until_added(self, raft_addr: str) -> None:
+    async def _wait_until_added(self) -> None:
         """A learner hears from the leader, and could register through it: it serves clients
         only once the entry that adds it reaches its log. Meanwhile it reads the members again
         now and then: one added since it started may be the leader that must reach it."""
@@ -135,8 +135,7 @@ class Node:
                 except MembershipError as exc:
                     log.debug("joining: %s", exc)
                 else:
-                    self.raft.members.known_elsewhere.append(
-                        [m for m in members if m != raft_addr])
+                    self.raft.members.known_elsewhere.append(members)  # know() skips us
                 reading = None
             if reading is None and loop.time() >= next_read:
                 next_read = loop.time() + JOIN_REREAD_S

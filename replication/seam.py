@@ -407,9 +407,8 @@ def node_named(address: str):
 def add_learner(sync, address: str) -> None:
     """Leader only: replicate to ``address`` (snapshot, then log) without counting it."""
     node = TCPNode(address)
+    know_node(sync, address)
     tcp = transport(sync)
-    if node not in tcp._nodes:
-        tcp.addNode(node)
     sync._SyncObj__readonlyNodes.add(node)
     sync._SyncObj__raftNextIndex[node] = sync.raftLastApplied + 1
     sync._SyncObj__raftMatchIndex[node] = 0
