@@ -89,7 +89,7 @@ class Client(Api):
         self._closed = False
         self._core.start(self._now())
         try:
-            self._pump(lambda: self._core.state == READY)
+            self._pump(None)
             for op in self._setup_tubes(use, watch):
                 self._call(op)
         except BaseException:
@@ -135,25 +135,30 @@ class Client(Api):
                                    else PLAIN_IDLE_CHECK_AFTER_S):
             self._check_idle_socket()
         self._core.submit(op, now)
-        self._pump(lambda: op.done)
+        self._pump(op)
         return op.outcome()
 
-    def _pump(self, finished) -> None:
-        """Send, receive and fail over until ``finished()``."""
+    def _pump(self, op: Op | None) -> None:
+        """Send, receive and fail over until ``op`` is done (None: until the connection is
+        READY)."""
         core = self._core
-        while not finished():
+        while not (op.done if op is not None else core.state == READY):
             if core.state == DOWN:
-                if not self._connect() and not finished():
+                if not self._connect() and not (op is not None and op.done):
                     raise core.last_error
                 continue
-            if not self._send(core.data_to_send()):
+            data = core.data_to_send()
+            if data and not self._send(data):
                 continue
             deadline = core.next_deadline()
-            wait_s = None if deadline is None else deadline - self._now()
             try:
-                if wait_s is not None and wait_s <= 0:
-                    raise socket.timeout  # (a zero timeout would make the socket non-blocking)
-                self._set_timeout(wait_s)
+                if deadline is not None:
+                    wait_s = deadline - self._now()
+                    if wait_s <= 0:
+                        raise socket.timeout  # (a zero timeout would make it non-blocking)
+                    self._set_timeout(wait_s)
+                elif not self._kernel_timeouts:
+                    self._set_timeout(None)
                 chunk = self._sock.recv(RECV_BYTES)
             # SSLWantReadError: TLS with a 0 s timeout; BlockingIOError: SO_RCVTIMEO passed.
             except (socket.timeout, ssl.SSLWantReadError, BlockingIOError):
@@ -195,8 +200,6 @@ class Client(Api):
             self._abandon_socket()
 
     def _send(self, data: bytes) -> bool:
-        if not data:
-            return True
         try:
             if not self._kernel_timeouts and (self._sock_timeout is None
                                               or self._sock_timeout < self.timeout):

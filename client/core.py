@@ -42,11 +42,10 @@ import logging
 import math
 import random
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from beanraft import protocol as p
-from beanraft.protocol.client import ClientConnection, ProtocolError
+from beanraft.protocol.client import NEED_DATA, ClientConnection, ProtocolError
 
 from . import wire
 from .addresses import Address, describe
@@ -58,14 +57,16 @@ log = logging.getLogger("beanraft.client")
 
 DOWN, HANDSHAKE, READY = "down", "handshake", "ready"
 
+#: The ops whose replies change what the core keeps: held jobs, the used and watched tubes.
+_TRACKED = frozenset({"reserve", "reserve_job", "delete", "release", "bury", "use", "watch",
+                      "ignore"})
 
-@dataclass(slots=True)
-class _Sent:
-    """A request on the wire whose reply is awaited."""
 
-    purpose: str  # "op", "orphan" (peek of a held job for op), "session-id", "resume", "restore"
-    op: Op | None
-    block_s: float  # how long the server may legitimately keep us waiting for the reply
+# A request on the wire whose reply is awaited, as a tuple (purpose, op, block_s):
+#   purpose  "op", "orphan" (peek of a held job for op), "auth", "session-id", "resume", "restore"
+#   op       the Op it serves, or None (handshake)
+#   block_s  how long the server may legitimately keep us waiting for the reply
+_Sent = tuple[str, "Op | None", float]
 
 
 class Core:
@@ -158,7 +159,7 @@ class Core:
         address = self.address
         if self.state == READY:
             log.warning("lost %s (%s): failing over", describe(address), reason)
-        back = [s.op for s in self.sent if s.op is not None and not s.op.done]
+        back = [op for _, op, _ in self.sent if op is not None and not op.done]
         self.lost.update(back)
         self.pending.extendleft(reversed(back))
         self.sent.clear()
@@ -174,6 +175,9 @@ class Core:
 
     def submit(self, op: Op, now: float) -> None:
         """Queue an op; it is sent at once when the connection is READY."""
+        if self.state == READY and not self.pending:
+            self._send_op(op, now)  # what _flush would do, without the queue
+            return
         self.pending.append(op)
         if self.state == READY:
             self._flush(now)
@@ -192,8 +196,8 @@ class Core:
         """When ``tick`` must run to notice a node that stopped answering (None: never)."""
         if self.state == DOWN or not self.sent:
             return None
-        block_s = self.sent[0].block_s
-        if math.isinf(block_s):
+        block_s = self.sent[0][2]
+        if block_s == math.inf:
             return None
         return self._last_progress + self.timeout_s + block_s
 
@@ -208,27 +212,33 @@ class Core:
             return
         self._last_progress = now
         self.conn.receive_data(data)
+        next_reply, sent = self.conn.next_reply, self.sent
         while self.state != DOWN:
             try:
-                reply = self.conn.next_reply()
+                reply = next_reply()
             except ProtocolError as error:
                 self.connection_lost(f"protocol error: {error}", now)
                 return
-            if reply is p.NEED_DATA:
+            if reply is NEED_DATA:
                 return
-            if not self.sent:
+            if not sent:
                 self.connection_lost(f"unsolicited reply {reply!r}", now)
                 return
-            self._on_reply(self.sent.popleft(), reply, now)
+            purpose, op, block_s = sent.popleft()
+            if purpose == "op" and self.episode is None:
+                self._on_op_reply(op, reply, now)  # the common case of _on_reply
+            else:
+                self._on_reply(purpose, op, block_s, reply, now)
 
     # ------------------------------------------------------------------ sending
 
     def _send(self, request: Any, purpose: str, op: Op | None, now: float,
               block_s: float = 0.0) -> None:
+        """Queue a request (a protocol request, or its bytes) and await its reply."""
         if not self.sent:
             self._last_progress = now
-        self.sent.append(_Sent(purpose, op, block_s))
-        self._out += self.conn.send(request)
+        self.sent.append((purpose, op, block_s))
+        self._out += request if type(request) is bytes else self.conn.send(request)
 
     def _flush(self, now: float) -> None:
         while self.pending and self.state == READY:
@@ -237,15 +247,16 @@ class Core:
                 self._send_op(op, now)
 
     def _send_op(self, op: Op, now: float) -> None:
-        lost = op in self.lost
-        self.lost.discard(op)
-        if lost and self._replay_settled(op):
-            return
-        if lost and op.replay == "once":
-            op.finish(error=UnavailableError(
-                f"the connection to {self._lost_from} was lost after {op.request.name} was "
-                "sent: the outcome is unknown (it is not sent again)"))
-            return
+        lost = bool(self.lost) and op in self.lost
+        if lost:
+            self.lost.discard(op)
+            if self._replay_settled(op):
+                return
+            if op.replay == "once":
+                op.finish(error=UnavailableError(
+                    f"the connection to {self._lost_from} was lost after {op.request.name} "
+                    "was sent: the outcome is unknown (it is not sent again)"))
+                return
         if op.replay == "reserve" and self.orphans:
             self._send(p.Peek(self.orphans.popleft()), "orphan", op, now)
             return
@@ -287,16 +298,17 @@ class Core:
 
     def _reserve_request(self, op: Op, now: float, lost: bool) -> tuple[Any, float]:
         """A plain reserve on plain beanstalkd; slices of at most reserve_slice_s otherwise."""
+        if not lost and not self.extensions:
+            request = op.request
+            return request, math.inf if op.deadline is None else float(request.timeout_s)
         if op.deadline is None:
             remaining = math.inf
         else:
             remaining = max(0, math.ceil(op.deadline - now - 1e-9))
         if self.extensions:
             seconds = int(min(remaining, self.reserve_slice_s))
-            return p.ReserveWithTimeout(seconds), float(seconds)
-        if not lost:
-            request = op.request
-        elif math.isinf(remaining):
+            return b"reserve-with-timeout %d\r\n" % seconds, float(seconds)
+        if math.isinf(remaining):
             request = p.Reserve()
         else:
             request = p.ReserveWithTimeout(int(remaining))
@@ -305,21 +317,17 @@ class Core:
 
     # ------------------------------------------------------------------ replies
 
-    def _on_reply(self, sent: _Sent, reply: Any, now: float) -> None:
-        if sent.purpose == "auth" and not isinstance(reply, p.Authenticated):
+    def _on_reply(self, purpose: str, op: Op | None, block_s: float, reply: Any,
+                  now: float) -> None:
+        if purpose == "auth" and not isinstance(reply, p.Authenticated):
             # A refusal does not end the failover episode: failover_timeout still bounds it.
-            self._on_handshake_reply(sent.purpose, reply, now)
+            self._on_handshake_reply(purpose, reply, now)
             return
         if self.episode is not None:
             self._end_episode(now)  # the node answers: the failover is over
-        if sent.purpose in ("auth", "session-id", "resume", "restore"):
-            self._on_handshake_reply(sent.purpose, reply, now)
-            if self.state == HANDSHAKE and not self.sent:
-                self._ready(now)
-            return
-        op = sent.op
-        assert op is not None
-        if sent.purpose == "orphan":
+        if purpose == "op":
+            self._on_op_reply(op, reply, now)
+        elif purpose == "orphan":
             if isinstance(reply, p.Found):
                 self.held.add(reply.job_id)
                 op.finish(result=op.convert(reply))
@@ -327,19 +335,25 @@ class Core:
                 self._send(op.request, "op", op, now)
             else:  # the job is gone meanwhile: reserve as usual
                 self._send_op(op, now)
-            return
+        else:
+            self._on_handshake_reply(purpose, reply, now)
+            if self.state == HANDSHAKE and not self.sent:
+                self._ready(now)
+
+    def _on_op_reply(self, op: Op, reply: Any, now: float) -> None:
         if (op.replay == "reserve" and isinstance(reply, p.TimedOut) and self.extensions
                 and (op.deadline is None or now < op.deadline)):
             self._send_op(op, now)  # one slice ended; the caller's timeout has not
             return
-        self._track(op, reply)
+        if op.kind in _TRACKED:
+            self._track(op, reply)
         if isinstance(reply, op.expect):
             op.finish(result=op.convert(reply))
         else:
             op.finish(error=error_for(reply, op.kind))
 
     def _track(self, op: Op, reply: Any) -> None:
-        """Keep the held jobs and the chosen tubes in step with a reply."""
+        """Keep the held jobs and the chosen tubes in step with a reply (ops of _TRACKED)."""
         if isinstance(reply, p.Reserved):
             self.held.add(reply.job_id)
         elif op.kind in ("delete", "release", "bury"):

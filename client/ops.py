@@ -45,7 +45,9 @@ class Op:
     """One application command and its outcome."""
 
     kind: str  # the greenstalk method name
-    request: Any  # the protocol request as first sent (put and reserve are rebuilt per send)
+    # The protocol request as first sent (put and reserve are rebuilt per send). The commands a
+    # producer and a worker send most are encoded once, when built: their request is its bytes.
+    request: Any
     expect: type | tuple  # the reply class(es) that mean success
     convert: Callable[[Any], Any] = lambda reply: None
     replay: str = "always"
@@ -152,9 +154,14 @@ def _id(job: Any) -> int:
 # ------------------------------------------------------------------------- builders
 
 
+def _inserted_id(reply: Any) -> int:
+    return reply.job_id
+
+
 def put(body: bytes, priority: int, delay: int, ttr: int, key: str | None) -> Op:
-    return Op("put", p.Put(priority, delay, ttr, body), p.Inserted, lambda r: r.job_id,
-              replay="put", key=check_key(key) if key is not None else new_key())
+    request = b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body)
+    return Op("put", request, p.Inserted, _inserted_id, replay="put",
+              key=check_key(key) if key is not None else new_key())
 
 
 def reserve(timeout: float | None, now: float, make_job: Callable) -> Op:
@@ -170,20 +177,25 @@ def reserve_job(job_id: int, make_job: Callable) -> Op:
 
 
 def delete(job: Any) -> Op:
-    return Op("delete", p.Delete(_id(job)), p.Deleted, replay="job", job_id=_id(job))
+    job_id = _id(job)
+    return Op("delete", b"delete %d\r\n" % job_id, p.Deleted, replay="job", job_id=job_id)
 
 
 def release(job: Any, priority: int, delay: int) -> Op:
-    return Op("release", p.Release(_id(job), priority, delay), p.Released, replay="job",
-              job_id=_id(job))
+    job_id = _id(job)
+    return Op("release", b"release %d %d %d\r\n" % (job_id, priority, delay), p.Released,
+              replay="job", job_id=job_id)
 
 
 def bury(job: Any, priority: int) -> Op:
-    return Op("bury", p.Bury(_id(job), priority), p.Buried, replay="job", job_id=_id(job))
+    job_id = _id(job)
+    return Op("bury", b"bury %d %d\r\n" % (job_id, priority), p.Buried, replay="job",
+              job_id=job_id)
 
 
 def touch(job: Any) -> Op:
-    return Op("touch", p.Touch(_id(job)), p.Touched, job_id=_id(job))
+    job_id = _id(job)
+    return Op("touch", b"touch %d\r\n" % job_id, p.Touched, job_id=job_id)
 
 
 def use(tube: str) -> Op:

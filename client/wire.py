@@ -20,8 +20,9 @@ def session_resume(session: str) -> Any:
     return p.SessionResume(session)
 
 
-def put_key(key: str, put: p.Put) -> Any:
-    return p.PutKey(key, put.pri, put.delay_s, put.ttr_s, put.body)
+def put_key(key: str, put: bytes) -> bytes:
+    """``put-key <key> …`` from the bytes of the plain ``put …`` it replaces."""
+    return b"put-key %b%b" % (key.encode("ascii"), put[3:])
 
 
 def is_session(reply: Any) -> bool:

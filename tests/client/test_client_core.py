@@ -13,7 +13,7 @@ import random
 import pytest
 
 from beanraft import protocol as p
-from beanraft.client import api, ops
+from beanraft.client import api, ops, wire
 from beanraft.client.core import DOWN, READY, Core
 from beanraft.client.errors import NotFoundError, UnavailableError
 
@@ -217,3 +217,18 @@ def test_a_lost_purge_or_move_buried_is_never_sent_again_but_a_move_job_or_list_
             op.outcome()
     core.receive_data(b"MOVED 0\r\nOK 4\r\n---\n\r\n", 1.2)
     assert (move_one.outcome(), page.outcome()) == (False, [])
+
+
+@pytest.mark.parametrize("op, request_", [
+    (ops.put(b"x\r\ny", 4294967295, 7, 9, None), p.Put(4294967295, 7, 9, b"x\r\ny")),
+    (ops.put(b"", 0, 0, 0, "k"), p.Put(0, 0, 0, b"")),
+    (ops.delete(18446744073709551615), p.Delete(18446744073709551615)),
+    (ops.release(api.Job(3, b""), 1, 2), p.Release(3, 1, 2)),
+    (ops.bury(5, 0), p.Bury(5, 0)),
+    (ops.touch(api.Job(6, b"")), p.Touch(6)),
+])
+def test_the_commands_encoded_when_built_are_the_protocols_bytes(op, request_):
+    assert op.request == p.encode_request(request_)
+    if op.kind == "put":
+        keyed = p.PutKey(op.key, request_.pri, request_.delay_s, request_.ttr_s, request_.body)
+        assert wire.put_key(op.key, op.request) == p.encode_request(keyed)

@@ -63,7 +63,7 @@ def test_the_same_replies_come_out_when_split_at_random_points(seed):
 
 @pytest.mark.parametrize("request_", [
     p.Put(0, 0, 0, b""), p.Put(4294967295, 7, 9, b"x\r\ny"), p.PutKey("a-b.c:d_1", 1, 2, 3, b"z"),
-    p.ReserveWithTimeout(0), p.ReserveWithTimeout(-1), p.Delete(18446744073709551615),
+    p.Reserve(), p.ReserveWithTimeout(0), p.ReserveWithTimeout(-1), p.Delete(18446744073709551615),
     p.Touch(3), p.Release(1, 2, 3),
 ])
 def test_the_fast_encodings_write_the_same_bytes_as_encode_request(request_):
@@ -123,3 +123,46 @@ def test_arbitrary_bytes_give_replies_or_a_protocol_error_never_another_exceptio
                 pass
     except ProtocolError:
         pass
+
+
+def outcome(connection: ClientConnection, chunks) -> list:
+    """The replies, then the ProtocolError's type if one came, of ``chunks`` fed in turn."""
+    out: list = []
+    try:
+        for chunk in chunks:
+            connection.receive_data(chunk)
+            while (reply := connection.next_reply()) is not p.NEED_DATA:
+                out.append(reply)
+    except ProtocolError:
+        out.append(ProtocolError)
+    return out
+
+
+class GeneralOnly(ClientConnection):
+    """The parser without its one-expression path for the frequent replies."""
+
+    def _hot_reply(self, hot):
+        return None
+
+
+HOT_EDGES = [
+    b"INSERTED 18446744073709551615\r\n", b"INSERTED 18446744073709551616\r\n",
+    b"INSERTED 007\r\n", b"RESERVED 18446744073709551616 1\r\nx\r\n", b"RESERVED 1 65\r\n",
+    b"RESERVED 2 64\r\n" + b"y" * 64 + b"\r\n", b"RESERVED 3 2\r\nabXY", b"DELETED\r\n",
+    b"TIMED_OUT\r\n", b"DEADLINE_SOON\r\n", b"NOT_FOUND\r\n", b"RELEASED\r\nTOUCHED\r\n",
+]
+
+
+@pytest.mark.parametrize("stream", HOT_EDGES + [STREAM])
+def test_the_hot_path_reads_what_the_general_path_reads(stream):
+    for cut in range(len(stream) + 1):
+        chunks = [stream[:cut], stream[cut:]]
+        assert (outcome(ClientConnection(max_body_size=64), chunks)
+                == outcome(GeneralOnly(max_body_size=64), chunks)), (stream, cut)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(HOT_EDGES) | st.binary(max_size=30), max_size=6))
+def test_the_hot_path_agrees_with_the_general_path_on_arbitrary_bytes(chunks):
+    assert (outcome(ClientConnection(max_body_size=64), chunks)
+            == outcome(GeneralOnly(max_body_size=64), chunks))
