@@ -98,7 +98,7 @@ class Core:
         self.last_error: UnavailableError | None = None
         self.failovers = 0
         self._resumed: set[int] | None = None
-        self._out = bytearray()
+        self._out: list[bytes] = []
         self._last_progress = 0.0
         self._said_plain = False
         self._lost_from = ""
@@ -183,8 +183,11 @@ class Core:
             self._flush(now)
 
     def data_to_send(self) -> bytes:
-        data = bytes(self._out)
-        self._out.clear()
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
         return data
 
     @property
@@ -238,7 +241,7 @@ class Core:
         if not self.sent:
             self._last_progress = now
         self.sent.append((purpose, op, block_s))
-        self._out += request if type(request) is bytes else self.conn.send(request)
+        self._out.append(request if type(request) is bytes else self.conn.send(request))
 
     def _flush(self, now: float) -> None:
         while self.pending and self.state == READY:
