@@ -4,7 +4,8 @@ Not a test (pytest does not collect it). Each figure is measured in the same run
 same server process, one after the other:
 
 1. blocking ``Client`` vs ``greenstalk.Client``: N puts, then N reserve->delete cycles, one
-   command at a time on one connection each (ops/s and the ratio Client / greenstalk). The two
+   command at a time on one connection each (ops/s and the ratio Client / greenstalk, and each
+   client's own CPU time per command, which the machine's load disturbs far less). The two
    clients take turns in chunks of ``--chunk`` commands (who starts alternates), so a change in
    the machine's load or in the server's state falls on both alike;
 2. ``AsyncClient`` with 16 commands in flight on one connection vs greenstalk (puts, and
@@ -48,30 +49,31 @@ def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("nan")
 
 
-def timed(action) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
-
-
-def take_turns(runs: dict, count: int, chunk: int, first: int) -> dict[str, float]:
-    """ops/s of each of ``runs`` (kind -> run(n) doing n operations), their chunks of ``chunk``
-    operations taking turns; ``first`` picks who starts, and the start alternates per chunk."""
+def take_turns(runs: dict, count: int, chunk: int, first: int) -> dict[str, tuple[float, float]]:
+    """kind -> (ops/s, CPU µs of this thread per op) of each of ``runs`` (kind -> run(n) doing
+    n operations), their chunks of ``chunk`` operations taking turns; ``first`` picks who
+    starts, and the start alternates per chunk. The CPU is the client's own (user + system
+    time of the calling thread), which the machine's load disturbs far less than the rate."""
     kinds = list(runs)
     spent = dict.fromkeys(kinds, 0.0)
+    cpu = dict.fromkeys(kinds, 0.0)
     done, turn = 0, first
     while done < count:
         size = min(chunk, count - done)
         for kind in kinds[turn % len(kinds):] + kinds[:turn % len(kinds)]:
-            spent[kind] += timed(lambda: runs[kind](size))
+            started, cpu_started = time.perf_counter(), time.thread_time()
+            runs[kind](size)
+            spent[kind] += time.perf_counter() - started
+            cpu[kind] += time.thread_time() - cpu_started
         done += size
         turn += 1
-    return {kind: rate(count, seconds) for kind, seconds in spent.items()}
+    return {kind: (rate(count, spent[kind]), cpu[kind] / count * 1e6) for kind in kinds}
 
 
 def blocking_pair(clients: dict, name: str, count: int, chunk: int,
-                  first: int) -> dict[str, tuple[float, float]]:
-    """kind -> (puts/s, reserve->delete/s) of blocking clients, each on its own tube, taking turns."""
+                  first: int) -> dict[str, tuple[float, float, float, float]]:
+    """kind -> (puts/s, reserve->delete/s, CPU µs per put, per reserve->delete) of blocking
+    clients, each on its own tube, taking turns."""
     for kind, client in clients.items():
         tube = f"{name}-{kind}"
         client.use(tube)
@@ -93,7 +95,8 @@ def blocking_pair(clients: dict, name: str, count: int, chunk: int,
 
     puts = take_turns({k: putter(c) for k, c in clients.items()}, count, chunk, first)
     cycles = take_turns({k: worker(c) for k, c in clients.items()}, count, chunk, first)
-    return {kind: (puts[kind], cycles[kind]) for kind in clients}
+    return {kind: (puts[kind][0], cycles[kind][0], puts[kind][1], cycles[kind][1])
+            for kind in clients}
 
 
 async def async_round(address: str, tube: str, count: int) -> tuple[float, float]:
@@ -152,7 +155,7 @@ def compare_clients(name: str, address: str, count: int, rounds: int, chunk: int
     (a server's snapshot, a grown journal or the machine's load falls on both alike); the
     AsyncClient runs after them, its ratio taken against greenstalk's figure of the round."""
     host, port = address.rsplit(":", 1)
-    figures: dict[str, list[tuple[float, float]]] = {"g": [], "c": [], "a": []}
+    figures: dict[str, list[tuple[float, ...]]] = {"g": [], "c": [], "a": []}
     for number in range(rounds):
         with greenstalk.Client((host, int(port))) as theirs, bc.Client(address) as ours:
             pair = blocking_pair({"g": theirs, "c": ours}, f"{name}-{number}", count, chunk,
@@ -161,16 +164,24 @@ def compare_clients(name: str, address: str, count: int, rounds: int, chunk: int
         figures["c"].append(pair["c"])
         figures["a"].append(asyncio.run(async_round(address, f"{name}-a{number}", count)))
         for kind in "gca":
-            put_rate, cycle_rate = figures[kind][-1]
+            put_rate, cycle_rate, *cpu = figures[kind][-1]
+            cpu_text = (f", client CPU {cpu[0]:.1f} µs per put, {cpu[1]:.1f} µs per "
+                        "reserve+delete" if cpu else "")
             print(f"  {name} round {number} {kind}: put {put_rate:.0f}/s, "
-                  f"reserve+delete {cycle_rate:.0f}/s", file=sys.stderr)
+                  f"reserve+delete {cycle_rate:.0f}/s{cpu_text}", file=sys.stderr)
     (g_put, c_put, a_put), (g_rd, c_rd, a_rd) = (
         [median([f[i] for f in figures[k]]) for k in "gca"] for i in (0, 1))
+    (g_put_cpu, c_put_cpu), (g_rd_cpu, c_rd_cpu) = (
+        [median([f[i] for f in figures[k]]) for k in "gc"] for i in (2, 3))
     rows = []
     rows.append(f"{name:10} put           greenstalk {g_put:9.0f}/s  Client {c_put:9.0f}/s "
                 f"({c_put / g_put:.2f}x)  AsyncClient[16] {a_put:9.0f}/s ({a_put / g_put:.2f}x)")
     rows.append(f"{name:10} reserve+delete greenstalk {g_rd:8.0f}/s  Client {c_rd:9.0f}/s "
                 f"({c_rd / g_rd:.2f}x)  AsyncClient[16] {a_rd:9.0f}/s ({a_rd / g_rd:.2f}x)")
+    rows.append(f"{name:10} client CPU per put: greenstalk {g_put_cpu:.1f} µs, Client "
+                f"{c_put_cpu:.1f} µs ({c_put_cpu / g_put_cpu:.2f}x); per reserve+delete: "
+                f"greenstalk {g_rd_cpu:.1f} µs, Client {c_rd_cpu:.1f} µs "
+                f"({c_rd_cpu / g_rd_cpu:.2f}x)")
     return rows
 
 
@@ -214,10 +225,10 @@ def main() -> int:
                     # longer journal and a bigger state.
                     figures = take_turns({"put": puts(False), "put-key": puts(True)},
                                          args.count, args.chunk, number)
-                    plain.append(figures["put"])
-                    keyed.append(figures["put-key"])
-                    print(f"  cluster round {number}: put {figures['put']:.0f}/s, put-key "
-                          f"{figures['put-key']:.0f}/s", file=sys.stderr)
+                    plain.append(figures["put"][0])
+                    keyed.append(figures["put-key"][0])
+                    print(f"  cluster round {number}: put {plain[-1]:.0f}/s, put-key "
+                          f"{keyed[-1]:.0f}/s", file=sys.stderr)
                 plain, keyed = median(plain), median(keyed)
                 rows.append(f"cluster    put[16] {plain:9.0f}/s  put-key[16] {keyed:9.0f}/s "
                             f"({keyed / plain:.2f}x)")

@@ -48,4 +48,5 @@ def test_the_client_benchmark_command_measures_every_row_and_exits_zero():
     lines = result.stdout.splitlines()
     assert any(line.startswith("beanstalkd put ") and "AsyncClient[16]" in line for line in lines)
     assert any(line.startswith("beanstalkd reserve+delete") for line in lines)
+    assert any(line.startswith("beanstalkd client CPU per put:") for line in lines)
     assert any(line.startswith("cluster    put[16]") and "put-key[16]" in line for line in lines)
