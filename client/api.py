@@ -69,8 +69,11 @@ class Api:
     def _now(self) -> float:
         raise NotImplementedError
 
-    def _make_job(self, job_id: int, body: bytes) -> Job:
-        return Job(job_id, body if self.encoding is None else body.decode(self.encoding), self)
+    def _job_of(self, reply: Any) -> Job:
+        """The Job a RESERVED or FOUND reply gives."""
+        body = reply.body
+        return Job(reply.job_id, body if self.encoding is None else body.decode(self.encoding),
+                   self)
 
     def _encode(self, body: Union[str, bytes]) -> bytes:
         if isinstance(body, str):
@@ -114,11 +117,11 @@ class Api:
     def reserve(self, timeout: int | None = None) -> Any:
         """Reserves a job from a watched tube; waits forever, or ``timeout`` seconds and then
         raises ``TimedOutError``. ``DeadlineSoonError`` when a held job's TTR is about to end."""
-        return self._call(ops.reserve(timeout, self._now(), self._make_job))
+        return self._call(ops.reserve(timeout, self._now(), self._job_of))
 
     def reserve_job(self, id: int) -> Any:
         """Reserves the job with this id (``NotFoundError`` if it cannot be reserved)."""
-        return self._call(ops.reserve_job(id, self._make_job))
+        return self._call(ops.reserve_job(id, self._job_of))
 
     def delete(self, job: JobOrID) -> Any:
         """Deletes a job (given as Job or id)."""
@@ -149,19 +152,19 @@ class Api:
 
     def peek(self, id: int) -> Any:
         """Returns the job with this id."""
-        return self._call(ops.peek("peek", p.Peek(id), self._make_job))
+        return self._call(ops.peek("peek", p.Peek(id), self._job_of))
 
     def peek_ready(self) -> Any:
         """Returns the next ready job of the used tube."""
-        return self._call(ops.peek("peek_ready", p.PeekReady(), self._make_job))
+        return self._call(ops.peek("peek_ready", p.PeekReady(), self._job_of))
 
     def peek_delayed(self) -> Any:
         """Returns the delayed job of the used tube that becomes ready first."""
-        return self._call(ops.peek("peek_delayed", p.PeekDelayed(), self._make_job))
+        return self._call(ops.peek("peek_delayed", p.PeekDelayed(), self._job_of))
 
     def peek_buried(self) -> Any:
         """Returns the oldest buried job of the used tube."""
-        return self._call(ops.peek("peek_buried", p.PeekBuried(), self._make_job))
+        return self._call(ops.peek("peek_buried", p.PeekBuried(), self._job_of))
 
     def kick(self, bound: int) -> Any:
         """Moves up to ``bound`` buried (else delayed) jobs of the used tube to ready; returns

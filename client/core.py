@@ -299,24 +299,22 @@ class Core:
             op.replay = "reserve"  # fetch it like an orphan: peek, then it is ours
         return False
 
-    def _reserve_request(self, op: Op, now: float, lost: bool) -> tuple[Any, float]:
-        """A plain reserve on plain beanstalkd; slices of at most reserve_slice_s otherwise."""
+    def _reserve_request(self, op: Op, now: float, lost: bool) -> tuple[bytes, float]:
+        """A plain reserve on plain beanstalkd; slices of at most reserve_slice_s otherwise.
+        Returns the request's bytes and how long the server may keep us waiting for it."""
         if not lost and not self.extensions:
-            request = op.request
-            return request, math.inf if op.deadline is None else float(request.timeout_s)
+            return op.request, math.inf if op.timeout_s is None else float(op.timeout_s)
         if op.deadline is None:
             remaining = math.inf
         else:
             remaining = max(0, math.ceil(op.deadline - now - 1e-9))
         if self.extensions:
             seconds = int(min(remaining, self.reserve_slice_s))
-            return b"reserve-with-timeout %d\r\n" % seconds, float(seconds)
-        if math.isinf(remaining):
-            request = p.Reserve()
+        elif math.isinf(remaining):
+            return b"reserve\r\n", math.inf
         else:
-            request = p.ReserveWithTimeout(int(remaining))
-        block_s = math.inf if isinstance(request, p.Reserve) else float(request.timeout_s)
-        return request, block_s
+            seconds = int(remaining)
+        return b"reserve-with-timeout %d\r\n" % seconds, float(seconds)
 
     # ------------------------------------------------------------------ replies
 

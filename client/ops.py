@@ -54,6 +54,7 @@ class Op:
     job_id: int | None = None
     key: str | None = None  # put only
     deadline: float | None = None  # reserve only: monotonic seconds, None = wait forever
+    timeout_s: int | None = None  # reserve only: the timeout as sent first, None = none
     done: bool = False
     result: Any = None
     error: BaseException | None = None
@@ -164,16 +165,20 @@ def put(body: bytes, priority: int, delay: int, ttr: int, key: str | None) -> Op
               key=check_key(key) if key is not None else new_key())
 
 
-def reserve(timeout: float | None, now: float, make_job: Callable) -> Op:
-    request = p.Reserve() if timeout is None else p.ReserveWithTimeout(int(timeout))
-    deadline = None if timeout is None else now + max(0, int(timeout))
-    return Op("reserve", request, p.Reserved, lambda r: make_job(r.job_id, r.body),
-              replay="reserve", deadline=deadline)
+def reserve(timeout: float | None, now: float, job_of: Callable) -> Op:
+    if timeout is None:
+        request, timeout_s, deadline = b"reserve\r\n", None, None
+    else:
+        timeout_s = int(timeout)
+        request = b"reserve-with-timeout %d\r\n" % timeout_s
+        deadline = now + max(0, timeout_s)
+    return Op("reserve", request, p.Reserved, job_of, replay="reserve", deadline=deadline,
+              timeout_s=timeout_s)
 
 
-def reserve_job(job_id: int, make_job: Callable) -> Op:
-    return Op("reserve_job", p.ReserveJob(job_id), p.Reserved,
-              lambda r: make_job(r.job_id, r.body), replay="reserve-job", job_id=job_id)
+def reserve_job(job_id: int, job_of: Callable) -> Op:
+    return Op("reserve_job", p.ReserveJob(job_id), p.Reserved, job_of, replay="reserve-job",
+              job_id=job_id)
 
 
 def delete(job: Any) -> Op:
@@ -210,8 +215,8 @@ def ignore(tube: str) -> Op:
     return Op("ignore", p.Ignore(tube), p.Watching, lambda r: r.count)
 
 
-def peek(kind: str, request: Any, make_job: Callable) -> Op:
-    return Op(kind, request, p.Found, lambda r: make_job(r.job_id, r.body))
+def peek(kind: str, request: Any, job_of: Callable) -> Op:
+    return Op(kind, request, p.Found, job_of)
 
 
 def kick(bound: int) -> Op:

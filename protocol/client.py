@@ -246,7 +246,13 @@ class ClientConnection:
         job_id, length = int(job), int(size)
         if job_id > U64_MAX or length > self.max_body_size:
             return None
-        del self._buffer[: hot.end()]
+        buffer, start = self._buffer, hot.end()
+        end = start + length
+        if len(buffer) >= end + 2 and buffer[end : end + 2] == b"\r\n":  # the body is here
+            body = bytes(buffer[start:end])
+            del buffer[: end + 2]
+            return Reserved(job_id, body)
+        del buffer[:start]
         self._body = (_RESERVED_MAKER, [job_id], length)
         return self._take_body()
 

@@ -20,8 +20,8 @@ from beanraft.client.errors import NotFoundError, UnavailableError
 A, B = ("10.0.0.1", 11300), ("10.0.0.2", 11300)
 
 
-def make_job(job_id, body):
-    return api.Job(job_id, body)
+def make_job(reply):
+    return api.Job(reply.job_id, reply.body)
 
 
 def up(core: Core, address=A, now=0.0) -> bytes:
