@@ -108,7 +108,8 @@ def _check_sessions(state: State, found: list[str]) -> None:
         held = holds.get(sid, [])
         if sorted(session.reserved) != held or sorted(_live(state, session.deadlines)) != held:
             found.append(f"reservations of session {sid} are wrong")
-        if len(session.replies) > 64 or any(seq <= session.seq_floor for seq in session.replies):
+        seqs = list(session.replies)
+        if len(seqs) > 64 or any(seq <= session.seq_floor for seq in seqs) or seqs != sorted(seqs):
             found.append(f"reply cache of session {sid} is wrong")
         ticket = session.wait_ticket
         if ticket and (state.waiting.get(ticket) is not session

@@ -138,10 +138,16 @@ class Machine(State):
 
     @staticmethod
     def _remember(session: Session, seq: int, reply: tuple) -> None:
+        # The cache is kept in ascending seq order (a snapshot restores it sorted), so its
+        # lowest seq is its first key: no scan of the cache per command.
         replies = session.replies
-        replies[seq] = reply
+        if replies and seq < next(reversed(replies)):
+            replies[seq] = reply
+            session.replies = replies = dict(sorted(replies.items()))  # rare: out of order
+        else:
+            replies[seq] = reply
         if len(replies) > REPLY_CACHE_SIZE:
-            oldest = min(replies)
+            oldest = next(iter(replies))
             del replies[oldest]
             session.seq_floor = max(session.seq_floor, oldest)
 

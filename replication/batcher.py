@@ -5,7 +5,12 @@ than ``max_inflight`` batches are in flight, the queue is flushed on the next lo
 lone command goes out at once (low latency) and commands that arrive while a batch is being
 committed pile up into the next one (high throughput). One batch is in flight at a time
 (``max_inflight=1``): a batch retried after a leader change must not be overtaken by a later one,
-or a session's commands could apply out of order (a put before its session's open).
+or a session's commands could apply out of order (a put before its session's open). A later
+batch proposed while an earlier one is in flight can overtake it whenever the earlier one is
+dropped before it reaches a leader's log (a forward lost with its peer connection, a leader
+that steps down between the two), and the state machine does not refuse a seq that comes
+before one it applied. Three batches in flight were measured anyway and gained nothing: the
+node's two threads already keep one core busy (docs/reference/performance.md).
 
 A batch whose outcome is unknown (leader change, lost forward, our own per-try timeout) is
 proposed again unchanged: every command carries its session's sequence number and the state
@@ -31,6 +36,10 @@ log = logging.getLogger("beanraft.batcher")
 TRY_BYTES_PER_S = 8 << 20  # the slowest replication rate at which a try is still waited out
 READ_TRY_S = 0.5  # a read index not confirmed this soon is asked for again (lost, new leader)
 APPLY_POLL_S = 0.02
+# What a command weighs against ``max_batch_bytes``: its body (the last argument of a put, a
+# put-key or an import) plus this much for the rest, which is small and bounded (ids, a tube name
+# of at most 200 bytes, a key). Counted as commands are queued, so a batch is taken in O(1).
+COMMAND_BYTES = 256
 RETRY_MAX_S = 0.05  # the longest pause between two tries of a batch  # pysyncobj's no-ops are applied without telling us: look again this often
 
 
@@ -51,6 +60,7 @@ class GroupCommit:
         self.try_timeout_s = try_timeout_s
         self.commit_timeout_s = commit_timeout_s
         self._pending: list[tuple[tuple, asyncio.Future]] = []
+        self._pending_bytes = 0  # the weight of ``_pending`` (see COMMAND_BYTES)
         self._inflight = 0
         self._scheduled = False
         self._loop = raft.loop
@@ -62,11 +72,11 @@ class GroupCommit:
     def submit(self, command: tuple) -> asyncio.Future:
         """Queue one state-machine command; the future resolves to its reply tuple."""
         fut = self._loop.create_future()
-        # A connection that closes abandons the futures of its queued commands; their
-        # OutcomeUnknown is expected, not an error for asyncio to log when they are collected.
-        fut.add_done_callback(_retrieve_exception)
         self._pending.append((command, fut))
-        self._schedule()
+        last = command[-1]
+        self._pending_bytes += COMMAND_BYTES + (len(last) if isinstance(last, bytes) else 0)
+        if not self._scheduled:
+            self._schedule()
         return fut
 
     def _schedule(self) -> None:
@@ -84,13 +94,19 @@ class GroupCommit:
             task.add_done_callback(self._tasks.discard)
 
     def _take_batch(self) -> list[tuple[tuple, asyncio.Future]]:
+        pending = self._pending
+        if len(pending) <= self.max_batch and self._pending_bytes <= self.max_batch_bytes:
+            self._pending, self._pending_bytes = [], 0  # the usual case: everything queued
+            return pending
         size, count = 0, 0
-        for command, _fut in self._pending:
-            size += sum(len(a) for a in command if isinstance(a, (bytes, str)))
+        for command, _fut in pending:
+            last = command[-1]
+            size += COMMAND_BYTES + (len(last) if isinstance(last, bytes) else 0)
             count += 1
             if count >= self.max_batch or size >= self.max_batch_bytes:
                 break
-        batch, self._pending = self._pending[:count], self._pending[count:]
+        batch, self._pending = pending[:count], pending[count:]
+        self._pending_bytes -= size
         return batch
 
     async def _commit(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
@@ -101,6 +117,11 @@ class GroupCommit:
             for _c, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
+                    # A connection that closes abandons the futures of its queued commands:
+                    # their OutcomeUnknown is expected, not an error for asyncio to log when
+                    # they are collected. (Marked here, not by a done-callback per command,
+                    # which would cost every command a callback on the loop.)
+                    fut.exception()
         else:
             for (_c, fut), reply in zip(batch, replies):
                 if not fut.done():
@@ -156,8 +177,3 @@ class GroupCommit:
                 raise OutcomeUnknown("read index %d not applied within %.1f s"
                                      % (index, self.commit_timeout_s))
             await self.raft.applied_or(APPLY_POLL_S)
-
-
-def _retrieve_exception(fut: asyncio.Future) -> None:
-    if not fut.cancelled():
-        fut.exception()

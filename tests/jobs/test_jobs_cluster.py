@@ -117,6 +117,28 @@ def test_the_reply_cache_keeps_the_last_64_and_refuses_older_seqs():
     assert h.batch([(Op.PUT, a, 150, 0, 0, S, b"x")])[0] == [("INSERTED", 102)]
 
 
+def test_seqs_applied_out_of_order_are_still_forgotten_lowest_first():
+    # A batch proposed again after later ones applies its seqs out of order; the cache still
+    # forgets the lowest seq first, on every replica alike (the harness checks that the cache
+    # stays in ascending order after every batch).
+    h = Harness()
+    a = h.open()  # seq 1
+    kept, floor = {1}, 0
+    for seq in [3, 2, 70, *range(5, 64), 4, *range(64, 70)]:
+        assert h.batch([(Op.PUT, a, seq, 0, 0, S, b"x")])[0][0][0] == "INSERTED"
+        kept.add(seq)
+        if len(kept) > 64:
+            floor = max(floor, min(kept))
+            kept.remove(min(kept))
+        session = h.m.sessions[a]
+        assert list(session.replies) == sorted(kept) and session.seq_floor == floor
+    assert floor == 6
+    assert h.batch([(Op.PUT, a, 4, 0, 0, S, b"x")])[0][0][0] == "ERROR"  # forgotten
+    jobs = h.m.next_id
+    assert h.batch([(Op.PUT, a, 7, 0, 0, S, b"x")])[0][0][0] == "INSERTED"  # from the cache
+    assert h.m.next_id == jobs
+
+
 def test_a_retried_waiting_reserve_returns_its_outcome_once_known():
     h = Harness()
     a, b = h.open(), h.open()

@@ -9,6 +9,7 @@ real Raft node behind it is driven by tests/replication/test_replication_upstrea
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -85,5 +86,49 @@ def test_a_batch_without_a_definite_outcome_by_the_commit_timeout_fails_as_unkno
         await _until(lambda: len(raft.proposals) == tries + 1)
         raft.proposals[-1][1]([("DELETED",)], None)
         assert await nxt == ("DELETED",)
+
+    asyncio.run(scenario())
+
+
+def test_an_abandoned_command_that_fails_as_unknown_is_not_reported_as_unretrieved():
+    # A closing connection drops the futures of its queued commands without awaiting them; their
+    # OutcomeUnknown is expected and must not reach asyncio's "exception never retrieved" report.
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        reported = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        raft = RecordingRaft(loop)
+        commit = GroupCommit(raft, try_timeout_s=0.02, commit_timeout_s=0.1)
+        abandoned = [commit.submit((9, 1, seq, 7)) for seq in (1, 2)]
+        await _until(lambda: all(f.done() for f in abandoned))
+        assert all(isinstance(f.exception(), OutcomeUnknown) for f in abandoned[:1])
+        del abandoned  # the second is never looked at, as a closed connection's
+        gc.collect()
+        await asyncio.sleep(0)
+        assert reported == []
+        with pytest.raises(OutcomeUnknown):  # whoever does await one still gets its error
+            await commit.submit((9, 1, 3, 7))
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_stops_at_its_byte_bound_and_the_rest_goes_in_the_next():
+    async def scenario():
+        raft = RecordingRaft(asyncio.get_running_loop())
+        commit = GroupCommit(raft, max_batch_bytes=2000, try_timeout_s=5.0)
+        puts = [(3, 1, seq, 0, 0, 60, b"x" * 1000) for seq in (1, 2, 3, 4)]
+        futs = [commit.submit(c) for c in puts]
+        await _until(lambda: len(raft.proposals) == 1)
+        assert raft.proposals[0][0] == puts[:2]  # the second crosses the bound: no third
+        raft.proposals[0][1]([("INSERTED", 1), ("INSERTED", 2)], None)
+        await _until(lambda: len(raft.proposals) == 2)
+        assert raft.proposals[1][0] == puts[2:]
+        raft.proposals[1][1]([("INSERTED", 3), ("INSERTED", 4)], None)
+        small = commit.submit((9, 1, 5, 1))  # the weight of the queue went back to nothing
+        await _until(lambda: len(raft.proposals) == 3)
+        assert raft.proposals[2][0] == [(9, 1, 5, 1)]
+        raft.proposals[2][1]([("DELETED",)], None)
+        assert [await f for f in futs] == [("INSERTED", n) for n in (1, 2, 3, 4)]
+        assert await small == ("DELETED",)
 
     asyncio.run(scenario())
