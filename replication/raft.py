@@ -99,7 +99,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         cap = config.max_job_size
         self.machine = Machine(max_job_size=sys.maxsize if cap is None else cap)
         self.applied_index = 0
-        self._commit_told = 0  # the highest commit index sent ahead of applying (_tell_commit_first)
+        self._commit_sent = 0  # the commit index of the leader's latest append_entries round
         self._on_events = on_events
         self._outbox: collections.deque = collections.deque()
         self._drain_scheduled = False
@@ -128,6 +128,10 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._journal.release_reserve = self._disk.release_reserve
         self._wrap_transport()
         self._stamp_on_append()
+        self._send_only_what_is_new()
+        # The first thing after the tick's applies: the loop hears of those that no result
+        # callback announced (other nodes' commands, no-ops) without waiting for an fsync.
+        self._sync.addOnTickCallback(self._flush_posts)
         # Runs after the tick's new entries went out to the followers and before it waits: the
         # leader's own fsync overlaps its followers' instead of following their acknowledgements.
         self._sync.addOnTickCallback(self._journal.sync_for_ack)
@@ -300,6 +304,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                 busy = self._single and self._single_node_busy()
                 began = monotonic()
                 sync.doTick(0.0 if busy else period)
+                self._flush_posts()  # a tick that returned early skipped its tick callbacks
                 if monotonic() - began > stall_s + period:
                     self._forgive_own_stall()
                 self._after_tick()
@@ -362,6 +367,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
     def _on_state_changed(self, old, new) -> None:
         names = {0: "follower", 1: "candidate", 2: "leader"}
         log.info("role %s -> %s", names.get(old, old), names.get(new, new))
+        self._commit_sent = 0  # a new leader's first round always carries its commit index
         self._status_at = 0.0
         self._post(("notify", None))
 
@@ -382,14 +388,13 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
 
         pysyncobj sends it after applying every newly committed entry, so each follower (and
         the client waiting there) waited for the leader's apply before starting its own; now
-        the two overlap. Sent once per advance of the commit index (tick thread).
+        the two overlap. Sent once per advance of the commit index (tick thread); pysyncobj's
+        own round after the apply then has nothing new to send (``_send_only_what_is_new``).
         """
         sync = self._sync
         if self._single or not seam.is_leader(sync):
             return
-        commit = sync.raftCommitIndex
-        if commit > self._commit_told:
-            self._commit_told = commit
+        if sync.raftCommitIndex > self._commit_sent:
             seam.send_append_entries(sync)
 
     def _apply(self, entry: bytes):
@@ -406,8 +411,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             self._observe_time(index)
             self._disk.applied(put_cost(commands))
             if events:
-                self._post(("events", events))
-            self._post(("notify", None))
+                self._post_later(("events", events))
+            self._post_later(("notify", None))
             return replies
         except Exception:
             log.exception("state machine failed to apply an entry")

@@ -112,7 +112,9 @@ POINTS: tuple[Point, ...] = (
           "the batch and then prefixes its type byte: two copies of a job body)"),
     Point("syncobj", "_SyncObj__sendAppendEntries",
           "called by the leader as it starts applying newly committed entries, so its followers "
-          "learn the commit index and apply them at the same time instead of after it"),
+          "learn the commit index and apply them at the same time instead of after it; shadowed "
+          "per instance so that the leader's call after applying, which would repeat that commit "
+          "index to every follower (and make each answer), sends nothing new"),
     Point("syncobj", "_methodToID",
           "the number pysyncobj gives apply_entry inside every command (checked before the "
           "shortcut above takes a command)"),
@@ -377,8 +379,26 @@ def shortcut_apply(sync, shortcut: Callable[[bytes], object]) -> None:
 
 
 def send_append_entries(sync) -> None:
-    """The leader sends every follower what it lacks and its commit index now (tick thread)."""
+    """The leader sends every follower what it lacks and its commit index now (tick thread),
+    if the filter of :func:`filter_append_entries` lets it."""
     sync._SyncObj__sendAppendEntries()
+
+
+def filter_append_entries(sync, wanted: Callable[[], bool]) -> None:
+    """Make every append_entries round of the leader (pysyncobj's heartbeat, its round after each
+    append and after each apply, :func:`send_append_entries`) go out only when ``wanted()``."""
+    original = sync._SyncObj__sendAppendEntries
+
+    def send() -> None:
+        if wanted():
+            original()
+
+    sync._SyncObj__sendAppendEntries = send
+
+
+def connected_nodes(sync):
+    """The nodes the leader sends entries to (the live set pysyncobj updates; tick thread)."""
+    return sync._SyncObj__connectedNodes
 
 
 def pipe_notifier(sync):

@@ -1,0 +1,152 @@
+"""A commit costs the peer messages and the thread hand-offs it needs and no more.
+
+* The leader sends no append_entries round that only repeats what it sent: pysyncobj sent the
+  commit index a second time after applying each commit (after ``_tell_commit_first`` had sent
+  it), and each follower answered both.
+* A follower does not answer an append_entries that brought no entries when it answered its
+  leader less than half a heartbeat period ago; the acknowledgements of entries always leave.
+
+Method: three real BeanRaft ``RaftNode`` objects (real pysyncobj, sealed peer links on loopback
+ports, one Raft thread each) in this process, with a long heartbeat period so that heartbeats
+are few. Every peer message is recorded where it arrives, so only what crossed the wire counts.
+COMMITS entries are committed one at a time through the leader, then, for each follower:
+* repeated rounds: append_entries without entries that carry the same commit index as the one
+  before. Heartbeats are such repeats, at most one per heartbeat period of the time measured;
+  pysyncobj's second round after each apply added one per commit.
+* answers: the next_node_idx messages the leader got from it; at most one per append_entries
+  with entries, plus one per half heartbeat period. pysyncobj's follower answered every round.
+The bounds grow with the time measured, so a slow machine can only make the test weaker, never
+make it fail.
+
+* The Raft thread wakes the asyncio loop once per applied batch that had a result waiting: the
+  apply's events and the result go in one hand-off. Counted on a follower while COMMITS entries
+  are proposed through it one at a time: each needs one wake-up (``_drain`` on the loop). Before,
+  the apply woke the loop for its events and, whenever the loop drained before the result was
+  posted, the result woke it a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from raft_trio import build_three
+
+from beanraft.replication import seam
+from beanraft.replication.codec import encode_entry
+from beanraft.replication.raft import RaftNode, Timing
+
+HEARTBEAT_S = 0.2
+TIMING = Timing(heartbeat_s=HEARTBEAT_S, election_min_s=1.0, election_max_s=2.0,
+                leader_fallback_s=5.0)
+COMMITS = 30
+ATTEMPTS = 3  # a loaded machine may elect another leader during a measurement: measure again
+
+
+def _entry() -> bytes:
+    return encode_entry(time.time_ns(), [(17, 0, 0)])
+
+
+def _record(node: RaftNode, into: list) -> None:
+    """Append (sender address, type, entries, commit index) of every message ``node`` receives."""
+    sync = node._sync
+    handler = seam.message_handler(sync)
+
+    def on_message(peer, message):
+        if isinstance(message, dict):
+            into.append((getattr(peer, "address", str(peer)), message.get("type"),
+                         len(message.get("entries") or ()), message.get("commit_index")))
+        handler(peer, message)
+
+    seam.transport(sync).setOnMessageReceivedCallback(on_message)
+
+
+async def _leader(nodes) -> RaftNode:
+    for _ in range(600):
+        leaders = [n for n in nodes if n.is_leader()]
+        if leaders:
+            return leaders[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no leader elected")
+
+
+async def _applied_everywhere(nodes, index: int) -> None:
+    for _ in range(400):
+        if all(n.applied_index >= index for n in nodes):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"index {index} not applied on every node")
+
+
+def _count_drains(node: RaftNode) -> list:
+    """Count the loop's drains of what the Raft thread handed over (one per wake-up)."""
+    drains = []
+    drain = node._drain
+
+    def counted():
+        drains.append(1)
+        drain()
+
+    node._drain = counted
+    return drains
+
+
+async def _measure(nodes, received, drains) -> dict | None:
+    """Per follower: (rounds with entries, repeated rounds, answers, seconds), and the loop
+    wake-ups of one follower that proposed COMMITS entries; None if the leader changed."""
+    leader = await _leader(nodes)
+    term = leader._sync.raftCurrentTerm
+    await asyncio.wait_for(leader.submit(_entry()), 20)
+    await _applied_everywhere(nodes, leader.applied_index)
+    for log in received.values():
+        log.clear()
+    began = time.monotonic()
+    for _ in range(COMMITS):
+        await asyncio.wait_for(leader.submit(_entry()), 20)
+    await _applied_everywhere(nodes, leader.applied_index)
+    elapsed = time.monotonic() - began
+    seen = {node: list(log) for node, log in received.items()}
+    figures = {}
+    for follower in (n for n in nodes if n is not leader):
+        rounds = [r for r in seen[follower] if r[1] == "append_entries"]
+        with_entries = sum(1 for r in rounds if r[2])
+        repeats = sum(1 for before, r in zip(rounds, rounds[1:]) if not r[2] and r[3] == before[3])
+        address = follower.config.self_addr
+        answers = sum(1 for r in seen[leader] if r[0] == address and r[1] == "next_node_idx")
+        figures[address] = (with_entries, repeats, answers, elapsed)
+    proposer = next(n for n in nodes if n is not leader)
+    drains[proposer].clear()
+    for _ in range(COMMITS):
+        await asyncio.wait_for(proposer.submit(_entry()), 20)
+    figures["wake-ups"] = len(drains[proposer])
+    if not leader.is_leader() or any(n._sync.raftCurrentTerm != term for n in nodes):
+        return None
+    return figures
+
+
+async def _run() -> dict:
+    nodes = build_three(asyncio.get_running_loop(), TIMING)
+    received = {node: [] for node in nodes}
+    drains = {node: _count_drains(node) for node in nodes}
+    for node in nodes:
+        _record(node, received[node])
+        node.start()
+    try:
+        for _ in range(ATTEMPTS):
+            figures = await _measure(nodes, received, drains)
+            if figures is not None:
+                return figures
+        raise AssertionError("the leader changed during every measurement")
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_a_commit_is_sent_once_a_commit_index_alone_is_not_answered_and_wakes_the_loop_once():
+    figures = asyncio.run(_run())
+    # One per commit; the slack is for a role or leader notice that may fall in the window.
+    assert figures.pop("wake-ups") <= COMMITS + 3, figures
+    for address, (with_entries, repeats, answers, elapsed) in figures.items():
+        assert with_entries >= COMMITS, (address, figures)  # the traffic was seen
+        assert repeats <= elapsed / HEARTBEAT_S + 2, (address, figures)
+        assert answers <= with_entries + elapsed / (HEARTBEAT_S / 2) + 2, (address, figures)
