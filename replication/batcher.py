@@ -35,12 +35,13 @@ log = logging.getLogger("beanraft.batcher")
 
 TRY_BYTES_PER_S = 8 << 20  # the slowest replication rate at which a try is still waited out
 READ_TRY_S = 0.5  # a read index not confirmed this soon is asked for again (lost, new leader)
-APPLY_POLL_S = 0.02
-# What a command weighs against ``max_batch_bytes``: its body (the last argument of a put, a
-# put-key or an import) plus this much for the rest, which is small and bounded (ids, a tube name
-# of at most 200 bytes, a key). Counted as commands are queued, so a batch is taken in O(1).
+APPLY_POLL_S = 0.02  # pysyncobj's no-ops are applied without telling us: look again this often
+# What a command weighs against ``max_batch_bytes``: its last argument when that is bytes or a
+# string (the body of a put, a put-key or an import), plus this much for the rest, which is small
+# and bounded (ids, a tube name of at most 200 bytes, a key). Counted as commands are queued, so
+# a batch is taken in O(1).
 COMMAND_BYTES = 256
-RETRY_MAX_S = 0.05  # the longest pause between two tries of a batch  # pysyncobj's no-ops are applied without telling us: look again this often
+RETRY_MAX_S = 0.05  # the longest pause between two tries of a batch
 
 
 class OutcomeUnknown(Exception):
@@ -74,7 +75,7 @@ class GroupCommit:
         fut = self._loop.create_future()
         self._pending.append((command, fut))
         last = command[-1]
-        self._pending_bytes += COMMAND_BYTES + (len(last) if isinstance(last, bytes) else 0)
+        self._pending_bytes += COMMAND_BYTES + (len(last) if isinstance(last, (bytes, str)) else 0)
         if not self._scheduled:
             self._schedule()
         return fut
@@ -101,7 +102,7 @@ class GroupCommit:
         size, count = 0, 0
         for command, _fut in pending:
             last = command[-1]
-            size += COMMAND_BYTES + (len(last) if isinstance(last, bytes) else 0)
+            size += COMMAND_BYTES + (len(last) if isinstance(last, (bytes, str)) else 0)
             count += 1
             if count >= self.max_batch or size >= self.max_batch_bytes:
                 break
