@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import signal
@@ -381,9 +382,19 @@ class Node:
         # (a new epoch) was alive after the drop, even if this loop never saw it connected (a
         # restart killed again within a poll): its new epoch gets a grace and a drop of its own.
         dropped: dict[str, int | None] = {}
+        period = min(0.25, grace / 4)
+        previous = time.monotonic()
         while not self._closing:
-            await asyncio.sleep(min(0.25, grace / 4))
+            await asyncio.sleep(period)
             now = time.monotonic()
+            if now - previous > grace / 2:
+                # This node itself did not run meanwhile (SIGSTOP, a stalled VM, a blocked
+                # loop): its peers' silence over that time says nothing about them, and this
+                # node may no longer lead without knowing it yet. Each peer gets a fresh grace.
+                log.info("this node did not run for %.1f s: its peers get a fresh grace",
+                         now - previous - period)
+                last_seen = dict.fromkeys(last_seen, now)
+            previous = now
             leader = self.raft.is_leader()
             for peer in self.raft.status.peers:
                 address = peer.address
@@ -393,8 +404,10 @@ class Node:
                 elif peer.connected:
                     # A frozen or cut-off peer can keep its TCP connection for a long time; what
                     # counts is when it last answered the leader's append_entries. (Waiting for
-                    # silence past the grace and only then starting the grace doubled it.)
-                    last_seen[address] = now - (peer.silent_s or 0.0)
+                    # silence past the grace and only then starting the grace doubled it.) A
+                    # fresh grace given above holds until the peer is silent past it.
+                    last_seen[address] = max(last_seen.get(address, -math.inf),
+                                             now - (peer.silent_s or 0.0))
                 if epoch is not None and dropped.get(address, epoch) != epoch:
                     del dropped[address]  # it registered again since we dropped it
                     last_seen[address] = now
