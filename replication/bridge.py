@@ -51,24 +51,6 @@ class LoopBridge:
 
     def _post(self, item) -> None:
         self._outbox.append(item)
-        self._wake_loop()
-
-    def _post_later(self, item) -> None:
-        """Queue ``item`` for the loop without waking it: the result callback that follows an
-        apply, or ``_wake_loop`` at the end of the tick (``_flush_posts``), wakes it once.
-
-        Waking the loop as soon as an apply queued its events made it take the interpreter
-        lock and drain a deque that did not hold the result yet, while the Raft thread waited
-        for the lock to post that result and wake the loop a second time.
-        """
-        self._outbox.append(item)
-
-    def _flush_posts(self) -> None:
-        """Tick thread, after the tick's applies: wake the loop if anything waits for it."""
-        if self._outbox:
-            self._wake_loop()
-
-    def _wake_loop(self) -> None:
         if not self._drain_scheduled:
             self._drain_scheduled = True
             try:

@@ -129,9 +129,6 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._wrap_transport()
         self._stamp_on_append()
         self._send_only_what_is_new()
-        # The first thing after the tick's applies: the loop hears of those that no result
-        # callback announced (other nodes' commands, no-ops) without waiting for an fsync.
-        self._sync.addOnTickCallback(self._flush_posts)
         # Runs after the tick's new entries went out to the followers and before it waits: the
         # leader's own fsync overlaps its followers' instead of following their acknowledgements.
         self._sync.addOnTickCallback(self._journal.sync_for_ack)
@@ -304,7 +301,6 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                 busy = self._single and self._single_node_busy()
                 began = monotonic()
                 sync.doTick(0.0 if busy else period)
-                self._flush_posts()  # a tick that returned early skipped its tick callbacks
                 if monotonic() - began > stall_s + period:
                     self._forgive_own_stall()
                 self._after_tick()
@@ -411,8 +407,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             self._observe_time(index)
             self._disk.applied(put_cost(commands))
             if events:
-                self._post_later(("events", events))
-            self._post_later(("notify", None))
+                self._post(("events", events))
+            self._post(("notify", None))
             return replies
         except Exception:
             log.exception("state machine failed to apply an entry")
