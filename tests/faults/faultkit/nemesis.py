@@ -144,6 +144,8 @@ class Nemesis(threading.Thread):
                     self.cluster.free_disk(node)
                 elif kind == "rejoin":
                     self.rejoin(node)
+                elif kind == "settle-member":
+                    self.settle_member(node)
                 self.history.complete("nemesis", "ok", value)
 
     # -- membership changes ----------------------------------------------------------------
@@ -208,13 +210,41 @@ class Nemesis(threading.Thread):
                                  f"removed={removed}")
         with self._lock:
             if removed:
-                node.kill()
-                for entry in node.spec.data_dir.iterdir():  # -b may be a tmpfs mount point
-                    if entry.is_dir():
-                        shutil.rmtree(entry)
-                    else:
-                        entry.unlink()
+                self._empty(node)
                 self._active.append(("rejoin", node))
+            elif removed is None:
+                # No leader yet: the survivor and the victim (killed) may be the only members
+                # if the removal was appended. Ask again once the victim is back (healed first).
+                self._active.append(("settle-member", node))
+
+    def _empty(self, node: NodeProcess) -> None:
+        """Stop a removed node and empty its data directory, so it can join afresh."""
+        node.kill()
+        for entry in node.spec.data_dir.iterdir():  # -b may be a tmpfs mount point
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def settle_member(self, node: NodeProcess, timeout_s: float = 30.0) -> None:
+        """After a removal whose outcome was unknown while no node led: ask a member again
+        (bounded) and, if ``node`` was removed after all, empty it and add it back."""
+        others = [n for n in self.cluster.nodes if n is not node]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for other in others:
+                members = self._members(other) if other.running() else None
+                if members is not None:
+                    removed = node.spec.raft not in members
+                    self.observations.append(f"member: {node.name} removed={removed}, known "
+                                             "once a leader was back")
+                    if removed:
+                        self._empty(node)
+                        self.rejoin(node)
+                    return
+            time.sleep(0.2)
+        self.problems.append(f"no leader within {timeout_s:.0f} s to tell whether {node.name} "
+                             "was removed")
 
     def rejoin(self, node: NodeProcess) -> None:
         """Start a removed, emptied node with --join and add it back (retried, bounded)."""
