@@ -45,7 +45,7 @@ from collections import deque
 from typing import Any
 
 from beanraft import protocol as p
-from beanraft.protocol.client import NEED_DATA, ClientConnection, ProtocolError
+from beanraft.protocol.client import NEED_DATA, ClientConnection, ProtocolError, reserve_bytes
 
 from . import wire
 from .addresses import Address, describe
@@ -57,9 +57,6 @@ log = logging.getLogger("beanraft.client")
 
 DOWN, HANDSHAKE, READY = "down", "handshake", "ready"
 
-#: The ops whose replies change what the core keeps: held jobs, the used and watched tubes.
-_TRACKED = frozenset({"reserve", "reserve_job", "delete", "release", "bury", "use", "watch",
-                      "ignore"})
 
 
 # A request on the wire whose reply is awaited, as a tuple (purpose, op, block_s):
@@ -229,7 +226,7 @@ class Core:
                 return
             purpose, op, block_s = sent.popleft()
             if purpose == "op" and self.episode is None:
-                self._on_op_reply(op, reply, now)  # the common case of _on_reply
+                self._on_op_reply(op, reply, now)  # the common case of _on_reply, one call less
             else:
                 self._on_reply(purpose, op, block_s, reply, now)
 
@@ -311,10 +308,10 @@ class Core:
         if self.extensions:
             seconds = int(min(remaining, self.reserve_slice_s))
         elif math.isinf(remaining):
-            return b"reserve\r\n", math.inf
+            return reserve_bytes(None), math.inf
         else:
             seconds = int(remaining)
-        return b"reserve-with-timeout %d\r\n" % seconds, float(seconds)
+        return reserve_bytes(seconds), float(seconds)
 
     # ------------------------------------------------------------------ replies
 
@@ -346,15 +343,14 @@ class Core:
                 and (op.deadline is None or now < op.deadline)):
             self._send_op(op, now)  # one slice ended; the caller's timeout has not
             return
-        if op.kind in _TRACKED:
-            self._track(op, reply)
+        self._track(op, reply)
         if isinstance(reply, op.expect):
             op.finish(result=op.convert(reply))
         else:
             op.finish(error=error_for(reply, op.kind))
 
     def _track(self, op: Op, reply: Any) -> None:
-        """Keep the held jobs and the chosen tubes in step with a reply (ops of _TRACKED)."""
+        """Keep the held jobs and the chosen tubes in step with a reply."""
         if isinstance(reply, p.Reserved):
             self.held.add(reply.job_id)
         elif op.kind in ("delete", "release", "bury"):

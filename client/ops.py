@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from beanraft import protocol as p
+from beanraft.protocol.client import (bury_bytes, delete_bytes, put_bytes, release_bytes,
+                                     reserve_bytes, touch_bytes)
 
 from .errors import ERRORS_BY_REPLY, BuriedError, NotBeanRaftError, UnknownResponseError
 
@@ -160,20 +162,15 @@ def _inserted_id(reply: Any) -> int:
 
 
 def put(body: bytes, priority: int, delay: int, ttr: int, key: str | None) -> Op:
-    request = b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body)
-    return Op("put", request, p.Inserted, _inserted_id, replay="put",
-              key=check_key(key) if key is not None else new_key())
+    return Op("put", put_bytes(priority, delay, ttr, body), p.Inserted, _inserted_id,
+              replay="put", key=check_key(key) if key is not None else new_key())
 
 
 def reserve(timeout: float | None, now: float, job_of: Callable) -> Op:
-    if timeout is None:
-        request, timeout_s, deadline = b"reserve\r\n", None, None
-    else:
-        timeout_s = int(timeout)
-        request = b"reserve-with-timeout %d\r\n" % timeout_s
-        deadline = now + max(0, timeout_s)
-    return Op("reserve", request, p.Reserved, job_of, replay="reserve", deadline=deadline,
-              timeout_s=timeout_s)
+    timeout_s = None if timeout is None else int(timeout)
+    deadline = None if timeout_s is None else now + max(0, timeout_s)
+    return Op("reserve", reserve_bytes(timeout_s), p.Reserved, job_of,
+              replay="reserve", deadline=deadline, timeout_s=timeout_s)
 
 
 def reserve_job(job_id: int, job_of: Callable) -> Op:
@@ -183,24 +180,24 @@ def reserve_job(job_id: int, job_of: Callable) -> Op:
 
 def delete(job: Any) -> Op:
     job_id = _id(job)
-    return Op("delete", b"delete %d\r\n" % job_id, p.Deleted, replay="job", job_id=job_id)
+    return Op("delete", delete_bytes(job_id), p.Deleted, replay="job", job_id=job_id)
 
 
 def release(job: Any, priority: int, delay: int) -> Op:
     job_id = _id(job)
-    return Op("release", b"release %d %d %d\r\n" % (job_id, priority, delay), p.Released,
+    return Op("release", release_bytes(job_id, priority, delay), p.Released,
               replay="job", job_id=job_id)
 
 
 def bury(job: Any, priority: int) -> Op:
     job_id = _id(job)
-    return Op("bury", b"bury %d %d\r\n" % (job_id, priority), p.Buried, replay="job",
+    return Op("bury", bury_bytes(job_id, priority), p.Buried, replay="job",
               job_id=job_id)
 
 
 def touch(job: Any) -> Op:
     job_id = _id(job)
-    return Op("touch", b"touch %d\r\n" % job_id, p.Touched, job_id=job_id)
+    return Op("touch", touch_bytes(job_id), p.Touched, job_id=job_id)
 
 
 def use(tube: str) -> Op:

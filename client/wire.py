@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from beanraft import protocol as p
+from beanraft.protocol.client import put_key_bytes
 
 
 def session_id() -> Any:
@@ -22,7 +23,7 @@ def session_resume(session: str) -> Any:
 
 def put_key(key: str, put: bytes) -> bytes:
     """``put-key <key> …`` from the bytes of the plain ``put …`` it replaces."""
-    return b"put-key %b%b" % (key.encode("ascii"), put[3:])
+    return put_key_bytes(key, put)
 
 
 def is_session(reply: Any) -> bool:

@@ -60,6 +60,7 @@ from .replies import (
     Watching,
 )
 from .requests import (
+    Bury,
     Delete,
     Put,
     PutKey,
@@ -168,16 +169,48 @@ LINE_REPLIES[b"EXISTS"] = _one_number(Exists)
 
 
 # The commands a worker and a producer send most, written without encode_request's generic
-# field lookup (the same bytes: the tests compare both).
+# field lookup (the same bytes: the tests compare both). A client that has only the fields, not
+# a request object, calls these directly.
+
+def put_bytes(pri: int, delay_s: int, ttr_s: int, body: bytes) -> bytes:
+    return b"put %d %d %d %d\r\n%b\r\n" % (pri, delay_s, ttr_s, len(body), body)
+
+
+def put_key_bytes(key: str, put: bytes) -> bytes:
+    """``put-key <key> …`` from the bytes of the plain ``put …`` (``put_bytes``) it replaces."""
+    return b"put-key %b%b" % (key.encode("ascii"), put[3:])
+
+
+def reserve_bytes(timeout_s: int | None) -> bytes:
+    """``reserve`` (None) or ``reserve-with-timeout <timeout_s>``."""
+    return b"reserve\r\n" if timeout_s is None else b"reserve-with-timeout %d\r\n" % timeout_s
+
+
+def delete_bytes(job_id: int) -> bytes:
+    return b"delete %d\r\n" % job_id
+
+
+def release_bytes(job_id: int, pri: int, delay_s: int) -> bytes:
+    return b"release %d %d %d\r\n" % (job_id, pri, delay_s)
+
+
+def bury_bytes(job_id: int, pri: int) -> bytes:
+    return b"bury %d %d\r\n" % (job_id, pri)
+
+
+def touch_bytes(job_id: int) -> bytes:
+    return b"touch %d\r\n" % job_id
+
+
 _FAST: dict[type, Callable[..., bytes]] = {
-    Put: lambda r: b"put %d %d %d %d\r\n%b\r\n" % (r.pri, r.delay_s, r.ttr_s, len(r.body), r.body),
-    PutKey: lambda r: b"put-key %b %d %d %d %d\r\n%b\r\n" % (
-        r.key.encode("ascii"), r.pri, r.delay_s, r.ttr_s, len(r.body), r.body),
-    Reserve: lambda r: b"reserve\r\n",
-    ReserveWithTimeout: lambda r: b"reserve-with-timeout %d\r\n" % r.timeout_s,
-    Delete: lambda r: b"delete %d\r\n" % r.job_id,
-    Touch: lambda r: b"touch %d\r\n" % r.job_id,
-    Release: lambda r: b"release %d %d %d\r\n" % (r.job_id, r.pri, r.delay_s),
+    Put: lambda r: put_bytes(r.pri, r.delay_s, r.ttr_s, r.body),
+    PutKey: lambda r: put_key_bytes(r.key, put_bytes(r.pri, r.delay_s, r.ttr_s, r.body)),
+    Reserve: lambda r: reserve_bytes(None),
+    ReserveWithTimeout: lambda r: reserve_bytes(r.timeout_s),
+    Delete: lambda r: delete_bytes(r.job_id),
+    Touch: lambda r: touch_bytes(r.job_id),
+    Release: lambda r: release_bytes(r.job_id, r.pri, r.delay_s),
+    Bury: lambda r: bury_bytes(r.job_id, r.pri),
 }
 
 
@@ -246,15 +279,12 @@ class ClientConnection:
         job_id, length = int(job), int(size)
         if job_id > U64_MAX or length > self.max_body_size:
             return None
-        buffer, start = self._buffer, hot.end()
-        end = start + length
-        if len(buffer) >= end + 2 and buffer[end : end + 2] == b"\r\n":  # the body is here
-            body = bytes(buffer[start:end])
-            del buffer[: end + 2]
+        body = self._cut_body(hot.end(), length)
+        if body is not None:
             return Reserved(job_id, body)
-        del buffer[:start]
+        del self._buffer[: hot.end()]
         self._body = (_RESERVED_MAKER, [job_id], length)
-        return self._take_body()
+        return NEED_DATA
 
     def _take_line(self) -> bytes | None:
         end = self._buffer.find(b"\r\n", 0, MAX_REPLY_LINE + 2)
@@ -290,11 +320,20 @@ class ClientConnection:
     def _take_body(self) -> object:
         assert self._body is not None
         maker, numbers, size = self._body
-        if len(self._buffer) < size + 2:
+        body = self._cut_body(0, size)
+        if body is None:
             return NEED_DATA
-        if self._buffer[size : size + 2] != b"\r\n":
-            raise ProtocolError("reply body does not end in CRLF")
-        body = bytes(self._buffer[:size])
-        del self._buffer[: size + 2]
         self._body = None
         return maker(numbers, body)
+
+    def _cut_body(self, start: int, size: int) -> bytes | None:
+        """The ``size``-byte body at ``start`` in the buffer, removed with everything before it
+        and its CRLF; None while incomplete; ProtocolError if no CRLF follows it."""
+        end = start + size
+        if len(self._buffer) < end + 2:
+            return None
+        if self._buffer[end : end + 2] != b"\r\n":
+            raise ProtocolError("reply body does not end in CRLF")
+        body = bytes(self._buffer[start:end])
+        del self._buffer[: end + 2]
+        return body

@@ -64,7 +64,7 @@ def test_the_same_replies_come_out_when_split_at_random_points(seed):
 @pytest.mark.parametrize("request_", [
     p.Put(0, 0, 0, b""), p.Put(4294967295, 7, 9, b"x\r\ny"), p.PutKey("a-b.c:d_1", 1, 2, 3, b"z"),
     p.Reserve(), p.ReserveWithTimeout(0), p.ReserveWithTimeout(-1), p.Delete(18446744073709551615),
-    p.Touch(3), p.Release(1, 2, 3),
+    p.Touch(3), p.Release(1, 2, 3), p.Bury(4, 5),
 ])
 def test_the_fast_encodings_write_the_same_bytes_as_encode_request(request_):
     assert ClientConnection().send(request_) == p.encode_request(request_)
