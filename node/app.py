@@ -383,7 +383,7 @@ class Node:
         # restart killed again within a poll): its new epoch gets a grace and a drop of its own.
         dropped: dict[str, int | None] = {}
         period = min(0.25, grace / 4)
-        previous = time.monotonic()
+        previous, resumed = time.monotonic(), -math.inf  # resumed: after this node's own stall
         while not self._closing:
             await asyncio.sleep(period)
             now = time.monotonic()
@@ -393,7 +393,7 @@ class Node:
                 # node may no longer lead without knowing it yet. Each peer gets a fresh grace.
                 log.info("this node did not run for %.1f s: its peers get a fresh grace",
                          now - previous - period)
-                last_seen = dict.fromkeys(last_seen, now)
+                resumed = now
             previous = now
             leader = self.raft.is_leader()
             for peer in self.raft.status.peers:
@@ -404,14 +404,12 @@ class Node:
                 elif peer.connected:
                     # A frozen or cut-off peer can keep its TCP connection for a long time; what
                     # counts is when it last answered the leader's append_entries. (Waiting for
-                    # silence past the grace and only then starting the grace doubled it.) A
-                    # fresh grace given above holds until the peer is silent past it.
-                    last_seen[address] = max(last_seen.get(address, -math.inf),
-                                             now - (peer.silent_s or 0.0))
+                    # silence past the grace and only then starting the grace doubled it.)
+                    last_seen[address] = now - (peer.silent_s or 0.0)
                 if epoch is not None and dropped.get(address, epoch) != epoch:
                     del dropped[address]  # it registered again since we dropped it
                     last_seen[address] = now
-                if now - last_seen.get(address, now) <= grace:
+                if now - max(last_seen.get(address, now), resumed) <= grace:
                     dropped.pop(address, None)
                 elif address not in dropped:
                     dropped[address] = epoch

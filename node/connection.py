@@ -319,8 +319,10 @@ class ClientConnection(asyncio.Protocol):
                         raise ConnectionError("session resumed elsewhere")
                 elif result[0] == "SESSION" or result[0] == "RESUMED":
                     self.resumable = True
-                self.outbox.write(p.encode(fixed) if fixed is not None
-                                  else translate.to_wire(result))
+                if fixed is not None:
+                    self._write(fixed)
+                else:
+                    self.outbox.write(translate.to_wire(result))
             if result[0] == "GONE":
                 raise ConnectionError("session dropped by the cluster")
             if bounded and self.outbox.over_high_water():
