@@ -74,8 +74,7 @@ class GroupCommit:
         """Queue one state-machine command; the future resolves to its reply tuple."""
         fut = self._loop.create_future()
         self._pending.append((command, fut))
-        last = command[-1]
-        self._pending_bytes += COMMAND_BYTES + (len(last) if isinstance(last, (bytes, str)) else 0)
+        self._pending_bytes += _weight(command)
         if not self._scheduled:
             self._schedule()
         return fut
@@ -101,8 +100,7 @@ class GroupCommit:
             return pending
         size, count = 0, 0
         for command, _fut in pending:
-            last = command[-1]
-            size += COMMAND_BYTES + (len(last) if isinstance(last, (bytes, str)) else 0)
+            size += _weight(command)
             count += 1
             if count >= self.max_batch or size >= self.max_batch_bytes:
                 break
@@ -178,3 +176,9 @@ class GroupCommit:
                 raise OutcomeUnknown("read index %d not applied within %.1f s"
                                      % (index, self.commit_timeout_s))
             await self.raft.applied_or(APPLY_POLL_S)
+
+
+def _weight(command: tuple) -> int:
+    """What ``command`` weighs against ``max_batch_bytes`` (see COMMAND_BYTES)."""
+    last = command[-1]
+    return COMMAND_BYTES + (len(last) if isinstance(last, (bytes, str)) else 0)
