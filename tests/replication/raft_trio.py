@@ -24,3 +24,13 @@ def start_three(loop: asyncio.AbstractEventLoop) -> list[RaftNode]:
     for node in nodes:
         node.start()
     return nodes
+
+
+async def leader_of(nodes: list[RaftNode], timeout_s: float) -> RaftNode:
+    """The first of ``nodes`` that is leader, waiting up to ``timeout_s`` for an election."""
+    for _ in range(int(timeout_s / 0.05)):
+        leaders = [n for n in nodes if n.is_leader()]
+        if leaders:
+            return leaders[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no leader elected")

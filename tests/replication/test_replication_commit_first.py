@@ -14,29 +14,19 @@ from __future__ import annotations
 import asyncio
 import time
 
-from raft_trio import start_three
+from raft_trio import leader_of, start_three
 
 from beanraft.replication.codec import encode_entry
-from beanraft.replication.raft import RaftNode
 
 HOLD_S = 5.0  # how long the leader's apply waits for a follower before it gives up
 ATTEMPTS = 4  # a loaded machine may elect another leader under a held one: try again
-
-
-async def _leader(nodes) -> RaftNode:
-    for _ in range(400):
-        leaders = [n for n in nodes if n.is_leader()]
-        if leaders:
-            return leaders[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError("no leader elected")
 
 
 async def _hold_one_apply(nodes) -> str:
     """Hold the leader's apply of one new entry: "follower applied", "timeout", or "new term"
     (the followers lost patience with a leader that sent nothing and elected another: try
     again, this says nothing either way)."""
-    leader = await _leader(nodes)
+    leader = await leader_of(nodes, 20)
     followers = [n for n in nodes if n is not leader]
     # An entry of this term is committed and applied everywhere first.
     await asyncio.wait_for(leader.submit(encode_entry(time.time_ns(), [(17, 0, 0)])), 20)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from raft_trio import build_three
+from raft_trio import build_three, leader_of
 
 from beanraft.replication import seam
 from beanraft.replication.codec import encode_entry
@@ -55,15 +55,6 @@ def _record(node: RaftNode, into: list) -> None:
     seam.transport(sync).setOnMessageReceivedCallback(on_message)
 
 
-async def _leader(nodes) -> RaftNode:
-    for _ in range(600):
-        leaders = [n for n in nodes if n.is_leader()]
-        if leaders:
-            return leaders[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError("no leader elected")
-
-
 async def _applied_everywhere(nodes, index: int) -> None:
     for _ in range(400):
         if all(n.applied_index >= index for n in nodes):
@@ -75,7 +66,7 @@ async def _applied_everywhere(nodes, index: int) -> None:
 async def _measure(nodes, received) -> dict | None:
     """Per follower: (rounds with entries, repeated rounds, answers, seconds); None if the
     leader changed while measuring."""
-    leader = await _leader(nodes)
+    leader = await leader_of(nodes, 30)
     term = leader._sync.raftCurrentTerm
     await asyncio.wait_for(leader.submit(_entry()), 20)
     await _applied_everywhere(nodes, leader.applied_index)
