@@ -219,16 +219,17 @@ class DurableJournal(Journal):
         if self._fd >= 0:
             on_disk_before = (self._offsets[entryTo] if entryTo < len(self._offsets)
                               else self._end) - len(MAGIC)
-            if kept_bytes > REWRITE_KEEP_BYTES and on_disk_before < kept_bytes:
-                # Copying a big entry that must stay (the snapshot's anchor is often the job
-                # just applied) would stall the Raft thread for little gain; the file keeps its
-                # prefix until that prefix outweighs what stays (so the file is never more than
-                # twice what it holds), and loading drops it (``_trim_to_snapshot``).
+            big = kept_bytes > REWRITE_KEEP_BYTES and on_disk_before < kept_bytes
+            if big or not self._rewrite(entryTo):
+                # The file keeps its prefix, and loading drops it again (``_trim_to_snapshot``):
+                # either copying a big entry that must stay (the snapshot's anchor is often the
+                # job just applied) would stall the Raft thread for little gain, until that
+                # prefix outweighs what stays (so the file is never more than twice what it
+                # holds); or the rewrite failed (a full volume), and ``drop_stale_prefix`` tries
+                # again once there is room. The entries are dropped all the same: pysyncobj
+                # takes a journal that does not start at the snapshot's anchor for a stale one
+                # and clears it, and with it every entry after the snapshot.
                 self._offsets = self._offsets[entryTo:]
-            elif not self._rewrite(entryTo):
-                # The snapshot is safe on disk; keeping the longer journal is merely untidy, and
-                # the prefix is dropped again at the next load or compaction.
-                return
         self._entries = keep
         self._bytes = kept_bytes
 
