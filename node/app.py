@@ -382,6 +382,7 @@ class Node:
         # (a new epoch) was alive after the drop, even if this loop never saw it connected (a
         # restart killed again within a poll): its new epoch gets a grace and a drop of its own.
         dropped: dict[str, int | None] = {}
+        registered: dict[str, float] = {}  # when a dropped node came back under a new epoch
         period = min(0.25, grace / 4)
         previous, resumed = time.monotonic(), -math.inf  # resumed: after this node's own stall
         while not self._closing:
@@ -408,8 +409,10 @@ class Node:
                     last_seen[address] = now - (peer.silent_s or 0.0)
                 if epoch is not None and dropped.get(address, epoch) != epoch:
                     del dropped[address]  # it registered again since we dropped it
-                    last_seen[address] = now
-                if now - max(last_seen.get(address, now), resumed) <= grace:
+                    registered[address] = now  # a grace of its own, until it answers again
+                since = max(last_seen.get(address, now), registered.get(address, -math.inf),
+                            resumed)
+                if now - since <= grace:
                     dropped.pop(address, None)
                 elif address not in dropped:
                     dropped[address] = epoch
