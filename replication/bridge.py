@@ -2,13 +2,15 @@
 listeners.
 
 Results and events cross into the loop through one deque and at most one ``call_soon_threadsafe``
-per burst; nothing here may raise into pysyncobj.
+per burst (a plain ``call_soon`` while a lone node ticks on the loop itself, see ``raft.py``);
+nothing here may raise into pysyncobj.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Callable
 
 from pysyncobj.config import FAIL_REASON
@@ -41,6 +43,12 @@ class LoopBridge:
         # Through the transfer gate: a leader handing over holds new commands (transfer.py).
         self.transfers.propose(call_command(self._apply_id, parts),
                                lambda res, err: self._on_result(fut, res, err))
+        if self._on_loop:
+            # A lone node commits it now, on this loop (raft.py), and the future is usually done
+            # when this returns: one turn of the loop per batch fewer, and no hand-off at all.
+            self._on_wake()
+            if self._outbox:
+                self._drain()
         return fut
 
     def _on_result(self, fut, res, err) -> None:
@@ -54,7 +62,10 @@ class LoopBridge:
         if not self._drain_scheduled:
             self._drain_scheduled = True
             try:
-                self.loop.call_soon_threadsafe(self._drain)
+                if self._on_loop and threading.get_ident() == self._loop_thread:
+                    self.loop.call_soon(self._drain)
+                else:
+                    self.loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # loop closed during shutdown
                 pass
 

@@ -3,7 +3,11 @@
 Theory of operation.
 * pysyncobj runs in one thread of ours (``autoTick=False``; we call ``doTick``), so heartbeats and
   elections do not depend on the event loop. That thread applies committed entries to the state
-  machine under ``self.lock`` and runs every pysyncobj callback.
+  machine under ``self.lock`` and runs every pysyncobj callback. A lone node (no peer, not
+  joining) has no peer whose timing could wait for the loop: it ticks on the event loop itself,
+  and a batch proposed there is committed before ``submit`` returns; the first time its
+  transport knows another node, the ticks move to the thread for good ("a lone node's ticks on
+  the loop" below).
 * Nothing that pysyncobj calls may raise (a raising apply is re-run forever on every node; a
   raising callback applies an entry twice): ``_apply`` and ``_on_result`` catch everything, and
   the state machine itself never raises.
@@ -85,6 +89,8 @@ CAMPAIGN_HOLD_ELECTIONS = 2  # a restarted member waits this many election timeo
 
 JOIN_QUIET_S = 10.0 ** 6  # the election timeout of a node not yet added to the cluster
 
+LOOP_TICKS_PER_TURN = 8  # a lone node's ticks in one turn of the loop while an entry is pending
+
 
 class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
     """Owns the state machine, the pysyncobj node and its tick thread."""
@@ -151,7 +157,16 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                                hold_elections=self._hold_elections)
         self.members.install()
         self._single = not self._peers
-        if self._single:
+        # A lone node ticks on the event loop until another node comes into view (see below).
+        self._on_loop = self._single and not config.join
+        self._loop_thread = threading.get_ident()  # replaced in start() by the loop's thread
+        self._loop_timer: asyncio.TimerHandle | None = None
+        self._wake_fd = -1
+        self._in_tick = False
+        self._failing = 0  # ticks failed in a row: one traceback per burst, not one per tick
+        period = config.timing.tick_s
+        self._stall_s = max(period, config.timing.heartbeat_s) * 2
+        if self._single and not self._on_loop:
             self._wake_on_append()
         self._thread = threading.Thread(target=self._run_ticks, name="raft-tick", daemon=True)
 
@@ -240,7 +255,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         if alone == self._single and not joined:
             return
         self._single = alone
-        if alone:
+        if alone and not self._on_loop:
             self._wake_on_append()
         t, conf = self._timing(alone), self._sync.conf
         conf.appendEntriesPeriod = t.heartbeat_s
@@ -263,17 +278,26 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the tick thread."""
+        """Start ticking: on the event loop (call this from its thread) for a lone node, else
+        in the tick thread."""
         if self._peers and self._sync.raftCurrentTerm > 0:
             self._campaign_hold_until = monotonic() + CAMPAIGN_HOLD_ELECTIONS * \
                 self.config.timing.election_max_s
             self._sync.addOnTickCallback(self._hold_first_campaign)
-        self._thread.start()
+        if not self._on_loop:
+            self._thread.start()
+            return
+        self._loop_thread = threading.get_ident()
+        self._wake_fd = seam.wake_fd(self._sync)
+        self.loop.add_reader(self._wake_fd, self._on_wake)
+        self._loop_timer = self.loop.call_soon(self._on_loop_timer)
 
     def stop(self) -> None:
         """Stop ticking, flush the journal and release the raft port."""
         self._stopping = True
+        self._leave_loop()
         if self._thread.is_alive():
+            seam.pipe_notifier(self._sync).notify()  # out of a tick's wait for its sockets
             self._thread.join(timeout=5)
         self._snapshots.stop()  # reaps the writer (it dies with the tick thread)
         try:
@@ -290,29 +314,92 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
     def _run_ticks(self) -> None:
-        sync, journal = self._sync, self._journal
         period = self.config.timing.tick_s
-        stall_s = max(period, self.config.timing.heartbeat_s) * 2
-        failing = 0  # ticks failed in a row: one traceback per burst, not one per tick
         while not self._stopping:
-            try:
-                journal.sync_for_ack()
-                journal.sync_due()
-                busy = self._single and self._single_node_busy()
-                began = monotonic()
-                sync.doTick(0.0 if busy else period)
-                if monotonic() - began > stall_s + period:
-                    self._forgive_own_stall()
-                self._after_tick()
-            except Exception:
-                failing += 1
-                if failing == 1:
-                    log.exception("raft tick failed (logged once until a tick succeeds)")
+            busy = self._single and self._single_node_busy()
+            if not self._tick(0.0 if busy else period):
                 time.sleep(period)
-            else:
-                if failing:
-                    log.info("raft ticks succeed again after %d failed", failing)
-                failing = 0
+
+    def _tick(self, wait_s: float) -> bool:
+        """One Raft tick (waiting up to ``wait_s`` for a socket) and what follows it; False if
+        it failed, which is logged once per burst of failures."""
+        journal = self._journal
+        try:
+            journal.sync_for_ack()
+            journal.sync_due()
+            began = monotonic()
+            self._sync.doTick(wait_s)
+            if monotonic() - began > self._stall_s + wait_s:
+                self._forgive_own_stall()
+            self._after_tick()
+        except Exception:
+            self._failing += 1
+            if self._failing == 1:
+                log.exception("raft tick failed (logged once until a tick succeeds)")
+            return False
+        if self._failing:
+            log.info("raft ticks succeed again after %d failed", self._failing)
+            self._failing = 0
+        return True
+
+    # A lone node's ticks on the loop. With no peer, nothing but our own loop gives pysyncobj
+    # work: the tick thread only added a hand-off each way per batch (propose, then the result
+    # back) and a second thread contending for the GIL. So a lone node ticks on the loop: every
+    # tick_s from a timer, at once when pysyncobj's pipe is notified (an entry appended, a read
+    # index asked, from any thread), and inline when a batch is proposed (bridge.submit), which
+    # commits it, fsync included, before the proposing coroutine even awaits. The first time
+    # the transport knows another node (a learner or a member added, which a tick on the loop
+    # applies) the ticks move to the tick thread for good: from then on peers' sockets, their
+    # timing and elections must not wait for the loop.
+
+    def _on_loop_timer(self) -> None:
+        self._loop_timer = None
+        if self._stopping or not self._on_loop:
+            return
+        self._loop_tick()
+        if self._on_loop and not self._stopping:
+            self._loop_timer = self.loop.call_later(self.config.timing.tick_s, self._on_loop_timer)
+
+    def _on_wake(self) -> None:
+        """The loop saw pysyncobj's pipe readable, or a batch was just proposed: tick now."""
+        if self._stopping or not self._on_loop or self._in_tick:
+            return
+        try:
+            while os.read(self._wake_fd, 1024):
+                pass
+        except BlockingIOError:
+            pass
+        self._loop_tick()
+
+    def _loop_tick(self) -> None:
+        self._in_tick = True
+        try:
+            for _ in range(LOOP_TICKS_PER_TURN):
+                if not self._tick(0.0) or not self._single_node_busy():
+                    break
+        finally:
+            self._in_tick = False
+        if self._outbox:
+            self._drain()
+        if seam.knows_other_nodes(self._sync):
+            self._leave_loop()
+            log.info("talking to another node: Raft ticks move to their own thread")
+            if self._single:
+                self._wake_on_append()
+            if not self._stopping:
+                self._thread.start()
+
+    def _leave_loop(self) -> None:
+        """Stop ticking on the loop (idempotent; from the loop's thread)."""
+        if not self._on_loop:
+            return
+        self._on_loop = False
+        if self._loop_timer is not None:
+            self._loop_timer.cancel()
+            self._loop_timer = None
+        if self._wake_fd >= 0 and not self.loop.is_closed():
+            self.loop.remove_reader(self._wake_fd)
+        self._wake_fd = -1
 
     def _single_node_busy(self) -> bool:
         raft_log = self._journal

@@ -52,7 +52,7 @@ class SeamError(RuntimeError):
 class Point:
     """One private place of pysyncobj: where it lives, its name, and why BeanRaft touches it."""
 
-    owner: str  # "module:<dotted>", "class:<module>.<Class>", "syncobj" or "transport"
+    owner: str  # "module:<dotted>", "class:<module>.<Class>", "syncobj", "transport" or "notifier"
     name: str
     reason: str
     replaced: bool = False  # BeanRaft puts its own object there (install checks it is still ours)
@@ -99,6 +99,9 @@ POINTS: tuple[Point, ...] = (
           "when each follower last answered the leader (silent_s in /status)"),
     Point("syncobj", "_SyncObj__pipeNotifier",
           "wakes the tick thread: a single node's once an entry is appended, any node's for a read"),
+    Point("notifier", "_PipeNotifier__pipeR",
+          "the read end of that pipe: a lone node's event loop, which ticks pysyncobj itself,"
+          " watches it instead of the tick thread's poll"),
     Point("syncobj", "_SyncObj__raftLeader",
           "the leader whose fragments of a big message count as heartbeats on a follower, and"
           " the node a follower asks for a read index and answers read-index pings from"),
@@ -217,6 +220,8 @@ def check_instance(sync) -> None:
             holder, label = sync, "SyncObj"
         elif point.owner == "transport":
             holder, label = transport_, "TCPTransport"
+        elif point.owner == "notifier":
+            holder, label = getattr(sync, "_SyncObj__pipeNotifier", None), "PipeNotifier"
         else:
             continue
         if holder is None or not hasattr(holder, point.name):
@@ -404,6 +409,16 @@ def connected_nodes(sync):
 def pipe_notifier(sync):
     """The object whose ``notify()`` wakes the tick thread's poll."""
     return sync._SyncObj__pipeNotifier
+
+
+def wake_fd(sync) -> int:
+    """The descriptor that becomes readable when :func:`pipe_notifier` is notified."""
+    return sync._SyncObj__pipeNotifier._PipeNotifier__pipeR
+
+
+def knows_other_nodes(sync) -> bool:
+    """Whether the transport has any node to talk to or accept (a member, a learner)."""
+    return bool(transport(sync)._nodes)
 
 
 def listener(sync):

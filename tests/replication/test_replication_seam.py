@@ -26,7 +26,7 @@ from beanraft.replication import seam
 from beanraft.replication.raft import RaftConfig, RaftNode
 
 LIBRARY_POINTS = [p for p in seam.POINTS if p.owner.split(":")[0] in ("module", "class")]
-INSTANCE_POINTS = [p for p in seam.POINTS if p.owner in ("syncobj", "transport")]
+INSTANCE_POINTS = [p for p in seam.POINTS if p.owner in ("syncobj", "transport", "notifier")]
 
 
 def build_node(tmp_path, secret="the cluster secret"):
@@ -98,7 +98,8 @@ def test_a_replaced_point_that_pysyncobj_took_back_is_refused(monkeypatch, point
 def test_an_instance_point_that_is_gone_is_named(monkeypatch, tmp_path, point):
     node, loop = build_node(tmp_path)
     try:
-        holder = node._sync if point.owner == "syncobj" else seam.transport(node._sync)
+        holder = {"syncobj": node._sync, "transport": seam.transport(node._sync),
+                  "notifier": seam.pipe_notifier(node._sync)}[point.owner]
         if point.name in vars(holder):  # an attribute, or a method we wrapped on the object
             monkeypatch.delattr(holder, point.name)
         for cls in type(holder).__mro__:  # the method itself lives on a class

@@ -1,7 +1,7 @@
 """A Raft tick that fails over and over (a descriptor shortage, say) is logged once per burst, not
 once per tick, and ticking carries on.
 
-Method: a real single RaftNode whose pysyncobj ``doTick`` raises for a while (about 15 ticks) and
+Method: a real single RaftNode, ticking on its event loop, whose pysyncobj ``doTick`` raises for a while (about 15 ticks) and
 then works again; the log records of the tick thread are counted.
 """
 
@@ -34,13 +34,18 @@ def test_a_burst_of_failed_ticks_logs_one_traceback_and_one_recovery(tmp_path, c
         raise OSError(24, "Too many open files")
 
     node._sync.doTick = failing_tick
-    try:
+
+    async def fail_then_recover():
+        # A lone node ticks on this loop (raft.py): run it while the ticks fail, then heal them.
         node.start()
         deadline = time.monotonic() + 10
         while calls["failed"] < 15 and time.monotonic() < deadline:
-            time.sleep(0.02)
+            await asyncio.sleep(0.02)
         node._sync.doTick = real_tick
-        time.sleep(0.3)
+        await asyncio.sleep(0.3)
+
+    try:
+        loop.run_until_complete(fail_then_recover())
     finally:
         node.stop()
         loop.close()
