@@ -89,7 +89,19 @@ class GroupCommit:
         while self._pending and self._inflight < self.max_inflight:
             batch = self._take_batch()
             self._inflight += 1
-            task = self._loop.create_task(self._commit(batch))
+            commands = [c for c, _f in batch]
+            started = time.monotonic()
+            # The first try is proposed now rather than in a task a turn of the loop later; a
+            # lone node commits it within submit (raft.py), and then no task is needed at all.
+            try:
+                first = self._try(commands)
+            except Exception:  # raised again, and handled, by the task's own try
+                first = None
+            if first is not None and first[0].done() and first[0].exception() is None \
+                    and len(first[0].result()) == len(commands):
+                self._settle(batch, first[0].result(), started)
+                continue
+            task = self._loop.create_task(self._commit(batch, commands, started, first))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -108,10 +120,29 @@ class GroupCommit:
         self._pending_bytes -= size
         return batch
 
-    async def _commit(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
-        commands = [c for c, _f in batch]
+    def _try(self, commands: list[tuple]) -> tuple[asyncio.Future, float]:
+        """Propose the batch once: its future and how long this try may take."""
+        parts = encode_entry_parts(self.raft.cluster_now_ns(), commands)  # the leader re-stamps it
+        try_s = self.try_timeout_s + sum(len(p) for p in parts) / TRY_BYTES_PER_S
+        return self.raft.submit(parts), try_s
+
+    def _settle(self, batch: list[tuple[tuple, asyncio.Future]], replies: list,
+                started: float) -> None:
+        """A batch committed at its first try, within ``_flush``."""
+        if self.on_latency is not None:
+            self.on_latency(time.monotonic() - started)
+        for (_c, fut), reply in zip(batch, replies):
+            if not fut.done():
+                fut.set_result(reply)
+        self._inflight -= 1
+        self.batches += 1
+        self.commands += len(batch)
+        self._schedule()
+
+    async def _commit(self, batch: list[tuple[tuple, asyncio.Future]], commands: list[tuple],
+                      started: float, first: tuple[asyncio.Future, float] | None) -> None:
         try:
-            replies = await self._propose(commands)
+            replies = await self._propose(commands, started, first)
         except OutcomeUnknown as exc:
             for _c, fut in batch:
                 if not fut.done():
@@ -131,15 +162,18 @@ class GroupCommit:
             self.commands += len(batch)
             self._schedule()
 
-    async def _propose(self, commands: list[tuple]) -> list:
-        started = time.monotonic()
+    async def _propose(self, commands: list[tuple], started: float,
+                       first: tuple[asyncio.Future, float] | None) -> list:
+        """Propose the batch until it commits (``first``: the try ``_flush`` already made)."""
         deadline = started + self.commit_timeout_s
         delay = 0.01
         while True:
-            parts = encode_entry_parts(self.raft.cluster_now_ns(), commands)  # the leader re-stamps it
-            try_s = self.try_timeout_s + sum(len(p) for p in parts) / TRY_BYTES_PER_S
             try:
-                replies = await asyncio.wait_for(self.raft.submit(parts), try_s)
+                committed, try_s = first if first is not None else self._try(commands)
+                first = None
+                # A lone node commits on the loop, within submit: no need to wait a turn.
+                replies = committed.result() if committed.done() else \
+                    await asyncio.wait_for(committed, try_s)
                 if len(replies) == len(commands):
                     if self.on_latency is not None:
                         self.on_latency(time.monotonic() - started)
