@@ -69,6 +69,10 @@ class Node:
         self.servers: list[accept.Listener] = []
         self._stopped = asyncio.Event()
         self._pulse_wake = asyncio.Event()
+        # What the pulse saw when it last went to sleep: the role, and the cluster time it
+        # sleeps until. The apply listener wakes it only when either no longer holds.
+        self._pulse_leader = False
+        self._pulse_until_ns = 0
         self._tasks: list[asyncio.Task] = []
         # Set at shutdown: the timer loops end by themselves too. Python 3.11's wait_for drops a
         # cancellation that arrives as the awaited event fires, and a loop that lost its
@@ -87,8 +91,9 @@ class Node:
         """Join (or form) the cluster, register this incarnation, then open the listeners."""
         loop = asyncio.get_running_loop()
         cfg = self.config
-        # The Raft tick thread and the event loop hand work to each other for every batch; the
-        # default 5 ms GIL switch interval would add up to 5 ms to a commit under load.
+        # In a cluster, the Raft tick thread and the event loop hand work to each other for every
+        # batch (a lone node ticks on the loop, see replication/raft.py); the default 5 ms GIL
+        # switch interval would add up to 5 ms to a commit under load.
         sys.setswitchinterval(0.0005)
         raft_addr = cfg.raft or f"127.0.0.1:{_free_loopback_port(avoid=cfg.port)}"
         peers, joining = list(cfg.peers), False
@@ -103,7 +108,7 @@ class Node:
                        compact_entries=cfg.snapshot_entries,
                        compact_bytes=cfg.snapshot_bytes, max_job_size=p.MAX_JOB_SIZE_LIMIT),
             loop, self._on_events)
-        self.raft.add_listener(self._pulse_wake.set)
+        self.raft.add_listener(self._nudge_pulse)
         self.raft.add_listener(self._check_epoch)
         self.raft.start()
         self.commit = GroupCommit(self.raft, commit_timeout_s=cfg.commit_timeout_s)
@@ -349,7 +354,8 @@ class Node:
         """On the leader, propose a TICK when the state machine's next deadline passes."""
         while not self._closing:
             timeout = 0.5
-            if self.raft.is_leader():
+            leader = self.raft.is_leader()
+            if leader:
                 deadline = self.raft.next_deadline_ns()
                 if deadline is not None:
                     wait_ns = deadline - self.raft.cluster_now_ns()
@@ -357,11 +363,25 @@ class Node:
                         await self._tick()
                         continue
                     timeout = min(wait_ns / 1e9, 0.5)
+            self._pulse_leader = leader
+            self._pulse_until_ns = self.raft.cluster_now_ns() + int(timeout * 1e9)
             self._pulse_wake.clear()
             try:
                 await asyncio.wait_for(self._pulse_wake.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+
+    def _nudge_pulse(self) -> None:
+        """Apply listener: wake the pulse if the role changed or a deadline now comes before
+        the time it sleeps until; otherwise its own timeout is soon enough (most applied
+        batches, such as puts without a delay, change neither)."""
+        leader = self.raft.is_leader()
+        if leader != self._pulse_leader:
+            self._pulse_wake.set()
+        elif leader:
+            deadline = self.raft.next_deadline_ns()
+            if deadline is not None and deadline < self._pulse_until_ns:
+                self._pulse_wake.set()
 
     async def _tick(self) -> None:
         try:
