@@ -21,7 +21,7 @@ from beanraft.replication.transfer import TransferError, transfer_leadership
 
 from beanraft import protocol as p
 
-from . import accept, translate
+from . import accept, gcpace, translate
 from .config import NodeConfig
 from .connection import ClientConnection
 from .principals import Authenticator
@@ -120,6 +120,8 @@ class Node:
         await self._register()
         await self._listen()
         self._tasks.append(loop.create_task(self._pulse()))
+        if gcpace.installed():
+            self._tasks.append(loop.create_task(self._collect_cycles()))
         if cfg.clustered:
             self._tasks.append(loop.create_task(self._watch_peers()))
         log.info("node %s serving clients on %s%s%s (epoch %d)", self.name, self._where(),
@@ -389,6 +391,13 @@ class Node:
         except OutcomeUnknown:
             await asyncio.sleep(0.05)
 
+
+    async def _collect_cycles(self) -> None:
+        """The full passes of the cycle collector, paced by time (``gcpace.py``)."""
+        while not self._closing:
+            await asyncio.sleep(gcpace.FULL_EVERY_S)
+            if gcpace.due():
+                gcpace.collect()
 
     async def _watch_peers(self) -> None:
         """On the leader, end the sessions of a node unreachable for ``node_grace_s``.

@@ -16,7 +16,7 @@ from beanraft.replication.seam import SeamError
 
 from beanraft.protocol import MAX_JOB_SIZE_LIMIT
 
-from . import admin, auth_cli, backup_cli, leader_cli, loops, member_cli, ops, tls
+from . import admin, auth_cli, backup_cli, gcpace, leader_cli, loops, member_cli, ops, tls
 from .principals import load_auth_file
 from .config import MAX_DEDUP_CAP, MAX_DEDUP_WINDOW_S, ConfigError, NodeConfig, check_private
 
@@ -200,6 +200,7 @@ async def _serve(config: NodeConfig) -> int:
     # pysyncobj creates) holds job bodies or cluster state: owner only, 0600 and 0700.
     os.umask(0o077)
     _raise_open_files_limit()
+    gcpace.install()  # full passes of the cycle collector from the node's timer (gcpace.py)
     log.info("event loop: %s", loops.running_loop_name())
     node = Node(config)
     try:

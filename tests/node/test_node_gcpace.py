@@ -1,0 +1,106 @@
+"""The server process's cycle collector: no full pass of CPython's own, the node's timer makes them.
+
+Method: the collector's behaviour is watched through ``gc.callbacks`` (which generation each pass
+collected) and through ``weakref.finalize`` on cyclic garbage (it runs when a pass frees the
+cycle). What changes the process's thresholds runs in a child process, or restores them after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import subprocess
+import sys
+import textwrap
+import weakref
+
+from cluster.cluster_harness import free_ports
+
+from beanraft.node import gcpace
+from beanraft.node.app import Node
+from beanraft.node.config import NodeConfig
+
+GROW = textwrap.dedent("""
+    import gc, sys, weakref
+    from beanraft.node import gcpace
+
+    class Job:  # as the state machine's: one tracked object per waiting job
+        __slots__ = ("id", "body")
+        def __init__(self, i):
+            self.id, self.body = i, b"x" * 100
+
+    if sys.argv[1] == "paced":
+        gcpace.install()
+    passes = [0, 0, 0]
+    gc.callbacks.append(lambda phase, info: phase == "stop" and passes.__setitem__(
+        info["generation"], passes[info["generation"]] + 1))
+    class Cell:
+        pass
+
+    freed = []
+    queue = []
+    for i in range(300_000):  # a queue that grows, with some cyclic garbage on the way
+        queue.append(Job(i))
+        if i % 1000 == 0:
+            a, b = Cell(), Cell()
+            a.other, b.other = b, a
+            weakref.finalize(a, freed.append, i)
+            del a, b
+    young_freed = len(freed)
+    print(passes[0], passes[1], passes[2], young_freed, gcpace.due())
+""")
+
+
+class Cell:
+    """Half of a reference cycle (lists cannot carry a weak reference)."""
+
+
+def _grow(mode: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", GROW, mode], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    return out
+
+
+def test_a_growing_queue_makes_full_passes_by_default_and_none_once_paced():
+    young, middle, full, freed, _due = _grow("default")
+    assert int(full) >= 2  # CPython's own rule: a quarter more long-lived objects, a full pass
+    young, middle, full, freed, due = _grow("paced")
+    assert int(full) == 0
+    assert int(young) > 100 and int(middle) > 10  # the young generations run as before
+    assert int(freed) >= 290  # and free the cyclic garbage (300 cycles, the last may be young)
+    assert due == "True"  # as many middle passes as CPython waits for before a full one
+
+
+def test_the_node_makes_the_full_pass_that_cpython_no_longer_makes(tmp_path, monkeypatch):
+    monkeypatch.setattr(gcpace, "FULL_EVERY_S", 0.05)
+    saved = gc.get_threshold()
+
+    async def scenario():
+        gcpace.install()
+        port, = free_ports(1)
+        node = Node(NodeConfig(listen="127.0.0.1", port=port, data_dir=str(tmp_path / "data")))
+        await node.start()
+        try:
+            freed = []
+            a, b = Cell(), Cell()
+            a.other, b.other = b, a
+            weakref.finalize(a, freed.append, "cycle")
+            gc.collect(1)  # the cycle survives the young passes: it is in the oldest generation
+            del a, b
+            for _ in range(gcpace.YOUNG_PASSES):
+                gc.collect(1)  # young passes alone do not reach it
+            assert freed == [] and gcpace.due()
+            for _ in range(200):
+                if freed:
+                    break
+                await asyncio.sleep(0.01)
+            assert freed == ["cycle"]
+            assert not gcpace.due()
+        finally:
+            node._stopped.set()
+            await node.shutdown()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        gc.set_threshold(*saved)
