@@ -27,6 +27,11 @@ from cluster_harness import (HOST, Cluster, NodePorts, NodeProcess, beanraft_arg
 from test_cluster_membership import TOKEN, Load, member
 
 FROZEN_PROGRESS_PUTS = 15  # puts the cluster must commit while a follower and the joiner sleep
+# Longer than the follower stays frozen: a client of the load that sits on it waits out its 5 s
+# timeout before it fails over, and with the default 5 s grace the leader could drop the frozen
+# node meanwhile, ending the worker's session there with a job reserved (its delete then gets
+# NOT_FOUND, which this test is not about).
+NODE_GRACE_S = 15
 
 
 def _members(node: NodeProcess) -> dict:
@@ -59,7 +64,8 @@ def test_a_joiner_counts_only_once_caught_up_survives_a_leader_kill_and_a_remove
     token_file = tmp_path / "admin-token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    flags = ("--admin-token-file", str(token_file), "--snapshot-entries", "200")
+    flags = ("--admin-token-file", str(token_file), "--snapshot-entries", "200",
+             "--node-grace", str(NODE_GRACE_S))
     cluster = Cluster(tmp_path, size=3, extra_args=flags)
     ports = free_ports(6)
     joiners: list[NodeProcess] = []
