@@ -100,6 +100,7 @@ class GroupCommit:
             if first is not None and first[0].done() and first[0].exception() is None \
                     and len(first[0].result()) == len(commands):
                 self._settle(batch, first[0].result(), started)
+                self._finish(batch)
                 continue
             task = self._loop.create_task(self._commit(batch, commands, started, first))
             self._tasks.add(task)
@@ -128,12 +129,15 @@ class GroupCommit:
 
     def _settle(self, batch: list[tuple[tuple, asyncio.Future]], replies: list,
                 started: float) -> None:
-        """A batch committed at its first try, within ``_flush``."""
+        """The batch committed: note how long it took and give each command its reply."""
         if self.on_latency is not None:
             self.on_latency(time.monotonic() - started)
         for (_c, fut), reply in zip(batch, replies):
             if not fut.done():
                 fut.set_result(reply)
+
+    def _finish(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
+        """The batch is out of flight, committed or not: count it and take the next one."""
         self._inflight -= 1
         self.batches += 1
         self.commands += len(batch)
@@ -153,14 +157,9 @@ class GroupCommit:
                     # which would cost every command a callback on the loop.)
                     fut.exception()
         else:
-            for (_c, fut), reply in zip(batch, replies):
-                if not fut.done():
-                    fut.set_result(reply)
+            self._settle(batch, replies, started)
         finally:
-            self._inflight -= 1
-            self.batches += 1
-            self.commands += len(batch)
-            self._schedule()
+            self._finish(batch)
 
     async def _propose(self, commands: list[tuple], started: float,
                        first: tuple[asyncio.Future, float] | None) -> list:
@@ -175,8 +174,6 @@ class GroupCommit:
                 replies = committed.result() if committed.done() else \
                     await asyncio.wait_for(committed, try_s)
                 if len(replies) == len(commands):
-                    if self.on_latency is not None:
-                        self.on_latency(time.monotonic() - started)
                     return replies
                 log.error("batch of %d got %d replies", len(commands), len(replies))
             except (CommitError, asyncio.TimeoutError) as exc:

@@ -45,10 +45,9 @@ class LoopBridge:
                                lambda res, err: self._on_result(fut, res, err))
         if self._on_loop:
             # A lone node commits it now, on this loop (raft.py), and the future is usually done
-            # when this returns: one turn of the loop per batch fewer, and no hand-off at all.
+            # when this returns (the tick drains the outbox): one turn of the loop per batch
+            # fewer, and no hand-off at all.
             self._on_wake()
-            if self._outbox:
-                self._drain()
         return fut
 
     def _on_result(self, fut, res, err) -> None:
