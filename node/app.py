@@ -357,16 +357,17 @@ class Node:
         while not self._closing:
             timeout = 0.5
             leader = self.raft.is_leader()
+            now_ns = self.raft.cluster_now_ns()
             if leader:
                 deadline = self.raft.next_deadline_ns()
                 if deadline is not None:
-                    wait_ns = deadline - self.raft.cluster_now_ns()
+                    wait_ns = deadline - now_ns
                     if wait_ns <= 0:
                         await self._tick()
                         continue
                     timeout = min(wait_ns / 1e9, 0.5)
             self._pulse_leader = leader
-            self._pulse_until_ns = self.raft.cluster_now_ns() + int(timeout * 1e9)
+            self._pulse_until_ns = now_ns + int(timeout * 1e9)
             self._pulse_wake.clear()
             try:
                 await asyncio.wait_for(self._pulse_wake.wait(), timeout)
