@@ -102,6 +102,28 @@ class PutHeader:
         return "put" if self.state is None else "import-job"
 
 
+_new = object.__new__
+_header_setters = tuple(getattr(PutHeader, name).__set__ for name in (
+    "pri", "delay_s", "ttr_s", "size", "trailing", "key", "state"))
+(_set_pri, _set_delay, _set_ttr, _set_size, _set_trailing, _set_key,
+ _set_state) = _header_setters
+
+
+def _new_header(pri: int, delay_s: int, ttr_s: int, size: int, trailing: bool,
+                key: str | None = None, state: str | None = None) -> PutHeader:
+    """``PutHeader(...)`` through the slots' own setters: the same frozen object in about half
+    the time of the generated ``__init__`` (see ``requests.new_put``); made for every put."""
+    header = _new(PutHeader)
+    _set_pri(header, pri)
+    _set_delay(header, delay_s)
+    _set_ttr(header, ttr_s)
+    _set_size(header, size)
+    _set_trailing(header, trailing)
+    _set_key(header, key)
+    _set_state(header, state)
+    return header
+
+
 Parsed = Union[Request, Rejected, PutHeader]
 Handler = Callable[[bytes], Parsed]
 
@@ -121,7 +143,7 @@ def _put(rest: bytes, pos: int = 0, key: str | None = None) -> PutHeader:
     if pri > U32_MAX or delay_s > U32_MAX or ttr_s > U32_MAX or size > U32_MAX:
         raise FormatError("number out of range")
     # Trailing text is judged by the connection: JOB_TOO_BIG takes precedence over it.
-    return PutHeader(pri, delay_s, ttr_s, size, found.end() != len(rest), key)
+    return _new_header(pri, delay_s, ttr_s, size, found.end() != len(rest), key)
 
 
 def _put_key(rest: bytes) -> PutHeader:

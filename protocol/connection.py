@@ -36,7 +36,7 @@ from typing import Callable, Union
 
 from .commands import PutHeader, parse_line
 from .replies import BadFormat, ExpectedCrlf, JobTooBig, Reply, encode
-from .requests import ImportJob, Put, PutKey, Quit, Rejected, Request
+from .requests import ImportJob, PutKey, Quit, Rejected, Request, new_put
 
 #: beanstalkd's LINE_BUF_SIZE: the longest command line, CRLF included.
 LINE_BUF_SIZE = 224
@@ -168,7 +168,7 @@ class ServerConnection:
                              body)
         if header.key is not None:
             return PutKey(header.key, header.pri, header.delay_s, header.ttr_s, body)
-        return Put(header.pri, header.delay_s, header.ttr_s, body)
+        return new_put(header.pri, header.delay_s, header.ttr_s, body)
 
     def _on_skip(self) -> Event | _Sentinel:
         taken = min(len(self._buffer), self._skip_left)

@@ -32,6 +32,25 @@ class Put:
     body: bytes
 
 
+# A job's ``Put`` is made by the parser for every put. The generated ``__init__`` of a frozen
+# dataclass sets each field through ``object.__setattr__`` (around its own ``__setattr__``, which
+# refuses); the slots' own setters do the same in about half the time. The result is the same
+# object, still frozen: only its construction is quicker.
+_new = object.__new__
+_put_pri, _put_delay, _put_ttr, _put_body = (Put.pri.__set__, Put.delay_s.__set__,
+                                             Put.ttr_s.__set__, Put.body.__set__)
+
+
+def new_put(pri: int, delay_s: int, ttr_s: int, body: bytes) -> Put:
+    """``Put(pri, delay_s, ttr_s, body)``, made faster (the parser's path for every job)."""
+    put = _new(Put)
+    _put_pri(put, pri)
+    _put_delay(put, delay_s)
+    _put_ttr(put, ttr_s)
+    _put_body(put, body)
+    return put
+
+
 @dataclass(frozen=True, slots=True)
 class Use:
     """``use <tube>``: make ``tube`` the tube that ``put``, ``peek-*`` and ``kick`` act on."""

@@ -3,11 +3,16 @@
 Method: hypothesis compares, on arbitrary and on near-miss input, (1) put's one-pattern
 reader with four ``read_number`` calls as beanstalkd reads them, (2) ``parse_line``'s lookup by
 first byte with a scan of every prefix in beanstalkd's order, and (3) the reply bytes the node
-writes without building a reply (``translate.to_wire``) with the encoded reply.
+writes without building a reply (``translate.to_wire``) with the encoded reply, and (4) the
+parser's quick constructors of ``Put`` and ``PutHeader`` with the dataclasses' own: equal, equally
+hashed, every field set, and still frozen.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +21,7 @@ from beanraft.node import translate
 from beanraft.protocol import commands
 from beanraft.protocol.commands import ALL_COMMANDS, PutHeader, parse_line
 from beanraft.protocol.fields import U32_MAX, FormatError, read_number
+from beanraft.protocol.requests import new_put
 
 # Bytes that make put lines interesting: digits, spaces, other whitespace and signs.
 _PUT_BYTES = st.lists(st.sampled_from(b"0123456789    \t+-x"), max_size=40).map(bytes)
@@ -105,3 +111,30 @@ _RESULTS = st.one_of(
 @example(("RESERVED", 7, b"\r\n%d %s"))
 def test_the_reply_bytes_written_without_a_reply_are_the_encoded_replys(result):
     assert translate.to_wire(result) == p.encode(translate.to_reply(result))
+
+
+@given(st.integers(0, U32_MAX), st.integers(0, U32_MAX), st.integers(0, U32_MAX),
+       st.binary(max_size=64))
+def test_the_parsers_put_is_the_dataclasss_put(pri, delay_s, ttr_s, body):
+    made, plain = new_put(pri, delay_s, ttr_s, body), p.Put(pri, delay_s, ttr_s, body)
+    assert type(made) is p.Put
+    assert made == plain and hash(made) == hash(plain)
+    assert dataclasses.astuple(made) == (pri, delay_s, ttr_s, body)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.pri = pri + 1
+
+
+@given(st.integers(0, U32_MAX), st.integers(0, U32_MAX), st.integers(0, U32_MAX),
+       st.integers(0, U32_MAX), st.booleans(), st.none() | st.text(max_size=8),
+       st.none() | st.sampled_from(["ready", "buried", "delayed"]))
+def test_the_parsers_put_header_is_the_dataclasss_header(pri, delay_s, ttr_s, size, trailing,
+                                                         key, state):
+    made = commands._new_header(pri, delay_s, ttr_s, size, trailing, key, state)
+    plain = PutHeader(pri, delay_s, ttr_s, size, trailing, key, state)
+    assert type(made) is PutHeader
+    assert made == plain and hash(made) == hash(plain)
+    assert dataclasses.astuple(made) == (pri, delay_s, ttr_s, size, trailing, key, state)
+    assert commands._new_header(pri, delay_s, ttr_s, size, trailing) == PutHeader(
+        pri, delay_s, ttr_s, size, trailing)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.size = size + 1
