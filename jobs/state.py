@@ -124,7 +124,8 @@ class State:
     def unpause(self, tube: Tube) -> None:
         """End ``tube``'s pause; its waiting sessions may now be served."""
         tube.pause_ns = tube.unpause_at_ns = tube.pause_gen = 0
-        self.candidates[tube.name] = tube
+        if tube.waiters:
+            self.candidates[tube.name] = tube
 
     # ------------------------------------------------------------ job lookup
 
@@ -203,9 +204,12 @@ class State:
         if job.pri < URGENT_PRI:
             tube.urgent_ct += 1
             self.urgent_ct += 1
-        self._push(tube.ready, (job.pri, job.id, job.gen))
-        _compact(tube.ready, tube.ready_ct, self._live_job_entry)
-        self.candidates[tube.name] = tube
+        ready = tube.ready
+        self._push(ready, (job.pri, job.id, job.gen))
+        if len(ready) > 2 * tube.ready_ct + _SLACK:  # _compact's own test, without its call
+            _compact(ready, tube.ready_ct, self._live_job_entry)
+        if tube.waiters:  # without a waiter it cannot match until one comes (waiting.py)
+            self.candidates[tube.name] = tube
 
     def make_delayed(self, job: Job, deadline_ns: int) -> None:
         """Delay ``job`` until ``deadline_ns``."""

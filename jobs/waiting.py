@@ -10,8 +10,9 @@ rotating ``ms_take``, which clients cannot observe across connections anyway).
 
 Serving keeps one invariant between commands: no tube is unpaused, has a ready job and has a
 waiter at the same time. Only three things can break it — a job becoming ready, a pause ending,
-a new waiter — and the first two record the tube in ``State.candidates`` (a new waiter is served
-at once by the reserve itself). ``serve`` therefore looks only at candidate tubes: it repeatedly
+a new waiter — and the first two record the tube in ``State.candidates`` if it has a waiter (a
+new waiter is served at once by the reserve itself, so a tube without one cannot match before
+then). ``serve`` therefore looks only at candidate tubes: it repeatedly
 takes the minimum (pri, id) ready job among candidates that are unpaused and have waiters and
 gives it to that tube's oldest waiter. Job ids are unique, so the choice never depends on the
 order of the candidates.
