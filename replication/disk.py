@@ -65,7 +65,12 @@ def snapshot_estimate(machine) -> int:
 
 def job_cost(size: int) -> int:
     """The disk a new ``size``-byte job takes: its journal record and its share of a snapshot."""
-    return 2 * (size + JOB_OVERHEAD_BYTES)
+    return jobs_cost(1, size)
+
+
+def jobs_cost(count: int, size: int) -> int:
+    """The disk ``count`` new jobs of ``size`` bytes in all take (``job_cost`` of each)."""
+    return 2 * (size + count * JOB_OVERHEAD_BYTES)
 
 
 def release_reserve_for_start(directory: str) -> None:
@@ -128,7 +133,7 @@ class DiskBudget:
         return True
 
     def applied(self, cost: int) -> None:
-        """Jobs of total ``cost`` (``job_cost``) were applied: the tick thread, after each entry."""
+        """Jobs of total ``cost`` (``jobs_cost``) were applied: the tick thread, after each entry."""
         if cost:
             self._applied_cost += cost
             self._applied_at = time.monotonic()

@@ -16,7 +16,7 @@ from beanraft.jobs.commands import Op
 
 from . import seam
 from .codec import stamp_entry
-from .disk import job_cost
+from .disk import jobs_cost
 
 # pysyncobj's log entries are a type byte and, for a call of a @replicated method, the pickled
 # (method id, args). Ours has a single bytes argument: the encoded batch.
@@ -120,8 +120,16 @@ def restamp_command(command: bytes, stamp: Callable[[], int]) -> bytes:
     return _REGULAR + pickle.dumps((method, (stamp_entry(entry, stamp()),)), _PICKLE_PROTOCOL)
 
 
+_PUT = int(Op.PUT)
+
+
 def put_cost(commands) -> int:
-    """The disk cost (``disk.job_cost``) of the well-formed puts among ``commands``."""
-    return sum(job_cost(len(c[6])) for c in commands
-               if isinstance(c, (list, tuple)) and len(c) == 7 and c[0] == Op.PUT
-               and isinstance(c[6], bytes))
+    """The disk cost (``disk.jobs_cost``) of the well-formed puts among ``commands``."""
+    count = size = 0
+    for c in commands:  # once per applied batch: a loop, not a sum over a generator
+        if isinstance(c, (list, tuple)) and len(c) == 7 and c[0] == _PUT:
+            body = c[6]
+            if isinstance(body, bytes):
+                count += 1
+                size += len(body)
+    return jobs_cost(count, size)
