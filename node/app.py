@@ -394,11 +394,18 @@ class Node:
 
 
     async def _collect_cycles(self) -> None:
-        """The full passes of the cycle collector, paced by time (``gcpace.py``)."""
+        """The full passes of the cycle collector, paced by time and by the connections that
+        closed (``gcpace.py``)."""
+        def closed() -> int:  # connections closed since the node started
+            return self.total_connections - len(self.connections)
+
+        last_at, closed_then = time.monotonic(), closed()
         while not self._closing:
-            await asyncio.sleep(gcpace.FULL_EVERY_S)
-            if gcpace.due():
+            await asyncio.sleep(min(gcpace.CHECK_EVERY_S, gcpace.FULL_EVERY_S))
+            now = time.monotonic()
+            if gcpace.time_for_a_pass(now - last_at, closed() - closed_then):
                 gcpace.collect()
+                last_at, closed_then = now, closed()
 
     async def _watch_peers(self) -> None:
         """On the leader, end the sessions of a node unreachable for ``node_grace_s``.

@@ -16,6 +16,14 @@ oldest one run from the node's own timer instead: at most once per ``FULL_EVERY_
 when CPython itself would have been due (``YOUNG_PASSES`` passes of the middle generation since
 the last full one). Cyclic garbage that outlives the young generations is therefore freed within
 about ``FULL_EVERY_S``, whatever the size of the queue.
+
+One kind of such garbage grows with the clients, not with time: every asyncio socket transport
+refers to itself (through the bound methods it keeps), so a connection that lived through a few
+young passes leaves its transport and socket objects, about 0.5 kB, to the oldest generation when
+it closes. Under connection churn that is a few MB per second; so a full pass also comes, when
+due, after ``CLOSED_PER_PASS`` connections closed since the last one (at most once a
+``CHECK_EVERY_S``), which bounds that garbage to about 5 MB. With a million jobs waiting a pass
+costs about 0.6 s, 60 us per closed connection, far less than a connection costs the node.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ import time
 
 log = logging.getLogger("beanraft.gc")
 
-FULL_EVERY_S = 60.0  # the shortest time between two full passes
+FULL_EVERY_S = 60.0  # the longest time between two full passes that are due
+CLOSED_PER_PASS = 10_000  # connections closed since the last full pass that make one due now
+CHECK_EVERY_S = 1.0  # how often the node looks
 YOUNG_PASSES = 10  # CPython's own third threshold: middle-generation passes per full pass
 NEVER = 1 << 30  # a third threshold CPython never reaches: it makes no full pass by itself
 
@@ -44,6 +54,12 @@ def installed() -> bool:
 def due() -> bool:
     """Whether CPython itself would have made a full pass by now, had it been left to."""
     return gc.isenabled() and gc.get_count()[2] >= YOUNG_PASSES
+
+
+def time_for_a_pass(since_s: float, closed: int) -> bool:
+    """Whether to make a full pass now, ``since_s`` after the last one, with ``closed``
+    connections closed since then."""
+    return (since_s >= FULL_EVERY_S or closed >= CLOSED_PER_PASS) and due()
 
 
 def collect() -> int:

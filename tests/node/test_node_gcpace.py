@@ -14,6 +14,8 @@ import sys
 import textwrap
 import weakref
 
+import pytest
+
 from cluster.cluster_harness import free_ports
 
 from beanraft.node import gcpace
@@ -102,5 +104,69 @@ def test_the_node_makes_the_full_pass_that_cpython_no_longer_makes(tmp_path, mon
 
     try:
         asyncio.run(scenario())
+    finally:
+        gc.set_threshold(*saved)
+
+
+
+async def _churn(port: int, node: Node, count: int) -> list:
+    """Open ``count`` connections that each run a command, let them live through young passes
+    (into the oldest generation), close them; what the node's transports' finalizers record."""
+    clients = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"use churn\r\n")
+        assert await reader.readline() == b"USING churn\r\n"
+        clients.append(writer)
+    freed = []
+    for conn in list(node.sessions.values()):
+        weakref.finalize(conn.transport, freed.append, conn.sid)
+    assert len(freed) == 0 and len(node.sessions) == count
+    for _ in range(3):
+        gc.collect(1)
+    for writer in clients:
+        writer.close()
+        await writer.wait_closed()
+    for _ in range(200):
+        if not node.sessions:
+            break
+        await asyncio.sleep(0.01)
+    assert not node.sessions
+    for _ in range(gcpace.YOUNG_PASSES):
+        gc.collect(1)  # young passes alone never free them: each transport is a cycle
+    return freed
+
+
+@pytest.mark.parametrize("per_pass", [20, 10_000])
+def test_closed_connections_hasten_the_full_pass(tmp_path, monkeypatch, per_pass):
+    # asyncio's socket transports refer to themselves, so a closed connection that lived through
+    # young passes is freed only by a full pass. Connection churn must not pile them up until
+    # FULL_EVERY_S: CLOSED_PER_PASS closed connections make a pass due. With a bound of 10,000
+    # the 20 stay (this is what would pile up), with 20 they go.
+    monkeypatch.setattr(gcpace, "FULL_EVERY_S", 1000.0)
+    monkeypatch.setattr(gcpace, "CHECK_EVERY_S", 0.05)
+    monkeypatch.setattr(gcpace, "CLOSED_PER_PASS", per_pass)
+    saved = gc.get_threshold()
+
+    async def scenario():
+        gcpace.install()
+        port, = free_ports(1)
+        node = Node(NodeConfig(listen="127.0.0.1", port=port, data_dir=str(tmp_path / "data")))
+        await node.start()
+        try:
+            freed = await _churn(port, node, 20)
+            if per_pass > 20:
+                assert freed == []  # neither closing them nor young passes freed them
+            for _ in range(100):
+                if len(freed) == 20:
+                    break
+                await asyncio.sleep(0.01)
+            return len(freed)
+        finally:
+            node._stopped.set()
+            await node.shutdown()
+
+    try:
+        assert asyncio.run(scenario()) == (20 if per_pass == 20 else 0)
     finally:
         gc.set_threshold(*saved)
