@@ -176,9 +176,13 @@ _PUT = int(Op.PUT)
 
 def check(command: object, max_job_size: int) -> str | None:
     """Return why ``command`` is malformed, or None when it is a well-formed command."""
-    # A put, the most common command, is checked in one expression (the same rules as its
-    # ARGUMENTS); anything else, and a put that fails, goes through the table below.
-    if type(command) is tuple and len(command) == 7:
+    if type(command) is not tuple and type(command) is not list:
+        return "command must be a tuple (op, sid, seq, *args)"
+    if len(command) < 3:
+        return "command must be a tuple (op, sid, seq, *args)"
+    if len(command) == 7 and type(command) is tuple:
+        # A put, the most common command, is checked in one expression (the same rules as its
+        # ARGUMENTS); a put that fails goes on through the table, for the table's answer.
         op, sid, seq, pri, delay_ns, ttr_ns, body = command
         if (op == _PUT and type(op) is int and type(sid) is int and 0 <= sid <= MAX_U64
                 and type(seq) is int and 0 <= seq <= MAX_U64
@@ -187,15 +191,6 @@ def check(command: object, max_job_size: int) -> str | None:
                 and type(ttr_ns) is int and 0 <= ttr_ns <= MAX_DURATION_NS
                 and type(body) is bytes and len(body) <= max_job_size):
             return None
-    return _check(command, max_job_size)
-
-
-def _check(command: object, max_job_size: int) -> str | None:
-    """``check`` for every command, through the ARGUMENTS table."""
-    if type(command) is not tuple and type(command) is not list:
-        return "command must be a tuple (op, sid, seq, *args)"
-    if len(command) < 3:
-        return "command must be a tuple (op, sid, seq, *args)"
     op = command[0]
     spec = _CHECKERS.get(op) if isinstance(op, int) and type(op) is not bool else None
     if spec is None:
