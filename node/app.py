@@ -53,6 +53,7 @@ class Node:
         self.connections: set[ClientConnection] = set()
         self.sessions: dict[int, ClientConnection] = {}
         self.total_connections = 0
+        self.unread = 0  # connections with input received and not yet parsed (connection.py)
         self.cmd_counts: dict[str, int] = {}
         self.draining = False
         self.started_at = time.monotonic()

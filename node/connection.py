@@ -81,6 +81,7 @@ class ClientConnection(asyncio.Protocol):
         self.outbox: Outbox | None = None
         self.peer: peer.PeerProbe | None = None
         self.wakeup = asyncio.Event()
+        self.unread = False  # input arrived that the task has not parsed yet (Node.unread)
         self.eof = False
         self.input_full = False  # the parser holds READ_PAUSE_BYTES: reading paused
         self.output_full = False  # the client has not taken our replies: reading paused
@@ -121,6 +122,9 @@ class ClientConnection(asyncio.Protocol):
         if self.parser.buffered_bytes > READ_PAUSE_BYTES and not self.input_full:
             self.input_full = True
             self._set_reading()
+        if not self.unread:
+            self.unread = True
+            self.node.unread += 1
         self.wakeup.set()
 
     def eof_received(self) -> bool:
@@ -172,7 +176,14 @@ class ClientConnection(asyncio.Protocol):
     async def _serve_one(self) -> bool:
         req = self.parser.next_request()
         if req is p.NEED_DATA:
+            self._parsed_all()
             if self.inflight:
+                if not self.node.unread:
+                    # No connection has input left to parse this turn of the loop: nothing
+                    # more can join the batch queued now, so it is proposed at once instead of
+                    # at the next turn (a lone node commits it in there: the replies below are
+                    # then written without waiting for another turn either).
+                    self.node.commit.flush_now()
                 await self.flush()
                 return True  # bytes may have arrived while we waited: parse again first
             if self.eof or self.transport.is_closing():
@@ -189,6 +200,13 @@ class ClientConnection(asyncio.Protocol):
             return False
         self.burst += 1
         return await self.handle(req)
+
+    def _parsed_all(self) -> None:
+        """Every byte received so far is parsed: this connection no longer counts as one with
+        input to parse (``Node.unread``)."""
+        if self.unread:
+            self.unread = False
+            self.node.unread -= 1
 
     async def _may_handle(self) -> bool:
         """Keep the bounds before a request is handled; False if the client is gone."""
@@ -501,6 +519,7 @@ class ClientConnection(asyncio.Protocol):
     async def _finish(self) -> None:
         # The connection stops counting in stats at once, as in beanstalkd; its session's end
         # (releasing its jobs) is committed right after.
+        self._parsed_all()  # what it did not parse never will be
         self.node.connection_closed(self)
         try:
             if self.leaving and self._resumable():

@@ -84,6 +84,12 @@ class GroupCommit:
             self._scheduled = True
             self._loop.call_soon(self._flush)
 
+    def flush_now(self) -> None:
+        """Propose what is queued now instead of at the loop's next turn: for a caller that
+        knows nothing else will be submitted in this turn (``ClientConnection``)."""
+        if self._scheduled:
+            self._flush()  # the handle call_soon queued finds nothing left, or what came since
+
     def _flush(self) -> None:
         self._scheduled = False
         while self._pending and self._inflight < self.max_inflight:
