@@ -22,6 +22,9 @@ class FakeCommit:
         self.submitted.append((command, fut))
         return fut
 
+    def flush_now(self) -> None:
+        pass  # the test settles each submitted future itself
+
 
 class FakeTransport:
     def __init__(self):
@@ -62,7 +65,7 @@ def fake_node(commit: FakeCommit) -> SimpleNamespace:
         config=SimpleNamespace(max_job_size=65535), new_sid=lambda: 1 << 32 | 1,
         connection_opened=noop, connection_closed=noop, session_closed=noop,
         count_command=noop, count_name=noop, waiting_off_the_log=noop, draining=False,
-        refuses=lambda req: False, commit=commit, auth=None)
+        refuses=lambda req: False, commit=commit, auth=None, unread=0)
 
 
 async def _until(predicate, timeout_s: float = 2.0) -> None:
