@@ -30,6 +30,16 @@ async def _started(tmp_path) -> tuple[Node, int]:
     return node, port
 
 
+async def _all_gone(node: Node) -> None:
+    """Wait for the node to have no client connection, then check that none counts as unread."""
+    for _ in range(200):
+        if not node.connections:
+            break
+        await asyncio.sleep(0.01)
+    assert not node.connections
+    assert node.unread == 0
+
+
 async def _stop(node: Node) -> None:
     node._stopped.set()
     await node.shutdown()
@@ -102,12 +112,7 @@ def test_connections_that_close_with_input_unparsed_leave_no_count_behind(tmp_pa
                 for _reader, writer in clients:
                     writer.write(b"x" * 50)
                     writer.close()
-                for _ in range(200):
-                    if not node.connections:
-                        break
-                    await asyncio.sleep(0.01)
-                assert not node.connections
-                assert node.unread == 0
+                await _all_gone(node)
             # A client that pipelines many puts and resets the connection: the node stops
             # running its input when it sees the reset, with input left unparsed.
             for _ in range(5):
@@ -116,12 +121,7 @@ def test_connections_that_close_with_input_unparsed_leave_no_count_behind(tmp_pa
                 writer.get_extra_info("socket").setsockopt(
                     socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 writer.transport.abort()
-                for _ in range(200):
-                    if not node.connections:
-                        break
-                    await asyncio.sleep(0.01)
-                assert not node.connections
-                assert node.unread == 0
+                await _all_gone(node)
             # And the count still lets a put through at once afterwards.
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"put 0 0 60 3\r\njob\r\n")

@@ -73,8 +73,9 @@ def test_a_growing_queue_makes_full_passes_by_default_and_none_once_paced():
     assert due == "True"  # as many middle passes as CPython waits for before a full one
 
 
-def test_the_node_makes_the_full_pass_that_cpython_no_longer_makes(tmp_path, monkeypatch):
-    monkeypatch.setattr(gcpace, "FULL_EVERY_S", 0.05)
+def _on_a_paced_node(tmp_path, body):
+    """Run ``await body(node, port)`` against a real node in this process with the collector
+    paced as ``beanraft serve`` paces it; the process's thresholds are restored after."""
     saved = gc.get_threshold()
 
     async def scenario():
@@ -83,30 +84,42 @@ def test_the_node_makes_the_full_pass_that_cpython_no_longer_makes(tmp_path, mon
         node = Node(NodeConfig(listen="127.0.0.1", port=port, data_dir=str(tmp_path / "data")))
         await node.start()
         try:
-            freed = []
-            a, b = Cell(), Cell()
-            a.other, b.other = b, a
-            weakref.finalize(a, freed.append, "cycle")
-            gc.collect(1)  # the cycle survives the young passes: it is in the oldest generation
-            del a, b
-            for _ in range(gcpace.YOUNG_PASSES):
-                gc.collect(1)  # young passes alone do not reach it
-            assert freed == [] and gcpace.due()
-            for _ in range(200):
-                if freed:
-                    break
-                await asyncio.sleep(0.01)
-            assert freed == ["cycle"]
-            assert not gcpace.due()
+            return await body(node, port)
         finally:
             node._stopped.set()
             await node.shutdown()
 
     try:
-        asyncio.run(scenario())
+        return asyncio.run(scenario())
     finally:
         gc.set_threshold(*saved)
 
+
+async def _until(predicate) -> None:
+    for _ in range(200):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+
+
+def test_the_node_makes_the_full_pass_that_cpython_no_longer_makes(tmp_path, monkeypatch):
+    monkeypatch.setattr(gcpace, "FULL_EVERY_S", 0.05)
+
+    async def body(node, port):
+        freed = []
+        a, b = Cell(), Cell()
+        a.other, b.other = b, a
+        weakref.finalize(a, freed.append, "cycle")
+        gc.collect(1)  # the cycle survives the young passes: it is in the oldest generation
+        del a, b
+        for _ in range(gcpace.YOUNG_PASSES):
+            gc.collect(1)  # young passes alone do not reach it
+        assert freed == [] and gcpace.due()
+        await _until(lambda: freed)
+        assert freed == ["cycle"]
+        assert not gcpace.due()
+
+    _on_a_paced_node(tmp_path, body)
 
 
 async def _churn(port: int, node: Node, count: int) -> list:
@@ -127,10 +140,7 @@ async def _churn(port: int, node: Node, count: int) -> list:
     for writer in clients:
         writer.close()
         await writer.wait_closed()
-    for _ in range(200):
-        if not node.sessions:
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: not node.sessions)
     assert not node.sessions
     for _ in range(gcpace.YOUNG_PASSES):
         gc.collect(1)  # young passes alone never free them: each transport is a cycle
@@ -146,27 +156,12 @@ def test_closed_connections_hasten_the_full_pass(tmp_path, monkeypatch, per_pass
     monkeypatch.setattr(gcpace, "FULL_EVERY_S", 1000.0)
     monkeypatch.setattr(gcpace, "CHECK_EVERY_S", 0.05)
     monkeypatch.setattr(gcpace, "CLOSED_PER_PASS", per_pass)
-    saved = gc.get_threshold()
 
-    async def scenario():
-        gcpace.install()
-        port, = free_ports(1)
-        node = Node(NodeConfig(listen="127.0.0.1", port=port, data_dir=str(tmp_path / "data")))
-        await node.start()
-        try:
-            freed = await _churn(port, node, 20)
-            if per_pass > 20:
-                assert freed == []  # neither closing them nor young passes freed them
-            for _ in range(100):
-                if len(freed) == 20:
-                    break
-                await asyncio.sleep(0.01)
-            return len(freed)
-        finally:
-            node._stopped.set()
-            await node.shutdown()
+    async def body(node, port):
+        freed = await _churn(port, node, 20)
+        if per_pass > 20:
+            assert freed == []  # neither closing them nor young passes freed them
+        await _until(lambda: len(freed) == 20)
+        return len(freed)
 
-    try:
-        assert asyncio.run(scenario()) == (20 if per_pass == 20 else 0)
-    finally:
-        gc.set_threshold(*saved)
+    assert _on_a_paced_node(tmp_path, body) == (20 if per_pass == 20 else 0)
