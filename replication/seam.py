@@ -413,7 +413,7 @@ def pipe_notifier(sync):
 
 def wake_fd(sync) -> int:
     """The descriptor that becomes readable when :func:`pipe_notifier` is notified."""
-    return sync._SyncObj__pipeNotifier._PipeNotifier__pipeR
+    return pipe_notifier(sync)._PipeNotifier__pipeR
 
 
 def knows_other_nodes(sync) -> bool:
