@@ -103,10 +103,9 @@ class PutHeader:
 
 
 _new = object.__new__
-_header_setters = tuple(getattr(PutHeader, name).__set__ for name in (
-    "pri", "delay_s", "ttr_s", "size", "trailing", "key", "state"))
-(_set_pri, _set_delay, _set_ttr, _set_size, _set_trailing, _set_key,
- _set_state) = _header_setters
+(_set_pri, _set_delay, _set_ttr, _set_size, _set_trailing, _set_key, _set_state) = (
+    getattr(PutHeader, name).__set__
+    for name in ("pri", "delay_s", "ttr_s", "size", "trailing", "key", "state"))
 
 
 def _new_header(pri: int, delay_s: int, ttr_s: int, size: int, trailing: bool,
