@@ -1,8 +1,8 @@
 """A Raft tick that fails over and over (a descriptor shortage, say) is logged once per burst, not
 once per tick, and ticking carries on.
 
-Method: a real single RaftNode, ticking on its event loop, whose pysyncobj ``doTick`` raises for a while (about 15 ticks) and
-then works again; the log records of the tick thread are counted.
+Method: a real single RaftNode, ticking on its event loop, whose pysyncobj ``doTick`` raises for
+a while (about 15 ticks) and then works again; the log records of its ticks are counted.
 """
 
 from __future__ import annotations
