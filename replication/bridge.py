@@ -40,14 +40,27 @@ class LoopBridge:
         replies or a CommitError. The command is built in one copy (``entries.call_command``)."""
         fut = self.loop.create_future()
         parts = (entry,) if isinstance(entry, (bytes, bytearray, memoryview)) else tuple(entry)
+        command = call_command(self._apply_id, parts)
+
+        def on_result(res, err) -> None:
+            self._on_result(fut, res, err)
+
         # Through the transfer gate: a leader handing over holds new commands (transfer.py).
-        self.transfers.propose(call_command(self._apply_id, parts),
-                               lambda res, err: self._on_result(fut, res, err))
-        if self._on_loop:
+        if self._on_loop and not self._in_tick and not self._stopping:
             # A lone node commits it now, on this loop (raft.py), and the future is usually done
-            # when this returns (the tick drains the outbox): one turn of the loop per batch
-            # fewer, and no hand-off at all.
-            self._on_wake()
+            # when this returns (the commit drains the outbox): one turn of the loop per batch
+            # fewer, and no hand-off at all. The commit follows from here, so pysyncobj's
+            # wake-up through its pipe is hushed meanwhile.
+            self._hushed = True
+            try:
+                self.transfers.propose(command, on_result)
+            finally:
+                self._hushed = False
+            self._commit_inline()
+        else:
+            self.transfers.propose(command, on_result)
+            if self._on_loop:
+                self._on_wake()
         return fut
 
     def _on_result(self, fut, res, err) -> None:

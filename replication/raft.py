@@ -163,6 +163,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._loop_timer: asyncio.TimerHandle | None = None
         self._wake_fd = -1
         self._in_tick = False
+        self._hushed = False  # bridge.submit proposes on the loop, then ticks at once
+        self._tick_queued = False  # a tick follows an inline commit at the loop's next turn
         self._failing = 0  # ticks failed in a row: one traceback per burst, not one per tick
         period = config.timing.tick_s
         self._stall_s = max(period, config.timing.heartbeat_s) * 2
@@ -288,6 +290,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             self._thread.start()
             return
         self._loop_thread = threading.get_ident()
+        seam.hush_notifier(self._sync, lambda: self._hushed)
         self._wake_fd = seam.wake_fd(self._sync)
         self.loop.add_reader(self._wake_fd, self._on_wake)
         self._loop_timer = self.loop.call_soon(self._on_loop_timer)
@@ -345,9 +348,10 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
     # A lone node's ticks on the loop. With no peer, nothing but our own loop gives pysyncobj
     # work: the tick thread only added a hand-off each way per batch (propose, then the result
     # back) and a second thread contending for the GIL. So a lone node ticks on the loop: every
-    # tick_s from a timer, at once when pysyncobj's pipe is notified (an entry appended, a read
-    # index asked, from any thread), and inline when a batch is proposed (bridge.submit), which
-    # commits it, fsync included, before the proposing coroutine even awaits. The first time
+    # tick_s from a timer, and at once when pysyncobj's pipe is notified (an entry appended, a
+    # read index asked, from any thread). A batch proposed (bridge.submit) is committed inline,
+    # fsync included, before the proposing coroutine even awaits (_commit_inline); the tick
+    # that follows waits for the loop's next turn, after the replies are written. The first time
     # the transport knows another node (a learner or a member added, which a tick on the loop
     # applies) the ticks move to the tick thread for good: from then on peers' sockets, their
     # timing and elections must not wait for the loop.
@@ -370,6 +374,32 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         except BlockingIOError:
             pass
         self._loop_tick()
+
+    def _commit_inline(self) -> None:
+        """bridge.submit on a lone node, right after it proposed: append what is queued, make
+        it durable as the journal's policy says, then commit and apply it, all before the
+        proposer awaits. The rest of a tick (its timers, the callbacks, a poll of the raft port)
+        follows at the loop's next turn, after the replies are written; so does everything if
+        this node is not a lone leader after all."""
+        self._in_tick = True
+        try:
+            seam.append_queued(self._sync)
+            self._journal.sync_for_ack()
+            seam.commit_alone(self._sync)
+        except Exception:  # the tick that follows meets it again, and logs it
+            log.debug("inline commit failed", exc_info=True)
+        finally:
+            self._in_tick = False
+        if self._outbox:
+            self._drain()
+        if not self._tick_queued:
+            self._tick_queued = True
+            self.loop.call_soon(self._queued_tick)
+
+    def _queued_tick(self) -> None:
+        self._tick_queued = False
+        if self._on_loop and not self._stopping and not self._in_tick:
+            self._loop_tick()
 
     def _loop_tick(self) -> None:
         self._in_tick = True

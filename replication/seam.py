@@ -113,6 +113,18 @@ POINTS: tuple[Point, ...] = (
     Point("class:pysyncobj.syncobj.SyncObj", "_applyCommand",
           "takes a command we pickled ourselves in one copy (pysyncobj's @replicated call pickles "
           "the batch and then prefixes its type byte: two copies of a job body)"),
+    Point("class:pysyncobj.syncobj.SyncObj", "_checkCommandsToApply",
+          "appends the queued commands to the log; a lone node calls it before its tick's "
+          "fsync, so that the same tick commits and applies them instead of the next one"),
+    Point("syncobj", "_SyncObj__otherNodes",
+          "the members besides this node: a lone leader (none) commits an entry of its term as "
+          "soon as it is durable, without waiting for the next tick"),
+    Point("syncobj", "_SyncObj__raftCommitIndex",
+          "set by that lone leader's commit, as the leader's branch of a tick sets it"),
+    Point("syncobj", "_SyncObj__leaderCommitIndex",
+          "the leader's own copy of the commit index, set with it"),
+    Point("syncobj", "_SyncObj__applyLogEntries",
+          "applies the committed entries and calls their proposers back"),
     Point("syncobj", "_SyncObj__sendAppendEntries",
           "called by the leader as it starts applying newly committed entries, so its followers "
           "learn the commit index and apply them at the same time instead of after it; shadowed "
@@ -376,6 +388,30 @@ def propose(sync, command: bytes, callback: Callable) -> None:
     sync._applyCommand(command, callback)
 
 
+def append_queued(sync) -> None:
+    """Append the commands :func:`propose` queued to the log now, as the tick does after its
+    commit and apply (a leader appends, a follower forwards; nothing if there is no leader)."""
+    sync._checkCommandsToApply()
+
+
+def commit_alone(sync) -> None:
+    """On a leader without other members, commit every entry of its log up to the last one of
+    its term and apply them now: what the leader's branch of the next tick would do, with a
+    majority of one. Call it only once those entries are durable (``sync_for_ack``)."""
+    if sync._SyncObj__raftState != LEADER or sync._SyncObj__otherNodes:
+        return
+    raft_log = sync._SyncObj__raftLog
+    if not len(raft_log):
+        return
+    _, last, term = raft_log[-1]
+    if term != sync.raftCurrentTerm or last <= sync._SyncObj__raftCommitIndex:
+        return
+    sync._SyncObj__raftCommitIndex = last
+    raft_log.setRaftCommitIndex(last)
+    sync._SyncObj__leaderCommitIndex = last
+    sync._SyncObj__applyLogEntries()
+
+
 def shortcut_apply(sync, shortcut: Callable[[bytes], object]) -> None:
     """Make pysyncobj apply a committed command by ``shortcut(command)``; the shortcut calls
     the returned original for any command it does not take itself."""
@@ -409,6 +445,19 @@ def connected_nodes(sync):
 def pipe_notifier(sync):
     """The object whose ``notify()`` wakes the tick thread's poll."""
     return sync._SyncObj__pipeNotifier
+
+
+def hush_notifier(sync, hushed: Callable[[], bool]) -> None:
+    """Make :func:`pipe_notifier`'s ``notify`` do nothing while ``hushed()`` (a lone node that
+    ticks on its loop right after it proposes wakes nobody: a write and two reads fewer)."""
+    notifier = pipe_notifier(sync)
+    notify = notifier.notify
+
+    def notify_unless_hushed() -> None:
+        if not hushed():
+            notify()
+
+    notifier.notify = notify_unless_hushed
 
 
 def wake_fd(sync) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 
 from upstream import free_port
@@ -93,3 +94,81 @@ def test_a_lone_node_that_comes_to_know_another_node_moves_its_ticks_to_a_thread
     asyncio.run(scenario())
     switches = [r for r in caplog.records if r.getMessage() == SWITCH_LINE]
     assert len(switches) == 1
+
+
+def test_a_lone_node_commits_a_proposal_after_its_fsync_and_ticks_after_the_replies(tmp_path):
+    """Within submit: append, fsync, commit, apply; no tick and no wake-up through the pipe. The
+    rest of a tick follows at the loop's next turn."""
+    async def scenario():
+        raft, commit, sid, ticks = await _lone_node(str(tmp_path))
+        try:
+            await asyncio.sleep(0)  # the tick queued by the start-up's commits
+            events: list[str] = []
+            journal = seam.journal(raft._sync)
+            sync = journal.sync
+            journal.sync = lambda: (events.append("fsync"), sync())[1]
+            machine_apply = raft.machine.apply_batch
+            raft.machine.apply_batch = lambda *a: (events.append("apply"), machine_apply(*a))[1]
+            before = len(ticks)
+            entry = (Op.PUT, sid, 2, 0, 0, 60, b"job")
+            done = raft.submit(encode_entry_parts(raft.cluster_now_ns(), [entry]))
+            assert done.done() and done.result()[0][0] == "INSERTED"
+            assert events == ["fsync", "apply"]
+            assert len(ticks) == before  # no tick yet: the replies go first
+            try:
+                os.read(seam.wake_fd(raft._sync), 1024)
+                raise AssertionError("the proposal wrote to pysyncobj's wake-up pipe")
+            except BlockingIOError:
+                pass
+            await asyncio.sleep(0)
+            assert len(ticks) == before + 1
+        finally:
+            raft.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_leader_does_not_commit_alone_once_it_has_another_member(tmp_path):
+    """A member added (at an address nobody serves) takes the majority out of one node's reach.
+    The addition is queued and a put proposed behind it in the same turn of the loop, so that
+    the inline commit appends both: neither may be committed, then or later."""
+    async def scenario():
+        raft, commit, sid, ticks = await _lone_node(str(tmp_path))
+        try:
+            added = []
+            raft._sync.addNodeToCluster(f"127.0.0.1:{free_port()}",
+                                        lambda res, err: added.append(err))
+            entry = (Op.PUT, sid, 2, 0, 0, 60, b"job")
+            done = raft.submit(encode_entry_parts(raft.cluster_now_ns(), [entry]))
+            assert not done.done()
+            await asyncio.sleep(0.3)
+            assert seam.knows_other_nodes(raft._sync)
+            assert not done.done() and not added
+            assert _ready(raft) == 0
+        finally:
+            raft.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_leader_commits_alone_only_up_to_an_entry_of_its_own_term(tmp_path):
+    """Raft's rule, as pysyncobj's leader applies it each tick: an entry of an earlier term is
+    committed only under a later entry of the leader's term."""
+    async def scenario():
+        raft, commit, sid, ticks = await _lone_node(str(tmp_path))
+        try:
+            sync, journal = raft._sync, seam.journal(raft._sync)
+            term, committed = sync.raftCurrentTerm, sync.raftCommitIndex
+            assert term >= 1 and journal[-1][1] == committed
+            journal.add(seam.NO_OP_COMMAND, committed + 1, term - 1)
+            journal.sync()
+            seam.commit_alone(sync)
+            assert sync.raftCommitIndex == committed
+            journal.add(seam.NO_OP_COMMAND, committed + 2, term)
+            journal.sync()
+            seam.commit_alone(sync)
+            assert sync.raftCommitIndex == sync.raftLastApplied == committed + 2
+        finally:
+            raft.stop()
+
+    asyncio.run(scenario())
