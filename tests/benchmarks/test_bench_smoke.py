@@ -38,6 +38,23 @@ def test_the_benchmark_command_measures_every_row_prints_the_table_and_exits_zer
 
 
 @pytest.mark.timeout(180)
+def test_the_cluster_s_leader_and_follower_are_each_measured_on_a_cluster_started_for_it(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--targets", "cluster", "--workloads", "put1", "--seconds", "0.3",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ready = re.findall(r"\[round 1\] cluster for (cluster-\w+) ready on port\(s\) (cluster-\w+)=(\d+)",
+                       result.stderr)
+    assert [(label, shown) for label, shown, _port in ready] == [
+        ("cluster-leader", "cluster-leader"), ("cluster-follower", "cluster-follower")], result.stderr
+    assert ready[0][2] != ready[1][2]  # two clusters, not one port measured twice
+    rows = [line.split()[0] for line in result.stdout.splitlines() if "put 1-at-a-time" in line]
+    assert rows == ["beanstalkd", "cluster-leader", "cluster-follower"], result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(180)
 def test_the_client_benchmark_command_measures_every_row_and_exits_zero():
     """client_bench.py, as docs/reference/performance.md quotes it, with a tiny count."""
     result = subprocess.run(

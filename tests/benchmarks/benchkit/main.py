@@ -14,7 +14,7 @@ from dataclasses import asdict
 
 from .common import DEFAULT_BEANSTALKD, MAX_OPS_DEFAULT, MAX_PRELOAD_DEFAULT, Result, TARGET_CHOICES, TargetFailed, WORKLOAD_LABEL
 from .report import aggregate, header_info, issue_ratios, ratio, render_ratios, render_table
-from .servers import Ctx, Ports, Procs, _load_libc, make_target
+from .servers import Ctx, Ports, Procs, Target, _load_libc, make_target
 from .workloads import bench_endpoint
 
 
@@ -144,13 +144,23 @@ class Tally:
 
 
 def run_target(name: str, rnd: int, ctx: Ctx, tally: Tally) -> None:
-    """Starts one target, runs every workload on each of its endpoints, stops it."""
+    """Starts one target, runs every workload on each of its endpoints, stops it; or, for a
+    target that wants it (the cluster), does so once per endpoint on a target started for it."""
     target = make_target(name, ctx)
-    log(f"[round {rnd}] starting {name} ...")
+    if not target.fresh_per_endpoint:
+        _run_started(target, name, name, rnd, ctx, tally)
+        return
+    for label in target.labels:
+        _run_started(make_target(name, ctx, only=label), name, f"{name} for {label}", rnd, ctx,
+                     tally)
+
+
+def _run_started(target: Target, name: str, shown: str, rnd: int, ctx: Ctx, tally: Tally) -> None:
+    log(f"[round {rnd}] starting {shown} ...")
     results: list[Result] = []
     try:
         endpoints = target.start()
-        log(f"[round {rnd}] {name} ready on port(s) " + ", ".join(f"{e.label}={e.port}" for e in endpoints))
+        log(f"[round {rnd}] {shown} ready on port(s) " + ", ".join(f"{e.label}={e.port}" for e in endpoints))
         tally.target_status.setdefault(name, "ok")
         for ep in endpoints:
             bench_endpoint(ep, ctx.args, rnd, log, results)
@@ -160,9 +170,9 @@ def run_target(name: str, rnd: int, ctx: Ctx, tally: Tally) -> None:
             target.notes.append(f"after the run: {e}")
     except TargetFailed as e:
         tally.target_status[name] = f"failed to start: {e}"
-        log(f"[round {rnd}] {name}: FAILED to start: {e}")
+        log(f"[round {rnd}] {shown}: FAILED to start: {e}")
         short = str(e) if len(str(e)) <= 100 else str(e)[:97] + "..."
-        for label in target.labels:
+        for label in target.measured_labels():
             results.append(Result(label, "all", ok=False, error=f"did not start: {short} (full reason below)"))
     finally:
         target.stop()
