@@ -474,11 +474,12 @@ class ClientConnection(asyncio.Protocol):
         try:
             while not self.eof:
                 left = deadline - loop.time()
+                seen = raft.applied_through()  # before the state is read (see applied_or)
                 if not raft.read(lambda machine: machine.reserve_would_wait(sid)):
                     return max(0, int(left * 1e9))
                 if left <= 0:
                     return None
-                await raft.applied_or(min(left, UNLOGGED_POLL_S))
+                await raft.applied_or(seen, min(left, UNLOGGED_POLL_S))
             return max(0, int((deadline - loop.time()) * 1e9))
         finally:
             self.waiting = False

@@ -208,11 +208,11 @@ class GroupCommit:
                 break
             except asyncio.TimeoutError:
                 log.debug("read index not confirmed yet; asking again")
-        while self.raft.applied_through() < index:
+        while (seen := self.raft.applied_through()) < index:
             if time.monotonic() >= deadline:
                 raise OutcomeUnknown("read index %d not applied within %.1f s"
                                      % (index, self.commit_timeout_s))
-            await self.raft.applied_or(APPLY_POLL_S)
+            await self.raft.applied_or(seen, APPLY_POLL_S)
 
 
 def _weight(command: tuple) -> int:

@@ -128,10 +128,19 @@ class LoopBridge:
         """The index of the last entry this node applied (pysyncobj's own no-ops included)."""
         return max(self.applied_index, self._sync.raftLastApplied)
 
-    async def applied_or(self, timeout_s: float) -> None:
-        """Return once entries were applied or the role changed, or after ``timeout_s``."""
+    async def applied_or(self, seen: int, timeout_s: float) -> None:
+        """Return once entries were applied or the role changed, or after ``timeout_s``.
+
+        ``seen`` is ``applied_through()`` as the caller read it before it looked at the state:
+        if more was applied since, this returns at once. The tick thread tells a follower's
+        loop of an apply at once only while a waiter is registered (``raft._notify_applied``),
+        so the waiter is registered first and the index read again after.
+        """
         fut = self.loop.create_future()
         self._apply_waiters.append(fut)
+        if self.applied_through() > seen:
+            self._apply_waiters.remove(fut)  # still the same list: nothing drained meanwhile
+            return
         try:
             await asyncio.wait_for(fut, timeout_s)
         except asyncio.TimeoutError:

@@ -89,6 +89,8 @@ CAMPAIGN_HOLD_ELECTIONS = 2  # a restarted member waits this many election timeo
 
 JOIN_QUIET_S = 10.0 ** 6  # the election timeout of a node not yet added to the cluster
 
+LAZY_NOTIFY_S = 0.05  # a follower's loop hears of applied entries no one waits for this late
+
 LOOP_TICKS_PER_TURN = 8  # a lone node's ticks in one turn of the loop while an entry is pending
 
 
@@ -145,6 +147,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._reads = ReadIndex(self._sync, lambda token, index: self._post(("read", token, index)))
         self._read_waiters: dict[int, asyncio.Future] = {}
         self._apply_waiters: list[asyncio.Future] = []
+        self._notify_owed_at: float | None = None  # a follower's first apply not yet notified
         self._sync.addOnTickCallback(self._reads.on_tick)
         self._backups = BackupTaker(self, self._sync)
         self._sync.addOnTickCallback(self._backups.on_tick)
@@ -441,6 +444,10 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             self._restored_at = None
             forget_restore(self.config.data_dir)
         now = time.monotonic()
+        owed_at = self._notify_owed_at
+        if owed_at is not None and now - owed_at >= LAZY_NOTIFY_S:
+            self._notify_owed_at = None
+            self._post(("notify", None))
         if now - self._status_at >= 0.1:
             self._status_at = now
             previous, self._status = self._status, read_status(self._sync, self.applied_index)
@@ -525,11 +532,30 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             self._disk.applied(put_cost(commands))
             if events:
                 self._post(("events", events))
-            self._post(("notify", None))
+            self._notify_applied(bool(events))
             return replies
         except Exception:
             log.exception("state machine failed to apply an entry")
             return None
+
+    def _notify_applied(self, woken: bool) -> None:
+        """Tell the loop that an entry was applied: at once where the loop acts on every apply,
+        else within ``LAZY_NOTIFY_S`` (``_after_tick``).
+
+        At once: on a lone node (it ticks on the loop anyway), on the leader (its pulse wakes
+        for a deadline an entry moved nearer), while the loop waits for an apply
+        (``applied_or``), and when events wake the loop anyway. A follower's listeners only
+        check for a change of role (notified apart, ``_on_state_changed``) or of this node's
+        epoch (rare, and not urgent): waking its loop for every entry the leader commits cost
+        each follower a thread hand-off per entry and slowed the whole cluster on shared cores.
+        The loop registers a waiter before it looks at the state again (``applied_or``), so a
+        waiter never misses an apply.
+        """
+        if woken or self._single or self._apply_waiters or seam.is_leader(self._sync):
+            self._notify_owed_at = None
+            self._post(("notify", None))
+        elif self._notify_owed_at is None:
+            self._notify_owed_at = time.monotonic()
 
     def _observe_time(self, index: int) -> None:
         appended_at = self._appended_at

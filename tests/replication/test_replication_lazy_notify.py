@@ -1,0 +1,159 @@
+"""A follower's event loop hears of the entries it applies at once only while something on it
+waits for an apply; otherwise within ``LAZY_NOTIFY_S``.
+
+Method: three real BeanRaft ``RaftNode`` objects (real pysyncobj, sealed peer links on loopback
+ports, one Raft thread each) in this process, sharing its event loop. The leader commits entries
+one at a time; what each node's Raft thread hands to the loop is counted where it is posted
+(``_post``), and a follower's apply waiters and listeners are watched from the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from raft_trio import leader_of, start_three
+
+from beanraft.replication import raft as raft_module
+from beanraft.replication.codec import encode_entry
+
+ENTRIES = 100
+TICK = (17, 0, 0)  # Op.TICK: applied by every replica, no reply owed to anyone, no events
+
+
+def _count_notifies(node) -> list[float]:
+    """The times at which ``node``'s Raft thread posts a "notify" to the loop."""
+    times: list[float] = []
+    post = node._post
+
+    def counting_post(item):
+        if item[0] == "notify":
+            times.append(time.monotonic())
+        post(item)
+
+    node._post = counting_post
+    return times
+
+
+async def _commit_one(leader) -> None:
+    await asyncio.wait_for(leader.submit(encode_entry(time.time_ns(), [TICK])), 20)
+
+
+async def _settled(nodes, timeout_s: float = 20) -> None:
+    """Every node has seen the leader in its status: the notice of that change (posted from the
+    status, every 0.1 s) is behind us, so it cannot end a wait below by itself."""
+    until = time.monotonic() + timeout_s
+    while len({n._last_leader for n in nodes}) != 1 or nodes[0]._last_leader is None:
+        assert time.monotonic() < until, [n._last_leader for n in nodes]
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+
+
+async def _applied_everywhere(nodes, index: int, timeout_s: float = 20) -> None:
+    until = time.monotonic() + timeout_s
+    while any(n.applied_through() < index for n in nodes):
+        assert time.monotonic() < until, [n.applied_through() for n in nodes]
+        await asyncio.sleep(0.01)
+
+
+def test_a_follower_loop_is_not_woken_for_each_entry_its_leader_commits():
+    async def scenario():
+        nodes = start_three(asyncio.get_running_loop())
+        try:
+            leader = await leader_of(nodes, 20)
+            await _commit_one(leader)
+            await _applied_everywhere(nodes, leader.applied_through())
+            follower = next(n for n in nodes if n is not leader)
+            on_follower, on_leader = _count_notifies(follower), _count_notifies(leader)
+            began = time.monotonic()
+            for _ in range(ENTRIES):
+                await _commit_one(leader)
+            await _applied_everywhere(nodes, leader.applied_through())
+            took = time.monotonic() - began
+            assert len(on_leader) >= ENTRIES  # the leader's pulse hears of every apply
+            # At most one notify per LAZY_NOTIFY_S (the first once it is due), plus the
+            # one the last entries may still owe.
+            assert len(on_follower) <= took / raft_module.LAZY_NOTIFY_S + 2, (len(on_follower), took)
+        finally:
+            for node in nodes:
+                node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_follower_listener_still_hears_of_an_apply_that_no_one_waits_for():
+    async def scenario():
+        nodes = start_three(asyncio.get_running_loop())
+        try:
+            leader = await leader_of(nodes, 20)
+            await _commit_one(leader)
+            follower = next(n for n in nodes if n is not leader)
+            await _applied_everywhere(nodes, leader.applied_through())
+            await asyncio.sleep(2 * raft_module.LAZY_NOTIFY_S + 0.1)  # nothing owed any more
+            heard: list[int] = []
+            follower.add_listener(lambda: heard.append(follower.applied_through()))
+            await _commit_one(leader)
+            index = leader.applied_through()
+            until = time.monotonic() + 10
+            while not any(seen >= index for seen in heard):
+                assert time.monotonic() < until, (heard, index)
+                await asyncio.sleep(0.01)
+        finally:
+            for node in nodes:
+                node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_on_a_follower_is_woken_by_the_apply_itself(monkeypatch):
+    # With the lazy notice an hour away, only the prompt notice can end the wait before its
+    # own timeout.
+    monkeypatch.setattr(raft_module, "LAZY_NOTIFY_S", 3600.0)
+
+    async def scenario():
+        nodes = start_three(asyncio.get_running_loop())
+        try:
+            leader = await leader_of(nodes, 20)
+            await _commit_one(leader)
+            follower = next(n for n in nodes if n is not leader)
+            await _applied_everywhere(nodes, leader.applied_through())
+            await _settled(nodes)
+            seen = follower.applied_through()
+            waiting = asyncio.ensure_future(follower.applied_or(seen, 30.0))
+            await asyncio.sleep(0)  # registered
+            assert follower._apply_waiters
+            began = time.monotonic()
+            await _commit_one(leader)
+            await asyncio.wait_for(waiting, 30.0)
+            assert time.monotonic() - began < 20.0  # woken, not timed out
+            assert follower.applied_through() > seen
+        finally:
+            for node in nodes:
+                node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_applied_or_returns_at_once_when_the_caller_looked_before_an_apply(monkeypatch):
+    # The caller read the applied index, then an entry was applied before it registered: no
+    # notice will come for that apply, so applied_or must see it by itself.
+    monkeypatch.setattr(raft_module, "LAZY_NOTIFY_S", 3600.0)
+
+    async def scenario():
+        nodes = start_three(asyncio.get_running_loop())
+        try:
+            leader = await leader_of(nodes, 20)
+            follower = next(n for n in nodes if n is not leader)
+            await _settled(nodes)
+            seen = follower.applied_through()
+            await _commit_one(leader)
+            await _applied_everywhere(nodes, leader.applied_through())
+            began = time.monotonic()
+            await asyncio.wait_for(follower.applied_or(seen, 30.0), 30.0)
+            assert time.monotonic() - began < 20.0
+            assert not follower._apply_waiters
+        finally:
+            for node in nodes:
+                node.stop()
+
+    asyncio.run(scenario())
