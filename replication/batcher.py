@@ -41,6 +41,7 @@ APPLY_POLL_S = 0.02  # pysyncobj's no-ops are applied without telling us: look a
 # and bounded (ids, a tube name of at most 200 bytes, a key). Counted as commands are queued, so
 # a batch is taken in O(1).
 COMMAND_BYTES = 256
+RETRY_FIRST_S = 0.01  # the pause after a batch's first failed try; it doubles after each
 RETRY_MAX_S = 0.05  # the longest pause between two tries of a batch
 
 
@@ -103,14 +104,64 @@ class GroupCommit:
                 first = self._try(commands)
             except Exception:  # raised again, and handled, by the task's own try
                 first = None
-            if first is not None and first[0].done() and first[0].exception() is None \
-                    and len(first[0].result()) == len(commands):
+            if first is None:
+                self._start_commit(batch, commands, started, None)
+            elif not first[0].done():
+                self._await_first(batch, commands, started, first)
+            elif self._committed(first[0], commands):
                 self._settle(batch, first[0].result(), started)
                 self._finish(batch)
-                continue
-            task = self._loop.create_task(self._commit(batch, commands, started, first))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            else:
+                self._start_commit(batch, commands, started, None, RETRY_FIRST_S)
+
+    def _start_commit(self, batch: list[tuple[tuple, asyncio.Future]], commands: list[tuple],
+                      started: float, first: tuple[asyncio.Future, float] | None,
+                      pause_s: float = 0.0) -> None:
+        task = self._loop.create_task(self._commit(batch, commands, started, first, pause_s))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _await_first(self, batch: list[tuple[tuple, asyncio.Future]], commands: list[tuple],
+                     started: float, first: tuple[asyncio.Future, float]) -> None:
+        """Wait for the first try from its future's own callback, with a timer for its timeout.
+
+        Most batches commit at the first try; a task that awaited ``wait_for`` cost them three
+        more turns of the loop (the task's first step, ``wait_for``'s own waiter, the task's
+        wake-up) before the replies could be written. A try that fails or times out goes on
+        in ``_commit``, after the pause a failed try takes there.
+        """
+        committed, try_s = first
+
+        def on_done(fut: asyncio.Future) -> None:
+            timer.cancel()
+            if self._committed(fut, commands):
+                self._settle(batch, fut.result(), started)
+                self._finish(batch)
+            else:
+                self._start_commit(batch, commands, started, None, RETRY_FIRST_S)
+
+        def on_timeout() -> None:
+            committed.remove_done_callback(on_done)
+            log.debug("batch not committed within its first try")
+            self._start_commit(batch, commands, started, None, RETRY_FIRST_S)
+
+        committed.add_done_callback(on_done)
+        timer = self._loop.call_later(try_s, on_timeout)
+
+    @staticmethod
+    def _committed(fut: asyncio.Future, commands: list[tuple]) -> bool:
+        """Did this done try commit the batch (a reply for every command)?"""
+        if fut.cancelled():
+            return False
+        exc = fut.exception()
+        if exc is not None:
+            log.debug("batch not committed yet: %r", exc)
+            return False
+        replies = fut.result()
+        if len(replies) != len(commands):
+            log.error("batch of %d got %d replies", len(commands), len(replies))
+            return False
+        return True
 
     def _take_batch(self) -> list[tuple[tuple, asyncio.Future]]:
         pending = self._pending
@@ -150,9 +201,10 @@ class GroupCommit:
         self._schedule()
 
     async def _commit(self, batch: list[tuple[tuple, asyncio.Future]], commands: list[tuple],
-                      started: float, first: tuple[asyncio.Future, float] | None) -> None:
+                      started: float, first: tuple[asyncio.Future, float] | None,
+                      pause_s: float = 0.0) -> None:
         try:
-            replies = await self._propose(commands, started, first)
+            replies = await self._propose(commands, started, first, pause_s)
         except OutcomeUnknown as exc:
             for _c, fut in batch:
                 if not fut.done():
@@ -168,10 +220,16 @@ class GroupCommit:
             self._finish(batch)
 
     async def _propose(self, commands: list[tuple], started: float,
-                       first: tuple[asyncio.Future, float] | None) -> list:
-        """Propose the batch until it commits (``first``: the try ``_flush`` already made)."""
+                       first: tuple[asyncio.Future, float] | None, pause_s: float = 0.0) -> list:
+        """Propose the batch until it commits (``first``: the try ``_flush`` already made;
+        ``pause_s``: a first try failed already, wait this long before the next)."""
         deadline = started + self.commit_timeout_s
-        delay = 0.01
+        delay = RETRY_FIRST_S
+        if pause_s:
+            if time.monotonic() + pause_s >= deadline:
+                raise OutcomeUnknown("no commit within %.1f s" % self.commit_timeout_s)
+            await asyncio.sleep(pause_s)
+            delay = min(pause_s * 2, RETRY_MAX_S)
         while True:
             try:
                 committed, try_s = first if first is not None else self._try(commands)

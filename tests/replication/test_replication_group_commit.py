@@ -73,6 +73,44 @@ def test_a_refused_try_is_proposed_again_and_a_late_answer_to_a_try_given_up_on_
     asyncio.run(scenario())
 
 
+def test_a_first_try_that_commits_is_settled_by_its_own_callback_without_a_task():
+    # The usual batch: its replies are given from the try's future callback, a turn of the loop
+    # after the answer, not by a task that awaited it.
+    async def scenario():
+        raft = RecordingRaft(asyncio.get_running_loop())
+        commit = GroupCommit(raft, try_timeout_s=5.0, commit_timeout_s=10.0)
+        fut = commit.submit((9, 1, 1, 7))
+        await _until(lambda: len(raft.proposals) == 1)
+        assert not commit._tasks
+        raft.proposals[0][1]([("DELETED",)], None)
+        assert await fut == ("DELETED",)
+        assert not commit._tasks and commit.batches == 1
+        nxt = commit.submit((9, 1, 2, 8))  # the next batch goes out: the first is finished
+        await _until(lambda: len(raft.proposals) == 2)
+        raft.proposals[1][1]([("DELETED",)], None)
+        assert await nxt == ("DELETED",)
+
+    asyncio.run(scenario())
+
+
+def test_the_late_answer_of_a_first_try_that_timed_out_is_ignored():
+    async def scenario():
+        raft = RecordingRaft(asyncio.get_running_loop())
+        commit = GroupCommit(raft, try_timeout_s=0.05, commit_timeout_s=10.0)
+        fut = commit.submit((9, 1, 1, 7))
+        await _until(lambda: len(raft.proposals) == 2)  # the first try timed out: a second
+        assert raft.proposals[1][0] == raft.proposals[0][0]
+        raft.proposals[0][1]([("NOT_FOUND",)], None)  # the first try answers late
+        await asyncio.sleep(0.01)
+        assert not fut.done() and commit.batches == 0
+        raft.proposals[1][1]([("DELETED",)], None)
+        assert await fut == ("DELETED",)
+        await asyncio.sleep(0.01)
+        assert commit.batches == 1
+
+    asyncio.run(scenario())
+
+
 def test_a_batch_without_a_definite_outcome_by_the_commit_timeout_fails_as_unknown():
     async def scenario():
         raft = RecordingRaft(asyncio.get_running_loop())
