@@ -114,7 +114,13 @@ class PysyncobjGlue:
         answered_at: dict = {}  # node -> monotonic time this node last answered it
 
         def send_after_sync(send, node, message):
-            if isinstance(message, dict) and message.get("type") == "next_node_idx":
+            if isinstance(message, dict) and message.get("type") == "apply_command_response":
+                # The leader appended a follower's forwarded batch at this index: the
+                # follower's clients wait for its commit (raft._commit_urgent).
+                index = message.get("log_idx")
+                if isinstance(index, int) and index > self._forwarded_upto:
+                    self._forwarded_upto = index
+            elif isinstance(message, dict) and message.get("type") == "next_node_idx":
                 now = monotonic()
                 if (empty_append[0] and message.get("success") and not message.get("reset")
                         and now - answered_at.get(node, float("-inf")) < conf.appendEntriesPeriod / 2):
@@ -170,15 +176,18 @@ class PysyncobjGlue:
         journal.add = add_stamped
 
     def _send_only_what_is_new(self) -> None:
-        """The leader sends an append_entries round only when it carries something new.
+        """The leader sends an append_entries round only when it carries something new, and a
+        new commit index alone only when a follower needs it now (``raft._commit_news_due``).
 
         pysyncobj's leader (``appendEntriesUseBatch=False``) sends a round after every tick that
-        applied entries, to carry the new commit index. ``_tell_commit_first`` already sent that
-        index as the apply began, so the second round only repeated it, and every follower
-        answered it: four more messages per commit in a cluster of three, each one waking a
-        process on cores the nodes share, on the path of the next command. A round now goes out
-        when a connected node lacks entries (or a snapshot), when the commit index moved since
-        the last round, or when a heartbeat is due; nothing the followers need is held back.
+        applied entries, to carry the new commit index. ``_tell_commit_first`` sends that index
+        as the apply begins when a follower waits for it, so the second round only repeated it,
+        and every follower answered it: four more messages per commit in a cluster of three,
+        each one waking a process on cores the nodes share, on the path of the next command. A
+        round now goes out when a connected node lacks entries (or a snapshot), when a heartbeat
+        is due, or when the commit index moved since the last round and the followers need it:
+        at once if one waits for it, else once ``COMMIT_TELL_WITHIN_S`` (``raft.py``) has passed
+        without another round to carry it.
         """
         sync = self._sync
         journal = self._journal
@@ -190,11 +199,13 @@ class PysyncobjGlue:
         def wanted() -> bool:
             now = monotonic()
             commit = sync.raftCommitIndex
-            if commit <= self._commit_sent and now < last_round[0] + conf.appendEntriesPeriod:
+            news = commit > self._commit_sent and self._commit_news_due(now)
+            if not news and now < last_round[0] + conf.appendEntriesPeriod:
                 last = journal[-1][1] if len(journal) else 0
                 if all(next_index.get(node, 0) > last for node in connected):
                     return False
             self._commit_sent = commit
+            self._commit_tell_at = None
             last_round[0] = now
             return True
 

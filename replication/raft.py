@@ -15,8 +15,11 @@ Theory of operation.
   ``call_soon_threadsafe`` per burst.
 * Durability: the journal is fsynced before a follower's ack leaves the node and before each tick
   computes a commit index (see ``journal.py``); the leader syncs right after sending new entries,
-  while its followers write them. As it starts applying newly committed entries, the leader
-  sends the new commit index (``_tell_commit_first``), so its followers apply at the same time.
+  while its followers write them. As it starts applying newly committed entries that a
+  follower's client waits for, the leader sends the new commit index (``_tell_commit_first``),
+  so that follower applies at the same time; any other commit index goes with the next round,
+  within ``COMMIT_TELL_WITHIN_S``. A follower's loop hears of an apply at once only while
+  something there waits for one (``_notify_applied``).
 * Peer connections are ours (``peer_link.py``): linear in the bytes they move, big messages in
   sealed fragments that small acknowledgements may pass, each fragment from the leader counted
   as a heartbeat; messages sealed with AES-GCM under the cluster secret (``peer_crypto.py``)
@@ -89,6 +92,7 @@ CAMPAIGN_HOLD_ELECTIONS = 2  # a restarted member waits this many election timeo
 
 JOIN_QUIET_S = 10.0 ** 6  # the election timeout of a node not yet added to the cluster
 
+COMMIT_TELL_WITHIN_S = 0.002  # a commit index no follower waits for goes out this late at most
 LAZY_NOTIFY_S = 0.05  # a follower's loop hears of applied entries no one waits for this late
 
 LOOP_TICKS_PER_TURN = 8  # a lone node's ticks in one turn of the loop while an entry is pending
@@ -108,6 +112,9 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self.machine = Machine(max_job_size=sys.maxsize if cap is None else cap)
         self.applied_index = 0
         self._commit_sent = 0  # the commit index of the leader's latest append_entries round
+        self._commit_tell_at: float | None = None  # a commit index held back goes out by then
+        self._tell_now = False  # a round for the commit index alone may go out (_tell_commit_now)
+        self._forwarded_upto = 0  # the highest index of a batch a follower forwarded to us
         self._on_events = on_events
         self._outbox: collections.deque = collections.deque()
         self._drain_scheduled = False
@@ -140,11 +147,13 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         # Runs after the tick's new entries went out to the followers and before it waits: the
         # leader's own fsync overlaps its followers' instead of following their acknowledgements.
         self._sync.addOnTickCallback(self._journal.sync_for_ack)
+        self._sync.addOnTickCallback(self._tell_commit_when_due)
         self._keep_next_index_monotonic()
         peer_link.set_progress_hook(seam.poller(self._sync), self._on_leader_progress)
         self._apply_id = seam.method_id(self._sync, "apply_entry_v0")
         seam.shortcut_apply(self._sync, self._apply_command)
-        self._reads = ReadIndex(self._sync, lambda token, index: self._post(("read", token, index)))
+        self._reads = ReadIndex(self._sync, lambda token, index: self._post(("read", token, index)),
+                                before_remote_answers=self._tell_commit_for_reads)
         self._read_waiters: dict[int, asyncio.Future] = {}
         self._apply_waiters: list[asyncio.Future] = []
         self._notify_owed_at: float | None = None  # a follower's first apply not yet notified
@@ -323,7 +332,10 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         period = self.config.timing.tick_s
         while not self._stopping:
             busy = self._single and self._single_node_busy()
-            if not self._tick(0.0 if busy else period):
+            tell_at = self._commit_tell_at  # a commit index held back: wake up to tell it
+            wait = 0.0 if busy else period if tell_at is None else \
+                min(period, max(0.0, tell_at - monotonic()))
+            if not self._tick(wait):
                 time.sleep(period)
 
     def _tick(self, wait_s: float) -> bool:
@@ -488,6 +500,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         names = {0: "follower", 1: "candidate", 2: "leader"}
         log.info("role %s -> %s", names.get(old, old), names.get(new, new))
         self._commit_sent = 0  # a new leader's first round always carries its commit index
+        self._commit_tell_at = None
         self._status_at = 0.0
         self._post(("notify", None))
 
@@ -503,19 +516,62 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         batch = batch_view(command, self._apply_id)
         return original(command) if batch is None else self._apply(batch)
 
-    def _tell_commit_first(self) -> None:
-        """A leader of a cluster sends the commit index before it applies what it committed.
+    # When the leader tells its followers a new commit index. A follower needs it at once when
+    # one of its clients waits for the entry: a batch it forwarded, or a session of its waiting
+    # for a job (an event), or a read of its waiting for a read index. Then the leader sends it
+    # before it applies the entries itself, so that they apply at the same time (pysyncobj
+    # sends it after its own apply). Otherwise, as for the leader's own puts one at a time, the
+    # index goes with the next round of entries or heartbeat, and at the latest after
+    # COMMIT_TELL_WITHIN_S: a dedicated round cost two messages, and each follower a tick, per
+    # commit, on the cores the three nodes share.
 
-        pysyncobj sends it after applying every newly committed entry, so each follower (and
-        the client waiting there) waited for the leader's apply before starting its own; now
-        the two overlap. Sent once per advance of the commit index (tick thread); pysyncobj's
-        own round after the apply then has nothing new to send (``_send_only_what_is_new``).
-        """
+    def _tell_commit_first(self) -> None:
+        """Before the leader applies newly committed entries: tell them now if a follower's
+        client waits for them (tick thread)."""
         sync = self._sync
         if self._single or not seam.is_leader(sync):
             return
-        if sync.raftCommitIndex > self._commit_sent:
-            seam.send_append_entries(sync)
+        if sync.raftCommitIndex > self._commit_sent and self._commit_urgent():
+            self._tell_commit_now()
+
+    def _commit_urgent(self) -> bool:
+        """Does a follower need the new commit index at once? A batch it forwarded was appended
+        since the last index told, or some session waits for a job (its event may be owed on a
+        follower). Reads are told apart (``_tell_commit_for_reads``)."""
+        return self._forwarded_upto > self._commit_sent or bool(self.machine.waiting)
+
+    def _tell_commit_now(self) -> None:
+        self._tell_now = True
+        try:
+            seam.send_append_entries(self._sync)
+        finally:
+            self._tell_now = False
+
+    def _tell_commit_for_reads(self) -> None:
+        """Before the leader answers followers' read indexes: they wait until they have applied
+        that index, so they must know it is committed (tick thread)."""
+        if not self._single and seam.is_leader(self._sync) \
+                and self._sync.raftCommitIndex > self._commit_sent:
+            self._tell_commit_now()
+
+    def _commit_news_due(self, now: float) -> bool:
+        """glue's round filter: may a round go out for a new commit index alone?"""
+        if self._tell_now:
+            return True
+        if self._commit_tell_at is None:
+            self._commit_tell_at = now + COMMIT_TELL_WITHIN_S
+            return False
+        return now >= self._commit_tell_at
+
+    def _tell_commit_when_due(self) -> None:
+        """A tick callback: a commit index held back is told once COMMIT_TELL_WITHIN_S passed."""
+        at = self._commit_tell_at
+        if at is None or monotonic() < at:
+            return
+        if seam.is_leader(self._sync) and self._sync.raftCommitIndex > self._commit_sent:
+            seam.send_append_entries(self._sync)  # the filter clears the deadline
+        else:
+            self._commit_tell_at = None
 
     def _apply(self, entry: bytes):
         """Apply one committed batch. Never raises: pysyncobj would re-run it forever."""

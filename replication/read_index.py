@@ -13,7 +13,9 @@ Theory of operation (Raft dissertation §6.4; the same scheme as etcd's ReadInde
   commit index noted when the round began is a safe read index. One round serves every read
   that arrived before it began, so a busy node pays one round per heartbeat period, not per read.
 * A follower asks its leader (``br_read_req``); the leader runs a round and answers with the
-  index (``br_read_index``). The follower then waits until it has applied that index.
+  index (``br_read_index``), after an append_entries round that tells the follower the commit
+  index if it may not know it yet (``before_remote_answers``: a leader holds back a commit
+  index no follower waits for). The follower then waits until it has applied that index.
 * No timing assumption is made (no lease): clocks may drift, processes may freeze. A request
   that gets no answer, because the leader changed or a message was lost, is asked again by the
   caller (``RaftNode.read_index``) until its own deadline.
@@ -41,9 +43,11 @@ MAX_ROUNDS = 1_024  # unconfirmed rounds kept (a cut-off leader); older ones are
 class ReadIndex:
     """The tick-thread side of read indexes; ``deliver(token, index)`` hands results back."""
 
-    def __init__(self, sync, deliver: Callable[[int, int], None]):
+    def __init__(self, sync, deliver: Callable[[int, int], None],
+                 before_remote_answers: Callable[[], None] = lambda: None):
         self._sync = sync
         self._deliver = deliver
+        self._before_remote_answers = before_remote_answers  # the leader tells its commit index
         self._tokens = itertools.count(1)
         self.requests: collections.deque = collections.deque()  # tokens from the event loop
         self._local: list[int] = []  # this node's tokens for the next round
@@ -140,5 +144,7 @@ class ReadIndex:
             self._rounds.popleft()
             for token in local:
                 self._deliver(token, commit)
+            if remote:
+                self._before_remote_answers()
             for node, token in remote:
                 transport.send(node, {"type": ANSWER, "token": token, "index": commit})

@@ -1,5 +1,6 @@
-"""A leader tells its followers that entries committed before it applies them itself, so the
-followers (and the clients waiting on them) apply at the same time instead of after the leader.
+"""A leader tells its followers that entries a follower's client waits for (a batch the follower
+forwarded) are committed before it applies them itself, so the followers (and the clients waiting
+on them) apply at the same time instead of after the leader.
 
 Method: three real BeanRaft ``RaftNode`` objects (real pysyncobj, sealed peer links on loopback
 ports, one Raft thread each) in this process. The leader's state machine is made to hold its
@@ -51,7 +52,8 @@ async def _hold_one_apply(nodes) -> str:
 
     leader.machine.apply_batch = held_apply
     try:
-        await asyncio.wait_for(leader.submit(encode_entry(time.time_ns(), [(17, 0, 0)])), 20)
+        # Proposed on a follower: forwarded to the leader, whose client waits there.
+        await asyncio.wait_for(followers[0].submit(encode_entry(time.time_ns(), [(17, 0, 0)])), 20)
     except Exception:  # the held leader was deposed: the entry's fate is the next leader's
         pass
     finally:
