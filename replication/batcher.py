@@ -142,6 +142,9 @@ class GroupCommit:
 
         def on_timeout() -> None:
             committed.remove_done_callback(on_done)
+            # As wait_for did: a late outcome of this try is dropped (bridge._drain skips a done
+            # future), never left unretrieved for asyncio to report.
+            committed.cancel()
             log.debug("batch not committed within its first try")
             self._start_commit(batch, commands, started, None, RETRY_FIRST_S)
 

@@ -111,6 +111,28 @@ def test_the_late_answer_of_a_first_try_that_timed_out_is_ignored():
     asyncio.run(scenario())
 
 
+def test_a_first_try_that_timed_out_and_fails_later_leaves_no_unretrieved_exception():
+    # Its future was given up on: a CommitError set on it later must not reach asyncio's
+    # "exception was never retrieved" report when it is collected.
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        reported = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        raft = RecordingRaft(loop)
+        commit = GroupCommit(raft, try_timeout_s=0.05, commit_timeout_s=10.0)
+        fut = commit.submit((9, 1, 1, 7))
+        await _until(lambda: len(raft.proposals) == 2)  # the first try timed out: a second
+        raft.proposals[0][1](None, CommitError(5))  # the first try fails late
+        raft.proposals[1][1]([("DELETED",)], None)
+        assert await fut == ("DELETED",)
+        del raft, commit  # the last references to the first try's future
+        gc.collect()
+        await asyncio.sleep(0)
+        assert reported == []
+
+    asyncio.run(scenario())
+
+
 def test_a_batch_without_a_definite_outcome_by_the_commit_timeout_fails_as_unknown():
     async def scenario():
         raft = RecordingRaft(asyncio.get_running_loop())
