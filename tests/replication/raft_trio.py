@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Awaitable, Callable
 
 from upstream import free_port
 
@@ -34,3 +35,20 @@ async def leader_of(nodes: list[RaftNode], timeout_s: float) -> RaftNode:
             return leaders[0]
         await asyncio.sleep(0.05)
     raise AssertionError("no leader elected")
+
+
+def run_three(body: Callable[[list[RaftNode], RaftNode], Awaitable[None]],
+              timing: Timing | None = None) -> None:
+    """``asyncio.run``: start three nodes, wait for a leader, ``await body(nodes, leader)``,
+    then stop the nodes whatever happened."""
+    async def scenario() -> None:
+        nodes = build_three(asyncio.get_running_loop(), timing)
+        for node in nodes:
+            node.start()
+        try:
+            await body(nodes, await leader_of(nodes, 30))
+        finally:
+            for node in nodes:
+                node.stop()
+
+    asyncio.run(scenario())

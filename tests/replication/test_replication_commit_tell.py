@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Awaitable, Callable
 
-from raft_trio import build_three, leader_of
+from raft_trio import run_three
 
 from beanraft.jobs.commands import Op
 from beanraft.replication import raft as raft_module
@@ -31,14 +32,16 @@ def _entry(*commands) -> bytes:
     return encode_entry(time.time_ns(), list(commands))
 
 
-async def _trio(monkeypatch, timing: Timing = TIMING):
+def _on_trio(monkeypatch, body, timing: Timing = TIMING) -> None:
+    """Run ``await body(leader, followers)`` on three nodes whose leader has committed an entry
+    of its term, with commit indexes held back for an hour unless a follower needs them."""
     monkeypatch.setattr(raft_module, "COMMIT_TELL_WITHIN_S", 3600.0)
-    nodes = build_three(asyncio.get_running_loop(), timing)
-    for node in nodes:
-        node.start()
-    leader = await leader_of(nodes, 30)
-    await asyncio.wait_for(leader.submit(_entry((Op.TICK, 0, 0))), 20)
-    return nodes, leader, [n for n in nodes if n is not leader]
+
+    async def with_leader(nodes, leader) -> None:
+        await asyncio.wait_for(leader.submit(_entry((Op.TICK, 0, 0))), 20)
+        await body(leader, [n for n in nodes if n is not leader])
+
+    run_three(with_leader, timing)
 
 
 async def _knows_commit(follower, index: int, timeout_s: float = 20) -> float:
@@ -48,6 +51,16 @@ async def _knows_commit(follower, index: int, timeout_s: float = 20) -> float:
         assert time.monotonic() - began < timeout_s, (follower.applied_through(), index)
         await asyncio.sleep(0.002)
     return time.monotonic() - began
+
+
+async def _prompt_in_some_round(one_round: Callable[[int], Awaitable[float]], what: str) -> None:
+    """``one_round(i)`` answers how long a follower took to learn something; told at once, one
+    of ROUNDS rounds is under PROMPT_S (a heartbeat makes each so with odds of 0.3 at most)."""
+    for i in range(ROUNDS):
+        took = await one_round(i)
+        if took < PROMPT_S:
+            return
+    raise AssertionError(f"{what} only {took:.3f} s later")
 
 
 def _count_appends(leader) -> list[int]:
@@ -66,89 +79,67 @@ def _count_appends(leader) -> list[int]:
 
 
 def test_the_leader_holds_back_the_commit_index_of_its_own_entries(monkeypatch):
-    async def scenario():
-        nodes, leader, _followers = await _trio(monkeypatch)
-        try:
-            sent = _count_appends(leader)
-            began = time.monotonic()
-            entries = 40
-            for _ in range(entries):
-                await asyncio.wait_for(leader.submit(_entry((Op.TICK, 0, 0))), 20)
-            took = time.monotonic() - began
-            # One round per entry to each follower (it carries the commit index of the entry
-            # before), plus the heartbeats; a round per commit as well would double it.
-            heartbeats = 2 * (took / HEARTBEAT_S + 2)
-            assert len(sent) <= 2 * entries + heartbeats, (len(sent), took)
-        finally:
-            for node in nodes:
-                node.stop()
+    async def body(leader, _followers):
+        sent = _count_appends(leader)
+        began = time.monotonic()
+        entries = 40
+        for _ in range(entries):
+            await asyncio.wait_for(leader.submit(_entry((Op.TICK, 0, 0))), 20)
+        took = time.monotonic() - began
+        # One round per entry to each follower (it carries the commit index of the entry
+        # before), plus the heartbeats; a round per commit as well would double it.
+        heartbeats = 2 * (took / HEARTBEAT_S + 2)
+        assert len(sent) <= 2 * entries + heartbeats, (len(sent), took)
 
-    asyncio.run(scenario())
+    _on_trio(monkeypatch, body)
 
 
 def test_a_batch_forwarded_by_a_follower_is_told_committed_at_once(monkeypatch):
-    async def scenario():
-        nodes, _leader, followers = await _trio(monkeypatch)
-        try:
-            entries = 10
-            began = time.monotonic()
-            for _ in range(entries):
-                await asyncio.wait_for(followers[0].submit(_entry((Op.TICK, 0, 0))), 20)
-            took = time.monotonic() - began
-            # Told by heartbeats, ten entries would take about ten half-heartbeats.
-            assert took < 0.1 * entries, took
-        finally:
-            for node in nodes:
-                node.stop()
+    async def body(_leader, followers):
+        entries = 10
+        began = time.monotonic()
+        for _ in range(entries):
+            await asyncio.wait_for(followers[0].submit(_entry((Op.TICK, 0, 0))), 20)
+        took = time.monotonic() - began
+        # Told by heartbeats, ten entries would take about ten half-heartbeats.
+        assert took < 0.1 * entries, took
 
-    asyncio.run(scenario())
+    _on_trio(monkeypatch, body)
 
 
 def test_a_follower_whose_session_waits_for_a_job_is_told_at_once(monkeypatch):
-    async def scenario():
-        nodes, leader, followers = await _trio(monkeypatch)
-        try:
-            epoch = (await leader.submit(_entry((Op.NODE_START, 0, 0, "a"))))[0][1]
-            waiter, producer = (epoch << 32) | 1, (epoch << 32) | 2
-            await leader.submit(_entry((Op.OPEN, waiter, 1), (Op.OPEN, producer, 1)))
-            for seq in range(2, 2 + ROUNDS):
-                # The waiter's reserve is proposed on a follower: the session waits there.
-                reply = await followers[0].submit(_entry((Op.RESERVE, waiter, seq, 60 * 10**9)))
-                assert reply[0][0] == "WAITING", reply
-                await _knows_commit(followers[1], leader.applied_through())
-                await asyncio.sleep(0.05)
-                await leader.submit(_entry((Op.PUT, producer, seq, 0, 0, 60, b"job")))
-                index = leader.applied_through()
-                took = await _knows_commit(followers[0], index)
-                if took < PROMPT_S:
-                    return
-            raise AssertionError(f"the follower learned the commit only {took:.3f} s later")
-        finally:
-            for node in nodes:
-                node.stop()
+    async def body(leader, followers):
+        epoch = (await leader.submit(_entry((Op.NODE_START, 0, 0, "a"))))[0][1]
+        waiter, producer = (epoch << 32) | 1, (epoch << 32) | 2
+        await leader.submit(_entry((Op.OPEN, waiter, 1), (Op.OPEN, producer, 1)))
 
-    asyncio.run(scenario())
+        async def one_round(i: int) -> float:
+            seq = 2 + i
+            # The waiter's reserve is proposed on a follower: the session waits there.
+            reply = await followers[0].submit(_entry((Op.RESERVE, waiter, seq, 60 * 10**9)))
+            assert reply[0][0] == "WAITING", reply
+            await _knows_commit(followers[1], leader.applied_through())
+            await asyncio.sleep(0.05)
+            await leader.submit(_entry((Op.PUT, producer, seq, 0, 0, 60, b"job")))
+            return await _knows_commit(followers[0], leader.applied_through())
+
+        await _prompt_in_some_round(one_round, "the follower learned the commit")
+
+    _on_trio(monkeypatch, body)
 
 
 def test_a_follower_read_index_comes_after_the_commit_index_it_names(monkeypatch):
-    async def scenario():
-        nodes, leader, followers = await _trio(monkeypatch)
-        try:
-            for _ in range(ROUNDS):
-                await leader.submit(_entry((Op.TICK, 0, 0)))  # held back from the followers
-                began = time.monotonic()
-                index = await followers[0].read_index(5.0)
-                assert index >= leader.applied_through() - 1
-                await _knows_commit(followers[0], index)
-                took = time.monotonic() - began
-                if took < PROMPT_S:
-                    return
-            raise AssertionError(f"the read index was applied only {took:.3f} s later")
-        finally:
-            for node in nodes:
-                node.stop()
+    async def body(leader, followers):
+        async def one_round(_i: int) -> float:
+            await leader.submit(_entry((Op.TICK, 0, 0)))  # held back from the followers
+            began = time.monotonic()
+            index = await followers[0].read_index(5.0)
+            await _knows_commit(followers[0], index)
+            return time.monotonic() - began
 
-    asyncio.run(scenario())
+        await _prompt_in_some_round(one_round, "the read index was applied")
+
+    _on_trio(monkeypatch, body)
 
 
 def test_a_commit_index_held_back_goes_out_within_its_limit(monkeypatch):
@@ -156,18 +147,13 @@ def test_a_commit_index_held_back_goes_out_within_its_limit(monkeypatch):
     slow_ticks = Timing(tick_s=0.25, heartbeat_s=HEARTBEAT_S, election_min_s=1.6,
                         election_max_s=2.4)
 
-    async def scenario():
-        nodes, leader, followers = await _trio(monkeypatch, slow_ticks)
+    async def body(leader, followers):
         monkeypatch.setattr(raft_module, "COMMIT_TELL_WITHIN_S", 0.01)
-        try:
-            for _ in range(ROUNDS):
-                await leader.submit(_entry((Op.TICK, 0, 0)))
-                took = await _knows_commit(followers[0], leader.applied_through())
-                if took < PROMPT_S:
-                    return
-            raise AssertionError(f"the follower learned the commit only {took:.3f} s later")
-        finally:
-            for node in nodes:
-                node.stop()
 
-    asyncio.run(scenario())
+        async def one_round(_i: int) -> float:
+            await leader.submit(_entry((Op.TICK, 0, 0)))
+            return await _knows_commit(followers[0], leader.applied_through())
+
+        await _prompt_in_some_round(one_round, "the follower learned the commit")
+
+    _on_trio(monkeypatch, body, slow_ticks)

@@ -41,11 +41,31 @@ class RecordingRaft:
         return fut
 
 
+def _watched_group(**timeouts) -> tuple[RecordingRaft, GroupCommit, list]:
+    """Group commit in front of a recording stand-in on the running loop, and the list of what
+    asyncio reports from now on ("exception was never retrieved", ...)."""
+    loop = asyncio.get_running_loop()
+    reported: list = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    raft = RecordingRaft(loop)
+    return raft, GroupCommit(raft, **timeouts), reported
+
+
 async def _until(predicate, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
         await asyncio.sleep(0.001)
+
+
+async def _goes_out_and_commits(commit, raft, command) -> None:
+    """``command`` is proposed as a batch of its own at once, and its reply reaches its future."""
+    before = len(raft.proposals)
+    fut = commit.submit(command)
+    await _until(lambda: len(raft.proposals) == before + 1)
+    assert raft.proposals[-1][0] == [command]
+    raft.proposals[-1][1]([("DELETED",)], None)
+    assert await fut == ("DELETED",)
 
 
 def test_a_refused_try_is_proposed_again_and_a_late_answer_to_a_try_given_up_on_is_ignored():
@@ -77,54 +97,36 @@ def test_a_first_try_that_commits_is_settled_by_its_own_callback_without_a_task(
     # The usual batch: its replies are given from the try's future callback, a turn of the loop
     # after the answer, not by a task that awaited it.
     async def scenario():
-        raft = RecordingRaft(asyncio.get_running_loop())
-        commit = GroupCommit(raft, try_timeout_s=5.0, commit_timeout_s=10.0)
+        raft, commit, reported = _watched_group(try_timeout_s=5.0, commit_timeout_s=10.0)
         fut = commit.submit((9, 1, 1, 7))
         await _until(lambda: len(raft.proposals) == 1)
         assert not commit._tasks
         raft.proposals[0][1]([("DELETED",)], None)
         assert await fut == ("DELETED",)
         assert not commit._tasks and commit.batches == 1
-        nxt = commit.submit((9, 1, 2, 8))  # the next batch goes out: the first is finished
-        await _until(lambda: len(raft.proposals) == 2)
-        raft.proposals[1][1]([("DELETED",)], None)
-        assert await nxt == ("DELETED",)
+        await _goes_out_and_commits(commit, raft, (9, 1, 2, 8))  # the first is finished
+        assert reported == []
 
     asyncio.run(scenario())
 
 
-def test_the_late_answer_of_a_first_try_that_timed_out_is_ignored():
+@pytest.mark.parametrize("late", [([("NOT_FOUND",)], None), (None, CommitError(5))],
+                         ids=["late reply", "late failure"])
+def test_the_late_outcome_of_a_first_try_that_timed_out_is_ignored_and_never_reported(late):
+    # The try's future was given up on: its late reply must not settle the batch, and a late
+    # CommitError must not reach asyncio's "exception was never retrieved" report either.
     async def scenario():
-        raft = RecordingRaft(asyncio.get_running_loop())
-        commit = GroupCommit(raft, try_timeout_s=0.05, commit_timeout_s=10.0)
+        raft, commit, reported = _watched_group(try_timeout_s=0.05, commit_timeout_s=10.0)
         fut = commit.submit((9, 1, 1, 7))
         await _until(lambda: len(raft.proposals) == 2)  # the first try timed out: a second
         assert raft.proposals[1][0] == raft.proposals[0][0]
-        raft.proposals[0][1]([("NOT_FOUND",)], None)  # the first try answers late
+        raft.proposals[0][1](*late)  # the first try's outcome comes late
         await asyncio.sleep(0.01)
         assert not fut.done() and commit.batches == 0
         raft.proposals[1][1]([("DELETED",)], None)
         assert await fut == ("DELETED",)
         await asyncio.sleep(0.01)
         assert commit.batches == 1
-
-    asyncio.run(scenario())
-
-
-def test_a_first_try_that_timed_out_and_fails_later_leaves_no_unretrieved_exception():
-    # Its future was given up on: a CommitError set on it later must not reach asyncio's
-    # "exception was never retrieved" report when it is collected.
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        reported = []
-        loop.set_exception_handler(lambda _loop, context: reported.append(context))
-        raft = RecordingRaft(loop)
-        commit = GroupCommit(raft, try_timeout_s=0.05, commit_timeout_s=10.0)
-        fut = commit.submit((9, 1, 1, 7))
-        await _until(lambda: len(raft.proposals) == 2)  # the first try timed out: a second
-        raft.proposals[0][1](None, CommitError(5))  # the first try fails late
-        raft.proposals[1][1]([("DELETED",)], None)
-        assert await fut == ("DELETED",)
         del raft, commit  # the last references to the first try's future
         gc.collect()
         await asyncio.sleep(0)
@@ -142,10 +144,7 @@ def test_a_batch_without_a_definite_outcome_by_the_commit_timeout_fails_as_unkno
             await asyncio.wait_for(fut, 5.0)
         tries = len(raft.proposals)
         assert tries >= 2 and all(p[0] == [(9, 1, 1, 7)] for p in raft.proposals)
-        nxt = commit.submit((9, 1, 2, 8))  # the group goes on with the next batch
-        await _until(lambda: len(raft.proposals) == tries + 1)
-        raft.proposals[-1][1]([("DELETED",)], None)
-        assert await nxt == ("DELETED",)
+        await _goes_out_and_commits(commit, raft, (9, 1, 2, 8))  # the group goes on
 
     asyncio.run(scenario())
 
@@ -154,11 +153,7 @@ def test_an_abandoned_command_that_fails_as_unknown_is_not_reported_as_unretriev
     # A closing connection drops the futures of its queued commands without awaiting them; their
     # OutcomeUnknown is expected and must not reach asyncio's "exception never retrieved" report.
     async def scenario():
-        loop = asyncio.get_running_loop()
-        reported = []
-        loop.set_exception_handler(lambda _loop, context: reported.append(context))
-        raft = RecordingRaft(loop)
-        commit = GroupCommit(raft, try_timeout_s=0.02, commit_timeout_s=0.1)
+        raft, commit, reported = _watched_group(try_timeout_s=0.02, commit_timeout_s=0.1)
         abandoned = [commit.submit((9, 1, seq, 7)) for seq in (1, 2)]
         await _until(lambda: all(f.done() for f in abandoned))
         assert all(isinstance(f.exception(), OutcomeUnknown) for f in abandoned[:1])

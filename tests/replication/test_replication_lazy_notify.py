@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from raft_trio import leader_of, start_three
+from raft_trio import run_three
 
 from beanraft.replication import raft as raft_module
 from beanraft.replication.codec import encode_entry
@@ -57,52 +57,40 @@ async def _applied_everywhere(nodes, index: int, timeout_s: float = 20) -> None:
 
 
 def test_a_follower_loop_is_not_woken_for_each_entry_its_leader_commits():
-    async def scenario():
-        nodes = start_three(asyncio.get_running_loop())
-        try:
-            leader = await leader_of(nodes, 20)
+    async def body(nodes, leader):
+        await _commit_one(leader)
+        await _applied_everywhere(nodes, leader.applied_through())
+        follower = next(n for n in nodes if n is not leader)
+        on_follower, on_leader = _count_notifies(follower), _count_notifies(leader)
+        began = time.monotonic()
+        for _ in range(ENTRIES):
             await _commit_one(leader)
-            await _applied_everywhere(nodes, leader.applied_through())
-            follower = next(n for n in nodes if n is not leader)
-            on_follower, on_leader = _count_notifies(follower), _count_notifies(leader)
-            began = time.monotonic()
-            for _ in range(ENTRIES):
-                await _commit_one(leader)
-            await _applied_everywhere(nodes, leader.applied_through())
-            took = time.monotonic() - began
-            assert len(on_leader) >= ENTRIES  # the leader's pulse hears of every apply
-            # At most one notify per LAZY_NOTIFY_S (the first once it is due), plus the
-            # one the last entries may still owe.
-            assert len(on_follower) <= took / raft_module.LAZY_NOTIFY_S + 2, (len(on_follower), took)
-        finally:
-            for node in nodes:
-                node.stop()
+        await _applied_everywhere(nodes, leader.applied_through())
+        took = time.monotonic() - began
+        assert len(on_leader) >= ENTRIES  # the leader's pulse hears of every apply
+        # At most one notify per LAZY_NOTIFY_S (the first once it is due), plus the
+        # one the last entries may still owe.
+        assert len(on_follower) <= took / raft_module.LAZY_NOTIFY_S + 2, (len(on_follower), took)
 
-    asyncio.run(scenario())
+    run_three(body)
 
 
 def test_a_follower_listener_still_hears_of_an_apply_that_no_one_waits_for():
-    async def scenario():
-        nodes = start_three(asyncio.get_running_loop())
-        try:
-            leader = await leader_of(nodes, 20)
-            await _commit_one(leader)
-            follower = next(n for n in nodes if n is not leader)
-            await _applied_everywhere(nodes, leader.applied_through())
-            await asyncio.sleep(2 * raft_module.LAZY_NOTIFY_S + 0.1)  # nothing owed any more
-            heard: list[int] = []
-            follower.add_listener(lambda: heard.append(follower.applied_through()))
-            await _commit_one(leader)
-            index = leader.applied_through()
-            until = time.monotonic() + 10
-            while not any(seen >= index for seen in heard):
-                assert time.monotonic() < until, (heard, index)
-                await asyncio.sleep(0.01)
-        finally:
-            for node in nodes:
-                node.stop()
+    async def body(nodes, leader):
+        await _commit_one(leader)
+        follower = next(n for n in nodes if n is not leader)
+        await _applied_everywhere(nodes, leader.applied_through())
+        await asyncio.sleep(2 * raft_module.LAZY_NOTIFY_S + 0.1)  # nothing owed any more
+        heard: list[int] = []
+        follower.add_listener(lambda: heard.append(follower.applied_through()))
+        await _commit_one(leader)
+        index = leader.applied_through()
+        until = time.monotonic() + 10
+        while not any(seen >= index for seen in heard):
+            assert time.monotonic() < until, (heard, index)
+            await asyncio.sleep(0.01)
 
-    asyncio.run(scenario())
+    run_three(body)
 
 
 def test_a_waiter_on_a_follower_is_woken_by_the_apply_itself(monkeypatch):
@@ -110,28 +98,22 @@ def test_a_waiter_on_a_follower_is_woken_by_the_apply_itself(monkeypatch):
     # own timeout.
     monkeypatch.setattr(raft_module, "LAZY_NOTIFY_S", 3600.0)
 
-    async def scenario():
-        nodes = start_three(asyncio.get_running_loop())
-        try:
-            leader = await leader_of(nodes, 20)
-            await _commit_one(leader)
-            follower = next(n for n in nodes if n is not leader)
-            await _applied_everywhere(nodes, leader.applied_through())
-            await _settled(nodes)
-            seen = follower.applied_through()
-            waiting = asyncio.ensure_future(follower.applied_or(seen, 30.0))
-            await asyncio.sleep(0)  # registered
-            assert follower._apply_waiters
-            began = time.monotonic()
-            await _commit_one(leader)
-            await asyncio.wait_for(waiting, 30.0)
-            assert time.monotonic() - began < 20.0  # woken, not timed out
-            assert follower.applied_through() > seen
-        finally:
-            for node in nodes:
-                node.stop()
+    async def body(nodes, leader):
+        await _commit_one(leader)
+        follower = next(n for n in nodes if n is not leader)
+        await _applied_everywhere(nodes, leader.applied_through())
+        await _settled(nodes)
+        seen = follower.applied_through()
+        waiting = asyncio.ensure_future(follower.applied_or(seen, 30.0))
+        await asyncio.sleep(0)  # registered
+        assert follower._apply_waiters
+        began = time.monotonic()
+        await _commit_one(leader)
+        await asyncio.wait_for(waiting, 30.0)
+        assert time.monotonic() - began < 20.0  # woken, not timed out
+        assert follower.applied_through() > seen
 
-    asyncio.run(scenario())
+    run_three(body)
 
 
 def test_applied_or_returns_at_once_when_the_caller_looked_before_an_apply(monkeypatch):
@@ -139,21 +121,15 @@ def test_applied_or_returns_at_once_when_the_caller_looked_before_an_apply(monke
     # notice will come for that apply, so applied_or must see it by itself.
     monkeypatch.setattr(raft_module, "LAZY_NOTIFY_S", 3600.0)
 
-    async def scenario():
-        nodes = start_three(asyncio.get_running_loop())
-        try:
-            leader = await leader_of(nodes, 20)
-            follower = next(n for n in nodes if n is not leader)
-            await _settled(nodes)
-            seen = follower.applied_through()
-            await _commit_one(leader)
-            await _applied_everywhere(nodes, leader.applied_through())
-            began = time.monotonic()
-            await asyncio.wait_for(follower.applied_or(seen, 30.0), 30.0)
-            assert time.monotonic() - began < 20.0
-            assert not follower._apply_waiters
-        finally:
-            for node in nodes:
-                node.stop()
+    async def body(nodes, leader):
+        follower = next(n for n in nodes if n is not leader)
+        await _settled(nodes)
+        seen = follower.applied_through()
+        await _commit_one(leader)
+        await _applied_everywhere(nodes, leader.applied_through())
+        began = time.monotonic()
+        await asyncio.wait_for(follower.applied_or(seen, 30.0), 30.0)
+        assert time.monotonic() - began < 20.0
+        assert not follower._apply_waiters
 
-    asyncio.run(scenario())
+    run_three(body)
