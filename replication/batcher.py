@@ -112,12 +112,12 @@ class GroupCommit:
                 self._settle(batch, first[0].result(), started)
                 self._finish(batch)
             else:
-                self._start_commit(batch, commands, started, None, RETRY_FIRST_S)
+                self._start_commit(batch, commands, started, None, failed=True)
 
     def _start_commit(self, batch: list[tuple[tuple, asyncio.Future]], commands: list[tuple],
                       started: float, first: tuple[asyncio.Future, float] | None,
-                      pause_s: float = 0.0) -> None:
-        task = self._loop.create_task(self._commit(batch, commands, started, first, pause_s))
+                      failed: bool = False) -> None:
+        task = self._loop.create_task(self._commit(batch, commands, started, first, failed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -138,7 +138,7 @@ class GroupCommit:
                 self._settle(batch, fut.result(), started)
                 self._finish(batch)
             else:
-                self._start_commit(batch, commands, started, None, RETRY_FIRST_S)
+                self._start_commit(batch, commands, started, None, failed=True)
 
         def on_timeout() -> None:
             committed.remove_done_callback(on_done)
@@ -146,7 +146,7 @@ class GroupCommit:
             # future), never left unretrieved for asyncio to report.
             committed.cancel()
             log.debug("batch not committed within its first try")
-            self._start_commit(batch, commands, started, None, RETRY_FIRST_S)
+            self._start_commit(batch, commands, started, None, failed=True)
 
         committed.add_done_callback(on_done)
         timer = self._loop.call_later(try_s, on_timeout)
@@ -205,9 +205,9 @@ class GroupCommit:
 
     async def _commit(self, batch: list[tuple[tuple, asyncio.Future]], commands: list[tuple],
                       started: float, first: tuple[asyncio.Future, float] | None,
-                      pause_s: float = 0.0) -> None:
+                      failed: bool = False) -> None:
         try:
-            replies = await self._propose(commands, started, first, pause_s)
+            replies = await self._propose(commands, started, first, failed)
         except OutcomeUnknown as exc:
             for _c, fut in batch:
                 if not fut.done():
@@ -223,17 +223,21 @@ class GroupCommit:
             self._finish(batch)
 
     async def _propose(self, commands: list[tuple], started: float,
-                       first: tuple[asyncio.Future, float] | None, pause_s: float = 0.0) -> list:
+                       first: tuple[asyncio.Future, float] | None, failed: bool = False) -> list:
         """Propose the batch until it commits (``first``: the try ``_flush`` already made;
-        ``pause_s``: a first try failed already, wait this long before the next)."""
+        ``failed``: a first try failed already, so pause before the next)."""
         deadline = started + self.commit_timeout_s
         delay = RETRY_FIRST_S
-        if pause_s:
-            if time.monotonic() + pause_s >= deadline:
-                raise OutcomeUnknown("no commit within %.1f s" % self.commit_timeout_s)
-            await asyncio.sleep(pause_s)
-            delay = min(pause_s * 2, RETRY_MAX_S)
         while True:
+            if failed:
+                if time.monotonic() + delay >= deadline:
+                    raise OutcomeUnknown("no commit within %.1f s" % self.commit_timeout_s)
+                await asyncio.sleep(delay)
+                # Capped low: after a leader change (a hand-over takes milliseconds) the batch
+                # goes to the new leader within RETRY_MAX_S, and a refused try costs one small
+                # message.
+                delay = min(delay * 2, RETRY_MAX_S)
+            failed = True
             try:
                 committed, try_s = first if first is not None else self._try(commands)
                 first = None
@@ -245,12 +249,6 @@ class GroupCommit:
                 log.error("batch of %d got %d replies", len(commands), len(replies))
             except (CommitError, asyncio.TimeoutError) as exc:
                 log.debug("batch not committed yet: %r", exc)
-            if time.monotonic() + delay >= deadline:
-                raise OutcomeUnknown("no commit within %.1f s" % self.commit_timeout_s)
-            await asyncio.sleep(delay)
-            # Capped low: after a leader change (a hand-over takes milliseconds) the batch goes
-            # to the new leader within RETRY_MAX_S, and a refused try costs one small message.
-            delay = min(delay * 2, RETRY_MAX_S)
 
     async def barrier(self) -> None:
         """Wait until everything committed before this call is applied here (linearizable read).

@@ -528,11 +528,13 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
     def _tell_commit_first(self) -> None:
         """Before the leader applies newly committed entries: tell them now if a follower's
         client waits for them (tick thread)."""
-        sync = self._sync
-        if self._single or not seam.is_leader(sync):
-            return
-        if sync.raftCommitIndex > self._commit_sent and self._commit_urgent():
+        if self._commit_untold() and self._commit_urgent():
             self._tell_commit_now()
+
+    def _commit_untold(self) -> bool:
+        """Is this the leader of a cluster whose commit index moved since its latest round?"""
+        return not self._single and seam.is_leader(self._sync) \
+            and self._sync.raftCommitIndex > self._commit_sent
 
     def _commit_urgent(self) -> bool:
         """Does a follower need the new commit index at once? A batch it forwarded was appended
@@ -550,8 +552,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
     def _tell_commit_for_reads(self) -> None:
         """Before the leader answers followers' read indexes: they wait until they have applied
         that index, so they must know it is committed (tick thread)."""
-        if not self._single and seam.is_leader(self._sync) \
-                and self._sync.raftCommitIndex > self._commit_sent:
+        if self._commit_untold():
             self._tell_commit_now()
 
     def _commit_news_due(self, now: float) -> bool:
