@@ -157,6 +157,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._read_waiters: dict[int, asyncio.Future] = {}
         self._apply_waiters: list[asyncio.Future] = []
         self._notify_owed_at: float | None = None  # a follower's first apply not yet notified
+        seam.cap_poll_wait(self._sync, self._poll_wait)
         self._sync.addOnTickCallback(self._reads.on_tick)
         self._backups = BackupTaker(self, self._sync)
         self._sync.addOnTickCallback(self._backups.on_tick)
@@ -332,11 +333,22 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         period = self.config.timing.tick_s
         while not self._stopping:
             busy = self._single and self._single_node_busy()
-            tell_at = self._commit_tell_at  # a commit index held back: wake up to tell it
-            wait = 0.0 if busy else period if tell_at is None else \
-                min(period, max(0.0, tell_at - monotonic()))
-            if not self._tick(wait):
+            if not self._tick(0.0 if busy else period):
                 time.sleep(period)
+
+    def _poll_wait(self, wait_s: float) -> float:
+        """How long the tick's poll may wait. It comes last in the tick, after the tick's work:
+        a deadline that work set (a commit index held back, an apply not yet notified) shortens
+        the wait the tick was given before it (tick thread)."""
+        tell_at = self._commit_tell_at
+        owed_at = self._notify_owed_at
+        if tell_at is None and owed_at is None:
+            return wait_s
+        if tell_at is not None:  # on pysyncobj's clock (CLOCK_MONOTONIC_RAW), as glue set it
+            wait_s = min(wait_s, tell_at - monotonic())
+        if owed_at is not None:
+            wait_s = min(wait_s, owed_at + LAZY_NOTIFY_S - time.monotonic())
+        return max(0.0, wait_s)
 
     def _tick(self, wait_s: float) -> bool:
         """One Raft tick (waiting up to ``wait_s`` for a socket) and what follows it; False if

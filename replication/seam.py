@@ -106,7 +106,8 @@ POINTS: tuple[Point, ...] = (
           "the leader whose fragments of a big message count as heartbeats on a follower, and"
           " the node a follower asks for a read index and answers read-index pings from"),
     Point("syncobj", "_poller",
-          "the poller of this node's connections, which report those fragments"),
+          "the poller of this node's connections, which report those fragments, and whose poll "
+          "ends each tick: its wait is cut to a deadline set by the tick's work"),
     Point("syncobj", "_SyncObj__doApplyCommand",
           "shadowed per instance: our batches are decoded straight from the command's bytes "
           "instead of being copied twice by pysyncobj's slice and unpickling first"),
@@ -435,6 +436,18 @@ def filter_append_entries(sync, wanted: Callable[[], bool]) -> None:
             original()
 
     sync._SyncObj__sendAppendEntries = send
+
+
+def cap_poll_wait(sync, cap: Callable[[float], float]) -> None:
+    """Make the poll that ends every ``doTick`` wait ``cap(timeout)`` instead of the ``timeout``
+    the tick was given: the poll comes after the tick's work, which may set a nearer deadline."""
+    poller = sync._poller
+    poll = poller.poll
+
+    def capped_poll(timeout: float) -> None:
+        poll(cap(timeout))
+
+    poller.poll = capped_poll
 
 
 def connected_nodes(sync):
