@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+from pysyncobj.poller import PollPoller
 from upstream import free_port
 
+from beanraft.replication import seam
 from beanraft.replication.raft import RaftConfig, RaftNode, Timing
 
 
@@ -52,3 +55,35 @@ def run_three(body: Callable[[list[RaftNode], RaftNode], Awaitable[None]],
                 node.stop()
 
     asyncio.run(scenario())
+
+
+@dataclass
+class PollWatch:
+    """Every poll of the watched nodes' tick threads, checked against a deadline of theirs."""
+
+    left_of: Callable[[RaftNode], float | None]  # seconds to the node's deadline, None if unset
+    watched: dict = field(default_factory=dict)  # a node's poller -> the node
+    checked: list[float] = field(default_factory=list)  # the distance at each poll with a deadline
+    overslept: list[tuple[float, float]] = field(default_factory=list)  # (wait, distance)
+
+    def watch(self, node: RaftNode) -> None:
+        self.watched[seam.poller(node._sync)] = node
+
+
+def watch_polls(monkeypatch, left_of: Callable[[RaftNode], float | None]) -> PollWatch:
+    """Record each poll of a watched node that waits past its deadline by more than 5 ms; call
+    before the nodes are built (their tick's wait cap binds the poll it finds)."""
+    polls = PollWatch(left_of)
+    polled = PollPoller.poll
+
+    def watched_poll(poller, timeout):
+        node = polls.watched.get(poller)
+        left = polls.left_of(node) if node is not None else None
+        if left is not None:
+            polls.checked.append(left)
+            if timeout > max(0.0, left) + 0.005:
+                polls.overslept.append((timeout, left))
+        return polled(poller, timeout)
+
+    monkeypatch.setattr(PollPoller, "poll", watched_poll)
+    return polls

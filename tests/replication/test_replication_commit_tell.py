@@ -15,8 +15,7 @@ import time
 from typing import Awaitable, Callable
 
 from pysyncobj.monotonic import monotonic as raft_clock
-from pysyncobj.poller import PollPoller
-from raft_trio import run_three
+from raft_trio import run_three, watch_polls
 
 from beanraft.jobs.commands import Op
 from beanraft.replication import raft as raft_module
@@ -166,31 +165,20 @@ def test_no_poll_of_the_leader_waits_past_a_held_back_commit_index(monkeypatch):
     """The leader computes a commit index, applies it and holds it back in one tick, whose last
     step is a poll given the tick's wait before any of that. That poll must not outsleep the
     limit: told by the next heartbeat instead, a follower learned the commit 0.25 s late."""
-    polled = PollPoller.poll
-    leaders = {}  # the leader's poller -> the leader
-    checked: list[float] = []  # the deadline's distance at each poll of the leader with one set
-    overslept: list[tuple[float, float]] = []  # (wait, distance) of each poll that waits past it
+    def left(leader):
+        at = leader._commit_tell_at
+        return None if at is None else at - raft_clock()  # the clock it was set on
 
-    def watched_poll(poller, timeout):
-        leader = leaders.get(poller)
-        at = leader._commit_tell_at if leader is not None else None
-        if at is not None:
-            left = at - raft_clock()  # the clock the deadline was set on
-            checked.append(left)
-            if timeout > max(0.0, left) + 0.005:
-                overslept.append((timeout, left))
-        return polled(poller, timeout)
-
-    monkeypatch.setattr(PollPoller, "poll", watched_poll)  # before the nodes are built
+    polls = watch_polls(monkeypatch, left)
 
     async def body(leader, followers):
         monkeypatch.setattr(raft_module, "COMMIT_TELL_WITHIN_S", 0.01)
-        leaders[seam.poller(leader._sync)] = leader
+        polls.watch(leader)
         for _ in range(5):
             await leader.submit(_entry((Op.TICK, 0, 0)))
             await _knows_commit(followers[0], leader.applied_through())
             await _knows_commit(followers[1], leader.applied_through())
 
     _on_trio(monkeypatch, body, SLOW_TICKS)
-    assert checked, "the leader never held a commit index back"
-    assert not overslept, overslept
+    assert polls.checked, "the leader never held a commit index back"
+    assert not polls.overslept, polls.overslept

@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from pysyncobj.poller import PollPoller
-from raft_trio import run_three
+from raft_trio import run_three, watch_polls
 
 from beanraft.replication import raft as raft_module
-from beanraft.replication import seam
 from beanraft.replication.codec import encode_entry
 from beanraft.replication.raft import Timing
 
@@ -143,32 +141,21 @@ def test_no_poll_of_a_follower_waits_past_a_notice_it_owes(monkeypatch):
     polls with the wait it was given before. With ticks 0.25 s apart, that poll must still wake
     for the notice."""
     slow_ticks = Timing(tick_s=0.25, heartbeat_s=0.5, election_min_s=1.6, election_max_s=2.4)
-    polled = PollPoller.poll
-    followers = {}  # a follower's poller -> the follower
-    checked: list[float] = []  # the notice's distance at each poll of a follower that owes one
-    overslept: list[tuple[float, float]] = []  # (wait, distance) of each poll that waits past it
+    def left(follower):
+        owed_at = follower._notify_owed_at
+        return None if owed_at is None else owed_at + raft_module.LAZY_NOTIFY_S - time.monotonic()
 
-    def watched_poll(poller, timeout):
-        follower = followers.get(poller)
-        owed_at = follower._notify_owed_at if follower is not None else None
-        if owed_at is not None:
-            left = owed_at + raft_module.LAZY_NOTIFY_S - time.monotonic()
-            checked.append(left)
-            if timeout > max(0.0, left) + 0.005:
-                overslept.append((timeout, left))
-        return polled(poller, timeout)
-
-    monkeypatch.setattr(PollPoller, "poll", watched_poll)  # before the nodes are built
+    polls = watch_polls(monkeypatch, left)
 
     async def body(nodes, leader):
         for node in nodes:
             if node is not leader:
-                followers[seam.poller(node._sync)] = node
+                polls.watch(node)
         for _ in range(5):
             await _commit_one(leader)
             await _applied_everywhere(nodes, leader.applied_through())
             await asyncio.sleep(2 * raft_module.LAZY_NOTIFY_S)
 
     run_three(body, slow_ticks)
-    assert checked, "no follower owed its loop a notice"
-    assert not overslept, overslept
+    assert polls.checked, "no follower owed its loop a notice"
+    assert not polls.overslept, polls.overslept
