@@ -55,7 +55,7 @@ import time
 from typing import Callable
 
 from pysyncobj import SyncObjConf
-from pysyncobj.monotonic import monotonic
+from pysyncobj.monotonic import monotonic  # pysyncobj's clock: every tick-thread deadline is on it
 
 from beanraft.jobs.machine import Machine
 
@@ -344,10 +344,11 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         owed_at = self._notify_owed_at
         if tell_at is None and owed_at is None:
             return wait_s
-        if tell_at is not None:  # on pysyncobj's clock (CLOCK_MONOTONIC_RAW), as glue set it
-            wait_s = min(wait_s, tell_at - monotonic())
+        now = monotonic()
+        if tell_at is not None:
+            wait_s = min(wait_s, tell_at - now)
         if owed_at is not None:
-            wait_s = min(wait_s, owed_at + LAZY_NOTIFY_S - time.monotonic())
+            wait_s = min(wait_s, owed_at + LAZY_NOTIFY_S - now)
         return max(0.0, wait_s)
 
     def _tick(self, wait_s: float) -> bool:
@@ -467,7 +468,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         if self._restored_at is not None and self.applied_index > self._restored_at:
             self._restored_at = None
             forget_restore(self.config.data_dir)
-        now = time.monotonic()
+        now = monotonic()
         owed_at = self._notify_owed_at
         if owed_at is not None and now - owed_at >= LAZY_NOTIFY_S:
             self._notify_owed_at = None
@@ -624,7 +625,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             self._notify_owed_at = None
             self._post(("notify", None))
         elif self._notify_owed_at is None:
-            self._notify_owed_at = time.monotonic()
+            self._notify_owed_at = monotonic()
 
     def _observe_time(self, index: int) -> None:
         appended_at = self._appended_at

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Callable, TypeVar
+
+from pysyncobj.monotonic import monotonic
 
 from beanraft.jobs.machine import Machine
 
@@ -63,7 +64,7 @@ class StateReads:
 
     def status_age_s(self) -> float:
         """Seconds since the tick thread last refreshed the status (long: it is stalled)."""
-        return time.monotonic() - self._status_at
+        return monotonic() - self._status_at
 
     def cluster_now_ns(self) -> int:
         """The cluster's time now (what the state machine will be told next), in ns."""
