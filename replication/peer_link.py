@@ -26,8 +26,11 @@ Theory of operation.
   urgent lane, whose frames are written between two fragments of a big message. A heartbeat (an
   append_entries without entries) is not queued at all while the bulk lane is busy: the frames of
   the append in flight reach the follower instead, and each authenticated fragment counts as a
-  heartbeat there (``set_progress_hook``). An append_entries is never reordered: a heartbeat that
-  overtook the entries it follows would be refused and make the leader send them again.
+  heartbeat there (``set_progress_hook``). One that carries a commit index no message queued on
+  the link carried is news, not a heartbeat: it is queued, and the follower learns the commit as
+  soon as the append ahead of it has gone, not at the round after. An append_entries is never
+  reordered: a heartbeat that overtook the entries it follows would be refused and make the
+  leader send them again.
 * Frames are sealed when they are written, so the sealing time stamps, which the receiver checks
   to be non-decreasing, follow the order of the wire.
 * Reading is linear (a ``bytearray`` consumed from the front) and takes at most
@@ -35,8 +38,9 @@ Theory of operation.
   level-triggered and comes back for the rest.
 * Buffers: the read buffer holds less than one read budget plus one frame; a message being
   reassembled is at most ``MAX_MESSAGE_BYTES``; the send lanes hold what pysyncobj gave them (its
-  leader sends each log entry once per peer while the link is up, and heartbeats are dropped
-  while the lane is busy).
+  leader sends each log entry once per peer while the link is up; while the lane is busy a
+  heartbeat is dropped, and one is queued only for a commit index that went up, which entries,
+  each queued once, did before it).
 """
 
 from __future__ import annotations
@@ -117,6 +121,7 @@ class PeerConnection:
         self._frame = memoryview(b"")  # the frame being written
         self._frame_at = 0
         self._queued_bytes = 0
+        self._commit_queued = 0  # the highest commit index an append_entries queued here carried
         self._inbox = bytearray()
         self.proven = False
         self.opened_at = time.monotonic()
@@ -201,9 +206,12 @@ class PeerConnection:
             return
         busy = bool(self._bulk) or self._frame_at < len(self._frame)
         kind = message.get("type") if isinstance(message, dict) else None
-        if busy and kind == "append_entries" and not message.get("entries") \
-                and "transmission" not in message and "serialized" not in message:
-            return  # a heartbeat: the append on the wire does its work (see the module doc)
+        if kind == "append_entries":
+            commit = message.get("commit_index", 0)
+            if busy and commit <= self._commit_queued and not message.get("entries") \
+                    and "transmission" not in message and "serialized" not in message:
+                return  # a heartbeat: the append on the wire does its work (see the module doc)
+            self._commit_queued = max(self._commit_queued, commit)
         if self.sendRandKey:
             message = (self.sendRandKey, message)
         data = peer_message.encode(message, FRAGMENT_BYTES)

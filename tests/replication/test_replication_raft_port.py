@@ -1,5 +1,6 @@
 """The raft port's connections read a proven peer's messages whole, however they are split, and
-refuse an unproven one's oversized, negative or unsealed first frame without reading on.
+refuse an unproven one's oversized, negative or unsealed first frame without reading on; behind a
+big message they send only what is new, and let acknowledgements pass.
 
 Method: two guarded connections on the ends of a real socket pair, each polled by its own
 pysyncobj poller and sealed with the same cipher; one sends with pysyncobj's own ``send`` (its
@@ -125,6 +126,32 @@ def test_an_unproven_peer_is_read_no_further_than_the_bound_then_refused(pair):
     assert receiver.conn.state == CONNECTION_STATE.DISCONNECTED and receiver.received == []
     assert 0 < most <= raft_port.PREAUTH_BUFFER_BYTES
     attacker.close()
+
+
+def _append(commit: int, *entries) -> dict:
+    return {"type": "append_entries", "term": 3, "commit_index": commit, "entries": list(entries),
+            "prevLogIdx": 40, "prevLogTerm": 3}
+
+
+def test_while_a_big_append_is_on_the_wire_only_news_follows_it_and_acknowledgements_pass_it(pair):
+    """Behind a big append, a heartbeat that repeats a commit index already queued is dropped (the
+    append's fragments keep the follower's timer), one with a higher commit index is queued after
+    it (the follower learns the commit as soon as the append has gone, not a round later), and an
+    acknowledgement overtakes it."""
+    sender, receiver = pair
+    big = _append(40, (b"\x5a" * (8 * 1024 * 1024), 41, 3))
+    sender.conn.send(big)
+    assert sender.conn.getSendBufferSize() > 0, "the socket took the whole append: nothing to test"
+    sender.conn.send(_append(40))  # a heartbeat: the append carries all it says
+    sender.conn.send(_append(41))  # news: entry 41 is committed
+    sender.conn.send(_append(41))  # a heartbeat again
+    ack = {"type": "next_node_idx", "next_node_idx": 42, "reset": False, "success": True}
+    sender.conn.send(ack)
+    pump(sender, receiver, lambda: len(receiver.received) >= 3)
+    receiver.poll_until(lambda: len(receiver.received) > 3, 0.2)  # anything more would show
+    assert [(m["type"], m.get("commit_index")) for m in receiver.received] == [
+        ("next_node_idx", None), ("append_entries", 40), ("append_entries", 41)]
+    assert receiver.received[1] == big and receiver.received[2] == _append(41)
 
 
 def _sealed(message) -> bytes:
