@@ -13,6 +13,7 @@ import gc
 import time
 
 import pytest
+from raft_trio import until
 
 from beanraft.replication.batcher import GroupCommit, OutcomeUnknown
 from beanraft.replication.bridge import CommitError
@@ -51,18 +52,17 @@ def _watched_group(**timeouts) -> tuple[RecordingRaft, GroupCommit, list]:
     return raft, GroupCommit(raft, **timeouts), reported
 
 
-async def _until(predicate, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.001)
+async def _proposals(raft, count: int) -> None:
+    """Wait until the stand-in has recorded ``count`` proposals in all."""
+    await until(lambda: f"{count} proposals, not {len(raft.proposals)}",
+                lambda: len(raft.proposals) == count, 5.0, 0.001)
 
 
 async def _goes_out_and_commits(commit, raft, command) -> None:
     """``command`` is proposed as a batch of its own at once, and its reply reaches its future."""
     before = len(raft.proposals)
     fut = commit.submit(command)
-    await _until(lambda: len(raft.proposals) == before + 1)
+    await _proposals(raft, before + 1)
     assert raft.proposals[-1][0] == [command]
     raft.proposals[-1][1]([("DELETED",)], None)
     assert await fut == ("DELETED",)
@@ -73,19 +73,19 @@ def test_a_refused_try_is_proposed_again_and_a_late_answer_to_a_try_given_up_on_
         raft = RecordingRaft(asyncio.get_running_loop())
         commit = GroupCommit(raft, try_timeout_s=0.05, commit_timeout_s=5.0)
         fut = commit.submit((3, 1, 2, 0, 0, 60, b"body"))
-        await _until(lambda: len(raft.proposals) == 1)
+        await _proposals(raft, 1)
         later = commit.submit((9, 1, 3, 1))
         raft.proposals[0][1](None, CommitError(5))  # LEADER_CHANGED: the outcome is unknown
-        await _until(lambda: len(raft.proposals) == 2)  # proposed again, unchanged
+        await _proposals(raft, 2)  # proposed again, unchanged
         assert raft.proposals[1][0] == raft.proposals[0][0]
-        await _until(lambda: len(raft.proposals) == 3)  # the second try timed out: a third
+        await _proposals(raft, 3)  # the second try timed out: a third
         raft.proposals[1][1]([("INSERTED", 1)], None)  # the given-up second try answers late
         await asyncio.sleep(0.01)
         assert not fut.done() and len(raft.proposals) == 3
         raft.proposals[2][1]([("INSERTED", 1)], None)
         assert await fut == ("INSERTED", 1)
         # Only now, behind it, the command submitted while it was in flight.
-        await _until(lambda: len(raft.proposals) == 4)
+        await _proposals(raft, 4)
         assert raft.proposals[3][0] == [(9, 1, 3, 1)]
         raft.proposals[3][1]([("DELETED",)], None)
         assert await later == ("DELETED",)
@@ -99,7 +99,7 @@ def test_a_first_try_that_commits_is_settled_by_its_own_callback_without_a_task(
     async def scenario():
         raft, commit, reported = _watched_group(try_timeout_s=5.0, commit_timeout_s=10.0)
         fut = commit.submit((9, 1, 1, 7))
-        await _until(lambda: len(raft.proposals) == 1)
+        await _proposals(raft, 1)
         assert not commit._tasks
         raft.proposals[0][1]([("DELETED",)], None)
         assert await fut == ("DELETED",)
@@ -118,7 +118,7 @@ def test_the_late_outcome_of_a_first_try_that_timed_out_is_ignored_and_never_rep
     async def scenario():
         raft, commit, reported = _watched_group(try_timeout_s=0.05, commit_timeout_s=10.0)
         fut = commit.submit((9, 1, 1, 7))
-        await _until(lambda: len(raft.proposals) == 2)  # the first try timed out: a second
+        await _proposals(raft, 2)  # the first try timed out: a second
         assert raft.proposals[1][0] == raft.proposals[0][0]
         raft.proposals[0][1](*late)  # the first try's outcome comes late
         await asyncio.sleep(0.01)
@@ -155,7 +155,8 @@ def test_an_abandoned_command_that_fails_as_unknown_is_not_reported_as_unretriev
     async def scenario():
         raft, commit, reported = _watched_group(try_timeout_s=0.02, commit_timeout_s=0.1)
         abandoned = [commit.submit((9, 1, seq, 7)) for seq in (1, 2)]
-        await _until(lambda: all(f.done() for f in abandoned))
+        await until("both abandoned commands to fail",
+                    lambda: all(f.done() for f in abandoned), 5.0)
         assert all(isinstance(f.exception(), OutcomeUnknown) for f in abandoned[:1])
         del abandoned  # the second is never looked at, as a closed connection's
         gc.collect()
@@ -173,14 +174,14 @@ def test_a_batch_stops_at_its_byte_bound_and_the_rest_goes_in_the_next():
         commit = GroupCommit(raft, max_batch_bytes=2000, try_timeout_s=5.0)
         puts = [(3, 1, seq, 0, 0, 60, b"x" * 1000) for seq in (1, 2, 3, 4)]
         futs = [commit.submit(c) for c in puts]
-        await _until(lambda: len(raft.proposals) == 1)
+        await _proposals(raft, 1)
         assert raft.proposals[0][0] == puts[:2]  # the second crosses the bound: no third
         raft.proposals[0][1]([("INSERTED", 1), ("INSERTED", 2)], None)
-        await _until(lambda: len(raft.proposals) == 2)
+        await _proposals(raft, 2)
         assert raft.proposals[1][0] == puts[2:]
         raft.proposals[1][1]([("INSERTED", 3), ("INSERTED", 4)], None)
         small = commit.submit((9, 1, 5, 1))  # the weight of the queue went back to nothing
-        await _until(lambda: len(raft.proposals) == 3)
+        await _proposals(raft, 3)
         assert raft.proposals[2][0] == [(9, 1, 5, 1)]
         raft.proposals[2][1]([("DELETED",)], None)
         assert [await f for f in futs] == [("INSERTED", n) for n in (1, 2, 3, 4)]

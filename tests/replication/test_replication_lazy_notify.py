@@ -13,7 +13,7 @@ import asyncio
 import time
 
 from pysyncobj.monotonic import monotonic as raft_clock
-from raft_trio import run_three, watch_polls
+from raft_trio import applied_everywhere, run_three, until, watch_polls
 
 from beanraft.replication import raft as raft_module
 from beanraft.replication.codec import encode_entry
@@ -44,30 +44,22 @@ async def _commit_one(leader) -> None:
 async def _settled(nodes, timeout_s: float = 20) -> None:
     """Every node has seen the leader in its status: the notice of that change (posted from the
     status, every 0.1 s) is behind us, so it cannot end a wait below by itself."""
-    until = time.monotonic() + timeout_s
-    while len({n._last_leader for n in nodes}) != 1 or nodes[0]._last_leader is None:
-        assert time.monotonic() < until, [n._last_leader for n in nodes]
-        await asyncio.sleep(0.01)
+    await until(lambda: f"one leader in every status: {[n._last_leader for n in nodes]}",
+                lambda: len({n._last_leader for n in nodes}) == 1
+                and nodes[0]._last_leader is not None, timeout_s)
     await asyncio.sleep(0.2)
-
-
-async def _applied_everywhere(nodes, index: int, timeout_s: float = 20) -> None:
-    until = time.monotonic() + timeout_s
-    while any(n.applied_through() < index for n in nodes):
-        assert time.monotonic() < until, [n.applied_through() for n in nodes]
-        await asyncio.sleep(0.01)
 
 
 def test_a_follower_loop_is_not_woken_for_each_entry_its_leader_commits():
     async def body(nodes, leader):
         await _commit_one(leader)
-        await _applied_everywhere(nodes, leader.applied_through())
+        await applied_everywhere(nodes, leader.applied_through())
         follower = next(n for n in nodes if n is not leader)
         on_follower, on_leader = _count_notifies(follower), _count_notifies(leader)
         began = time.monotonic()
         for _ in range(ENTRIES):
             await _commit_one(leader)
-        await _applied_everywhere(nodes, leader.applied_through())
+        await applied_everywhere(nodes, leader.applied_through())
         took = time.monotonic() - began
         assert len(on_leader) >= ENTRIES  # the leader's pulse hears of every apply
         # At most one notify per LAZY_NOTIFY_S (the first once it is due), plus the
@@ -81,16 +73,14 @@ def test_a_follower_listener_still_hears_of_an_apply_that_no_one_waits_for():
     async def body(nodes, leader):
         await _commit_one(leader)
         follower = next(n for n in nodes if n is not leader)
-        await _applied_everywhere(nodes, leader.applied_through())
+        await applied_everywhere(nodes, leader.applied_through())
         await asyncio.sleep(2 * raft_module.LAZY_NOTIFY_S + 0.1)  # nothing owed any more
         heard: list[int] = []
         follower.add_listener(lambda: heard.append(follower.applied_through()))
         await _commit_one(leader)
         index = leader.applied_through()
-        until = time.monotonic() + 10
-        while not any(seen >= index for seen in heard):
-            assert time.monotonic() < until, (heard, index)
-            await asyncio.sleep(0.01)
+        await until(lambda: f"the listener to hear of {index}: {heard}",
+                    lambda: any(seen >= index for seen in heard), 10)
 
     run_three(body)
 
@@ -103,7 +93,7 @@ def test_a_waiter_on_a_follower_is_woken_by_the_apply_itself(monkeypatch):
     async def body(nodes, leader):
         await _commit_one(leader)
         follower = next(n for n in nodes if n is not leader)
-        await _applied_everywhere(nodes, leader.applied_through())
+        await applied_everywhere(nodes, leader.applied_through())
         await _settled(nodes)
         seen = follower.applied_through()
         waiting = asyncio.ensure_future(follower.applied_or(seen, 30.0))
@@ -128,7 +118,7 @@ def test_applied_or_returns_at_once_when_the_caller_looked_before_an_apply(monke
         await _settled(nodes)
         seen = follower.applied_through()
         await _commit_one(leader)
-        await _applied_everywhere(nodes, leader.applied_through())
+        await applied_everywhere(nodes, leader.applied_through())
         began = time.monotonic()
         await asyncio.wait_for(follower.applied_or(seen, 30.0), 30.0)
         assert time.monotonic() - began < 20.0
@@ -154,7 +144,7 @@ def test_no_poll_of_a_follower_waits_past_a_notice_it_owes(monkeypatch):
                 polls.watch(node)
         for _ in range(5):
             await _commit_one(leader)
-            await _applied_everywhere(nodes, leader.applied_through())
+            await applied_everywhere(nodes, leader.applied_through())
             await asyncio.sleep(2 * raft_module.LAZY_NOTIFY_S)
 
     run_three(body, slow_ticks)

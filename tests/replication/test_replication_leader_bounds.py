@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
+from raft_trio import until
 from upstream import free_port
 
 from pysyncobj.config import FAIL_REASON
@@ -33,14 +33,6 @@ def entry() -> bytes:
     return encode_entry(time.time_ns(), [TICK])
 
 
-async def wait_until(what: str, predicate, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 class InProcessCluster:
     """Three RaftNodes on the running loop; ``leader`` and ``followers`` once one is elected."""
 
@@ -52,9 +44,9 @@ class InProcessCluster:
                       for a in addresses]
         for node in self.nodes:
             node.start()
-        await wait_until("a leader that every node knows",
-                         lambda: sum(n.is_leader() for n in self.nodes) == 1
-                         and all(n.status.leader for n in self.nodes))
+        await until("a leader that every node knows",
+                    lambda: sum(n.is_leader() for n in self.nodes) == 1
+                    and all(n.status.leader for n in self.nodes), 30, 0.02)
         self.leader = next(n for n in self.nodes if n.is_leader())
         self.followers = [n for n in self.nodes if n is not self.leader]
         return self
@@ -111,7 +103,7 @@ def test_a_transfer_holds_no_more_commands_than_its_bounds_and_refuses_the_rest_
             await asyncio.wait_for(leader.submit(entry()), 20)  # the target never gets this
             moving = asyncio.ensure_future(leader.transfers.request(str(target.config.self_addr),
                                                                     10.0))
-            await wait_until("the leader to hold new commands", lambda: held.holding)
+            await until("the leader to hold new commands", lambda: held.holding, 30, 0.02)
             own = [leader.submit(entry()) for _ in range(3)]
             forwarded = [follower.submit(entry()) for _ in range(3)]
             refused = await answers([own[2], forwarded[2]])

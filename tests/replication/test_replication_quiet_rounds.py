@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from raft_trio import build_three, leader_of
+from raft_trio import applied_everywhere, build_three, leader_of
 
 from beanraft.replication import seam
 from beanraft.replication.codec import encode_entry
@@ -55,27 +55,19 @@ def _record(node: RaftNode, into: list) -> None:
     seam.transport(sync).setOnMessageReceivedCallback(on_message)
 
 
-async def _applied_everywhere(nodes, index: int) -> None:
-    for _ in range(400):
-        if all(n.applied_index >= index for n in nodes):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"index {index} not applied on every node")
-
-
 async def _measure(nodes, received) -> dict | None:
     """Per follower: (rounds with entries, repeated rounds, answers, seconds); None if the
     leader changed while measuring."""
     leader = await leader_of(nodes, 30)
     term = leader._sync.raftCurrentTerm
     await asyncio.wait_for(leader.submit(_entry()), 20)
-    await _applied_everywhere(nodes, leader.applied_index)
+    await applied_everywhere(nodes, leader.applied_index)
     for log in received.values():
         log.clear()
     began = time.monotonic()
     for _ in range(COMMITS):
         await asyncio.wait_for(leader.submit(_entry()), 20)
-    await _applied_everywhere(nodes, leader.applied_index)
+    await applied_everywhere(nodes, leader.applied_index)
     elapsed = time.monotonic() - began
     seen = {node: list(log) for node, log in received.items()}
     figures = {}
