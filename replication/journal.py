@@ -175,8 +175,7 @@ class DurableJournal(Journal):
                 return
             self._apply_cut()
         if self._fd >= 0:
-            if self.failed is not None:
-                raise JournalWriteError(self.failed.errno, f"journal failed earlier: {self.failed}")
+            self._check_not_failed()
             header = _record_header(command, idx, term)  # written beside, not joined to, the command
             size = len(header) + len(command)
             if self._end + size > self._allocated:
@@ -293,10 +292,13 @@ class DurableJournal(Journal):
     def _destroy(self):
         self._apply_cut()
         if self._fd >= 0:
-            self.sync()
-            self._store_meta(durable=True)
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                if self.failed is None:  # a failed journal claims nothing more on its way out
+                    self.sync()
+                    self._store_meta(durable=True)
+            finally:
+                os.close(self._fd)
+                self._fd = -1
         if self._votes is not None:
             self._votes.close()
 
@@ -335,7 +337,10 @@ class DurableJournal(Journal):
         return self._bytes
 
     def sync(self) -> None:
-        """Make every record written so far durable."""
+        """Make every record written so far durable. Once a write or an fsync has failed, it
+        raises every time: Linux reports a lost writeback to one fsync only, and the next one
+        succeeds over pages that never reached the disk."""
+        self._check_not_failed()
         self._apply_cut()
         if self._dirty and self._fd >= 0:
             try:
@@ -346,7 +351,9 @@ class DurableJournal(Journal):
             self._last_sync = time.monotonic()
 
     def sync_for_ack(self) -> None:
-        """Called before anything is acknowledged: sync if the policy asks for it now."""
+        """Called before anything is acknowledged: sync if the policy asks for it now. Raises
+        once the journal has failed, whatever the policy: nothing is acknowledged after."""
+        self._check_not_failed()
         if not self._dirty or self.policy.mode == "never":
             return
         if self.policy.mode == "interval":
@@ -423,6 +430,10 @@ class DurableJournal(Journal):
             except OSError:
                 pass
             self._fail(exc)
+
+    def _check_not_failed(self) -> None:
+        if self.failed is not None:
+            raise JournalWriteError(self.failed.errno, f"journal failed earlier: {self.failed}")
 
     def _fail(self, exc: OSError) -> None:
         self.failed = exc

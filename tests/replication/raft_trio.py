@@ -14,13 +14,16 @@ from beanraft.replication import seam
 from beanraft.replication.raft import RaftConfig, RaftNode, Timing
 
 
-def build_three(loop: asyncio.AbstractEventLoop, timing: Timing | None = None) -> list[RaftNode]:
-    """Three nodes sharing a test secret, not started yet; the caller starts and stops them."""
+def build_three(loop: asyncio.AbstractEventLoop, timing: Timing | None = None,
+                data_dirs: list[str] | None = None) -> list[RaftNode]:
+    """Three nodes sharing a test secret, not started yet; the caller starts and stops them.
+    With ``data_dirs`` their journals are files there (fsynced), else in memory."""
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    dirs = data_dirs or [None] * 3
     return [RaftNode(RaftConfig(self_addr=a, peers=[b for b in addresses if b != a],
-                                secret="test-secret", timing=timing or Timing()),
+                                secret="test-secret", timing=timing or Timing(), data_dir=d),
                      loop, lambda events: None)
-            for a in addresses]
+            for a, d in zip(addresses, dirs)]
 
 
 def start_three(loop: asyncio.AbstractEventLoop) -> list[RaftNode]:

@@ -7,6 +7,7 @@ hand (truncating, flipping bytes) and the loader's answer is checked entry by en
 from __future__ import annotations
 
 import logging
+import errno
 import os
 
 import pytest
@@ -179,6 +180,36 @@ def test_sync_policies_decide_when_fsync_runs(tmp_path, monkeypatch):
     assert len(calls) == 1
     journal.sync_for_ack()  # nothing new written: nothing to sync
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("policy", ["always", "interval", "never"])
+def test_after_a_failed_fsync_the_journal_refuses_every_sync_and_write_and_still_closes(
+        tmp_path, monkeypatch, policy):
+    """The fsync after a failed one succeeds on Linux over pages that were lost: the journal
+    must not take that success for durability, under any policy."""
+    real = os.fdatasync
+    outcomes = [OSError(errno.EIO, "Input/output error")]
+
+    def fdatasync(fd):
+        if outcomes:
+            raise outcomes.pop()
+        real(fd)
+
+    journal = DurableJournal(str(tmp_path / "j"))
+    journal.add(b"a", 1, 1)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    with pytest.raises(JournalWriteError):
+        journal.sync()
+    assert journal.failed is not None and not outcomes
+    journal.policy.mode = policy
+    for step in (journal.sync, journal.sync_for_ack, journal.flush,
+                 lambda: journal.add(b"b", 2, 1)):
+        with pytest.raises(JournalWriteError):
+            step()
+    fd = journal._fd
+    journal._destroy()
+    with pytest.raises(OSError):
+        os.fstat(fd)
 
 
 def test_the_journal_starts_with_its_magic(tmp_path):

@@ -10,6 +10,7 @@ in (a pysyncobj tick callback).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import threading
@@ -168,6 +169,46 @@ def test_a_lone_leader_commits_alone_only_up_to_an_entry_of_its_own_term(tmp_pat
             journal.sync()
             seam.commit_alone(sync)
             assert sync.raftCommitIndex == sync.raftLastApplied == committed + 2
+        finally:
+            raft.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_node_whose_fsync_failed_acknowledges_nothing_after_even_if_fsync_succeeds_again(
+        tmp_path, monkeypatch):
+    """Linux reports a failed writeback once: the next fsync of the file succeeds though the
+    pages it lost were never written (marked clean). So one failed fsync must stop the journal
+    for good: the put it held, and every later one, is never committed or applied, however many
+    ticks follow with fsync succeeding again."""
+    async def scenario():
+        raft, commit, sid, ticks = await _lone_node(str(tmp_path))
+        raft.config.timing.tick_s = 0.02  # the timer ticks again from its next turn
+        try:
+            real = os.fdatasync
+            failures: list[int] = []
+
+            def fails_once(fd):
+                if not failures:
+                    failures.append(fd)
+                    raise OSError(errno.EIO, "Input/output error")
+                return real(fd)
+
+            monkeypatch.setattr(os, "fdatasync", fails_once)
+            entry = (Op.PUT, sid, 2, 0, 0, 60, b"lost in writeback")
+            lost = raft.submit(encode_entry_parts(raft.cluster_now_ns(), [entry]))
+            assert failures, "the inline commit did not fsync"
+            later = raft.submit(encode_entry_parts(raft.cluster_now_ns(),
+                                                   [(Op.PUT, sid, 3, 0, 0, 60, b"after")]))
+            raft._loop_timer.cancel()
+            raft._on_loop_timer()  # ticks every 20 ms from now on
+            before = len(ticks)
+            await asyncio.sleep(0.5)
+            assert len(ticks) > before or raft._failing, "nothing ticked: the test proves nothing"
+            assert not (lost.done() and not lost.exception())
+            assert not (later.done() and not later.exception())
+            assert _ready(raft) == 0
+            assert seam.journal(raft._sync).failed is not None
         finally:
             raft.stop()
 
