@@ -31,7 +31,8 @@ it (``pysyncobj.syncobj.createJournal`` is patched through ``seam.py``) and keep
   one record, ``release_reserve`` (the data directory's reserve file) is given up first; then
   ``low_space`` is set and the node refuses new jobs with OUT_OF_MEMORY while smaller entries
   still fit; it retries every half second and clears the flag when space returns. A failed
-  write or fsync sets ``failed``: nothing more is acknowledged until the process restarts.
+  write or fsync (the directory's too, once a rewrite is renamed into place) sets ``failed``:
+  nothing more is acknowledged until the process restarts.
 
 With ``path=None`` everything lives in memory (a node started without ``-b``).
 """
@@ -258,6 +259,7 @@ class DurableJournal(Journal):
         offsets = [offset - shift for offset in self._offsets[entry_to:]]
         end = self._end - shift
         fd = -1
+        renamed = False
         try:
             fsync_dir(directory)  # the snapshot's rename must be durable before its prefix goes
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -265,14 +267,22 @@ class DurableJournal(Journal):
             _copy_range(self._fd, fd, start, len(MAGIC), self._end - start)
             os.fsync(fd)
             os.replace(tmp, self.path)
+            renamed = True
             fsync_dir(directory)
         except OSError as exc:
-            log.error("journal %s: cannot rewrite after snapshot (%s); keeping the old one",
+            if not renamed:
+                log.error("journal %s: cannot rewrite after snapshot (%s); keeping the old one",
+                          self.path, exc)
+                if fd >= 0:
+                    os.close(fd)
+                _unlink_quietly(tmp)
+                return False
+            # The old file has no name any more: what was appended to it would be gone at the
+            # next load. Go on in the new one; the disk failed an fsync, so nothing more is
+            # acknowledged (``failed``), as after any failed fsync.
+            self.failed = exc
+            log.error("journal %s: write failed: directory fsync after the rewrite: %s",
                       self.path, exc)
-            if fd >= 0:
-                os.close(fd)
-            _unlink_quietly(tmp)
-            return False
         os.close(self._fd)
         self._fd, self._offsets, self._end, self._dirty = fd, offsets, end, False
         self._allocated = end

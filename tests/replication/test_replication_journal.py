@@ -6,8 +6,8 @@ hand (truncating, flipping bytes) and the loader's answer is checked entry by en
 
 from __future__ import annotations
 
-import logging
 import errno
+import logging
 import os
 
 import pytest
@@ -137,6 +137,38 @@ def test_a_failed_rewrite_keeps_every_entry_in_the_file_and_drops_them_in_memory
     assert journal.stale_prefix_bytes > 0
     journal._destroy()
     assert len(DurableJournal(str(path))) == 10
+
+
+def test_a_rewrite_whose_directory_fsync_fails_after_the_rename_writes_on_in_the_new_file(
+        tmp_path, monkeypatch):
+    """Once the copy is renamed into place, the old file has no name: a record appended to it
+    would be gone at the next load. The journal goes on in the file under the name, and, the
+    disk having failed an fsync, acknowledges nothing more."""
+    from beanraft.replication import journal as journal_module
+
+    path = tmp_path / "j"
+    items = entries(10)
+    journal = fill(path, items)
+    calls = []
+
+    def fails_after_the_rename(directory):
+        calls.append(directory)
+        if len(calls) == 2:  # the first makes the snapshot durable, the second the rename
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(journal_module, "fsync_dir", fails_after_the_rename)
+    journal.deleteEntriesTo(7)
+    assert len(calls) == 2 and len(journal) == 3 and journal[0] == items[7]
+    accepted = []
+    try:
+        journal.add(b"after", 11, 1)
+        accepted.append(11)
+        journal.sync()
+    except JournalWriteError:
+        pass
+    assert journal.failed is not None
+    again = DurableJournal(str(path))
+    assert [again[i][1] for i in range(len(again))] == [8, 9, 10] + accepted
 
 
 def test_entries_older_than_the_snapshot_on_disk_are_dropped_at_load(tmp_path):
