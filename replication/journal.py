@@ -459,7 +459,10 @@ class DurableJournal(Journal):
             else:
                 end = self._offsets[index] if index < len(self._offsets) else self._end
             del self._offsets[index:]
-            os.ftruncate(self._fd, end)  # what was reserved past ``end`` comes back as zeros
+            try:
+                os.ftruncate(self._fd, end)  # what was reserved past ``end`` comes back as zeros
+            except OSError as exc:  # the records past ``end`` stay: nothing may follow them
+                self._fail(exc)
             self._end = self._allocated = end
             self._dirty = True
             self._reserve_space()

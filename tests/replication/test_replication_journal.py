@@ -171,6 +171,26 @@ def test_a_rewrite_whose_directory_fsync_fails_after_the_rename_writes_on_in_the
     assert [again[i][1] for i in range(len(again))] == [8, 9, 10] + accepted
 
 
+def test_a_cut_the_file_system_refuses_stops_the_journal(tmp_path, monkeypatch):
+    """The records past the cut stay in the file: one appended behind them would load after
+    entries with the same indices."""
+    journal = fill(tmp_path / "j", entries(5))
+    journal.deleteEntriesFrom(3)  # lazy: the cut happens at the next differing entry
+
+    def refused(_fd, _length):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "ftruncate", refused)
+    with pytest.raises(JournalWriteError):
+        journal.add(b"other", 4, 2)
+    monkeypatch.undo()
+    assert journal.failed is not None
+    with pytest.raises(JournalWriteError):
+        journal.add(b"other", 4, 2)
+    with pytest.raises(JournalWriteError):
+        journal.sync_for_ack()
+
+
 def test_entries_older_than_the_snapshot_on_disk_are_dropped_at_load(tmp_path):
     path, snapshot = tmp_path / "j", tmp_path / "snap"
     fill(path, entries(20))._destroy()
