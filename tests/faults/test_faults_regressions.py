@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+from polling import until
+
 from beanraft.node.connection import ClientConnection
 
 
@@ -68,11 +70,15 @@ def fake_node(commit: FakeCommit) -> SimpleNamespace:
         refuses=lambda req: False, commit=commit, auth=None, unread=0)
 
 
-async def _until(predicate, timeout_s: float = 2.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.001)
+
+async def _proposed(commit, count: int, timeout_s: float = 2.0) -> None:
+    await until(lambda: f"{count} commands proposed, not {len(commit.submitted)}",
+                lambda: len(commit.submitted) == count, timeout_s, step_s=0.001)
+
+
+async def _written(transport, predicate) -> None:
+    await until(lambda: f"a reply, not {transport.data!r}", lambda: predicate(transport.data), 2.0,
+                step_s=0.001)
 
 
 def test_a_reserve_answered_from_the_reply_cache_leaves_no_stale_event_for_the_next_reserve():
@@ -107,25 +113,25 @@ def test_a_reserve_answered_from_the_reply_cache_leaves_no_stale_event_for_the_n
         # A blocking reserve goes out first as one that never waits; a miss is reserved again
         # for real, blocking, and that is the reserve whose wait registers and gets events.
         conn.data_received(b"reserve-with-timeout 5\r\n")
-        await _until(lambda: len(commit.submitted) == 2)  # OPEN, then RESERVE that never waits
+        await _proposed(commit, 2)  # OPEN, then RESERVE that never waits
         (_open, opened), (_reserve, quick) = commit.submitted
         assert _reserve[-1] == 0, "the first try of a blocking reserve never waits"
         opened.set_result(("OK",))
         quick.set_result(("TIMED_OUT",))
-        await _until(lambda: len(commit.submitted) == 3)  # the same reserve, blocking
+        await _proposed(commit, 3)  # the same reserve, blocking
         first = commit.submitted[2][1]
         conn.deliver(("RESERVED", 106, b"x"))  # the event of the first committed copy ...
         first.set_result(("RESERVED", 106, b"x"))  # ... and the retry's cached reply
-        await _until(lambda: transport.data == b"RESERVED 106 1\r\nx\r\n")
+        await _written(transport, lambda data: data == b"RESERVED 106 1\r\nx\r\n")
         conn.data_received(b"reserve-with-timeout 5\r\n")
-        await _until(lambda: len(commit.submitted) == 4)
+        await _proposed(commit, 4)
         commit.submitted[3][1].set_result(("TIMED_OUT",))  # its try that never waits misses
-        await _until(lambda: len(commit.submitted) == 5)
+        await _proposed(commit, 5)
         commit.submitted[4][1].set_result(("WAITING",))
         await asyncio.sleep(0.05)
         assert transport.data == b"RESERVED 106 1\r\nx\r\n", "a stale event answered the reserve"
         conn.deliver(("TIMED_OUT",))
-        await _until(lambda: transport.data.endswith(b"TIMED_OUT\r\n"))
+        await _written(transport, lambda data: data.endswith(b"TIMED_OUT\r\n"))
 
     asyncio.run(scenario())
 
@@ -146,17 +152,17 @@ def test_a_close_that_cannot_commit_is_proposed_again_until_it_does():
         transport = FakeTransport()
         conn.connection_made(transport)
         conn.data_received(b"reserve-with-timeout 100\r\n")
-        await _until(lambda: len(commit.submitted) == 2)
+        await _proposed(commit, 2)
         commit.submitted[0][1].set_result(("OK",))
         commit.submitted[1][1].set_result(("WAITING",))
         await asyncio.sleep(0.01)
         conn.eof_received()  # the client hangs up while its reserve waits
         conn.connection_lost(None)
-        await _until(lambda: len(commit.submitted) == 3)
+        await _proposed(commit, 3)
         close = commit.submitted[2][0]
         assert close[0].name == "CLOSE"
         commit.submitted[2][1].set_exception(OutcomeUnknown("no leader"))
-        await _until(lambda: len(commit.submitted) == 4, timeout_s=5.0)
+        await _proposed(commit, 4, timeout_s=5)
         assert commit.submitted[3][0] == close, "the same CLOSE (same session and seq) again"
         commit.submitted[3][1].set_result(("TIMED_OUT",))
         await asyncio.sleep(0.05)

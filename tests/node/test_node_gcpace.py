@@ -17,6 +17,7 @@ import weakref
 import pytest
 
 from cluster.cluster_harness import free_ports
+from polling import until
 
 from beanraft.node import gcpace
 from beanraft.node.app import Node
@@ -95,13 +96,6 @@ def _on_a_paced_node(tmp_path, body):
         gc.set_threshold(*saved)
 
 
-async def _until(predicate) -> None:
-    for _ in range(200):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-
-
 def test_the_node_makes_the_full_pass_that_cpython_no_longer_makes(tmp_path, monkeypatch):
     monkeypatch.setattr(gcpace, "FULL_EVERY_S", 0.05)
 
@@ -115,7 +109,7 @@ def test_the_node_makes_the_full_pass_that_cpython_no_longer_makes(tmp_path, mon
         for _ in range(gcpace.YOUNG_PASSES):
             gc.collect(1)  # young passes alone do not reach it
         assert freed == [] and gcpace.due()
-        await _until(lambda: freed)
+        await until("the cycle freed", lambda: freed, 2)
         assert freed == ["cycle"]
         assert not gcpace.due()
 
@@ -140,7 +134,7 @@ async def _churn(port: int, node: Node, count: int) -> list:
     for writer in clients:
         writer.close()
         await writer.wait_closed()
-    await _until(lambda: not node.sessions)
+    await until("every session closed", lambda: not node.sessions, 2)
     assert not node.sessions
     for _ in range(gcpace.YOUNG_PASSES):
         gc.collect(1)  # young passes alone never free them: each transport is a cycle
@@ -161,7 +155,9 @@ def test_closed_connections_hasten_the_full_pass(tmp_path, monkeypatch, per_pass
         freed = await _churn(port, node, 20)
         if per_pass > 20:
             assert freed == []  # neither closing them nor young passes freed them
-        await _until(lambda: len(freed) == 20)
+            await asyncio.sleep(2)  # many paced checks: none may make a full pass for 20
+        else:
+            await until(lambda: f"20 freed, not {len(freed)}", lambda: len(freed) == 20, 2)
         return len(freed)
 
     assert _on_a_paced_node(tmp_path, body) == (20 if per_pass == 20 else 0)

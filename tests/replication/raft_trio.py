@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+from polling import until
 from pysyncobj.poller import PollPoller
 from upstream import free_port
 
@@ -42,17 +42,6 @@ async def leader_of(nodes: list[RaftNode], timeout_s: float) -> RaftNode:
             return leaders[0]
         await asyncio.sleep(0.05)
     raise AssertionError("no leader elected")
-
-
-async def until(what: str | Callable[[], str], predicate: Callable[[], bool], timeout_s: float,
-                step_s: float = 0.01) -> None:
-    """Return once ``predicate()`` holds, polling every ``step_s`` on the running loop; after
-    ``timeout_s`` fail, saying ``what`` (or what it returns, then) was awaited."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what() if callable(what) else what}")
-        await asyncio.sleep(step_s)
 
 
 async def applied_everywhere(nodes: list[RaftNode], index: int, timeout_s: float = 20) -> None:
