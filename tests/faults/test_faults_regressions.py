@@ -70,7 +70,6 @@ def fake_node(commit: FakeCommit) -> SimpleNamespace:
         refuses=lambda req: False, commit=commit, auth=None, unread=0)
 
 
-
 async def _proposed(commit, count: int, timeout_s: float = 2.0) -> None:
     await until(lambda: f"{count} commands proposed, not {len(commit.submitted)}",
                 lambda: len(commit.submitted) == count, timeout_s, step_s=0.001)

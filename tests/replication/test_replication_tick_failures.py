@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
+
+from polling import until
 
 from beanraft.replication.raft import RaftConfig, RaftNode
 
@@ -38,9 +39,8 @@ def test_a_burst_of_failed_ticks_logs_one_traceback_and_one_recovery(tmp_path, c
     async def fail_then_recover():
         # A lone node ticks on this loop (raft.py): run it while the ticks fail, then heal them.
         node.start()
-        deadline = time.monotonic() + 10
-        while calls["failed"] < 15 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await until(lambda: f"15 failed ticks, not {calls['failed']}",
+                    lambda: calls["failed"] >= 15, 10, step_s=0.02)
         node._sync.doTick = real_tick
         await asyncio.sleep(0.3)
 
