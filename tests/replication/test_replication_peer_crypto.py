@@ -10,10 +10,10 @@ secret is ``tests/cluster/test_cluster_secret.py``.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 from pysyncobj.encryptor import getEncryptor
+from upstream import free_port
 
 from beanraft.replication.peer_crypto import InvalidToken, PeerCipher, derive_key
 from beanraft.replication.raft import RaftConfig, RaftNode
@@ -62,15 +62,9 @@ def test_nonces_never_repeat_and_a_spent_counter_draws_a_new_prefix():
     assert cipher._prefix != prefix and nonce == cipher._prefix + bytes(4)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_every_connection_of_a_raft_node_uses_the_cipher(tmp_path):
     # pysyncobj dials the peers whose address sorts below its own: make that both of them.
-    ports = sorted((_free_port() for _ in range(3)), key=str, reverse=True)
+    ports = sorted((free_port() for _ in range(3)), key=str, reverse=True)
     loop = asyncio.new_event_loop()
     config = RaftConfig(self_addr=f"127.0.0.1:{ports[0]}",
                         peers=[f"127.0.0.1:{p}" for p in ports[1:]],

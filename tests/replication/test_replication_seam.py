@@ -21,6 +21,7 @@ import pysyncobj.version
 import pytest
 from pysyncobj.syncobj import SyncObj
 from pysyncobj.transport import TCPTransport
+from upstream import free_port
 
 from beanraft.replication import seam
 from beanraft.replication.raft import RaftConfig, RaftNode
@@ -32,21 +33,13 @@ INSTANCE_POINTS = [p for p in seam.POINTS if p.owner in ("syncobj", "transport",
 def build_node(tmp_path, secret="the cluster secret"):
     """A single RaftNode (raft port on loopback, no tick run) built through every check."""
     loop = asyncio.new_event_loop()
-    config = RaftConfig(self_addr=f"127.0.0.1:{_free_port()}", data_dir=str(tmp_path),
+    config = RaftConfig(self_addr=f"127.0.0.1:{free_port()}", data_dir=str(tmp_path),
                         secret=secret)
     try:
         return RaftNode(config, loop, on_events=lambda events: None), loop
     except BaseException:
         loop.close()
         raise
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _owner(point):
@@ -155,7 +148,7 @@ SERVE_WITH = "import sys; {patch}; from beanraft.node.cli import main; sys.argv[
 ], ids=["version", "patch-point", "unsealed"])
 def test_beanraft_serve_refuses_to_start_with_one_line_naming_the_reason(tmp_path, patch, reason):
     argv = [sys.executable, "-c", SERVE_WITH.format(patch=patch), "serve", "-l", "127.0.0.1",
-            "-p", str(_free_port()), "-b", str(tmp_path / "data")]
+            "-p", str(free_port()), "-b", str(tmp_path / "data")]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60,
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 70, done.stderr

@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 from polling import until
+from upstream import free_port
 
 from beanraft.replication.raft import RaftConfig, RaftNode
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_burst_of_failed_ticks_logs_one_traceback_and_one_recovery(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="beanraft.raft")
     loop = asyncio.new_event_loop()
-    node = RaftNode(RaftConfig(self_addr=f"127.0.0.1:{_free_port()}", data_dir=str(tmp_path)),
+    node = RaftNode(RaftConfig(self_addr=f"127.0.0.1:{free_port()}", data_dir=str(tmp_path)),
                     loop, on_events=lambda events: None)
     real_tick = node._sync.doTick
     calls = {"failed": 0}
