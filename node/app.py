@@ -306,14 +306,15 @@ class Node:
         return False
 
     def is_ready(self) -> bool:
-        """A leader is known, and this node keeps up: its Raft thread is not stalled and it has
-        applied everything that was committed one status refresh (0.1-0.2 s) ago.
+        """A leader is known, and this node keeps up: its journal has not failed, its Raft thread
+        is not stalled and it has applied everything that was committed one status refresh
+        (0.1-0.2 s) ago.
 
         Comparing with the latest commit index instead would flap under load: a follower always
         trails it by the entries of the moment.
         """
         status = self.raft.status
-        if self.epoch <= 0 or status.leader is None:
+        if self.epoch <= 0 or status.leader is None or self.raft.journal_failed():
             return False
         if self.raft.members.standing.state != MEMBER:
             return False  # removed (or not added yet): it serves the cluster no more

@@ -164,8 +164,8 @@ class ClientConnection(asyncio.Protocol):
         try:
             while await self._serve_one():
                 pass
-        except OutcomeUnknown:
-            log.warning("connection %x closed: outcome of a command unknown (no leader)", self.sid)
+        except OutcomeUnknown as exc:
+            log.warning("connection %x closed: outcome of a command unknown (%s)", self.sid, exc)
         except ConnectionError:
             pass
         except Exception:

@@ -16,8 +16,9 @@ A batch whose outcome is unknown (leader change, lost forward, our own per-try t
 proposed again unchanged: every command carries its session's sequence number and the state
 machine answers a repeated (session, seq) from its reply cache without re-executing it, so a
 retry can never apply a command twice. When ``commit_timeout_s`` passes without a definite
-outcome, the futures fail with :class:`OutcomeUnknown`; the node then closes those clients'
-connections rather than guess. A try lasts ``try_timeout_s`` plus one second per
+outcome, or at once when this node's journal has failed (docs/reference/disk.md), the futures
+fail with :class:`OutcomeUnknown`; the node then closes those clients' connections rather than
+guess. A try lasts ``try_timeout_s`` plus one second per
 ``TRY_BYTES_PER_S`` of entry: proposing a big job again before the first copy could even reach
 the followers would only send it twice.
 """
@@ -230,6 +231,8 @@ class GroupCommit:
         delay = RETRY_FIRST_S
         while True:
             if failed:
+                if self.raft.journal_failed():  # nothing can commit here until a restart
+                    raise OutcomeUnknown("the journal failed")
                 if time.monotonic() + delay >= deadline:
                     raise OutcomeUnknown("no commit within %.1f s" % self.commit_timeout_s)
                 await asyncio.sleep(delay)
@@ -255,10 +258,13 @@ class GroupCommit:
 
         Nothing is written to the log: the leader confirms a read index with one heartbeat
         round (``read_index.py``), and this node waits until it has applied that index. Raises
-        :class:`OutcomeUnknown` (the connection is closed) after ``commit_timeout_s``.
+        :class:`OutcomeUnknown` (the connection is closed) after ``commit_timeout_s``, or at
+        once when this node's journal has failed.
         """
         deadline = time.monotonic() + self.commit_timeout_s
         while True:
+            if self.raft.journal_failed():  # this node is out of Raft until a restart: stale
+                raise OutcomeUnknown("the journal failed")
             left = deadline - time.monotonic()
             if left <= 0:
                 raise OutcomeUnknown("no read index within %.1f s" % self.commit_timeout_s)

@@ -30,6 +30,13 @@ class CommitError(Exception):
         self.reason = reason
 
 
+class JournalFailed(CommitError):
+    """This node's journal failed (``journal.py``): what it proposed can never be acknowledged
+    here, and may or may not have reached other nodes."""
+
+    def __init__(self):
+        Exception.__init__(self, "the journal failed")
+        self.reason = FAIL_REASON.REQUEST_DENIED
 
 
 class LoopBridge:
@@ -39,6 +46,11 @@ class LoopBridge:
         """Propose one encoded batch (bytes, or its parts in order); the future gets the list of
         replies or a CommitError. The command is built in one copy (``entries.call_command``)."""
         fut = self.loop.create_future()
+        if self._journal.failed is not None:
+            fut.set_exception(JournalFailed())
+            return fut
+        self._unresolved.add(fut)
+        fut.add_done_callback(self._unresolved.discard)  # however it ends: result, timeout
         parts = (entry,) if isinstance(entry, (bytes, bytearray, memoryview)) else tuple(entry)
         command = call_command(self._apply_id, parts)
 
@@ -96,6 +108,13 @@ class LoopBridge:
                     fut.set_exception(CommitError(err))
             elif item[0] == "events":
                 self._on_events(item[1])
+            elif item[0] == "journal failed":
+                # Nothing this node proposed will be acknowledged here any more: end every
+                # batch still waiting now, not at its try's timeout.
+                unresolved, self._unresolved = self._unresolved, set()
+                for fut in unresolved:
+                    if not fut.done():
+                        fut.set_exception(JournalFailed())
             elif item[0] == "read":
                 fut = self._read_waiters.pop(item[1], None)
                 if fut is not None and not fut.done():

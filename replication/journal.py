@@ -31,8 +31,8 @@ it (``pysyncobj.syncobj.createJournal`` is patched through ``seam.py``) and keep
   one record, ``release_reserve`` (the data directory's reserve file) is given up first; then
   ``low_space`` is set and the node refuses new jobs with OUT_OF_MEMORY while smaller entries
   still fit; it retries every half second and clears the flag when space returns. A failed
-  write or fsync (the directory's too, once a rewrite is renamed into place) sets ``failed``:
-  nothing more is acknowledged until the process restarts.
+  write or fsync (the directory's too, once a rewrite is renamed into place) sets ``failed``
+  and calls ``on_failed`` once: nothing more is acknowledged until the process restarts.
 
 With ``path=None`` everything lives in memory (a node started without ``-b``).
 """
@@ -89,6 +89,7 @@ class DurableJournal(Journal):
         self._reserve_failed = False
         self.tight = False  # the volume is nearly full: reserve little at a time
         self.release_reserve = lambda: False  # frees the data directory's reserve file, if any
+        self.on_failed = lambda: None  # told once, from the writing thread, when ``failed`` is set
         self._votes: VoteFile | None = None
         self._allocated = 0
         self._space_checked = 0.0
@@ -280,9 +281,12 @@ class DurableJournal(Journal):
             # The old file has no name any more: what was appended to it would be gone at the
             # next load. Go on in the new one; the disk failed an fsync, so nothing more is
             # acknowledged (``failed``), as after any failed fsync.
+            first = self.failed is None
             self.failed = exc
             log.error("journal %s: write failed: directory fsync after the rewrite: %s",
                       self.path, exc)
+            if first:
+                self.on_failed()
         os.close(self._fd)
         self._fd, self._offsets, self._end, self._dirty = fd, offsets, end, False
         self._allocated = end
@@ -446,8 +450,11 @@ class DurableJournal(Journal):
             raise JournalWriteError(self.failed.errno, f"journal failed earlier: {self.failed}")
 
     def _fail(self, exc: OSError) -> None:
+        first = self.failed is None
         self.failed = exc
         log.error("journal %s: write failed: %s", self.path, exc)
+        if first:
+            self.on_failed()
         raise JournalWriteError(exc.errno, str(exc))
 
     def _truncate_to(self, index: int) -> None:

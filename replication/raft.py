@@ -118,6 +118,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._on_events = on_events
         self._outbox: collections.deque = collections.deque()
         self._drain_scheduled = False
+        self._unresolved: set[asyncio.Future] = set()  # submitted batches awaiting their result
         self._stopping = False
         self._tmpdir = None
         self._lock_fd = -1
@@ -141,6 +142,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._journal: DurableJournal = seam.journal(self._sync)
         self._journal.policy = config.sync
         self._journal.release_reserve = self._disk.release_reserve
+        self._journal.on_failed = lambda: self._post(("journal failed",))
         self._wrap_transport()
         self._stamp_on_append()
         self._send_only_what_is_new()

@@ -30,6 +30,9 @@ class RecordingRaft:
     def cluster_now_ns(self) -> int:
         return time.time_ns()
 
+    def journal_failed(self) -> bool:
+        return False
+
     def submit(self, parts) -> asyncio.Future:
         _now, commands = decode_entry(b"".join(parts))
         fut = self.loop.create_future()
