@@ -14,7 +14,6 @@ import http.client
 import itertools
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path

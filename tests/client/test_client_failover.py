@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from client_harness import CuttableProxy, ServerProcess, address_of, addresses_of
+from client_harness import CuttableProxy, ServerProcess, addresses_of
 
 from beanraft import client as bc
 from beanraft.client.blocking import MAX_ABANDONED

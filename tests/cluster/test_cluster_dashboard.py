@@ -106,7 +106,7 @@ def test_the_tube_list_and_the_buried_list_stop_at_their_bounds(cluster):
         client.request(b"use many")
         count = api.MAX_BURIED + 1
         client.send(b"".join(b"put 0 0 60 1\r\nx\r\n" for _ in range(count)))
-        ids = [int(client.read_line().split()[1]) for _ in range(count)]
+        assert all(client.read_line().startswith(b"INSERTED ") for _ in range(count))
         client.send(b"watch many\r\n" + b"reserve-with-timeout 0\r\n" * count)
         client.read_line()
         reserved = [client.read_job()[0] for _ in range(count)]

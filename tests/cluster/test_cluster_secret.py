@@ -15,7 +15,7 @@ import subprocess
 import time
 
 import greenstalk
-from cluster_harness import HOST, Cluster, NodePorts, NodeProcess, beanraft_argv, clean_env, free_ports, wait_for
+from cluster_harness import Cluster, NodePorts, NodeProcess, beanraft_argv, clean_env, free_ports, wait_for
 
 OBSERVE_S = 4.0  # several of the intruders' connection retries (every 0.5 s)
 

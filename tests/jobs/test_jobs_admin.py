@@ -9,7 +9,7 @@ heaps, timers) after each batch.
 
 from __future__ import annotations
 
-from jobs_harness import S, Harness
+from jobs_harness import Harness
 
 from beanraft.jobs.commands import Op
 from beanraft.jobs.machine import Machine

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 
 import pysyncobj.journal as pso_journal
 import pytest

@@ -303,7 +303,7 @@ def test_a_job_whose_silent_holder_misses_the_ttr_goes_back_to_ready(server):
 
 
 def test_the_former_holder_can_still_delete_a_job_whose_ttr_expired(server):
-    holder, other = server.connect(), server.connect()
+    holder = server.connect()
     holder.send(b"put 0 0 1 1\r\nx\r\nreserve\r\n")
     holder.expect(b"INSERTED 1\r\nRESERVED 1 1\r\nx\r\n")
     time.sleep(1.3)
