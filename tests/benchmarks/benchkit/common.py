@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from beanraft.node.launcher import STOP_GRACE_S
+# HOST is imported from here by the other bench modules.
+from beanraft.node.launcher import HOST, STOP_GRACE_S  # noqa: F401
 
 DEFAULT_BEANSTALKD = "/usr/bin/beanstalkd"
 READY_TIMEOUT = 20.0  # a server must answer `list-tube-used` within this
