@@ -64,6 +64,7 @@ def status_document(node, counts: dict[str, int] | None = None) -> dict:
         "http_peers": list(node.config.peer_http),
         "admin": node.auth is not None,
         "membership": node.raft.members.standing.state,
+        "journal_failed": node.raft.journal_failed(),
     })
     return doc
 
@@ -133,6 +134,8 @@ class Metrics:
                                "saw to an end, committed or given up.", registry=r)
         self.disk_free = Gauge("beanraft_disk_free_bytes", "Bytes free for this node on its data "
                                "volume (-1 without a data directory).", registry=r)
+        self.journal_failed = Gauge("beanraft_journal_failed", "1 once a write or an fsync of this "
+                                    "node's journal failed (until it restarts), else 0.", registry=r)
         self.oldest_ready = Gauge("beanraft_oldest_ready_seconds", "Age of the oldest job at the "
                                   "head of a tube's ready queue (0 when none is ready).", registry=r)
         self.auth_failures = Counter("beanraft_auth_failures", "Failed authentications on the "
@@ -164,6 +167,7 @@ class Metrics:
         if node.auth is not None:
             self._advance(self.auth_failures, "auth_failures", node.auth.failures)
         self.disk_free.set(_free_bytes(node.config.data_dir))
+        self.journal_failed.set(1 if node.raft.journal_failed() else 0)
         now_ns = node.raft.cluster_now_ns()
         self.oldest_ready.set(node.raft.read(lambda machine: _oldest_ready_ns(machine, now_ns)) / 1e9)
 

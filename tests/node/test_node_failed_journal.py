@@ -1,7 +1,8 @@
 """After its journal fsync fails, a node answers every change with OUT_OF_MEMORY (what beanstalkd
 answers when it cannot write its binlog) and ends at once, without claiming it, the command in
-flight and anything else that would need the log -- even once fsync succeeds again. Restarted
-on the same data directory, it has every acknowledged job and takes new ones.
+flight and anything else that would need the log -- even once fsync succeeds again -- and says
+so (/readyz, /status, /metrics). Restarted on the same data directory, it has every
+acknowledged job and takes new ones.
 
 Method: a real single node runs in this process (client port on 127.0.0.1, data directory on
 disk) and so do its clients. One fsync of the node's journal file fails with EIO; every other
@@ -22,6 +23,7 @@ from polling import until
 
 from beanraft.node.app import Node
 from beanraft.node.config import NodeConfig
+from beanraft.node.status import Metrics, status_document
 
 REPLY_S = 10.0
 COMMIT_TIMEOUT_S = 60.0
@@ -62,6 +64,9 @@ def test_after_a_failed_fsync_changes_get_out_of_memory_until_a_restart(tmp_path
             assert await _request(reader, writer, b"use t\r\n") == b"USING t\r\n"
             assert await _request(reader, writer, b"put 5 0 60 4\r\nkept\r\n") == b"INSERTED 1\r\n"
             await until("the node to be ready", node.is_ready, REPLY_S)
+            metrics = Metrics(node)
+            assert b"\nbeanraft_journal_failed 0.0\n" in metrics.render()
+            assert status_document(node)["journal_failed"] is False
 
             journal = node.raft._journal
             real = os.fdatasync
@@ -80,6 +85,8 @@ def test_after_a_failed_fsync_changes_get_out_of_memory_until_a_restart(tmp_path
             assert failures, "the journal was never synced after the put: the test proves nothing"
             assert node.raft.journal_failed()
             assert not node.is_ready()  # /readyz answers 503
+            assert b"\nbeanraft_journal_failed 1.0\n" in metrics.render()
+            assert status_document(node)["journal_failed"] is True
 
             # fsync works again, and still every change on a fresh connection is refused...
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
