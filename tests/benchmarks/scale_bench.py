@@ -11,8 +11,8 @@ For beanstalkd 1.12 (``-b DIR``, its default fsync at most every 50 ms) and one 
    flight, 100-byte bodies) on a nearly empty queue: the reference figures;
 2. the same with ``--idle`` more connections open and silent (the script raises its own
    RLIMIT_NOFILE, which the servers inherit);
-3. the queue filled up to ``--jobs`` ready jobs, the server's RSS before and after (RSS per job),
-   then put/s and worker cycle/s again;
+3. on a second server started fresh: its RSS, then the queue filled up to ``--jobs`` ready jobs,
+   its RSS again (RSS per job: the growth over the jobs), then put/s and worker cycle/s again;
 4. kill -9 of the server with that queue, then the time until it answers again with every job
    ready (both servers: beanstalkd replays its binlog).
 
@@ -97,10 +97,10 @@ def raise_fd_limit(want: int) -> int:
 class Server:
     """One server process that can be killed with SIGKILL and started again on the same data."""
 
-    def __init__(self, kind: str, args, procs: Procs, ports: Ports, workdir: str):
+    def __init__(self, kind: str, args, procs: Procs, ports: Ports, workdir: str, name: str):
         self.kind, self.args, self.procs = kind, args, procs
         self.port = ports.take()
-        self.dir = os.path.join(workdir, kind)
+        self.dir = os.path.join(workdir, f"{kind}-{name}")
         os.makedirs(os.path.join(self.dir, "data"))
         self.proc = None
 
@@ -153,7 +153,7 @@ def open_idle(port: int, count: int) -> list[socket.socket]:
 
 def measure(kind: str, args, procs: Procs, ports: Ports, workdir: str) -> dict:
     fig: dict = {"kind": kind}
-    server = Server(kind, args, procs, ports, workdir)
+    server = Server(kind, args, procs, ports, workdir, "rates")
     server.start()
     ep = server.endpoint()
     tube = b"scale"
@@ -172,11 +172,17 @@ def measure(kind: str, args, procs: Procs, ports: Ports, workdir: str) -> dict:
             for s in socks:
                 s.close()
         log(f"[{kind}]   put {fig['put_idle']:,.0f}/s  cycle {fig['cycle_idle']:,.0f}/s")
-        time.sleep(1.0)
+    procs.stop(server.proc)
 
+    # A fresh server for the memory: the first one's queue holds what the rates left behind, and
+    # memory its closed connections gave back would hold new jobs without the RSS growing.
+    server = Server(kind, args, procs, ports, workdir, "full")
+    server.start()
+    ep = server.endpoint()
     ready = int(stats(server.port).get("current-jobs-ready", "0"))
     rss0 = rss_bytes(server.proc.pid)
-    log(f"[{kind}] filling to {args.jobs:,} ready jobs (from {ready:,}; loadavg {loadavg()})")
+    log(f"[{kind}] a fresh server, filling to {args.jobs:,} ready jobs (from {ready:,}; RSS "
+        f"{rss0 / MIB:.0f} MiB; loadavg {loadavg()})")
     t0 = time.monotonic()
     for _ in range(100):  # bounded: each pass puts up to the missing count within --fill-seconds
         if ready >= args.jobs:

@@ -67,3 +67,24 @@ def test_the_client_benchmark_command_measures_every_row_and_exits_zero():
     assert any(line.startswith("beanstalkd reserve+delete") for line in lines)
     assert any(line.startswith("beanstalkd client CPU per put:") for line in lines)
     assert any(line.startswith("cluster    put[16]") and "put-key[16]" in line for line in lines)
+
+
+@pytest.mark.timeout(240)
+def test_the_scale_command_measures_every_row_and_the_memory_on_a_fresh_server(tmp_path):
+    """scale_bench.py, as docs/reference/performance.md quotes it, with a small queue. The rates
+    leave far more jobs behind than ``--jobs``: a fill that went on from there would add none and
+    report no memory per job."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH.with_name("scale_bench.py")), "--jobs", "20000", "--idle", "200",
+         "--seconds", "1", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=210, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cells = {re.split(r"\s{2,}", line)[0]: re.split(r"\s{2,}", line)[1:]
+             for line in result.stdout.splitlines() if not line.startswith("#")}
+    for label in ("put/s, empty queue", "cycle/s, 200 idle connections", "put/s, 20,000 ready jobs",
+                  "cycle/s, 20,000 ready jobs", "kill -9, then all jobs ready (s)"):
+        assert len(cells[label]) == 2 and "-" not in cells[label], result.stdout
+    assert all(int(value.replace(",", "")) > 0 for value in cells["RSS per ready job (bytes)"]), \
+        result.stdout + result.stderr
+    assert "from 0;" in result.stderr and "only" not in result.stdout, result.stderr
+    assert list(tmp_path.iterdir()) == []
