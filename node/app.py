@@ -109,6 +109,7 @@ class Node:
                        compact_entries=cfg.snapshot_entries,
                        compact_bytes=cfg.snapshot_bytes, max_job_size=p.MAX_JOB_SIZE_LIMIT),
             loop, self._on_events)
+        self.raft.on_journal_failed = self._journal_failed
         self.raft.add_listener(self._nudge_pulse)
         self.raft.add_listener(self._check_epoch)
         self.raft.start()
@@ -125,6 +126,8 @@ class Node:
             self._tasks.append(loop.create_task(self._collect_cycles()))
         if cfg.clustered:
             self._tasks.append(loop.create_task(self._watch_peers()))
+        if self.raft.journal_failed():  # it failed before the client port was open
+            self._journal_failed()
         log.info("node %s serving clients on %s%s%s (epoch %d)", self.name, self._where(),
                  " with TLS" if self.tls else "",
                  " with authentication" if self.auth is not None and self.auth.required else "",
@@ -220,6 +223,22 @@ class Node:
             self.tls.reload()
         if self.auth is not None:
             self.auth.reload()
+
+    def _journal_failed(self) -> None:
+        """The journal failed a write or an fsync (docs/reference/disk.md). A lone node stays up
+        and answers OUT_OF_MEMORY to every change (``refuses``), as beanstalkd does without its
+        binlog. A cluster's node is as good as down, and says so to its clients the way a
+        stopped node does: it closes its client port and their connections, so that they go on
+        through the other nodes; its HTTP port stays up to say why."""
+        if not self.config.clustered:
+            return
+        log.error("journal failed: closing the client port and every client connection (the "
+                  "other nodes serve on); restart this node once its disk is fixed or replaced")
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.leave()
 
     def enter_drain_mode(self) -> None:
         if not self.draining:

@@ -115,6 +115,10 @@ class LoopBridge:
                 for fut in unresolved:
                     if not fut.done():
                         fut.set_exception(JournalFailed())
+                try:
+                    self.on_journal_failed()
+                except Exception:
+                    log.exception("journal failure callback failed")
             elif item[0] == "read":
                 fut = self._read_waiters.pop(item[1], None)
                 if fut is not None and not fut.done():

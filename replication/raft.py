@@ -119,6 +119,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._outbox: collections.deque = collections.deque()
         self._drain_scheduled = False
         self._unresolved: set[asyncio.Future] = set()  # submitted batches awaiting their result
+        self.on_journal_failed: Callable[[], None] = lambda: None  # told on the loop, once
         self._stopping = False
         self._tmpdir = None
         self._lock_fd = -1

@@ -1,11 +1,12 @@
-"""After its journal fsync fails, a node answers every change with OUT_OF_MEMORY (what beanstalkd
-answers when it cannot write its binlog) and ends at once, without claiming it, the command in
-flight and anything else that would need the log -- even once fsync succeeds again -- and says
-so (/readyz, /status, /metrics). Restarted on the same data directory, it has every
-acknowledged job and takes new ones.
+"""After its journal fsync fails, a lone node answers every change with OUT_OF_MEMORY (what
+beanstalkd answers when it cannot write its binlog) and ends at once, without claiming it, the
+command in flight and anything else that would need the log -- even once fsync succeeds again --
+and says so (/readyz, /status, /metrics). Restarted on the same data directory, it has every
+acknowledged job and takes new ones. A cluster's node whose fsync failed closes its client port
+and its clients' connections, as a stopped node would, and its clients go on through the others.
 
-Method: a real single node runs in this process (client port on 127.0.0.1, data directory on
-disk) and so do its clients. One fsync of the node's journal file fails with EIO; every other
+Method: real nodes run in this process (client ports on 127.0.0.1, data directories on disk):
+one alone, then three in a cluster; so do their clients. One fsync of the node's journal file fails with EIO; every other
 fsync is real. Linux lets the fsync after a lost writeback succeed, so a node that retried would
 acknowledge a job that may not be on the disk. The commit timeout and each try's timeout are a
 minute: a command that waited for either instead of ending at once would miss REPLY_S.
@@ -21,11 +22,13 @@ import time
 from cluster.cluster_harness import free_ports
 from polling import until
 
+from beanraft.client import AsyncClient
 from beanraft.node.app import Node
 from beanraft.node.config import NodeConfig
 from beanraft.node.status import Metrics, status_document
 
 REPLY_S = 10.0
+NODE_GRACE_S = 1.0  # a node silent this long has its clients' jobs released by the leader
 COMMIT_TIMEOUT_S = 60.0
 
 
@@ -64,6 +67,9 @@ def test_after_a_failed_fsync_changes_get_out_of_memory_until_a_restart(tmp_path
             assert await _request(reader, writer, b"use t\r\n") == b"USING t\r\n"
             assert await _request(reader, writer, b"put 5 0 60 4\r\nkept\r\n") == b"INSERTED 1\r\n"
             await until("the node to be ready", node.is_ready, REPLY_S)
+            old_reader, old_writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await _request(old_reader, old_writer, b"peek 1\r\n") == b"FOUND 1 4\r\n"
+            assert await asyncio.wait_for(old_reader.readline(), REPLY_S) == b"kept\r\n"
             metrics = Metrics(node)
             assert b"\nbeanraft_journal_failed 0.0\n" in metrics.render()
             assert status_document(node)["journal_failed"] is False
@@ -96,6 +102,11 @@ def test_after_a_failed_fsync_changes_get_out_of_memory_until_a_restart(tmp_path
             # ...and a reserve, which would commit too, ends the connection at once.
             await _closed(reader, writer, b"reserve-with-timeout 0\r\n")
             assert time.monotonic() - began < COMMIT_TIMEOUT_S
+            # A connection opened before the failure still reads what the node made durable.
+            assert await _request(old_reader, old_writer, b"peek 1\r\n") == b"FOUND 1 4\r\n"
+            assert await asyncio.wait_for(old_reader.readline(), REPLY_S) == b"kept\r\n"
+            assert await _request(old_reader, old_writer, b"peek 2\r\n") == b"NOT_FOUND\r\n"
+            old_writer.close()
         finally:
             await _stopped(node)
 
@@ -115,15 +126,29 @@ def test_after_a_failed_fsync_changes_get_out_of_memory_until_a_restart(tmp_path
     asyncio.run(scenario())
 
 
-def test_a_follower_whose_fsync_failed_ends_its_clients_reads_and_the_others_serve_on(
+async def _client_on(node: Node, addresses: list[str]) -> AsyncClient:
+    """A cluster-aware client given every address, connected to ``node`` (seeds are tried until
+    its random first pick is that node: what the node sees, not the client's internals)."""
+    for seed in range(64):
+        before = len(node.connections)
+        client = await AsyncClient(addresses, use="elsewhere", seed=seed, timeout=5.0,
+                                   failover_timeout=20.0).connect()
+        if len(node.connections) > before:
+            return client
+        await client.close()
+    raise AssertionError("no seed made the client pick the node")
+
+
+def test_a_follower_whose_fsync_failed_closes_its_client_port_and_its_clients_go_on_elsewhere(
         tmp_path, monkeypatch):
     async def scenario():
         ports = free_ports(6)
         raft = [f"127.0.0.1:{port}" for port in ports[3:]]
         nodes = [Node(NodeConfig(listen="127.0.0.1", port=ports[i], raft=raft[i],
                                  peers=[a for a in raft if a != raft[i]], insecure=True,
-                                 data_dir=str(tmp_path / f"data{i}"),
+                                 data_dir=str(tmp_path / f"data{i}"), node_grace_s=NODE_GRACE_S,
                                  commit_timeout_s=COMMIT_TIMEOUT_S)) for i in range(3)]
+        client = None
         try:
             await asyncio.wait_for(asyncio.gather(*(node.start() for node in nodes)), 60)
             for node in nodes:
@@ -133,9 +158,12 @@ def test_a_follower_whose_fsync_failed_ends_its_clients_reads_and_the_others_ser
             others = [i for i in range(3) if i != failing]
             conns = [await asyncio.open_connection("127.0.0.1", ports[i]) for i in range(3)]
             reader, writer = conns[failing]
+            assert await _request(reader, writer, b"use t\r\n") == b"USING t\r\n"
             assert await _request(reader, writer, b"put 5 0 60 4\r\nkept\r\n") == b"INSERTED 1\r\n"
-            assert await _request(reader, writer, b"peek 1\r\n") == b"FOUND 1 4\r\n"
+            assert await _request(reader, writer, b"watch t\r\n") == b"WATCHING 2\r\n"
+            assert await _request(reader, writer, b"reserve-with-timeout 0\r\n") == b"RESERVED 1 4\r\n"
             assert await asyncio.wait_for(reader.readline(), REPLY_S) == b"kept\r\n"
+            client = await _client_on(nodes[failing], [f"127.0.0.1:{port}" for port in ports[:3]])
 
             journal = nodes[failing].raft._journal
             real = os.fdatasync
@@ -154,20 +182,41 @@ def test_a_follower_whose_fsync_failed_ends_its_clients_reads_and_the_others_ser
                                   b"put 5 0 60 3\r\ntwo\r\n") == b"INSERTED 2\r\n"
             await until("the follower's fsync to fail", nodes[failing].raft.journal_failed, REPLY_S)
             assert not nodes[failing].is_ready()
-            # A read on the failed follower cannot be known current: its connection ends at
-            # once; a change on a new connection there gets OUT_OF_MEMORY.
-            await _closed(reader, writer, b"peek 2\r\n")
-            reader, writer = await asyncio.open_connection("127.0.0.1", ports[failing])
-            assert await _request(reader, writer, b"put 5 0 60 3\r\nnew\r\n") == b"OUT_OF_MEMORY\r\n"
+            assert status_document(nodes[failing])["journal_failed"] is True
+            # The failed follower hangs up on its clients and takes no new ones, as a stopped
+            # node would; it does not answer from a state it can no longer keep current.
+            assert await asyncio.wait_for(reader.read(), REPLY_S) == b""
             writer.close()
+            try:
+                await asyncio.open_connection("127.0.0.1", ports[failing])
+            except ConnectionRefusedError:
+                pass
+            else:
+                raise AssertionError("the failed node still accepts clients")
+            # The cluster-aware client that was on it goes on through another node.
+            job_id = await asyncio.wait_for(client.put("after"), REPLY_S + 20)
+            assert not nodes[failing].connections
+            # The job reserved through the failed node goes back to ready once the leader has not
+            # heard from that node for the grace.
+            r, w = conns[others[1]]
+            assert await _request(r, w, b"watch t\r\n") == b"WATCHING 2\r\n"
+            assert await _request(r, w, b"ignore default\r\n") == b"WATCHING 1\r\n"
+            assert await _request(r, w, b"reserve-with-timeout %d\r\n" % (NODE_GRACE_S + 10)) \
+                == b"RESERVED 1 4\r\n"
+            assert await asyncio.wait_for(r.readline(), REPLY_S) == b"kept\r\n"
+            assert await _request(r, w, b"release 1 5 0\r\n") == b"RELEASED\r\n"
             # The two others go on committing, reads included.
             for i in others:
                 r, w = conns[i]
                 assert (await _request(r, w, b"put 5 0 60 3\r\nnew\r\n")).startswith(b"INSERTED ")
                 assert await _request(r, w, b"peek 2\r\n") == b"FOUND 2 3\r\n"
                 assert await asyncio.wait_for(r.readline(), REPLY_S) == b"two\r\n"
+                assert await _request(r, w, b"peek %d\r\n" % job_id) == b"FOUND %d 5\r\n" % job_id
+                assert await asyncio.wait_for(r.readline(), REPLY_S) == b"after\r\n"
                 w.close()
         finally:
+            if client is not None:
+                await client.close()
             for node in nodes:
                 node._stopped.set()
             await asyncio.gather(*(node.shutdown() for node in nodes), return_exceptions=True)
