@@ -9,6 +9,7 @@ nothing here may raise into pysyncobj.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from typing import Callable
@@ -109,16 +110,7 @@ class LoopBridge:
             elif item[0] == "events":
                 self._on_events(item[1])
             elif item[0] == "journal failed":
-                # Nothing this node proposed will be acknowledged here any more: end every
-                # batch still waiting now, not at its try's timeout.
-                unresolved, self._unresolved = self._unresolved, set()
-                for fut in unresolved:
-                    if not fut.done():
-                        fut.set_exception(JournalFailed())
-                try:
-                    self.on_journal_failed()
-                except Exception:
-                    log.exception("journal failure callback failed")
+                self._journal_failed_here()
             elif item[0] == "read":
                 fut = self._read_waiters.pop(item[1], None)
                 if fut is not None and not fut.done():
@@ -132,6 +124,27 @@ class LoopBridge:
                     fut.set_result(None)
             for listener in list(self._listeners):
                 listener()
+
+    def _journal_failed_here(self) -> None:
+        """The journal failed (told once, on the loop). Nothing this node proposed will be
+        acknowledged here any more: every batch still waiting ends now, not at its try's
+        timeout. The node no longer takes part in Raft, and the tick thread no longer
+        refreshes the status: it stops naming a role or a leader it does not hold (pysyncobj
+        would go on calling a failed leader the leader). Then the node is told."""
+        unresolved, self._unresolved = self._unresolved, set()
+        for fut in unresolved:
+            if not fut.done():
+                fut.set_exception(JournalFailed())
+        self._status = dataclasses.replace(self._status, role="follower", leader=None,
+                                           leader_commit_index=None)
+        if self._last_leader is not None:
+            self._last_leader = None
+            self.leader_changes += 1
+            log.info("leader is now unknown: this node's journal failed")
+        try:
+            self.on_journal_failed()
+        except Exception:
+            log.exception("journal failure callback failed")
 
     async def read_index(self, timeout_s: float) -> int:
         """An index that holds every entry committed before this call (``read_index.py``).

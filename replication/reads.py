@@ -71,7 +71,8 @@ class StateReads:
         return max(self.clock.now_ns(), self.machine.now_ns)
 
     def is_leader(self) -> bool:
-        return seam.is_leader(self._sync)
+        """This node leads (never once its journal failed: it takes no part in Raft then)."""
+        return self._journal.failed is None and seam.is_leader(self._sync)
 
     def journal_failed(self) -> bool:
         """The journal cannot be written any more: nothing new can be acknowledged."""

@@ -19,6 +19,7 @@ import errno
 import os
 import time
 
+import pytest
 from cluster.cluster_harness import free_ports
 from polling import until
 
@@ -139,8 +140,9 @@ async def _client_on(node: Node, addresses: list[str]) -> AsyncClient:
     raise AssertionError("no seed made the client pick the node")
 
 
-def test_a_follower_whose_fsync_failed_closes_its_client_port_and_its_clients_go_on_elsewhere(
-        tmp_path, monkeypatch):
+@pytest.mark.parametrize("role", ["follower", "leader"])
+def test_a_node_whose_fsync_failed_closes_its_client_port_and_its_clients_go_on_elsewhere(
+        role, tmp_path, monkeypatch):
     async def scenario():
         ports = free_ports(6)
         raft = [f"127.0.0.1:{port}" for port in ports[3:]]
@@ -154,7 +156,7 @@ def test_a_follower_whose_fsync_failed_closes_its_client_port_and_its_clients_go
             for node in nodes:
                 node.commit.try_timeout_s = COMMIT_TIMEOUT_S
             await until("every node to be ready", lambda: all(n.is_ready() for n in nodes), 30)
-            failing = next(i for i, n in enumerate(nodes) if not n.raft.is_leader())
+            failing = next(i for i, n in enumerate(nodes) if n.raft.is_leader() == (role == "leader"))
             others = [i for i in range(3) if i != failing]
             conns = [await asyncio.open_connection("127.0.0.1", ports[i]) for i in range(3)]
             reader, writer = conns[failing]
@@ -176,14 +178,19 @@ def test_a_follower_whose_fsync_failed_closes_its_client_port_and_its_clients_go
                 real(fd)
 
             monkeypatch.setattr(os, "fdatasync", fdatasync)
-            # A put through another node: the failing follower's fsync of it fails.
+            # A put through another node: the failing node's fsync of it fails.
             other_reader, other_writer = conns[others[0]]
             assert await _request(other_reader, other_writer,
                                   b"put 5 0 60 3\r\ntwo\r\n") == b"INSERTED 2\r\n"
-            await until("the follower's fsync to fail", nodes[failing].raft.journal_failed, REPLY_S)
+            await until("the node's fsync to fail", nodes[failing].raft.journal_failed, REPLY_S)
             assert not nodes[failing].is_ready()
-            assert status_document(nodes[failing])["journal_failed"] is True
-            # The failed follower hangs up on its clients and takes no new ones, as a stopped
+            doc = status_document(nodes[failing])
+            # It no longer names a role or a leader it does not hold (a failed leader's Raft
+            # library would go on calling it the leader).
+            assert (doc["journal_failed"], doc["role"], doc["leader"]) == (True, "follower", None)
+            assert b"\nbeanraft_raft_is_leader 0.0\n" in Metrics(nodes[failing]).render()
+            assert not nodes[failing].raft.is_leader()
+            # The failed node hangs up on its clients and takes no new ones, as a stopped
             # node would; it does not answer from a state it can no longer keep current.
             assert await asyncio.wait_for(reader.read(), REPLY_S) == b""
             writer.close()
