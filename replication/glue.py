@@ -165,13 +165,17 @@ class PysyncobjGlue:
             return clock.stamp(not_before_ns=machine.now_ns)
 
         def add_stamped(command, idx, term):
+            at = None
             if seam.role(sync) == _LEADER:
                 try:
                     command = restamp_command(command, stamp)
+                    at = clock.stamped_at_ns
                 except Exception as exc:  # never break the tick: apply_batch copes with any time
                     log.error("cannot stamp log entry %d: %s", idx, exc)
             add(command, idx, term)
-            appended_at[idx] = time.monotonic_ns()
+            # The leader's timeline goes on from the instant its stamp stands for: from after
+            # the journal's write instead, it fell behind by that write at every entry.
+            appended_at[idx] = time.monotonic_ns() if at is None else at
 
         journal.add = add_stamped
 

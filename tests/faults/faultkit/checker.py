@@ -11,9 +11,10 @@ Anomalies, and why each report is sound (no false alarm from a legitimate schedu
   connection, the TTR expiry, or the start of a fault on c1's node (owner loss: a restart or a
   DROP_NODE closes the session; the window lasts ``owner_loss_margin_s`` after the heal, unless
   a later definite reply on c1 proves the session was still open). The TTR cannot have expired
-  before ``reserve.invoke + ttr`` (or ``touch.invoke + ttr`` after a ``TOUCHED``): nodes stamp
-  entries with the same wall clock the history uses, after the client sent the command, and a
-  machine's time never runs ahead of that clock. Independently, a later ``TOUCHED``/``RELEASED``/
+  before ``reserve.invoke + ttr`` (or ``touch.invoke + ttr`` after a ``TOUCHED``), less the
+  ``SLEW`` share of the TTR by which a leader may run the cluster's time fast to close a gap to
+  its clock: nodes stamp entries with the same wall clock the history uses, after the client
+  sent the command, and a machine's time never runs ahead of that clock. Independently, a later ``TOUCHED``/``RELEASED``/
   ``BURIED`` for j on c1 proves c1 held j all along (it never reserved j again in between).
   c2's reservation counts when it was invoked after c1's completed and completed before c1's
   certain holding ended.
@@ -38,6 +39,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+from beanraft.replication.clock import SLEW
 
 INF = math.inf
 MUTATIONS = {"put", "reserve", "delete", "release", "bury", "touch", "kick"}
@@ -235,7 +238,8 @@ class _Checker:
         """The time until which ``res``'s connection certainly held the job, judged for an
         ``other`` operation (its faults are considered up to ``other``'s completion)."""
         job_id, ttr = res.job, self._ttr(res.job)
-        deadline, end, why, proof = res.t0 + ttr, INF, "the connection stayed open", -INF
+        # A leader moves the cluster's time towards its clock at SLEW at most (clock.py).
+        deadline, end, why, proof = res.t0 + ttr * (1 - SLEW), INF, "the connection stayed open", -INF
         ops = self.by_conn[res.conn]
         for op in ops[self.position[id(res)] + 1:]:
             if op is other:
@@ -248,7 +252,7 @@ class _Checker:
                     proof = op.t0  # TOUCHED, RELEASED, BURIED: it still held the job then
                 if op.f == "touch" and op.type == "ok":
                     if op.t0 < other.t1:  # later touches count as proofs instead
-                        deadline = max(deadline, op.t0 + ttr)
+                        deadline = max(deadline, op.t0 + ttr * (1 - SLEW))
                     continue
                 end, why = op.t0, f"{op.f} by its holder"
                 break
