@@ -38,6 +38,13 @@ async def _request(reader, writer, line: bytes) -> bytes:
     return await asyncio.wait_for(reader.readline(), REPLY_S)
 
 
+async def _peeked(reader, writer, job_id: int, body: bytes) -> None:
+    """``peek job_id`` must find the job with ``body``."""
+    reply = await _request(reader, writer, b"peek %d\r\n" % job_id)
+    assert reply == b"FOUND %d %d\r\n" % (job_id, len(body)), reply
+    assert await asyncio.wait_for(reader.readline(), REPLY_S) == body + b"\r\n"
+
+
 async def _closed(reader, writer, line: bytes) -> None:
     """Send ``line``: the node must close the connection within REPLY_S, answering nothing."""
     writer.write(line)
@@ -69,8 +76,7 @@ def test_after_a_failed_fsync_changes_get_out_of_memory_until_a_restart(tmp_path
             assert await _request(reader, writer, b"put 5 0 60 4\r\nkept\r\n") == b"INSERTED 1\r\n"
             await until("the node to be ready", node.is_ready, REPLY_S)
             old_reader, old_writer = await asyncio.open_connection("127.0.0.1", port)
-            assert await _request(old_reader, old_writer, b"peek 1\r\n") == b"FOUND 1 4\r\n"
-            assert await asyncio.wait_for(old_reader.readline(), REPLY_S) == b"kept\r\n"
+            await _peeked(old_reader, old_writer, 1, b"kept")
             metrics = Metrics(node)
             assert b"\nbeanraft_journal_failed 0.0\n" in metrics.render()
             assert status_document(node)["journal_failed"] is False
@@ -104,8 +110,7 @@ def test_after_a_failed_fsync_changes_get_out_of_memory_until_a_restart(tmp_path
             await _closed(reader, writer, b"reserve-with-timeout 0\r\n")
             assert time.monotonic() - began < COMMIT_TIMEOUT_S
             # A connection opened before the failure still reads what the node made durable.
-            assert await _request(old_reader, old_writer, b"peek 1\r\n") == b"FOUND 1 4\r\n"
-            assert await asyncio.wait_for(old_reader.readline(), REPLY_S) == b"kept\r\n"
+            await _peeked(old_reader, old_writer, 1, b"kept")
             assert await _request(old_reader, old_writer, b"peek 2\r\n") == b"NOT_FOUND\r\n"
             old_writer.close()
         finally:
@@ -115,8 +120,7 @@ def test_after_a_failed_fsync_changes_get_out_of_memory_until_a_restart(tmp_path
         node = await _started(port, data_dir)  # the disk is "replaced": fsync works
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            assert await _request(reader, writer, b"peek 1\r\n") == b"FOUND 1 4\r\n"
-            assert await asyncio.wait_for(reader.readline(), REPLY_S) == b"kept\r\n"
+            await _peeked(reader, writer, 1, b"kept")
             # The job whose fsync failed may or may not be there (its put was never answered);
             # a new job gets an id after it either way.
             assert await _request(reader, writer, b"put 5 0 60 3\r\nnew\r\n") == b"INSERTED 3\r\n"
@@ -216,10 +220,8 @@ def test_a_node_whose_fsync_failed_closes_its_client_port_and_its_clients_go_on_
             for i in others:
                 r, w = conns[i]
                 assert (await _request(r, w, b"put 5 0 60 3\r\nnew\r\n")).startswith(b"INSERTED ")
-                assert await _request(r, w, b"peek 2\r\n") == b"FOUND 2 3\r\n"
-                assert await asyncio.wait_for(r.readline(), REPLY_S) == b"two\r\n"
-                assert await _request(r, w, b"peek %d\r\n" % job_id) == b"FOUND %d 5\r\n" % job_id
-                assert await asyncio.wait_for(r.readline(), REPLY_S) == b"after\r\n"
+                await _peeked(r, w, 2, b"two")
+                await _peeked(r, w, job_id, b"after")
                 w.close()
         finally:
             if client is not None:
