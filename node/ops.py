@@ -143,6 +143,7 @@ def _print_table(docs: dict) -> None:
             click.echo(f"{address:<22}{'-':<22}{'down':<10}{'-':>6}{'-':>9}{'-':>9}{'-':>6}  unreachable")
             continue
         lag = top - d["applied_index"]
-        health = "ready" if d.get("ready") else "not ready"
+        health = "journal failed" if d.get("journal_failed") else (
+            "ready" if d.get("ready") else "not ready")
         click.echo(f"{address:<22}{d['node']:<22}{d['role']:<10}{d['term']:>6}{d['commit_index']:>9}"
                    f"{d['applied_index']:>9}{lag:>6}  {health}")

@@ -102,8 +102,8 @@ def node_rows(docs: dict[str, dict | None]) -> list[dict]:
             rows.append({"node": address, "role": "down", "health": "unreachable"})
             continue
         seen.add(doc["node"])
-        health = "draining" if doc.get("draining") else (
-            "ready" if doc.get("ready") else "not ready")
+        health = "journal failed" if doc.get("journal_failed") else (
+            "draining" if doc.get("draining") else ("ready" if doc.get("ready") else "not ready"))
         rows.append({"node": doc["node"], "role": doc["role"], "term": doc["term"],
                      "commit": doc["commit_index"], "applied": doc["applied_index"],
                      "lag": top_commit - doc["applied_index"], "health": health,

@@ -118,7 +118,8 @@ function drawNodes() {
     cell(row, status.commit_index);
     cell(row, status.applied_index);
     cell(row, leader ? Math.max(0, leader.commit_index - status.applied_index) : "?");
-    cell(row, status.ready ? "ready" : "not ready", status.ready ? "" : "bad");
+    const health = status.journal_failed ? "journal failed" : (status.ready ? "ready" : "not ready");
+    cell(row, health, status.ready ? "" : "bad");
     const silent = contact.get(status.node);
     cell(row, status.role === "leader" ? "-" : (silent == null ? "?" : `${silent.toFixed(1)} s ago`));
   }

@@ -207,6 +207,17 @@ def test_top_shows_raft_peers_without_an_http_address_from_what_the_leader_knows
         ("r2", "peer", 2, "connected"), ("r3", "peer", None, "disconnected")]
 
 
+def test_top_names_a_node_whose_journal_failed():
+    from beanraft.node.top import node_rows
+
+    failed = {"node": "r2", "role": "follower", "term": 3, "commit_index": 40,
+              "applied_index": 40, "ready": False, "journal_failed": True, "peers": []}
+    healthy = {"node": "r1", "role": "leader", "term": 3, "commit_index": 50,
+               "applied_index": 50, "ready": True, "journal_failed": False, "peers": []}
+    rows = node_rows({"h1": healthy, "h2": failed})
+    assert [(r["node"], r["health"]) for r in rows] == [("r1", "ready"), ("r2", "journal failed")]
+
+
 def test_top_rates_are_the_counter_deltas_over_the_time_between_samples():
     from beanraft.node.top import Sample, _rate
 
