@@ -236,6 +236,10 @@ class Node:
                   "other nodes serve on); restart this node once its disk is fixed or replaced")
         for server in self.servers:
             server.close()
+        self._hang_up_clients()
+
+    def _hang_up_clients(self) -> None:
+        """Every client connection answers what it has read, then hangs up (``leave``)."""
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.leave()
@@ -253,9 +257,7 @@ class Node:
             server.close()
         if self.config.clustered and self.raft.is_leader():
             await self._hand_over()
-        for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.leave()
+        self._hang_up_clients()
         tasks = [c.task for c in self.sessions.values() if c.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)

@@ -281,12 +281,7 @@ class DurableJournal(Journal):
             # The old file has no name any more: what was appended to it would be gone at the
             # next load. Go on in the new one; the disk failed an fsync, so nothing more is
             # acknowledged (``failed``), as after any failed fsync.
-            first = self.failed is None
-            self.failed = exc
-            log.error("journal %s: write failed: directory fsync after the rewrite: %s",
-                      self.path, exc)
-            if first:
-                self.on_failed()
+            self._mark_failed(exc, "directory fsync after the rewrite: ")
         os.close(self._fd)
         self._fd, self._offsets, self._end, self._dirty = fd, offsets, end, False
         self._allocated = end
@@ -450,12 +445,16 @@ class DurableJournal(Journal):
             raise JournalWriteError(self.failed.errno, f"journal failed earlier: {self.failed}")
 
     def _fail(self, exc: OSError) -> None:
+        self._mark_failed(exc)
+        raise JournalWriteError(exc.errno, str(exc))
+
+    def _mark_failed(self, exc: OSError, what: str = "") -> None:
+        """Nothing more is acknowledged (``failed``); ``on_failed`` is told the first time."""
         first = self.failed is None
         self.failed = exc
-        log.error("journal %s: write failed: %s", self.path, exc)
+        log.error("journal %s: write failed: %s%s", self.path, what, exc)
         if first:
             self.on_failed()
-        raise JournalWriteError(exc.errno, str(exc))
 
     def _truncate_to(self, index: int) -> None:
         del self._entries[index:]
