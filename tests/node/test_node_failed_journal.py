@@ -52,6 +52,22 @@ async def _closed(reader, writer, line: bytes) -> None:
     writer.close()
 
 
+def _fail_one_fsync(monkeypatch, node: Node) -> list[int]:
+    """The next fdatasync of ``node``'s journal fails with EIO; every other one is real (from
+    any node's Raft thread). Returns the list that records the failure."""
+    journal, real = node.raft._journal, os.fdatasync
+    failures: list[int] = []
+
+    def fdatasync(fd):
+        if fd == journal._fd and not failures:
+            failures.append(fd)
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    return failures
+
+
 async def _started(port: int, data_dir: str) -> Node:
     node = Node(NodeConfig(listen="127.0.0.1", port=port, data_dir=data_dir,
                            commit_timeout_s=COMMIT_TIMEOUT_S))
@@ -81,17 +97,7 @@ def test_after_a_failed_fsync_changes_get_out_of_memory_until_a_restart(tmp_path
             assert b"\nbeanraft_journal_failed 0.0\n" in metrics.render()
             assert status_document(node)["journal_failed"] is False
 
-            journal = node.raft._journal
-            real = os.fdatasync
-            failures: list[int] = []
-
-            def fdatasync(fd):  # called from the node's Raft thread
-                if fd == journal._fd and not failures:
-                    failures.append(fd)
-                    raise OSError(errno.EIO, "Input/output error")
-                real(fd)
-
-            monkeypatch.setattr(os, "fdatasync", fdatasync)
+            failures = _fail_one_fsync(monkeypatch, node)
             # The put whose fsync fails: its outcome is unknown, so the node must not say INSERTED.
             began = time.monotonic()
             await _closed(reader, writer, b"put 5 0 60 4\r\nlost\r\n")
@@ -116,7 +122,7 @@ def test_after_a_failed_fsync_changes_get_out_of_memory_until_a_restart(tmp_path
         finally:
             await _stopped(node)
 
-        monkeypatch.setattr(os, "fdatasync", real)
+        monkeypatch.undo()
         node = await _started(port, data_dir)  # the disk is "replaced": fsync works
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -171,17 +177,7 @@ def test_a_node_whose_fsync_failed_closes_its_client_port_and_its_clients_go_on_
             assert await asyncio.wait_for(reader.readline(), REPLY_S) == b"kept\r\n"
             client = await _client_on(nodes[failing], [f"127.0.0.1:{port}" for port in ports[:3]])
 
-            journal = nodes[failing].raft._journal
-            real = os.fdatasync
-            failures: list[int] = []
-
-            def fdatasync(fd):  # called from the three Raft threads
-                if fd == journal._fd and not failures:
-                    failures.append(fd)
-                    raise OSError(errno.EIO, "Input/output error")
-                real(fd)
-
-            monkeypatch.setattr(os, "fdatasync", fdatasync)
+            _fail_one_fsync(monkeypatch, nodes[failing])
             # A put through another node: the failing node's fsync of it fails.
             other_reader, other_writer = conns[others[0]]
             assert await _request(other_reader, other_writer,
