@@ -19,6 +19,7 @@ import click
 
 from . import auth
 from .launcher import HOST, ServeProcess, local_specs
+from .top import node_health
 from .local_cluster import Supervisor
 
 DEFAULT_CLIENT_PORT = 11300
@@ -143,7 +144,6 @@ def _print_table(docs: dict) -> None:
             click.echo(f"{address:<22}{'-':<22}{'down':<10}{'-':>6}{'-':>9}{'-':>9}{'-':>6}  unreachable")
             continue
         lag = top - d["applied_index"]
-        health = "journal failed" if d.get("journal_failed") else (
-            "ready" if d.get("ready") else "not ready")
+        health = node_health(d)
         click.echo(f"{address:<22}{d['node']:<22}{d['role']:<10}{d['term']:>6}{d['commit_index']:>9}"
                    f"{d['applied_index']:>9}{lag:>6}  {health}")

@@ -93,6 +93,15 @@ def sample_nodes(addresses: list[str], token: str | None = None,
     return node_rows(docs)
 
 
+def node_health(doc: dict) -> str:
+    """One word or two for a node's /status document: what an operator looks at first."""
+    if doc.get("journal_failed"):
+        return "journal failed"
+    if doc.get("draining"):
+        return "draining"
+    return "ready" if doc.get("ready") else "not ready"
+
+
 def node_rows(docs: dict[str, dict | None]) -> list[dict]:
     """The node table's rows from the /status documents by HTTP address (None: no answer)."""
     top_commit = max((d["commit_index"] for d in docs.values() if d), default=0)
@@ -102,8 +111,7 @@ def node_rows(docs: dict[str, dict | None]) -> list[dict]:
             rows.append({"node": address, "role": "down", "health": "unreachable"})
             continue
         seen.add(doc["node"])
-        health = "journal failed" if doc.get("journal_failed") else (
-            "draining" if doc.get("draining") else ("ready" if doc.get("ready") else "not ready"))
+        health = node_health(doc)
         rows.append({"node": doc["node"], "role": doc["role"], "term": doc["term"],
                      "commit": doc["commit_index"], "applied": doc["applied_index"],
                      "lag": top_commit - doc["applied_index"], "health": health,

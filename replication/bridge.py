@@ -26,8 +26,8 @@ class CommitError(Exception):
     """pysyncobj gave up on a batch (``reason``: its FAIL_REASON); it may still commit later,
     so the caller proposes it again (the entries are idempotent) until a deadline."""
 
-    def __init__(self, reason: int):
-        super().__init__(f"commit failed: reason {reason}")
+    def __init__(self, reason: int, message: str | None = None):
+        super().__init__(message or f"commit failed: reason {reason}")
         self.reason = reason
 
 
@@ -36,8 +36,7 @@ class JournalFailed(CommitError):
     here, and may or may not have reached other nodes."""
 
     def __init__(self):
-        Exception.__init__(self, "the journal failed")
-        self.reason = FAIL_REASON.REQUEST_DENIED
+        super().__init__(FAIL_REASON.REQUEST_DENIED, "the journal failed")
 
 
 class LoopBridge:

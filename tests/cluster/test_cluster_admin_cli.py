@@ -218,6 +218,20 @@ def test_top_names_a_node_whose_journal_failed():
     assert [(r["node"], r["health"]) for r in rows] == [("r1", "ready"), ("r2", "journal failed")]
 
 
+def test_status_names_a_node_whose_journal_failed_and_one_that_drains(capsys):
+    from beanraft.node.ops import _print_table
+
+    def doc(node, **more):
+        return {"node": node, "role": "follower", "term": 3, "commit_index": 50,
+                "applied_index": 50, "ready": True, **more}
+
+    _print_table({"h1": doc("r1", role="leader"), "h2": doc("r2", ready=False, journal_failed=True),
+                  "h3": doc("r3", draining=True), "h4": None})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[-1] for line in lines[1:]] == ["ready", "failed", "draining", "unreachable"]
+    assert lines[2].endswith("  journal failed")
+
+
 def test_top_rates_are_the_counter_deltas_over_the_time_between_samples():
     from beanraft.node.top import Sample, _rate
 
