@@ -72,6 +72,75 @@ def keep_next_index_monotonic(sync: SyncObj) -> None:
     transport.setOnMessageReceivedCallback(on_message)
 
 
+def truncate_only_on_conflict(sync: SyncObj) -> None:
+    """A follower deletes entries from its log only where the leader's log differs (Raft 5.3).
+
+    pysyncobj's follower deletes every entry after an append_entries' ``prevLogIdx`` before it
+    adds the message's entries, whether or not they differ from the ones it holds. A message
+    that arrives after newer ones (a re-send after a next index reset, a late duplicate) then
+    cuts entries the follower already acknowledged: pysyncobj logs CRITICAL "truncating
+    already-applied log entries", and the leader, whose match index for the follower does not
+    go down, goes on counting the follower for entries it no longer holds when it commits.
+
+    Here the entries the follower already holds with the same term are left out of the message
+    before pysyncobj sees it. Entries that differ are still replaced from the first difference
+    on, as Raft requires; new entries are added after the follower's last. When the message
+    brings nothing new and the follower's log goes further, pysyncobj is given only its term,
+    leader and a commit index no further than what the message vouched for (so no entry of an
+    unchecked tail is applied), and the follower answers the acknowledgement itself.
+    """
+    transport = seam.transport(sync)
+    handler = seam.message_handler(sync)
+    journal = seam.journal(sync)
+
+    def term_at(index) -> int | None:
+        if not isinstance(index, int) or not len(journal):
+            return None
+        position = index - journal[0][1]
+        return journal[position][2] if 0 <= position < len(journal) else None
+
+    def on_message(node, message):
+        if (isinstance(message, dict) and message.get("type") == "append_entries"
+                and "prevLogIdx" in message and "transmission" not in message
+                and isinstance(message.get("term"), int)
+                and message["term"] >= sync.raftCurrentTerm):
+            prev = message["prevLogIdx"]
+            if prev is not None and term_at(prev) == message.get("prevLogTerm"):
+                message, vouched = _left_to_add(message, prev, journal[-1][1], term_at)
+                if vouched is not None:  # the follower's log goes past it: kept whole
+                    handler(node, message)
+                    transport.send(node, {"type": "next_node_idx", "next_node_idx": vouched + 1,
+                                          "reset": False, "success": True})
+                    return
+        handler(node, message)
+
+    transport.setOnMessageReceivedCallback(on_message)
+
+
+def _left_to_add(message: dict, prev: int, last: int, term_at) -> tuple[dict, int | None]:
+    """``message`` without the entries the follower holds (its log matches up to ``prev``).
+
+    Returns the message for pysyncobj and None, or, when the follower's log goes past the last
+    index the message vouches for, a bare heartbeat for pysyncobj and that index.
+    """
+    entries = message.get("entries") or []
+    held = 0
+    for entry in entries:
+        if entry[1] > last or term_at(entry[1]) != entry[2]:
+            break
+        held += 1
+    if held < len(entries):  # a difference, or entries after the follower's last
+        if not held:
+            return message, None
+        before = entries[held - 1]
+        return {**message, "prevLogIdx": before[1], "prevLogTerm": before[2],
+                "entries": entries[held:]}, None
+    vouched = entries[-1][1] if entries else prev
+    if vouched == last:  # nothing new and nothing after: a heartbeat at the follower's last
+        return {**message, "prevLogIdx": last, "prevLogTerm": term_at(last), "entries": []}, None
+    commit = message.get("commit_index")
+    return {"type": "append_entries", "term": message["term"],
+            "commit_index": min(commit, vouched) if isinstance(commit, int) else vouched}, vouched
 
 
 class Host(SyncObj):
@@ -217,6 +286,9 @@ class PysyncobjGlue:
 
     def _keep_next_index_monotonic(self) -> None:
         keep_next_index_monotonic(self._sync)
+
+    def _truncate_only_on_conflict(self) -> None:
+        truncate_only_on_conflict(self._sync)
 
     def _route_read_index_messages(self) -> None:
         """Our read-index messages go to ``read_index.py``; pysyncobj never sees them."""

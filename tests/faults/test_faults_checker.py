@@ -238,3 +238,21 @@ def test_an_operation_without_completion_is_indefinite():
     h = H().put("a", 1).op("delete", {"id": 1}, type_=None)  # the run ended before a reply
     report = h.check()
     assert report.valid and report.stats["delete info"] == 1
+
+
+def test_a_follower_that_cut_applied_entries_is_a_problem(tmp_path):
+    from types import SimpleNamespace
+
+    from faultkit.harness import applied_entries_cut
+
+    def node(name, text):
+        path = tmp_path / f"{name}.log"
+        path.write_text(text)
+        return SimpleNamespace(name=name, spec=SimpleNamespace(log_path=path))
+
+    clean = node("node1", "2026-12-06 05:02:26,821 INFO beanraft.raft: role leader -> follower\n")
+    cut = node("node2", "2026-12-06 05:02:26,894 CRITICAL pysyncobj.syncobj: truncating "
+                        "already-applied log entries from index 11184 (last applied: 11981)\n")
+    assert applied_entries_cut(SimpleNamespace(nodes=[clean])) == []
+    problems = applied_entries_cut(SimpleNamespace(nodes=[clean, cut]))
+    assert len(problems) == 1 and problems[0].startswith("node2 cut entries it had applied: ")

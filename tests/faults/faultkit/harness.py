@@ -186,6 +186,7 @@ def _run(config: RunConfig, cluster: Cluster, history: History, layout: str,
     problems += final_statuses(cluster, history)
     problems += record_drops(cluster, history, config.node_grace_s)
     problems += one_leader_per_term(history.events)
+    problems += applied_entries_cut(cluster)
     report = check(history.events)
     return RunResult(config=config, report=report, layout=layout, problems=problems,
                      observations=nemesis.observations + scan_logs(cluster),
@@ -253,6 +254,14 @@ def record_drops(cluster: Cluster, history: History, grace_s: float) -> list[str
                                 f"{time.strftime('%H:%M:%S', time.localtime(at))} although no "
                                 f"fault had touched it")
     return spurious
+
+
+def applied_entries_cut(cluster: Cluster) -> list[str]:
+    """A follower cuts an entry it applied only where its log differed from its leader's
+    (``glue.truncate_only_on_conflict``): two nodes applied different entries at one index."""
+    return [f"{node.name} cut entries it had applied: {line[:200]}"
+            for node, lines in _log_lines(cluster) for line in lines
+            if "truncating already-applied log entries" in line]
 
 
 def scan_logs(cluster: Cluster, limit: int = 3) -> list[str]:
