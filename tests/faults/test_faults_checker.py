@@ -174,6 +174,28 @@ def test_a_fault_on_another_node_does_not_excuse_double_delivery():
     assert len(h.check().anomalies["double-delivery"]) == 1
 
 
+def member_change(h: H, removed: str, killed: str, start: float, restarted: float,
+                  rejoined: float) -> H:
+    """The nemesis' membership change: remove one node while another is killed -9."""
+    h.at(start).op("fault", {"kind": "member", "nodes": [removed, killed]}, process="nemesis",
+                   node=removed)
+    h.at(restarted).op("heal", {"kind": "kill", "nodes": [killed]}, process="nemesis", node=killed)
+    return h.at(rejoined).op("heal", {"kind": "rejoin", "nodes": [removed]}, process="nemesis",
+                             node=removed)
+
+
+def test_a_membership_change_excuses_owner_loss_on_the_killed_node_only_until_its_restart():
+    h = H().put("a", 1, ttr=100).put("b", 2, ttr=100)
+    h.at(1).reserve(1, "a", conn=2, process="w1", node="n2")
+    member_change(h, "n3", "n2", 2, 4, 5)
+    h.at(3).reserve(1, "a", conn=3, process="w2", node="n1")  # n2 was killed: owner loss
+    h.job_op("delete", 1, conn=3, process="w2", node="n1")
+    h.at(20).reserve(2, "b", conn=4, process="w3", node="n2")
+    h.at(30).reserve(2, "b", conn=5, process="w4", node="n1")  # long after n2 came back
+    report = h.check()
+    assert [a["id"] for a in report.anomalies["double-delivery"]] == [2]
+
+
 def test_a_job_seen_after_its_acknowledged_delete_is_a_resurrection():
     h = H().put("a", 1).put("b", 2)
     h.job_op("delete", 1).job_op("delete", 2)

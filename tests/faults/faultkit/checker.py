@@ -98,6 +98,32 @@ class Report:
         return "\n".join(lines)
 
 
+def fault_windows(steps) -> dict[str, list[tuple[float, float]]]:
+    """node -> [(start, end)] from the nemesis' (f, nodes, start, end) steps in order.
+
+    A node's window opens at the first fault that names it and closes when as many heals have
+    named it, whatever their kinds: a membership change names the node it removes and the node
+    it kills, and is healed by a restart of the one and a rejoin of the other.
+    """
+    windows: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    open_faults: dict[str, int] = defaultdict(int)
+    opened_at: dict[str, float] = {}
+    for f, nodes, start, end in steps:
+        for node in nodes:
+            if f == "fault":
+                if not open_faults[node]:
+                    opened_at[node] = start
+                open_faults[node] += 1
+            elif f == "heal" and open_faults[node]:
+                open_faults[node] -= 1
+                if not open_faults[node]:
+                    windows[node].append((opened_at[node], end))
+    for node, count in open_faults.items():
+        if count:
+            windows[node].append((opened_at[node], INF))
+    return windows
+
+
 def pair(events: list[dict]) -> list[Op]:
     """Pair every invoke with its process's next completion; an unanswered invoke is ``info``."""
     open_: dict[str, dict] = {}
@@ -149,20 +175,8 @@ class _Checker:
 
     def _fault_windows(self) -> dict[str, list[tuple[float, float]]]:
         """node -> [(start, end)]: from a fault's invoke to its heal's completion."""
-        windows: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        pending: dict[tuple[str, str], float] = {}
-        for op in self.ops:
-            if op.process != "nemesis":
-                continue
-            kind = op.args.get("kind")
-            for node in op.args.get("nodes", []):
-                if op.f == "fault":
-                    pending.setdefault((kind, node), op.t0)
-                elif op.f == "heal" and (kind, node) in pending:
-                    windows[node].append((pending.pop((kind, node)), op.t1))
-        for (_kind, node), start in pending.items():
-            windows[node].append((start, INF))
-        return windows
+        return fault_windows((op.f, op.args.get("nodes", []), op.t0, op.t1)
+                             for op in self.ops if op.process == "nemesis")
 
     # -- identities ------------------------------------------------------------------------
 

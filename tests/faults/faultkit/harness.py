@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import netns
-from .checker import Report, check
+from .checker import Report, check, fault_windows
 from .cluster import Cluster
 from .history import History
 from .nemesis import KINDS, Nemesis
@@ -225,18 +225,9 @@ def record_drops(cluster: Cluster, history: History, grace_s: float) -> list[str
     """Put every DROP_NODE a leader proposed (from its log) into the history as a zero-length
     ``dropped`` fault on that node, so the checker counts it as a possible owner loss; return
     the drops of nodes that no fault had touched in the grace period before (spurious ones)."""
-    windows: dict[str, list[tuple[float, float]]] = {}
-    pending: dict[tuple[str, str], float] = {}
-    for e in history.events:
-        if e["process"] == "nemesis" and e["type"] == "ok" and e["f"] in ("fault", "heal"):
-            for name in e["value"].get("nodes", []):
-                key = (e["value"]["kind"], name)
-                if e["f"] == "fault":
-                    pending[key] = e["time"]
-                elif key in pending:
-                    windows.setdefault(name, []).append((pending.pop(key), e["time"]))
-    for (_kind, name), start in pending.items():
-        windows.setdefault(name, []).append((start, float("inf")))
+    windows = fault_windows((e["f"], e["value"].get("nodes", []), e["time"], e["time"])
+                            for e in history.events if e["process"] == "nemesis"
+                            and e["type"] == "ok" and e["f"] in ("fault", "heal"))
     spurious = []
     for node, lines in _log_lines(cluster):
         for line in lines:
@@ -249,7 +240,7 @@ def record_drops(cluster: Cluster, history: History, grace_s: float) -> list[str
             history.note("nemesis", "fault", value, target.name, at=at)
             history.note("nemesis", "heal", value, target.name, at=at)
             if not any(start - 1.0 <= at and at <= stop + grace_s + 5.0
-                       for start, stop in windows.get(target.name, [])):
+                       for start, stop in windows.get(target.name, ())):
                 spurious.append(f"{node.name} dropped {target.name} at "
                                 f"{time.strftime('%H:%M:%S', time.localtime(at))} although no "
                                 f"fault had touched it")

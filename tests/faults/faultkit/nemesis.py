@@ -216,6 +216,10 @@ class Nemesis(threading.Thread):
                 # No leader yet: the survivor and the victim (killed) may be the only members
                 # if the removal was appended. Ask again once the victim is back (healed first).
                 self._active.append(("settle-member", node))
+            else:  # still a member: the change is over for it (the victim's heal is pending)
+                value = {"kind": "member", "nodes": [node.name]}
+                self.history.invoke("nemesis", "heal", value, node.name)
+                self.history.complete("nemesis", "ok", value)
 
     def _empty(self, node: NodeProcess) -> None:
         """Stop a removed node and empty its data directory, so it can join afresh."""
