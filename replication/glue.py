@@ -72,6 +72,35 @@ def keep_next_index_monotonic(sync: SyncObj) -> None:
     transport.setOnMessageReceivedCallback(on_message)
 
 
+def answers_carry_their_term(sync: SyncObj) -> None:
+    """A follower's answer to an append_entries says its term; a leader ignores an answer from
+    another term (Raft 5.1: a reply of an older term is stale).
+
+    pysyncobj's ``next_node_idx`` answer carries no term, and a leader resets its match index to
+    0 when it takes office. An answer that left in an earlier term (held up by a partition, or
+    sent to this node when it led before) then counts for the new term: a success raises the
+    match index to what the follower held then, which may no longer be the leader's log there,
+    and a reset moves the next index anywhere. Answers without a term (a node of an earlier
+    BeanRaft) are taken as before.
+    """
+    transport = seam.transport(sync)
+    handler = seam.message_handler(sync)
+
+    def send_with_term(send, node, message):
+        if isinstance(message, dict) and message.get("type") == "next_node_idx":
+            message["term"] = sync.raftCurrentTerm
+        return send(node, message)
+
+    def on_message(node, message):
+        if (isinstance(message, dict) and message.get("type") == "next_node_idx"
+                and message.get("term", sync.raftCurrentTerm) != sync.raftCurrentTerm):
+            return
+        handler(node, message)
+
+    seam.wrap_send(sync, send_with_term)
+    transport.setOnMessageReceivedCallback(on_message)
+
+
 def truncate_only_on_conflict(sync: SyncObj) -> None:
     """A follower deletes entries from its log only where the leader's log differs (Raft 5.3).
 
@@ -289,6 +318,9 @@ class PysyncobjGlue:
 
     def _truncate_only_on_conflict(self) -> None:
         truncate_only_on_conflict(self._sync)
+
+    def _answers_carry_their_term(self) -> None:
+        answers_carry_their_term(self._sync)
 
     def _route_read_index_messages(self) -> None:
         """Our read-index messages go to ``read_index.py``; pysyncobj never sees them."""

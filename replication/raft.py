@@ -69,8 +69,8 @@ from .config import (APPEND_SLACK_BYTES, COMPACT_BYTES, COMPACT_ENTRIES, UNCAPPE
 from .datadir import JOURNAL_NAME, SNAPSHOT_NAME, DataDirLocked, lock_directory, make_private
 from .disk import DiskBudget, release_reserve_for_start, snapshot_estimate
 from .entries import batch_view, put_cost, restamp_command
-from .glue import (Host, PysyncobjGlue, check_bindable, keep_next_index_monotonic,
-                   truncate_only_on_conflict)
+from .glue import (Host, PysyncobjGlue, answers_carry_their_term, check_bindable,
+                   keep_next_index_monotonic, truncate_only_on_conflict)
 from .membership import Members, start_peers, was_removed
 from .journal import DurableJournal
 from .peer_crypto import PeerCipher, derive_key
@@ -85,7 +85,7 @@ from .transfer import Transfers
 # Names other modules and tests import from here.
 __all__ = ["BackupBusy", "BackupStream", "COMPACT_BYTES", "COMPACT_ENTRIES", "JOURNAL_NAME", "SNAPSHOT_NAME", "CommitError",
            "DataDirLocked", "RaftConfig", "RaftNode", "Timing", "keep_next_index_monotonic",
-           "truncate_only_on_conflict",
+           "truncate_only_on_conflict", "answers_carry_their_term",
            "restamp_command"]
 
 log = logging.getLogger("beanraft.raft")
@@ -155,6 +155,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._sync.addOnTickCallback(self._tell_commit_when_due)
         self._keep_next_index_monotonic()
         self._truncate_only_on_conflict()
+        self._answers_carry_their_term()
         peer_link.set_progress_hook(seam.poller(self._sync), self._on_leader_progress)
         self._apply_id = seam.method_id(self._sync, "apply_entry_v0")
         seam.shortcut_apply(self._sync, self._apply_command)
