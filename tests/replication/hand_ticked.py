@@ -85,6 +85,12 @@ class Replicated:
         node = next(n for n in match if n.address == self.follower.selfNode.address)
         return match[node]
 
+    def __enter__(self) -> "Replicated":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         logging.getLogger("pysyncobj.syncobj").removeHandler(self.critical)
         for node in self.nodes:

@@ -27,21 +27,17 @@ def _answer(cluster: Replicated, **fields) -> None:
 
 
 def test_upstream_an_answer_from_an_earlier_term_moves_the_leaders_indices():
-    cluster = Replicated(harden=False)
-    try:
+    with Replicated(harden=False) as cluster:
         last = cluster.log(cluster.leader)[-1][1]
         term = cluster.leader.raftCurrentTerm
         _answer(cluster, next_node_idx=last + 6, term=term - 1)
         assert cluster.match_index_of_follower() == last + 5  # entries the leader never had
         _answer(cluster, next_node_idx=3, reset=True, success=False, term=term - 1)
         assert seam.next_index(cluster.leader)[_follower_as_leader_knows(cluster)] == 3
-    finally:
-        cluster.close()
 
 
 def test_beanraft_ignores_answers_of_another_term_and_takes_its_own_terms():
-    cluster = Replicated(harden=False)
-    try:
+    with Replicated(harden=False) as cluster:
         answers_carry_their_term(cluster.leader)
         last = cluster.log(cluster.leader)[-1][1]
         term = cluster.leader.raftCurrentTerm
@@ -57,17 +53,12 @@ def test_beanraft_ignores_answers_of_another_term_and_takes_its_own_terms():
         # No term: the answer of a node of an earlier BeanRaft, taken as before.
         _answer(cluster, next_node_idx=last + 1, reset=True, success=False)
         assert seam.next_index(cluster.leader)[_follower_as_leader_knows(cluster)] == last + 1
-    finally:
-        cluster.close()
 
 
 def test_beanraft_followers_say_the_term_of_their_answer():
-    cluster = Replicated(harden=False)
-    try:
+    with Replicated(harden=False) as cluster:
         answers_carry_their_term(cluster.follower)  # over the recorder of what it sends
         last = cluster.log(cluster.follower)[-1][1]
         cluster.deliver(last, [])
         assert cluster.sent and all(m["term"] == cluster.leader.raftCurrentTerm
                                     for m in cluster.sent if m["type"] == "next_node_idx")
-    finally:
-        cluster.close()

@@ -28,8 +28,7 @@ def _late(cluster: Replicated) -> tuple[list, int]:
 
 
 def test_upstream_a_late_append_cuts_acknowledged_entries_the_leader_still_counts():
-    cluster = Replicated(harden=False)
-    try:
+    with Replicated(harden=False) as cluster:
         before = cluster.log(cluster.follower)
         entries, prev = _late(cluster)
         cluster.deliver(prev, entries)
@@ -38,13 +37,10 @@ def test_upstream_a_late_append_cuts_acknowledged_entries_the_leader_still_count
         assert any(TRUNCATING in m for m in cluster.critical.messages)
         # The leader goes on counting the follower for the four entries it no longer holds.
         assert cluster.match_index_of_follower() == before[-1][1]
-    finally:
-        cluster.close()
 
 
 def test_beanraft_keeps_the_log_and_acknowledges_what_the_late_append_vouched_for():
-    cluster = Replicated(harden=True)
-    try:
+    with Replicated(harden=True) as cluster:
         before = cluster.log(cluster.follower)
         applied = cluster.follower.raftLastApplied
         entries, prev = _late(cluster)
@@ -59,13 +55,10 @@ def test_beanraft_keeps_the_log_and_acknowledges_what_the_late_append_vouched_fo
         cluster.deliver(prev, [])
         assert cluster.log(cluster.follower) == before and cluster.critical.messages == []
         assert cluster.sent[-1]["next_node_idx"] == prev + 1
-    finally:
-        cluster.close()
 
 
 def test_beanraft_still_replaces_entries_whose_term_differs_and_adds_new_ones():
-    cluster = Replicated(harden=True)
-    try:
+    with Replicated(harden=True) as cluster:
         before = cluster.log(cluster.follower)
         last, term = before[-1][1], before[-1][2]
         # Entries it holds, then one more: only the new one is added, nothing is cut.
@@ -79,5 +72,3 @@ def test_beanraft_still_replaces_entries_whose_term_differs_and_adds_new_ones():
         cluster.deliver(last - 1, [other])
         assert cluster.log(cluster.follower) == [*before[:-1], other]
         assert any(TRUNCATING in m for m in cluster.critical.messages)  # it had applied it
-    finally:
-        cluster.close()
