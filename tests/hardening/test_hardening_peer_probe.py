@@ -4,7 +4,8 @@ the kernel again after each write to the client and at the next iteration.
 Method: a real asyncio server on loopback with a real client socket. The client half-closes; the
 test waits (without yielding the loop) until the kernel shows it, then checks that the probe
 still gives the answer it gave earlier in the same iteration, that a write through the
-connection's outbox makes it ask again, and that the next iteration does too.
+connection's outbox makes it ask again, and that the next iteration does too. With many
+connections probed in one iteration, the loop gets one callback for all of them, not one each.
 """
 
 from __future__ import annotations
@@ -66,3 +67,50 @@ def test_the_probe_keeps_its_answer_within_an_iteration_and_asks_again_at_the_ne
 def test_the_probe_asks_again_after_a_write_to_the_client():
     assert asyncio.run(_half_close_and_probe(after_write=True)) == [
         peer.HERE, peer.HERE, peer.DONE_SENDING, peer.DONE_SENDING]
+
+
+async def _callbacks_for_probes(count: int) -> tuple[int, list[str]]:
+    """Probe ``count`` live connections in one iteration; return the callbacks that scheduled
+    and what the probes answer at the next iteration (each client has half-closed by then)."""
+    loop = asyncio.get_running_loop()
+    accepted: list = []
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport):
+            accepted.append(transport)
+
+    server = await loop.create_server(Server, "127.0.0.1", 0)
+    clients = [socket.create_connection(server.sockets[0].getsockname()[:2]) for _ in range(count)]
+    try:
+        for _ in range(500):
+            if len(accepted) == count:
+                break
+            await asyncio.sleep(0.01)
+        probes = [peer.PeerProbe(transport) for transport in accepted]
+        scheduled = []
+        call_soon = loop.call_soon
+        loop.call_soon = lambda *args, **kw: scheduled.append(args) or call_soon(*args, **kw)
+        try:
+            for probe in probes:
+                assert probe.state() is peer.HERE
+                assert probe.state() is peer.HERE
+        finally:
+            del loop.call_soon
+        for client, transport in zip(clients, accepted):
+            client.shutdown(socket.SHUT_WR)
+            _wait_until_kernel_sees_fin(transport.get_extra_info("socket").fileno())
+        await asyncio.sleep(0)
+        return len(scheduled), [probe.state() for probe in probes]
+    finally:
+        for transport in accepted:
+            transport.close()
+        for client in clients:
+            client.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_one_callback_per_iteration_serves_every_probe():
+    scheduled, later = asyncio.run(_callbacks_for_probes(8))
+    assert scheduled == 1
+    assert later == [peer.DONE_SENDING] * 8
