@@ -115,20 +115,25 @@ _U64 = _int_in(0, MAX_U64)
 _NOW = _int_in(0, MAX_NOW_NS)
 
 
+# The integer argument kinds and their ranges.
+_INT_RANGES = {
+    "pri": (0, MAX_U32),
+    "duration": (0, MAX_DURATION_NS),
+    "timeout": (-1, MAX_DURATION_NS),
+    "job_id": (0, MAX_U64),
+    "bound": (0, MAX_U64),
+    "epoch": (1, MAX_U64),
+    "count": (0, MAX_U32),
+}
+
 # One checker per argument kind; each returns True when the value is acceptable.
 _KINDS = {
-    "pri": _int_in(0, MAX_U32),
-    "duration": _int_in(0, MAX_DURATION_NS),
-    "timeout": _int_in(-1, MAX_DURATION_NS),
-    "job_id": _int_in(0, MAX_U64),
-    "bound": _int_in(0, MAX_U64),
+    **{kind: _int_in(low, high) for kind, (low, high) in _INT_RANGES.items()},
     "tube": is_tube_name,
     "body": lambda v: type(v) is bytes,
     "node": is_node_name,
-    "epoch": _int_in(1, MAX_U64),
     "key": lambda v: isinstance(v, str) and _PUT_KEY.fullmatch(v) is not None,
     "token": lambda v: isinstance(v, str) and _SESSION_TOKEN.fullmatch(v) is not None,
-    "count": _int_in(0, MAX_U32),
     "purge_state": lambda v: v in PURGE_STATES,
     "import_state": lambda v: v in IMPORT_STATES,
 }
@@ -170,27 +175,46 @@ ARGUMENTS: dict[Op, tuple[str, ...]] = {
 _CHECKERS = {int(op): (op, tuple(_KINDS[kind] for kind in kinds))
              for op, kinds in ARGUMENTS.items()}
 
+# The range of the one argument of each opcode that takes a single integer (reserve, delete,
+# touch, kick, ...): those commands are checked in one expression (``check``).
+_ONE_INT = {int(op): _INT_RANGES[kinds[0]] for op, kinds in ARGUMENTS.items()
+            if len(kinds) == 1 and kinds[0] in _INT_RANGES}
+
 
 _PUT = int(Op.PUT)
 
 
 def check(command: object, max_job_size: int) -> str | None:
     """Return why ``command`` is malformed, or None when it is a well-formed command."""
+    if type(command) is tuple:
+        # The most common commands, a put and those of one integer (reserve, delete), are
+        # checked in one expression each (the same rules as their ARGUMENTS); one that fails
+        # goes on through the table, for the table's answer.
+        if len(command) == 7:
+            op, sid, seq, pri, delay_ns, ttr_ns, body = command
+            if (op == _PUT and type(op) is int and type(sid) is int and 0 <= sid <= MAX_U64
+                    and type(seq) is int and 0 <= seq <= MAX_U64
+                    and type(pri) is int and 0 <= pri <= MAX_U32
+                    and type(delay_ns) is int and 0 <= delay_ns <= MAX_DURATION_NS
+                    and type(ttr_ns) is int and 0 <= ttr_ns <= MAX_DURATION_NS
+                    and type(body) is bytes and len(body) <= max_job_size):
+                return None
+        elif len(command) == 4:
+            op, sid, seq, arg = command
+            bounds = _ONE_INT.get(op) if type(op) is int else None
+            if (bounds is not None and type(sid) is int and 0 <= sid <= MAX_U64
+                    and type(seq) is int and 0 <= seq <= MAX_U64
+                    and type(arg) is int and bounds[0] <= arg <= bounds[1]):
+                return None
+    return _check_by_table(command, max_job_size)
+
+
+def _check_by_table(command: object, max_job_size: int) -> str | None:
+    """``check`` for every command, through the table ``ARGUMENTS``."""
     if type(command) is not tuple and type(command) is not list:
         return "command must be a tuple (op, sid, seq, *args)"
     if len(command) < 3:
         return "command must be a tuple (op, sid, seq, *args)"
-    if len(command) == 7 and type(command) is tuple:
-        # A put, the most common command, is checked in one expression (the same rules as its
-        # ARGUMENTS); a put that fails goes on through the table, for the table's answer.
-        op, sid, seq, pri, delay_ns, ttr_ns, body = command
-        if (op == _PUT and type(op) is int and type(sid) is int and 0 <= sid <= MAX_U64
-                and type(seq) is int and 0 <= seq <= MAX_U64
-                and type(pri) is int and 0 <= pri <= MAX_U32
-                and type(delay_ns) is int and 0 <= delay_ns <= MAX_DURATION_NS
-                and type(ttr_ns) is int and 0 <= ttr_ns <= MAX_DURATION_NS
-                and type(body) is bytes and len(body) <= max_job_size):
-            return None
     op = command[0]
     spec = _CHECKERS.get(op) if isinstance(op, int) and type(op) is not bool else None
     if spec is None:

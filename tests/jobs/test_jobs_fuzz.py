@@ -109,3 +109,20 @@ def test_a_put_with_one_field_changed_gets_the_tables_verdict(position, value, m
     command = list((int(Op.PUT), SIDS[0], 5, 1024, 0, 60 * S, b"x" * max_job_size))
     command[position] = value
     assert check(tuple(command), max_job_size) == check(command, max_job_size)
+
+
+# Commands as the log decodes them (tuples of plain ints): the shapes ``check`` takes in one
+# expression (a put, one integer argument) with values at and past every bound; the same command
+# as a list goes through the table.
+INT_OPS = st.one_of(st.sampled_from([int(op) for op in Op]), st.integers(-2, 30))
+DECODED = st.one_of(
+    st.tuples(INT_OPS, EDGE_INTS, EDGE_INTS, st.one_of(EDGE_INTS, ATOMS)),
+    st.tuples(INT_OPS, EDGE_INTS, EDGE_INTS, EDGE_INTS, EDGE_INTS, EDGE_INTS,
+              st.one_of(st.binary(max_size=6), ATOMS)),
+    commands().filter(lambda command: isinstance(command, (tuple, list))))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(DECODED, st.sampled_from([0, 4, 65535]))
+def test_the_one_expression_checks_answer_as_the_table_does(command, max_job_size):
+    assert check(command, max_job_size) == check(list(command), max_job_size)
