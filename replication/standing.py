@@ -5,7 +5,14 @@ Theory of operation.
   ``membership.py``) but it is not a member, so it never campaigns (its election timeout is held)
   and does not serve clients. It becomes a *member* when the entry that adds it reaches its log
   (pysyncobj calls the change for every membership entry it appends, replays or rolls back, and
-  ``seam.watch_membership`` reports it here), or when a snapshot from the leader lists it.
+  ``seam.watch_membership`` reports it here), or when a snapshot from the leader lists it; in
+  both cases only once its log has caught up with the leader's commit index, with no entry
+  since removing it. A node removed and joining again under the same address catches up
+  through its own history: the leader's latest snapshot may predate the removal and list it,
+  and older entries may add and remove it. A node that believed the first of these would
+  campaign with terms the members ignore, refuse the leader's older term, and never catch up,
+  so its addition could never complete. So the entries about this node decide in order, and it
+  is held from campaigning until the last of them, caught up, says it is a member.
 * pysyncobj's leader cuts a member off the moment it appends the member's removal, so the
   removed node never sees that entry. The leader therefore tells it first, in the same tick and
   on the same connection (``br_member_removed``), which it closes a moment later rather than at
@@ -41,6 +48,13 @@ class Standing:
         self.state = state
         self._hold_elections = hold_elections  # True: never campaign; False: the usual timing
         self._removed_term = sync.raftCurrentTerm if state == REMOVED else 0
+        # Started with --join: this node catches up through the cluster's history, in which it
+        # may have been a member before (a node started as a member replays its own log, and
+        # must be able to campaign at once, so the rules below are a joiner's only).
+        self._joiner = state == JOINING
+        # Joining, this node's log (a snapshot or an entry) says it is a member: it becomes one
+        # once caught up with the leader's commit index (``_settle``).
+        self._listed = False
         self._me = str(sync.selfNode)
         # A joining node read the member list once; a member added since, which may lead by
         # the time this node is a learner, is accepted too (``know`` adds those it should call).
@@ -81,15 +95,43 @@ class Standing:
             return
         added = (kind == "add") != reverse
         if added and self.state == JOINING:
-            self._become(MEMBER, "the entry that adds this node reached its log")
+            if not self._joiner:
+                self._become(MEMBER, "the entry that adds this node reached its log")
+                return
+            self._listed = True
+            self._settle("the entry that adds this node reached its log")
         elif not added and kind == "add" and self.state == MEMBER:
             # The entry that added us was rolled back: the next leader never had it.
             self._become(JOINING, "the entry that added this node was rolled back")
+        elif not added and self._joiner and self.state in (JOINING, MEMBER):
+            # A leader cuts a member off before it can see its own removal, so this is an older
+            # entry that a joining node catches up through (or a node replays): later ones decide.
+            if self._listed:
+                log.info("joining: an entry in this node's log removes it; it waits for one "
+                         "that adds it")
+            self._listed = False
+            if self.state == MEMBER:
+                self._become(JOINING, "an entry in its log removes this node")
 
     def snapshot_lists(self, cluster) -> None:
-        """A snapshot from the leader; if it lists this node, this node is a member."""
+        """A snapshot from the leader: if it lists this node, this node is a member once caught
+        up with the leader's commit index, unless an entry since removes it."""
         if self.state == JOINING and self._me in cluster:
-            self._become(MEMBER, "a snapshot from the leader lists this node")
+            self._listed = True
+            self._settle("a snapshot from the leader lists this node")
+            if self.state == JOINING:
+                log.info("joining: a snapshot from the leader lists this node; it is a member "
+                         "once caught up with the leader's commit index, unless an entry "
+                         "since removes it")
+
+    def _settle(self, why: str) -> None:
+        """Joining and listed: a member if this node's log has the leader's commit index."""
+        if not self._listed:
+            return
+        leader_commit = self._sync.getStatus().get("leader_commit_idx")
+        if leader_commit is not None and self._sync.raftCommitIndex >= leader_commit:
+            self._listed = False
+            self._become(MEMBER, why + ", and its log has caught up with the leader's")
 
     def on_message(self, node, message: dict) -> None:
         if message.get("type") != REMOVED_MESSAGE or self.state == REMOVED:
@@ -102,6 +144,8 @@ class Standing:
                      "directory before it joins again")
 
     def on_tick(self) -> None:
+        if self.state == JOINING:
+            self._settle("its log says it is a member")
         if self.state != REMOVED:
             return
         sync = self._sync

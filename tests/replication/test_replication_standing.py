@@ -1,8 +1,10 @@
-"""Goal: only a member campaigns, however often it becomes one.
+"""Goal: only a member campaigns, however often it becomes one; a joiner becomes one only when
+the last word of its log about it, caught up with the leader's commit index, says so.
 
 Method: a real pysyncobj node (not ticked) under BeanRaft's ``Standing``, fed the membership
-entries that add this node, roll that addition back and add it again, as the tick thread would;
-the election hold it asks for is recorded after each.
+entries and snapshots that add this node, roll that addition back, list it or remove it, as the
+tick thread would; the commit indices pysyncobj would have learnt from the leader's messages
+are set on the node, and the election hold ``Standing`` asks for is recorded after each step.
 """
 
 from __future__ import annotations
@@ -14,17 +16,79 @@ from pysyncobj import SyncObjConf
 from beanraft.replication import standing
 
 
-def test_a_node_added_again_after_its_addition_was_rolled_back_campaigns_again():
+def _node(state: str):
     me, other = (f"127.0.0.1:{free_port()}" for _ in range(2))
     sync = Counter(me, SyncObjConf(autoTick=False), peers=[other])
     holds: list[bool] = []
+    return sync, me, other, holds, standing.Standing(sync, state, holds.append)
+
+
+def _commits(sync, own: int, leader: int) -> None:
+    """What an append_entries from the leader leaves: its commit index, and ours."""
+    sync._SyncObj__leaderCommitIndex = leader
+    sync._SyncObj__raftCommitIndex = own
+
+
+def test_a_node_added_again_after_its_addition_was_rolled_back_campaigns_again():
+    sync, me, _other, holds, node = _node(standing.JOINING)
     try:
-        node = standing.Standing(sync, standing.JOINING, holds.append)
+        _commits(sync, 7, 7)
         node.after_change("add", me, False, True)  # the entry that adds this node
         assert (node.state, holds[-1]) == (standing.MEMBER, False)
         node.after_change("add", me, True, True)  # rolled back by the next leader
         assert (node.state, holds[-1]) == (standing.JOINING, True)
         node.after_change("add", me, False, True)  # added again
         assert (node.state, holds[-1]) == (standing.MEMBER, False), holds
+    finally:
+        sync.destroy()
+
+
+def test_a_joiner_listed_by_an_old_snapshot_waits_for_the_entries_after_it():
+    sync, me, other, holds, node = _node(standing.JOINING)
+    try:
+        _commits(sync, 0, 500)  # the leader sent a snapshot of index 100 with commit 500
+        node.snapshot_lists({me, other})
+        node.on_tick()
+        assert node.state == standing.JOINING and holds == []  # held, as it started
+        node.after_change("rem", me, False, True)  # entry 200: this node's earlier removal
+        node.after_change("add", me, False, True)  # entry 300: added back back then
+        node.on_tick()
+        assert node.state == standing.JOINING  # still behind the leader
+        node.after_change("rem", me, False, True)  # entry 400: removed again
+        _commits(sync, 500, 500)  # caught up: nothing since says it is a member
+        node.on_tick()
+        assert node.state == standing.JOINING and holds == []
+        _commits(sync, 500, 501)
+        node.after_change("add", me, False, True)  # entry 501: this addition
+        node.on_tick()
+        assert node.state == standing.JOINING  # the leader's commit is ahead: wait for it
+        _commits(sync, 501, 501)
+        node.on_tick()
+        assert (node.state, holds) == (standing.MEMBER, [False])
+    finally:
+        sync.destroy()
+
+
+def test_a_joiner_listed_by_a_current_snapshot_is_a_member_once_caught_up():
+    sync, me, other, holds, node = _node(standing.JOINING)
+    try:
+        _commits(sync, 0, 900)
+        node.snapshot_lists({me, other})  # taken after this node's addition committed
+        assert node.state == standing.JOINING
+        _commits(sync, 900, 900)
+        node.on_tick()
+        assert (node.state, holds) == (standing.MEMBER, [False])
+    finally:
+        sync.destroy()
+
+
+def test_a_member_replaying_its_log_keeps_campaigning_whatever_old_entries_say():
+    sync, me, _other, holds, node = _node(standing.MEMBER)
+    try:
+        node.after_change("rem", me, False, True)
+        node.after_change("add", me, False, True)
+        node.after_change("rem", me, False, True)
+        node.on_tick()
+        assert (node.state, holds) == (standing.MEMBER, [])
     finally:
         sync.destroy()
