@@ -9,6 +9,8 @@ are set on the node, and the election hold ``Standing`` asks for is recorded aft
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from upstream import Counter, free_port
 
 from pysyncobj import SyncObjConf
@@ -16,11 +18,16 @@ from pysyncobj import SyncObjConf
 from beanraft.replication import standing
 
 
+@contextmanager
 def _node(state: str):
+    """A ``Standing`` in ``state`` on a real pysyncobj node: (sync, me, other, holds, standing)."""
     me, other = (f"127.0.0.1:{free_port()}" for _ in range(2))
     sync = Counter(me, SyncObjConf(autoTick=False), peers=[other])
     holds: list[bool] = []
-    return sync, me, other, holds, standing.Standing(sync, state, holds.append)
+    try:
+        yield sync, me, other, holds, standing.Standing(sync, state, holds.append)
+    finally:
+        sync.destroy()
 
 
 def _commits(sync, own: int, leader: int) -> None:
@@ -30,8 +37,7 @@ def _commits(sync, own: int, leader: int) -> None:
 
 
 def test_a_node_added_again_after_its_addition_was_rolled_back_campaigns_again():
-    sync, me, _other, holds, node = _node(standing.JOINING)
-    try:
+    with _node(standing.JOINING) as (sync, me, _other, holds, node):
         _commits(sync, 7, 7)
         node.after_change("add", me, False, True)  # the entry that adds this node
         assert (node.state, holds[-1]) == (standing.MEMBER, False)
@@ -39,13 +45,10 @@ def test_a_node_added_again_after_its_addition_was_rolled_back_campaigns_again()
         assert (node.state, holds[-1]) == (standing.JOINING, True)
         node.after_change("add", me, False, True)  # added again
         assert (node.state, holds[-1]) == (standing.MEMBER, False), holds
-    finally:
-        sync.destroy()
 
 
 def test_a_joiner_listed_by_an_old_snapshot_waits_for_the_entries_after_it():
-    sync, me, other, holds, node = _node(standing.JOINING)
-    try:
+    with _node(standing.JOINING) as (sync, me, other, holds, node):
         _commits(sync, 0, 500)  # the leader sent a snapshot of index 100 with commit 500
         node.snapshot_lists({me, other})
         node.on_tick()
@@ -65,30 +68,22 @@ def test_a_joiner_listed_by_an_old_snapshot_waits_for_the_entries_after_it():
         _commits(sync, 501, 501)
         node.on_tick()
         assert (node.state, holds) == (standing.MEMBER, [False])
-    finally:
-        sync.destroy()
 
 
 def test_a_joiner_listed_by_a_current_snapshot_is_a_member_once_caught_up():
-    sync, me, other, holds, node = _node(standing.JOINING)
-    try:
+    with _node(standing.JOINING) as (sync, me, other, holds, node):
         _commits(sync, 0, 900)
         node.snapshot_lists({me, other})  # taken after this node's addition committed
         assert node.state == standing.JOINING
         _commits(sync, 900, 900)
         node.on_tick()
         assert (node.state, holds) == (standing.MEMBER, [False])
-    finally:
-        sync.destroy()
 
 
 def test_a_member_replaying_its_log_keeps_campaigning_whatever_old_entries_say():
-    sync, me, _other, holds, node = _node(standing.MEMBER)
-    try:
+    with _node(standing.MEMBER) as (sync, me, _other, holds, node):
         node.after_change("rem", me, False, True)
         node.after_change("add", me, False, True)
         node.after_change("rem", me, False, True)
         node.on_tick()
         assert (node.state, holds) == (standing.MEMBER, [])
-    finally:
-        sync.destroy()
