@@ -10,8 +10,8 @@ Theory of operation.
   since removing it. A node removed and joining again under the same address catches up
   through its own history: the leader's latest snapshot may predate the removal and list it,
   and older entries may add and remove it. A node that believed the first of these would
-  campaign with terms the members ignore, refuse the leader's older term, and never catch up,
-  so its addition could never complete. So the entries about this node decide in order, and it
+  campaign with ever higher terms, depose the leader or refuse its older term, and never catch
+  up, so its addition could never complete. So the entries about this node decide in order, and it
   is held from campaigning until the last of them, caught up, says it is a member.
 * pysyncobj's leader cuts a member off the moment it appends the member's removal, so the
   removed node never sees that entry. The leader therefore tells it first, in the same tick and

@@ -16,12 +16,11 @@ the end the node is a member, it never campaigned, and every job put is still th
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-from cluster_harness import HOST, Cluster, beanraft_argv, clean_env, wait_for
+from cluster_harness import Cluster, LineClient, beanraft_argv, clean_env, wait_for
 from test_cluster_membership import TOKEN, member, members_of
 
 SNAPSHOT_BYTES = 50_000  # a leader waits for four times this much journal
@@ -37,24 +36,6 @@ def _tail(path: Path, offset: int) -> bytes:
         return f.read()
 
 
-def _put(node, body: bytes) -> bytes:
-    with socket.create_connection((HOST, node.ports.client), timeout=30) as conn:
-        conn.sendall(b"put 0 0 60 %d\r\n%s\r\n" % (len(body), body))
-        return conn.recv(64)
-
-
-def _stats_jobs(node) -> int:
-    with socket.create_connection((HOST, node.ports.client), timeout=30) as conn:
-        conn.sendall(b"stats\r\n")
-        data = b""
-        while not data.endswith(b"\r\n") or data.count(b"\r\n") < 2:
-            data += conn.recv(65536)
-    for line in data.split(b"\n"):
-        if line.startswith(b"current-jobs-ready:"):
-            return int(line.split()[1])
-    raise AssertionError(data)
-
-
 def test_a_removed_node_joins_again_though_the_leader_s_snapshot_still_lists_it(tmp_path):
     token_file = tmp_path / "admin-token"
     token_file.write_text(TOKEN + "\n")
@@ -63,10 +44,10 @@ def test_a_removed_node_joins_again_though_the_leader_s_snapshot_still_lists_it(
     cluster = Cluster(tmp_path, size=3, extra_args=flags)
     try:
         cluster.start()
-        leader = wait_for("a leader", lambda: next(
-            (n for n in cluster.nodes if (n.status() or {}).get("role") == "leader"), None), 30)
-        for _ in range(BIG_PUTS):
-            assert _put(leader, BODY).startswith(b"INSERTED ")
+        leader = cluster.leader()
+        with LineClient(leader.client_address, timeout_s=30) as client:
+            for _ in range(BIG_PUTS):
+                client.put(BODY)
         wait_for("every node to write a snapshot",
                  lambda: all("snapshot written at index" in n.log_text() for n in cluster.nodes),
                  60)
@@ -122,7 +103,9 @@ def test_a_removed_node_joins_again_though_the_leader_s_snapshot_still_lists_it(
         everyone = sorted(n.raft_address for n in cluster.nodes)
         wait_for("every node to list the three members",
                  lambda: all(members_of(n) == everyone for n in cluster.nodes), 30)
-        assert all(_stats_jobs(n) == BIG_PUTS for n in others + [victim])
+        for node in others + [victim]:
+            with LineClient(node.client_address, timeout_s=30) as client:
+                assert client.yaml(b"stats")["current-jobs-ready"] == str(BIG_PUTS)
     except BaseException:
         for node in cluster.nodes:
             print(f"===== {node.name} raft {node.raft_address} =====\n{node.log_text(6000)}")
