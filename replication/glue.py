@@ -356,9 +356,10 @@ class PysyncobjGlue:
 
         pysyncobj checks a follower's election deadline at the start of a tick, before it polls
         its sockets. After this node itself stalled, the leader's heartbeats are waiting unread
-        in the socket, yet the deadline has passed, and without PreVote the election it would
-        start deposes a healthy leader. Our own stall is no evidence that the leader failed:
-        give the next tick a chance to read those heartbeats first.
+        in the socket, yet the deadline has passed: the node would give up on its leader and
+        ask for pre-votes (``prevote.py``), which the others refuse while they hear from it.
+        Our own stall is no evidence that the leader failed: give the next tick a chance to read
+        those heartbeats first.
         """
         sync = self._sync
         if seam.role(sync) == seam.FOLLOWER:
@@ -369,14 +370,14 @@ class PysyncobjGlue:
     def _hold_first_campaign(self) -> None:
         """A restarted member lets its leader find it before it may campaign (tick thread).
 
-        Without PreVote, a member that restarts (in a rolling restart, say) and whose election
-        timeout runs out before the leader's first append_entries reaches it, which a busy
-        machine's start-up and the leader's reconnect delay make likely, starts an election
-        with a higher term and deposes a healthy leader: every client waits for a new one.
-        So a node that has been a member before (its term is above 0) keeps its election
-        deadline ahead until it has heard from a leader, or ``_campaign_hold_until`` passes (a
-        cluster restarted as a whole then elects its leader that much later). A new, empty node
-        campaigns as before.
+        A member that restarts (in a rolling restart, say) and whose election timeout runs out
+        before the leader's first append_entries reaches it, which a busy machine's start-up and
+        the leader's reconnect delay make likely, would ask for pre-votes, which the others
+        refuse while they hear from the leader (without pre-vote, it deposed the leader). So
+        that it does not even ask, a node that has been a member before (its term is above 0)
+        keeps its election deadline ahead until it has heard from a leader, or
+        ``_campaign_hold_until`` passes (a cluster restarted as a whole then elects its leader
+        that much later). A new, empty node campaigns as before.
         """
         until = self._campaign_hold_until
         if until is None:
@@ -402,6 +403,7 @@ class PysyncobjGlue:
             return
         if seam.connection_to(sync, leader) is not conn:
             return
+        self._prevote.heard_from_leader()
         deadline = monotonic() + self.config.timing.election_min_s
         if seam.election_deadline(sync) < deadline:
             seam.set_election_deadline(sync, deadline)

@@ -30,6 +30,8 @@ Theory of operation.
   committed command is applied by decoding the batch straight from its bytes (``_apply_command``).
 * Snapshots use our own codec (``jobs`` snapshot bytes inside ``snapshot_file``), never pickle,
   and are written by a forked child (``snapshot_writer.py``): the tick thread only forks.
+* A member campaigns only after a majority granted it a pre-vote (``prevote.py``): a member that
+  was cut off cannot depose a healthy leader when it comes back.
 * Time is the leader's: it stamps every entry as it appends it to its log (``_stamp_on_append``,
   ``clock.py``), whichever node proposed it, so replicas apply the same time at the same index.
 
@@ -74,6 +76,7 @@ from .glue import (Host, PysyncobjGlue, answers_carry_their_term, check_bindable
 from .membership import Members, start_peers, was_removed
 from .journal import DurableJournal
 from .peer_crypto import PeerCipher, derive_key
+from .prevote import PreVote
 from .read_index import ReadIndex
 from .restore import check_restored, forget_restore
 from .reads import StateReads
@@ -176,6 +179,9 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                                on_change=self._members_changed,
                                hold_elections=self._hold_elections)
         self.members.install()
+        # Installed after every other message handler, so it sees each message first.
+        self._prevote = PreVote(self._sync)
+        self._prevote.install()
         self._single = not self._peers
         # A lone node ticks on the event loop until another node comes into view (see below).
         self._on_loop = self._single and not config.join
@@ -365,6 +371,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         try:
             journal.sync_for_ack()
             journal.sync_due()
+            self._prevote.before_tick()
             began = monotonic()
             self._sync.doTick(wait_s)
             if monotonic() - began > self._stall_s + wait_s:

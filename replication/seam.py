@@ -104,7 +104,8 @@ POINTS: tuple[Point, ...] = (
           " watches it instead of the tick thread's poll"),
     Point("syncobj", "_SyncObj__raftLeader",
           "the leader whose fragments of a big message count as heartbeats on a follower, and"
-          " the node a follower asks for a read index and answers read-index pings from"),
+          " the node a follower asks for a read index and answers read-index pings from; cleared"
+          " when this node steps down for a higher term"),
     Point("syncobj", "_poller",
           "the poller of this node's connections, which report those fragments, and whose poll "
           "ends each tick: its wait is cut to a deadline set by the tick's work"),
@@ -157,6 +158,14 @@ POINTS: tuple[Point, ...] = (
           " as the member's"),
     Point("transport", "_nodes",
           "the nodes the transport accepts connections from (a learner is one)"),
+    Point("syncobj", "_SyncObj__setCurrentTerm",
+          "a leader that learns of a member at a higher term (prevote.py) takes that term, with no"
+          " vote, as pysyncobj does on a vote request of a higher term"),
+    Point("syncobj", "_SyncObj__setState",
+          "and steps down to follower with it"),
+    Point("syncobj", "_SyncObj__onLeaderChanged",
+          "a member that gives up on its leader to ask for pre-votes fails the commands it"
+          " forwarded, as pysyncobj does when it campaigns"),
     Point("transport", "_nodeAddrToNode",
           "the addresses a joining node accepts a connection from: a member added after it"
           " read the member list may lead the cluster that feeds it"),
@@ -367,6 +376,22 @@ def last_response_times(sync) -> dict:
 def leader_node(sync):
     """The node this one takes for the leader (None while it knows of none)."""
     return sync._SyncObj__raftLeader
+
+
+def adopt_term(sync, term: int) -> None:
+    """Take ``term`` (above ours) as a follower with no vote and no leader: what pysyncobj does
+    when a vote request of a higher term arrives, without the vote (tick thread)."""
+    sync._SyncObj__setCurrentTerm(term, None)
+    sync._SyncObj__setState(FOLLOWER)
+    sync._SyncObj__raftLeader = None
+
+
+def forget_leader(sync) -> None:
+    """Know no leader any more, and fail the commands forwarded to the one we knew, as pysyncobj
+    does as it starts an election (tick thread)."""
+    if sync._SyncObj__raftLeader is not None:
+        sync._SyncObj__raftLeader = None
+        sync._SyncObj__onLeaderChanged()
 
 
 def connection_to(sync, node):
