@@ -85,7 +85,7 @@ def main() -> None:
               "many log entries (one entry is one batch of commands).")
 @click.option("--snapshot-bytes", type=_Size(), default=NodeConfig.snapshot_bytes, show_default=True,
               envvar="BEANRAFT_SNAPSHOT_BYTES", help="Snapshot and compact the journal once it "
-              "holds this many bytes of commands.")
+              "holds this many bytes of commands (and half the estimated snapshot size).")
 @click.option("--dedup-window", type=click.IntRange(1, MAX_DEDUP_WINDOW_S),
               default=NodeConfig.dedup_window_s, show_default=True,
               envvar="BEANRAFT_DEDUP_WINDOW", help="Seconds a put-key key is remembered: the same "

@@ -9,6 +9,11 @@ from .journal import SyncPolicy
 #: Snapshot and compact the journal after this many entries or bytes of commands (defaults).
 COMPACT_ENTRIES = 50_000
 COMPACT_BYTES = 16 * 1024 * 1024
+#: A big state waits for a longer journal: a snapshot is asked for only once the journal holds
+#: this share of the state's estimated snapshot size too, so the bytes written to snapshots stay
+#: within 1 / SNAPSHOT_GROWTH of the bytes of commands (with a fixed threshold, a queue of a
+#: million jobs wrote its 187 MB snapshot for every 16 MiB of commands).
+SNAPSHOT_GROWTH = 0.5
 # pysyncobj's appendEntriesBatchSizeBytes is set above any entry (a batch holds one job of at most
 # the job cap and under 1 MiB of others), so it never cuts an entry into its "transmission"
 # pieces: peer_link fragments big messages instead.

@@ -66,8 +66,8 @@ from .backup import BackupBusy, BackupStream, BackupTaker
 from .bridge import CommitError, LoopBridge
 from .clock import ClusterClock
 from .codec import EntryFormatError, decode_entry
-from .config import (APPEND_SLACK_BYTES, COMPACT_BYTES, COMPACT_ENTRIES, UNCAPPED_JOB_BYTES,
-                     RaftConfig, Timing)
+from .config import (APPEND_SLACK_BYTES, COMPACT_BYTES, COMPACT_ENTRIES, SNAPSHOT_GROWTH,
+                     UNCAPPED_JOB_BYTES, RaftConfig, Timing)
 from .datadir import JOURNAL_NAME, SNAPSHOT_NAME, DataDirLocked, lock_directory, make_private
 from .disk import DiskBudget, release_reserve_for_start, snapshot_estimate
 from .entries import batch_view, put_cost, restamp_command
@@ -502,10 +502,13 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         # threshold: it only shrinks once the snapshot is written, and what a snapshot cannot
         # drop (its anchor, often the big job just applied) may alone exceed the threshold.
         # A leader of a cluster waits for a larger journal than its followers do, so the nodes
-        # rarely snapshot (fork, and share the CPUs with the writer) at the same moment.
-        limit = self.config.compact_bytes
+        # rarely snapshot (fork, and share the CPUs with the writer) at the same moment. A big
+        # state waits for a journal of a share of its size (SNAPSHOT_GROWTH), so snapshots
+        # write a bounded multiple of the commands' bytes.
+        base, share = self.config.compact_bytes, SNAPSHOT_GROWTH
         if not self._single and self._status.role == "leader":
-            limit *= 4
+            base, share = base * 4, share * 1.5
+        limit = max(base, int(snapshot_estimate(self.machine) * share))
         size = journal.size_bytes
         if size <= limit:
             self._compaction_asked_at = None
