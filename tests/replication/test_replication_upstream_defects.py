@@ -17,47 +17,11 @@ from upstream import (
     apply_increments, destroy, free_port, tick_until, upstream_counter, wait_leader,
 )
 
+from lone_node import Harness
+
 from beanraft.jobs.commands import Op
-from beanraft.replication.batcher import GroupCommit
 from beanraft.replication.journal import DurableJournal
-from beanraft.replication.raft import JOURNAL_NAME, SNAPSHOT_NAME, RaftConfig, RaftNode
-
-# -------------------------------------------------------------------------------- BeanRaft side
-
-
-class Harness:
-    """A single BeanRaft Raft node with group commit, on a loop of its own test's making."""
-
-    def __init__(self, data_dir: str, compact_entries: int = 10**9):
-        self.config = RaftConfig(self_addr=f"127.0.0.1:{free_port()}", data_dir=data_dir,
-                                 compact_entries=compact_entries)
-
-    async def __aenter__(self):
-        loop = asyncio.get_running_loop()
-        self.raft = RaftNode(self.config, loop, lambda events: None)
-        self.raft.start()
-        self.commit = GroupCommit(self.raft, commit_timeout_s=5.0)
-        epoch = await self.commit.submit((Op.NODE_START, 0, 0, "single"))
-        self.sid = (epoch[1] << 32) | 1
-        self.seq = 1
-        assert await self.commit.submit((Op.OPEN, self.sid, 1)) == ("OK",)
-        return self
-
-    async def __aexit__(self, *exc):
-        self.raft.stop()
-
-    async def put(self, count: int) -> list[int]:
-        ids = []
-        for _ in range(count):  # one at a time: one log entry each
-            self.seq += 1
-            reply = await self.commit.submit((Op.PUT, self.sid, self.seq, 0, 0, 10**9, b"job"))
-            ids.append(reply[1])
-        return ids
-
-    def ready_jobs(self) -> int:
-        with self.raft.lock:
-            return self.raft.machine.job_counts()["ready"]
-
+from beanraft.replication.raft import JOURNAL_NAME, SNAPSHOT_NAME
 
 def run(coro):
     return asyncio.run(coro)
