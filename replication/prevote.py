@@ -73,7 +73,6 @@ class PreVote:
     def __init__(self, sync, now: Callable[[], float] = monotonic):
         self._sync = sync
         self._now = now
-        self._round = 0  # the number of this node's latest round
         self._asking: int | None = None  # the term the open round asks for
         self._grants: set = set()  # the members that granted the open round
         self._licence: int | None = None  # the term this node may campaign for
@@ -83,7 +82,7 @@ class PreVote:
         self._heard: set | None = None  # members that sent us anything during the open round
         self._answered: set = set()  # members that answered the open round
         self._speaks: set = set()  # nodes that ever sent us a message of pre-vote
-        self.rounds = 0  # rounds begun (for tests and the log)
+        self.rounds = 0  # rounds begun: the number of this node's latest round
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -142,7 +141,6 @@ class PreVote:
         seam.set_election_deadline(
             sync, now + conf.raftMinTimeout + (conf.raftMaxTimeout - conf.raftMinTimeout) * random.random())
         seam.forget_leader(sync)  # as pysyncobj's campaign would: /status says "no leader"
-        self._round += 1
         self.rounds += 1
         self._asking = sync.raftCurrentTerm + 1
         self._grants = mute
@@ -150,12 +148,12 @@ class PreVote:
         if self._granted_by_majority(now):
             return
         last_index, last_term = _last_entry(sync)
-        message = {"type": ASK, "term": self._asking, "round": self._round,
+        message = {"type": ASK, "term": self._asking, "round": self.rounds,
                    "last_log_index": last_index, "last_log_term": last_term}
         transport = seam.transport(sync)
         for node in others:
             transport.send(node, dict(message))
-        log.debug("pre-vote round %d for term %d", self._round, self._asking)
+        log.debug("pre-vote round %d for term %d", self.rounds, self._asking)
 
     # -- messages -------------------------------------------------------------------------
 
@@ -191,8 +189,8 @@ class PreVote:
         sync = self._sync
         if seam.role(sync) == seam.LEADER:
             return True
-        if self._asking is not None or seam.leader_node(sync) is None:
-            return False  # it asks for itself: it has given up on its leader
+        if seam.leader_node(sync) is None:
+            return False  # none known, or it asks for itself (a round forgets the leader)
         return self._now() - self._heard_leader_at < sync.conf.raftMinTimeout
 
     def _mute(self, others) -> set:
@@ -209,7 +207,7 @@ class PreVote:
 
     def _on_answer(self, node, message: dict) -> None:
         sync = self._sync
-        if self._asking is None or message.get("round") != self._round \
+        if self._asking is None or message.get("round") != self.rounds \
                 or message.get("term") != self._asking:
             return
         self._answered.add(node)
