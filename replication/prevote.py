@@ -210,10 +210,12 @@ class PreVote:
         if self._asking is None or message.get("round") != self.rounds \
                 or message.get("term") != self._asking:
             return
+        if node not in sync.otherNodes:
+            return  # not a member (any more): its answer counts neither way
         self._answered.add(node)
         if not message.get("granted"):
             return
-        if self._asking != sync.raftCurrentTerm + 1 or node not in sync.otherNodes:
+        if self._asking != sync.raftCurrentTerm + 1:
             self._asking = None  # the term moved on while we asked: the round is void
             return
         self._grants.add(node)

@@ -18,6 +18,8 @@ import time
 
 from hand_ticked import Replicated
 
+from pysyncobj.node import TCPNode
+
 from beanraft.replication import prevote, seam
 from beanraft.replication.prevote import PreVote
 
@@ -208,3 +210,20 @@ def test_an_upgraded_member_with_the_longest_log_is_elected_beside_a_member_with
         assert stage.prevotes[upgraded].rounds >= 2
         upgraded.inc(2)
         assert stage.run(3.0, skip=(leader,), until=lambda: old.value == upgraded.value)
+
+
+def test_an_answer_from_a_node_that_is_not_a_member_neither_counts_nor_voids_the_round():
+    with Replicated(harden=False) as cluster:
+        stage = Stage(cluster, with_prevote=True)
+        asker = cluster.follower
+        peer = next(n for n in stage.others(asker) if n is not cluster.leader)
+        stage.cut = {n.selfNode.address for n in stage.others(asker)}  # nobody answers it
+        round_of = stage.prevotes[asker]
+        assert stage.run(3.0, skip=stage.others(asker), until=lambda: round_of.rounds >= 1)
+        term = asker.raftCurrentTerm + 1
+        answer = {"type": prevote.ANSWER, "term": term, "round": round_of.rounds, "granted": True}
+        receive = seam.transport(asker)._onMessageReceived
+        receive(TCPNode("127.0.0.1:9"), dict(answer))  # a stranger grants: not a vote
+        assert round_of._licence is None
+        receive(next(n for n in asker.otherNodes if n.address == peer.selfNode.address), dict(answer))
+        assert round_of._licence == term  # one member's grant and its own: a majority of three
