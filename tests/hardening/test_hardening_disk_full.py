@@ -106,8 +106,21 @@ def delete_half(client: LineClient, jobs: dict[int, bytes]) -> None:
         del jobs[job_id]
 
 
-def put_accepted_again(client: LineClient, jobs: dict[int, bytes]) -> float:
-    """Seconds until a put is accepted again (fails after RECLAIM_S)."""
+def volume_report(*volumes: Path) -> str:
+    """Each volume's free bytes and files with their sizes: what a failure needs to be read."""
+    lines = []
+    for volume in volumes:
+        st = os.statvfs(volume)
+        lines.append(f"{volume}: {st.f_bavail * st.f_frsize} bytes free")
+        for path in sorted(volume.rglob("*")):
+            if path.is_file():
+                lines.append(f"  {path.relative_to(volume)}: {path.stat().st_size} bytes, "
+                             f"{path.stat().st_blocks * 512} allocated")
+    return "\n".join(lines)
+
+
+def put_accepted_again(client: LineClient, jobs: dict[int, bytes], *volumes: Path) -> float:
+    """Seconds until a put is accepted again (fails after RECLAIM_S, with ``volumes`` shown)."""
     began = time.monotonic()
     while True:
         data = body(10_000 + len(jobs))
@@ -116,7 +129,8 @@ def put_accepted_again(client: LineClient, jobs: dict[int, bytes]) -> float:
             jobs[int(reply.split()[1])] = data
             return time.monotonic() - began
         assert reply == b"OUT_OF_MEMORY", reply
-        assert time.monotonic() - began < RECLAIM_S, "puts still refused after the deletes"
+        assert time.monotonic() - began < RECLAIM_S, \
+            "puts still refused after the deletes\n" + volume_report(*volumes)
         time.sleep(0.5)
 
 
@@ -140,7 +154,7 @@ def test_a_full_volume_refuses_puts_at_once_keeps_reads_and_takes_puts_again_aft
             last = max(jobs)
             assert_reads_answer(client, last, jobs[last])  # the same connection, still open
             delete_half(client, jobs)
-            put_accepted_again(client, jobs)
+            put_accepted_again(client, jobs, data)
         server.kill()
         server.restart()
         with LineClient(server.address) as client:
@@ -165,7 +179,7 @@ def test_a_single_node_restarts_on_a_full_volume_and_serves(start_server, tmp_pa
             delete_half(client, jobs)
             assert_all_there(client, jobs)
             filler.unlink()
-            put_accepted_again(client, jobs)
+            put_accepted_again(client, jobs, data)
         server.kill()
         server.restart()
         with LineClient(server.address) as client:
@@ -198,7 +212,7 @@ def test_a_cluster_on_full_volumes_answers_refuses_at_once_reclaims_and_restarts
                     assert_reads_answer(reader, last, jobs[last])
             with LineClient(other.client_address) as worker:
                 delete_half(worker, jobs)
-            put_accepted_again(producer, jobs)
+            put_accepted_again(producer, jobs, *volumes)
         for volume in volumes:
             fill_up(volume)
         for node in cluster.nodes:
