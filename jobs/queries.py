@@ -23,8 +23,21 @@ def _now(state: State, now_ns: object) -> int:
     return now_ns if isinstance(now_ns, int) else state.now_ns
 
 
+# The sid of a connection whose session could not be opened (a lone node whose journal failed
+# refuses every change, the OPEN included): it reads what a fresh session would, using and
+# watching "default", which always exists.
+UNOPENED = object()
+
+
 def _session(state: State, sid: object) -> Session | None:
     return state.sessions.get(sid) if isinstance(sid, int) else None
+
+
+def _used_tube(state: State, sid: object) -> Tube | None:
+    if sid is UNOPENED:
+        return state.tubes["default"]
+    session = _session(state, sid)
+    return None if session is None else session.used
 
 
 def _found(job: Job | None) -> tuple:
@@ -36,9 +49,9 @@ def peek(state: State, job_id: int) -> tuple:
     return _found(state.jobs.get(job_id) if isinstance(job_id, int) else None)
 
 
-def _peek_used(state: State, sid: int, pick) -> tuple:
-    session = _session(state, sid)
-    return GONE if session is None else _found(pick(session.used))
+def _peek_used(state: State, sid: object, pick) -> tuple:
+    tube = _used_tube(state, sid)
+    return GONE if tube is None else _found(pick(tube))
 
 
 def peek_ready(state: State, sid: int) -> tuple:
@@ -156,12 +169,14 @@ def list_tubes(state: State) -> list[str]:
 
 def list_tube_used(state: State, sid: int) -> str | None:
     """The session's used tube, or None when the session is not open."""
-    session = _session(state, sid)
-    return None if session is None else session.used.name
+    tube = _used_tube(state, sid)
+    return None if tube is None else tube.name
 
 
 def list_tubes_watched(state: State, sid: int) -> list[str] | None:
     """The session's watch list in order, or None when the session is not open."""
+    if sid is UNOPENED:
+        return ["default"]
     session = _session(state, sid)
     return None if session is None else [tube.name for tube in session.watch]
 

@@ -76,6 +76,7 @@ class ClientConnection(asyncio.Protocol):
         self.sid = node.new_sid()
         self.seq = 0
         self.opened: asyncio.Future | None = None  # the session's OPEN, proposed on connect
+        self.unopened = False  # its OPEN was refused (a lone node's failed journal): see _ensure_open
         self.inflight: collections.deque = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.outbox: Outbox | None = None
@@ -387,7 +388,17 @@ class ClientConnection(asyncio.Protocol):
                 raise ConnectionError("client gone while waiting in reserve")
 
     async def _ensure_open(self) -> None:
-        await self.opened
+        if self.unopened:
+            return
+        try:
+            await self.opened
+        except OutcomeUnknown:
+            if self.node.config.clustered or not self.node.raft.journal_failed():
+                raise
+            # A lone node whose journal failed refuses every change, this session's OPEN too,
+            # and stays up for reads, as beanstalkd does without its binlog: its client reads
+            # what a fresh session would (it uses and watches "default").
+            self.unopened = True
 
     async def _rejected(self, req: p.Rejected) -> bool:
         self.node.count_name(req.counted)
@@ -551,6 +562,8 @@ class ClientConnection(asyncio.Protocol):
         except Exception:
             self.inflight.clear()
             self.owed.clear()
+        if self.node.raft.journal_failed() and not self.node.config.clustered:
+            return  # nothing commits here again; its restart (REGISTER) closes the sessions
         unauthenticated = self.guard is not None and self.guard.principal is None
         if self.parser.in_put_body and not unauthenticated:
             # beanstalkd consumed an id when the header was accepted
@@ -580,6 +593,8 @@ async def _close_until_committed(node, close: tuple) -> None:
     delay = CLOSE_RETRY_S[0]
     while True:
         await asyncio.sleep(delay)
+        if node.raft.journal_failed():
+            return  # it would fail at once, every time: nothing this node proposes commits now
         try:
             await node.commit.submit(close)
             return

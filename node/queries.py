@@ -12,6 +12,7 @@ import resource
 import time
 
 from beanraft import protocol as p
+from beanraft.jobs.queries import UNOPENED
 
 from .translate import to_reply
 
@@ -26,7 +27,8 @@ EXTENSION_CMD_KEYS = tuple(f"cmd-{kind.name}" for kind in EXTENSIONS if kind is 
 def answer_read(node, conn, req):
     """The reply to one read-only request, computed from local state."""
     raft = node.raft
-    replicated = raft.read(lambda machine: _query(machine, raft.cluster_now_ns(), conn.sid, req,
+    sid = UNOPENED if getattr(conn, "unopened", False) else conn.sid
+    replicated = raft.read(lambda machine: _query(machine, raft.cluster_now_ns(), sid, req,
                                                   node.unlogged_waiters))
     if type(req) is p.Stats:
         pairs = server_stats(node, replicated)

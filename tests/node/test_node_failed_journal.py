@@ -1,8 +1,9 @@
 """After its journal fsync fails, a lone node answers every change with OUT_OF_MEMORY (what
 beanstalkd answers when it cannot write its binlog) and ends at once, without claiming it, the
 command in flight and anything else that would need the log -- even once fsync succeeds again --
-and says so (/readyz, /status, /metrics). Restarted on the same data directory, it has every
-acknowledged job and takes new ones. A cluster's node whose fsync failed closes its client port
+and says so (/readyz, /status, /metrics); it still answers reads, on connections opened after
+the failure too (as a fresh session: "default" used and watched). Restarted on the same data
+directory, it has every acknowledged job and takes new ones. A cluster's node whose fsync failed closes its client port
 and its clients' connections, as a stopped node would, and its clients go on through the others.
 
 Method: real nodes run in this process (client ports on 127.0.0.1, data directories on disk):
@@ -25,6 +26,7 @@ from polling import until
 
 from beanraft.client import AsyncClient
 from beanraft.node.app import Node
+from beanraft.node.connection import _LINGERING_CLOSES, CLOSE_RETRY_S
 from beanraft.node.config import NodeConfig
 from beanraft.node.status import Metrics, status_document
 
@@ -43,6 +45,14 @@ async def _peeked(reader, writer, job_id: int, body: bytes) -> None:
     reply = await _request(reader, writer, b"peek %d\r\n" % job_id)
     assert reply == b"FOUND %d %d\r\n" % (job_id, len(body)), reply
     assert await asyncio.wait_for(reader.readline(), REPLY_S) == body + b"\r\n"
+
+
+async def _read_answers(reader, writer, line: bytes, head: bytes, body: bytes | None = None) -> None:
+    """Send ``line``: an OK reply starting with ``head`` (and its data ``body``, if given)."""
+    reply = await _request(reader, writer, line)
+    assert reply.startswith(head), (line, reply)
+    data = await asyncio.wait_for(reader.readexactly(int(reply.split()[1]) + 2), REPLY_S)
+    assert body is None or data == body + b"\r\n", data
 
 
 async def _closed(reader, writer, line: bytes) -> None:
@@ -115,6 +125,27 @@ def test_after_a_failed_fsync_changes_get_out_of_memory_until_a_restart(tmp_path
             # ...and a reserve, which would commit too, ends the connection at once.
             await _closed(reader, writer, b"reserve-with-timeout 0\r\n")
             assert time.monotonic() - began < COMMIT_TIMEOUT_S
+            # A connection opened after the failure (its session's OPEN refused) still reads,
+            # as a fresh session would: it uses and watches "default". A monitoring probe that
+            # connects for each `stats` keeps working.
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                await _peeked(reader, writer, 1, b"kept")
+                await _read_answers(reader, writer, b"stats\r\n", b"OK ")
+                await _read_answers(reader, writer, b"stats-tube t\r\n", b"OK ")
+                await _read_answers(reader, writer, b"list-tubes-watched\r\n", b"OK ",
+                                    b"---\n- default\n")
+                assert await _request(reader, writer, b"list-tube-used\r\n") == b"USING default\r\n"
+                assert await _request(reader, writer, b"peek-ready\r\n") == b"NOT_FOUND\r\n"
+                assert await _request(reader, writer, b"use t\r\n") == b"OUT_OF_MEMORY\r\n"
+                writer.close()
+            # Their sessions were never opened, and nothing would commit: nothing goes on
+            # trying to close them.
+            await until("only the connection from before the failure to be left",
+                        lambda: len(node.connections) == 1, REPLY_S)
+            await asyncio.sleep(CLOSE_RETRY_S[0] * 2)
+            loop = asyncio.get_running_loop()
+            assert not [task for task in _LINGERING_CLOSES if task.get_loop() is loop]
             # A connection opened before the failure still reads what the node made durable.
             await _peeked(old_reader, old_writer, 1, b"kept")
             assert await _request(old_reader, old_writer, b"peek 2\r\n") == b"NOT_FOUND\r\n"
