@@ -34,6 +34,12 @@ Theory of operation.
   not: its log is the better one, the others grant it a pre-vote in spite of their lease, and
   its vote requests depose that leader and win (a restored node meeting empty ones); a step
   down first would only let the leader's shorter log race it to the next term.
+* Every answer carries the answering member's own term (``current``). An asker refused by a
+  member at a higher term takes that term (as a follower, with no vote): pre-vote changes no
+  term otherwise, and two leaderless members whose terms are the other way round from their logs
+  (the one with the longer log behind in term, after a lost campaign) would refuse each other
+  for ever: the one for a term not above its own, the other for a shorter log. Raft and etcd's
+  pre-vote take the higher term the same way; taking a term without a vote is always safe.
 * A node that is alone (no other member) campaigns at once, as a learner never does.
 * pysyncobj ignores message types it does not know, so a BeanRaft without pre-vote never
   answers ``br_prevote``. A member that sent us messages during a whole round yet answered
@@ -164,7 +170,7 @@ class PreVote:
             granted = self._would_grant(node, message)
             seam.transport(self._sync).send(node, {
                 "type": ANSWER, "term": message.get("term"), "round": message.get("round"),
-                "granted": granted})
+                "granted": granted, "current": self._sync.raftCurrentTerm})
         elif kind == ANSWER:
             self._on_answer(node, message)
         elif kind == TERM:
@@ -207,11 +213,18 @@ class PreVote:
 
     def _on_answer(self, node, message: dict) -> None:
         sync = self._sync
+        if node not in sync.otherNodes:
+            return  # not a member (any more): its answer counts neither way
+        current = message.get("current")  # absent from a BeanRaft before this field
+        if type(current) is int and current > sync.raftCurrentTerm and not message.get("granted"):
+            log.info("pre-vote refused by %s at term %d, above ours (%d): taking that term",
+                     node.address, current, sync.raftCurrentTerm)
+            seam.adopt_term(sync, current)  # the round, asked for a lower term, is void with it
+            self._asking = None
+            return
         if self._asking is None or message.get("round") != self.rounds \
                 or message.get("term") != self._asking:
             return
-        if node not in sync.otherNodes:
-            return  # not a member (any more): its answer counts neither way
         self._answered.add(node)
         if not message.get("granted"):
             return

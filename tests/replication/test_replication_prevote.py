@@ -8,8 +8,10 @@ down. With BeanRaft's ``PreVote`` on every node the follower only asks (the othe
 leader's lease, refuse), keeps its term and follows the same leader again. The same stage shows
 that a real failure of the leader still elects a new one, that a member stuck at a term above
 its leader's is heard (``br_term``) instead of being left out for good, that a transfer's target
-campaigns without asking, and that in a rolling upgrade a member without pre-vote (it never
-answers one) does not keep the upgraded member with the longest log from being elected.
+campaigns without asking, that in a rolling upgrade a member without pre-vote (it never
+answers one) does not keep the upgraded member with the longest log from being elected, and that
+a member refused by one at a higher term takes that term (else two members whose terms and logs
+disagree would refuse each other for ever).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from hand_ticked import Replicated
 
 from pysyncobj.node import TCPNode
+from pysyncobj.syncobj import _RAFT_STATE
 
 from beanraft.replication import prevote, seam
 from beanraft.replication.prevote import PreVote
@@ -227,3 +230,40 @@ def test_an_answer_from_a_node_that_is_not_a_member_neither_counts_nor_voids_the
         assert round_of._licence is None
         receive(next(n for n in asker.otherNodes if n.address == peer.selfNode.address), dict(answer))
         assert round_of._licence == term  # one member's grant and its own: a majority of three
+
+
+def test_two_members_whose_terms_and_logs_disagree_elect_the_longer_log_without_the_third():
+    # Y leads at term T and appends an entry nobody else gets; cut off, it restarts as a
+    # follower. Meanwhile X and Z pre-vote and one of them (H) campaigns, but its vote requests
+    # are lost: H is at T + 1 with the shorter log. Then the other one goes down for good. H
+    # refuses Y (T + 1 is not above its term), Y refuses H (a shorter log): unless Y takes H's
+    # term from the refusal, neither is ever elected.
+    with Replicated(harden=False) as cluster:
+        stage = Stage(cluster, with_prevote=True)
+        y = cluster.leader
+        term = y.raftCurrentTerm
+        lost = {"on": True}
+
+        def drop_votes(send, to, message):
+            if lost["on"] and isinstance(message, dict) and message.get("type") == "request_vote":
+                return False
+            return send(to, message)
+
+        for node in stage.others(y):
+            seam.wrap_send(node, drop_votes)
+        stage.cut = {y.selfNode.address}
+        y.inc(1)
+        stage.run(0.05, skip=stage.others(y))
+        assert stage.run(5.0, skip=(y,), until=lambda: any(
+            n.raftCurrentTerm > term for n in stage.others(y)))
+        h = max(stage.others(y), key=lambda n: n.raftCurrentTerm)
+        gone = next(n for n in stage.others(y) if n is not h)
+        assert prevote._last_entry(y) > prevote._last_entry(h) and h.raftCurrentTerm > term
+        lost["on"] = False
+        y._SyncObj__setState(_RAFT_STATE.FOLLOWER)  # restarted: same term and log, no leader
+        seam.forget_leader(y)
+        stage.cut = {gone.selfNode.address}
+        assert stage.run(10.0, skip=(gone,), until=lambda: y._isLeader() or h._isLeader())
+        assert y._isLeader()  # the longer log wins, at a term above both
+        y.inc(1)
+        assert stage.run(3.0, skip=(gone,), until=lambda: h.value == y.value)
