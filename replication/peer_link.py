@@ -362,6 +362,10 @@ class PeerConnection:
                 rand_key, message = message
                 if rand_key != self.recvRandKey:
                     raise ValueError("wrong connection key")
+            if isinstance(message, dict) and type(message.get("type")) is not str:
+                # Every Raft message of pysyncobj and of ours names its type; the handlers look
+                # it up in sets of types, where a list would raise.
+                raise ValueError("a message without a type")
             return message
         except Exception:  # any garbage: drop the peer (pysyncobj does the same, silently)
             self.disconnect()

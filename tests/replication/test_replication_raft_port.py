@@ -1,6 +1,7 @@
 """The raft port's connections read a proven peer's messages whole, however they are split, and
-refuse an unproven one's oversized, negative or unsealed first frame without reading on; behind a
-big message they send only what is new, and let acknowledgements pass.
+refuse an unproven one's oversized, negative or unsealed first frame without reading on, and any
+message without a named type; behind a big message they send only what is new, and let
+acknowledgements pass.
 
 Method: two guarded connections on the ends of a real socket pair, each polled by its own
 pysyncobj poller and sealed with the same cipher; one sends with pysyncobj's own ``send`` (its
@@ -81,6 +82,19 @@ def test_messages_split_at_every_byte_arrive_whole_and_in_order(pair):
     receiver.poll_until(lambda: len(receiver.received) == 3)
     assert receiver.received == messages
     raw.close()
+
+
+@pytest.mark.parametrize("message", [{"type": ["append_entries"]}, {"term": 7}],
+                         ids=["unhashable-type", "no-type"])
+def test_a_sealed_message_without_a_named_type_drops_the_peer_and_reaches_no_handler(pair, message):
+    # A peer with the cluster key, but broken or hostile: the handlers look types up in sets.
+    sender, receiver = pair
+    sender.conn.send(b"hello")
+    sender.conn.send(message)
+    sender.conn.send({"type": "after"})
+    pump(sender, receiver, lambda: receiver.conn.state == CONNECTION_STATE.DISCONNECTED)
+    assert receiver.conn.state == CONNECTION_STATE.DISCONNECTED
+    assert receiver.received == [b"hello"]
 
 
 @pytest.mark.parametrize("header", [raft_port.PREAUTH_BUFFER_BYTES - 3, 2 ** 31 - 1, -1],
