@@ -94,6 +94,7 @@ class ClientConnection(asyncio.Protocol):
         self.worker = False
         self.waiting = False
         self.leaving = False  # the node is stopping: see ``leave``
+        self.finishing = False  # the request loop has ended: input from now on is dropped
         self.extended = False  # sent an extension command: its stats show their counters too
         self.resumable = False  # asked for a session id: a beanraft.client (see _reserve)
         self.task: asyncio.Task | None = None
@@ -117,7 +118,7 @@ class ClientConnection(asyncio.Protocol):
         self.task = asyncio.get_running_loop().create_task(self.run())
 
     def data_received(self, data: bytes) -> None:
-        if self.leaving:
+        if self.leaving or self.finishing:
             return  # read and dropped: unread bytes at close would make the kernel send a reset
         self.parser.receive_data(data)
         if self.parser.buffered_bytes > READ_PAUSE_BYTES and not self.input_full:
@@ -531,6 +532,7 @@ class ClientConnection(asyncio.Protocol):
     async def _finish(self) -> None:
         # The connection stops counting in stats at once, as in beanstalkd; its session's end
         # (releasing its jobs) is committed right after.
+        self.finishing = True  # what arrives while the CLOSE commits is never parsed either
         self._parsed_all()  # what it did not parse never will be
         self.node.connection_closed(self)
         try:

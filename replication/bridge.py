@@ -117,7 +117,7 @@ class LoopBridge:
             else:
                 notify = True
         if notify:
-            waiters, self._apply_waiters = self._apply_waiters, []
+            waiters, self._apply_waiters = self._apply_waiters, set()
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
@@ -172,14 +172,17 @@ class LoopBridge:
         so the waiter is registered first and the index read again after.
         """
         fut = self.loop.create_future()
-        self._apply_waiters.append(fut)
-        if self.applied_through() > seen:
-            self._apply_waiters.remove(fut)  # still the same list: nothing drained meanwhile
-            return
+        self._apply_waiters.add(fut)
         try:
+            if self.applied_through() > seen:
+                return
             await asyncio.wait_for(fut, timeout_s)
         except asyncio.TimeoutError:
             pass
+        finally:
+            # Not left behind when it timed out: an idle worker's waits would pile up in the set
+            # until something is applied (one every half second per waiting reserve).
+            self._apply_waiters.discard(fut)
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` on the loop after entries were applied or the role changed."""

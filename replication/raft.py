@@ -165,7 +165,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._reads = ReadIndex(self._sync, lambda token, index: self._post(("read", token, index)),
                                 before_remote_answers=self._tell_commit_for_reads)
         self._read_waiters: dict[int, asyncio.Future] = {}
-        self._apply_waiters: list[asyncio.Future] = []
+        self._apply_waiters: set[asyncio.Future] = set()
         self._notify_owed_at: float | None = None  # a follower's first apply not yet notified
         seam.cap_poll_wait(self._sync, self._poll_wait)
         self._sync.addOnTickCallback(self._reads.on_tick)
