@@ -23,6 +23,7 @@ from beanraft import protocol as p
 
 from . import accept, gcpace, translate
 from .config import NodeConfig
+from .closes import LingeringCloses
 from .connection import ClientConnection
 from .principals import Authenticator
 from .membership_api import fetch_members, read_members
@@ -51,6 +52,7 @@ class Node:
         self.dedup = (config.dedup_window_s, config.dedup_cap)  # carried by every keyed put
         self.name = config.raft if config.clustered else "single"
         self.connections: set[ClientConnection] = set()
+        self.lingering = LingeringCloses(self)  # session closes still to commit
         self.sessions: dict[int, ClientConnection] = {}
         self.total_connections = 0
         self.unread = 0  # connections with input received and not yet parsed (connection.py)
@@ -264,6 +266,8 @@ class Node:
         self._closing = True
         for task in self._tasks:
             task.cancel()
+        if self.lingering.task is not None:
+            self.lingering.task.cancel()  # a stopping node's sessions end at its next start
         if self.http is not None:
             await self.http.cleanup()
         if self.config.unix_path and os.path.exists(self.config.unix_path):

@@ -574,31 +574,10 @@ class ClientConnection(asyncio.Protocol):
         try:
             result = await self.node.commit.submit(close)
         except OutcomeUnknown:
-            # Without this the session would stay open in the replicated state for good, and
-            # a reserve it left waiting would take (and hide until its TTR) a job from others.
-            task = asyncio.get_running_loop().create_task(_close_until_committed(self.node, close))
-            _LINGERING_CLOSES.add(task)
-            task.add_done_callback(_LINGERING_CLOSES.discard)
+            self.node.lingering.keep(close)  # proposed again until it commits (node/closes.py)
             raise
         if result[0] == "TIMED_OUT" and self.mailbox is None:
             self._write(p.TimedOut())
 
 
 _RESERVE = object()  # marks a pipelined reserve in ``inflight``
-
-_LINGERING_CLOSES: set[asyncio.Task] = set()
-CLOSE_RETRY_S = (0.5, 30.0)  # first and longest pause between proposals of a lingering CLOSE
-
-
-async def _close_until_committed(node, close: tuple) -> None:
-    """Propose a session's CLOSE again until it commits (a repeat of a committed one is GONE)."""
-    delay = CLOSE_RETRY_S[0]
-    while True:
-        await asyncio.sleep(delay)
-        if node.raft.journal_failed():
-            return  # it would fail at once, every time: nothing this node proposes commits now
-        try:
-            await node.commit.submit(close)
-            return
-        except OutcomeUnknown:
-            delay = min(delay * 2, CLOSE_RETRY_S[1])

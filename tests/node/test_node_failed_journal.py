@@ -26,7 +26,7 @@ from polling import until
 
 from beanraft.client import AsyncClient
 from beanraft.node.app import Node
-from beanraft.node.connection import _LINGERING_CLOSES, CLOSE_RETRY_S
+from beanraft.node.closes import RETRY_S
 from beanraft.node.config import NodeConfig
 from beanraft.node.status import Metrics, status_document
 
@@ -143,9 +143,9 @@ def test_after_a_failed_fsync_changes_get_out_of_memory_until_a_restart(tmp_path
             # trying to close them.
             await until("only the connection from before the failure to be left",
                         lambda: len(node.connections) == 1, REPLY_S)
-            await asyncio.sleep(CLOSE_RETRY_S[0] * 2)
-            loop = asyncio.get_running_loop()
-            assert not [task for task in _LINGERING_CLOSES if task.get_loop() is loop]
+            await asyncio.sleep(RETRY_S[0] * 2)
+            assert not node.lingering.kept
+            assert node.lingering.task is None or node.lingering.task.done()
             # A connection opened before the failure still reads what the node made durable.
             await _peeked(old_reader, old_writer, 1, b"kept")
             assert await _request(old_reader, old_writer, b"peek 2\r\n") == b"NOT_FOUND\r\n"
