@@ -31,7 +31,7 @@ async def json_object(request) -> dict | web.Response:
     raw = await request.read() if request.can_read_body else b""
     try:
         doc = json.loads(raw) if raw.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than the parser's stack, too
         return bad("the body is not JSON")
     if not isinstance(doc, dict):
         return bad("the body is a JSON object")

@@ -114,7 +114,8 @@ def credentials(principal: str | None, token_file: str | None,
 
 def parse_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit() and len(port) <= 5) \
+            or not 0 < int(port) < 65536:
         raise AdminError(f"not a HOST:PORT address: {address}", 2)
     return host, int(port)
 
@@ -227,7 +228,7 @@ def _pair(line: str) -> tuple[str, object]:
 
 
 def _scalar(text: str) -> object:
-    if text.isdigit():
+    if text.isascii() and text.isdigit() and len(text) <= 20:
         return int(text)
     if len(text) >= 2 and text[0] == text[-1] == '"':
         return text[1:-1]

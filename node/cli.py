@@ -31,7 +31,7 @@ class _Size(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
-        if not str(value).isdigit():
+        if not (str(value).isascii() and str(value).isdigit() and len(str(value)) <= 20):
             self.fail(f"invalid size: {value}", param, ctx)
         return int(value)
 

@@ -115,5 +115,6 @@ def check_private(flag: str, path: str, mode: int) -> None:
 
 def _check_address(address: str) -> None:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit() and len(port) <= 5) \
+            or not 0 < int(port) <= 65535:
         raise ConfigError(f"{address!r} is not HOST:PORT")

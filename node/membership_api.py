@@ -37,7 +37,8 @@ def _address_ok(value) -> bool:
     if not isinstance(value, str):
         return False
     host, sep, port = value.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
+    return bool(sep and host and port.isascii() and port.isdigit() and len(port) <= 5
+                and 0 < int(port) <= 65535)
 
 
 async def _arguments(request):

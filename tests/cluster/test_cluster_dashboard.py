@@ -86,6 +86,15 @@ def test_mutations_need_the_admin_token_and_reads_do_not(cluster, buried_jobs):
     assert stats_tube(node)["current-jobs-buried"] == "3"  # nothing was kicked
 
 
+@pytest.mark.parametrize("job_id", ["%C2%B2", "1" * 5000, "0", "18446744073709551616", "-1"],
+                         ids=["superscript-two", "5000-digits", "zero", "2**64", "negative"])
+def test_a_job_id_that_is_not_one_is_a_bad_request_not_a_server_error(cluster, job_id):
+    node = cluster.nodes[0]
+    for method, path in (("GET", f"/api/jobs/{job_id}"), ("DELETE", f"/api/jobs/{job_id}"),
+                         ("POST", f"/api/jobs/{job_id}/kick")):
+        assert call(node, method, path, TOKEN) == (400, {"text": "a job id is a positive integer"})
+
+
 def test_the_buried_list_is_bounded_by_its_limit(cluster, buried_jobs):
     code, doc = call(cluster.nodes[2], "GET", f"/api/tubes/{TUBE}/buried?limit=2")
     assert code == 200 and doc["count"] == 3
