@@ -139,6 +139,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.eof = True
+        if self.guard is not None:
+            self.guard.abandon()
         self.outbox.resume()
         self.wakeup.set()
         self.mail.set()

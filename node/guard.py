@@ -19,6 +19,7 @@ request passes ``screen`` before anything else happens to it (no counter, no pro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from beanraft import protocol as p
@@ -46,6 +47,7 @@ class Guard:
         self.name: str | None = None
         self.used: str | None = "default"  # None: unknown (after session-resume), read it
         self.peer = peer_address(conn.transport)
+        self._attempt: asyncio.Future | None = None  # an authentication in progress
         principal = authenticator.by_certificate(conn.transport.get_extra_info("peercert"))
         if principal is not None:
             self.name = principal.name
@@ -76,9 +78,24 @@ class Guard:
 
     async def _authenticate(self, req: p.Auth):
         await self.conn.flush()  # replies stay in order: the earlier commands answer first
-        principal = await self.auth.authenticate(req.principal, req.token, self.peer)
+        self._attempt = asyncio.ensure_future(
+            self.auth.authenticate(req.principal, req.token, self.peer))
+        try:
+            principal = await self._attempt
+        except asyncio.CancelledError:
+            if not self._attempt.cancelled() or asyncio.current_task().cancelling():
+                raise
+            principal = None  # given up (``abandon``): the client is gone
+        finally:
+            self._attempt = None
         self.name = None if principal is None else principal.name
         return p.Authenticated() if principal is not None else p.AuthFailed()
+
+    def abandon(self) -> None:
+        """The client hung up: an authentication still waiting for its turn (or its check) is
+        given up, and its turn goes to the next attempt from the address."""
+        if self._attempt is not None:
+            self._attempt.cancel()
 
     async def _facts(self, req) -> rights.Facts:
         where = rights.source(req)

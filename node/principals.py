@@ -19,7 +19,9 @@ Theory of operation.
 * Failed authentications are counted (``failures``, exported on /metrics), logged as one WARNING
   line each with the principal (when it exists) and the peer's address, and slowed down per peer
   address: every failure doubles the time that address must wait before its next attempt is
-  checked (``FAIL_DELAY_S`` up to ``FAIL_DELAY_MAX_S``). The table of addresses is bounded
+  checked (``FAIL_DELAY_S`` up to ``FAIL_DELAY_MAX_S``), and attempts it makes in parallel, on
+  many connections, take turns one such wait apart, as attempts one after another do; an
+  attempt whose client hung up while it waited is given up, and gives its turn back. The table of addresses is bounded
   (``MAX_TRACKED_PEERS``, least recently failed dropped first); an address whose last failure
   is older than ``FAIL_FORGET_S`` starts afresh.
 * ``--admin-token-file`` is part of the same mechanism: its token is the token of a built-in
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import fnmatch
 import hashlib
 import hmac
@@ -64,6 +67,11 @@ FAIL_DELAY_S = 0.1
 FAIL_DELAY_MAX_S = 5.0
 FAIL_FORGET_S = 600.0
 MAX_TRACKED_PEERS = 4096
+
+
+def _delay_s(failures: int) -> float:
+    """The back-off after ``failures`` failed authentications in a row from one address."""
+    return min(FAIL_DELAY_S * 2 ** (failures - 1), FAIL_DELAY_MAX_S)
 
 
 def hash_token(token: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p_: int = SCRYPT_P,
@@ -220,7 +228,8 @@ class Authenticator:
         self.principals: dict[str, Principal] = {}
         self.by_subject: dict[str, Principal] = {}
         self.failures = 0
-        self._peers: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
+        # peer -> (failures in a row, when the last one was, attempts waiting for their turn)
+        self._peers: collections.OrderedDict[str, tuple[int, float, int]] = collections.OrderedDict()
         self._lock = threading.Lock()  # the HTTP thread fails authentications too
         if path is not None:
             self._install(load_auth_file(path))
@@ -271,46 +280,74 @@ class Authenticator:
     async def authenticate(self, name: str, token: str, peer: str) -> Principal | None:
         """``check`` in a worker thread, after this peer's back-off; a failure is counted,
         logged and makes the peer's next attempt wait longer."""
-        wait_s = self._wait_s(peer)
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
-        principal = await asyncio.to_thread(self.check, name, token)
-        if principal is None:
-            self.failed(name if name in self.principals else None, peer)
-        return principal
+        def checked() -> Principal | None:  # counted in the thread: a client gone meanwhile
+            principal = self.check(name, token)  # (its attempt given up) still counts
+            if principal is None:
+                self.failed(name if name in self.principals else None, peer)
+            return principal
+
+        async with self._turn(peer):
+            return await asyncio.to_thread(checked)
 
     def failed(self, name: str | None, peer: str) -> None:
         """Count, log and remember one failed authentication from ``peer``."""
         now = time.monotonic()
         with self._lock:
             self.failures += 1
-            count, last = self._peers.pop(peer, (0, now))
+            count, last, waiting = self._peers.pop(peer, (0, now, 0))
             count = 1 if now - last > FAIL_FORGET_S else count + 1
-            self._peers[peer] = (count, now)
+            self._peers[peer] = (count, now, waiting)
             while len(self._peers) > MAX_TRACKED_PEERS:
                 self._peers.popitem(last=False)
         log.warning("authentication failed for %s from %s (%d in a row from this address)",
                     f"principal {name}" if name else "an unknown principal", peer, count)
 
     def _wait_s(self, peer: str) -> float:
+        """How long a single attempt from ``peer`` would wait now (its failures' back-off)."""
         with self._lock:
-            count, last = self._peers.get(peer, (0, 0.0))
+            count, last, _waiting = self._peers.get(peer, (0, 0.0, 0))
         if not count:
             return 0.0
-        delay = min(FAIL_DELAY_S * 2 ** (count - 1), FAIL_DELAY_MAX_S)
-        return max(0.0, last + delay - time.monotonic())
+        return max(0.0, last + _delay_s(count) - time.monotonic())
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, peer: str):
+        """Wait for this attempt's turn, then check it inside the block. After failures from the
+        address, each attempt waits its back-off, plus one back-off for every attempt from the
+        same address already waiting: attempts made at once on many connections are checked
+        one back-off apart, as attempts one after another are. An attempt given up (its client
+        hung up, ``Guard.abandon``) gives its turn back."""
+        now = time.monotonic()
+        wait_s, queued = 0.0, False
+        with self._lock:
+            count, last, waiting = self._peers.get(peer, (0, 0.0, 0))
+            if count and now - last <= FAIL_FORGET_S:
+                wait_s = max(0.0, last + _delay_s(count) * (waiting + 1) - now)
+                self._peers[peer] = (count, last, waiting + 1)
+                queued = True
+        try:
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            yield
+        finally:
+            if queued:
+                with self._lock:
+                    entry = self._peers.get(peer)
+                    if entry is not None and entry[2] > 0:
+                        self._peers[peer] = (entry[0], entry[1], entry[2] - 1)
 
     async def authenticate_bearer(self, header: str, peer: str) -> Principal | None:
         """``bearer`` as ``authenticate`` does it: after the back-off, in a worker thread,
         a failure counted and logged."""
-        wait_s = self._wait_s(peer)
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
-        principal = await asyncio.to_thread(self.bearer, header)
-        if principal is None:
-            name = header.partition(" ")[2].partition(":")[0]
-            self.failed(name if name in self.principals else None, peer)
-        return principal
+        def checked() -> Principal | None:
+            principal = self.bearer(header)
+            if principal is None:
+                name = header.partition(" ")[2].partition(":")[0]
+                self.failed(name if name in self.principals else None, peer)
+            return principal
+
+        async with self._turn(peer):
+            return await asyncio.to_thread(checked)
 
     def bearer(self, header: str) -> Principal | None:
         """The principal of an HTTP ``Authorization`` header (blocking), or None:

@@ -7,7 +7,9 @@ written to a temporary directory with the modes and contents an operator could g
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 
 import pytest
 
@@ -80,3 +82,54 @@ def test_the_table_of_failing_addresses_keeps_at_most_its_bound_and_forgets_the_
     assert auth.failures == bound + 500
     assert all(auth._wait_s(address) == 0.0 for address in addresses[:500])  # forgotten
     assert all(auth._wait_s(address) > 0.0 for address in addresses[-100:])  # still slowed
+
+
+def test_attempts_in_parallel_from_one_address_take_turns_one_back_off_apart(monkeypatch, caplog):
+    """After a failure, the attempts one address makes at once on many connections are checked
+    one back-off apart, as attempts one after another would be: more connections are no faster
+    way to guess. (The waits are sleeps: they can only run longer on a loaded machine.)"""
+    monkeypatch.setattr(principals, "FAIL_DELAY_S", 0.2)
+    monkeypatch.setattr(principals, "FAIL_DELAY_MAX_S", 0.2)
+    auth = principals.Authenticator(None, admin_token="not-this-one")
+    checked: list[float] = []
+    bearer = auth.bearer
+    monkeypatch.setattr(auth, "bearer", lambda header: checked.append(time.monotonic()) or bearer(header))
+    attempts = 6
+
+    async def guesses():
+        auth.failed(None, "10.0.0.1")
+        began = time.monotonic()
+        answers = await asyncio.gather(*(auth.authenticate_bearer(f"Bearer guess{i}", "10.0.0.1")
+                                         for i in range(attempts)))
+        return began, answers
+
+    with caplog.at_level("ERROR", logger="beanraft"):
+        began, answers = asyncio.run(guesses())
+    assert answers == [None] * attempts and len(checked) == attempts
+    checked.sort()
+    # The k-th is checked no sooner than k + 1 back-offs after the failure (lower bounds only).
+    assert all(at - began >= (k + 1) * 0.2 - 0.01 for k, at in enumerate(checked)), \
+        [round(at - began, 3) for at in checked]
+    assert auth._wait_s("10.0.0.2") == 0.0  # another address waits for nothing
+
+
+def test_an_attempt_given_up_while_it_waits_gives_its_turn_back_unchecked(monkeypatch, caplog):
+    """A client that hangs up while its attempt waits for its turn (``Guard.abandon`` cancels
+    it): the attempt is never checked and the next one from the address does not wait for it."""
+    auth = principals.Authenticator(None, admin_token="not-this-one")
+    checked: list[str] = []
+    monkeypatch.setattr(auth, "bearer", checked.append)
+
+    async def scenario():
+        auth.failed(None, "10.0.0.3")
+        attempt = asyncio.ensure_future(auth.authenticate_bearer("Bearer x", "10.0.0.3"))
+        await asyncio.sleep(0.01)
+        assert auth._peers["10.0.0.3"][2] == 1  # waiting for its turn
+        attempt.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await attempt
+        assert auth._peers["10.0.0.3"][2] == 0
+
+    with caplog.at_level("ERROR", logger="beanraft"):
+        asyncio.run(scenario())
+    assert checked == []
