@@ -37,7 +37,8 @@ parser and wakes the connection's task, which takes requests one at a time.
   A half-closed client has its commands executed, one at a time, as beanstalkd does. Either way
   the session's CLOSE then releases its reservations.
 * The session is opened in the replicated state when the client connects (it uses and watches
-  "default" from then on, cluster-wide); closing it releases its reserved jobs.
+  "default" from then on, cluster-wide); closing it releases its reserved jobs. With an auth
+  file, only once the client has authenticated: until then it writes nothing to the log.
 * A stopping node (SIGTERM) hangs up on its clients after answering what it had read
   (``leave``). That is not the client's close: a session with an id is left open for its client
   to resume elsewhere; the others are closed as if their clients had quit.
@@ -75,7 +76,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = p.ServerConnection(max_job_size=node.config.max_job_size)
         self.sid = node.new_sid()
         self.seq = 0
-        self.opened: asyncio.Future | None = None  # the session's OPEN, proposed on connect
+        self.opened: asyncio.Future | None = None  # the session's OPEN (``open_session``)
         self.unopened = False  # its OPEN was refused (a lone node's failed journal): see _ensure_open
         self.inflight: collections.deque = collections.deque()
         self.transport: asyncio.Transport | None = None
@@ -112,10 +113,16 @@ class ClientConnection(asyncio.Protocol):
         self.node.connection_opened(self)
         if self.node.auth is not None and self.node.auth.required:
             self.guard = Guard(self, self.node.auth)
-        # The session exists cluster-wide from the start: a fresh connection uses and watches
-        # "default", which stats-tube reports (current-using / current-watching).
-        self.opened = self.node.commit.submit((Op.OPEN, self.sid, self._next_seq()))
+        if self.guard is None or self.guard.principal is not None:
+            self.open_session()  # else once it authenticates (Guard): strangers write no log
         self.task = asyncio.get_running_loop().create_task(self.run())
+
+    def open_session(self) -> None:
+        """Propose the session's OPEN (once). The session then exists cluster-wide: a fresh
+        connection uses and watches "default", which stats-tube reports (current-using /
+        current-watching)."""
+        if self.opened is None:
+            self.opened = self.node.commit.submit((Op.OPEN, self.sid, self._next_seq()))
 
     def data_received(self, data: bytes) -> None:
         if self.leaving or self.finishing:
@@ -568,6 +575,8 @@ class ClientConnection(asyncio.Protocol):
             self.owed.clear()
         if self.node.raft.journal_failed() and not self.node.config.clustered:
             return  # nothing commits here again; its restart (REGISTER) closes the sessions
+        if self.opened is None:
+            return  # it never authenticated: it has no session to close
         unauthenticated = self.guard is not None and self.guard.principal is None
         if self.parser.in_put_body and not unauthenticated:
             # beanstalkd consumed an id when the header was accepted

@@ -89,7 +89,10 @@ class Guard:
         finally:
             self._attempt = None
         self.name = None if principal is None else principal.name
-        return p.Authenticated() if principal is not None else p.AuthFailed()
+        if principal is None:
+            return p.AuthFailed()
+        self.conn.open_session()
+        return p.Authenticated()
 
     def abandon(self) -> None:
         """The client hung up: an authentication still waiting for its turn (or its check) is

@@ -10,6 +10,7 @@ over sockets bound to different 127.x source addresses; the replicated state com
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import signal
@@ -256,3 +257,32 @@ def signal_and_wait_for_log(node, text: str, timeout_s: float = 20.0) -> None:
     while node.log_text(10**7).count(text) <= seen:
         assert time.monotonic() < deadline, f"no {text!r} in the log:\n{node.log_text(3000)}"
         time.sleep(0.05)
+
+
+def test_connections_that_never_authenticate_write_nothing_to_the_log(node, principals):
+    # Without an auth file every connection opens a session in the replicated state (OPEN, then
+    # CLOSE): with one, strangers must not be able to make the node write by connecting.
+    def commit_index() -> int:
+        return json.loads(http(node, "GET", "/status")[1])["commit_index"]
+
+    settled_state(node, principals)  # no other connection left open
+    before = commit_index()
+    for _ in range(40):  # the settling connection's own CLOSE, and /status's refresh
+        time.sleep(0.25)
+        before, previous = commit_index(), before
+        if before == previous:
+            break
+    for i in range(20):
+        line = Line(address(node), source=f"127.0.251.{i + 2}")
+        assert line.request(b"use orders\r\n") == b"AUTH_REQUIRED\r\n"
+        assert line.request(b"auth root wrong\r\n") == b"AUTH_FAILED\r\n"
+        line.close()
+    time.sleep(0.5)  # a CLOSE would be proposed as each connection ends
+    assert commit_index() == before
+    line = root(node, principals)  # authenticating opens the session: one entry at least
+    assert line.request(b"use orders\r\n") == b"USING orders\r\n"
+    line.close()
+    deadline = time.monotonic() + 10
+    while commit_index() == before:  # /status refreshes every few tenths of a second
+        assert time.monotonic() < deadline, "nothing committed for an authenticated client"
+        time.sleep(0.1)
