@@ -16,7 +16,7 @@ from .commands import (
 from .model import BURIED as S_BURIED
 from .model import DELAYED, RESERVED, Job, Session
 from .state import State
-from .waiting import deadline_soon, reservable_job, serve, start_wait, stop_wait, wake_time, \
+from .waiting import deadline_soon, reservable_job, start_wait, stop_wait, wake_time, \
     watches_ready_job
 
 
@@ -116,9 +116,7 @@ def reserve(state: State, session: Session, timeout_ns: int) -> tuple:
         state.reserve(job, session)
         return ("RESERVED", job.id, job.body)
     if timeout_ns == 0:
-        # Inside the margin, but a paused watched tube has a ready job (so the check above let
-        # it by): beanstalkd's wait ticks at once and tests the margin before the timeout.
-        return DEADLINE_SOON if deadline_soon(state, session) else TIMED_OUT
+        return TIMED_OUT
     wake_ns = wake_time(state, session, timeout_ns)
     if wake_ns is not None and wake_ns <= state.now_ns:
         # Inside the safety margin but a paused watched tube has a ready job: beanstalkd
@@ -182,12 +180,8 @@ def touch(state: State, session: Session, job_id: int) -> tuple:
 
 
 def _kick(state: State, job: Job) -> None:
-    """One job kicked, and handed to a waiting worker at once if one can take it: beanstalkd
-    runs its queue after each job it kicks, so a waiter gets the first job kicked, not the
-    most urgent of all those one ``kick`` moves."""
     job.kicks += 1
     state.make_ready(job)
-    serve(state)
 
 
 def kick(state: State, session: Session, bound: int) -> tuple:

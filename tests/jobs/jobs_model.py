@@ -282,8 +282,8 @@ class Model:
             job = min(options, key=lambda j: (j["pri"], j["id"]))
             self.give(job, sid)
             return ("RESERVED", job["id"], job["body"])
-        if timeout == 0:  # the wait's first tick: the margin before the timeout
-            return DEADLINE_SOON if self.deadline_soon(sid) else TIMED_OUT
+        if timeout == 0:
+            return TIMED_OUT
         until = None if timeout < 0 else self.now + timeout
         soonest = self.soonest(sid)
         wake = min([t for t in (until, soonest and soonest - S) if t is not None], default=None)
@@ -353,7 +353,6 @@ class Model:
             state, key = ("delayed", lambda j: (j["deadline"], j["id"]))
         while count < bound and (job := self.first(tube, state, key)) is not None:
             self.kick_one(job)
-            self.serve()  # beanstalkd runs its queue after each job it kicks
             count += 1
         return ("KICKED", count)
 
