@@ -166,6 +166,22 @@ def test_kick_takes_buried_jobs_oldest_first_and_truncates_its_bound_to_32_bits(
     wire.expect(b"KICKED 1\r\n")
 
 
+def test_kick_with_a_worker_waiting(server):
+    # 1.12 runs its queue after every job it kicks: the waiter gets the first job kicked (the
+    # oldest buried). BeanRaft serves waiters once the whole kick is applied, so the waiter gets
+    # the most urgent job kicked: a known difference (compatibility.md).
+    producer, worker = server.connect(), server.connect()
+    producer.send(b"use k\r\nput 50 0 60 1\r\na\r\nput 0 0 60 1\r\nb\r\nreserve-job 1\r\n"
+                  b"bury 1 50\r\nreserve-job 2\r\nbury 2 0\r\n")
+    producer.expect(b"USING k\r\nINSERTED 1\r\nINSERTED 2\r\nRESERVED 1 1\r\na\r\nBURIED\r\n"
+                    b"RESERVED 2 1\r\nb\r\nBURIED\r\n")
+    worker.send(b"watch k\r\nignore default\r\nreserve\r\n")
+    worker.expect(b"WATCHING 2\r\nWATCHING 1\r\n")
+    producer.send(b"kick 2\r\n")
+    producer.expect(b"KICKED 2\r\n")
+    worker.expect(b"RESERVED 1 1\r\na\r\n" if server.kind == "beanstalkd" else b"RESERVED 2 1\r\nb\r\n")
+
+
 def test_kick_takes_delayed_jobs_earliest_deadline_first(wire):
     wire.send(b"put 0 50 60 1\r\na\r\nput 0 30 60 1\r\nb\r\nput 0 40 60 1\r\nc\r\nkick 2\r\n")
     wire.expect(b"INSERTED 1\r\nINSERTED 2\r\nINSERTED 3\r\nKICKED 2\r\n")
