@@ -12,6 +12,7 @@ from beanraft.replication.journal import SyncPolicy
 from beanraft.replication.raft import DataDirLocked
 from beanraft.replication.membership import MembershipError
 from beanraft.replication.seam import SeamError
+from beanraft.replication.snapshot_file import DamagedSnapshot
 
 from beanraft.protocol import MAX_JOB_SIZE_LIMIT
 
@@ -212,7 +213,10 @@ async def _serve(config: NodeConfig) -> int:
         return 70  # EX_SOFTWARE: this build does not fit the installed pysyncobj
     except MembershipError as exc:
         log.error("cannot start: %s", exc)
-        return 78  # EX_CONFIG  # EX_SOFTWARE: this build does not fit the installed pysyncobj
+        return 78  # EX_CONFIG
+    except DamagedSnapshot as exc:
+        log.error("cannot start: %s", exc)
+        return 74  # EX_IOERR
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 111

@@ -80,7 +80,8 @@ from .prevote import PreVote
 from .read_index import ReadIndex
 from .restore import check_restored, forget_restore
 from .reads import StateReads
-from .snapshot_file import SnapshotAnchor, read_snapshot
+from .snapshot_file import (DamagedSnapshot, SnapshotAnchor, SnapshotError, SnapshotReceiver,
+                            read_snapshot, verify_snapshot)
 from .snapshot_writer import SnapshotWriter
 from .status import RaftStatus, read_status
 from .transfer import Transfers
@@ -216,10 +217,21 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                                              config.self_addr, config.peers)
         t = self._timing(alone=not self._peers)
         secret = config.secret if self._peers else (config.secret or secrets.token_hex(16))
-        self._snapshots = SnapshotWriter(os.path.join(directory, SNAPSHOT_NAME))
+        snapshot_path = os.path.join(directory, SNAPSHOT_NAME)
+        self._snapshots = SnapshotWriter(snapshot_path)
         # pysyncobj loads a snapshot found at start on its first tick; any later one was sent
         # by a leader.
-        self._own_snapshot = os.path.isfile(os.path.join(directory, SNAPSHOT_NAME))
+        self._own_snapshot = os.path.isfile(snapshot_path)
+        if self._own_snapshot:
+            # pysyncobj would log a snapshot it cannot load and run on without it: with the
+            # journal emptied down to the snapshot's anchor, such a node applies nothing, ever.
+            try:
+                verify_snapshot(snapshot_path)
+            except SnapshotError as exc:
+                raise DamagedSnapshot(
+                    f"{exc}: this node cannot start on it. Restore it from a backup (beanraft "
+                    f"restore), or in a cluster move -b aside and add the node again (the "
+                    f"leader sends it a snapshot)") from exc
         conf = SyncObjConf(
             autoTick=False,
             appendEntriesUseBatch=False,
@@ -257,6 +269,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                 conf.raftMinTimeout, conf.raftMaxTimeout = JOIN_QUIET_S, JOIN_QUIET_S + 1
                 seam.set_election_deadline(host, monotonic() + JOIN_QUIET_S)
             raft_port.attach(host)
+            seam.replace_snapshot_receiver(
+                host, SnapshotReceiver(snapshot_path, self._snapshots.abandon).receive)
             if secret is not None:
                 # Before the first tick, so before any connection is accepted or made.
                 cipher = PeerCipher(derive_key(secret))

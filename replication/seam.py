@@ -166,6 +166,11 @@ POINTS: tuple[Point, ...] = (
     Point("syncobj", "_SyncObj__onLeaderChanged",
           "a member that gives up on its leader to ask for pre-votes fails the commands it"
           " forwarded, as pysyncobj does when it campaigns"),
+    Point("class:pysyncobj.serializer.Serializer", "setTransmissionData",
+          "the receiver of a leader's snapshot that BeanRaft replaces on each node"),
+    Point("syncobj", "_SyncObj__serializer",
+          "its receiver of a leader's snapshot is replaced by one that fsyncs the file before the"
+          " rename and the directory after it, before the journal is emptied"),
     Point("transport", "_nodeAddrToNode",
           "the addresses a joining node accepts a connection from: a member added after it"
           " read the member list may lead the cluster that feeds it"),
@@ -636,3 +641,9 @@ def watch_membership(sync, before: Callable[[str, str, bool], bool],
             lingering.pop(0)[1].disconnect()
 
     return close_due
+
+
+def replace_snapshot_receiver(sync, receive: Callable) -> None:
+    """Snapshots the leader sends are taken by ``receive`` (pysyncobj's ``setTransmissionData``
+    contract: chunk tuples in, True once the whole snapshot is in place)."""
+    sync._SyncObj__serializer.setTransmissionData = receive

@@ -13,12 +13,16 @@ Layout (all integers little-endian)::
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Callable
 
 import msgpack
+
+log = logging.getLogger("beanraft.snapshot")
 
 MAGIC = b"BRS1"
 _U32 = struct.Struct("<I")
@@ -28,6 +32,10 @@ Entry = tuple  # (command: bytes, idx: int, term: int), pysyncobj's own log entr
 
 class SnapshotError(ValueError):
     """A snapshot file that is damaged or of an unknown format."""
+
+
+class DamagedSnapshot(OSError):
+    """The data directory's snapshot cannot be loaded: the node must not start on it."""
 
 
 @dataclass(frozen=True)
@@ -104,3 +112,89 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def verify_snapshot(path: str, chunk_bytes: int = 1 << 20) -> SnapshotAnchor:
+    """Check a whole snapshot's checksum without holding it in memory; its anchor. Raises
+    SnapshotError for a damaged file (a start-up must not run on a state it cannot load)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8 or head[:4] != MAGIC:
+            raise SnapshotError(f"{path}: not a BeanRaft snapshot")
+        total = os.fstat(f.fileno()).st_size
+        (size,) = _U32.unpack(head[4:])
+        if total < 12 + size:
+            raise SnapshotError(f"{path}: cut short ({total} bytes)")
+        crc = zlib.crc32(head[4:], zlib.crc32(MAGIC))
+        header = f.read(size)
+        crc = zlib.crc32(header, crc)
+        left = total - 8 - size - 4
+        while left > 0:
+            chunk = f.read(min(chunk_bytes, left))
+            if not chunk:
+                raise SnapshotError(f"{path}: cut short")
+            crc = zlib.crc32(chunk, crc)
+            left -= len(chunk)
+        (stored,) = _U32.unpack(f.read(4))
+    if crc != stored:
+        raise SnapshotError(f"{path}: checksum mismatch")
+    return _decode_header(header)
+
+
+class SnapshotReceiver:
+    """Takes a snapshot the leader sends, chunk by chunk, in place of pysyncobj's receiver.
+
+    pysyncobj writes the chunks to ``<snapshot>.1.tmp`` without an fsync, renames it onto the
+    snapshot without making the rename durable, then loads it and empties the journal down to
+    the snapshot's anchor, fsynced before the follower acknowledges. A crash soon after could
+    leave an empty or stale snapshot beside that emptied journal: the entries it covered lost.
+    Here the file is fsynced before the rename and the directory after it, before ``receive``
+    tells pysyncobj it is complete; and ``before_replace`` runs right before the rename (the
+    node stops its own snapshot writer there, whose older snapshot must not land on this one).
+    """
+
+    def __init__(self, path: str, before_replace: Callable[[], None]):
+        self.path = path
+        self.tmp_path = path + ".1.tmp"
+        self.before_replace = before_replace
+        self._file = None
+
+    def receive(self, data) -> bool:
+        """pysyncobj's ``setTransmissionData``: True once the whole snapshot is in place."""
+        if data is None:
+            return False
+        chunk, first, last = data
+        if first:
+            self._discard()
+            try:
+                self._file = open(os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                          0o600), "wb")
+            except OSError as exc:
+                log.error("cannot receive the leader's snapshot: %s", exc)
+                return False
+        elif self._file is None:
+            return False  # its first chunk was missed: the leader starts over
+        try:
+            self._file.write(chunk)
+            if not last:
+                return False
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            self.before_replace()
+            os.replace(self.tmp_path, self.path)
+            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        except OSError as exc:
+            log.error("cannot store the leader's snapshot: %s", exc)
+            self._discard()
+            return False
+        return True
+
+    def _discard(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None

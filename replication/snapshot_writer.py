@@ -14,6 +14,10 @@ Theory of operation.
 * pysyncobj itself renames ``tmp_path`` onto the snapshot right after the serializer returns.
   The child never writes ``tmp_path`` (``start`` removes a stale one), so that rename fails,
   pysyncobj swallows the error, and the outcome comes from ``check`` alone.
+* A failed fork is reported to pysyncobj as a failed snapshot (it would otherwise stop asking
+  for snapshots for good). A snapshot the leader sends (``snapshot_file.SnapshotReceiver``)
+  kills a child still writing an older one first (``abandon``): the child's rename must not
+  land on the newer snapshot.
 * The crash-window rules of ``snapshot_file`` and ``journal`` hold as before: the snapshot is
   durable under its final name before ``check`` reports SUCCESS, and the journal fsyncs the
   directory before it drops the prefix.
@@ -56,7 +60,14 @@ class SnapshotWriter:
         _unlink_quietly(tmp_path)
         self._index = anchor.last[1]
         self._started = time.monotonic()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            # pysyncobj would swallow it and never ask for a snapshot again: report FAILED.
+            log.error("snapshot at index %d not started: fork failed (%s); the journal is kept",
+                      self._index, exc)
+            self.refuse()
+            return
         if pid == 0:
             _child(self.path, anchor, encode)  # never returns
         self._pid = pid
@@ -93,6 +104,22 @@ class SnapshotWriter:
     @property
     def busy(self) -> bool:
         return self._pid != 0
+
+    def abandon(self) -> None:
+        """A newer snapshot is about to take the snapshot's name (one the leader sent): kill a
+        child still writing an older one, so that its rename cannot land on the newer one, and
+        report FAILED to pysyncobj at its next check (it asks for snapshots again after that)."""
+        if not self._pid:
+            return
+        try:
+            os.kill(self._pid, signal.SIGKILL)
+            os.waitpid(self._pid, 0)
+        except OSError:
+            pass
+        _unlink_quietly(self.path + ".writing")
+        log.info("snapshot at index %d abandoned: the leader's snapshot replaces it", self._index)
+        self._pid = 0
+        self._refused = True
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Wait for a running child (bounded), then kill it: its snapshot is simply not used."""
