@@ -182,10 +182,11 @@ class SnapshotReceiver:
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+            verify_snapshot(self.tmp_path)  # never replace a good snapshot with a damaged one
             self.before_replace()
             os.replace(self.tmp_path, self.path)
             fsync_dir(os.path.dirname(os.path.abspath(self.path)))
-        except OSError as exc:
+        except (OSError, SnapshotError) as exc:
             log.error("cannot store the leader's snapshot: %s", exc)
             self._discard()
             return False

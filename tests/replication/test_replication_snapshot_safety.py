@@ -58,9 +58,23 @@ def test_a_received_snapshot_is_fsynced_before_its_rename_and_the_directory_afte
     receiver = SnapshotReceiver(path, lambda: events.append("before replace"))
     results = [receiver.receive(chunk) for chunk in _chunks(str(sent))]
     assert results[-1] is True and not any(results[:-1])
-    assert events == ["fsync file", "before replace", "replace", "fsync dir"]
+    assert events == ["fsync file", "before replace", "replace", "fsync dir"], events
     assert read_snapshot(path)[0] == NEW
     assert not os.path.exists(path + ".1.tmp")
+
+
+def test_a_damaged_transmission_never_replaces_the_snapshot_in_place(tmp_path):
+    sent = tmp_path / "sent"
+    write_snapshot(str(sent), NEW, b"state" * 1000)
+    data = bytearray(sent.read_bytes())
+    data[len(data) // 2] ^= 1
+    sent.write_bytes(bytes(data))
+    path = str(tmp_path / "raft.snapshot")
+    write_snapshot(path, OLD, b"old")
+    replaced = []
+    receiver = SnapshotReceiver(path, lambda: replaced.append(1))
+    assert not any(receiver.receive(chunk) for chunk in _chunks(str(sent)))
+    assert read_snapshot(path) == (OLD, b"old") and not replaced
 
 
 def test_a_receiver_that_missed_the_first_chunk_waits_for_the_next_transmission(tmp_path):
