@@ -24,6 +24,7 @@ import urllib.request
 import click
 
 from beanraft.replication.backup_file import BackupFileError, BackupReader
+from beanraft.replication.snapshot_file import fsync_dir
 from beanraft.replication.restore import RestoreError, restore_data_dir
 
 from . import auth
@@ -116,6 +117,7 @@ def download(http: _Http, address: str, path: str, stale: bool) -> dict:
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, path)
+        fsync_dir(directory)  # the backup is said to be saved: its name must survive a crash
     except BackupFileError as exc:
         _unlink(partial)
         raise BackupFailed(f"the backup from {address} is not intact: {exc}", EXIT_SERVER_ERROR)
