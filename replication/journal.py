@@ -103,7 +103,15 @@ class DurableJournal(Journal):
         self._meta_dirty = False
         self._fd = -1
         if path is not None:
-            self._open(path, snapshot_path)
+            try:
+                self._open(path, snapshot_path)
+            except BaseException:  # refused or failed: the node does not start; close what we opened
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+                if self._votes is not None:
+                    self._votes.close()
+                raise
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -308,8 +316,12 @@ class DurableJournal(Journal):
             finally:
                 os.close(self._fd)
                 self._fd = -1
+                if self._votes is not None:
+                    self._votes.close()
+                    self._votes = None
         if self._votes is not None:
             self._votes.close()
+            self._votes = None
 
     def flush(self):
         self.sync()

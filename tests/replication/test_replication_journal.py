@@ -211,11 +211,14 @@ def test_term_and_vote_are_stored_durably_and_reloaded(tmp_path):
         7, "127.0.0.1:20001", 5)
 
 
-def test_a_file_that_is_not_a_journal_is_refused(tmp_path):
+def test_a_file_that_is_not_a_journal_is_refused_and_nothing_stays_open(tmp_path):
     path = tmp_path / "j"
     path.write_bytes(b"hello world, not a journal")
-    with pytest.raises(JournalWriteError):
-        DurableJournal(str(path))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(JournalWriteError):
+            DurableJournal(str(path))
+    assert len(os.listdir("/proc/self/fd")) == before  # neither the journal nor its vote file
 
 
 def test_sync_policies_decide_when_fsync_runs(tmp_path, monkeypatch):
