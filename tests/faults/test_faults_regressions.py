@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 from polling import until
 
+from beanraft.node.closes import LingeringCloses
 from beanraft.node.connection import ClientConnection
 
 
@@ -63,11 +64,14 @@ class FakeTransport:
 
 def fake_node(commit: FakeCommit) -> SimpleNamespace:
     noop = lambda *a, **k: None  # noqa: E731
-    return SimpleNamespace(
-        config=SimpleNamespace(max_job_size=65535), new_sid=lambda: 1 << 32 | 1,
+    node = SimpleNamespace(
+        config=SimpleNamespace(max_job_size=65535, clustered=True), new_sid=lambda: 1 << 32 | 1,
         connection_opened=noop, connection_closed=noop, session_closed=noop,
         count_command=noop, count_name=noop, waiting_off_the_log=noop, draining=False,
-        refuses=lambda req: False, commit=commit, auth=None, unread=0)
+        refuses=lambda req: False, commit=commit, auth=None, unread=0,
+        raft=SimpleNamespace(journal_failed=lambda: False))
+    node.lingering = LingeringCloses(node)
+    return node
 
 
 async def _proposed(commit, count: int, timeout_s: float = 2.0) -> None:
