@@ -3,6 +3,8 @@
 Many commands may be in flight on one connection (pipelining): each call submits its op to
 the core, which writes it at once; replies complete the ops' futures in order. At most
 ``max_in_flight`` ops are outstanding; more callers wait for a slot (the bound of the queue).
+A cancelled call gives its op up to the core (``Core.cancel``); its slot is freed when the op
+is done: at once if it was not sent, at its reply (and the give-back of a reserved job) if it was.
 A lost connection is noticed as soon as the transport reports it; the client reconnects when
 there is work queued or jobs held (so a held job's session is resumed within the grace).
 
@@ -118,12 +120,26 @@ class AsyncClient(Api):
     async def _call(self, op: Op) -> Any:
         if self._closed:
             raise Error("the client is closed")
-        async with self._slots:
-            future = asyncio.get_running_loop().create_future()
-            op.callback = lambda done: future.done() or future.set_result(None)
+        # The slot is held until the op is done, not until the caller stops waiting: an op
+        # whose caller was cancelled after it was sent is still in flight (Core.cancel).
+        await self._slots.acquire()
+        future = asyncio.get_running_loop().create_future()
+
+        def done(_: Op) -> None:
+            self._slots.release()
+            if not future.done():
+                future.set_result(None)
+
+        op.callback = done
+        try:
             self._core.submit(op, self._now())
             self._after_event()
             await future
+        except BaseException:  # cancelled (asyncio.wait_for, task.cancel) or worse
+            if not op.done:
+                self._core.cancel(op)
+                self._after_event()
+            raise
         return op.outcome()
 
     async def _wait_ready(self) -> None:

@@ -20,8 +20,11 @@ are submitted (pipelined) and replies are matched to them in order (FIFO).
 
 When a connection is lost, the commands sent on it but not answered go back to the front of
 the queue, marked ``lost``, and a *failover episode* starts (``failover.py``): ``next_attempt()``
-hands out addresses round after round until a node answers or ``failover_timeout`` is spent --
-then every queued command fails with ``UnavailableError`` naming what was tried.
+hands out addresses round after round until a node completes the handshake (or, with no
+handshake to send, answers the first command) or ``failover_timeout`` is spent -- then every
+queued command fails with ``UnavailableError`` naming what was tried. A node that answers part
+of the handshake and then fails (AUTH_REQUIRED, ``auth`` answered by a node without a leader)
+does not end the episode, so retrying it cannot run past ``failover_timeout``.
 After a successful handshake each lost command is replayed by its rule (``ops.py``), using the
 job list of the resumed session; jobs that list holds which the client did not know of (their
 RESERVED reply was lost) are handed to the next ``reserve``, fetched with ``peek``.
@@ -31,6 +34,10 @@ A node is also declared lost when it does not answer: when nothing arrived for `
 with the extensions, a reserve is therefore sent as ``reserve-with-timeout`` slices of at most
 ``reserve_slice_s`` seconds, re-issued until the caller's own timeout: a frozen node is noticed
 within a slice plus ``timeout_s`` even while the application waits for a job.
+
+A caller may give up on a command (``cancel``, from the async client): one not yet sent
+leaves the queue; one sent is awaited and its reply dropped, and a job it reserved is given back
+(``stats-job`` for its priority, then ``release``), so no worker waits out its TTR for it.
 
 Bounds: the queue holds what the application submitted (the blocking client one command, the
 async client up to its ``max_in_flight``); the parser bounds a reply (``protocol.client``).
@@ -45,22 +52,26 @@ from collections import deque
 from typing import Any
 
 from beanraft import protocol as p
-from beanraft.protocol.client import NEED_DATA, ClientConnection, ProtocolError, reserve_bytes
+from beanraft.protocol.client import (NEED_DATA, ClientConnection, ProtocolError, release_bytes,
+                                     reserve_bytes)
 
 from . import wire
 from .addresses import Address, describe
-from .errors import UnavailableError
+from .errors import Error, UnavailableError
 from .failover import Episode
-from .ops import DEFAULT_TUBE, Op, error_for
+from .ops import DEFAULT_TUBE, Op, error_for, parse_yaml_mapping
 
 log = logging.getLogger("beanraft.client")
 
 DOWN, HANDSHAKE, READY = "down", "handshake", "ready"
 
+HANDSHAKE_PURPOSES = frozenset({"auth", "session-id", "resume", "restore"})
 
 
 # A request on the wire whose reply is awaited, as a tuple (purpose, op, block_s):
-#   purpose  "op", "orphan" (peek of a held job for op), "auth", "session-id", "resume", "restore"
+#   purpose  "op", "orphan" (peek of a held job for op), "auth", "session-id", "resume",
+#            "restore", "give-back" / "given-back" (stats-job / release of a job reserved by a
+#            cancelled op)
 #   op       the Op it serves, or None (handshake)
 #   block_s  how long the server may legitimately keep us waiting for the reply
 _Sent = tuple[str, "Op | None", float]
@@ -157,6 +168,10 @@ class Core:
         if self.state == READY:
             log.warning("lost %s (%s): failing over", describe(address), reason)
         back = [op for _, op, _ in self.sent if op is not None and not op.done]
+        for op in back:
+            if op.cancelled:  # nobody waits for it: not replayed (a job it reserved is an
+                op.finish(error=_cancelled())  # orphan of the resumed session, see _resume)
+        back = [op for op in back if not op.done]
         self.lost.update(back)
         self.pending.extendleft(reversed(back))
         self.sent.clear()
@@ -178,6 +193,22 @@ class Core:
         self.pending.append(op)
         if self.state == READY:
             self._flush(now)
+
+    def cancel(self, op: Op) -> None:
+        """The caller gave up on ``op`` (the async client's task was cancelled).
+
+        Not yet sent on the current connection, it leaves the queue and is never sent. Sent,
+        it cannot be unsent: it stays in flight until its reply, which is dropped, except
+        that a job it reserved is given back (``_give_back``) rather than hidden from every
+        worker for its TTR. Either way ``op`` counts as queued until it is done."""
+        if op.done:
+            return
+        if op in self.pending:
+            self.pending.remove(op)
+            self.lost.discard(op)
+            op.finish(error=_cancelled())
+        else:
+            op.cancelled = True
 
     def data_to_send(self) -> bytes:
         out = self._out
@@ -317,37 +348,91 @@ class Core:
 
     def _on_reply(self, purpose: str, op: Op | None, block_s: float, reply: Any,
                   now: float) -> None:
-        if purpose == "auth" and not isinstance(reply, p.Authenticated):
-            # A refusal does not end the failover episode: failover_timeout still bounds it.
+        if purpose in HANDSHAKE_PURPOSES:
+            # A handshake reply does not end the failover episode by itself: a node may answer
+            # ``auth`` (or AUTH_REQUIRED) locally and then fail the rest, and each retry must
+            # spend the same failover_timeout. The episode ends when the handshake completes.
             self._on_handshake_reply(purpose, reply, now)
+            if self.state == HANDSHAKE and not self.sent:
+                if self.episode is not None:
+                    self._end_episode(now)
+                self._ready(now)
             return
         if self.episode is not None:
-            self._end_episode(now)  # the node answers: the failover is over
+            self._end_episode(now)  # READY without a handshake: the first reply ends it
         if purpose == "op":
             self._on_op_reply(op, reply, now)
         elif purpose == "orphan":
-            if isinstance(reply, p.Found):
-                self.held.add(reply.job_id)
-                op.finish(result=op.convert(reply))
-            elif op.kind == "reserve_job":  # gone meanwhile: let the server say so
-                self._send(op.request, "op", op, now)
-            else:  # the job is gone meanwhile: reserve as usual
-                self._send_op(op, now)
+            self._on_orphan_reply(op, reply, now)
         else:
-            self._on_handshake_reply(purpose, reply, now)
-            if self.state == HANDSHAKE and not self.sent:
-                self._ready(now)
+            self._on_give_back_reply(purpose, op, reply, now)
+
+    def _on_orphan_reply(self, op: Op, reply: Any, now: float) -> None:
+        if op.cancelled:
+            if isinstance(reply, p.Found):
+                self._give_back(op, reply.job_id, now)
+            else:
+                op.finish(error=_cancelled())
+        elif isinstance(reply, p.Found):
+            self.held.add(reply.job_id)
+            self._finish_with(op, reply)
+        elif op.kind == "reserve_job":  # gone meanwhile: let the server say so
+            self._send(op.request, "op", op, now)
+        else:  # the job is gone meanwhile: reserve as usual
+            self._send_op(op, now)
 
     def _on_op_reply(self, op: Op, reply: Any, now: float) -> None:
+        if op.cancelled:
+            self._on_cancelled_reply(op, reply, now)
+            return
         if (op.replay == "reserve" and isinstance(reply, p.TimedOut) and self.extensions
                 and (op.deadline is None or now < op.deadline)):
             self._send_op(op, now)  # one slice ended; the caller's timeout has not
             return
         self._track(op, reply)
         if isinstance(reply, op.expect):
-            op.finish(result=op.convert(reply))
+            self._finish_with(op, reply)
         else:
             op.finish(error=error_for(reply, op.kind))
+
+    @staticmethod
+    def _finish_with(op: Op, reply: Any) -> None:
+        """Complete ``op`` with its reply converted; a conversion that fails (a body that does
+        not decode with the client's encoding, a malformed YAML list) fails this op alone:
+        the reply was read whole, so the connection and the other ops are unaffected."""
+        try:
+            result = op.convert(reply)
+        except Exception as error:  # noqa: BLE001 - handed to the caller, who sees it raised
+            op.finish(error=error)
+        else:
+            op.finish(result=result)
+
+    def _on_cancelled_reply(self, op: Op, reply: Any, now: float) -> None:
+        """The reply to an op whose caller gave up after it was sent: its effect stands and is
+        tracked (a use, a delete), but a job it reserved goes back to the tube."""
+        if isinstance(reply, p.Reserved):
+            self._give_back(op, reply.job_id, now)
+            return
+        self._track(op, reply)
+        op.finish(error=_cancelled())
+
+    def _give_back(self, op: Op, job_id: int, now: float) -> None:
+        # release needs the job's priority, which RESERVED does not carry: read it first.
+        # Nobody else can change the priority of a job reserved to us meanwhile.
+        op.job_id = job_id
+        self.held.discard(job_id)
+        self._send(p.StatsJob(job_id), "give-back", op, now)
+
+    def _on_give_back_reply(self, purpose: str, op: Op, reply: Any, now: float) -> None:
+        if purpose == "give-back" and isinstance(reply, p.Ok):
+            priority = _priority_of(reply)
+            if priority is not None:
+                self._send(release_bytes(op.job_id, priority, 0), "given-back", op, now)
+                return
+        if not isinstance(reply, (p.Released, p.NotFound)):  # NOT_FOUND: its TTR ran out
+            log.warning("could not give back job %d, reserved for a cancelled call (%r): it "
+                        "returns to its tube when its TTR runs out", op.job_id, reply)
+        op.finish(error=_cancelled())
 
     def _track(self, op: Op, reply: Any) -> None:
         """Keep the held jobs and the chosen tubes in step with a reply."""
@@ -366,7 +451,11 @@ class Core:
                 self.watched.remove(op.request.tube)
 
     def _on_handshake_reply(self, purpose: str, reply: Any, now: float) -> None:
-        if purpose == "auth":
+        if isinstance(reply, p.AuthRequired):
+            # Another node may not require it: fail over as usual, within failover_timeout.
+            self.connection_lost("the node requires authentication (AUTH_REQUIRED): give the "
+                                 "client auth=(principal, token)", now)
+        elif purpose == "auth":
             if not isinstance(reply, p.Authenticated):
                 # Another node may take it (its auth file may be newer): fail over as usual.
                 self.connection_lost(f"authentication as {self.auth[0]} refused "
@@ -419,8 +508,8 @@ class Core:
         self.episode = None
 
     def _ready(self, now: float) -> None:
-        # The episode ends at the first reply, not here: with nothing to restore, READY comes
-        # with the TCP connection, and a frozen node accepts those.
+        # The episode does not end here: with nothing to restore, READY comes with the TCP
+        # connection, and a frozen node accepts those; then the first reply ends it.
         self.state = READY
         self._flush(now)
         self._resumed = None
@@ -436,3 +525,17 @@ class Core:
         self.lost.clear()
         while self.pending:
             self.pending.popleft().finish(error=error)
+
+
+def _cancelled() -> Error:
+    """The outcome of an op whose caller gave up (nobody reads it: the caller was cancelled)."""
+    return Error("the call was cancelled")
+
+
+def _priority_of(stats_job: Any) -> int | None:
+    """``pri`` from a stats-job reply, or None if the reply does not have it."""
+    try:
+        priority = parse_yaml_mapping(stats_job.data).get("pri")
+    except Exception:  # noqa: BLE001 - a malformed reply: the job is not given back
+        return None
+    return priority if isinstance(priority, int) else None

@@ -61,6 +61,7 @@ class Op:
     result: Any = None
     error: BaseException | None = None
     callback: Callable[["Op"], None] | None = None  # the async client's wake-up
+    cancelled: bool = False  # the caller gave up after it was sent (Core.cancel)
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         if self.done:

@@ -232,3 +232,97 @@ def test_the_commands_encoded_when_built_are_the_protocols_bytes(op, request_):
     if op.kind == "put":
         keyed = p.PutKey(op.key, request_.pri, request_.delay_s, request_.ttr_s, request_.body)
         assert wire.put_key(op.key, op.request) == p.encode_request(keyed)
+
+
+def test_a_reserve_cancelled_after_it_was_sent_gives_its_job_back_with_its_priority():
+    core = session_core()
+    reserve = ops.reserve(None, 0.2, make_job)
+    core.submit(reserve, 0.2)
+    assert core.data_to_send() == b"reserve-with-timeout 1\r\n"
+    core.cancel(reserve)
+    core.receive_data(b"RESERVED 5 1\r\nx\r\n", 0.3)
+    assert core.data_to_send() == b"stats-job 5\r\n"
+    stats = b"---\nid: 5\ntube: default\nstate: reserved\npri: 7\n"
+    core.receive_data(b"OK %d\r\n%s\r\n" % (len(stats), stats), 0.4)
+    assert core.data_to_send() == b"release 5 7 0\r\n"
+    assert not reserve.done
+    core.receive_data(b"RELEASED\r\n", 0.5)
+    assert reserve.done and core.idle and core.held == set()
+
+
+def test_a_cancelled_reserve_is_not_issued_again_when_its_slice_ends():
+    core = session_core()
+    reserve = ops.reserve(None, 0.2, make_job)
+    core.submit(reserve, 0.2)
+    core.data_to_send()
+    core.cancel(reserve)
+    core.receive_data(b"TIMED_OUT\r\n", 1.2)
+    assert core.data_to_send() == b"" and reserve.done and core.idle
+
+
+def test_a_command_cancelled_while_queued_is_never_sent_and_a_sent_one_is_not_replayed():
+    core = session_core()
+    sent_put = ops.put(b"a", 1, 0, 60, key="k-a")
+    core.submit(sent_put, 0.2)
+    core.data_to_send()
+    core.connection_lost("reset", 1.0)
+    queued_put = ops.put(b"b", 1, 0, 60, key="k-b")
+    core.submit(queued_put, 1.0)
+    core.cancel(sent_put)  # sent on the lost connection, queued for its replay
+    core.cancel(queued_put)
+    assert sent_put.done and queued_put.done
+    core.next_attempt(1.0)
+    assert up(core, B, 1.0) == b"session-resume s1\r\n"
+    core.receive_data(resumed(), 1.1)
+    assert core.data_to_send() == b"" and core.idle
+
+
+def test_a_handshake_answered_in_part_does_not_end_the_failover():
+    core = Core([A], timeout_s=2.0, failover_timeout_s=5.0, rng=random.Random(1),
+                auth=("alice", "secret"))
+    core.start(0.0)
+    stats = ops.stats("stats", p.Stats())
+    core.submit(stats, 0.0)
+    now = 0.0
+    for _ in range(100):  # bounded: a budget that never runs out must fail the test
+        if (attempt := core.next_attempt(now)) is None:
+            break
+        now += attempt[1]
+        assert up(core, A, now) == b"auth alice secret\r\nsession-id\r\n"
+        core.receive_data(b"AUTHENTICATED\r\n", now + 0.01)  # no commit needed
+        assert core.state != READY
+        now += 0.5
+        core.connection_lost("connection closed by the node", now)  # the commit timed out
+    assert now <= 5.0 + 1.0
+    assert isinstance(stats.error, UnavailableError)
+
+
+def test_auth_required_is_named_and_fails_over_within_the_budget():
+    core = Core([A], timeout_s=2.0, failover_timeout_s=5.0, rng=random.Random(1))
+    core.start(0.0)
+    now = 0.0
+    for _ in range(100):  # bounded: a budget that never runs out must fail the test
+        if (attempt := core.next_attempt(now)) is None:
+            break
+        now += attempt[1]
+        up(core, A, now)
+        core.receive_data(b"AUTH_REQUIRED\r\n", now + 0.01)
+        assert core.state == DOWN
+        now += 0.01
+    assert now <= 5.0 + 1.0
+    assert "requires authentication (AUTH_REQUIRED)" in str(core.last_error)
+
+
+def test_a_cancelled_reserve_served_from_the_resumed_session_gives_that_job_back():
+    core = session_core()
+    reserve = ops.reserve(None, 0.2, make_job)
+    core.submit(reserve, 0.2)
+    core.data_to_send()
+    assert fail_over(core, resumed(9)) == b"peek 9\r\n"
+    core.cancel(reserve)
+    core.receive_data(b"FOUND 9 4\r\nbody\r\n", 1.3)
+    assert core.data_to_send() == b"stats-job 9\r\n"
+    core.receive_data(b"OK 13\r\n---\npri: 100\n\r\n", 1.4)
+    assert core.data_to_send() == b"release 9 100 0\r\n"
+    core.receive_data(b"RELEASED\r\n", 1.5)
+    assert reserve.done and core.idle and core.held == set()
