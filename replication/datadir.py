@@ -47,6 +47,25 @@ def lock_directory(directory: str) -> int:
     return fd
 
 
+# Files a write in progress leaves behind when the process dies: never read, only replaced.
+STALE_NAMES = (JOURNAL_NAME + ".tmp", SNAPSHOT_NAME + ".writing", SNAPSHOT_NAME + ".1.tmp",
+               SNAPSHOT_NAME + ".tmp", "members.json.tmp")
+
+
+def remove_stale_files(directory: str) -> int:
+    """Delete what interrupted writes left in ``directory`` (call with the lock held): on a
+    nearly full volume their space is wanted. Returns the bytes freed."""
+    freed = 0
+    for name in STALE_NAMES:
+        path = os.path.join(directory, name)
+        try:
+            size = os.stat(path).st_size
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        freed += size
+        log.info("removed %s, left by an interrupted write (%d bytes)", path, size)
+    return freed
 
 
 def create_journal(journal_file):

@@ -67,7 +67,9 @@ def save_members(directory: str, members, removed: bool = False) -> None:
     data = json.dumps(doc).encode() + b"\n"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a short write (a full volume, a signal) is not the whole file
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -68,7 +68,8 @@ from .clock import ClusterClock
 from .codec import EntryFormatError, decode_entry
 from .config import (APPEND_SLACK_BYTES, COMPACT_BYTES, COMPACT_ENTRIES, SNAPSHOT_GROWTH,
                      UNCAPPED_JOB_BYTES, RaftConfig, Timing)
-from .datadir import JOURNAL_NAME, SNAPSHOT_NAME, DataDirLocked, lock_directory, make_private
+from .datadir import (JOURNAL_NAME, SNAPSHOT_NAME, DataDirLocked, lock_directory, make_private,
+                      remove_stale_files)
 from .disk import DiskBudget, release_reserve_for_start, snapshot_estimate
 from .entries import batch_view, put_cost, restamp_command
 from .glue import (Host, PysyncobjGlue, answers_carry_their_term, check_bindable,
@@ -209,6 +210,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         else:
             make_private(directory)
             self._lock_fd = lock_directory(directory)
+            remove_stale_files(directory)
             self._restored_at = check_restored(directory, config.self_addr, config.peers)
             release_reserve_for_start(directory)
             journal = os.path.join(directory, JOURNAL_NAME)

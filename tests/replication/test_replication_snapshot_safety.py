@@ -174,3 +174,20 @@ def test_a_node_does_not_start_on_a_damaged_snapshot(tmp_path, damage):
 
     with pytest.raises(DamagedSnapshot, match="this node cannot start on it"):
         asyncio.run(start())
+
+
+def test_a_start_removes_what_interrupted_writes_left_in_the_data_directory(tmp_path):
+    data_dir = str(tmp_path / "data")
+
+    async def fill():
+        async with Harness(data_dir, compact_entries=20) as node:
+            await node.put(30)
+
+    asyncio.run(fill())
+    stale = ["raft.journal.tmp", "raft.snapshot.writing", "raft.snapshot.1.tmp",
+             "raft.snapshot.tmp", "members.json.tmp"]
+    for name in stale:
+        with open(os.path.join(data_dir, name), "wb") as f:
+            f.write(b"x" * 4096)
+    asyncio.run(fill())  # a second start
+    assert not [name for name in stale if os.path.exists(os.path.join(data_dir, name))]
