@@ -288,6 +288,13 @@ class Core:
                     f"the connection to {self._lost_from} was lost after {op.request.name} "
                     "was sent: the outcome is unknown (it is not sent again)"))
                 return
+        if op.replay == "reserve-job" and self._holds_unknown(op.job_id):
+            # Its RESERVED was lost, on this failover or an earlier one: the resumed session
+            # holds the job, which reserve-job would answer NOT_FOUND. Fetch it like an orphan.
+            if op.job_id in self.orphans:  # (_resume left it out; never hand it out twice)
+                self.orphans.remove(op.job_id)
+            self._send(p.Peek(op.job_id), "orphan", op, now)
+            return
         if op.replay == "reserve" and self.orphans:
             self._send(p.Peek(self.orphans.popleft()), "orphan", op, now)
             return
@@ -311,7 +318,9 @@ class Core:
     def _replay_settled(self, op: Op) -> bool:
         """Apply the replay rule of a lost op from the resumed session's job list.
 
-        Returns True when the op is complete without being sent again."""
+        Returns True when the op is complete without being sent again. The rule is read, never
+        changed: an op may be lost on any number of connections in a row, and each failover
+        must apply the rule it was built with (``ops.py``)."""
         if self._resumed is None:
             return False
         if op.replay == "job" and op.job_id not in self._resumed:
@@ -320,12 +329,15 @@ class Core:
             self.held.discard(op.job_id)
             op.finish(result=None)
             return True
-        if op.replay == "reserve-job" and op.job_id in self._resumed:
-            if op.job_id in self.orphans:
-                self.orphans.remove(op.job_id)
-            self.orphans.appendleft(op.job_id)
-            op.replay = "reserve"  # fetch it like an orphan: peek, then it is ours
         return False
+
+    def _holds_unknown(self, job_id: int) -> bool:
+        """The session just resumed holds ``job_id``, the application does not know it, and
+        no other reserve_job fetches it already (of two, one gets it, as on the wire)."""
+        if self._resumed is None or job_id not in self._resumed or job_id in self.held:
+            return False
+        return not any(purpose == "orphan" and other.job_id == job_id
+                       for purpose, other, _ in self.sent)
 
     def _reserve_request(self, op: Op, now: float, lost: bool) -> tuple[bytes, float]:
         """A plain reserve on plain beanstalkd; slices of at most reserve_slice_s otherwise.
@@ -494,6 +506,7 @@ class Core:
     def _resume(self, jobs: list[int], now: float) -> None:
         self._resumed = set(jobs)
         self.held &= self._resumed
+        # A job a queued reserve_job names is fetched by that op (_send_op), not by a reserve.
         waiting_for = {op.job_id for op in self.pending if op.kind == "reserve_job"}
         known = self.held | set(self.orphans) | waiting_for
         self.orphans.extend(job for job in jobs if job not in known)

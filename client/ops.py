@@ -14,11 +14,15 @@ resumed session says, or fails it -- by its ``replay`` rule:
              again if the session still holds the job, else done (the first send committed).
 ``reserve``  reserve, reserve-with-timeout: fulfilled from a job the resumed session holds
              that the client did not know of, else sent again with the time that is left.
-``reserve-job``  Done from the resumed session if it holds the job, else sent again.
+``reserve-job``  Fetched with ``peek`` if the resumed session holds the job (its RESERVED was
+             lost), else sent again as reserve-job: it returns that job or fails, never another.
 ``once``     purge-tube and move-buried (admin commands): never sent again. Sent a second
              time they could delete or move jobs that arrived since, so a lost reply fails
              with ``UnavailableError``: the outcome is unknown. (list-jobs and move-job are
              ``always``: a read, and a move that ends with the job in the tube either way.)
+
+An op's rule never changes: an op lost on several connections in a row (its replay lost too)
+is replayed by the same rule after each failover.
 """
 
 from __future__ import annotations

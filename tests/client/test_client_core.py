@@ -326,3 +326,123 @@ def test_a_cancelled_reserve_served_from_the_resumed_session_gives_that_job_back
     assert core.data_to_send() == b"release 9 100 0\r\n"
     core.receive_data(b"RELEASED\r\n", 1.5)
     assert reserve.done and core.idle and core.held == set()
+
+
+def lost_reserve_job(job_id: int = 5) -> tuple[Core, ops.Op]:
+    """A core whose reserve-job reached a node that then died before its RESERVED reply."""
+    core = session_core()
+    reserve_job = ops.reserve_job(job_id, make_job)
+    core.submit(reserve_job, 0.2)
+    assert core.data_to_send() == b"reserve-job %d\r\n" % job_id
+    return core, reserve_job
+
+
+def test_a_lost_reserve_job_is_fetched_from_the_resumed_session_that_holds_its_job():
+    core, reserve_job = lost_reserve_job()
+    assert fail_over(core, resumed(5)) == b"peek 5\r\n"
+    core.receive_data(b"FOUND 5 4\r\nfive\r\n", 1.2)
+    job = reserve_job.outcome()
+    assert (job.id, job.body) == (5, b"five") and core.held == {5}
+
+
+def test_a_reserve_job_lost_twice_in_a_row_returns_its_own_job_and_never_another():
+    # The reviewer's sequence: the peek of the resumed job is lost too. The third node must
+    # be asked for job 5 again, not for any ready job (which returned job 9 for job 5 and
+    # left 5 reserved to the session, unknown to the application).
+    core, reserve_job = lost_reserve_job()
+    assert fail_over(core, resumed(5), now=1.0) == b"peek 5\r\n"
+    assert fail_over(core, resumed(5), now=2.0) == b"peek 5\r\n"
+    assert list(core.orphans) == []
+    core.receive_data(b"FOUND 5 4\r\nfive\r\n", 2.2)
+    assert reserve_job.outcome().id == 5 and core.held == {5}
+
+
+def test_a_reserve_job_lost_twice_whose_job_the_session_lost_meanwhile_asks_for_it_again():
+    # After the second failover the session no longer holds job 5 (its TTR ran out): the
+    # client sends reserve-job 5 again, and NOT_FOUND is the documented NotFoundError.
+    core, reserve_job = lost_reserve_job()
+    assert fail_over(core, resumed(5), now=1.0) == b"peek 5\r\n"
+    assert fail_over(core, resumed(), now=2.0) == b"reserve-job 5\r\n"
+    core.receive_data(b"NOT_FOUND\r\n", 2.2)
+    assert isinstance(reserve_job.error, NotFoundError)
+    assert core.idle and core.next_deadline() is None
+
+
+def test_a_reserve_job_lost_twice_then_on_an_expired_session_is_sent_again_as_reserve_job():
+    core, reserve_job = lost_reserve_job()
+    assert fail_over(core, resumed(5), now=1.0) == b"peek 5\r\n"
+    core.connection_lost("reset", 2.0)
+    core.next_attempt(2.0)
+    assert up(core, A, 2.0) == b"session-resume s1\r\n"
+    core.receive_data(b"NOT_FOUND\r\n", 2.1)  # the session expired: its jobs were released
+    assert core.data_to_send() == b"session-id\r\n"
+    core.receive_data(b"SESSION s2\r\n", 2.2)
+    assert core.data_to_send() == b"reserve-job 5\r\n"
+    core.receive_data(b"RESERVED 5 4\r\nfive\r\n", 2.3)
+    assert reserve_job.outcome().id == 5 and core.held == {5}
+
+
+def test_a_reserve_job_whose_job_vanished_before_the_peek_gets_the_servers_answer():
+    core, reserve_job = lost_reserve_job()
+    assert fail_over(core, resumed(5), now=1.0) == b"peek 5\r\n"
+    core.receive_data(b"NOT_FOUND\r\n", 1.2)
+    assert core.data_to_send() == b"reserve-job 5\r\n"
+    core.receive_data(b"NOT_FOUND\r\n", 1.3)
+    assert isinstance(reserve_job.error, NotFoundError)
+
+
+def test_a_reserve_job_queued_during_a_failover_gets_its_job_held_by_the_session():
+    # A reserve lost its RESERVED 5; the application asked for job 5 by id meanwhile. The
+    # resume leaves 5 to the reserve_job (not to the reserve), which fetches it with peek:
+    # reserve-job 5 would be NOT_FOUND (reserved), and 5 would stay hidden until its TTR.
+    core = session_core()
+    reserve = ops.reserve(None, 0.2, make_job)
+    core.submit(reserve, 0.2)
+    core.data_to_send()
+    core.connection_lost("reset", 1.0)
+    reserve_job = ops.reserve_job(5, make_job)
+    core.submit(reserve_job, 1.0)
+    core.next_attempt(1.0)
+    up(core, B, 1.0)
+    core.receive_data(resumed(5), 1.1)
+    assert core.data_to_send() == b"reserve-with-timeout 1\r\npeek 5\r\n"
+    core.receive_data(b"TIMED_OUT\r\nFOUND 5 4\r\nfive\r\n", 1.2)
+    assert reserve_job.outcome().id == 5 and not reserve.done
+
+
+@pytest.mark.parametrize("make_op, held, first, second, reply, result", [
+    # Each replay rule, lost on two connections in a row: the second failover applies the same
+    # rule as the first (no rule is changed by a failover).
+    (lambda: ops.put(b"hi", 1, 0, 60, key="k-1"), (), b"put-key k-1 1 0 60 2\r\nhi\r\n",
+     b"put-key k-1 1 0 60 2\r\nhi\r\n", b"INSERTED 7\r\n", 7),
+    (lambda: ops.reserve(None, 0.2, make_job), (9,), b"peek 9\r\n", b"peek 9\r\n",
+     b"FOUND 9 1\r\nx\r\n", 9),
+    (lambda: ops.reserve_job(5, make_job), (5,), b"peek 5\r\n", b"peek 5\r\n",
+     b"FOUND 5 1\r\nx\r\n", 5),
+    (lambda: ops.delete(5), (5,), b"delete 5\r\n", b"delete 5\r\n", b"DELETED\r\n", None),
+    (lambda: ops.peek("peek", p.Peek(5), make_job), (), b"peek 5\r\n", b"peek 5\r\n",
+     b"FOUND 5 1\r\nx\r\n", 5),
+], ids=["put", "reserve", "reserve_job", "delete", "always"])
+def test_every_replay_rule_holds_for_an_op_lost_twice_in_a_row(make_op, held, first, second,
+                                                                reply, result):
+    core = session_core()
+    op = make_op()
+    core.held.update(job for job in held if op.kind == "delete")
+    core.submit(op, 0.2)
+    core.data_to_send()
+    assert fail_over(core, resumed(*held), now=1.0) == first
+    assert fail_over(core, resumed(*held), now=2.0) == second
+    core.receive_data(reply, 2.2)
+    outcome = op.outcome()
+    assert (outcome if result is None or isinstance(outcome, int) else outcome.id) == result
+
+
+def test_of_two_lost_reserve_jobs_for_one_job_only_the_first_gets_it():
+    core = session_core()
+    first, second = ops.reserve_job(5, make_job), ops.reserve_job(5, make_job)
+    core.submit(first, 0.2)
+    core.submit(second, 0.2)
+    core.data_to_send()
+    assert fail_over(core, resumed(5)) == b"peek 5\r\nreserve-job 5\r\n"
+    core.receive_data(b"FOUND 5 4\r\nfive\r\nNOT_FOUND\r\n", 1.2)
+    assert first.outcome().id == 5 and isinstance(second.error, NotFoundError)
