@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import secrets
 from typing import Callable
 
 from . import seam
@@ -48,7 +49,9 @@ class ReadIndex:
         self._sync = sync
         self._deliver = deliver
         self._before_remote_answers = before_remote_answers  # the leader tells its commit index
-        self._tokens = itertools.count(1)
+        # Tokens from a random start: an answer meant for this node's previous process (it
+        # asked, died and came back within the leader's fallback) must not settle a new request.
+        self._tokens = itertools.count(secrets.randbits(62) + 1)
         self.requests: collections.deque = collections.deque()  # tokens from the event loop
         self._local: list[int] = []  # this node's tokens for the next round
         self._remote: list[tuple[object, int]] = []  # (follower node, its token)
