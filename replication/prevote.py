@@ -41,6 +41,10 @@ Theory of operation.
   for ever: the one for a term not above its own, the other for a shorter log. Raft and etcd's
   pre-vote take the higher term the same way; taking a term without a vote is always safe.
 * A node that is alone (no other member) campaigns at once, as a learner never does.
+* A node that is not a member with its log (``may_vote`` false: joining, whether as a new
+  node or as a member back under its address with an empty data directory) neither grants a
+  pre-vote nor answers a vote request: an empty log's vote could elect a leader that lacks
+  entries the cluster committed. It votes again once it is a member (``standing.py``).
 * pysyncobj ignores message types it does not know, so a BeanRaft without pre-vote never
   answers ``br_prevote``. A member that sent us messages during a whole round yet answered
   none, and never sent us a message of pre-vote, is such a node: from the next round on its
@@ -76,9 +80,11 @@ GATE_MARGIN_S = 0.05  # a deadline this close is treated as passed: the tick fol
 class PreVote:
     """The pre-vote rounds of one pysyncobj node (see the module's theory of operation)."""
 
-    def __init__(self, sync, now: Callable[[], float] = monotonic):
+    def __init__(self, sync, now: Callable[[], float] = monotonic,
+                 may_vote: Callable[[], bool] = lambda: True):
         self._sync = sync
         self._now = now
+        self._may_vote = may_vote  # False while this node is not a member with its log
         self._asking: int | None = None  # the term the open round asks for
         self._grants: set = set()  # the members that granted the open round
         self._licence: int | None = None  # the term this node may campaign for
@@ -110,6 +116,8 @@ class PreVote:
             if kind == "append_entries":
                 if not self._from_leader(node, message):
                     return
+            elif kind == "request_vote" and not self._may_vote():
+                return  # joining (a learner, or a member back with an empty disk): no vote
             handler(node, message)
             if kind == "timeout_now":
                 self._after_timeout_now()
@@ -182,7 +190,7 @@ class PreVote:
                                        message.get("last_log_term"))
         if not all(type(v) is int for v in (term, last_index, last_term)):
             return False
-        if node not in sync.otherNodes or term <= sync.raftCurrentTerm:
+        if node not in sync.otherNodes or term <= sync.raftCurrentTerm or not self._may_vote():
             return False
         if self._in_lease() and last_term <= sync.raftCurrentTerm:
             return False

@@ -61,7 +61,7 @@ from pysyncobj.monotonic import monotonic  # pysyncobj's clock: every tick-threa
 
 from beanraft.jobs.machine import Machine
 
-from . import peer_link, raft_port, seam
+from . import peer_link, raft_port, seam, standing
 from .backup import BackupBusy, BackupStream, BackupTaker
 from .bridge import CommitError, LoopBridge
 from .clock import ClusterClock
@@ -182,7 +182,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                                hold_elections=self._hold_elections)
         self.members.install()
         # Installed after every other message handler, so it sees each message first.
-        self._prevote = PreVote(self._sync)
+        self._prevote = PreVote(
+            self._sync, may_vote=lambda: self.members.standing.state == standing.MEMBER)
         self._prevote.install()
         self._single = not self._peers
         # A lone node ticks on the event loop until another node comes into view (see below).

@@ -30,14 +30,15 @@ from beanraft.replication.prevote import PreVote
 class Stage:
     """The hand-ticked trio, a cut around some nodes, and the pre-vote of each node (if any)."""
 
-    def __init__(self, cluster: Replicated, with_prevote: bool, only=None):
+    def __init__(self, cluster: Replicated, with_prevote: bool, only=None, may_vote=None):
         self.cluster = cluster
         self.cut: set[str] = set()  # addresses whose messages are dropped both ways
         self.prevotes = {}
         for node in cluster.nodes:
             seam.wrap_send(node, self._dropper(node))
             if with_prevote and (only is None or node is only):
-                self.prevotes[node] = PreVote(node)
+                votes = (may_vote or {}).get(node, lambda: True)
+                self.prevotes[node] = PreVote(node, may_vote=votes)
                 self.prevotes[node].install()
 
     def _dropper(self, node):
@@ -267,3 +268,20 @@ def test_two_members_whose_terms_and_logs_disagree_elect_the_longer_log_without_
         assert y._isLeader()  # the longer log wins, at a term above both
         y.inc(1)
         assert stage.run(3.0, skip=(gone,), until=lambda: h.value == y.value)
+
+
+def test_a_node_that_may_not_vote_neither_grants_a_pre_vote_nor_answers_a_vote_request():
+    # A member back under its address with an empty data directory (``--join``) is joining
+    # until it has caught up: its empty log's vote must not elect a leader that lacks entries.
+    with Replicated(harden=False) as cluster:
+        leader = cluster.leader
+        joining, other = (n for n in cluster.nodes if n is not leader)
+        allowed = {"vote": False}
+        stage = Stage(cluster, with_prevote=True, may_vote={joining: lambda: allowed["vote"]})
+        joining.conf.raftMinTimeout = joining.conf.raftMaxTimeout = 1000.0  # holds elections
+        seam.set_election_deadline(joining, time.monotonic() + 1000.0)
+        stage.cut = {leader.selfNode.address}
+        assert not stage.run(3.0, skip=(leader,), until=other._isLeader)
+        assert stage.prevotes[other].rounds >= 2
+        allowed["vote"] = True  # caught up: a member again
+        assert stage.run(5.0, skip=(leader,), until=other._isLeader)
