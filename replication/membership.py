@@ -272,9 +272,15 @@ class Members:
         me = str(self._sync.selfNode)
         run = self._run
         if run is not None:
-            if not force or run.reply is not None:
+            # Not even --force replaces a change whose entry is in the log but not committed:
+            # two uncommitted changes could leave member lists whose majorities do not overlap
+            # (pysyncobj does not check it: its own guard's index is never set).
+            in_log = run.phase != LEARNING and not run.committed
+            if not force or run.reply is not None or in_log:
                 reply(MembershipError(BUSY, f"a membership change is in progress ({self._doing()});"
-                                      " wait for it to finish, then ask again"))
+                                      + (" its entry is not committed yet, which --force cannot "
+                                         "skip;" if force and in_log else "")
+                                      + " wait for it to finish, then ask again"))
                 return
             log.warning("membership: forced past the pending addition of %s", run.address)
             self._finish(MembershipError(BUSY, "a forced change replaced it"))
