@@ -191,8 +191,16 @@ class Members:
 
         route_messages(self._sync, forward.types | OWN_TYPES, on_message)
         self._close_lingering = seam.watch_membership(
-            self._sync, self.standing.before_change, self.standing.after_change)
+            self._sync, self.standing.before_change, self._after_change)
         self._sync.addOnTickCallback(self.on_tick)
+
+    def _after_change(self, kind: str, address: str, reverse: bool, changed: bool) -> None:
+        """pysyncobj appended (or rolled back) a change: the members file follows at once.
+        Left to the next tick, it could lag behind an acknowledgement of the entry, and a node
+        killed in between would restart with the list from before the change while its log and
+        the leader count it with the new one (two lists, two majorities)."""
+        self.standing.after_change(kind, address, reverse, changed)
+        self._persist()
 
     def _current(self) -> set[str]:
         return {str(n) for n in self._sync.otherNodes} | {str(self._sync.selfNode)}
