@@ -41,8 +41,8 @@ class LingeringCloses:
 
     def keep(self, close: tuple) -> None:
         """Propose ``close`` (``(Op.CLOSE, sid, seq)``) again until it commits."""
-        if self.node.raft.journal_failed():
-            return
+        if self.node.raft.journal_failed() or getattr(self.node, "_closing", False):
+            return  # nothing commits again, or the node is stopping: its next start closes them
         if len(self.kept) >= MAX_KEPT and close[1] not in self.kept:
             if not self._warned:
                 self._warned = True

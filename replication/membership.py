@@ -195,11 +195,15 @@ class Members:
         self._sync.addOnTickCallback(self.on_tick)
 
     def _after_change(self, kind: str, address: str, reverse: bool, changed: bool) -> None:
-        """pysyncobj appended (or rolled back) a change: the members file follows at once.
-        Left to the next tick, it could lag behind an acknowledgement of the entry, and a node
-        killed in between would restart with the list from before the change while its log and
-        the leader count it with the new one (two lists, two majorities)."""
+        """pysyncobj appended (or rolled back) a change on a follower: the members file follows
+        at once. Left to the next tick, it could lag behind the acknowledgement of the entry,
+        and a node killed in between would restart with the list from before the change while
+        its log and the leader count it with the new one (two lists, two majorities)."""
         self.standing.after_change(kind, address, reverse, changed)
+        if seam.is_leader(self._sync):
+            # The leader's hook runs before its entry is in the journal: the next tick writes
+            # the file, once the journal holding the entry is synced (``_persist``).
+            return
         self._persist()
 
     def _current(self) -> set[str]:

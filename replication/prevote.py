@@ -41,10 +41,11 @@ Theory of operation.
   for ever: the one for a term not above its own, the other for a shorter log. Raft and etcd's
   pre-vote take the higher term the same way; taking a term without a vote is always safe.
 * A node that is alone (no other member) campaigns at once, as a learner never does.
-* A node that is not a member with its log (``may_vote`` false: joining, whether as a new
-  node or as a member back under its address with an empty data directory) neither grants a
-  pre-vote nor answers a vote request: an empty log's vote could elect a leader that lacks
-  entries the cluster committed. It votes again once it is a member (``standing.py``).
+* A node that is joining (``may_vote`` false: a new node, or a member back under its address
+  with an empty data directory) neither grants a pre-vote nor answers a vote request: an empty
+  log's vote could elect a leader that lacks entries the cluster committed. It votes once it is
+  a member (``standing.py``). A node told it is removed keeps voting: it has its whole log, and
+  the removal it was told of may be lost with its leader, whose successor may need that vote.
 * pysyncobj ignores message types it does not know, so a BeanRaft without pre-vote never
   answers ``br_prevote``. A member that sent us messages during a whole round yet answered
   none, and never sent us a message of pre-vote, is such a node: from the next round on its
