@@ -284,10 +284,11 @@ def test_wrong_or_inconsistent_cluster_settings_fail_at_start_with_a_one_line_re
 
 
 def test_a_raft_address_already_in_use_fails_at_start_with_a_one_line_reason(tmp_path):
-    a, b = (f"{HOST}:{port}" for port in free_ports(2))
     with socket.socket() as squatter:
-        squatter.bind((HOST, int(a.rsplit(":", 1)[1])))
+        squatter.bind((HOST, 0))  # the kernel's free port: one drawn first could be taken
         squatter.listen()
+        a = f"{HOST}:{squatter.getsockname()[1]}"
+        b = f"{HOST}:{free_ports(1)[0]}"
         result = run_serve(["--raft", a, "--peer", b, "--insecure"], clean_env(), tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0

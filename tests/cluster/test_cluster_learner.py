@@ -67,12 +67,14 @@ def test_a_joiner_counts_only_once_caught_up_survives_a_leader_kill_and_a_remove
     flags = ("--admin-token-file", str(token_file), "--snapshot-entries", "200",
              "--node-grace", str(NODE_GRACE_S))
     cluster = Cluster(tmp_path, size=3, extra_args=flags)
-    ports = free_ports(6)
     joiners: list[NodeProcess] = []
     adds: list[subprocess.Popen] = []
     load = None
     try:
         cluster.start()
+        ports = free_ports(6)  # after the cluster has bound its own: a port drawn before could
+        #                        be drawn again by the cluster (seen: a joiner's raft port was
+        #                        a member's HTTP port)
         env = clean_env(BEANRAFT_CLUSTER_SECRET=cluster.secret)
         leader = cluster.leader()
         follower = next(n for n in cluster.nodes if n is not leader)
