@@ -29,7 +29,7 @@ def _one(value: Union[Address, str]) -> Address:
             host, port = text, ""
     if not host:
         raise ValueError(f"not an address: {value!r} (expected host:port)")
-    if port and not port.isdigit():
+    if port and not (port.isascii() and port.isdigit() and len(port) <= 5):
         raise ValueError(f"not a port in {value!r}")
     return host, int(port) if port else DEFAULT_PORT
 

@@ -133,20 +133,34 @@ def new_key() -> str:
     return _KEYS.next()
 
 
+def _yaml_text(data: bytes) -> str:
+    """The text of an OK reply's YAML body; UnknownResponseError when it is not one."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnknownResponseError(b"OK", [b"a body that is not UTF-8"]) from None
+    if not text.startswith("---\n"):
+        raise UnknownResponseError(b"OK", [data[:40]])
+    return text
+
+
+def _is_number(value: str) -> bool:
+    # ASCII digits only (str.isdigit takes "²", int does not), and few enough for int().
+    return value.isascii() and value.isdigit() and len(value) <= 40
+
+
 def parse_yaml_list(data: bytes) -> list[str]:
-    text = data.decode("utf-8")
-    assert text.startswith("---\n"), text[:20]
+    text = _yaml_text(data)
     return [line[2:] for line in text[4:].splitlines() if line.startswith("- ")]
 
 
 def parse_yaml_mapping(data: bytes) -> dict[str, Any]:
     """beanstalkd's stats YAML as a dict; numbers become ints, quotes are stripped."""
-    text = data.decode("utf-8")
-    assert text.startswith("---\n"), text[:20]
+    text = _yaml_text(data)
     stats: dict[str, Any] = {}
     for line in text[4:].splitlines():
         key, _, value = line.partition(": ")
-        if value.isdigit():
+        if _is_number(value):
             stats[key] = int(value)
         elif len(value) >= 2 and value[0] == value[-1] == '"':
             stats[key] = value[1:-1]
@@ -256,14 +270,15 @@ def _state(state: str, allowed: tuple[str, ...]) -> str:
 
 def parse_yaml_records(data: bytes) -> list[dict[str, Any]]:
     """list-jobs' YAML list of flat mappings as a list of dicts; numbers become ints."""
-    text = data.decode("utf-8")
-    assert text.startswith("---\n"), text[:20]
+    text = _yaml_text(data)
     records: list[dict[str, Any]] = []
     for line in text[4:].splitlines():
         if line.startswith("- "):
             records.append({})
+        elif not records:
+            raise UnknownResponseError(b"OK", [line.encode()[:40]])
         key, _, value = line[2:].partition(": ")
-        records[-1][key] = int(value) if value.isdigit() else value
+        records[-1][key] = int(value) if _is_number(value) else value
     return records
 
 

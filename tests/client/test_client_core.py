@@ -15,7 +15,7 @@ import pytest
 from beanraft import protocol as p
 from beanraft.client import api, ops, wire
 from beanraft.client.core import DOWN, READY, Core
-from beanraft.client.errors import NotFoundError, UnavailableError
+from beanraft.client.errors import NotFoundError, UnavailableError, UnknownResponseError
 
 A, B = ("10.0.0.1", 11300), ("10.0.0.2", 11300)
 
@@ -446,3 +446,25 @@ def test_of_two_lost_reserve_jobs_for_one_job_only_the_first_gets_it():
     assert fail_over(core, resumed(5)) == b"peek 5\r\nreserve-job 5\r\n"
     core.receive_data(b"FOUND 5 4\r\nfive\r\nNOT_FOUND\r\n", 1.2)
     assert first.outcome().id == 5 and isinstance(second.error, NotFoundError)
+
+
+@pytest.mark.parametrize("body", [b"hello", b"---\nkey: \xff\n", b"---\ntop: 1\n"],
+                         ids=["not-yaml", "not-utf8", "records-without-a-dash"])
+def test_a_malformed_yaml_body_is_an_unknown_response_not_an_assertion(body):
+    for parse in (ops.parse_yaml_list, ops.parse_yaml_mapping, ops.parse_yaml_records):
+        if body.startswith(b"---\ntop") and parse is not ops.parse_yaml_records:
+            continue  # a flat mapping or a list without items: well-formed for those two
+        with pytest.raises(UnknownResponseError):
+            parse(body)
+
+
+def test_digits_that_int_refuses_stay_text():
+    assert ops.parse_yaml_mapping(b"---\nwide: \xc2\xb2\nid: 7\n") == {"wide": "\u00b2", "id": 7}
+
+
+@pytest.mark.parametrize("address", ["node:\u00b2", "node:" + "9" * 5000, "node:x"])
+def test_an_address_whose_port_is_not_one_is_a_value_error(address):
+    from beanraft.client.addresses import parse_addresses
+
+    with pytest.raises(ValueError, match="not a port"):
+        parse_addresses(address)
