@@ -7,6 +7,8 @@ import os
 import ssl
 from typing import Iterable, Union
 
+from beanraft import protocol as p
+
 Address = tuple[str, int]
 AddressLike = Union[Address, str, Iterable[Union[Address, str]], None]
 TlsLike = Union[ssl.SSLContext, bool, None]
@@ -29,7 +31,7 @@ def _one(value: Union[Address, str]) -> Address:
             host, port = text, ""
     if not host:
         raise ValueError(f"not an address: {value!r} (expected host:port)")
-    if port and not (port.isascii() and port.isdigit() and len(port) <= 5):
+    if port and not p.is_decimal(port, 5):
         raise ValueError(f"not a port in {value!r}")
     return host, int(port) if port else DEFAULT_PORT
 

@@ -144,11 +144,6 @@ def _yaml_text(data: bytes) -> str:
     return text
 
 
-def _is_number(value: str) -> bool:
-    # ASCII digits only (str.isdigit takes "²", int does not), and few enough for int().
-    return value.isascii() and value.isdigit() and len(value) <= 40
-
-
 def parse_yaml_list(data: bytes) -> list[str]:
     text = _yaml_text(data)
     return [line[2:] for line in text[4:].splitlines() if line.startswith("- ")]
@@ -160,7 +155,7 @@ def parse_yaml_mapping(data: bytes) -> dict[str, Any]:
     stats: dict[str, Any] = {}
     for line in text[4:].splitlines():
         key, _, value = line.partition(": ")
-        if _is_number(value):
+        if p.is_decimal(value, 40):
             stats[key] = int(value)
         elif len(value) >= 2 and value[0] == value[-1] == '"':
             stats[key] = value[1:-1]
@@ -278,7 +273,7 @@ def parse_yaml_records(data: bytes) -> list[dict[str, Any]]:
         elif not records:
             raise UnknownResponseError(b"OK", [line.encode()[:40]])
         key, _, value = line[2:].partition(": ")
-        records[-1][key] = int(value) if _is_number(value) else value
+        records[-1][key] = int(value) if p.is_decimal(value, 40) else value
     return records
 
 

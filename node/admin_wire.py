@@ -114,8 +114,7 @@ def credentials(principal: str | None, token_file: str | None,
 
 def parse_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit() and len(port) <= 5) \
-            or not 0 < int(port) < 65536:
+    if not sep or not host or not p.is_decimal(port, 5) or not 0 < int(port) < 65536:
         raise AdminError(f"not a HOST:PORT address: {address}", 2)
     return host, int(port)
 
@@ -228,7 +227,7 @@ def _pair(line: str) -> tuple[str, object]:
 
 
 def _scalar(text: str) -> object:
-    if text.isascii() and text.isdigit() and len(text) <= 20:
+    if p.is_decimal(text, 20):
         return int(text)
     if len(text) >= 2 and text[0] == text[-1] == '"':
         return text[1:-1]

@@ -138,8 +138,7 @@ def _job(machine, job_id: int, now_ns: int) -> dict | None:
 
 def _job_id(request) -> int:
     text = request.match_info["job_id"]
-    # ASCII digits only ("²" is a digit to str.isdigit, not to int), and few enough for int
-    if not (text.isascii() and text.isdigit() and len(text) <= 20) or not 0 < int(text) < 2**64:
+    if not p.is_decimal(text, 20) or not 0 < int(text) < 2**64:
         raise web.HTTPBadRequest(text="a job id is a positive integer")
     return int(text)
 

@@ -14,7 +14,7 @@ from beanraft.replication.membership import MembershipError
 from beanraft.replication.seam import SeamError
 from beanraft.replication.snapshot_file import DamagedSnapshot
 
-from beanraft.protocol import MAX_JOB_SIZE_LIMIT
+from beanraft.protocol import MAX_JOB_SIZE_LIMIT, is_decimal
 
 from . import admin, auth_cli, backup_cli, gcpace, leader_cli, loops, member_cli, ops, tls
 from .principals import load_auth_file
@@ -32,7 +32,7 @@ class _Size(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
-        if not (str(value).isascii() and str(value).isdigit() and len(str(value)) <= 20):
+        if not is_decimal(str(value), 20):
             self.fail(f"invalid size: {value}", param, ctx)
         return int(value)
 

@@ -7,7 +7,7 @@ import stat
 from dataclasses import dataclass, field
 
 from beanraft.replication.journal import SyncPolicy
-from beanraft.protocol import DEFAULT_MAX_JOB_SIZE
+from beanraft.protocol import DEFAULT_MAX_JOB_SIZE, is_decimal
 from beanraft.replication.raft import COMPACT_BYTES, COMPACT_ENTRIES, Timing
 
 #: Shown as binlog-max-size in stats, as beanstalkd's -s default.
@@ -115,6 +115,5 @@ def check_private(flag: str, path: str, mode: int) -> None:
 
 def _check_address(address: str) -> None:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit() and len(port) <= 5) \
-            or not 0 < int(port) <= 65535:
+    if not sep or not host or not is_decimal(port, 5) or not 0 < int(port) <= 65535:
         raise ConfigError(f"{address!r} is not HOST:PORT")

@@ -18,6 +18,7 @@ import urllib.request
 
 from aiohttp import web
 
+from beanraft import protocol as p
 from beanraft.replication import membership
 
 from . import admin_endpoint
@@ -37,8 +38,7 @@ def _address_ok(value) -> bool:
     if not isinstance(value, str):
         return False
     host, sep, port = value.rpartition(":")
-    return bool(sep and host and port.isascii() and port.isdigit() and len(port) <= 5
-                and 0 < int(port) <= 65535)
+    return bool(sep and host and p.is_decimal(port, 5) and 0 < int(port) <= 65535)
 
 
 async def _arguments(request):

@@ -53,7 +53,7 @@ class Sample:
 def _status(address: str, token: str | None = None,
             tls: ssl.SSLContext | None = None) -> dict | None:
     host, _, port = address.rpartition(":")
-    if not (port.isascii() and port.isdigit() and len(port) <= 5):
+    if not p.is_decimal(port, 5):
         return None
     if tls is None:
         return fetch_status(host, int(port), HTTP_TIMEOUT_S, token=token)

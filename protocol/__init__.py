@@ -20,6 +20,7 @@ from .fields import (
     MAX_PRINCIPAL_LEN,
     MAX_SESSION_ID_LEN,
     MAX_TOKEN_LEN,
+    is_decimal,
     is_valid_principal,
     PURGE_STATES,
     IMPORT_STATES,
@@ -140,6 +141,8 @@ __all__ = [
     # authentication (docs/reference/auth.md)
     "Auth", "Authenticated", "AuthFailed", "AuthRequired", "PermissionDenied",
     "MAX_PRINCIPAL_LEN", "MAX_TOKEN_LEN", "is_valid_principal",
+    # a decimal written in a header, an address or a reply (node and client alike)
+    "is_decimal",
     # YAML
     "yaml_mapping", "yaml_list", "yaml_records", "LIST_JOBS_KEYS", "STATS_JOB_KEYS",
     "STATS_TUBE_KEYS", "STATS_KEYS",

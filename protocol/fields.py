@@ -149,6 +149,13 @@ def read_c_int_timeout(text: bytes) -> int:
     return value - 2**32 if value >= 2**31 else value
 
 
+def is_decimal(text: str, max_digits: int) -> bool:
+    """``text`` is 1..``max_digits`` ASCII digits: what ``int`` takes without surprise (``str``'s
+    own ``isdigit`` also takes "²", which ``int`` refuses, and ``int`` refuses thousands of
+    digits)."""
+    return 0 < len(text) <= max_digits and text.isascii() and text.isdigit()
+
+
 def is_valid_tube_name(name: bytes) -> bool:
     """True if ``name`` is 1..200 name characters and does not start with ``-``."""
     return (

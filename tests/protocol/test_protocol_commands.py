@@ -39,6 +39,7 @@ from beanraft.protocol import (
     UnknownCommand,
     Use,
     Watch,
+    is_decimal,
 )
 
 BAD = Rejected(BadFormat())
@@ -355,3 +356,11 @@ def test_pause_tube_takes_the_longest_run_of_name_characters_then_a_strict_delay
     feed, line, expected
 ):
     assert feed(line + b"\r\n") == [expected]
+
+
+@pytest.mark.parametrize("text, max_digits, expected", [
+    ("0", 1, True), ("65535", 5, True), ("655350", 5, False), ("", 5, False),
+    ("\u00b2", 5, False), ("\u0663", 5, False), ("12a", 5, False), ("-1", 5, False),
+    ("9" * 40, 40, True), ("9" * 21, 20, False)])
+def test_is_decimal_takes_only_ascii_digits_and_no_more_than_asked(text, max_digits, expected):
+    assert is_decimal(text, max_digits) is expected
