@@ -183,7 +183,7 @@ class PreVote:
         elif kind == ANSWER:
             self._on_answer(node, message)
         elif kind == TERM:
-            self._on_higher_term(node, message)
+            self._take_higher_term(node, message.get("term"), logging.WARNING, "stepping down")
 
     def _would_grant(self, node, message: dict) -> bool:
         sync = self._sync
@@ -224,12 +224,9 @@ class PreVote:
         sync = self._sync
         if node not in sync.otherNodes:
             return  # not a member (any more): its answer counts neither way
-        current = message.get("current")  # absent from a BeanRaft before this field
-        if type(current) is int and current > sync.raftCurrentTerm and not message.get("granted"):
-            log.info("pre-vote refused by %s at term %d, above ours (%d): taking that term",
-                     node.address, current, sync.raftCurrentTerm)
-            seam.adopt_term(sync, current)  # the round, asked for a lower term, is void with it
-            self._asking = None
+        # ``current`` is absent from a BeanRaft before this field.
+        if not message.get("granted") and self._take_higher_term(
+                node, message.get("current"), logging.INFO, "its pre-vote refused ours"):
             return
         if self._asking is None or message.get("round") != self.rounds \
                 or message.get("term") != self._asking:
@@ -279,13 +276,17 @@ class PreVote:
             seam.transport(sync).send(node, {"type": TERM, "term": sync.raftCurrentTerm})
         return False
 
-    def _on_higher_term(self, node, message: dict) -> None:
+    def _take_higher_term(self, node, term, level: int, why: str) -> bool:
+        """A member says it is at ``term``: if that is above ours, take it (a follower with no
+        vote; a round open for a lower term is void with it). True if it was taken."""
         sync = self._sync
-        term = message.get("term")
-        if type(term) is int and term > sync.raftCurrentTerm and node in sync.otherNodes:
-            log.warning("member %s is at term %d, above ours (%d): stepping down",
-                        node.address, term, sync.raftCurrentTerm)
-            seam.adopt_term(sync, term)
+        if type(term) is not int or term <= sync.raftCurrentTerm or node not in sync.otherNodes:
+            return False
+        log.log(level, "member %s is at term %d, above ours (%d): %s, taking that term",
+                 node.address, term, sync.raftCurrentTerm, why)
+        seam.adopt_term(sync, term)
+        self._asking = None
+        return True
 
     def _after_timeout_now(self) -> None:
         """pysyncobj took a TimeoutNow from its leader (it set the deadline to 0): campaign."""
