@@ -6,7 +6,10 @@ import fcntl
 import logging
 import os
 
-from .journal import DurableJournal
+from .journal import REWRITE_SUFFIX, DurableJournal
+from .members_file import MEMBERS_NAME, TEMP_SUFFIX
+from .snapshot_file import RECEIVING_SUFFIX
+from .snapshot_writer import WRITING_SUFFIX
 
 log = logging.getLogger("beanraft.raft")
 
@@ -48,14 +51,14 @@ def lock_directory(directory: str) -> int:
 
 
 # Files a write in progress leaves behind when the process dies: never read, only replaced.
-STALE_NAMES = (JOURNAL_NAME + ".tmp", SNAPSHOT_NAME + ".writing", SNAPSHOT_NAME + ".1.tmp",
-               SNAPSHOT_NAME + ".tmp", "members.json.tmp")
+# (``SNAPSHOT_NAME + ".tmp"`` is the name pysyncobj gives a snapshot it asks for.)
+STALE_NAMES = (JOURNAL_NAME + REWRITE_SUFFIX, SNAPSHOT_NAME + WRITING_SUFFIX,
+               SNAPSHOT_NAME + RECEIVING_SUFFIX, SNAPSHOT_NAME + ".tmp", MEMBERS_NAME + TEMP_SUFFIX)
 
 
-def remove_stale_files(directory: str) -> int:
+def remove_stale_files(directory: str) -> None:
     """Delete what interrupted writes left in ``directory`` (call with the lock held): on a
-    nearly full volume their space is wanted. Returns the bytes freed."""
-    freed = 0
+    nearly full volume their space is wanted."""
     for name in STALE_NAMES:
         path = os.path.join(directory, name)
         try:
@@ -63,9 +66,7 @@ def remove_stale_files(directory: str) -> int:
             os.unlink(path)
         except FileNotFoundError:
             continue
-        freed += size
         log.info("removed %s, left by an interrupted write (%d bytes)", path, size)
-    return freed
 
 
 def create_journal(journal_file):

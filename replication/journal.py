@@ -52,6 +52,8 @@ from pysyncobj.journal import Journal
 from .snapshot_file import SnapshotError, fsync_dir, read_anchor
 from .vote_file import VoteFile
 
+REWRITE_SUFFIX = ".tmp"  # the copy of the journal a rewrite builds, renamed over it when done
+
 log = logging.getLogger("beanraft.journal")
 
 MAGIC = b"BRJ1\x00\x00\x00\x00"
@@ -106,11 +108,7 @@ class DurableJournal(Journal):
             try:
                 self._open(path, snapshot_path)
             except BaseException:  # refused or failed: the node does not start; close what we opened
-                if self._fd >= 0:
-                    os.close(self._fd)
-                    self._fd = -1
-                if self._votes is not None:
-                    self._votes.close()
+                self._close_files()
                 raise
 
     # -- loading ---------------------------------------------------------------------------
@@ -262,7 +260,7 @@ class DurableJournal(Journal):
         """Replace the file by one holding only the records from ``entry_to`` on; False (old file
         intact) on failure. The records are copied by the kernel, not encoded again."""
         directory = os.path.dirname(os.path.abspath(self.path))
-        tmp = self.path + ".tmp"
+        tmp = self.path + REWRITE_SUFFIX
         start = self._offsets[entry_to] if entry_to < len(self._offsets) else self._end
         shift = start - len(MAGIC)
         offsets = [offset - shift for offset in self._offsets[entry_to:]]
@@ -308,17 +306,17 @@ class DurableJournal(Journal):
 
     def _destroy(self):
         self._apply_cut()
+        try:
+            if self._fd >= 0 and self.failed is None:  # a failed journal claims nothing more
+                self.sync()
+                self._store_meta(durable=True)
+        finally:
+            self._close_files()
+
+    def _close_files(self) -> None:
         if self._fd >= 0:
-            try:
-                if self.failed is None:  # a failed journal claims nothing more on its way out
-                    self.sync()
-                    self._store_meta(durable=True)
-            finally:
-                os.close(self._fd)
-                self._fd = -1
-                if self._votes is not None:
-                    self._votes.close()
-                    self._votes = None
+            os.close(self._fd)
+            self._fd = -1
         if self._votes is not None:
             self._votes.close()
             self._votes = None

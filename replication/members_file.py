@@ -18,6 +18,7 @@ from . import forwarding
 log = logging.getLogger("beanraft.membership")
 
 MEMBERS_NAME = "members.json"
+TEMP_SUFFIX = ".tmp"  # the new list, renamed over the file once synced
 FORMAT = 1
 
 
@@ -60,7 +61,7 @@ def _members_doc(directory: str | None) -> dict | None:
 def save_members(directory: str, members, removed: bool = False) -> None:
     """Write the member list durably: temporary file, fsync, rename, fsync of the directory."""
     path = os.path.join(directory, MEMBERS_NAME)
-    temp = path + ".tmp"
+    temp = path + TEMP_SUFFIX
     doc = {"format": FORMAT, "members": sorted(members)}
     if removed:
         doc["removed"] = True

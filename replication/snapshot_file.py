@@ -25,6 +25,7 @@ import msgpack
 log = logging.getLogger("beanraft.snapshot")
 
 MAGIC = b"BRS1"
+RECEIVING_SUFFIX = ".1.tmp"  # a snapshot from the leader as it arrives (pysyncobj's name)
 _U32 = struct.Struct("<I")
 
 Entry = tuple  # (command: bytes, idx: int, term: int), pysyncobj's own log entry shape
@@ -155,7 +156,7 @@ class SnapshotReceiver:
 
     def __init__(self, path: str, before_replace: Callable[[], None]):
         self.path = path
-        self.tmp_path = path + ".1.tmp"
+        self.tmp_path = path + RECEIVING_SUFFIX
         self.before_replace = before_replace
         self._file = None
 

@@ -39,6 +39,7 @@ from .snapshot_file import SnapshotAnchor, fsync_dir, write_snapshot
 log = logging.getLogger("beanraft.snapshot")
 
 _PR_SET_PDEATHSIG = 1
+WRITING_SUFFIX = ".writing"  # the child's snapshot until it is complete and renamed
 CHILD_NICE = 5  # added to the writer's nice value: it yields to the Raft threads, yet progresses
 
 
@@ -111,14 +112,9 @@ class SnapshotWriter:
         report FAILED to pysyncobj at its next check (it asks for snapshots again after that)."""
         if not self._pid:
             return
-        try:
-            os.kill(self._pid, signal.SIGKILL)
-            os.waitpid(self._pid, 0)
-        except OSError:
-            pass
-        _unlink_quietly(self.path + ".writing")
+        self.stop(timeout_s=0)
+        _unlink_quietly(self.path + WRITING_SUFFIX)
         log.info("snapshot at index %d abandoned: the leader's snapshot replaces it", self._index)
-        self._pid = 0
         self._refused = True
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -140,7 +136,7 @@ class SnapshotWriter:
 def _child(path: str, anchor: SnapshotAnchor, encode: Callable[[], bytes]) -> None:
     """In the forked child: write, fsync, rename, exit. Never returns, never logs."""
     status = 1
-    writing = path + ".writing"
+    writing = path + WRITING_SUFFIX
     try:
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
