@@ -21,9 +21,9 @@ Theory of operation.
   address: every failure doubles the time that address must wait before its next attempt is
   checked (``FAIL_DELAY_S`` up to ``FAIL_DELAY_MAX_S``), and attempts it makes in parallel, on
   many connections, take turns one such wait apart, as attempts one after another do; an
-  attempt whose client hung up while it waited is given up, and gives its turn back. The table of addresses is bounded
-  (``MAX_TRACKED_PEERS``, least recently failed dropped first); an address whose last failure
-  is older than ``FAIL_FORGET_S`` starts afresh.
+  attempt whose client hung up while it waited is given up, and gives its turn back. The table
+  of addresses is bounded (``MAX_TRACKED_PEERS``, least recently failed dropped first); an
+  address whose last failure is older than ``FAIL_FORGET_S`` starts afresh.
 * ``--admin-token-file`` is part of the same mechanism: its token is the token of a built-in
   principal ``ADMIN_TOKEN_PRINCIPAL`` that administers every tube (no hash: the operator gave
   the token itself, and it is compared in constant time). An admin principal of the auth file
@@ -46,6 +46,7 @@ import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
+from typing import Callable
 
 from beanraft import protocol as p
 
@@ -280,8 +281,14 @@ class Authenticator:
     async def authenticate(self, name: str, token: str, peer: str) -> Principal | None:
         """``check`` in a worker thread, after this peer's back-off; a failure is counted,
         logged and makes the peer's next attempt wait longer."""
-        def checked() -> Principal | None:  # counted in the thread: a client gone meanwhile
-            principal = self.check(name, token)  # (its attempt given up) still counts
+        return await self._attempt(peer, name, lambda: self.check(name, token))
+
+    async def _attempt(self, peer: str, name: str,
+                       check: Callable[[], Principal | None]) -> Principal | None:
+        """``check`` in a worker thread at this attempt's turn (``_turn``); a failure is counted
+        there, so an attempt whose client left meanwhile (given up) still counts."""
+        def checked() -> Principal | None:
+            principal = check()
             if principal is None:
                 self.failed(name if name in self.principals else None, peer)
             return principal
@@ -339,15 +346,8 @@ class Authenticator:
     async def authenticate_bearer(self, header: str, peer: str) -> Principal | None:
         """``bearer`` as ``authenticate`` does it: after the back-off, in a worker thread,
         a failure counted and logged."""
-        def checked() -> Principal | None:
-            principal = self.bearer(header)
-            if principal is None:
-                name = header.partition(" ")[2].partition(":")[0]
-                self.failed(name if name in self.principals else None, peer)
-            return principal
-
-        async with self._turn(peer):
-            return await asyncio.to_thread(checked)
+        name = header.partition(" ")[2].partition(":")[0]
+        return await self._attempt(peer, name, lambda: self.bearer(header))
 
     def bearer(self, header: str) -> Principal | None:
         """The principal of an HTTP ``Authorization`` header (blocking), or None:
