@@ -294,3 +294,15 @@ def test_a_raft_address_already_in_use_fails_at_start_with_a_one_line_reason(tmp
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
     assert lines and a in lines[-1], result.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"BRS1\x04\x00\x00\x00garbage"], ids=["empty", "cut"])
+def test_a_damaged_snapshot_stops_serve_with_status_74_and_a_one_line_reason(tmp_path, content):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "raft.snapshot").write_bytes(content)
+    result = run_serve(["-b", str(data)], clean_env(), tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 74, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert lines and "this node cannot start on it" in lines[-1], result.stderr
