@@ -8,9 +8,10 @@ Theory of operation.
   machine, so the child's copy of the machine is the state at the last applied entry, frozen by
   copy-on-write; the parent goes on ticking at once. The child closes every inherited descriptor
   (listening sockets, the journal, the data directory's lock: a restarted node must be able to
-  take them), lowers its CPU priority (``CHILD_NICE``), encodes the machine, writes ``<snapshot>.writing``, fsyncs it, renames it onto the
-  snapshot and exits 0. It dies with the thread that forked it (``PR_SET_PDEATHSIG``), so a
-  killed node leaves no writer behind; a half-written ``.writing`` file is ignored and replaced.
+  take them), lowers its CPU priority (``CHILD_NICE``), encodes the machine, writes
+  ``<snapshot>.writing``, fsyncs it, renames it onto the snapshot and exits 0. It dies with the
+  thread that forked it (``PR_SET_PDEATHSIG``), so a killed node leaves no writer behind; a
+  half-written ``.writing`` file is ignored and replaced.
 * pysyncobj itself renames ``tmp_path`` onto the snapshot right after the serializer returns.
   The child never writes ``tmp_path`` (``start`` removes a stale one), so that rename fails,
   pysyncobj swallows the error, and the outcome comes from ``check`` alone.
@@ -18,6 +19,18 @@ Theory of operation.
   for snapshots for good). A snapshot the leader sends (``snapshot_file.SnapshotReceiver``)
   kills a child still writing an older one first (``abandon``): the child's rename must not
   land on the newer snapshot.
+* The tick thread never waits for a child: ``check`` alone reaps it, with ``WNOHANG``, on the
+  ticks after it exits or is killed. A killed child can take a while to die (a write or an
+  fsync in uninterruptible sleep on a slow disk finishes first), and a tick thread blocked in
+  ``waitpid`` meanwhile takes no part in Raft: no acknowledgement, no vote, no heartbeat. Only
+  ``stop``, as the node shuts down, polls ``check`` for a bounded time.
+* An abandoned child cannot land its rename on the leader's snapshot even before it is reaped.
+  Once SIGKILL is pending it never returns to user space, so at most one more system call of
+  its completes (the one it is in or entering). ``abandon`` unlinks ``.writing`` before the
+  receiver's rename, and the child's rename serialises with that unlink on the directory's
+  lock: it either comes first (the leader's snapshot then replaces what it moved) or finds no
+  ``.writing`` to move. A ``.writing`` that a dying child created after the unlink is removed
+  when ``check`` reaps the child.
 * The crash-window rules of ``snapshot_file`` and ``journal`` hold as before: the snapshot is
   durable under its final name before ``check`` reports SUCCESS, and the journal fsyncs the
   directory before it drops the prefix.
@@ -41,6 +54,7 @@ log = logging.getLogger("beanraft.snapshot")
 _PR_SET_PDEATHSIG = 1
 WRITING_SUFFIX = ".writing"  # the child's snapshot until it is complete and renamed
 CHILD_NICE = 5  # added to the writer's nice value: it yields to the Raft threads, yet progresses
+STOP_POLL_S = 0.01  # how often stop() asks whether the child is gone
 
 
 class SnapshotWriter:
@@ -52,6 +66,7 @@ class SnapshotWriter:
         self._index = 0
         self._started = 0.0
         self._refused = False
+        self._abandoned = False  # killed for a leader's snapshot, not reaped yet
 
     def start(self, anchor: SnapshotAnchor, encode: Callable[[], bytes], tmp_path: str) -> None:
         """Fork a child that writes ``encode()`` under ``anchor``; returns in the parent at once."""
@@ -81,26 +96,37 @@ class SnapshotWriter:
         self._refused = True
 
     def check(self) -> int:
-        """pysyncobj's serializeChecker: SERIALIZING, then SUCCESS or FAILED once, else NOT_SERIALIZING."""
+        """pysyncobj's serializeChecker: SERIALIZING, then SUCCESS or FAILED once, else
+        NOT_SERIALIZING.
+
+        The one place that reaps the child, never blocking: a child that has not exited (or,
+        killed, is not dead yet) is SERIALIZING until a later tick finds it gone."""
         if self._refused:
             self._refused = False
             return SERIALIZER_STATE.FAILED
-        if self._pid:
-            try:
-                pid, status = os.waitpid(self._pid, os.WNOHANG)
-            except ChildProcessError:
-                pid, status = self._pid, -1
-            if pid == 0:
-                return SERIALIZER_STATE.SERIALIZING
-            self._pid = 0
-            took = time.monotonic() - self._started
-            if status == 0:
-                log.info("snapshot written at index %d in %.2f s", self._index, took)
-                return SERIALIZER_STATE.SUCCESS
-            log.error("snapshot at index %d failed (child status %d); the journal is kept",
-                      self._index, status)
+        if not self._pid:
+            return SERIALIZER_STATE.NOT_SERIALIZING
+        try:
+            pid, status = os.waitpid(self._pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self._pid, -1
+        if pid == 0:
+            return SERIALIZER_STATE.SERIALIZING
+        self._pid = 0
+        took = time.monotonic() - self._started
+        if self._abandoned:
+            self._abandoned = False
+            # Even a child that completed before the kill wrote an older state than the one in
+            # place now, and the journal was emptied down to the newer one: report FAILED.
+            _unlink_quietly(self.path + WRITING_SUFFIX)
+            log.info("abandoned snapshot writer reaped after %.2f s", took)
             return SERIALIZER_STATE.FAILED
-        return SERIALIZER_STATE.NOT_SERIALIZING
+        if status == 0:
+            log.info("snapshot written at index %d in %.2f s", self._index, took)
+            return SERIALIZER_STATE.SUCCESS
+        log.error("snapshot at index %d failed (child status %d); the journal is kept",
+                  self._index, status)
+        return SERIALIZER_STATE.FAILED
 
     @property
     def busy(self) -> bool:
@@ -109,28 +135,39 @@ class SnapshotWriter:
     def abandon(self) -> None:
         """A newer snapshot is about to take the snapshot's name (one the leader sent): kill a
         child still writing an older one, so that its rename cannot land on the newer one, and
-        report FAILED to pysyncobj at its next check (it asks for snapshots again after that)."""
-        if not self._pid:
+        report FAILED to pysyncobj once ``check`` has reaped it (it asks for snapshots again
+        after that). Returns at once: the tick thread must not wait for the child to die."""
+        if not self._pid or self._abandoned:
             return
-        self.stop(timeout_s=0)
+        self._kill()
+        self._abandoned = True
         _unlink_quietly(self.path + WRITING_SUFFIX)
         log.info("snapshot at index %d abandoned: the leader's snapshot replaces it", self._index)
-        self._refused = True
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Wait for a running child (bounded), then kill it: its snapshot is simply not used."""
-        deadline = time.monotonic() + timeout_s
-        while self._pid and time.monotonic() < deadline:
+    def stop(self, timeout_s: float = 10.0, reap_s: float = 5.0) -> None:
+        """Wait for a running child (bounded), then kill it: its snapshot is simply not used.
+        The node is shutting down: a killed child is reaped within ``reap_s``, else left to die
+        with this process (``PR_SET_PDEATHSIG`` and init then collect it)."""
+        kill_at = time.monotonic() + timeout_s
+        give_up_at = kill_at + reap_s
+        for _poll in range(int((timeout_s + reap_s) / STOP_POLL_S) + 2):
             if self.check() != SERIALIZER_STATE.SERIALIZING:
                 return
-            time.sleep(0.01)
-        if self._pid:
-            try:
-                os.kill(self._pid, signal.SIGKILL)
-                os.waitpid(self._pid, 0)
-            except OSError:
-                pass
-            self._pid = 0
+            now = time.monotonic()
+            if now >= give_up_at:
+                break
+            if now >= kill_at and not self._abandoned:
+                self._kill()
+                self._abandoned = True  # its outcome no longer counts
+            time.sleep(STOP_POLL_S)
+        log.warning("snapshot writer %d not reaped %.1f s after it was killed; leaving it",
+                    self._pid, reap_s)
+
+    def _kill(self) -> None:
+        try:
+            os.kill(self._pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # only once reaped is a child's pid gone, and check forgets it then
 
 
 def _child(path: str, anchor: SnapshotAnchor, encode: Callable[[], bytes]) -> None:
