@@ -23,6 +23,10 @@ MAX_U64 = 2**64 - 1
 MAX_DURATION_NS = MAX_U32 * SECOND_NS  # the protocol's durations are u32 seconds
 MAX_NOW_NS = 2**62  # keeps every deadline (now + duration) inside a signed 64-bit integer
 REPLY_CACHE_SIZE = 64  # replies remembered per session for exactly-once retries
+# The rules versions (machine.py, "Rules versions"): 1 is every log's start; RULES_SUPPORTED is
+# the highest this code applies. A new version is added, never an old one changed.
+RULES_SUPPORTED = 2
+MAX_RULES = 2**16 - 1
 
 
 class Op(enum.IntEnum):
@@ -59,12 +63,15 @@ class Op(enum.IntEnum):
     # NODE_START that keeps the resumable sessions of the node's previous incarnation for a
     # grace (machine.py); proposed by every node since it was added.
     REGISTER = 27
+    # The cluster switches to a rules version (machine.py); proposed by the leader's node once
+    # every member applies it.
+    RULES = 28
 
 
 OPS = {int(op): op for op in Op}  # plain int -> Op, cheaper than calling Op(...)
 
 # Commands that belong to the cluster rather than to one session: they ignore sid and seq.
-SESSIONLESS = frozenset({Op.TICK, Op.NODE_START, Op.DROP_NODE, Op.REGISTER})
+SESSIONLESS = frozenset({Op.TICK, Op.NODE_START, Op.DROP_NODE, Op.REGISTER, Op.RULES})
 
 # Fixed replies, shared so that a cached reply costs nothing extra.
 OK = ("OK",)
@@ -124,6 +131,7 @@ _INT_RANGES = {
     "bound": (0, MAX_U64),
     "epoch": (1, MAX_U64),
     "count": (0, MAX_U32),
+    "rules": (1, MAX_RULES),
 }
 
 # One checker per argument kind; each returns True when the value is acceptable.
@@ -169,6 +177,7 @@ ARGUMENTS: dict[Op, tuple[str, ...]] = {
     Op.IMPORT_JOB: ("key", "duration", "count", "import_state", "pri", "duration", "duration",
                     "body"),
     Op.REGISTER: ("node", "duration"),  # node, and the grace of its previous sessions
+    Op.RULES: ("rules",),
 }
 
 # Opcode (as a plain int) -> (Op, checkers of its arguments), so checking costs no enum lookup.

@@ -2,7 +2,9 @@
 
 Each handler receives the state, the open session that issued the command and the already
 validated arguments, and returns the reply. Handlers only call the primitives of ``State`` and
-``waiting``; serving waiters after the command is the machine's job.
+``waiting``; serving waiters after the command is the machine's job, except where rules version
+2 (machine.py) serves them between the jobs one command makes ready, as beanstalkd 1.12 runs its
+queue each time a job becomes ready: ``kick`` and ``close``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from .commands import (
 from .model import BURIED as S_BURIED
 from .model import DELAYED, RESERVED, Job, Session
 from .state import State
-from .waiting import deadline_soon, reservable_job, start_wait, stop_wait, wake_time, \
+from .waiting import deadline_soon, reservable_job, serve, start_wait, stop_wait, wake_time, \
     watches_ready_job
 
 
@@ -41,8 +43,14 @@ def close(state: State, session: Session) -> tuple:
     waited = bool(session.wait_ticket)
     if waited:
         stop_wait(state, session)
+    # In the order the session reserved them. Rules 2 serves waiters after each job, so a
+    # waiting worker gets the job reserved first, as from 1.12; rules 1 served them after the
+    # last one, which gave the most urgent.
+    each = state.rules >= 2
     for job_id in list(session.reserved):
         state.make_ready(state.jobs[job_id])
+        if each:
+            serve(state)
     while session.watch:  # beanstalkd empties a watch set by removing its first entry
         _unwatch(state, session, 0)
     session.used.using_ct -= 1
@@ -116,7 +124,9 @@ def reserve(state: State, session: Session, timeout_ns: int) -> tuple:
         state.reserve(job, session)
         return ("RESERVED", job.id, job.body)
     if timeout_ns == 0:
-        return TIMED_OUT
+        # Rules 2, as 1.12: a wait of 0 still looks at the safety margin before its timeout
+        # (the first check above passes over a ready job in a paused tube).
+        return DEADLINE_SOON if state.rules >= 2 and deadline_soon(state, session) else TIMED_OUT
     wake_ns = wake_time(state, session, timeout_ns)
     if wake_ns is not None and wake_ns <= state.now_ns:
         # Inside the safety margin but a paused watched tube has a ready job: beanstalkd
@@ -187,14 +197,19 @@ def _kick(state: State, job: Job) -> None:
 def kick(state: State, session: Session, bound: int) -> tuple:
     """KICK (§4.12): up to ``bound`` buried jobs of the used tube, else delayed ones."""
     tube = session.used
+    each = state.rules >= 2  # rules 2 serves waiters after each job, as 1.12 (module doc)
     if tube.buried:
         count = min(bound, len(tube.buried))
         for _ in range(count):
             _kick(state, state.oldest_buried(tube))
+            if each:
+                serve(state)
     else:
         count = min(bound, tube.delayed_ct)
         for _ in range(count):
             _kick(state, state.min_delayed(tube))
+            if each:
+                serve(state)
     return ("KICKED", count)
 
 

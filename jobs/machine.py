@@ -44,13 +44,26 @@ clock, when a replicated timer closes it like a CLOSE; a RESUME before that take
 usual. It accepts no command of its own (GONE): no connection carries it any more. Sessions
 without a token have nobody to come back for them and close at once, as NODE_START does.
 DROP_NODE closes at once too: its proposer already waited the grace.
+
+Rules versions. Every replica must apply the same log by the same rules, so a rule that a newer
+BeanRaft changes cannot take effect when a node is upgraded: during a rolling upgrade the nodes
+not yet upgraded would go on applying the old rule to the same entries. The rules therefore
+have a version in the replicated state (``rules``: 1 at the start of every log) that changes
+only at a RULES(n) entry, at the same index on every replica; the replication layer proposes
+it once every member runs code that applies ``n`` (replication/rules.py). RULES never lowers
+the version. Version 2 serves waiting workers as beanstalkd 1.12 does in three cases where
+version 1 did not (handlers.py: ``kick``, ``close``, ``reserve``), and snapshots of a version-2
+state keep the order in which each session reserved its jobs (snapshot.py). A RULES above
+``RULES_SUPPORTED`` is answered ERROR and recorded in ``rules_needed``: this code cannot apply
+what follows it, and the replication layer stops the node rather than let it diverge.
 """
 
 from __future__ import annotations
 
 from . import admin, extensions, handlers, queries, snapshot
 from .commands import (
-    ERROR_WAITING, GONE, OK, OPS, REPLY_CACHE_SIZE, SESSIONLESS, WAITING, Op, check, is_time,
+    ERROR_WAITING, GONE, OK, OPS, REPLY_CACHE_SIZE, RULES_SUPPORTED, SESSIONLESS, WAITING, Op,
+    check, is_time,
 )
 from .model import Session
 from .state import T_DELAY, T_DETACH, T_PAUSE, T_TTR, State
@@ -167,6 +180,8 @@ class Machine(State):
     def _cluster_command(self, op: Op, args: list) -> tuple:
         if op == Op.TICK:
             return OK
+        if op == Op.RULES:
+            return self._switch_rules(args[0])
         node = args[0]
         if op == Op.NODE_START or op == Op.REGISTER:
             self._retire(node, args[1] if op == Op.REGISTER else 0)
@@ -180,6 +195,21 @@ class Machine(State):
         if self.node_epoch.get(node) == args[1]:
             self._retire(node)
         return OK
+
+    def _switch_rules(self, version: int) -> tuple:
+        if version > RULES_SUPPORTED:
+            self.rules_needed = max(self.rules_needed, version)
+            return ("ERROR", f"rules version {version} is above {RULES_SUPPORTED}, the highest "
+                    "this code applies")
+        if self.rules < 2 <= version:
+            # Under rules 1 a snapshot did not keep the order each session reserved its jobs
+            # in: a replica restored from one holds them in id order, one that replayed the
+            # log in the order of the reserves. From rules 2 that order decides what a close
+            # hands out first, so every replica starts from the same one: the restored one.
+            for session in self.sessions.values():
+                session.reserved = dict.fromkeys(sorted(session.reserved))
+        self.rules = max(self.rules, version)
+        return ("RULES", self.rules)
 
     def _retire(self, node: str, grace_ns: int = 0) -> None:
         """Close every session of ``node``'s live epoch and retire that epoch; with a grace,

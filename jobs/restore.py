@@ -44,13 +44,16 @@ def for_new_cluster(data: bytes, now_ns: int) -> tuple[bytes, dict]:
     return shifted, summary
 
 
-_SHIFTED_VERSION = 3  # the snapshot layout the field numbers above describe
+# The snapshot layouts the field numbers above describe: version 4 adds the rules version and
+# the sessions' reservation order after them, which hold no time.
+_SHIFTED_VERSIONS = (3, 4)
 
 
 def _shift(data: bytes, delta_ns: int) -> bytes:
     """``data`` (no sessions) with every absolute time moved by ``delta_ns``."""
     # A new snapshot layout must teach this function its fields: fail loudly until it does.
-    assert data[0] == snapshot.VERSION == _SHIFTED_VERSION, "snapshot layout changed"
+    assert snapshot.VERSION in _SHIFTED_VERSIONS and data[0] in _SHIFTED_VERSIONS, \
+        "snapshot layout changed"
     body = msgpack.unpackb(data[1:], raw=False, use_list=True)
     body[_NOW] += delta_ns
     for tube in body[_TUBES]:
@@ -64,4 +67,4 @@ def _shift(data: bytes, delta_ns: int) -> bytes:
         record[2] += delta_ns
     for record in body[_DETACHED]:  # none after retire_all; shifted like any time if there were
         record[1] += delta_ns
-    return bytes([snapshot.VERSION]) + msgpack.packb(body, use_bin_type=True)
+    return data[:1] + msgpack.packb(body, use_bin_type=True)

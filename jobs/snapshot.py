@@ -1,6 +1,7 @@
 """Snapshot codec: all replicated state as canonical bytes, and back.
 
-Format: one version byte (``VERSION``, 3), then one msgpack array::
+Format: one version byte (4, or 3 for a state still under rules version 1), then one msgpack
+array::
 
     [max_job_size, now_ns, next_id, next_epoch, job_timeouts, total_jobs,
      epochs,    # [[epoch, node_name], ...]                          live ones, by epoch
@@ -13,10 +14,16 @@ Format: one version byte (``VERSION``, 3), then one msgpack array::
      jobs,      # [[id, tube, state, pri, delay_ns, ttr_ns, body, created_ns, deadline_ns,
                 #   holder_sid, reserves, timeouts, releases, buries, kicks], ...]   by id
      dedup,     # [[put key, job id, expiry_ns], ...]                oldest key first
-     detached]  # [[sid, until_ns], ...]                              by sid
+     detached,  # [[sid, until_ns], ...]                              by sid
+     rules,     # the rules version (machine.py)                     version 4 only
+     reserved]  # [[sid, [job ids, first reserved first]], ...]      version 4 only, by sid
 
-``token`` is None for a session never given one. Version 2 (read only) is the same without
-``detached``; version 1 also without the session tokens and without ``dedup``.
+``token`` is None for a session never given one. Version 3 is the first 13 fields, for rules
+version 1: a cluster whose nodes do not all read version 4 yet never leaves rules version 1, so
+its snapshots stay readable by every node. Version 2 (read only) is the same without
+``detached``; version 1 also without the session tokens and without ``dedup``. ``reserved``
+keeps the order a session reserved its jobs in, which rules version 2 hands them back in when
+it closes (handlers.py); version 3 restores that order as the job ids' order.
 
 ``state`` is 0 ready, 1 reserved, 2 delayed, 3 buried; ``holder_sid`` is 0 unless reserved;
 ``deadline_ns`` is 0 for ready and buried jobs; absent waits are None, None, 0.
@@ -41,12 +48,13 @@ from collections.abc import Callable, Iterator
 
 import msgpack
 
+from .commands import MAX_RULES, RULES_SUPPORTED
 from .model import BURIED, DELAYED, READY, RESERVED, STATES, Job, Session
 from .state import State
 from .waiting import enqueue
 
-VERSION = 3
-_READABLE = (1, 2, 3)
+VERSION = 4
+_READABLE = (1, 2, 3, 4)
 _STATE_CODE = {state: code for code, state in enumerate(STATES)}
 
 
@@ -95,6 +103,11 @@ def _dump(state: State) -> bytes:
         [[key, job_id, expiry_ns] for key, (job_id, expiry_ns) in state.dedup.items()],
         [[sid, state.detached[sid]] for sid in sorted(state.detached)],
     ]
+    if state.rules < 2:
+        return bytes([3]) + msgpack.packb(body, use_bin_type=True)
+    body.append(state.rules)
+    body.append([[sid, list(state.sessions[sid].reserved)] for sid in sorted(state.sessions)
+                 if state.sessions[sid].reserved])
     return bytes([VERSION]) + msgpack.packb(body, use_bin_type=True)
 
 
@@ -113,12 +126,39 @@ def load(data: bytes, make: Callable[[int], State]) -> State:
     try:
         with _collector_paused():
             body = msgpack.unpackb(bytes(data[1:]), raw=False, use_list=False)
+            rules, reserved = 1, ()
+            if version == 4:
+                if len(body) != 15:
+                    raise ValueError("a version 4 snapshot has 15 fields")
+                body, (rules, reserved) = body[:13], body[13:]
+                _check_rules(rules)
+                version = 3
             state = _build(_upgrade(version, body), make)
+            state.rules = rules
+            _order_reservations(state, reserved)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError,
             msgpack.UnpackException) as exc:
         raise ValueError(f"corrupt snapshot: {exc!r}") from exc
     _check_references(state)
     return state
+
+
+def _check_rules(rules: object) -> None:
+    if type(rules) is not int or not 1 <= rules <= MAX_RULES:
+        raise ValueError(f"rules version {rules!r} is not one")
+    if rules > RULES_SUPPORTED:
+        # Not damage: the state was made by a newer BeanRaft, whose rules this one cannot apply.
+        raise ValueError(f"the state follows rules version {rules}, above {RULES_SUPPORTED}, "
+                         "the highest this BeanRaft applies: run a newer version")
+
+
+def _order_reservations(state: State, records: tuple) -> None:
+    """Put each session's reserved jobs back in the order it reserved them (version 4)."""
+    for sid, order in records:
+        session = state.sessions[sid]
+        if len(order) != len(session.reserved) or set(order) != set(session.reserved):
+            raise ValueError(f"session {sid}'s reservation order names other jobs")
+        session.reserved = dict.fromkeys(order)
 
 
 def _check_references(state: State) -> None:

@@ -66,6 +66,8 @@ class State:
         self.next_id = 1
         self.next_epoch = 1
         self.next_ticket = 1
+        self.rules = 1  # the rules version applied (machine.py); every log starts at 1
+        self.rules_needed = 0  # a version this code cannot apply, once the log asked for one
         self.job_timeouts = 0
         self.total_jobs = 0
         self.body_bytes = 0  # sum of the live jobs' body sizes (sizes the next snapshot)

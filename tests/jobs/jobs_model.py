@@ -28,6 +28,8 @@ class Model:
         self.tickets = 0
         self.burials = 0
         self.job_timeouts = 0
+        self.rules = 1
+        self.reservations = 0  # counts reserves: a job's "reserved_no" orders a close (rules 2)
         self.total_jobs = 0
         self.events: list = []
 
@@ -65,7 +67,9 @@ class Model:
         job.update(state="ready", deadline=0, holder=None)
 
     def give(self, job: dict, sid: int) -> None:
-        job.update(state="reserved", holder=sid, deadline=self.now + job["ttr"])
+        self.reservations += 1
+        job.update(state="reserved", holder=sid, deadline=self.now + job["ttr"],
+                   reserved_no=self.reservations)
         job["reserves"] += 1
 
     def expire(self, job: dict) -> None:
@@ -178,6 +182,15 @@ class Model:
     def apply(self, op: Op, sid: int, seq: int, args: list) -> tuple:
         if op == Op.TICK:
             return ("OK",)
+        if op == Op.RULES:
+            if self.rules == 1 and args[0] >= 2:
+                # Every session's jobs count as reserved in id order from the switch on.
+                for job in sorted(self.jobs, key=lambda j: j["id"]):
+                    if job["state"] == "reserved":
+                        self.reservations += 1
+                        job["reserved_no"] = self.reservations
+            self.rules = max(self.rules, args[0])
+            return ("RULES", self.rules)
         if op == Op.NODE_START:
             for old in sorted(self.sessions):
                 self.close(old)
@@ -211,8 +224,10 @@ class Model:
         session = self.sessions[sid]
         waited = session["wait"] is not None
         session["wait"] = None
-        for job in self.held(sid):
+        for job in sorted(self.held(sid), key=lambda j: j["reserved_no"]):
             self.to_ready(job)
+            if self.rules >= 2:
+                self.serve()  # 1.12 serves waiters after each job it makes ready
         watch = session["watch"]
         while watch:
             name = watch[0]
@@ -283,7 +298,7 @@ class Model:
             self.give(job, sid)
             return ("RESERVED", job["id"], job["body"])
         if timeout == 0:
-            return TIMED_OUT
+            return DEADLINE_SOON if self.rules >= 2 and self.deadline_soon(sid) else TIMED_OUT
         until = None if timeout < 0 else self.now + timeout
         soonest = self.soonest(sid)
         wake = min([t for t in (until, soonest and soonest - S) if t is not None], default=None)
@@ -354,6 +369,8 @@ class Model:
         while count < bound and (job := self.first(tube, state, key)) is not None:
             self.kick_one(job)
             count += 1
+            if self.rules >= 2:
+                self.serve()
         return ("KICKED", count)
 
     def do_kick_job(self, sid: int, job_id: int) -> tuple:

@@ -110,6 +110,11 @@ class MachineVersusModel(RuleBasedStateMachine):
             self.closed += sorted(self.model.sessions)
             self.epoch = self.run([(Op.NODE_START, 0, 0, "n")])[0][1]
 
+    @rule(coin=RARELY)
+    def switch_rules(self, coin) -> None:
+        if coin == 0:
+            self.run([(Op.RULES, 0, 0, 2)])
+
     @rule(who=WHO)
     def retry_last_command(self, who):
         sid = self.pick(who)
@@ -247,6 +252,7 @@ _WALK = {
     "open_session": (3, {}),
     "close": (2, {"coin": [0]}),
     "restart_node": (1, {"coin": [0]}),
+    "switch_rules": (1, {"coin": [0]}),
     "retry_last_command": (3, {}),
     "put": (7, {"jobs": lambda r: [(r.choice(PRI_VALUES), r.choice(DELAY_VALUES),
                                      r.choice(TTR_VALUES)) for _ in range(r.randint(1, 3))]}),
@@ -277,7 +283,7 @@ def test_long_random_walks_agree_with_the_dumb_model():
                 continue
             args = {key: (chooser(rng) if callable(chooser) else rng.choice(chooser))
                     for key, chooser in _WALK[name][1].items()}
-            if name not in ("restart_node", "advance", "advance_to_next_timer",
+            if name not in ("restart_node", "switch_rules", "advance", "advance_to_next_timer",
                             "snapshot_round_trip", "open_session"):
                 args["who"] = rng.randrange(10)
             getattr(walk, name)(**args)
