@@ -11,23 +11,22 @@ A connection is in one of three states::
       ^                      |                                  |
       +---- connection_lost(): EOF, refused, reset, no reply ---+
 
-HANDSHAKE sends, pipelined: ``auth <principal> <token>`` when the client was given ``auth=``
-(on every connection, so a failover re-authenticates with the next node), then ``session-id`` (first connection) or ``session-resume <id>``
-(afterwards; never to a server that answered UNKNOWN_COMMAND to it: plain beanstalkd), then
-``use`` and ``watch``/``ignore`` to restore the tubes the application chose. Any unexpected
-reply fails the connection like a lost one. In READY, application commands are sent as they
-are submitted (pipelined) and replies are matched to them in order (FIFO).
+HANDSHAKE sends, pipelined, the commands that restore the client's session and tubes on the new
+connection (``failover.py``). Any unexpected reply fails the connection like a lost one. In
+READY, application commands are sent as they are submitted (pipelined) and replies are matched
+to them in order (FIFO).
 
 When a connection is lost, the commands sent on it but not answered go back to the front of
 the queue, marked ``lost``, and a *failover episode* starts (``failover.py``): ``next_attempt()``
 hands out addresses round after round until a node completes the handshake (or, with no
 handshake to send, answers the first command) or ``failover_timeout`` is spent -- then every
-queued command fails with ``UnavailableError`` naming what was tried. A node that answers part
-of the handshake and then fails (AUTH_REQUIRED, ``auth`` answered by a node without a leader)
-does not end the episode, so retrying it cannot run past ``failover_timeout``.
-After a successful handshake each lost command is replayed by its rule (``ops.py``), using the
-job list of the resumed session; jobs that list holds which the client did not know of (their
-RESERVED reply was lost) are handed to the next ``reserve``, fetched with ``peek``.
+queued command fails with ``UnavailableError`` naming what was tried. After a successful
+handshake each lost command is replayed by its rule (``ops.py``, ``Failover._send_op``).
+
+The core is one class in three files, split where the concerns part: this one moves requests
+and replies and owns the state; ``failover.py`` (``Failover``) plans what a new connection is
+sent; ``bookkeeping.py`` (``Bookkeeping``) keeps held jobs and tubes in step with the replies
+and gives back the jobs of cancelled calls.
 
 A node is also declared lost when it does not answer: when nothing arrived for ``timeout_s``
 (plus the time the head command may legitimately block) while a reply is awaited. On a server
@@ -37,7 +36,7 @@ within a slice plus ``timeout_s`` even while the application waits for a job.
 
 A caller may give up on a command (``cancel``, from the async client): one not yet sent
 leaves the queue; one sent is awaited and its reply dropped, and a job it reserved is given back
-(``stats-job`` for its priority, then ``release``), so no worker waits out its TTR for it.
+(``bookkeeping.py``), so no worker waits out its TTR for it.
 
 Bounds: the queue holds what the application submitted (the blocking client one command, the
 async client up to its ``max_in_flight``); the parser bounds a reply (``protocol.client``).
@@ -52,20 +51,17 @@ from collections import deque
 from typing import Any
 
 from beanraft import protocol as p
-from beanraft.protocol.client import (NEED_DATA, ClientConnection, ProtocolError, release_bytes,
-                                     reserve_bytes)
+from beanraft.protocol.client import NEED_DATA, ClientConnection, ProtocolError
 
-from . import wire
 from .addresses import Address, describe
-from .errors import Error, UnavailableError
-from .failover import Episode
-from .ops import DEFAULT_TUBE, Op, error_for, parse_yaml_mapping
+from .bookkeeping import Bookkeeping, cancelled_error
+from .errors import UnavailableError
+from .failover import HANDSHAKE_PURPOSES, Episode, Failover
+from .ops import DEFAULT_TUBE, Op, error_for
 
 log = logging.getLogger("beanraft.client")
 
 DOWN, HANDSHAKE, READY = "down", "handshake", "ready"
-
-HANDSHAKE_PURPOSES = frozenset({"auth", "session-id", "resume", "restore"})
 
 
 # A request on the wire whose reply is awaited, as a tuple (purpose, op, block_s):
@@ -77,7 +73,7 @@ HANDSHAKE_PURPOSES = frozenset({"auth", "session-id", "resume", "restore"})
 _Sent = tuple[str, "Op | None", float]
 
 
-class Core:
+class Core(Failover, Bookkeeping):
     """Queue, matching and failover state for one logical client."""
 
     def __init__(self, addresses: list[Address], *, timeout_s: float, failover_timeout_s: float,
@@ -143,20 +139,7 @@ class Core:
         self.state, self.address = HANDSHAKE, address
         self.conn = ClientConnection()
         self._last_progress = now
-        if self.auth is not None:
-            self._send(p.Auth(*self.auth), "auth", None, now)
-        if self.extensions is not False:
-            if self.session_id is None:
-                self._send(wire.session_id(), "session-id", None, now)
-            else:
-                self._send(wire.session_resume(self.session_id), "resume", None, now)
-        if self.used != DEFAULT_TUBE:
-            self._send(p.Use(self.used), "restore", None, now)
-        for tube in self.watched:
-            if tube != DEFAULT_TUBE:
-                self._send(p.Watch(tube), "restore", None, now)
-        if DEFAULT_TUBE not in self.watched:
-            self._send(p.Ignore(DEFAULT_TUBE), "restore", None, now)
+        self._send_handshake(now)
         if not self.sent:
             self._ready(now)
 
@@ -170,7 +153,7 @@ class Core:
         back = [op for _, op, _ in self.sent if op is not None and not op.done]
         for op in back:
             if op.cancelled:  # nobody waits for it: not replayed (a job it reserved is an
-                op.finish(error=_cancelled())  # orphan of the resumed session, see _resume)
+                op.finish(error=cancelled_error())  # orphan of the resumed session, see _resume)
         back = [op for op in back if not op.done]
         self.lost.update(back)
         self.pending.extendleft(reversed(back))
@@ -206,7 +189,7 @@ class Core:
         if op in self.pending:
             self.pending.remove(op)
             self.lost.discard(op)
-            op.finish(error=_cancelled())
+            op.finish(error=cancelled_error())
         else:
             op.cancelled = True
 
@@ -277,85 +260,6 @@ class Core:
             if not op.done:
                 self._send_op(op, now)
 
-    def _send_op(self, op: Op, now: float) -> None:
-        lost = bool(self.lost) and op in self.lost
-        if lost:
-            self.lost.discard(op)
-            if self._replay_settled(op):
-                return
-            if op.replay == "once":
-                op.finish(error=UnavailableError(
-                    f"the connection to {self._lost_from} was lost after {op.request.name} "
-                    "was sent: the outcome is unknown (it is not sent again)"))
-                return
-        if op.replay == "reserve-job" and self._holds_unknown(op.job_id):
-            # Its RESERVED was lost, on this failover or an earlier one: the resumed session
-            # holds the job, which reserve-job would answer NOT_FOUND. Fetch it like an orphan.
-            if op.job_id in self.orphans:  # (_resume left it out; never hand it out twice)
-                self.orphans.remove(op.job_id)
-            self._send(p.Peek(op.job_id), "orphan", op, now)
-            return
-        if op.replay == "reserve" and self.orphans:
-            self._send(p.Peek(self.orphans.popleft()), "orphan", op, now)
-            return
-        if op.replay == "put":
-            if self.extensions:
-                request = wire.put_key(op.key, op.request)
-            elif lost:
-                op.finish(error=UnavailableError(
-                    f"the connection to {self._lost_from} was lost after put was sent, and "
-                    f"{describe(self.address)} has no idempotent put: the outcome is unknown"))
-                return
-            else:
-                request = op.request
-            self._send(request, "op", op, now)
-        elif op.replay == "reserve":
-            request, block_s = self._reserve_request(op, now, lost)
-            self._send(request, "op", op, now, block_s)
-        else:
-            self._send(op.request, "op", op, now)
-
-    def _replay_settled(self, op: Op) -> bool:
-        """Apply the replay rule of a lost op from the resumed session's job list.
-
-        Returns True when the op is complete without being sent again. The rule is read, never
-        changed: an op may be lost on any number of connections in a row, and each failover
-        must apply the rule it was built with (``ops.py``)."""
-        if self._resumed is None:
-            return False
-        if op.replay == "job" and op.job_id not in self._resumed:
-            # The session no longer holds the job: our first send committed (or its TTR ran
-            # out meanwhile, in which case it runs again elsewhere: at-least-once).
-            self.held.discard(op.job_id)
-            op.finish(result=None)
-            return True
-        return False
-
-    def _holds_unknown(self, job_id: int) -> bool:
-        """The session just resumed holds ``job_id``, the application does not know it, and
-        no other reserve_job fetches it already (of two, one gets it, as on the wire)."""
-        if self._resumed is None or job_id not in self._resumed or job_id in self.held:
-            return False
-        return not any(purpose == "orphan" and other.job_id == job_id
-                       for purpose, other, _ in self.sent)
-
-    def _reserve_request(self, op: Op, now: float, lost: bool) -> tuple[bytes, float]:
-        """A plain reserve on plain beanstalkd; slices of at most reserve_slice_s otherwise.
-        Returns the request's bytes and how long the server may keep us waiting for it."""
-        if not lost and not self.extensions:
-            return op.request, math.inf if op.timeout_s is None else float(op.timeout_s)
-        if op.deadline is None:
-            remaining = math.inf
-        else:
-            remaining = max(0, math.ceil(op.deadline - now - 1e-9))
-        if self.extensions:
-            seconds = int(min(remaining, self.reserve_slice_s))
-        elif math.isinf(remaining):
-            return reserve_bytes(None), math.inf
-        else:
-            seconds = int(remaining)
-        return reserve_bytes(seconds), float(seconds)
-
     # ------------------------------------------------------------------ replies
 
     def _on_reply(self, purpose: str, op: Op | None, block_s: float, reply: Any,
@@ -379,20 +283,6 @@ class Core:
         else:
             self._on_give_back_reply(purpose, op, reply, now)
 
-    def _on_orphan_reply(self, op: Op, reply: Any, now: float) -> None:
-        if op.cancelled:
-            if isinstance(reply, p.Found):
-                self._give_back(op, reply.job_id, now)
-            else:
-                op.finish(error=_cancelled())
-        elif isinstance(reply, p.Found):
-            self.held.add(reply.job_id)
-            self._finish_with(op, reply)
-        elif op.kind == "reserve_job":  # gone meanwhile: let the server say so
-            self._send(op.request, "op", op, now)
-        else:  # the job is gone meanwhile: reserve as usual
-            self._send_op(op, now)
-
     def _on_op_reply(self, op: Op, reply: Any, now: float) -> None:
         if op.cancelled:
             self._on_cancelled_reply(op, reply, now)
@@ -406,112 +296,6 @@ class Core:
             self._finish_with(op, reply)
         else:
             op.finish(error=error_for(reply, op.kind))
-
-    @staticmethod
-    def _finish_with(op: Op, reply: Any) -> None:
-        """Complete ``op`` with its reply converted; a conversion that fails (a body that does
-        not decode with the client's encoding, a malformed YAML list) fails this op alone:
-        the reply was read whole, so the connection and the other ops are unaffected."""
-        try:
-            result = op.convert(reply)
-        except Exception as error:  # noqa: BLE001 - handed to the caller, who sees it raised
-            op.finish(error=error)
-        else:
-            op.finish(result=result)
-
-    def _on_cancelled_reply(self, op: Op, reply: Any, now: float) -> None:
-        """The reply to an op whose caller gave up after it was sent: its effect stands and is
-        tracked (a use, a delete), but a job it reserved goes back to the tube."""
-        if isinstance(reply, p.Reserved):
-            self._give_back(op, reply.job_id, now)
-            return
-        self._track(op, reply)
-        op.finish(error=_cancelled())
-
-    def _give_back(self, op: Op, job_id: int, now: float) -> None:
-        # release needs the job's priority, which RESERVED does not carry: read it first.
-        # Nobody else can change the priority of a job reserved to us meanwhile.
-        op.job_id = job_id
-        self.held.discard(job_id)
-        self._send(p.StatsJob(job_id), "give-back", op, now)
-
-    def _on_give_back_reply(self, purpose: str, op: Op, reply: Any, now: float) -> None:
-        if purpose == "give-back" and isinstance(reply, p.Ok):
-            priority = _priority_of(reply)
-            if priority is not None:
-                self._send(release_bytes(op.job_id, priority, 0), "given-back", op, now)
-                return
-        if not isinstance(reply, (p.Released, p.NotFound)):  # NOT_FOUND: its TTR ran out
-            log.warning("could not give back job %d, reserved for a cancelled call (%r): it "
-                        "returns to its tube when its TTR runs out", op.job_id, reply)
-        op.finish(error=_cancelled())
-
-    def _track(self, op: Op, reply: Any) -> None:
-        """Keep the held jobs and the chosen tubes in step with a reply."""
-        if isinstance(reply, p.Reserved):
-            self.held.add(reply.job_id)
-        elif op.kind in ("delete", "release", "bury"):
-            if isinstance(reply, (p.Deleted, p.Released, p.Buried, p.NotFound)):
-                self.held.discard(op.job_id)
-        elif op.kind == "use" and isinstance(reply, p.Using):
-            self.used = reply.tube
-        elif op.kind == "watch" and isinstance(reply, p.Watching):
-            if op.request.tube not in self.watched:
-                self.watched.append(op.request.tube)
-        elif op.kind == "ignore" and isinstance(reply, p.Watching):
-            if op.request.tube in self.watched:
-                self.watched.remove(op.request.tube)
-
-    def _on_handshake_reply(self, purpose: str, reply: Any, now: float) -> None:
-        if isinstance(reply, p.AuthRequired):
-            # Another node may not require it: fail over as usual, within failover_timeout.
-            self.connection_lost("the node requires authentication (AUTH_REQUIRED): give the "
-                                 "client auth=(principal, token)", now)
-        elif purpose == "auth":
-            if not isinstance(reply, p.Authenticated):
-                # Another node may take it (its auth file may be newer): fail over as usual.
-                self.connection_lost(f"authentication as {self.auth[0]} refused "
-                                     f"({p.encode(reply).strip().decode()})", now)
-        elif purpose == "session-id":
-            if isinstance(reply, p.UnknownCommand):
-                self._plain_server()
-            elif wire.is_session(reply):
-                self.extensions, self.session_id = True, wire.session_of(reply)
-            else:
-                self.connection_lost(f"unexpected reply to session-id: {reply!r}", now)
-        elif purpose == "resume":
-            if wire.is_resumed(reply):
-                self._resume(wire.resumed_jobs(reply), now)
-            elif isinstance(reply, p.NotFound):
-                log.warning("session %s expired before it could be resumed on %s: the jobs it "
-                            "held are released", self.session_id, describe(self.address))
-                self.session_id, self._resumed = None, None
-                self.held.clear()
-                self.orphans.clear()
-                self._send(wire.session_id(), "session-id", None, now)
-            elif isinstance(reply, p.UnknownCommand):
-                self._plain_server()
-            else:
-                self.connection_lost(f"unexpected reply to session-resume: {reply!r}", now)
-        elif not isinstance(reply, (p.Using, p.Watching)):
-            self.connection_lost(f"could not restore tubes: {reply!r}", now)
-
-    def _plain_server(self) -> None:
-        self.extensions, self.session_id = False, None
-        if not self._said_plain:
-            self._said_plain = True
-            log.info("%s is plain beanstalkd (no session-id): failover features are off "
-                     "(no session resume, no idempotent put)", describe(self.address))
-
-    def _resume(self, jobs: list[int], now: float) -> None:
-        self._resumed = set(jobs)
-        self.held &= self._resumed
-        # A job a queued reserve_job names is fetched by that op (_send_op), not by a reserve.
-        waiting_for = {op.job_id for op in self.pending if op.kind == "reserve_job"}
-        known = self.held | set(self.orphans) | waiting_for
-        self.orphans.extend(job for job in jobs if job not in known)
-        log.info("resumed session %s on %s (%d jobs held)", self.session_id,
-                 describe(self.address), len(jobs))
 
     def _end_episode(self, now: float) -> None:
         if self.episode.tried:
@@ -538,17 +322,3 @@ class Core:
         self.lost.clear()
         while self.pending:
             self.pending.popleft().finish(error=error)
-
-
-def _cancelled() -> Error:
-    """The outcome of an op whose caller gave up (nobody reads it: the caller was cancelled)."""
-    return Error("the call was cancelled")
-
-
-def _priority_of(stats_job: Any) -> int | None:
-    """``pri`` from a stats-job reply, or None if the reply does not have it."""
-    try:
-        priority = parse_yaml_mapping(stats_job.data).get("pri")
-    except Exception:  # noqa: BLE001 - a malformed reply: the job is not given back
-        return None
-    return priority if isinstance(priority, int) else None
