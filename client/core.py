@@ -29,10 +29,12 @@ sent; ``bookkeeping.py`` (``Bookkeeping``) keeps held jobs and tubes in step wit
 and gives back the jobs of cancelled calls.
 
 A node is also declared lost when it does not answer: when nothing arrived for ``timeout_s``
-(plus the time the head command may legitimately block) while a reply is awaited. On a server
-with the extensions, a reserve is therefore sent as ``reserve-with-timeout`` slices of at most
-``reserve_slice_s`` seconds, re-issued until the caller's own timeout: a frozen node is noticed
-within a slice plus ``timeout_s`` even while the application waits for a job.
+(plus the time the head command may legitimately block) while a reply is awaited, or when the
+reply is not complete in that time plus a second for every ``min_reply_rate`` bytes of it that
+arrived (``deadline.py``: a node that trickles its reply is no better than a silent one). On a
+server with the extensions, a reserve is therefore sent as ``reserve-with-timeout`` slices of at
+most ``reserve_slice_s`` seconds, re-issued until the caller's own timeout: a frozen node is
+noticed within a slice plus ``timeout_s`` even while the application waits for a job.
 
 A caller may give up on a command (``cancel``, from the async client): one not yet sent
 leaves the queue; one sent is awaited and its reply dropped, and a job it reserved is given back
@@ -55,6 +57,7 @@ from beanraft.protocol.client import NEED_DATA, ClientConnection, ProtocolError
 
 from .addresses import Address, describe
 from .bookkeeping import Bookkeeping, cancelled_error
+from .deadline import MIN_REPLY_RATE_BYTES_PER_S, ReplyClock
 from .errors import UnavailableError
 from .failover import HANDSHAKE_PURPOSES, Episode, Failover
 from .ops import DEFAULT_TUBE, Op, error_for
@@ -78,13 +81,16 @@ class Core(Failover, Bookkeeping):
 
     def __init__(self, addresses: list[Address], *, timeout_s: float, failover_timeout_s: float,
                  rng: random.Random, reserve_slice_s: int = 1,
-                 auth: tuple[str, str] | None = None):
+                 auth: tuple[str, str] | None = None,
+                 min_reply_rate: float = MIN_REPLY_RATE_BYTES_PER_S):
         assert addresses, "at least one address"
+        assert min_reply_rate > 0
         self.addresses = list(addresses)
         self.timeout_s = timeout_s
         self.failover_timeout_s = failover_timeout_s
         self.rng = rng
         self.reserve_slice_s = reserve_slice_s
+        self.min_reply_rate = min_reply_rate  # bytes/s a long reply must keep up (deadline.py)
         self.auth = auth
         self.extensions: bool | None = None  # None until a server answered session-id
         self.session_id: str | None = None
@@ -103,7 +109,7 @@ class Core(Failover, Bookkeeping):
         self.failovers = 0
         self._resumed: set[int] | None = None
         self._out: list[bytes] = []
-        self._last_progress = 0.0
+        self._clock = ReplyClock()  # when the reply awaited now is overdue
         self._said_plain = False
         self._lost_from = ""
 
@@ -138,7 +144,6 @@ class Core(Failover, Bookkeeping):
         assert self.state == DOWN
         self.state, self.address = HANDSHAKE, address
         self.conn = ClientConnection()
-        self._last_progress = now
         self._send_handshake(now)
         if not self.sent:
             self._ready(now)
@@ -213,18 +218,18 @@ class Core(Failover, Bookkeeping):
         block_s = self.sent[0][2]
         if block_s == math.inf:
             return None
-        return self._last_progress + self.timeout_s + block_s
+        return self._clock.deadline(self.timeout_s, block_s, self.min_reply_rate)
 
     def tick(self, now: float) -> None:
         deadline = self.next_deadline()
         if deadline is not None and now >= deadline:
-            self.connection_lost(f"no reply within {self.timeout_s:g} s", now)
+            self.connection_lost(self._clock.why(self.timeout_s, self.min_reply_rate, now), now)
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes from the server: match each complete reply to what it answers."""
         if self.state == DOWN or self.conn is None:
             return
-        self._last_progress = now
+        self._clock.heard_bytes(len(data), now)
         self.conn.receive_data(data)
         next_reply, sent = self.conn.next_reply, self.sent
         while self.state != DOWN:
@@ -239,6 +244,9 @@ class Core(Failover, Bookkeeping):
                 self.connection_lost(f"unsolicited reply {reply!r}", now)
                 return
             purpose, op, block_s = sent.popleft()
+            # The next reply is due from now, not from when it was sent: the server answers in
+            # order, and a long reply before it (a large job body) must not eat its time.
+            self._clock.start(now, self.conn.buffered_bytes)
             if purpose == "op" and self.episode is None:
                 self._on_op_reply(op, reply, now)  # the common case of _on_reply, one call less
             else:
@@ -250,7 +258,7 @@ class Core(Failover, Bookkeeping):
               block_s: float = 0.0) -> None:
         """Queue a request (a protocol request, or its bytes) and await its reply."""
         if not self.sent:
-            self._last_progress = now
+            self._clock.start(now)
         self.sent.append((purpose, op, block_s))
         self._out.append(request if type(request) is bytes else self.conn.send(request))
 
