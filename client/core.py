@@ -56,7 +56,7 @@ from beanraft import protocol as p
 from beanraft.protocol.client import NEED_DATA, ClientConnection, ProtocolError
 
 from .addresses import Address, describe
-from .bookkeeping import Bookkeeping, cancelled_error
+from .bookkeeping import Bookkeeping, HeldJobs, cancelled_error
 from .deadline import MIN_REPLY_RATE_BYTES_PER_S, ReplyClock
 from .errors import UnavailableError
 from .failover import HANDSHAKE_PURPOSES, Episode, Failover
@@ -96,7 +96,7 @@ class Core(Failover, Bookkeeping):
         self.session_id: str | None = None
         self.used = DEFAULT_TUBE
         self.watched = [DEFAULT_TUBE]
-        self.held: set[int] = set()  # jobs we know we hold (RESERVED seen, not yet given up)
+        self.held = HeldJobs()  # jobs we know we hold (RESERVED seen, not yet given up)
         self.orphans: deque[int] = deque()  # held by our session, unknown to the application
         self.pending: deque[Op] = deque()  # submitted, not sent on the current connection
         self.lost: set[Op] = set()  # ops sent on a lost connection, replay rules apply

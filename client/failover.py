@@ -38,7 +38,7 @@ from beanraft.protocol.client import ClientConnection, reserve_bytes
 
 from . import wire
 from .addresses import Address, describe
-from .bookkeeping import cancelled_error
+from .bookkeeping import HeldJobs, cancelled_error
 from .errors import UnavailableError
 from .ops import DEFAULT_TUBE, Op
 
@@ -97,7 +97,7 @@ class Failover:
     session_id: str | None
     used: str
     watched: list[str]
-    held: set[int]
+    held: HeldJobs
     orphans: deque[int]
     pending: deque[Op]
     lost: set[Op]
@@ -264,10 +264,10 @@ class Failover:
 
     def _resume(self, jobs: list[int], now: float) -> None:
         self._resumed = set(jobs)
-        self.held &= self._resumed
+        self.held.keep_only(self._resumed)
         # A job a queued reserve_job names is fetched by that op (_send_op), not by a reserve.
         waiting_for = {op.job_id for op in self.pending if op.kind == "reserve_job"}
-        known = self.held | set(self.orphans) | waiting_for
+        known = set(self.held) | set(self.orphans) | waiting_for
         self.orphans.extend(job for job in jobs if job not in known)
         log.info("resumed session %s on %s (%d jobs held)", self.session_id,
                  describe(self.address), len(jobs))

@@ -89,7 +89,7 @@ def test_a_job_reserved_for_a_cancelled_reserve_goes_back_with_its_priority(plai
             stats = await worker.stats_job(job)
             assert (stats["pri"], stats["reserves"], stats["releases"]) == (7, 2, 1)
             await job.delete()
-            assert quitter._core.held == set() and in_flight(quitter) == 0
+            assert not quitter._core.held and in_flight(quitter) == 0
             assert quitter._slots._value == 64  # every slot free again
 
     asyncio.run(scenario())
