@@ -22,12 +22,12 @@ a long-running worker would remember it for ever. Nor can the client forget it w
 passed: RESERVED does not carry the TTR, and learning it would cost a ``stats-job`` per reserve.
 So ``held`` is bounded by count: it remembers the ``MAX_HELD_JOBS`` jobs reserved or touched
 last, and forgets the one reserved or touched longest ago when a new one comes. A failover also
-trims it to the jobs the resumed session holds. A job forgotten while the application still holds
-it costs, after a failover, one extra delivery: the resumed session lists it, the client takes
-it for one whose RESERVED was lost and hands it to the next ``reserve`` (at least once, as the
-delivery guarantee allows; the second delete of the job raises ``NotFoundError``). That takes more than
-``MAX_HELD_JOBS`` jobs held at once with the oldest never touched -- a worker that does so can
-touch its jobs, which refreshes them here.
+trims it to the jobs the resumed session holds. A job forgotten while the application still
+holds it costs, after a failover, one extra delivery: the resumed session lists it, the client
+takes it for one whose RESERVED was lost and hands it to the next ``reserve`` (at least once, as
+the delivery guarantee allows; the second delete of the job raises ``NotFoundError``). That
+takes more than ``MAX_HELD_JOBS`` jobs held at once with the oldest never touched -- a worker
+that does so can touch its jobs, which refreshes them here.
 """
 
 from __future__ import annotations
