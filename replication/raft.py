@@ -60,6 +60,7 @@ from pysyncobj import SyncObjConf
 from pysyncobj.monotonic import monotonic  # pysyncobj's clock: every tick-thread deadline is on it
 
 from beanraft.jobs.machine import Machine
+from beanraft.jobs.snapshot import NewerRules
 
 from . import peer_link, raft_port, seam, standing
 from .backup import BackupBusy, BackupStream, BackupTaker
@@ -80,6 +81,7 @@ from .peer_crypto import PeerCipher, derive_key
 from .prevote import PreVote
 from .read_index import ReadIndex
 from .restore import check_restored, forget_restore
+from .rules import RulesCensus, stop_for_newer_rules
 from .reads import StateReads
 from .snapshot_file import (DamagedSnapshot, SnapshotAnchor, SnapshotError, SnapshotReceiver,
                             read_snapshot, verify_snapshot)
@@ -176,6 +178,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._route_read_index_messages()
         self.transfers = Transfers(self._sync, loop)  # leadership transfer (transfer.py)
         self.transfers.install()
+        self.rules = RulesCensus(self._sync, config.max_rules)  # rules.py
+        self.rules.install()
         self.members = Members(self._sync, loop, config.data_dir, joining=config.join,
                                shared_secret=config.secret is not None or bool(self._peers),
                                on_change=self._members_changed,
@@ -631,6 +635,9 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         try:
             with self.lock:
                 replies, events = self.machine.apply_batch(now_ns, commands)
+                if self.machine.rules_needed:
+                    stop_for_newer_rules(f"the log switches to rules version "
+                                          f"{self.machine.rules_needed}")
                 self.applied_index = index = self._sync.raftLastApplied + 1
             self._observe_time(index)
             self._disk.applied(put_cost(commands))
@@ -705,7 +712,11 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
     def _deserialize(self, filename: str):
         own, self._own_snapshot = self._own_snapshot, False
         anchor, state = read_snapshot(filename)
-        machine = Machine.restore(state)
+        try:
+            machine = Machine.restore(state)
+        except NewerRules as exc:
+            stop_for_newer_rules(f"the snapshot at index {anchor.last[1]} follows rules version "
+                                 f"{exc.rules}")
         with self.lock:
             self.machine = machine
             self.applied_index = anchor.last[1]

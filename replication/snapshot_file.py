@@ -152,6 +152,11 @@ class SnapshotReceiver:
     Here the file is fsynced before the rename and the directory after it, before ``receive``
     tells pysyncobj it is complete; and ``before_replace`` runs right before the rename (the
     node stops its own snapshot writer there, whose older snapshot must not land on this one).
+
+    A snapshot that does not verify, or cannot be written (a full volume), never replaces the
+    one in place: the file is removed at once, so its part holds no space, and the leader sends
+    the snapshot again, from its first chunk, until one is stored. The first failure of a run is
+    logged at ERROR, the attempts after it at DEBUG, and the one that succeeds at INFO.
     """
 
     def __init__(self, path: str, before_replace: Callable[[], None]):
@@ -159,6 +164,7 @@ class SnapshotReceiver:
         self.tmp_path = path + RECEIVING_SUFFIX
         self.before_replace = before_replace
         self._file = None
+        self._failures = 0  # attempts that failed since a snapshot was last stored
 
     def receive(self, data) -> bool:
         """pysyncobj's ``setTransmissionData``: True once the whole snapshot is in place."""
@@ -171,10 +177,10 @@ class SnapshotReceiver:
                 self._file = open(os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                                           0o600), "wb")
             except OSError as exc:
-                log.error("cannot receive the leader's snapshot: %s", exc)
+                self._failed(exc)
                 return False
         elif self._file is None:
-            return False  # its first chunk was missed: the leader starts over
+            return False  # its first chunk was missed, or an earlier one failed: it comes again
         try:
             self._file.write(chunk)
             if not last:
@@ -183,20 +189,37 @@ class SnapshotReceiver:
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
-            verify_snapshot(self.tmp_path)  # never replace a good snapshot with a damaged one
+            anchor = verify_snapshot(self.tmp_path)  # a damaged one never replaces a good one
             self.before_replace()
             os.replace(self.tmp_path, self.path)
             fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         except (OSError, SnapshotError) as exc:
-            log.error("cannot store the leader's snapshot: %s", exc)
+            self._failed(exc)
             self._discard()
             return False
+        if self._failures:
+            log.info("the leader's snapshot at index %d stored after %d failed attempts",
+                     anchor.last[1], self._failures)
+            self._failures = 0
         return True
 
+    def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        if self._failures == 1:
+            log.error("cannot store the leader's snapshot: %s (the leader sends it again; "
+                      "logged once until one is stored)", exc)
+        else:
+            log.debug("cannot store the leader's snapshot (attempt %d): %s", self._failures, exc)
+
     def _discard(self) -> None:
+        """Close and remove a snapshot partly received: its space comes back at once."""
         if self._file is not None:
             try:
                 self._file.close()
             except OSError:
                 pass
             self._file = None
+        try:
+            os.unlink(self.tmp_path)
+        except OSError:
+            pass
