@@ -53,6 +53,16 @@ from .model import BURIED, DELAYED, READY, RESERVED, STATES, Job, Session
 from .state import State
 from .waiting import enqueue
 
+class NewerRules(ValueError):
+    """A state that follows a rules version this code cannot apply: not damage, the work of a
+    newer BeanRaft."""
+
+    def __init__(self, rules: int) -> None:
+        super().__init__(f"the state follows rules version {rules}, above {RULES_SUPPORTED}, "
+                         "the highest this BeanRaft applies: run a newer version")
+        self.rules = rules
+
+
 VERSION = 4
 _READABLE = (1, 2, 3, 4)
 _STATE_CODE = {state: code for code, state in enumerate(STATES)}
@@ -136,6 +146,8 @@ def load(data: bytes, make: Callable[[int], State]) -> State:
             state = _build(_upgrade(version, body), make)
             state.rules = rules
             _order_reservations(state, reserved)
+    except NewerRules:
+        raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError,
             msgpack.UnpackException) as exc:
         raise ValueError(f"corrupt snapshot: {exc!r}") from exc
@@ -148,8 +160,7 @@ def _check_rules(rules: object) -> None:
         raise ValueError(f"rules version {rules!r} is not one")
     if rules > RULES_SUPPORTED:
         # Not damage: the state was made by a newer BeanRaft, whose rules this one cannot apply.
-        raise ValueError(f"the state follows rules version {rules}, above {RULES_SUPPORTED}, "
-                         "the highest this BeanRaft applies: run a newer version")
+        raise NewerRules(rules)
 
 
 def _order_reservations(state: State, records: tuple) -> None:

@@ -29,6 +29,8 @@ from .principals import Authenticator
 from .membership_api import fetch_members, read_members
 from .tls import ServerTls
 
+RULES_CHECK_S = 0.25  # how often the leader compares the agreed rules version with the state's
+
 log = logging.getLogger("beanraft.node")
 
 SHUTDOWN_GRACE_S = 3.0
@@ -109,7 +111,8 @@ class Node:
             RaftConfig(self_addr=raft_addr, peers=peers, join=joining, data_dir=cfg.data_dir,
                        secret=cfg.secret, sync=cfg.sync, timing=cfg.timing,
                        compact_entries=cfg.snapshot_entries,
-                       compact_bytes=cfg.snapshot_bytes, max_job_size=p.MAX_JOB_SIZE_LIMIT),
+                       compact_bytes=cfg.snapshot_bytes, max_job_size=p.MAX_JOB_SIZE_LIMIT,
+                       max_rules=cfg.max_rules),
             loop, self._on_events)
         self.raft.on_journal_failed = self._journal_failed
         self.raft.add_listener(self._nudge_pulse)
@@ -122,8 +125,10 @@ class Node:
         if joining:
             await self._wait_until_added()
         await self._register()
+        await self._switch_rules()  # before the first client when a lone node agrees alone
         await self._listen()
         self._tasks.append(loop.create_task(self._pulse()))
+        self._tasks.append(loop.create_task(self._keep_rules()))
         if gcpace.installed():
             self._tasks.append(loop.create_task(self._collect_cycles()))
         if cfg.clustered:
@@ -172,6 +177,36 @@ class Node:
                 self.epoch = result[1]
                 return
             raise RuntimeError(f"cannot register node: {result!r}")
+
+    async def _keep_rules(self) -> None:
+        """While this node leads, switch the cluster to the rules version every member agrees
+        to (replication/rules.py) as soon as it is above the state's."""
+        warned = False
+        while not self._closing:
+            await asyncio.sleep(RULES_CHECK_S)
+            if self.raft.is_leader():
+                await self._switch_rules()
+            applied, own = self.raft.read(lambda machine: machine.rules), self.raft.rules.own
+            if applied > own and not warned:
+                warned = True
+                log.warning("--max-rules %d is below rules version %d, which the cluster "
+                            "already applies: that switch is for good, and a BeanRaft that "
+                            "applies only version %d can no longer run this data", own, applied,
+                            own)
+
+    async def _switch_rules(self) -> None:
+        agreed = self.raft.rules.agreed
+        if agreed <= self.raft.read(lambda machine: machine.rules):
+            return
+        try:
+            result = await self.commit.submit((Op.RULES, 0, 0, agreed))
+        except OutcomeUnknown:
+            return  # asked again at the next check, by whichever node leads then
+        if result == ("RULES", agreed):
+            log.info("the cluster applies rules version %d from now on: every member runs a "
+                     "BeanRaft that applies it", agreed)
+        else:
+            log.error("switching to rules version %d failed: %r", agreed, result)
 
     def _check_epoch(self) -> None:
         """Register again if the cluster retired our epoch (it declared us dead while cut off)."""

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from beanraft.jobs.commands import RULES_SUPPORTED
 from beanraft.replication.journal import SyncPolicy
 from beanraft.replication.raft import DataDirLocked
 from beanraft.replication.membership import MembershipError
@@ -116,6 +117,10 @@ def main() -> None:
               "tube rights (mode 0600): clients must authenticate. Re-read on SIGHUP.")
 @click.option("--peer-http", "peer_http", multiple=True, envvar="BEANRAFT_PEER_HTTP", metavar="HOST:PORT",
               help="The HTTP address of another node, for the dashboard's failover (repeatable).")
+@click.option("--max-rules", type=click.IntRange(1, RULES_SUPPORTED), default=RULES_SUPPORTED,
+              show_default=True, envvar="BEANRAFT_MAX_RULES", help="The highest rules version "
+              "this node agrees to. 1 holds the cluster at the rules of BeanRaft before rules "
+              "versions, so that a downgrade to it stays possible.")
 @click.option("--event-loop", "event_loop", type=click.Choice(loops.CHOICES), default="asyncio",
               show_default=True, envvar="BEANRAFT_EVENT_LOOP",
               help="The client port's event loop: asyncio's own, uvloop (less CPU per command; "
@@ -124,7 +129,7 @@ def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size,
           no_compact, verbose, show_version, raft, peers, join, http, cluster_secret_file,
           insecure, commit_timeout, node_grace, snapshot_entries, snapshot_bytes, dedup_window,
           dedup_cap, tls_cert, tls_key, tls_client_ca, tls_handshake_timeout, admin_token_file,
-          http_read_token_required, auth_file, peer_http, event_loop):
+          http_read_token_required, auth_file, peer_http, max_rules, event_loop):
     """Run one BeanRaft node (flags as beanstalkd 1.12's, plus the cluster options)."""
     if show_version:
         click.echo(f"beanraft {VERSION}")
@@ -142,7 +147,7 @@ def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
         tls_handshake_timeout=tls_handshake_timeout,
         admin_token_file=admin_token_file, http_read_token_required=http_read_token_required,
-        auth_file=auth_file, peer_http=peer_http)
+        auth_file=auth_file, peer_http=peer_http, max_rules=max_rules)
     try:
         code = loops.run(lambda: _serve(config), event_loop)
     except loops.LoopUnavailable as exc:
@@ -157,7 +162,7 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
                  tls_cert=None, tls_key=None, tls_client_ca=None,
                  tls_handshake_timeout=NodeConfig.tls_handshake_timeout_s, admin_token_file=None, peer_http=(),
                  http_read_token_required=False, auth_file=None, join=None,
-                 **_ignored) -> NodeConfig:
+                 max_rules=RULES_SUPPORTED, **_ignored) -> NodeConfig:
     """A validated NodeConfig from ``serve``'s parameters (raises click.UsageError)."""
     if max_job_size > MAX_JOB_SIZE_LIMIT:
         log.warning("maximum job size was set to %d", MAX_JOB_SIZE_LIMIT)
@@ -179,7 +184,8 @@ def build_config(*, listen, port, data_dir, fsync_ms, no_fsync, max_job_size, bi
         tls_client_ca=tls_client_ca, tls_handshake_timeout_s=tls_handshake_timeout,
         admin_token=_read_secret(admin_token_file, "--admin-token-file", None),
         http_read_token_required=http_read_token_required,
-        auth_file=auth_file, peer_http=[a for a in _split(peer_http) if a != http])
+        auth_file=auth_file, peer_http=[a for a in _split(peer_http) if a != http],
+        max_rules=max_rules)
     try:
         config.validate()
     except ConfigError as exc:

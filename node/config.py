@@ -6,6 +6,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from beanraft.jobs.commands import RULES_SUPPORTED
 from beanraft.replication.journal import SyncPolicy
 from beanraft.protocol import DEFAULT_MAX_JOB_SIZE, is_decimal
 from beanraft.replication.raft import COMPACT_BYTES, COMPACT_ENTRIES, Timing
@@ -52,6 +53,7 @@ class NodeConfig:
     http_read_token_required: bool = False  # the HTTP reads need the admin token too
     auth_file: str | None = None  # principals and their rights (node/principals.py); None: no auth
     peer_http: list[str] = field(default_factory=list)  # the other nodes' HTTP addresses
+    max_rules: int = RULES_SUPPORTED  # the highest rules version this node agrees to (rules.py)
 
     @property
     def unix_path(self) -> str | None:

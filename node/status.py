@@ -25,6 +25,8 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from beanraft.jobs.commands import RULES_SUPPORTED
+
 CACHE_S = 0.1  # the Raft status copy is refreshed this often anyway
 DIGEST_SPACING = 4  # a digest that took t seconds is followed by 4 t without one ...
 DIGEST_GAP_MAX_S = 2.0  # ... or by 2 s, whichever is shorter
@@ -65,8 +67,16 @@ def status_document(node, counts: dict[str, int] | None = None) -> dict:
         "admin": node.auth is not None,
         "membership": node.raft.members.standing.state,
         "journal_failed": node.raft.journal_failed(),
+        "rules": rules_document(node.raft),
     })
     return doc
+
+
+def rules_document(raft) -> dict:
+    """The rules version the state applies, and what this node and each member agree to."""
+    census = raft.rules
+    return {"applied": raft.read(lambda machine: machine.rules), "supported": RULES_SUPPORTED,
+            "own": census.own, "agreed": census.agreed, "members": dict(census.members)}
 
 
 def encode(doc: dict) -> bytes:

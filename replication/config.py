@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from beanraft.jobs.commands import RULES_SUPPORTED
+
 from .journal import SyncPolicy
 
 #: Snapshot and compact the journal after this many entries or bytes of commands (defaults).
@@ -60,3 +62,6 @@ class RaftConfig:
     #: A new node joining a running cluster: ``peers`` are its members, and this node is not one
     #: until the leader has added it (``membership.py``).
     join: bool = False
+    #: The highest rules version this node agrees to (``rules.py``); below the code's own, it
+    #: holds the cluster at the rules an earlier BeanRaft applies, so a downgrade stays possible.
+    max_rules: int = RULES_SUPPORTED

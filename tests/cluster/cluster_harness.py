@@ -322,6 +322,23 @@ class Cluster:
         wait_for("every node's /readyz to answer 200", all_ready, timeout_s, poll_s=0.1,
                  describe=self.describe)
 
+    def wait_rules_settled(self, timeout_s: float = 15.0) -> int:
+        """Waits until every running node has heard every member's rules version, applies at
+        least the version they agree to (replication/rules.py; a switch is for good) and the
+        same one as the others; returns it."""
+
+        def settled() -> int | None:
+            docs = self.statuses()
+            if not docs or any(d is None for d in docs.values()):
+                return None
+            rules = [d["rules"] for d in docs.values()]
+            if any(None in r["members"].values() or r["applied"] < r["agreed"] for r in rules):
+                return None
+            return rules[0]["applied"] if len({r["applied"] for r in rules}) == 1 else None
+
+        return wait_for("every node to apply the agreed rules version", settled, timeout_s,
+                        poll_s=0.1, describe=self.describe)
+
     def leader(self, timeout_s: float = 20.0) -> NodeProcess:
         """The node that is leader, once every running node names it as the leader."""
 

@@ -72,6 +72,8 @@ class FollowerTarget:
         """Starts the cluster, picks a follower, and waits until it answers a client."""
         try:
             self.cluster.start()
+            # A test must see the rules the cluster settles on, not those of its first second.
+            self.cluster.wait_rules_settled()
             self.node = sorted(self.cluster.followers(), key=lambda n: n.name)[0]
             self.address = self.node.client_address
             self._wait_serving()

@@ -168,8 +168,7 @@ def test_kick_takes_buried_jobs_oldest_first_and_truncates_its_bound_to_32_bits(
 
 def test_kick_with_a_worker_waiting(server):
     # 1.12 runs its queue after every job it kicks: the waiter gets the first job kicked (the
-    # oldest buried). BeanRaft serves waiters once the whole kick is applied, so the waiter gets
-    # the most urgent job kicked: a known difference (compatibility.md).
+    # oldest buried), not the most urgent one (rules version 2; version 1 gave that one).
     producer, worker = server.connect(), server.connect()
     producer.send(b"use k\r\nput 50 0 60 1\r\na\r\nput 0 0 60 1\r\nb\r\nreserve-job 1\r\n"
                   b"bury 1 50\r\nreserve-job 2\r\nbury 2 0\r\n")
@@ -179,7 +178,25 @@ def test_kick_with_a_worker_waiting(server):
     worker.expect(b"WATCHING 2\r\nWATCHING 1\r\n")
     producer.send(b"kick 2\r\n")
     producer.expect(b"KICKED 2\r\n")
-    worker.expect(b"RESERVED 1 1\r\na\r\n" if server.kind == "beanstalkd" else b"RESERVED 2 1\r\nb\r\n")
+    worker.expect(b"RESERVED 1 1\r\na\r\n")
+
+
+def test_a_closed_connection_hands_its_jobs_to_a_waiting_worker_in_the_order_it_reserved_them(
+        server):
+    # 1.12 puts a closed connection's jobs back one at a time, in the order it reserved them,
+    # and runs its queue after each: the waiter gets the job reserved first (3), not the most
+    # urgent (2). Rules version 2; version 1 gave the most urgent.
+    holder, worker = server.connect(), server.connect()
+    holder.send(b"use c\r\nput 5 0 60 1\r\na\r\nput 0 0 60 1\r\nb\r\nput 3 0 60 1\r\nc\r\n"
+                b"reserve-job 3\r\nreserve-job 1\r\nreserve-job 2\r\n")
+    holder.expect(b"USING c\r\nINSERTED 1\r\nINSERTED 2\r\nINSERTED 3\r\nRESERVED 3 1\r\nc\r\n"
+                  b"RESERVED 1 1\r\na\r\nRESERVED 2 1\r\nb\r\n")
+    worker.send(b"watch c\r\nignore default\r\nreserve\r\n")
+    worker.expect(b"WATCHING 2\r\nWATCHING 1\r\n")
+    worker.expect_nothing(0.1)
+    holder.close()
+    worker.expect(b"RESERVED 3 1\r\nc\r\n")
+    assert [state_of(worker, n) for n in (1, 2, 3)] == ["ready", "ready", "reserved"]
 
 
 def test_kick_takes_delayed_jobs_earliest_deadline_first(wire):

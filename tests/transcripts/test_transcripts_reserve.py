@@ -272,16 +272,14 @@ def test_a_ready_job_beats_deadline_soon(server):
 def test_inside_the_margin_a_ready_job_in_a_paused_tube_and_timeout_zero(server):
     # The paused tube's job skips the first DEADLINE_SOON check (1.12 ignores pause there) and
     # no job can be reserved. 1.12's wait then ticks at once and tests the margin before the
-    # timeout: DEADLINE_SOON. BeanRaft answers TIMED_OUT for timeout 0, a known difference
-    # (compatibility.md); with a timeout above 0 both answer DEADLINE_SOON.
+    # timeout: DEADLINE_SOON, for timeout 0 too (rules version 2; version 1 answered TIMED_OUT).
     holder, producer = server.connect(), server.connect()
     holder.send(b"put 0 0 1 1\r\nx\r\nreserve\r\n")
     holder.expect(b"INSERTED 1\r\nRESERVED 1 1\r\nx\r\n")
     producer.send(b"use p\r\nput 0 0 60 1\r\ny\r\npause-tube p 100\r\n")
     producer.expect(b"USING p\r\nINSERTED 2\r\nPAUSED\r\n")
     holder.send(b"watch p\r\nreserve-with-timeout 0\r\nreserve-with-timeout 5\r\n")
-    zero = b"DEADLINE_SOON" if server.kind == "beanstalkd" else b"TIMED_OUT"
-    holder.expect(b"WATCHING 2\r\n" + zero + b"\r\nDEADLINE_SOON\r\n")
+    holder.expect(b"WATCHING 2\r\nDEADLINE_SOON\r\nDEADLINE_SOON\r\n")
 
 
 def test_a_long_wait_is_cut_short_by_deadline_soon_and_touch_restarts_the_ttr(wire):
