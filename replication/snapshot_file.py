@@ -118,28 +118,53 @@ def fsync_dir(path: str) -> None:
 def verify_snapshot(path: str, chunk_bytes: int = 1 << 20) -> SnapshotAnchor:
     """Check a whole snapshot's checksum without holding it in memory; its anchor. Raises
     SnapshotError for a damaged file (a start-up must not run on a state it cannot load)."""
+    check = SnapshotCheck(path)
     with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8 or head[:4] != MAGIC:
-            raise SnapshotError(f"{path}: not a BeanRaft snapshot")
-        total = os.fstat(f.fileno()).st_size
-        (size,) = _U32.unpack(head[4:])
-        if total < 12 + size:
-            raise SnapshotError(f"{path}: cut short ({total} bytes)")
-        crc = zlib.crc32(head[4:], zlib.crc32(MAGIC))
-        header = f.read(size)
-        crc = zlib.crc32(header, crc)
-        left = total - 8 - size - 4
-        while left > 0:
-            chunk = f.read(min(chunk_bytes, left))
-            if not chunk:
-                raise SnapshotError(f"{path}: cut short")
-            crc = zlib.crc32(chunk, crc)
-            left -= len(chunk)
-        (stored,) = _U32.unpack(f.read(4))
-    if crc != stored:
-        raise SnapshotError(f"{path}: checksum mismatch")
-    return _decode_header(header)
+        for chunk in iter(lambda: f.read(chunk_bytes), b""):
+            check.feed(chunk)
+    return check.finish()
+
+
+class SnapshotCheck:
+    """The checks of ``verify_snapshot`` on a snapshot's bytes as they pass, in any chunks: its
+    magic, its length, its checksum (of everything before the last four bytes, which hold it)
+    and its header. ``finish`` returns the anchor or raises SnapshotError."""
+
+    def __init__(self, name: str):
+        self.name = name  # for the error messages
+        self._head = bytearray()  # the magic, the header's length, then the header
+        self._crc = 0
+        self._tail = b""  # the last four bytes so far: they are the checksum if nothing follows
+        self._total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self._total += len(chunk)
+        self._collect_head(chunk)
+        if len(chunk) >= 4:
+            self._crc = zlib.crc32(memoryview(chunk)[:-4], zlib.crc32(self._tail, self._crc))
+            self._tail = bytes(chunk[-4:])
+        else:
+            held = self._tail + chunk
+            self._crc = zlib.crc32(held[:-4], self._crc)
+            self._tail = held[-4:]
+
+    def _collect_head(self, chunk: bytes) -> None:
+        taken = max(0, 8 - len(self._head))
+        self._head += chunk[:taken]
+        if len(self._head) >= 8:
+            missing = 8 + _U32.unpack(self._head[4:8])[0] - len(self._head)
+            if missing > 0:
+                self._head += chunk[taken:taken + missing]
+
+    def finish(self) -> SnapshotAnchor:
+        if len(self._head) < 8 or self._head[:4] != MAGIC:
+            raise SnapshotError(f"{self.name}: not a BeanRaft snapshot")
+        (size,) = _U32.unpack(self._head[4:8])
+        if self._total < 12 + size:
+            raise SnapshotError(f"{self.name}: cut short ({self._total} bytes)")
+        if self._crc != _U32.unpack(self._tail)[0]:
+            raise SnapshotError(f"{self.name}: checksum mismatch")
+        return _decode_header(bytes(self._head[8:8 + size]))
 
 
 class SnapshotReceiver:
@@ -157,6 +182,12 @@ class SnapshotReceiver:
     one in place: the file is removed at once, so its part holds no space, and the leader sends
     the snapshot again, from its first chunk, until one is stored. The first failure of a run is
     logged at ERROR, the attempts after it at DEBUG, and the one that succeeds at INFO.
+
+    The checks of ``verify_snapshot`` run on the chunks as they are written (``SnapshotCheck``)
+    rather than on the file read back: the bytes checked are the bytes handed to ``write``, and
+    a read-back would come from the page cache, not the disk, so it would prove nothing more.
+    pysyncobj loads the file right after the rename (``read_snapshot``, checksum included)
+    before it empties the journal, so the file as stored is still checked once.
     """
 
     def __init__(self, path: str, before_replace: Callable[[], None]):
@@ -164,6 +195,7 @@ class SnapshotReceiver:
         self.tmp_path = path + RECEIVING_SUFFIX
         self.before_replace = before_replace
         self._file = None
+        self._check: SnapshotCheck | None = None
         self._failures = 0  # attempts that failed since a snapshot was last stored
 
     def receive(self, data) -> bool:
@@ -173,6 +205,7 @@ class SnapshotReceiver:
         chunk, first, last = data
         if first:
             self._discard()
+            self._check = SnapshotCheck(self.tmp_path)
             try:
                 self._file = open(os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                                           0o600), "wb")
@@ -183,13 +216,14 @@ class SnapshotReceiver:
             return False  # its first chunk was missed, or an earlier one failed: it comes again
         try:
             self._file.write(chunk)
+            self._check.feed(chunk)
             if not last:
                 return False
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
-            anchor = verify_snapshot(self.tmp_path)  # a damaged one never replaces a good one
+            anchor = self._check.finish()  # never replace a good snapshot with a damaged one
             self.before_replace()
             os.replace(self.tmp_path, self.path)
             fsync_dir(os.path.dirname(os.path.abspath(self.path)))
@@ -219,6 +253,7 @@ class SnapshotReceiver:
             except OSError:
                 pass
             self._file = None
+        self._check = None
         try:
             os.unlink(self.tmp_path)
         except OSError:

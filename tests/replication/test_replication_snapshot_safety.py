@@ -3,8 +3,10 @@ replaces anything, an older snapshot still being written cannot land on it, a fa
 not stop snapshots for good, and a node does not start on a damaged snapshot.
 
 Method: real files in a temporary directory. The receiver is fed the chunks pysyncobj would
-feed it while ``os.fsync`` and ``os.replace`` are watched (they still run). The writer forks a
-real child that is slowed down on purpose. One real RaftNode on the running loop
+feed it while ``os.fsync`` and ``os.replace`` are watched (they still run), and the bytes its
+thread reads are counted by Linux (``/proc/thread-self/io``): it checks a snapshot as it
+writes it, and that check must agree with ``verify_snapshot`` on every damage and chunking.
+The writer forks a real child that is slowed down on purpose. One real RaftNode on the running loop
 (``lone_node.Harness``) is made to snapshot with a small entry threshold; ``os.fork`` fails
 once; a snapshot file is damaged between two starts of a node.
 """
@@ -20,8 +22,9 @@ import pytest
 from lone_node import Harness
 
 from beanraft.replication.raft import RaftConfig, RaftNode
-from beanraft.replication.snapshot_file import (DamagedSnapshot, SnapshotAnchor, SnapshotReceiver,
-                                                read_snapshot, write_snapshot)
+from beanraft.replication.snapshot_file import (DamagedSnapshot, SnapshotAnchor, SnapshotCheck,
+                                                SnapshotError, SnapshotReceiver, read_snapshot,
+                                                verify_snapshot, write_snapshot)
 from beanraft.replication.snapshot_writer import SnapshotWriter
 from pysyncobj.config import SERIALIZER_STATE
 
@@ -75,6 +78,64 @@ def test_a_damaged_transmission_never_replaces_the_snapshot_in_place(tmp_path):
     receiver = SnapshotReceiver(path, lambda: replaced.append(1))
     assert not any(receiver.receive(chunk) for chunk in _chunks(str(sent)))
     assert read_snapshot(path) == (OLD, b"old") and not replaced
+
+
+def _bytes_read_by_this_thread() -> int:
+    with open("/proc/thread-self/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("rchar:"))
+
+
+def test_a_received_snapshot_is_checked_as_it_is_written_not_read_back(tmp_path):
+    if not os.path.exists("/proc/thread-self/io"):
+        pytest.skip("this kernel does not count a thread's reads")
+    sent = tmp_path / "sent"
+    state = os.urandom(4 * 1024 * 1024)
+    write_snapshot(str(sent), NEW, state)
+    chunks = _chunks(str(sent), size=64 * 1024)
+    path = str(tmp_path / "raft.snapshot")
+    receiver = SnapshotReceiver(path, lambda: None)
+    before = _bytes_read_by_this_thread()
+    results = [receiver.receive(chunk) for chunk in chunks]
+    read = _bytes_read_by_this_thread() - before
+    assert results[-1] is True
+    assert read < len(state) // 4, f"the receiver read {read} bytes back"
+    assert read_snapshot(path) == (NEW, state)
+
+
+def _damaged(data: bytes, damage: str) -> bytes:
+    where = {"magic": 1, "header length": 5, "header": 12, "state": len(data) // 2,
+             "checksum": len(data) - 2}
+    if damage in where:
+        out = bytearray(data)
+        out[where[damage]] ^= 0x10
+        return bytes(out)
+    return {"none": data, "cut": data[:-7], "cut to the header": data[:20], "longer": data + b"x",
+            "tiny": data[:3], "empty": b""}[damage]
+
+
+@pytest.mark.parametrize("damage", ["none", "magic", "header length", "header", "state",
+                                    "checksum", "cut", "cut to the header", "longer", "tiny",
+                                    "empty"])
+def test_the_check_while_receiving_agrees_with_verify_snapshot_for_any_chunking(tmp_path, damage):
+    whole = tmp_path / "whole"
+    write_snapshot(str(whole), NEW, bytes(range(256)) * 40)
+    data = _damaged(whole.read_bytes(), damage)
+    whole.write_bytes(data)
+    try:
+        expected: object = verify_snapshot(str(whole))
+    except SnapshotError as exc:
+        expected = SnapshotError
+        assert damage != "none", exc
+    for size in (1, 2, 3, 4, 5, 7, 64, 1000, len(data) or 1):
+        check = SnapshotCheck(str(whole))
+        for i in range(0, len(data), size):
+            check.feed(data[i:i + size])
+        try:
+            got: object = check.finish()
+        except SnapshotError:
+            got = SnapshotError
+        assert got == expected, (damage, size)
+    assert expected == (NEW if damage == "none" else SnapshotError)
 
 
 def test_a_receiver_that_missed_the_first_chunk_waits_for_the_next_transmission(tmp_path):
