@@ -11,7 +11,8 @@ Theory of operation.
   waiting future. With no leader known the request is refused at once (``no_leader``).
 * A request that reaches the leader is checked by the owner's ``parse`` (a message no version of
   ours sends is dropped), refused ``no_leader`` when this node is not the leader any more, and
-  otherwise begun with a ``reply`` that sends the answer back to the node that asked.
+  otherwise begun with a ``reply`` that sends the answer back to the node that asked (by the
+  owner's ``send``, which may know a way to a node that is no longer a member).
 * Answers cross from the tick thread to the loop only through ``call_soon_threadsafe``; a token
   whose future is done or whose deadline passed is forgotten, so ``_asked`` holds only requests
   still waited for, and a request the loop stopped waiting for is cancelled.
@@ -71,13 +72,15 @@ class Forwarder:
     ``begin(reply, args, now, requester)`` starts the work on the leader (``requester`` is the
     asking node's address, or None when asked here); ``encode``/``parse`` turn a request's
     arguments into message fields and back (``parse`` answers None for a malformed message);
-    ``to_wire``/``from_wire`` do the same for a successful outcome.
+    ``to_wire``/``from_wire`` do the same for a successful outcome; ``send(node, message)``
+    carries an answer to the node that asked (by default the transport's ``send``).
     """
 
     def __init__(self, sync, loop: asyncio.AbstractEventLoop, *, request_type: str,
                  done_type: str, error: type, begin: Callable, encode: Callable[[tuple], dict],
                  parse: Callable[[dict], tuple | None], to_wire: Callable[[object], dict],
-                 from_wire: Callable[[dict], object], grace_s: float):
+                 from_wire: Callable[[dict], object], grace_s: float,
+                 send: Callable[[object, dict], bool] | None = None):
         self._sync = sync
         self._loop = loop
         self.request_type, self.done_type = request_type, done_type
@@ -87,6 +90,7 @@ class Forwarder:
         self._encode, self._parse = encode, parse
         self._to_wire, self._from_wire = to_wire, from_wire
         self._grace_s = grace_s
+        self._send = send or (lambda node, message: seam.transport(sync).send(node, message))
         self._tokens = itertools.count(1)
         self.requests: collections.deque = collections.deque()  # (args, timeout_s, future)
         self._asked: dict[int, tuple[asyncio.Future, float]] = {}  # token -> future, deadline
@@ -169,14 +173,13 @@ class Forwarder:
 
     def _on_request(self, node, message: dict, now: float) -> None:
         token = message.get("token")
-        transport = seam.transport(self._sync)
 
         def reply(outcome) -> None:
             if isinstance(outcome, self._error):
                 answer = {"ok": False, "code": outcome.code, "message": str(outcome)}
             else:
                 answer = {"ok": True, **self._to_wire(outcome)}
-            transport.send(node, {"type": self.done_type, "token": token, **answer})
+            self._send(node, {"type": self.done_type, "token": token, **answer})
 
         args = self._parse(message)
         if args is None:

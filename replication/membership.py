@@ -24,7 +24,10 @@ Theory of operation.
   more with the outcome). A follower elected while an addition was pending takes it over with the
   time it had left, so the addition completes or is abandoned on its timeout, and ``member list``
   on any node shows it. docs/explanation/membership.md gives the whole argument.
-* This node's own standing (joining, member, removed) is ``standing.py``'s.
+* This node's own standing (joining, member, removed) is ``standing.py``'s. A member that asks
+  for its own removal is answered over the connection the leader keeps open a moment after
+  cutting it off, once the removal committed; how it tells that answer from an earlier
+  version's, and what it answers otherwise, is ``own_removal.py``'s.
 * The members are persisted in ``members.json`` in the data directory (``members_file.py``),
   written (atomically, after the journal is synced) whenever this node's view of the membership
   changes. At start it
@@ -44,7 +47,7 @@ from typing import Callable
 
 from pysyncobj.config import FAIL_REASON
 
-from . import forwarding, seam, standing, transfer
+from . import forwarding, own_removal, seam, standing, transfer
 from .forwarding import Forwarder, route_messages
 from .members_file import (MEMBERS_NAME, MembershipError, load_members, save_members,
                            start_peers, was_removed)
@@ -73,7 +76,6 @@ TIMEOUT = forwarding.TIMEOUT
 TRANSFER_FAILED = "transfer_failed"
 NOT_RUNNING = "not_running"
 REACH_TIMEOUT_S = 3.0
-ANSWER_FIRST_S = 0.3  # between the answer to a member that asked for its own removal and it
 CATCH_UP_ENTRIES = 64  # a learner this close to the commit index is added
 PENDING_EVERY_S = 0.5  # how often the leader tells its followers what is pending
 PENDING_FRESH_S = 2.0  # a follower shows what the leader said for this long
@@ -87,6 +89,7 @@ class Changed:
     address: str
     members: tuple[str, ...]
     elapsed_s: float
+    committed: bool = False  # the leader answers after the change committed (own_removal.py)
 
 
 def majority(size: int) -> int:
@@ -173,10 +176,10 @@ class Members:
         self._forward = Forwarder(sync, loop, request_type=REQUEST, done_type=DONE,
                                   error=MembershipError, begin=self._begin, encode=_encode,
                                   parse=_parse, to_wire=_to_wire, from_wire=_from_wire,
-                                  grace_s=1.0)
+                                  grace_s=1.0, send=self._send)
+        self._lingering: seam.Lingering | None = None  # removed members' last connections
         self._run: _Run | None = None
         self._saved: frozenset[str] | None = None
-        self._deferred: tuple[str, float] | None = None  # a removal to propose, and when
         me = {str(sync.selfNode)} if joining else set()
         self.members: tuple[str, ...] = tuple(sorted(self._current() - me))
 
@@ -190,7 +193,7 @@ class Members:
                 forward.on_message(node, message, time.monotonic())
 
         route_messages(self._sync, forward.types | OWN_TYPES, on_message)
-        self._close_lingering = seam.watch_membership(
+        self._lingering = seam.watch_membership(
             self._sync, self.standing.before_change, self._after_change)
         self._sync.addOnTickCallback(self.on_tick)
 
@@ -212,23 +215,34 @@ class Members:
     # -- the event loop's side -------------------------------------------------------------
 
     async def request(self, action: str, address: str, force: bool, timeout_s: float) -> Changed:
-        return await self._forward.ask(
-            (action, address, bool(force), float(timeout_s)), float(timeout_s),
-            f"no answer from the leader within {timeout_s:g} s; see 'beanraft member list'")
+        own = action == REMOVE and address == str(self._sync.selfNode)
+
+        def ask():
+            return self._forward.ask(
+                (action, address, bool(force), float(timeout_s)), float(timeout_s),
+                f"no answer from the leader within {timeout_s:g} s"
+                + ("" if own else "; see 'beanraft member list'"))
+
+        if own:
+            return await own_removal.remove_self(ask, self.standing, address, timeout_s)
+        return await ask()
+
+    def _send(self, node, message: dict) -> bool:
+        """Tick thread: an answer to ``node``, which may have been cut off as its removal was
+        appended (it asked for its own removal) and still be reachable for a moment."""
+        if seam.transport(self._sync).send(node, message):
+            return True
+        return self._lingering is not None and self._lingering.send(node, message)
 
     # -- the tick --------------------------------------------------------------------------
 
     def on_tick(self) -> None:
         now = time.monotonic()
-        self._close_lingering(now)
+        self._lingering.close_due(now)
         while self.known_elsewhere:
             self.standing.know(self.known_elsewhere.popleft())
         self.standing.on_tick()
         self._persist()
-        if self._deferred is not None and now >= self._deferred[1]:
-            address, self._deferred = self._deferred[0], None
-            if self._run is not None and self._run.address == address:
-                self._sync.removeNodeFromCluster(address, self._on_committed)
         self._forward.on_tick(now)
         if self._run is not None:
             self._advance(now)
@@ -334,16 +348,10 @@ class Members:
                 reply(Changed(action=action, address=address, members=tuple(sorted(members)),
                               elapsed_s=0.0))
                 return
-            if requester == address:
-                # The leader cuts the member off as it appends the removal: an answer sent
-                # after that would never reach it. So it is answered first, and the removal
-                # proposed a few ticks later, once the answer has left.
-                reply(Changed(action=action, address=address,
-                              members=tuple(sorted(members - {address})), elapsed_s=0.0))
-                reply = None
-                self._deferred = (address, now + ANSWER_FIRST_S)
-            else:
-                self._sync.removeNodeFromCluster(address, self._on_committed)
+            # A member removing itself is answered once the removal committed too: the
+            # connection that pysyncobj closes as it appends the removal lingers a moment for
+            # it (``_send``). (An earlier version answered it first, before proposing.)
+            self._sync.removeNodeFromCluster(address, self._on_committed)
         self._run = _Run(action=action, address=address, started=now, until=now + timeout_s,
                          reply=reply, phase=LEARNING if action == ADD else REMOVING)
         if action == ADD:
@@ -394,6 +402,13 @@ class Members:
         run = self._run
         if not seam.is_leader(self._sync):
             what = self._doing()
+            if run.action == REMOVE:
+                # Proposed: the next leader may have the entry or not, and commit it or not.
+                self._finish(MembershipError(TIMEOUT, f"the leader lost its role after proposing "
+                                             f"the change ({what}), which the next leader may or "
+                                             "may not commit; see 'beanraft member list' once "
+                                             "there is a leader"))
+                return
             if run.phase == LEARNING:
                 what += "; the members are unchanged and the next leader takes the addition over"
             self._finish(MembershipError(NO_LEADER, f"the leader lost its role during the change "
@@ -483,7 +498,7 @@ class Members:
         else:
             outcome = Changed(action=run.action, address=run.address,
                               members=tuple(sorted(self._current())),
-                              elapsed_s=round(time.monotonic() - run.started, 3))
+                              elapsed_s=round(time.monotonic() - run.started, 3), committed=True)
         if run.reply is not None:
             run.reply(outcome)
 
@@ -539,10 +554,11 @@ def _parse(message: dict) -> tuple | None:
 
 def _to_wire(done: Changed) -> dict:
     return {"action": done.action, "address": done.address, "members": list(done.members),
-            "elapsed_s": done.elapsed_s}
+            "elapsed_s": done.elapsed_s, "committed": done.committed}
 
 
 def _from_wire(message: dict) -> Changed:
     return Changed(action=str(message.get("action")), address=str(message.get("address")),
                    members=tuple(message.get("members") or ()),
-                   elapsed_s=float(message.get("elapsed_s", 0.0)))
+                   elapsed_s=float(message.get("elapsed_s", 0.0)),
+                   committed=message.get("committed") is True)  # absent from earlier versions

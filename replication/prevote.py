@@ -16,7 +16,10 @@ Theory of operation.
   loyal to: the asker is a member, the term asked for is above its own, the asker's log is at
   least as up to date as its own, and it is not in a leader's lease: it is not the leader, and
   it has not heard from a leader within the minimum election timeout (an append_entries, or a
-  fragment of a big one) unless it is asking for itself. A lease says nothing against a log
+  fragment of a big one) unless it is asking for itself. That is the cluster's timeout, not the
+  one a node that holds its elections (told it is removed) has raised far out: such a node would
+  otherwise refuse every pre-vote once its leader died, and a removal lost with that leader left
+  the members that still count it without a leader. A lease says nothing against a log
   that ends in a term above the member's own: only a later leader than its own can have
   written it (a log restored from a backup ends in such a term, ``restore.py``), so such an
   asker is granted in spite of the lease.
@@ -82,10 +85,14 @@ class PreVote:
     """The pre-vote rounds of one pysyncobj node (see the module's theory of operation)."""
 
     def __init__(self, sync, now: Callable[[], float] = monotonic,
-                 may_vote: Callable[[], bool] = lambda: True):
+                 may_vote: Callable[[], bool] = lambda: True,
+                 lease_s: Callable[[], float] | None = None):
         self._sync = sync
         self._now = now
         self._may_vote = may_vote  # False while this node is not a member with its log
+        # The cluster's minimum election timeout, not pysyncobj's setting, which a node that
+        # holds its elections has raised far out (see the module docstring).
+        self._lease_s = lease_s or (lambda: sync.conf.raftMinTimeout)
         self._asking: int | None = None  # the term the open round asks for
         self._grants: set = set()  # the members that granted the open round
         self._licence: int | None = None  # the term this node may campaign for
@@ -206,7 +213,7 @@ class PreVote:
             return True
         if seam.leader_node(sync) is None:
             return False  # none known, or it asks for itself (a round forgets the leader)
-        return self._now() - self._heard_leader_at < sync.conf.raftMinTimeout
+        return self._now() - self._heard_leader_at < self._lease_s()
 
     def _mute(self, others) -> set:
         """The members that sent us messages during the round that just ran out but never

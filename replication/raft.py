@@ -187,7 +187,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self.members.install()
         # Installed after every other message handler, so it sees each message first.
         self._prevote = PreVote(
-            self._sync, may_vote=lambda: self.members.standing.state != standing.JOINING)
+            self._sync, may_vote=lambda: self.members.standing.state != standing.JOINING,
+            lease_s=lambda: self._timing(self._single).election_min_s)
         self._prevote.install()
         self._single = not self._peers
         # A lone node ticks on the event loop until another node comes into view (see below).

@@ -599,32 +599,58 @@ def accept_unknown_nodes(sync, allow: Callable[[], bool], on_known: Callable[[st
     tcp._onIncomingMessageReceived = on_incoming
 
 
+class Lingering:
+    """The connections of members just removed, kept open (deaf) a moment: see
+    :func:`watch_membership`. Tick thread only."""
+
+    def __init__(self) -> None:
+        self._held: list[tuple[float, TCPNode, object]] = []  # (when to close, node, connection)
+
+    def hold(self, node: TCPNode, conn) -> None:
+        conn.setOnMessageReceivedCallback(lambda _message: None)
+        self._held.append((monotonic_now() + LINGER_S, node, conn))
+
+    def send(self, node, message) -> bool:
+        """Send ``message`` to the removed ``node`` on its lingering connection; False if it
+        has none (never held, or closed already)."""
+        for _due, held, conn in self._held:
+            if held == node and conn.state == CONNECTION_STATE.CONNECTED:
+                conn.send(message)
+                return True
+        return False
+
+    def close_due(self, now: float) -> None:
+        """Close the connections held for LINGER_S (call on every tick)."""
+        while self._held and self._held[0][0] <= now:
+            self._held.pop(0)[2].disconnect()
+
+
 def watch_membership(sync, before: Callable[[str, str, bool], bool],
-                     after: Callable[[str, str, bool, bool], None]) -> Callable[[float], None]:
+                     after: Callable[[str, str, bool, bool], None]) -> Lingering:
     """Call ``before(kind, address, reverse)`` and ``after(kind, address, reverse, changed)``
     around every change pysyncobj makes to its member list (``kind`` is 'add' or 'rem'; a
     ``reverse`` change undoes one whose entry the log lost). It runs where pysyncobj appends a
     membership entry, rolls one back, or replays one.
 
     When ``before`` returns True for a removal, the removed node's connection is not closed at
-    once but lingers (deaf) for LINGER_S, so that what was just sent to it can leave under load;
-    call the returned function with the monotonic time on every tick to close those due.
+    once but lingers (deaf) for LINGER_S, so that what was just sent to it, or is sent in that
+    time with the returned object's ``send``, can leave under load; call its ``close_due`` with
+    the monotonic time on every tick to close those due.
 
     When a learner becomes a member, pysyncobj's transport would open a second connection to
     it and leave the first one open; the first one, already caught up, is kept instead.
     """
     original = sync._SyncObj__doChangeCluster
     tcp = transport(sync)
-    lingering: list[tuple[float, object]] = []
+    lingering = Lingering()
 
     def change(request, reverse=False):
         kind, address = str(request[0]), str(request[1])
         linger = before(kind, address, reverse)
         node = TCPNode(address)
         if linger and node in tcp._connections:
-            conn = tcp._connections.pop(node)  # pysyncobj's dropNode then closes nothing
-            conn.setOnMessageReceivedCallback(lambda _message: None)
-            lingering.append((monotonic_now() + LINGER_S, conn))
+            # pysyncobj's dropNode then closes nothing.
+            lingering.hold(node, tcp._connections.pop(node))
         kept = tcp._connections.get(node)
         changed = original(request, reverse)
         fresh = tcp._connections.get(node)
@@ -635,12 +661,7 @@ def watch_membership(sync, before: Callable[[str, str, bool], bool],
         return changed
 
     sync._SyncObj__doChangeCluster = change
-
-    def close_due(now: float) -> None:
-        while lingering and lingering[0][0] <= now:
-            lingering.pop(0)[1].disconnect()
-
-    return close_due
+    return lingering
 
 
 def replace_snapshot_receiver(sync, receive: Callable) -> None:

@@ -48,6 +48,7 @@ class Standing:
         self.state = state
         self._hold_elections = hold_elections  # True: never campaign; False: the usual timing
         self._removed_term = sync.raftCurrentTerm if state == REMOVED else 0
+        self.told = 0  # notices of removal taken, for a request to remove this node to compare
         # Started with --join: this node catches up through the cluster's history, in which it
         # may have been a member before (a node started as a member replays its own log, and
         # must be able to campaign at once, so the rules below are a joiner's only).
@@ -139,6 +140,7 @@ class Standing:
         if seam.leader_node(self._sync) != node:
             return  # only the leader we follow removes us
         self._removed_term = int(message.get("term") or 0)
+        self.told += 1
         self._become(REMOVED, f"the leader {node} removed it from the cluster (term "
                      f"{self._removed_term}); it stops campaigning. Stop it, and empty its data "
                      "directory before it joins again")
