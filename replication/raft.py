@@ -65,6 +65,7 @@ from beanraft.jobs.snapshot import NewerRules
 from . import peer_link, raft_port, seam, standing
 from .backup import BackupBusy, BackupStream, BackupTaker
 from .bridge import CommitError, LoopBridge
+from .burst_log import BurstLog
 from .clock import ClusterClock
 from .codec import EntryFormatError, decode_entry
 from .config import (APPEND_SLACK_BYTES, COMPACT_BYTES, COMPACT_ENTRIES, SNAPSHOT_GROWTH,
@@ -199,7 +200,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._in_tick = False
         self._hushed = False  # bridge.submit proposes on the loop, then ticks at once
         self._tick_queued = False  # a tick follows an inline commit at the loop's next turn
-        self._failing = 0  # ticks failed in a row: one traceback per burst, not one per tick
+        # One traceback per burst of failed ticks, not per tick (burst_log.py).
+        self._failures = BurstLog(log, "raft tick failed", "raft ticks succeed again")
         period = config.timing.tick_s
         self._stall_s = max(period, config.timing.heartbeat_s) * 2
         if self._single and not self._on_loop:
@@ -400,13 +402,9 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                 self._forgive_own_stall()
             self._after_tick()
         except Exception:
-            self._failing += 1
-            if self._failing == 1:
-                log.exception("raft tick failed (logged once until a tick succeeds)")
+            self._failures.failed(monotonic())
             return False
-        if self._failing:
-            log.info("raft ticks succeed again after %d failed", self._failing)
-            self._failing = 0
+        self._failures.succeeded()
         return True
 
     # A lone node's ticks on the loop. With no peer, nothing but our own loop gives pysyncobj

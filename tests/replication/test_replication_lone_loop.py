@@ -205,7 +205,7 @@ def test_a_lone_node_whose_fsync_failed_acknowledges_nothing_after_even_if_fsync
             raft._on_loop_timer()  # ticks every 20 ms from now on
             before = len(ticks)
             await asyncio.sleep(0.5)
-            assert len(ticks) > before or raft._failing, "nothing ticked: the test proves nothing"
+            assert len(ticks) > before or raft._failures.failing, "nothing ticked: the test proves nothing"
             assert not (lost.done() and not lost.exception())
             assert not (later.done() and not later.exception())
             assert _ready(raft) == 0
