@@ -8,7 +8,8 @@ leader's CPU is the cluster's bottleneck. ``restore`` checks a backup whole and 
 directory (``replication.restore``); nothing is written for a file that is not an intact backup.
 
 Exit statuses: 0 done, 2 usage (bad token file, bad address), 4 refused (wrong token, no token on
-the node, target not empty), 7 the node failed (or the file is damaged), 8 unreachable.
+the node, target not empty), 7 the node failed (or the file is damaged, or cannot be written
+here), 8 unreachable (or not an HTTP port).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from http.client import HTTPException
 
 import click
 
-from beanraft.replication.backup_file import BackupFileError, BackupReader
+from beanraft.replication.backup_file import BackupFileError, BackupHeader, BackupReader
 from beanraft.replication.snapshot_file import fsync_dir
 from beanraft.replication.restore import RestoreError, restore_data_dir
 
@@ -65,6 +67,9 @@ class _Http:
                                EXIT_REFUSED if exc.code in (401, 403, 409) else EXIT_SERVER_ERROR)
         except (OSError, ValueError) as exc:
             raise BackupFailed(f"cannot reach {address}: {exc}", EXIT_UNREACHABLE) from None
+        except HTTPException as exc:  # not OSError: a port that is not HTTP
+            raise BackupFailed(f"{address} does not answer HTTP ({type(exc).__name__}: {exc}): "
+                               "give the node's --http address", EXIT_UNREACHABLE) from None
 
     def status(self, address: str) -> dict | None:
         try:
@@ -78,7 +83,7 @@ class _Http:
 def _reason(exc: urllib.error.HTTPError) -> str:
     try:
         return f"HTTP {exc.code}: {json.loads(exc.read(1 << 16))['error']}"
-    except (ValueError, KeyError, TypeError, OSError):
+    except (ValueError, KeyError, TypeError, OSError, HTTPException):
         return f"HTTP {exc.code} {exc.reason}"
 
 
@@ -95,36 +100,52 @@ def choose_node(http: _Http, address: str) -> str:
 
 
 def download(http: _Http, address: str, path: str, stale: bool) -> dict:
-    """Fetch a backup from ``address`` into ``path`` (atomically); its header as a dict."""
+    """Fetch a backup from ``address`` into ``path`` (atomically); its header as a dict.
+
+    BackupFailed for every failure, with nothing left at ``path`` or beside it: the node's
+    (refused, broken off, not intact) and this machine's (``path`` cannot be written).
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    reader = BackupReader()
     query = "/admin/backup" + ("?stale=1" if stale else "")
-    fd, partial = tempfile.mkstemp(prefix=".beanraft-backup-", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as out, \
-                http.open(address, query, "POST") as reply:
-            while True:
-                try:
-                    chunk = reply.read(CHUNK_BYTES)
-                except (OSError, ValueError) as exc:  # a response cut short
-                    raise BackupFailed(f"{address} broke off the backup: {exc}",
-                                       EXIT_SERVER_ERROR) from None
-                if not chunk:
-                    break
-                reader.feed(chunk)
-                out.write(chunk)
-            header = reader.finish()
+        fd, partial = tempfile.mkstemp(prefix=".beanraft-backup-", dir=directory)
+    except OSError as exc:
+        raise BackupFailed(f"cannot write {path}: {exc.strerror or exc}", EXIT_SERVER_ERROR)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            header = _receive(http, address, query, out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, path)
         fsync_dir(directory)  # the backup is said to be saved: its name must survive a crash
-    except BackupFileError as exc:
+    except BaseException as exc:
         _unlink(partial)
-        raise BackupFailed(f"the backup from {address} is not intact: {exc}", EXIT_SERVER_ERROR)
-    except BaseException:
-        _unlink(partial)
+        if isinstance(exc, BackupFileError):
+            raise BackupFailed(f"the backup from {address} is not intact: {exc}",
+                               EXIT_SERVER_ERROR) from None
+        if isinstance(exc, OSError):  # the node's errors are BackupFailed by now: this is ours
+            raise BackupFailed(f"cannot write {path}: {exc.strerror or exc}",
+                               EXIT_SERVER_ERROR) from None
         raise
     return header.to_json()
+
+
+def _receive(http: _Http, address: str, query: str, out) -> BackupHeader:
+    """Copy the node's answer into ``out``, checking it as it arrives; its header."""
+    reader = BackupReader()
+    with http.open(address, query, "POST") as reply:
+        while True:
+            try:
+                chunk = reply.read(CHUNK_BYTES)
+            except (OSError, ValueError, HTTPException) as exc:
+                # A response cut short: the node drops the connection when its backup fails,
+                # and a chunked body then ends without its last chunk (IncompleteRead).
+                raise BackupFailed(f"{address} broke off the backup: {exc}",
+                                   EXIT_SERVER_ERROR) from None
+            if not chunk:
+                return reader.finish()
+            reader.feed(chunk)
+            out.write(chunk)
 
 
 def _unlink(path: str) -> None:
