@@ -228,10 +228,16 @@ class State:
         """Hand ``job`` to ``session`` until ``deadline_ns`` (no counters change)."""
         self._leave(job)
         tube = job.tube
-        job.state, job.deadline_ns, job.holder = RESERVED, deadline_ns, session
+        job.state, job.holder = RESERVED, session
         tube.reserved_ct += 1
         self.reserved_ct += 1
         session.reserved[job.id] = None
+        self._arm_ttr(job, deadline_ns)
+
+    def _arm_ttr(self, job: Job, deadline_ns: int) -> None:
+        """Set reserved ``job``'s deadline: its holder's heap entry and its TTR timer."""
+        job.deadline_ns = deadline_ns
+        session = job.holder
         self._push(session.deadlines, (deadline_ns, job.id, job.gen))
         _compact(session.deadlines, len(session.reserved), self._live_job_entry)
         self._push_timer((deadline_ns + 1, T_TTR, job.id, job.gen))
@@ -249,8 +255,13 @@ class State:
         self.make_reserved(job, session, self.now_ns + job.ttr_ns)
 
     def touch(self, job: Job) -> None:
-        """Give the holder of reserved ``job`` a full TTR from now."""
-        self.make_reserved(job, job.holder, self.now_ns + job.ttr_ns)
+        """Give the holder of reserved ``job`` a full TTR from now.
+
+        The job keeps its place in ``holder.reserved``, the order a close hands jobs back in
+        (rules version 2): beanstalkd 1.12 changes only the deadline of a touched job.
+        """
+        job.gen = self._next_gen()  # the old deadline's heap entry and timer are now dead
+        self._arm_ttr(job, self.now_ns + job.ttr_ns)
 
     def expire(self, job: Job) -> None:
         """TTR of reserved ``job`` ran out: back to ready, counted as a timeout."""

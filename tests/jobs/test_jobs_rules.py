@@ -195,3 +195,17 @@ def test_replay_and_snapshot_agree_across_the_switch():
     assert events == replica_events == [(worker, ("RESERVED", jobs[0], b"x"))]
     assert replica.digest() == h.m.digest() and replica.rules == 2
     assert snapshot.dump(replica)[0] == 4
+
+
+@pytest.mark.parametrize("rules", [1, 2])
+def test_a_touched_job_keeps_its_place_in_the_order_a_close_hands_jobs_back(rules):
+    # 1.12 changes only the deadline of a touched job, not its place in the connection's list
+    # of reserved jobs: the waiter still gets the job reserved first (rules 1: the most urgent).
+    h, holder, jobs = _holding_three(rules)
+    worker = h.open()
+    assert h.cmd(holder, Op.TOUCH, jobs[2]) == ("TOUCHED",)
+    assert list(h.m.sessions[holder].reserved) == [jobs[2], jobs[0], jobs[1]]
+    assert h.cmd(worker, Op.RESERVE, -1) == ("WAITING",)
+    _, events = h.batch([(Op.CLOSE, holder, 0)])
+    assert events == [(worker, ("RESERVED", jobs[2] if rules == 2 else jobs[1], b"x"))]
+

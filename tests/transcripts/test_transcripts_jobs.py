@@ -199,6 +199,21 @@ def test_a_closed_connection_hands_its_jobs_to_a_waiting_worker_in_the_order_it_
     assert [state_of(worker, n) for n in (1, 2, 3)] == ["ready", "ready", "reserved"]
 
 
+def test_a_touched_job_keeps_its_place_among_the_jobs_a_closed_connection_hands_back(server):
+    # A touch gives a job a new deadline and nothing else: 1.12 leaves it where it was in the
+    # connection's list of reserved jobs, so the waiter still gets the job reserved first (1).
+    holder, worker = server.connect(), server.connect()
+    holder.send(b"use c\r\nput 5 0 60 1\r\na\r\nput 0 0 60 1\r\nb\r\nreserve-job 1\r\n"
+                b"reserve-job 2\r\ntouch 1\r\n")
+    holder.expect(b"USING c\r\nINSERTED 1\r\nINSERTED 2\r\nRESERVED 1 1\r\na\r\n"
+                  b"RESERVED 2 1\r\nb\r\nTOUCHED\r\n")
+    worker.send(b"watch c\r\nignore default\r\nreserve\r\n")
+    worker.expect(b"WATCHING 2\r\nWATCHING 1\r\n")
+    worker.expect_nothing(0.1)
+    holder.close()
+    worker.expect(b"RESERVED 1 1\r\na\r\n")
+
+
 def test_kick_takes_delayed_jobs_earliest_deadline_first(wire):
     wire.send(b"put 0 50 60 1\r\na\r\nput 0 30 60 1\r\nb\r\nput 0 40 60 1\r\nc\r\nkick 2\r\n")
     wire.expect(b"INSERTED 1\r\nINSERTED 2\r\nINSERTED 3\r\nKICKED 2\r\n")
