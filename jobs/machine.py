@@ -214,11 +214,11 @@ class Machine(State):
     def _retire(self, node: str, grace_ns: int = 0) -> None:
         """Close every session of ``node``'s live epoch and retire that epoch; with a grace,
         detach the sessions that hold a token instead (see the module docstring)."""
-        for sid in self.sessions_of(node):
+        sids = self.sessions_of(node)
+        _stop_waits(self, sids)
+        for sid in sids:
             session = self.sessions[sid]
             if grace_ns and session.token is not None:
-                if session.wait_ticket:
-                    stop_wait(self, session)  # nobody is left to hand a job to
                 self.detach(sid, self.now_ns + grace_ns)
             else:
                 handlers.close(self, session)
@@ -228,6 +228,7 @@ class Machine(State):
 
     def retire_all(self) -> None:
         """End every session and retire every epoch, as if every node had gone (a restore)."""
+        _stop_waits(self, sorted(self.sessions))
         for node in sorted(self.node_epoch):
             self._retire(node)
         for sid in sorted(self.detached):  # kept for a grace after their node restarted
@@ -275,3 +276,17 @@ class Machine(State):
     def digest(self) -> str:
         """sha256 hex digest of the snapshot: equal digests mean equal replicated state."""
         return snapshot.digest(self)
+
+
+def _stop_waits(state: State, sids: list[int]) -> None:
+    """End the waits of the sessions ``sids``, which one command is about to close or detach.
+
+    Before any of them is closed: under rules 2 a close serves waiters after each job it hands
+    back, and a session ended by the same command must not take one (its reply would reach
+    nobody, and the job would count a reserve or, detached, sit reserved until its TTR ran out).
+    Under rules 1 waiters were served after the whole command, when these had already gone.
+    """
+    for sid in sids:
+        session = state.sessions[sid]
+        if session.wait_ticket:
+            stop_wait(state, session)

@@ -192,6 +192,8 @@ class Model:
             self.rules = max(self.rules, args[0])
             return ("RULES", self.rules)
         if op == Op.NODE_START:
+            for old in self.sessions.values():
+                old["wait"] = None  # closed by this command: no job may go to one of them
             for old in sorted(self.sessions):
                 self.close(old)
             return ("EPOCH", None)  # the caller checks the epoch itself

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 from jobs_harness import S, Harness
 
-from beanraft.jobs import snapshot
+from beanraft.jobs import restore, snapshot
 from beanraft.jobs.commands import MAX_RULES, RULES_SUPPORTED, Op
 from beanraft.jobs.machine import Machine
 
@@ -209,3 +209,41 @@ def test_a_touched_job_keeps_its_place_in_the_order_a_close_hands_jobs_back(rule
     _, events = h.batch([(Op.CLOSE, holder, 0)])
     assert events == [(worker, ("RESERVED", jobs[2] if rules == 2 else jobs[1], b"x"))]
 
+
+def _holder_and_waiter(rules: int) -> tuple[Harness, int, int, int]:
+    """A session holding one job, and a later session of the same node waiting in reserve."""
+    h = harness(rules)
+    holder, waiter = h.open(), h.open()
+    job = h.put(holder)
+    assert h.cmd(holder, Op.RESERVE, -1)[0] == "RESERVED"
+    assert h.cmd(waiter, Op.SESSION_ID, "t" * 32)[0] == "SESSION"
+    assert h.cmd(waiter, Op.RESERVE, -1) == ("WAITING",)
+    return h, holder, waiter, job
+
+
+@pytest.mark.parametrize("rules", [1, 2])
+def test_a_node_start_hands_no_job_to_a_waiter_it_closes_too(rules):
+    h, _, _, job = _holder_and_waiter(rules)
+    (reply,), events = h.batch([(Op.NODE_START, 0, 0, "node-a")])
+    assert reply[0] == "EPOCH" and events == []
+    assert h.stats_job(job)["state"] == "ready" and h.stats_job(job)["reserves"] == 1
+
+
+@pytest.mark.parametrize("rules", [1, 2])
+def test_a_session_detached_by_register_is_not_handed_the_job_of_one_it_closes(rules):
+    # The waiter holds a token, so REGISTER detaches it; its connection is gone, so nothing it
+    # waited for may reach it: the holder's job goes back to ready, not to the detached session.
+    h, _, waiter, job = _holder_and_waiter(rules)
+    (reply,), events = h.batch([(Op.REGISTER, 0, 0, "node-a", 30 * S)])
+    assert reply[0] == "EPOCH" and events == []
+    assert h.m.sessions[waiter].reserved == {} and waiter in h.m.detached
+    assert h.stats_job(job)["state"] == "ready" and h.stats_job(job)["reserves"] == 1
+
+
+@pytest.mark.parametrize("rules", [1, 2])
+def test_a_restore_for_a_new_cluster_counts_no_reserve_for_the_sessions_it_ends(rules):
+    h, _, _, job = _holder_and_waiter(rules)
+    shifted, summary = restore.for_new_cluster(h.m.snapshot(), h.now)
+    restored = Machine.restore(shifted)
+    assert summary["reserved_released"] == 1 and summary["ready"] == 1
+    assert dict(restored.stats_job(job, h.now))["reserves"] == 1
