@@ -36,7 +36,10 @@ def for_new_cluster(data: bytes, now_ns: int) -> tuple[bytes, dict]:
     summary = {"jobs": len(machine.jobs), "reserved_released": machine.reserved_ct,
                "sessions_ended": len(machine.sessions), "put_keys": len(machine.dedup)}
     machine.retire_all()
-    shifted = _shift(machine.snapshot(), now_ns - machine.now_ns)
+    try:
+        shifted = _shift(machine.snapshot(), now_ns - machine.now_ns)
+    except OverflowError:  # a time that no clock reaches, moved past what the codec holds
+        raise ValueError("a time in the state cannot be moved to the restore's clock") from None
     restored = Machine.restore(shifted)  # the result must read back, or it is never written
     summary.update(ready=restored.ready_ct, delayed=restored.delayed_ct,
                    buried=restored.buried_ct, tubes=len(restored.tube_list),

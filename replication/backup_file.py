@@ -13,13 +13,18 @@ not a BeanRaft backup at all. The body is the ``jobs`` snapshot codec, which car
 version byte, so a newer state codec needs no new file format.
 
 ``BackupReader`` checks a file as it streams past (the CLI writes a download while it checks it);
-``read_backup`` checks a whole file at once (restore).
+``read_backup`` checks a whole file (restore). It reads the head first and refuses a file whose
+size differs from what the head announces before it reads the body, so the memory a file can make
+it take is its own size, after its head checked: a file that is not a backup is refused after its
+first bytes, and a sparse or endless one never read whole.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import struct
 import zlib
 from dataclasses import asdict, dataclass
@@ -30,6 +35,10 @@ _READABLE = (1,)
 _PREFIX = struct.Struct("<8sHI")  # magic, format version, header length
 _CRC = struct.Struct("<I")
 MAX_HEADER_BYTES = 1 << 20
+# Indexes and terms are u64 in the journal, and a restore adds 2**32 to the term: larger values
+# are no real cluster's, only a hostile header's.
+MAX_INDEX = 1 << 62
+_STREAM_PIECE = 1 << 20
 
 
 class BackupFileError(ValueError):
@@ -80,9 +89,10 @@ def _decode_head(head: bytes) -> BackupHeader:
             cluster_time_ns=int(doc["cluster_time_ns"]), jobs=int(doc["jobs"]),
             body_bytes=int(doc["body_bytes"]), body_sha256=str(doc["body_sha256"]),
             beanraft=str(doc.get("beanraft", "")))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
         raise BackupFileError(f"the backup's header is malformed ({exc})") from None
-    if header.index < 1 or header.term < 0 or header.body_bytes < 1 or header.jobs < 0:
+    if not (0 < header.index < MAX_INDEX and 0 <= header.term < MAX_INDEX
+            and header.body_bytes > 0 and header.jobs >= 0):
         raise BackupFileError("the backup's header holds impossible values")
     return header
 
@@ -96,6 +106,11 @@ class BackupReader:
         self.header: BackupHeader | None = None
         self._sha = hashlib.sha256()
         self._body_seen = 0
+
+    @property
+    def head_size(self) -> int | None:
+        """The bytes before the body, once the prefix has been read and checked."""
+        return self._head_size
 
     def feed(self, data: bytes) -> None:
         """Check ``data``, the next bytes of the file; BackupFileError as soon as one is wrong."""
@@ -149,10 +164,27 @@ class BackupReader:
 
 
 def read_backup(path: str) -> tuple[BackupHeader, bytes]:
-    """Read and check a whole backup file: its header and its body."""
-    with open(path, "rb") as f:
-        data = f.read()
+    """Read and check a whole backup file: its header and its body (see the module docstring
+    for what it holds in memory)."""
     reader = BackupReader()
-    reader.feed(data)
-    header = reader.finish()
-    return header, data[len(data) - header.body_bytes:]
+    with open(path, "rb") as f:
+        reader.feed(f.read(_PREFIX.size))  # magic, version and header length checked
+        if reader.head_size is not None:
+            reader.feed(f.read(reader.head_size - _PREFIX.size))
+        if reader.header is None:
+            reader.finish()  # raises: the file ends inside its head
+        announced = reader.header.body_bytes
+        info = os.fstat(f.fileno())
+        if stat.S_ISREG(info.st_mode):
+            present = info.st_size - reader.head_size
+            if present > announced:
+                raise BackupFileError("the backup has bytes past the end its header announces")
+            body = f.read(present)
+        else:  # a pipe: read what comes, at most one byte more than announced
+            pieces, got = [], 0
+            while piece := f.read(min(_STREAM_PIECE, announced + 1 - got)):
+                pieces.append(piece)
+                got += len(piece)
+            body = b"".join(pieces)
+    reader.feed(body)
+    return reader.finish(), body
