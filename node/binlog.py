@@ -20,9 +20,15 @@ A reserved job comes back ready, as beanstalkd restores it. A delayed job keeps 
 which is wall-clock time: what is left of it is computed against ``now_ns``. The jobs keep the
 order in which beanstalkd first saw them, which is the order its replay buries them in.
 
-Nothing is guessed: an unknown version, a record cut short, a bad tube name, state or size, or
-bytes after the zero padding make ``BinlogError`` naming the file and offset, so that an import
-never starts from a binlog it could only half read.
+Nothing is guessed: an unknown version, a record cut short, a bad tube name, state, body size
+(at most beanstalkd's largest -z) or TTR (beanstalkd keeps whole seconds below 2**32: a TTR
+that is not positive, or more, is no beanstalkd's and cannot be imported), or bytes after the
+zero padding make ``BinlogError`` naming the file and offset, so that an import never starts from a
+binlog it could only half read.
+
+A file is never read whole: each record's parts are read where they are (``_FileBytes``), and
+the zero padding a piece at a time, so the memory the reader takes is the bodies of the jobs it
+keeps, whatever a file's size (a sparse file of any length costs no disk, and costs no memory).
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ from pathlib import Path
 
 SUPPORTED_VERSION = 7
 MAX_TUBE_NAME_LEN = 200
+MAX_TTR_NS = (2**32 - 1) * 1_000_000_000  # beanstalkd's TTR is whole seconds, a u32
+MAX_BODY_SIZE = (1 << 30) + 2  # beanstalkd's largest -z, and the body's final CRLF
+_ZERO_PIECE = 1 << 20  # the zero padding is checked this many bytes at a time
+_ZEROS = bytes(_ZERO_PIECE)
 _NAMELEN = struct.Struct("<i")
 # id u64, pri u32 (+4 pad), delay i64, ttr i64, body_size i32 (+4 pad), created_at i64,
 # deadline_at i64, reserve/timeout/release/bury/kick counts u32, state u8 (+3 pad): 80 bytes.
@@ -109,6 +119,28 @@ def check_not_running(directory: Path) -> None:
         os.close(fd)
 
 
+class _FileBytes:
+    """An open file seen as the parser sees a bytes object (its length and slices), read only
+    where it is sliced. A file that shrinks meanwhile reads short, as a truncated one."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+        self._size = os.fstat(f.fileno()).st_size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, piece: slice) -> bytes:
+        start, stop, _step = piece.indices(self._size)
+        if stop <= start:
+            return b""
+        self._f.seek(start)
+        data = self._f.read(stop - start)
+        if len(data) != stop - start:
+            raise OSError("the file shrank while it was read")
+        return data
+
+
 class _Replay:
     """The jobs of the files read so far, keyed by beanstalkd id in first-seen order."""
 
@@ -117,10 +149,14 @@ class _Replay:
         self.records = 0
 
     def read_file(self, path: Path) -> None:
-        data = path.read_bytes()
-        if len(data) < 4:
-            raise BinlogError(f"{path}: truncated: {len(data)} bytes, not even a version")
-        (version,) = _NAMELEN.unpack_from(data, 0)
+        with open(path, "rb") as f:
+            data = _FileBytes(f)
+            if len(data) < 4:
+                raise BinlogError(f"{path}: truncated: {len(data)} bytes, not even a version")
+            self._replay(path, data)
+
+    def _replay(self, path: Path, data: _FileBytes) -> None:
+        (version,) = _NAMELEN.unpack(data[0:4])
         if version != SUPPORTED_VERSION:
             raise BinlogError(f"{path}: binlog version {version} is not supported: this import "
                               f"reads version {SUPPORTED_VERSION}, which beanstalkd 1.12 writes")
@@ -128,23 +164,23 @@ class _Replay:
         while at < len(data):
             at = self._record(path, data, at)
 
-    def _record(self, path: Path, data: bytes, at: int) -> int:
+    def _record(self, path: Path, data: _FileBytes, at: int) -> int:
         """Apply the record at ``at``; returns where the next one starts (len(data) at the end)."""
         start = at
         if len(data) - at < _NAMELEN.size:
             return _padding(path, data, at)
-        (namelen,) = _NAMELEN.unpack_from(data, at)
+        (namelen,) = _NAMELEN.unpack(data[at:at + _NAMELEN.size])
         at += _NAMELEN.size
         if not 0 <= namelen <= MAX_TUBE_NAME_LEN:
             raise BinlogError(f"{path}: corrupt at offset {start}: tube name length {namelen}")
         name = data[at:at + namelen]
         at += namelen
         if len(data) - at < _JOBREC.size:
-            if not any(data[start:]):
+            if _zeros_from(data, start):
                 return len(data)
             raise BinlogError(f"{path}: truncated at offset {start}: a record is cut short")
         (job_id, pri, _delay, ttr, size, created, deadline, *_counts, state) = \
-            _JOBREC.unpack_from(data, at)
+            _JOBREC.unpack(data[at:at + _JOBREC.size])
         at += _JOBREC.size
         if job_id == 0:
             return _padding(path, data, start)
@@ -152,6 +188,9 @@ class _Replay:
             raise BinlogError(f"{path}: corrupt at offset {start}: invalid tube name {name!r}")
         if state not in _STATE_WORDS and state != _DELETED:
             raise BinlogError(f"{path}: corrupt at offset {start}: job {job_id} has state {state}")
+        if namelen and not 0 < ttr <= MAX_TTR_NS:
+            raise BinlogError(f"{path}: corrupt at offset {start}: job {job_id} has a TTR of "
+                              f"{ttr} ns")
         job = self.jobs.get(job_id)
         if not namelen:
             if job is not None:  # a short record: the job's new state
@@ -161,7 +200,7 @@ class _Replay:
                     job.pri, job.deadline_ns, job.state_code = pri, deadline, state
             self.records += 1
             return at
-        if size < 2 or (job is not None and size != len(job.body) + 2):
+        if not 2 <= size <= MAX_BODY_SIZE or (job is not None and size != len(job.body) + 2):
             raise BinlogError(f"{path}: corrupt at offset {start}: job {job_id} body size {size}")
         body = data[at:at + size]
         if len(body) < size:
@@ -181,12 +220,21 @@ class _Replay:
         return at + size
 
 
-def _padding(path: Path, data: bytes, at: int) -> int:
+def _padding(path: Path, data: _FileBytes, at: int) -> int:
     """The end of the file's data: what is left from ``at`` must be beanstalkd's zero padding."""
-    if any(data[at:]):
+    if not _zeros_from(data, at):
         raise BinlogError(f"{path}: corrupt or truncated at offset {at}: neither a whole record "
                           "nor zero padding")
     return len(data)
+
+
+def _zeros_from(data: _FileBytes, at: int) -> bool:
+    """Whether every byte of ``data`` from ``at`` on is zero, looked at a piece at a time."""
+    for begin in range(at, len(data), _ZERO_PIECE):
+        piece = data[begin:begin + _ZERO_PIECE]
+        if piece != _ZEROS[:len(piece)]:  # a memcmp; count(0) was 25 times slower
+            return False
+    return True
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-1. Read and check the whole binlog first (``binlog.read_binlog``): a binlog that cannot be read
-   to its end imports nothing.
+1. Read and check the whole binlog first (``binlog.read_binlog``), and every delayed job's time
+   left against a delay's range (``check_delays``): a binlog that cannot be read to its end, or
+   holds a job no ``import-job`` can carry, imports nothing.
 2. Check the node: it must answer ``list-jobs`` (a plain beanstalkd answers UNKNOWN_COMMAND,
    and would read an ``import-job`` body as a command), and every body must fit its
    ``max-job-size``. Both are checked before the first job is sent.
@@ -35,6 +36,7 @@ from .binlog import Binlog, BinlogError, BinlogJob, read_binlog
 
 #: Requests sent before their replies are read: bounds what a failure leaves unknown.
 WINDOW = 64
+MAX_DELAY_S = 2**32 - 1  # import-job's delay, like put's, is a u32 of seconds
 
 
 @dataclass
@@ -76,6 +78,16 @@ def _check_node(conn: AdminConnection, jobs: list[BinlogJob]) -> None:
         raise AdminError(f"{len(too_big)} job(s) are larger than the node's max-job-size of "
                          f"{limit} bytes (first: job {too_big[0]}); start the nodes with a larger "
                          "-z; nothing was imported", EXIT_TOO_BIG)
+
+
+def check_delays(jobs: list[BinlogJob], now_ns: int) -> None:
+    """BinlogError if a delayed job is due further off than any delay can say: sent, the node
+    would refuse it part-way through the import, and every re-run would stop at it again."""
+    too_far = [job.id for job in jobs if job.delay_left_s(now_ns) > MAX_DELAY_S]
+    if too_far:
+        raise BinlogError(f"{len(too_far)} delayed job(s) are due more than {MAX_DELAY_S} s from "
+                          f"now (first: job {too_far[0]}): their deadline is corrupt, or this "
+                          "machine's clock is far behind")
 
 
 def _send(conn: AdminConnection, jobs: list[BinlogJob], now_ns: int) -> Outcome:
@@ -148,11 +160,12 @@ def _dry_report(binlog: Binlog, now_ns: int) -> dict:
 def import_binlog(directory, address, timeout, as_json, dry_run, use_tls, tls_ca, tls_cert,
                   tls_key, principal=None, token_file=None) -> None:
     """The command's body (``admin.import_binlog`` declares its options)."""
+    now_ns = time.time_ns()  # the binlog's delay deadlines are wall-clock time
     try:
         binlog = read_binlog(directory)
+        check_delays(binlog.jobs, now_ns)
     except BinlogError as exc:
         _fail(as_json, AdminError(f"{exc}; nothing was imported", EXIT_BAD_BINLOG))
-    now_ns = time.time_ns()  # the binlog's delay deadlines are wall-clock time
     if dry_run:
         report = _dry_report(binlog, now_ns)
     else:

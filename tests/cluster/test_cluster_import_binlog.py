@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import random
+import resource
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -236,13 +238,35 @@ def end_of_data(data: bytearray) -> int:
     return len(data.rstrip(b"\x00"))
 
 
+def first_record_ttr(data: bytearray, ttr_ns: int) -> bytearray:
+    """``data`` with the TTR of its first record (a full one: name, then the job record, whose
+    TTR is the i64 at offset 24) set to ``ttr_ns``."""
+    at = 8 + int.from_bytes(data[4:8], "little") + 24
+    data[at:at + 8] = struct.pack("<q", ttr_ns)
+    return data
+
+
+def deadline_of(data: bytearray, body: bytes, deadline_ns: int) -> bytearray:
+    """``data`` with the deadline of the job whose body is ``body`` (the i64 at offset 48 of
+    the 80-byte record just before its body) set to ``deadline_ns``."""
+    at = data.index(body + b"\r\n") - 80 + 48
+    data[at:at + 8] = struct.pack("<q", deadline_ns)
+    return data
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda d: d[:end_of_data(d) - 3], b"truncated at offset"),
     (lambda d: d[:end_of_data(d) - 100], b"truncated at offset"),
     (lambda d: b"\x05\x00\x00\x00" + d[4:], b"binlog version 5 is not supported"),
     (lambda d: d[:end_of_data(d) + 500] + b"\x01" + d[end_of_data(d) + 501:], b"corrupt"),
     (lambda d: d[:2], b"not even a version"),
-], ids=["cut-in-a-body", "cut-in-a-record", "version-5", "garbage-after-padding", "no-version"])
+    # Values no beanstalkd writes, which import-job cannot carry: sent, the node refused them
+    # part-way, and every re-run stopped at the same job again.
+    (lambda d: first_record_ttr(d, 2**62), b"has a TTR of 4611686018427387904 ns"),
+    (lambda d: first_record_ttr(d, -5 * 10**9), b"has a TTR of -5000000000 ns"),
+    (lambda d: deadline_of(d, b"later", 2**63 - 1), b"due more than 4294967295 s from now"),
+], ids=["cut-in-a-body", "cut-in-a-record", "version-5", "garbage-after-padding", "no-version",
+        "ttr-too-long", "ttr-negative", "deadline-beyond-a-delay"])
 def test_a_binlog_that_cannot_be_read_whole_imports_nothing(migration, node, tmp_path, damage,
                                                             message):
     directory, _ids, _expected = migration
@@ -252,6 +276,33 @@ def test_a_binlog_that_cannot_be_read_whole_imports_nothing(migration, node, tmp
     assert done.returncode == 9, done
     assert message in done.stderr and b"nothing was imported" in done.stderr, done.stderr
     assert current_jobs(node) == before
+
+
+@pytest.mark.parametrize("after_one_record, returncode, message", [
+    (b"\xff\xff\xff\x7f", 9, b"tube name length 2147483647"),
+    (b"", 0, b"read 1 binlog file(s): 1 job(s) in 1 tube(s) (1 ready)"),
+], ids=["garbage", "zero-padding"])
+def test_a_binlog_file_of_a_gibibyte_is_read_in_bounded_memory(tmp_path, after_one_record,
+                                                               returncode, message):
+    # A sparse file: its size costs no disk, and must cost no memory either (the reader once
+    # read each file whole: MemoryError under this limit).
+    directory = tmp_path / "sparse"
+    directory.mkdir()
+    record = (struct.pack("<i", 7) + b"default" + struct.pack(
+        "<QI4xqqi4xqq5IB3x", 1, 5, 0, 60 * 10**9, 4, 1, 0, 0, 0, 0, 0, 0, 1) + b"hi\r\n")
+    with open(directory / "binlog.1", "wb") as f:
+        f.write(struct.pack("<i", 7) + record + after_one_record)
+        f.truncate(1 << 30)
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
+
+    done = subprocess.run(beanraft_argv() + ["import-binlog", str(directory), "--to",
+                                             "127.0.0.1:1", "--dry-run"],
+                          capture_output=True, timeout=RUN_TIMEOUT_S, env=clean_env(),
+                          preexec_fn=limited)
+    assert done.returncode == returncode, done.stderr
+    assert message in done.stdout + done.stderr and b"Traceback" not in done.stderr
 
 
 def test_a_running_beanstalkd_or_a_beanstalkd_target_imports_nothing(migration, tmp_path):
