@@ -246,6 +246,13 @@ def first_record_ttr(data: bytearray, ttr_ns: int) -> bytearray:
     return data
 
 
+def first_record_size(data: bytearray, size: int) -> bytearray:
+    """``data`` with the body size of its first record (the i32 at offset 32) set to ``size``."""
+    at = 8 + int.from_bytes(data[4:8], "little") + 32
+    data[at:at + 4] = struct.pack("<i", size)
+    return data
+
+
 def deadline_of(data: bytearray, body: bytes, deadline_ns: int) -> bytearray:
     """``data`` with the deadline of the job whose body is ``body`` (the i64 at offset 48 of
     the 80-byte record just before its body) set to ``deadline_ns``."""
@@ -265,8 +272,9 @@ def deadline_of(data: bytearray, body: bytes, deadline_ns: int) -> bytearray:
     (lambda d: first_record_ttr(d, 2**62), b"has a TTR of 4611686018427387904 ns"),
     (lambda d: first_record_ttr(d, -5 * 10**9), b"has a TTR of -5000000000 ns"),
     (lambda d: deadline_of(d, b"later", 2**63 - 1), b"due more than 4294967295 s from now"),
+    (lambda d: first_record_size(d, (1 << 30) + 3), b"job 1 body size 1073741827"),
 ], ids=["cut-in-a-body", "cut-in-a-record", "version-5", "garbage-after-padding", "no-version",
-        "ttr-too-long", "ttr-negative", "deadline-beyond-a-delay"])
+        "ttr-too-long", "ttr-negative", "deadline-beyond-a-delay", "body-above-a-gibibyte"])
 def test_a_binlog_that_cannot_be_read_whole_imports_nothing(migration, node, tmp_path, damage,
                                                             message):
     directory, _ids, _expected = migration
