@@ -13,6 +13,9 @@ highest its code applies, or less when the operator holds it back (``--max-rules
 way back to an earlier BeanRaft open). A node of an earlier version sends nothing of the kind,
 and that silence holds the whole cluster at the rules it has. ``agreed`` is the lowest version
 this node and every current member told it within ``FRESH_S``; 1 while any member is silent.
+On the leader a learner counts as a member (``membership.py``: a joining node the leader
+replicates to before it proposes the addition): it applies every entry the members do, so a
+RULES entry proposed while it catches up would reach it as well.
 The node that leads proposes RULES(``agreed``) when that is above the state's version
 (``node/app.py``); any member could, but the leader's proposal needs no forwarding.
 
@@ -81,7 +84,8 @@ class RulesCensus:
 
     def on_tick(self) -> None:
         now = time.monotonic()
-        others = [str(node) for node in self._sync.otherNodes]
+        # A learner is not in otherNodes but receives the log all the same (module docstring).
+        others = sorted(str(node) for node in self._sync.otherNodes | self._sync.readonlyNodes)
         every = TELL_EVERY_S if self.agreed == self.own else TELL_EARLY_S
         if now - self._told_at >= every:
             self._told_at = now

@@ -12,11 +12,14 @@ rules 1 (a node downgraded past the switch, which must stop rather than diverge)
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
 
-from cluster_harness import LineClient, wait_for
+from cluster_harness import LineClient, NodePorts, NodeProcess, clean_env, free_ports, wait_for
+from test_cluster_learner import _add_in_background, _learning, _members
+from test_cluster_membership import TOKEN
 
 from beanraft.jobs.commands import RULES_SUPPORTED
 from beanraft.replication.rules import EXIT_NEWER_RULES
@@ -130,3 +133,67 @@ def test_a_node_downgraded_past_the_switch_stops_instead_of_diverging(start_clus
         downgraded.log_text(4000)
     with LineClient(cluster.leader().client_address) as client:
         client.put(b"the two others go on")
+
+
+
+def _leader_rules_if(leader, accept) -> dict | None:
+    """The leader's rules document when ``accept`` says yes to it, else None."""
+    doc = leader.status()
+    return doc["rules"] if doc and accept(doc["rules"]) else None
+
+
+def test_a_learner_of_an_earlier_version_holds_the_switch_while_it_catches_up(start_cluster,
+                                                                              tmp_path):
+    # A joining node receives every entry from the leader before it is a member. One from
+    # before rules versions (silent) is added while the last held member is upgraded: the
+    # leader must count the learner, or the RULES entry it proposes would reach the learner,
+    # which applies it as an unknown command and goes on by rules 1, parted from the others.
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    flags = ("--admin-token-file", str(token_file))
+    cluster = start_cluster(*flags, *HOLD)
+    assert cluster.wait_rules_settled() == 1
+    held = cluster.followers()[0]
+    for node in cluster.nodes:
+        if node is not held:
+            node.extra_args = tuple(arg for arg in node.extra_args if arg not in HOLD)
+            cluster.restart(node)
+    assert cluster.wait_rules_settled(timeout_s=30) == 1
+    leader = cluster.leader()
+    joiner = NodeProcess("joiner", NodePorts(*free_ports(3)), [], tmp_path,
+                         clean_env(BEANRAFT_CLUSTER_SECRET=cluster.secret),
+                         flags + ("--join", leader.http_address), launcher=EARLIER + ["silent"])
+    cluster.retired.append(joiner)  # stopped at teardown, and no member yet
+    joiner.start()
+    wait_for("the joiner to answer", lambda: joiner.http("/healthz")[0] == 200, 60)
+    joiner.signal(signal.SIGSTOP)  # a learner for as long as this test needs
+    try:
+        adding = _add_in_background(leader, token_file, joiner.raft_address)
+        wait_for("the leader to replicate to its learner",
+                 lambda: _learning(leader, joiner.raft_address), 30)
+        held.extra_args = tuple(arg for arg in held.extra_args if arg not in HOLD)
+        cluster.restart(held)
+        leader = cluster.leader()
+        members = [n.raft_address for n in cluster.nodes if n is not leader]
+        wait_for("the leader to hear every member agree to 2", lambda: _leader_rules_if(
+            leader, lambda doc: all(doc["members"].get(a) == 2 for a in members)), 15)
+        time.sleep(1.0)  # a leader that switched would have done it by now (RULES_CHECK_S)
+        assert {rules(node)["applied"] for node in cluster.nodes} == {1}
+        doc = rules(leader)
+        assert doc["agreed"] == 1 and doc["members"][joiner.raft_address] is None
+    finally:
+        joiner.signal(signal.SIGCONT)
+    # The held member may have been the leader: its addition is then taken over by the next
+    # one, and the answer of the one asked is lost.
+    adding.communicate(timeout=90)
+    leader = cluster.leader()
+    wait_for("the addition to complete", lambda: joiner.raft_address in _members(leader).get(
+        "members", ()) and not _members(leader).get("pending"), 60)
+    cluster.nodes.append(joiner)
+    assert len({doc["digest"] for doc in cluster.converged().values()}) == 1
+    assert {rules(node)["applied"] for node in cluster.nodes} == {1}
+    joiner.launcher = held.launcher  # the last member of the earlier version is upgraded
+    cluster.restart(joiner)
+    assert cluster.wait_rules_settled(timeout_s=30) == 2
+    assert len({doc["digest"] for doc in cluster.converged().values()}) == 1
