@@ -64,14 +64,21 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
     return [web.post("/admin/backup", backup)]
 
 
+def _abandon_if_started(future) -> None:
+    """The request gave up, but the Raft thread had begun to fork: end that child. May run on
+    the Raft thread, which must not wait for the child (``abandon`` kills and reaps it apart)."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().abandon()
+
+
 async def _stream(request, future, release) -> web.StreamResponse:
     """Streams the backup; ``release`` frees this node's backup slot once the child is done,
     before the outcome is logged, so the next backup is taken as soon as the log says so."""
     loop = asyncio.get_running_loop()
     try:
         stream = await asyncio.wait_for(asyncio.wrap_future(future), START_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        future.add_done_callback(lambda f: f.exception() is None and f.result().finish())
+    except asyncio.TimeoutError:  # wait_for cancelled the request: no child, unless one is forking
+        future.add_done_callback(_abandon_if_started)
         return web.json_response({"error": "the backup did not start"}, status=503)
     except Exception as exc:  # the fork itself failed (no memory, no process slot)
         return web.json_response({"error": f"the backup did not start: {exc}"}, status=503)

@@ -15,7 +15,9 @@ Theory of operation.
   child exits.
 * The caller gets a ``BackupStream``: the pipe's read end and the child's pid. It reads to the
   end of the pipe and then reaps the child (``finish``): status 0 means the whole file was
-  written. At most ``MAX_RUNNING`` backups run at a time; more are refused at once.
+  written. At most ``MAX_RUNNING`` backups run at a time; more are refused at once. A caller
+  that gives up before the tick cancels its future, and no child is forked for it; one that
+  gives up while the tick forks gets its stream anyway and ends it (``abandon``).
 """
 
 from __future__ import annotations
@@ -60,11 +62,27 @@ class BackupStream:
             os.close(self.fd)
         except OSError:
             pass
+        return self._reap()
+
+    def _reap(self) -> bool:
         try:
             _pid, status = os.waitpid(self.pid, 0)
         except ChildProcessError:
             return False
         return status == 0
+
+    def abandon(self) -> None:
+        """End a stream nobody will read, without waiting (the caller may be the Raft thread):
+        kill the child, and reap it on a thread of its own."""
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        threading.Thread(target=self._reap, name="backup-reaper", daemon=True).start()
 
 
 class BackupTaker:
@@ -96,11 +114,18 @@ class BackupTaker:
     def on_tick(self) -> None:
         while self._pending:
             future = self._pending.popleft()
+            # A caller that gave up before this tick (its start timeout) cancelled its future:
+            # fork nothing for it (a stream nobody reads would be a child left blocked on a full
+            # pipe). From here on the future cannot be cancelled: its stream is the caller's.
+            if not future.set_running_or_notify_cancel():
+                continue
             try:
-                future.set_result(self._fork())
+                stream = self._fork()
             except BaseException as exc:  # reported to the caller, never to pysyncobj
                 log.error("backup not started: %s", exc)
                 future.set_exception(exc)
+            else:
+                future.set_result(stream)
 
     def _fork(self) -> BackupStream:
         raft = self._raft
