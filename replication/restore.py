@@ -3,9 +3,15 @@
 Theory of operation.
 * ``restore_data_dir`` checks the whole backup (``backup_file``) and prepares its state for a new
   cluster (``jobs.restore``) before it writes anything. It then writes a complete data directory
-  into a temporary directory beside the target and renames it into place: a refused or failed
-  restore leaves nothing, and the target never holds half a restore. The target must be new or
-  empty.
+  into a staging directory and moves it into place: a refused or failed restore leaves nothing,
+  and a node never starts on half a restore. The target must be new, or empty but for a file
+  system's ``lost+found``.
+* A new target: the staging directory is beside it, and one rename makes it the target. An
+  existing target may be a volume's mount point, which no rename can replace: the staging
+  directory is then inside it (``STAGING_PREFIX``), its files are renamed into the target one by
+  one, and it is removed once empty. A node that finds a staging directory still holding files
+  in its data directory refuses to start (``check_restored``): the restore was cut short. One
+  that finds it empty removes it: every file had been moved.
 * The directory holds what a node finds after a snapshot: ``raft.snapshot`` at the backup's
   index, a journal holding the snapshot's two anchor entries, and its term and commit index.
   The anchor entries are no-ops: they are never applied (the snapshot covers them).
@@ -43,6 +49,9 @@ log = logging.getLogger("beanraft.restore")
 
 RESTORE_NAME = "restore.json"
 RESTORE_TERM_STEP = 1 << 32
+STAGING_PREFIX = ".beanraft-restore-"
+# What a target may hold and still count as empty: the directory mkfs puts at a volume's root.
+IGNORED_IN_TARGET = ("lost+found",)
 
 
 class RestoreError(OSError):
@@ -63,18 +72,10 @@ def restore_data_dir(backup_path: str, directory: str, members: list[str] | None
         state, summary = for_new_cluster(body, time.time_ns() if now_ns is None else now_ns)
     except ValueError as exc:
         raise BackupFileError(f"the backup's state cannot be read: {exc}") from None
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".beanraft-restore-", dir=parent)
-    try:
-        index, term = _write(staging, header, state, members)
-        if os.path.isdir(directory):
-            os.rmdir(directory)  # empty (checked above): the rename takes its place
-        os.rename(staging, directory)
-        fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    if os.path.isdir(directory):
+        index, term = _write_inside(directory, header, state, members)
+    else:
+        index, term = _write_beside(directory, header, state, members)
     summary.update(index=index, term=term, members=members, source_index=header.index,
                    source_node=header.node)
     log.info("restored %d jobs from %s (index %d of %s) into %s", summary["jobs"], backup_path,
@@ -86,9 +87,55 @@ def _check_target(directory: str) -> None:
     if os.path.exists(directory):
         if not os.path.isdir(directory):
             raise RestoreError(f"{directory} exists and is not a directory")
-        if os.listdir(directory):
+        if set(os.listdir(directory)) - set(IGNORED_IN_TARGET):
             raise RestoreError(f"{directory} is not empty: restore writes only into a new or "
                                "empty directory")
+
+
+def _write_beside(directory: str, header: BackupHeader, state: bytes,
+                  members: list[str]) -> tuple[int, int]:
+    """Restore into a new ``directory``: staged beside it, then renamed into place."""
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
+    try:
+        written = _write(staging, header, state, members)
+        os.rename(staging, directory)
+        fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return written
+
+
+def _write_inside(directory: str, header: BackupHeader, state: bytes,
+                  members: list[str]) -> tuple[int, int]:
+    """Restore into an existing, empty ``directory`` (perhaps a mount point): staged inside it,
+    then its files renamed into it one by one; the staging directory goes once empty."""
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=directory)
+    moved: list[str] = []
+    try:
+        written = _write(staging, header, state, members)
+        for name in sorted(os.listdir(staging)):
+            os.rename(os.path.join(staging, name), os.path.join(directory, name))
+            moved.append(name)
+        fsync_dir(directory)
+        os.rmdir(staging)  # the restore is complete: a node may start on it from here on
+        os.chmod(directory, 0o700)
+        fsync_dir(directory)
+    except BaseException:
+        for name in moved:  # the target was empty: every one of these names is ours
+            _unlink(os.path.join(directory, name))
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return written
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _write(staging: str, header: BackupHeader, state: bytes, members: list[str]) -> tuple[int, int]:
@@ -122,8 +169,10 @@ def _write(staging: str, header: BackupHeader, state: bytes, members: list[str])
 def check_restored(directory: str, self_addr: str, peers: list[str]) -> int | None:
     """At start: the restore index if ``directory`` was restored and has not moved past it.
 
-    Raises RestoreError when a clustered node's members differ from those of the restore.
+    Raises RestoreError when a restore into ``directory`` was cut short, or a clustered node's
+    members differ from those of the restore.
     """
+    _check_staging(directory)
     path = os.path.join(directory, RESTORE_NAME)
     try:
         with open(path) as f:
@@ -143,6 +192,21 @@ def check_restored(directory: str, self_addr: str, peers: list[str]) -> int | No
     log.info("data directory restored at index %d for %s; its record is dropped once the "
              "cluster commits past it", index, ", ".join(members))
     return index
+
+
+def _check_staging(directory: str) -> None:
+    """RestoreError if a restore into ``directory`` was cut short; remove the empty staging
+    directory of one that completed."""
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if not (name.startswith(STAGING_PREFIX) and os.path.isdir(path)):
+            continue
+        if os.listdir(path):
+            raise RestoreError(
+                f"{directory} holds a restore that was cut short ({name} still holds files): "
+                f"empty {directory} and run beanraft restore again")
+        os.rmdir(path)
+        log.info("removed %s, the empty staging directory of a completed restore", path)
 
 
 def forget_restore(directory: str) -> None:
