@@ -372,6 +372,12 @@ class Members:
         return what
 
     def _match(self, address: str) -> int:
+        """How much of the log ``address`` has acknowledged to this leader."""
+        if address == str(self._sync.selfNode):
+            # The new member won an election while its addition was pending, and took the
+            # addition over: it has its own log, and nobody else's acknowledgement to wait for
+            # but the majority's that commits the entry.
+            return self._sync.raftCommitIndex
         raw = self._sync.getStatus()
         return int(raw.get("match_idx_server_" + address, 0) or 0)
 
