@@ -15,6 +15,7 @@ log = logging.getLogger("beanraft.raft")
 
 JOURNAL_NAME = "raft.journal"
 SNAPSHOT_NAME = "raft.snapshot"
+LOCK_NAME = "lock"
 
 
 class DataDirLocked(OSError):
@@ -41,7 +42,7 @@ def make_private(directory: str) -> None:
 
 def lock_directory(directory: str) -> int:
     """Hold an exclusive lock on DIR/lock for the life of the process (as beanstalkd does)."""
-    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -11,7 +11,9 @@ Theory of operation.
   directory is then inside it (``STAGING_PREFIX``), its files are renamed into the target one by
   one, and it is removed once empty. A node that finds a staging directory still holding files
   in its data directory refuses to start (``check_restored``): the restore was cut short. One
-  that finds it empty removes it: every file had been moved.
+  that finds it empty removes it: every file had been moved. The restore holds the directory's
+  lock meanwhile, as a node does, so that no node starts on it then (a service manager
+  restarting one) and no restore replaces the files of a node that runs on it.
 * The directory holds what a node finds after a snapshot: ``raft.snapshot`` at the backup's
   index, a journal holding the snapshot's two anchor entries, and its term and commit index.
   The anchor entries are no-ops: they are never applied (the snapshot covers them).
@@ -41,7 +43,8 @@ from beanraft.jobs.restore import for_new_cluster
 
 from . import seam
 from .backup_file import BackupFileError, BackupHeader, read_backup
-from .datadir import JOURNAL_NAME, SNAPSHOT_NAME, make_private
+from .datadir import (JOURNAL_NAME, LOCK_NAME, SNAPSHOT_NAME, DataDirLocked, lock_directory,
+                      make_private)
 from .journal import DurableJournal
 from .snapshot_file import SnapshotAnchor, fsync_dir, write_snapshot
 
@@ -50,8 +53,9 @@ log = logging.getLogger("beanraft.restore")
 RESTORE_NAME = "restore.json"
 RESTORE_TERM_STEP = 1 << 32
 STAGING_PREFIX = ".beanraft-restore-"
-# What a target may hold and still count as empty: the directory mkfs puts at a volume's root.
-IGNORED_IN_TARGET = ("lost+found",)
+# What a target may hold and still count as empty: the directory mkfs puts at a volume's root,
+# and the lock file a node (or a restore) creates first.
+IGNORED_IN_TARGET = ("lost+found", LOCK_NAME)
 
 
 class RestoreError(OSError):
@@ -112,6 +116,26 @@ def _write_inside(directory: str, header: BackupHeader, state: bytes,
                   members: list[str]) -> tuple[int, int]:
     """Restore into an existing, empty ``directory`` (perhaps a mount point): staged inside it,
     then its files renamed into it one by one; the staging directory goes once empty."""
+    lock_path = os.path.join(directory, LOCK_NAME)
+    had_lock_file = os.path.exists(lock_path)
+    try:
+        lock = lock_directory(directory)
+    except DataDirLocked:
+        raise RestoreError(f"{directory} is in use by another process (a node running on it?): "
+                           "stop it first") from None
+    try:
+        _check_target(directory)  # again, under the lock: nothing was put there meanwhile
+        return _move_in(directory, header, state, members)
+    except BaseException:
+        if not had_lock_file:  # a failed restore leaves nothing, not even the lock it took
+            _unlink(lock_path)
+        raise
+    finally:
+        os.close(lock)
+
+
+def _move_in(directory: str, header: BackupHeader, state: bytes,
+             members: list[str]) -> tuple[int, int]:
     staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=directory)
     moved: list[str] = []
     try:
