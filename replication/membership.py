@@ -17,6 +17,9 @@ Theory of operation.
   acknowledged the log to within CATCH_UP_ENTRIES of the commit index does the leader append the
   addition; then it waits for the new member to acknowledge that entry. A learner that does not
   catch up within the request's timeout is dropped, and the members are unchanged.
+* A leader that loses its role answers ``no_leader`` only while nothing is in its log (a learner
+  catching up); once the change is proposed the next leader may have its entry or not, and
+  commit it or not, so the answer is ``timeout``, saying how to check (``_lost_role``).
 * The leader also (a) refuses, unless forced, an addition whose new majority the members it hears
   from plus the new node could not form, and a removal whose smaller majority the remaining
   members it hears from could not form; (b) refuses any other change while one is pending.
@@ -407,18 +410,7 @@ class Members:
     def _advance(self, now: float) -> None:
         run = self._run
         if not seam.is_leader(self._sync):
-            what = self._doing()
-            if run.action == REMOVE:
-                # Proposed: the next leader may have the entry or not, and commit it or not.
-                self._finish(MembershipError(TIMEOUT, f"the leader lost its role after proposing "
-                                             f"the change ({what}), which the next leader may or "
-                                             "may not commit; see 'beanraft member list' once "
-                                             "there is a leader"))
-                return
-            if run.phase == LEARNING:
-                what += "; the members are unchanged and the next leader takes the addition over"
-            self._finish(MembershipError(NO_LEADER, f"the leader lost its role during the change "
-                                         f"({what}); see 'beanraft member list'"))
+            self._finish(self._lost_role(run))
             return
         if run.phase == LEARNING:
             self._learn(run, now)
@@ -432,6 +424,33 @@ class Members:
             reply, run.reply = run.reply, None
             reply(MembershipError(TIMEOUT, f"not done within {run.until - run.started:.0f} s: "
                                   f"{self._doing()}; the change stays pending until then"))
+
+    def _lost_role(self, run: _Run) -> MembershipError:
+        """What the asker is answered when this leader lost its role during ``run``: ``no_leader``
+        only while nothing is in the log (a learner catching up); once the change was proposed
+        the next leader may have its entry or not, and commit it or not, so ``timeout``."""
+        what = self._doing()
+        if run.action == REMOVE:
+            return MembershipError(TIMEOUT, f"the leader lost its role after proposing the change "
+                                   f"({what}), which the next leader may or may not commit; see "
+                                   "'beanraft member list' once there is a leader")
+        if run.phase == LEARNING:
+            return MembershipError(NO_LEADER, f"the leader lost its role during the change ({what};"
+                                   " the members are unchanged and the next leader takes the "
+                                   "addition over); see 'beanraft member list'")
+        if run.committed:
+            return MembershipError(TIMEOUT, f"the leader lost its role after the addition of "
+                                   f"{run.address} committed, before the new member acknowledged "
+                                   f"it ({what}): it is a member, and catches up from the next "
+                                   "leader; see 'beanraft member list' once there is a leader")
+        # Appended, or about to be (pysyncobj appends at its next tick, or hands the entry to a
+        # leader it has heard of): the next leader may have it or not, and commit it or not.
+        return MembershipError(TIMEOUT, f"the outcome is unknown: the leader lost its role after "
+                               f"proposing the addition ({what}), which the next leader may or "
+                               "may not commit, or may take over. Check on another member: once "
+                               "'beanraft member list --http <its HTTP address>' shows a leader "
+                               f"and no pending change, it names {run.address} if the addition "
+                               "committed; if it does not, ask again")
 
     def _learn(self, run: _Run, now: float) -> None:
         """The learner phase of an addition: propose it once the learner has caught up."""
