@@ -84,8 +84,9 @@ from .read_index import ReadIndex
 from .restore import check_restored, forget_restore
 from .rules import RulesCensus, stop_for_newer_rules
 from .reads import StateReads
-from .snapshot_file import (DamagedSnapshot, SnapshotAnchor, SnapshotError, SnapshotReceiver,
-                            read_snapshot, verify_snapshot)
+from .snapshot_file import (DamagedSnapshot, SnapshotAnchor, SnapshotError, read_snapshot,
+                            verify_snapshot)
+from .snapshot_install import install_only_ahead
 from .snapshot_writer import SnapshotWriter
 from .status import RaftStatus, read_status
 from .transfer import Transfers
@@ -279,8 +280,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                 conf.raftMinTimeout, conf.raftMaxTimeout = JOIN_QUIET_S, JOIN_QUIET_S + 1
                 seam.set_election_deadline(host, monotonic() + JOIN_QUIET_S)
             raft_port.attach(host)
-            seam.replace_snapshot_receiver(
-                host, SnapshotReceiver(snapshot_path, self._snapshots.abandon).receive)
+            # A leader's snapshot is taken only when it is ahead of this node (snapshot_install).
+            install_only_ahead(host, snapshot_path, self._snapshots.abandon)
             if secret is not None:
                 # Before the first tick, so before any connection is accepted or made.
                 cipher = PeerCipher(derive_key(secret))

@@ -122,7 +122,8 @@ POINTS: tuple[Point, ...] = (
           "the members besides this node: a lone leader (none) commits an entry of its term as "
           "soon as it is durable, without waiting for the next tick"),
     Point("syncobj", "_SyncObj__raftCommitIndex",
-          "set by that lone leader's commit, as the leader's branch of a tick sets it"),
+          "set by that lone leader's commit, as the leader's branch of a tick sets it; and put"
+          " back on a follower after a snapshot message that installed nothing raised it"),
     Point("syncobj", "_SyncObj__leaderCommitIndex",
           "the leader's own copy of the commit index, set with it"),
     Point("syncobj", "_SyncObj__applyLogEntries",
@@ -170,7 +171,8 @@ POINTS: tuple[Point, ...] = (
           "the receiver of a leader's snapshot that BeanRaft replaces on each node"),
     Point("syncobj", "_SyncObj__serializer",
           "its receiver of a leader's snapshot is replaced by one that fsyncs the file before the"
-          " rename and the directory after it, before the journal is emptied"),
+          " rename and the directory after it, before the journal is emptied, and declines a"
+          " snapshot that is not ahead of this node"),
     Point("transport", "_nodeAddrToNode",
           "the addresses a joining node accepts a connection from: a member added after it"
           " read the member list may lead the cluster that feeds it"),
@@ -441,6 +443,14 @@ def commit_alone(sync) -> None:
     raft_log.setRaftCommitIndex(last)
     sync._SyncObj__leaderCommitIndex = last
     sync._SyncObj__applyLogEntries()
+
+
+def hold_commit_index(sync, index: int) -> None:
+    """Put the commit index back to ``index``, in the journal's record too (tick thread): a
+    message that vouched for no entry of this node's log raised it (``snapshot_install.py``).
+    Call it before the tick applies anything up to the raised index."""
+    sync._SyncObj__raftCommitIndex = index
+    journal(sync).setRaftCommitIndex(index)
 
 
 def shortcut_apply(sync, shortcut: Callable[[bytes], object]) -> None:

@@ -156,6 +156,20 @@ class SnapshotCheck:
             if missing > 0:
                 self._head += chunk[taken:taken + missing]
 
+    def head_anchor(self) -> SnapshotAnchor | None:
+        """The anchor in the header as soon as the header has arrived whole, before the
+        checksum can vouch for it; None until then, or if it does not decode (``finish`` then
+        says why)."""
+        if len(self._head) < 8 or self._head[:4] != MAGIC:
+            return None
+        (size,) = _U32.unpack(self._head[4:8])
+        if len(self._head) < 8 + size:
+            return None
+        try:
+            return _decode_header(bytes(self._head[8:8 + size]))
+        except SnapshotError:
+            return None
+
     def finish(self) -> SnapshotAnchor:
         if len(self._head) < 8 or self._head[:4] != MAGIC:
             raise SnapshotError(f"{self.name}: not a BeanRaft snapshot")
@@ -188,12 +202,21 @@ class SnapshotReceiver:
     a read-back would come from the page cache, not the disk, so it would prove nothing more.
     pysyncobj loads the file right after the rename (``read_snapshot``, checksum included)
     before it empties the journal, so the file as stored is still checked once.
+
+    A snapshot for which ``wanted(anchor)`` is false (one that is not ahead of this node: see
+    ``snapshot_install``) is declined: asked as soon as its header has arrived, and again on
+    the verified anchor before the rename, the receiver removes what it wrote, ignores the rest
+    of that transmission and never tells pysyncobj it is complete, so nothing is loaded and
+    the journal is not emptied.
     """
 
-    def __init__(self, path: str, before_replace: Callable[[], None]):
+    def __init__(self, path: str, before_replace: Callable[[], None],
+                 wanted: Callable[[SnapshotAnchor], bool] = lambda _anchor: True):
         self.path = path
         self.tmp_path = path + RECEIVING_SUFFIX
         self.before_replace = before_replace
+        self.wanted = wanted
+        self._asked = False  # wanted() was asked about the transmission in progress
         self._file = None
         self._check: SnapshotCheck | None = None
         self._failures = 0  # attempts that failed since a snapshot was last stored
@@ -206,6 +229,7 @@ class SnapshotReceiver:
         if first:
             self._discard()
             self._check = SnapshotCheck(self.tmp_path)
+            self._asked = False
             try:
                 self._file = open(os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                                           0o600), "wb")
@@ -217,6 +241,11 @@ class SnapshotReceiver:
         try:
             self._file.write(chunk)
             self._check.feed(chunk)
+            if not self._asked:  # ask before the rest of a big snapshot is written in vain
+                head = self._check.head_anchor()
+                self._asked = head is not None
+                if head is not None and not self.wanted(head):
+                    return self._decline(head)
             if not last:
                 return False
             self._file.flush()
@@ -224,6 +253,8 @@ class SnapshotReceiver:
             self._file.close()
             self._file = None
             anchor = self._check.finish()  # never replace a good snapshot with a damaged one
+            if not self.wanted(anchor):
+                return self._decline(anchor)
             self.before_replace()
             os.replace(self.tmp_path, self.path)
             fsync_dir(os.path.dirname(os.path.abspath(self.path)))
@@ -236,6 +267,13 @@ class SnapshotReceiver:
                      anchor.last[1], self._failures)
             self._failures = 0
         return True
+
+    def _decline(self, anchor: SnapshotAnchor) -> bool:
+        """Drop a snapshot that is not wanted, and the rest of its transmission; False."""
+        self._discard()
+        log.info("the leader's snapshot at index %d is not ahead of this node: not installed, "
+                 "its state and log kept", anchor.last[1])
+        return False
 
     def _failed(self, exc: Exception) -> None:
         self._failures += 1
