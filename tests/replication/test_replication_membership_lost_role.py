@@ -4,20 +4,20 @@ the entry or not, and commit it or not (an addition whose entry was appended sou
 ``no_leader``, though it could commit under the next leader).
 
 Method: three pysyncobj nodes ticked by hand (``hand_ticked.Replicated``) with BeanRaft's
-``Members`` on the leader, holding a change at each stage; the leader is then left unticked
+``Changes`` on the leader, holding a change at each stage; the leader is then left unticked
 while the two others elect one of them, and ticked again until it has heard of the newer term.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 from hand_ticked import Replicated
 
-from beanraft.replication.membership import (ADD, ADDING, LEARNING, NO_LEADER, REMOVE, REMOVING,
-                                             TIMEOUT, Members, MembershipError, _Run)
+from beanraft.replication.member_change import (ADD, ADDING, LEARNING, NO_LEADER, REMOVE,
+                                                REMOVING, TIMEOUT, Changes, _Run)
+from beanraft.replication.membership import MembershipError
 
 NEW = "127.0.0.1:9"
 
@@ -45,22 +45,17 @@ def _depose(cluster: Replicated) -> None:
 ])
 def test_a_leader_that_loses_its_role_answers_timeout_once_the_change_may_be_in_the_log(
         action, phase, committed, code, says):
-    loop = asyncio.new_event_loop()
-    try:
-        with Replicated(harden=False) as cluster:
-            members = Members(cluster.leader, loop, None, joining=False, shared_secret=True,
-                              on_change=lambda count: None)
-            address = NEW if action == ADD else cluster.follower.selfNode.address
-            answers: list = []
-            members._run = _Run(action=action, address=address, started=time.monotonic(),
-                                until=time.monotonic() + 60, reply=answers.append, phase=phase,
-                                committed=committed, log_index=cluster.leader.raftCommitIndex)
-            _depose(cluster)
-            members._advance(time.monotonic())
-            assert members._run is None
-            assert len(answers) == 1 and isinstance(answers[0], MembershipError), answers
-            assert answers[0].code == code and says in str(answers[0]), answers[0]
-            if code == TIMEOUT:
-                assert "beanraft member list" in str(answers[0])
-    finally:
-        loop.close()
+    with Replicated(harden=False) as cluster:
+        changes = Changes(cluster.leader, shared_secret=True)
+        address = NEW if action == ADD else cluster.follower.selfNode.address
+        answers: list = []
+        changes._run = _Run(action=action, address=address, started=time.monotonic(),
+                            until=time.monotonic() + 60, reply=answers.append, phase=phase,
+                            committed=committed, log_index=cluster.leader.raftCommitIndex)
+        _depose(cluster)
+        changes._advance(time.monotonic())
+        assert changes._run is None
+        assert len(answers) == 1 and isinstance(answers[0], MembershipError), answers
+        assert answers[0].code == code and says in str(answers[0]), answers[0]
+        if code == TIMEOUT:
+            assert "beanraft member list" in str(answers[0])

@@ -5,34 +5,28 @@ the list that entry makes); it hears, as the other members do, what its previous
 was pending, and takes the addition over. It then waited for the new member, itself, to
 acknowledge the entry as a follower would, which it never does: the addition stayed pending
 for as long as it led, and every other change was refused as ``busy``. Method: the leader of
-three pysyncobj nodes ticked by hand (``hand_ticked.Replicated``) with BeanRaft's ``Members``
+three pysyncobj nodes ticked by hand (``hand_ticked.Replicated``) with BeanRaft's ``Changes``
 on it, told by a previous leader that its own addition is pending.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from hand_ticked import Replicated
 
-from beanraft.replication.membership import ADD, Members
+from beanraft.replication.member_change import ADD, Changes
 
 
 def test_a_leader_that_takes_over_its_own_addition_ends_it_once_committed():
-    loop = asyncio.new_event_loop()
-    try:
-        with Replicated(harden=False) as cluster:
-            members = Members(cluster.leader, loop, None, joining=False, shared_secret=True,
-                              on_change=lambda count: None)
-            me = cluster.leader.selfNode.address
-            now = time.monotonic()
-            members._heard = ({"action": ADD, "address": me, "phase": "adding", "left_s": 20.0},
-                              now, "127.0.0.1:9")
-            members._take_over(now)
-            assert members._run is not None and members._run.address == me
-            members._advance(time.monotonic())
-            assert members._run is None, members._doing()
-            assert members.last == {"action": ADD, "address": me, "outcome": "done"}
-    finally:
-        loop.close()
+    with Replicated(harden=False) as cluster:
+        changes = Changes(cluster.leader, shared_secret=True)
+        me = cluster.leader.selfNode.address
+        now = time.monotonic()
+        changes._heard = ({"action": ADD, "address": me, "phase": "adding", "left_s": 20.0}, now,
+                          "127.0.0.1:9")
+        changes._take_over(now)
+        assert changes._run is not None and changes._run.address == me
+        changes._advance(time.monotonic())
+        assert changes._run is None, changes._doing()
+        assert changes.last == {"action": ADD, "address": me, "outcome": "done"}
