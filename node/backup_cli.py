@@ -29,7 +29,7 @@ from beanraft.replication.backup_file import BackupFileError, BackupHeader, Back
 from beanraft.replication.snapshot_file import fsync_dir
 from beanraft.replication.restore import RestoreError, restore_data_dir
 
-from . import auth
+from . import auth, token_http
 from .admin_wire import EXIT_REFUSED, EXIT_SERVER_ERROR, EXIT_UNREACHABLE
 
 EXIT_USAGE = 2
@@ -44,16 +44,14 @@ class BackupFailed(Exception):
 
 
 class _Http:
-    """Requests to nodes' HTTP endpoints, with the token and TLS settings, bypassing proxies."""
+    """Requests to nodes' HTTP endpoints, with the token and TLS settings, bypassing proxies and
+    never following a redirect (``token_http``)."""
 
     def __init__(self, token: str | None, tls_ca: str | None, timeout_s: float):
         self.token, self.timeout_s = token, timeout_s
         self.scheme = "https" if tls_ca else "http"
-        handlers: list = [urllib.request.ProxyHandler({})]
-        if tls_ca:
-            handlers.append(urllib.request.HTTPSHandler(
-                context=ssl.create_default_context(cafile=tls_ca)))
-        self._opener = urllib.request.build_opener(*handlers)
+        self._opener = token_http.opener(
+            ssl.create_default_context(cafile=tls_ca) if tls_ca else None)
 
     def open(self, address: str, path: str, method: str = "GET"):
         request = urllib.request.Request(f"{self.scheme}://{address}{path}", method=method,
@@ -62,6 +60,8 @@ class _Http:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
             return self._opener.open(request, timeout=self.timeout_s)
+        except token_http.RedirectRefused as exc:
+            raise BackupFailed(f"{address} {exc.reason}", EXIT_SERVER_ERROR) from None
         except urllib.error.HTTPError as exc:
             raise BackupFailed(f"{address}: {_reason(exc)}",
                                EXIT_REFUSED if exc.code in (401, 403, 409) else EXIT_SERVER_ERROR)

@@ -34,12 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from . import token_http
+
 HOST = "127.0.0.1"
 PORT_LOW, PORT_HIGH = 20000, 32000
 STOP_GRACE_S = 5.0  # SIGTERM -> SIGKILL
 REAP_TIMEOUT_S = 20.0  # a SIGKILLed process is reaped within this
 
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_NO_PROXY = token_http.opener()  # a token may go with the request: never to a redirect
 
 
 # --------------------------------------------------------------------------- ports and programs

@@ -15,7 +15,7 @@ import urllib.request
 
 import click
 
-from . import auth
+from . import auth, token_http
 from .admin_wire import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_SERVER_ERROR, EXIT_UNREACHABLE
 
 _HELP = {"help_option_names": ["-h", "--help"]}
@@ -26,7 +26,6 @@ EXIT_TIMEOUT = 11
 _EXIT = {"no_leader": EXIT_NO_LEADER, "unknown_target": EXIT_NOT_FOUND,
          "not_caught_up": EXIT_NOT_CAUGHT_UP, "busy": EXIT_REFUSED, "timeout": EXIT_TIMEOUT,
          "bad_request": EXIT_REFUSED}
-_NO_PROXY = urllib.request.ProxyHandler({})
 
 
 class AdminCallFailed(Exception):
@@ -60,11 +59,11 @@ def admin_call(url: str, token: str, doc: dict | None, timeout_s: float, exits: 
     request = urllib.request.Request(url, data=data, method="POST" if doc is not None else "GET",
                                      headers={"Authorization": f"Bearer {token}",
                                               "Content-Type": "application/json"})
-    handlers = [_NO_PROXY] + ([urllib.request.HTTPSHandler(context=context)] if context else [])
-    opener = urllib.request.build_opener(*handlers)
     try:
-        with opener.open(request, timeout=timeout_s) as reply:
+        with token_http.opener(context).open(request, timeout=timeout_s) as reply:
             return json.loads(reply.read(1 << 20))
+    except token_http.RedirectRefused as exc:
+        raise AdminCallFailed(f"{url} {exc.reason}", EXIT_SERVER_ERROR) from None
     except urllib.error.HTTPError as exc:
         try:
             answer = json.loads(exc.read(1 << 20))

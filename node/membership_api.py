@@ -13,7 +13,6 @@ import asyncio
 import itertools
 import json
 import logging
-import urllib.error
 import urllib.request
 
 from aiohttp import web
@@ -21,7 +20,7 @@ from aiohttp import web
 from beanraft import protocol as p
 from beanraft.replication import membership
 
-from . import admin_endpoint
+from . import admin_endpoint, token_http
 from .admin_endpoint import bad
 
 log = logging.getLogger("beanraft.http")
@@ -92,7 +91,7 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
 def read_members(http: str, token: str | None) -> list[str]:
     """GET /admin/members of the node serving HTTP on ``http`` (blocking, bounded): the members
     it knows; raises MembershipError if it does not answer one."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener = token_http.opener()
     url = f"http://{http}/admin/members"
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}
                                      if token else {})

@@ -17,7 +17,7 @@ import urllib.request
 
 import click
 
-from . import auth
+from . import auth, token_http
 from .launcher import HOST, ServeProcess, local_specs
 from .top import node_health
 from .local_cluster import Supervisor
@@ -129,7 +129,8 @@ def _fetch_status(address: str, timeout: float, token: str | None = None) -> dic
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        # Proxies from the environment, as urlopen used them; never a redirect (token_http).
+        with token_http.opener(proxies=True).open(request, timeout=timeout) as response:
             return json.load(response)
     except (OSError, urllib.error.URLError, ValueError):
         return None

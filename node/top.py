@@ -32,6 +32,7 @@ from rich.table import Table
 
 from beanraft import protocol as p
 
+from . import token_http
 from .admin_wire import EXIT_UNREACHABLE, AdminConnection, AdminError, parse_yaml
 from .launcher import fetch_status
 
@@ -62,8 +63,7 @@ def _status(address: str, token: str | None = None,
 
 def _https_status(host: str, port: int, tls: ssl.SSLContext, token: str | None) -> dict | None:
     """GET https://host:port/status with ``tls`` (bypassing any proxy), or None."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                         urllib.request.HTTPSHandler(context=tls))
+    opener = token_http.opener(tls)
     request = urllib.request.Request(f"https://{host}:{port}/status")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
