@@ -125,7 +125,7 @@ class Node:
         if joining:
             await self._wait_until_added()
         await self._register()
-        await self._switch_rules()  # before the first client when a lone node agrees alone
+        await self._switch_rules()  # a lone node leads and agrees alone: before its first client
         await self._listen()
         self._tasks.append(loop.create_task(self._pulse()))
         self._tasks.append(loop.create_task(self._keep_rules()))
@@ -184,8 +184,10 @@ class Node:
         warned = False
         while not self._closing:
             await asyncio.sleep(RULES_CHECK_S)
-            if self.raft.is_leader():
+            try:
                 await self._switch_rules()
+            except Exception:  # a bug here must not end the checks for good
+                log.exception("checking the rules version failed")
             applied, own = self.raft.read(lambda machine: machine.rules), self.raft.rules.own
             if applied > own and not warned:
                 warned = True
@@ -195,8 +197,11 @@ class Node:
                             own)
 
     async def _switch_rules(self) -> None:
+        """Propose RULES(agreed) if this node leads and the state applies less. Not while a
+        membership change is pending: a node being added may not have told its version yet."""
         agreed = self.raft.rules.agreed
-        if agreed <= self.raft.read(lambda machine: machine.rules):
+        if not self.raft.is_leader() or self.raft.members.pending() is not None \
+                or agreed <= self.raft.read(lambda machine: machine.rules):
             return
         try:
             result = await self.commit.submit((Op.RULES, 0, 0, agreed))

@@ -101,6 +101,9 @@ class Changes:
         self._shown: dict | None = None  # the leader's pending change as of then
         self._heard: tuple[dict, float, str] | None = None  # the leader's word, when, who
         self.last: dict | None = None  # the outcome of the latest change this node knows of
+        # Why a caught-up learner may not become a member yet, or None (raft.py sets it: a node
+        # that has not said it applies the cluster's rules version, rules.py).
+        self.refuses: Callable[[str], str | None] = lambda address: None
 
     def on_tick(self, now: float) -> None:
         if self._run is not None:
@@ -300,7 +303,8 @@ class Changes:
         sync = self._sync
         match, answered = seam.learner_progress(sync, run.address)
         commit = sync.raftCommitIndex
-        if answered and match + CATCH_UP_ENTRIES >= commit:
+        refused = self.refuses(run.address) if answered else None
+        if answered and match + CATCH_UP_ENTRIES >= commit and refused is None:
             log.info("membership: learner %s caught up (%d of %d entries) in %.1f s: proposing "
                      "its addition", run.address, match, commit, now - run.started)
             seam.promote_learner(sync, run.address)
@@ -308,10 +312,10 @@ class Changes:
             run.log_index = seam.journal(sync)[-1][1] + 1  # the index the addition will take
             sync.addNodeToCluster(run.address, self._on_committed)
         elif now > run.until:
-            self._finish(MembershipError(TIMEOUT, f"{run.address} did not catch up within "
-                                         f"{run.until - run.started:.0f} s ({match} of {commit} "
-                                         "entries): the addition is abandoned and the members "
-                                         "are unchanged"))
+            why = refused or (f"it did not catch up within {run.until - run.started:.0f} s "
+                              f"({match} of {commit} entries)")
+            self._finish(MembershipError(TIMEOUT, f"{run.address} was not added: {why}; the "
+                                         "addition is abandoned and the members are unchanged"))
 
     def _take_over(self, now: float) -> None:
         """Newly elected: continue the addition the previous leader said was pending."""

@@ -187,6 +187,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                                on_change=self._members_changed,
                                hold_elections=self._hold_elections)
         self.members.install()
+        self.members.changes.refuses = lambda address: self.rules.refuses(address,
+                                                                          self.machine.rules)
         # Installed after every other message handler, so it sees each message first.
         self._prevote = PreVote(
             self._sync, may_vote=lambda: self.members.standing.state != standing.JOINING,

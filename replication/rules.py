@@ -19,9 +19,12 @@ RULES entry proposed while it catches up would reach it as well.
 The node that leads proposes RULES(``agreed``) when that is above the state's version
 (``node/app.py``); any member could, but the leader's proposal needs no forwarding.
 
+A node is added as a member only once it has said it applies the version the state applies
+(``refuses``, asked by ``member_change.py`` before it proposes an addition): a BeanRaft of an
+earlier version catches up as a learner, but the addition times out with the reason.
+
 The census is advice, not a lock: a member that is swapped for an older version after it told
-its version, or a new member of an older version added after the switch, would apply the
-entries that follow by the old rules. The rolling upgrade guide says not to downgrade past a
+its version would apply the entries that follow by the old rules. The rolling upgrade guide says not to downgrade past a
 switch; a node whose code meets a RULES entry or a snapshot above what it applies exits
 (``stop_for_newer_rules``, status ``EXIT_NEWER_RULES``) rather than apply what follows by rules
 it does not know. Versions of BeanRaft before the rules version existed cannot notice: they
@@ -101,3 +104,14 @@ class RulesCensus:
         # Both replaced whole, never changed in place: the loop reads them between ticks.
         self.members = members
         self.agreed = min([self.own, *(rules or 1 for rules in members.values())])
+
+    def refuses(self, address: str, applied: int) -> str | None:
+        """Why ``address`` may not become a member of a cluster whose state applies rules
+        version ``applied``, or None (tick thread)."""
+        told = self.members.get(address)
+        if applied <= 1 or (told is not None and told >= applied):
+            return None
+        said = "has said nothing" if told is None else f"says {told}"
+        return (f"it {said} of the rules version it applies, and the cluster applies version "
+                f"{applied}: it runs an earlier BeanRaft, or --max-rules below {applied}; "
+                "upgrade it (or drop the flag) and ask again")

@@ -13,11 +13,13 @@ rules 1 (a node downgraded past the switch, which must stop rather than diverge)
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from cluster_harness import LineClient, NodePorts, NodeProcess, clean_env, free_ports, wait_for
+from cluster_harness import (LineClient, NodePorts, NodeProcess, beanraft_argv, clean_env,
+                             free_ports, wait_for)
 from test_cluster_learner import _add_in_background, _learning, _members
 from test_cluster_membership import TOKEN
 
@@ -197,3 +199,41 @@ def test_a_learner_of_an_earlier_version_holds_the_switch_while_it_catches_up(st
     cluster.restart(joiner)
     assert cluster.wait_rules_settled(timeout_s=30) == 2
     assert len({doc["digest"] for doc in cluster.converged().values()}) == 1
+
+
+def test_a_node_of_an_earlier_version_is_not_added_once_the_cluster_switched(start_cluster,
+                                                                             tmp_path):
+    # After the switch a node that does not apply rules 2 would apply what follows by rules 1:
+    # it catches up as a learner, but its addition times out with the reason, and the members
+    # stay as they were. The same node upgraded is added.
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    flags = ("--admin-token-file", str(token_file))
+    cluster = start_cluster(*flags)
+    assert cluster.wait_rules_settled() == 2
+    leader = cluster.leader()
+    joiner = NodeProcess("joiner", NodePorts(*free_ports(3)), [], tmp_path,
+                         clean_env(BEANRAFT_CLUSTER_SECRET=cluster.secret),
+                         flags + ("--join", leader.http_address), launcher=EARLIER + ["silent"])
+    cluster.retired.append(joiner)  # stopped at teardown, and no member yet
+    joiner.start()
+    wait_for("the joiner to answer", lambda: joiner.http("/healthz")[0] == 200, 60)
+    done = subprocess.run([*beanraft_argv(), "member", "add", joiner.raft_address, "--http",
+                           leader.http_address, "--admin-token-file", str(token_file),
+                           "--timeout", "4"], capture_output=True, text=True, env=clean_env(),
+                          timeout=60)
+    assert done.returncode == 11, done.stderr
+    assert "has said nothing of the rules version it applies, and the cluster applies " \
+           "version 2" in done.stderr
+    assert joiner.raft_address not in _members(leader).get("members", ())
+    joiner.stop()
+    joiner.launcher = leader.launcher
+    joiner.start()
+    wait_for("the upgraded joiner to answer", lambda: joiner.http("/healthz")[0] == 200, 60)
+    adding = _add_in_background(leader, token_file, joiner.raft_address)
+    out, err = adding.communicate(timeout=90)
+    assert adding.returncode == 0, err
+    assert joiner.raft_address in _members(leader)["members"]
+    cluster.nodes.append(joiner)
+    assert cluster.wait_rules_settled(timeout_s=30) == 2
