@@ -21,11 +21,19 @@ Theory of operation. The handlers run on the HTTP thread (``http.py``).
 * The page may be served by one node and read another after a failover, so the endpoints allow
   any origin (CORS). The token is a header the page sends on purpose, never a cookie, so
   another site cannot make a browser use it.
+* A token is checked at its address's turn (the back-off after failures, ``principals.py``).
+  aiohttp lets a handler run on after its client hung up, so the guard gives the turn up as
+  soon as the connection closes, as the client port does: attempts sent and abandoned by the
+  thousand would otherwise each sleep out a turn behind the others, holding their requests
+  (20,000 grew a node by 800 MB) and keeping the right token from that address waiting.
+  Once a principal is known, its request is not closed to make room for other connections
+  (``http_connections.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 
@@ -54,39 +62,48 @@ CORS_HEADERS = {
 }
 
 
-def guard(authenticator, reads_closed: bool = False):
+def guard(authenticator, connections, reads_closed: bool = False):
     """aiohttp middleware: CORS on every answer, a principal's bearer token where
     ``auth.needs_token`` (``authenticator``: a ``principals.Authenticator``, None when neither
-    --auth-file nor --admin-token-file is given)."""
+    --auth-file nor --admin-token-file is given; ``connections``: the endpoint's
+    ``http_connections.Connections``)."""
 
     @web.middleware
     async def middleware(request, handler):
+        connections.began(request)
         if request.method == "OPTIONS":
             return web.Response(status=204, headers=CORS_HEADERS)
         if auth.needs_token(request.method, request.path, reads_closed):
-            refusal = await _refusal(authenticator, request)
+            refusal = await _refusal(authenticator, connections, request)
             if refusal is not None:
                 refusal.headers.update(CORS_HEADERS)
                 return refusal
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            exc.headers.update(CORS_HEADERS)
-            raise
+        held = connections.serving(request) if "principal" in request else contextlib.nullcontext()
+        with held:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                exc.headers.update(CORS_HEADERS)
+                raise
         response.headers.update(CORS_HEADERS)
         return response
 
     return middleware
 
 
-async def _refusal(authenticator, request) -> web.Response | None:
+async def _refusal(authenticator, connections, request) -> web.Response | None:
     if authenticator is None:
         return web.json_response(
             {"error": "this endpoint needs the admin token, and this node has none: start it "
                       "with --admin-token-file or --auth-file"}, status=403)
     # Tokens are compared in constant time (principals.py): they cannot be guessed bytewise.
-    principal = await authenticator.authenticate_bearer(
-        request.headers.get("Authorization", ""), request.remote or "unknown")
+    attempt = asyncio.ensure_future(authenticator.authenticate_bearer(
+        request.headers.get("Authorization", ""), request.remote or "unknown"))
+    await asyncio.wait((attempt, connections.gone(request)), return_when=asyncio.FIRST_COMPLETED)
+    if not attempt.done():  # the client hung up: its turn goes to the next attempt
+        attempt.cancel()
+        return web.json_response({"error": "the client hung up"}, status=401)  # never sent
+    principal = attempt.result()
     if principal is None:  # counted and logged by the authenticator, with the address
         return web.json_response({"error": "missing or wrong admin token"}, status=401,
                                  headers={"WWW-Authenticate": "Bearer"})

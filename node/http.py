@@ -5,13 +5,22 @@ Theory of operation. The endpoint runs its own event loop in a thread of its own
 never take turns of the loop that serves clients and proposes commits: however many there are,
 they only share the interpreter with it (the GIL, handed over every 0.5 ms, see ``app.py``).
 What the handlers read is thread-safe and cheap (``status.py``). A malformed request is logged
-as one DEBUG line, not as aiohttp's ERROR traceback: a port scanner is not an error of ours.
+as one DEBUG line, not as aiohttp's ERROR traceback: a port scanner is not an error of ours; the
+line names what is wrong, never the bytes the client sent (they may hold its token).
+Bounds on what a stranger can make the endpoint hold: ``http_connections.MAX_CONNECTIONS``
+connections, each sending at most ``http_connections.MAX_REQUEST_BYTES`` per request; a
+connection's next request head must be whole within ``HEAD_TIMEOUT_S`` of its accept or of its
+previous answer (aiohttp's keep-alive timeout, which also closes a connection that waits with
+half a head), and hold at most ``MAX_HEADERS`` headers of ``MAX_FIELD_BYTES`` each after a
+request line of ``MAX_LINE_BYTES``; a body is read only after the token is checked, and at most
+``MAX_BODY_BYTES`` of it (413 past that).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from importlib import resources
 
@@ -19,7 +28,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import accept, api, backup, membership_api, transfer_api
+from . import accept, api, backup, http_connections, membership_api, transfer_api
 from .status import Cached, Digester, Metrics, encode, status_document
 
 log = logging.getLogger("beanraft.http")
@@ -27,6 +36,14 @@ log = logging.getLogger("beanraft.http")
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 MAX_REASON_CHARS = 200  # of a malformed request's reason in its log line
+HEAD_TIMEOUT_S = 5.0  # for a connection's next request head: from its accept or last answer
+MAX_HEADERS = 32  # in one request head (a browser's fetch with a token sends about 20)
+MAX_FIELD_BYTES = 8190  # of one header's name or value (aiohttp's default, stated here)
+MAX_LINE_BYTES = 8190  # of the request line
+MAX_BODY_BYTES = 16 << 10  # of a request body (the admin endpoints' JSON: tens of bytes)
+# What aiohttp's reasons quote (the bytes it was sent: "Invalid header value char: b'...'"), and
+# a quote left open (a literal cut short).
+_QUOTED = re.compile(r"""b?'(?:[^'\\]|\\.)*'|b?"(?:[^"\\]|\\.)*"|b?['"].*""")
 
 
 class _RequestLog:
@@ -37,8 +54,9 @@ class _RequestLog:
 
     def _one_line(self, msg, args, exc) -> bool:
         if isinstance(exc, HttpProcessingError):
-            # aiohttp's messages span lines (the bad bytes, a caret under them): fold them.
-            reason = " ".join(str(exc.message or type(exc).__name__).split())
+            # aiohttp's messages span lines (the bad bytes, a caret under them): fold them, and
+            # leave out the bytes they quote, which may be a header holding the client's token.
+            reason = _QUOTED.sub("'...'", " ".join(str(exc.message or type(exc).__name__).split()))
             if len(reason) > MAX_REASON_CHARS:
                 reason = reason[:MAX_REASON_CHARS] + "..."
             self._log.debug("%s: %s", msg % args if args else msg, reason)
@@ -75,7 +93,8 @@ def _dashboard_routes() -> list:
         web.get(f"/dashboard/{name}", serve(name)) for name in DASHBOARD_FILES]
 
 
-def _routes(node, node_loop: asyncio.AbstractEventLoop) -> web.Application:
+def _routes(node, node_loop: asyncio.AbstractEventLoop,
+            connections: http_connections.Connections) -> web.Application:
     metrics = Metrics(node)
     node.commit.on_latency = metrics.commit_latency.observe
     status_bytes = Cached(lambda: encode(status_document(node)))
@@ -103,8 +122,8 @@ def _routes(node, node_loop: asyncio.AbstractEventLoop) -> web.Application:
     async def prometheus(_request):
         return web.Response(body=metrics_bytes.get(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application(middlewares=[api.guard(node.auth,
-                                                  node.config.http_read_token_required)])
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[api.guard(
+        node.auth, connections, node.config.http_read_token_required)])
     app.add_routes([web.get("/status", status), web.get("/healthz", healthz),
                     web.get("/readyz", readyz), web.get("/metrics", prometheus)])
     app.add_routes(api.routes(node, node_loop) + transfer_api.routes(node, node_loop)
@@ -118,7 +137,8 @@ class HttpEndpoint:
 
     def __init__(self, node, address: str, node_loop: asyncio.AbstractEventLoop):
         self.address = address
-        self._app = _routes(node, node_loop)
+        self._connections = http_connections.Connections()
+        self._app = _routes(node, node_loop, self._connections)
         self._tls = node.tls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -143,13 +163,16 @@ class HttpEndpoint:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        runner = web.AppRunner(self._app, access_log=None, logger=_RequestLog(log))
+        runner = web.AppRunner(self._app, access_log=None, logger=_RequestLog(log),
+                               keepalive_timeout=HEAD_TIMEOUT_S, max_headers=MAX_HEADERS,
+                               max_field_size=MAX_FIELD_BYTES, max_line_size=MAX_LINE_BYTES)
         try:
             await runner.setup()
+            self._connections.serve(runner.server)
             host, _, port = self.address.rpartition(":")
             # Not aiohttp's TCPSite: asyncio's accept loop floods the log when descriptors run out.
             listeners = accept.listen_tcp(asyncio.get_running_loop(), host, int(port),
-                                          runner.server, "HTTP port", self._tls)
+                                          self._connections, "HTTP port", self._tls)
         except BaseException as exc:  # reported to the starting thread
             self._error = exc
             self._started.set()
