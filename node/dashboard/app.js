@@ -1,10 +1,13 @@
 // The BeanRaft dashboard: polls the nodes' HTTP endpoints once a second and draws what they say.
 //
-// Which nodes: the one that served the page, those given as ?nodes=HOST:PORT,HOST:PORT, and every
-// node a /status names (its own "http" and its "http_peers"). Every known node's /status is read
-// each round (bounded by a timeout), so the nodes table and the leader are never older than one
-// round. Tubes and buried jobs are read from one node, the "source": it stays the same while it
-// answers, and the first node that answers takes over when it does not.
+// Which nodes: the one that served the page, and every node a /status of theirs names (its own
+// "http" and its "http_peers", given to the nodes with --peer-http). The page sends the token to
+// every node it knows, so it takes no address from anything a link can set, such as its own
+// query string: a link naming a host of someone else's would hand them the token once entered.
+// Every known node's /status is read each round (bounded by a timeout), so the nodes table and
+// the leader are never older than one round. Tubes and buried jobs are read from one node, the
+// "source": it stays the same while it answers, and the first node that answers takes over when
+// it does not.
 // The admin token lives in this page's memory and sessionStorage only; it is sent as a bearer
 // header with every request once entered (nodes started with --http-read-token-required need it
 // for reads too; the others ignore it on reads) and never written back into the page.
@@ -325,8 +328,5 @@ $("token-forget").addEventListener("click", () => {
 });
 
 learn(location.origin);
-for (const address of (new URLSearchParams(location.search).get("nodes") || "").split(",")) {
-  if (address) learn(baseUrl(address));
-}
 showTokenState();
 refresh();

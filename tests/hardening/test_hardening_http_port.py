@@ -1,21 +1,27 @@
 """What a stranger on the HTTP port can cost a node: a bounded number of connections, each given
 a bounded time and size for its request head, no sleeping attempt left behind when it hangs up,
-and no token in the log.
+no token in the log, and a dashboard that sends the token to no address a link can name.
 
 Method: one real ``beanraft serve`` node (``-V``, an admin token, reads closed) attacked over real
 loopback sockets. Connections that send nothing, half a head, one byte at a time, or too many
 headers; more connections than the bound while the node's open-files limit is lowered (``prlimit``)
 so that holding them all would leave nothing for the client port; a hundred refused attempts
 whose clients hang up at once, from one address, before the right token from that address; a
-malformed ``Authorization`` header.
+malformed ``Authorization`` header. The dashboard runs in headless chromium (selenium, skipped
+without /usr/bin/chromedriver) from a link that names a fake node, which records what it is sent.
 """
 
 from __future__ import annotations
 
+import json
 import resource
 import select
 import socket
+import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from cluster.cluster_harness import HOST, LineClient, wait_for
@@ -24,6 +30,10 @@ from floodkit import open_files
 from beanraft.node import http as node_http
 from beanraft.node import http_connections, launcher
 
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "cluster")]
+import test_cluster_dashboard as dashboard  # noqa: E402
+
+browser = dashboard.browser  # headless chromium, for the last test
 
 TOKEN = "http-port-token-0123456789"
 HEAD_TIMEOUT_S = node_http.HEAD_TIMEOUT_S
@@ -224,3 +234,55 @@ def test_a_malformed_authorization_header_does_not_put_its_token_in_the_log(node
         lambda text: text if "Invalid header value" in text else None)(
         process.log_path.read_text(errors="replace")), timeout_s=10)
     assert "leaked-" not in log and TOKEN not in log
+
+
+class _FakeNode(BaseHTTPRequestHandler):
+    """Answers as a node would (CORS, a /status) and records every request's headers."""
+
+    seen: list[dict] = []
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.seen.append({"method": self.command, "path": self.path, **dict(self.headers)})
+        self.send_response(status)
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+        self.send_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_OPTIONS(self) -> None:  # noqa: N802  (http.server's naming)
+        self._answer(204, b"")
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(200, json.dumps({"node": "fake", "role": "follower", "term": 1,
+                                      "ready": True, "http_peers": []}).encode())
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_the_dashboard_sends_the_token_to_no_node_named_in_its_address(node, browser):
+    from selenium.webdriver.common.by import By
+
+    _process, client, http = node
+    fake = ThreadingHTTPServer((HOST, 0), _FakeNode)
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    try:
+        with LineClient((HOST, client)) as conn:
+            conn.request(b"use on-the-page")
+            conn.put(b"shown")
+        browser.get(f"http://{HOST}:{http}/?nodes={HOST}:{fake.server_address[1]}")
+        browser.find_element(By.ID, "token").send_keys(TOKEN)
+        browser.find_element(By.ID, "token-set").click()
+        assert wait_for("the tube on the page, read with the token", lambda: browser.find_elements(
+            By.CSS_SELECTOR, '#tubes tr[data-tube="on-the-page"]'), 10.0)
+        assert wait_for("the leader on the page", lambda: dashboard.page_text(
+            browser, "leader") not in ("", "?", "none"), 10.0)
+        time.sleep(3.0)  # three more rounds of the page's polling, with the token
+        given = [seen for seen in _FakeNode.seen if "Authorization" in seen]
+        assert given == [], f"the fake node was sent the token: {given[:1]}"
+    finally:
+        fake.shutdown()
+        fake.server_close()
