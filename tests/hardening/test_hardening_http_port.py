@@ -164,6 +164,16 @@ def test_a_request_head_larger_than_the_bound_closes_its_connection_unanswered(n
     assert answered(http, padded(below + 2, field)) is None
 
 
+def test_a_request_body_larger_than_the_bound_is_refused_with_413(node):
+    _process, _client, http = node
+    body = b'"' + b"x" * 20_000 + b'"'  # a JSON string, past the bound on bodies
+    assert node_http.MAX_BODY_BYTES < len(body) < http_connections.MAX_REQUEST_BYTES - 1000
+    head = b"POST /admin/leader/transfer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" \
+           b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n" % (TOKEN.encode(), len(body))
+    assert answered(http, head + body) == 413
+    assert answered(http, head.replace(b"%d" % len(body), b"3") + b'"x"') == 400  # not an object
+
+
 def test_connections_past_the_bound_close_the_oldest_and_leave_descriptors_to_the_client_port(
         node):
     process, client, http = node
