@@ -8,17 +8,20 @@ admin token (``auth.py``: everything under /admin/ needs it).
 * Then the Raft thread forks at its next tick; the child writes the file into a pipe, and this
   handler copies the pipe into the response in ``CHUNK_BYTES`` pieces. The response's length is
   not known in advance (chunked); the header inside the file announces the body's length and
-  checksum, so a reader detects a response cut short. A child that fails makes the handler drop
-  the connection instead of ending the response cleanly.
-* One backup at a time per node (409 for a second); a reader that stalls for ``STALL_S`` is
-  dropped, which breaks the pipe and ends the child.
+  checksum, so a reader detects a response cut short. The response begins with the child's
+  first bytes: a child that fails before them is answered 503; one that fails after makes the
+  handler drop the connection instead of ending the response cleanly.
+* One backup at a time per node (409 for a second). Both ends are bounded by ``STALL_S``: a
+  reader that takes nothing for that long is dropped, and a child that writes nothing and runs
+  not at all for that long is hung (``BackupStream.read``). Either way the child is killed and
+  reaped on a thread of its own (``abandon``: a hung child may never exit by itself), and the
+  slot is freed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 
 from aiohttp import web
@@ -64,6 +67,29 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
     return [web.post("/admin/backup", backup)]
 
 
+def _failure(stalled: bool, abandoned) -> str:
+    """Why a backup failed before its first byte, for the client."""
+    if stalled:
+        return f"the backup failed: its child wrote nothing for {STALL_S:.0f} s; ask again"
+    if abandoned is not None:
+        return f"the backup failed: {abandoned}; ask again"
+    return "the backup failed: its child ended before writing anything; ask again"
+
+
+def _log_failure(stream, request, sent: int, stalled: bool, abandoned, written: bool) -> None:
+    """One line for a backup that did not complete, saying why."""
+    if stalled:
+        log.error("backup at index %d to %s failed after %d bytes: its child (pid %d) wrote "
+                  "nothing and did not run for %.0f s; it is killed", stream.index,
+                  request.remote, sent, stream.pid, STALL_S)
+    elif abandoned is not None:
+        log.warning("backup at index %d to %s abandoned after %d bytes: %s", stream.index,
+                    request.remote, sent, abandoned)
+    elif not (written and sent):
+        log.error("backup at index %d to %s failed after %d bytes: its child did not finish",
+                  stream.index, request.remote, sent)
+
+
 def _abandon_if_started(future) -> None:
     """The request gave up, but the Raft thread had begun to fork: end that child. May run on
     the Raft thread, which must not wait for the child (``abandon`` kills and reaps it apart)."""
@@ -82,32 +108,37 @@ async def _stream(request, future, release) -> web.StreamResponse:
         return web.json_response({"error": "the backup did not start"}, status=503)
     except Exception as exc:  # the fork itself failed (no memory, no process slot)
         return web.json_response({"error": f"the backup did not start: {exc}"}, status=503)
-    began, sent, streamed, abandoned = time.monotonic(), 0, False, None
+    began, sent, streamed, stalled, abandoned = time.monotonic(), 0, False, False, None
     response = web.StreamResponse(headers={
         "Content-Type": "application/octet-stream",
         "X-BeanRaft-Backup-Index": str(stream.index),
         "Content-Disposition": f'attachment; filename="beanraft-{stream.index}.backup"'})
     try:
-        await response.prepare(request)
         while True:
-            chunk = await loop.run_in_executor(None, os.read, stream.fd, CHUNK_BYTES)
-            if not chunk:
+            chunk = await loop.run_in_executor(None, stream.read, CHUNK_BYTES, STALL_S)
+            if chunk is None:
+                stalled = True
                 break
+            if not chunk:
+                streamed = True
+                break
+            if not response.prepared:
+                await response.prepare(request)
             await asyncio.wait_for(response.write(chunk), STALL_S)
             sent += len(chunk)
-        streamed = True
     except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
         abandoned = exc or type(exc).__name__
     finally:
-        written = await loop.run_in_executor(None, stream.finish)
+        if streamed:  # the child closed the pipe: it is exiting, and its status tells
+            written = await loop.run_in_executor(None, stream.finish)
+        else:  # the child may be alive, even hung: kill it, never wait for it here
+            stream.abandon()
+            written = False
         release()
-    if abandoned is not None:
-        log.warning("backup at index %d to %s abandoned after %d bytes: %s", stream.index,
-                    request.remote, sent, abandoned)
-    if streamed and not (written and sent):
-        log.error("backup at index %d failed after %d bytes (the child did not finish); the "
-                  "connection is dropped", stream.index, sent)
+    _log_failure(stream, request, sent, stalled, abandoned, written)
     if not (streamed and written and sent):
+        if not response.prepared:  # nothing sent yet: the client may be told why
+            return web.json_response({"error": _failure(stalled, abandoned)}, status=503)
         if request.transport is not None:
             request.transport.close()
         return response

@@ -14,10 +14,14 @@ Theory of operation.
   the tick thread (``PR_SET_PDEATHSIG``). A reader that goes away breaks the pipe, and the
   child exits.
 * The caller gets a ``BackupStream``: the pipe's read end and the child's pid. It reads to the
-  end of the pipe and then reaps the child (``finish``): status 0 means the whole file was
-  written. At most ``MAX_RUNNING`` backups run at a time; more are refused at once. A caller
-  that gives up before the tick cancels its future, and no child is forked for it; one that
-  gives up while the tick forks gets its stream anyway and ends it (``abandon``).
+  end of the pipe (``read``) and then reaps the child (``finish``): status 0 means the whole
+  file was written. At most ``MAX_RUNNING`` backups run at a time; more are refused at once. A
+  caller that gives up before the tick cancels its future, and no child is forked for it; one
+  that gives up while the tick forks gets its stream anyway and ends it (``abandon``).
+* A child that neither writes nor runs (its CPU time in /proc does not grow) for the caller's
+  stall limit is hung: stopped, or blocked for good, as a child forked while another thread
+  held a lock it then needs. ``read`` says so and the caller ends it (``abandon``); a child that
+  is still encoding a large state before its first byte runs all along and is left to finish.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import ctypes
 import importlib.metadata
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -55,6 +60,21 @@ class BackupStream:
     pid: int
     index: int
     fork_ms: float
+
+    def read(self, max_bytes: int, stall_s: float) -> bytes | None:
+        """The next bytes of the file (b"" at its end), waiting for them (blocking); None once
+        the child has written nothing and used no CPU time for ``stall_s``: it is hung."""
+        poller = select.poll()  # not select.select: a busy node's descriptors pass 1024
+        poller.register(self.fd, select.POLLIN)
+        ran, quiet_since = _cpu_ticks(self.pid), time.monotonic()
+        while True:
+            if poller.poll(min(1.0, stall_s) * 1000):
+                return os.read(self.fd, max_bytes)
+            now_ran = _cpu_ticks(self.pid)
+            if now_ran != ran:
+                ran, quiet_since = now_ran, time.monotonic()
+            elif time.monotonic() - quiet_since >= stall_s:
+                return None
 
     def finish(self) -> bool:
         """Close the pipe and reap the child; True if it wrote the whole backup."""
@@ -149,6 +169,16 @@ class BackupTaker:
         log.info("backup at index %d (term %d, %d jobs) started; fork took %.1f ms",
                  index, term, fields["jobs"], fork_ms)
         return BackupStream(read_fd, pid, index, fork_ms)
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """The CPU time ``pid`` has used (user and system, in clock ticks), or None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _our_version() -> str:
