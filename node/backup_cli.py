@@ -2,10 +2,12 @@
 
 ``backup`` asks a node's HTTP endpoint for ``POST /admin/backup`` with the admin token, checks
 the file as it arrives (``replication.backup_file.BackupReader``) and writes it to a temporary
-file beside FILE, renamed onto FILE only once complete and intact. Given the leader, it asks a
-ready follower it names in ``http_peers`` instead (``--exact`` keeps the node given): the
-leader's CPU is the cluster's bottleneck. ``restore`` checks a backup whole and writes a new data
-directory (``replication.restore``); nothing is written for a file that is not an intact backup.
+file beside FILE (``PARTIAL_PREFIX``, locked while it is written, so that the next backup into
+that directory removes one a killed backup left: ``replication/leftovers.py``), renamed onto
+FILE only once complete and intact. Given the leader, it asks a ready follower it names in
+``http_peers`` instead (``--exact`` keeps the node given): the leader's CPU is the cluster's
+bottleneck. ``restore`` checks a backup whole and writes a new data directory
+(``replication.restore``); nothing is written for a file that is not an intact backup.
 
 Exit statuses: 0 done, 2 usage (bad token file, bad address), 4 refused (wrong token, no token on
 the node, target not empty), 7 the node failed (or the file is damaged, or cannot be written
@@ -25,6 +27,7 @@ from http.client import HTTPException
 
 import click
 
+from beanraft.replication import leftovers
 from beanraft.replication.backup_file import BackupFileError, BackupHeader, BackupReader
 from beanraft.replication.snapshot_file import fsync_dir
 from beanraft.replication.restore import RestoreError, restore_data_dir
@@ -35,6 +38,7 @@ from .admin_wire import EXIT_REFUSED, EXIT_SERVER_ERROR, EXIT_UNREACHABLE
 EXIT_USAGE = 2
 _HELP = {"help_option_names": ["-h", "--help"]}
 CHUNK_BYTES = 1 << 20
+PARTIAL_PREFIX = ".beanraft-backup-"  # the file being written beside FILE
 
 
 class BackupFailed(Exception):
@@ -103,20 +107,23 @@ def download(http: _Http, address: str, path: str, stale: bool) -> dict:
     """Fetch a backup from ``address`` into ``path`` (atomically); its header as a dict.
 
     BackupFailed for every failure, with nothing left at ``path`` or beside it: the node's
-    (refused, broken off, not intact) and this machine's (``path`` cannot be written).
+    (refused, broken off, not intact) and this machine's (``path`` cannot be written). The
+    partial files of backups killed before they could remove theirs go first (``leftovers``).
     """
     directory = os.path.dirname(os.path.abspath(path))
     query = "/admin/backup" + ("?stale=1" if stale else "")
+    leftovers.remove_abandoned(directory, PARTIAL_PREFIX)
     try:
-        fd, partial = tempfile.mkstemp(prefix=".beanraft-backup-", dir=directory)
+        fd, partial = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=directory)
     except OSError as exc:
         raise BackupFailed(f"cannot write {path}: {exc.strerror or exc}", EXIT_SERVER_ERROR)
     try:
         with os.fdopen(fd, "wb") as out:
+            leftovers.hold(out.fileno())  # until it is renamed: no other backup may take it
             header = _receive(http, address, query, out)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(partial, path)
+            os.replace(partial, path)
         fsync_dir(directory)  # the backup is said to be saved: its name must survive a crash
     except BaseException as exc:
         _unlink(partial)

@@ -6,8 +6,11 @@ Theory of operation.
   into a staging directory and moves it into place: a refused or failed restore leaves nothing,
   and a node never starts on half a restore. The target must be new, or empty but for a file
   system's ``lost+found``.
-* A new target: the staging directory is beside it, and one rename makes it the target. An
-  existing target may be a volume's mount point, which no rename can replace: the staging
+* A new target: the staging directory is beside it, and one rename makes it the target. The
+  restore holds the staging directory's lock meanwhile, so that the next restore into the same
+  parent tells a staging directory left by a restore that was killed, which it removes, from
+  one still being written (``leftovers.py``).
+* An existing target may be a volume's mount point, which no rename can replace: the staging
   directory is then inside it (``STAGING_PREFIX``), its files are renamed into the target one by
   one, and it is removed once empty. A node that finds a staging directory still holding files
   in its data directory refuses to start (``check_restored``): the restore was cut short. One
@@ -41,7 +44,7 @@ import time
 
 from beanraft.jobs.restore import for_new_cluster
 
-from . import seam
+from . import leftovers, seam
 from .backup_file import BackupFileError, BackupHeader, read_backup
 from .datadir import (JOURNAL_NAME, LOCK_NAME, SNAPSHOT_NAME, DataDirLocked, lock_directory,
                       make_private)
@@ -98,17 +101,25 @@ def _check_target(directory: str) -> None:
 
 def _write_beside(directory: str, header: BackupHeader, state: bytes,
                   members: list[str]) -> tuple[int, int]:
-    """Restore into a new ``directory``: staged beside it, then renamed into place."""
+    """Restore into a new ``directory``: staged beside it, under a lock of its own, then renamed
+    into place. The staging directories of restores killed before they could remove theirs go
+    first (``leftovers``)."""
     parent = os.path.dirname(os.path.abspath(directory))
     os.makedirs(parent, exist_ok=True)
+    leftovers.remove_abandoned(parent, STAGING_PREFIX)
     staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
+    lock = None
     try:
+        lock = lock_directory(staging)  # the lock file goes along, as a node makes one anyway
         written = _write(staging, header, state, members)
         os.rename(staging, directory)
         fsync_dir(parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     return written
 
 
