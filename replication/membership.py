@@ -10,6 +10,14 @@ Theory of operation.
   connection (``br_member_req``), the leader answers ``br_member_done``, by the path leadership
   transfers take too (``forwarding.py``). Everything that touches pysyncobj runs in the tick
   thread.
+* The leader appends only the changes it runs itself. pysyncobj forwards every command queued on
+  a node that is not the leader to the leader it knows of, a membership change too: a leader
+  deposed after proposing a change, before its next tick appended it, would hand the change to
+  the next leader, which would append it past every check below, while a change of its own may
+  be uncommitted. So a membership change that arrives forwarded (``apply_command``) is refused
+  (``refuse_forwarded_changes``); the node that proposed it answers its asker by itself, as a
+  leader that lost its role. pysyncobj's leader appends no change before the first entry of its
+  term is committed; that check covers every change, ours included.
 * The change itself, from the leader's checks to its outcome, and what followers are told of it
   and show, is ``member_change.py``'s: the learner phase of an addition, what a leader that
   loses its role answers, and how a follower elected meanwhile takes an addition over.
@@ -30,8 +38,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import pickle
 import time
 from typing import Callable
+
+from pysyncobj.config import FAIL_REASON
 
 from . import own_removal, seam, standing, transfer
 from .forwarding import Forwarder, route_messages
@@ -43,7 +54,8 @@ from .members_file import (MEMBERS_NAME, MembershipError, load_members, save_mem
 
 # member_change.py's names are taken from here by node/ and the tests, as before it was split off.
 __all__ = ["MEMBERS_NAME", "MembershipError", "load_members", "save_members", "start_peers",
-           "was_removed", "Changed", "Members", "change_membership", "ADD", "REMOVE", "CHECK",
+           "was_removed", "Changed", "Members", "change_membership", "refuse_forwarded_changes",
+           "ADD", "REMOVE", "CHECK",
            "LEARNING", "ADDING", "REMOVING", "NO_LEADER", "BUSY", "ALREADY_MEMBER", "NOT_MEMBER",
            "NO_MAJORITY", "NO_SECRET", "DENIED", "TIMEOUT", "TRANSFER_FAILED", "NOT_RUNNING",
            "CATCH_UP_ENTRIES", "DEFAULT_TIMEOUT_S"]
@@ -57,6 +69,7 @@ DEFAULT_TIMEOUT_S = 30.0
 TRANSFER_FAILED = "transfer_failed"
 NOT_RUNNING = "not_running"
 REACH_TIMEOUT_S = 3.0
+FORWARDED, FORWARDED_DONE = "apply_command", "apply_command_response"  # pysyncobj's messages
 
 
 # -- the event loop's entry point ------------------------------------------------------------
@@ -102,6 +115,31 @@ async def _check_listening(address: str) -> None:
 # -- the tick thread's side ------------------------------------------------------------------
 
 
+def refuse_forwarded_changes(sync) -> None:
+    """Refuse every membership change another node forwards to this one (see the module
+    docstring): one log line, and pysyncobj's "request denied" to the sender if it waits for an
+    answer. Forwarded commands of any other type go on to pysyncobj as before."""
+
+    def refuse(node, message: dict) -> bool:
+        command = message.get("command")
+        if message.get("type") != FORWARDED or not isinstance(command, (bytes, bytearray)) \
+                or bytes(command[:1]) != seam.MEMBERSHIP_COMMAND:
+            return False
+        try:
+            change = " ".join(str(part) for part in pickle.loads(command[1:])[:2])
+        except Exception:  # a sealed peer sent it, but its shape is pysyncobj's, not ours
+            change = "a change"
+        log.warning("membership: refused %s forwarded by %s: a leader appends only the changes "
+                    "it runs itself, one at a time", change, node)
+        if "request_id" in message:
+            seam.transport(sync).send(node, {"type": FORWARDED_DONE,
+                                             "request_id": message["request_id"],
+                                             "error": FAIL_REASON.REQUEST_DENIED})
+        return True
+
+    route_messages(sync, frozenset(), lambda node, message: None, intercept=refuse)
+
+
 class Members:
     """Membership changes and the members file of one node (see the module docstring)."""
 
@@ -128,6 +166,10 @@ class Members:
         self.members: tuple[str, ...] = tuple(sorted(self._current() - me))
 
     def install(self) -> None:
+        # Installed after the leadership transfer's handler, which holds forwarded commands
+        # while a transfer runs, so it sees them first: a forwarded change is refused as it
+        # arrives, never held and proposed later.
+        refuse_forwarded_changes(self._sync)
         forward = self._forward
 
         def on_message(node, message):

@@ -72,7 +72,8 @@ POINTS: tuple[Point, ...] = (
           "raised from 2 to 5: protocol 2 carries a job body as a latin-1 string, 1.5 times "
           "its size and 70 ms per 10 MB each way", replaced=True),
     Point("module:pysyncobj.syncobj", "_COMMAND_TYPE",
-          "the type byte of a REGULAR log entry, whose batch the leader re-stamps"),
+          "the type byte of a REGULAR log entry, whose batch the leader re-stamps, and of a "
+          "MEMBERSHIP one, which a leader refuses when a command forwarded to it carries it"),
     Point("module:pysyncobj.syncobj", "_RAFT_STATE",
           "the number pysyncobj gives the leader role"),
     Point("class:pysyncobj.syncobj.SyncObj", "_isLeader",
@@ -314,6 +315,7 @@ _MISSING = object()
 
 REGULAR_COMMAND = bytes((_pso._COMMAND_TYPE.REGULAR,))  # type byte of a @replicated call entry
 NO_OP_COMMAND = bytes((_pso._COMMAND_TYPE.NO_OP,))  # a whole no-op entry (a new leader's first)
+MEMBERSHIP_COMMAND = bytes((_pso._COMMAND_TYPE.MEMBERSHIP,))  # type byte of a membership change
 LEADER = _pso._RAFT_STATE.LEADER
 FOLLOWER = _pso._RAFT_STATE.FOLLOWER
 JournalBase = _pso_journal.Journal
