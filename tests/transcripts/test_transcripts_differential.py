@@ -3,11 +3,13 @@ lines exactly as beanstalkd 1.12 does.
 
 Method: start the reference and the target side by side in one test, open the same connections to
 both, and send each the same steps -- a `use`, one to four pipelined lines (valid commands,
-mutated ones, overlong lines, bad bodies), then a sentinel `use s<step>` whose unique reply marks
-the end of the step. Replies are split structurally and compared byte by byte, except values that
-depend on the clock or on the process (job age and time-left, pause-time-left, pid, uptime, ...).
-Durations are chosen so no timer fires during the run. A failure prints the seed and the step, and
-``BEANRAFT_FUZZ_SEEDS=<seed>`` replays it; running the reference against itself checks the harness.
+mutated ones, overlong lines, bad bodies, bodies of the largest size `-z` allows), then a sentinel
+`use s<step>` whose unique reply marks the end of the step; a step's bytes are sometimes sent in
+pieces cut at random bytes. Replies are split structurally and compared byte by byte, except
+values that depend on the clock or on the process (job age and time-left, pause-time-left, pid,
+uptime, ...). Durations are chosen so no timer fires during the run. A failure prints the seed and
+the step, and ``BEANRAFT_FUZZ_SEEDS=<seed>`` replays it; running the reference against itself
+checks the harness.
 """
 
 from __future__ import annotations
@@ -139,12 +141,16 @@ class Generator:
     def odd(self) -> bytes:
         """Framing trouble that still ends at a CRLF: overlong lines, oversized or bad bodies."""
         r = self.rng
-        kind = r.randrange(4)
+        kind = r.randrange(5)
         if kind == 0:
             return b"x" * r.choice([230, 300, 500])
         if kind == 1:
             size = r.randint(MAX_JOB_SIZE + 1, MAX_JOB_SIZE + 20)
             return b"put 0 0 60 %d\r\n%s" % (size, b"y" * size)
+        if kind == 4:  # the largest body -z allows, or one byte less
+            self.max_id += 1
+            size = r.choice([MAX_JOB_SIZE, MAX_JOB_SIZE - 1])
+            return b"put 0 0 60 %d\r\n%s" % (size, bytes(r.choice(b"z\r\n") for _ in range(size)))
         if kind == 2:  # a body longer than announced: EXPECTED_CRLF, the rest is one more line
             self.max_id += 1
             return b"put 0 0 60 2\r\nabcd"
@@ -159,6 +165,25 @@ class Generator:
 
 
 # --------------------------------------------------------------------------- reading replies
+
+
+def cut_points(rng: random.Random, data: bytes) -> list[int]:
+    """Where a step's bytes are cut into separate segments: mostly nowhere, else at one to
+    three random bytes (inside a line, between CR and LF, inside a body). Never a step that
+    quits: a piece sent after the server closed would make it reset the connection."""
+    if rng.random() < 0.7 or b"quit" in data:
+        return []
+    return sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(1, 3))))
+
+
+def send_in_pieces(wire, data: bytes, cuts: list[int]) -> None:
+    """Sends ``data`` cut at ``cuts``, pausing a moment after each piece so each is read alone."""
+    start = 0
+    for at in cuts:
+        wire.send(data[start:at])
+        time.sleep(0.001)
+        start = at
+    wire.send(data[start:])
 
 
 def read_replies(wire, sentinel: bytes, deadline: float) -> list[bytes]:
@@ -217,6 +242,7 @@ def test_a_target_answers_a_random_command_stream_exactly_like_the_reference(sta
     reference = Side(start_server(REFERENCE, "-z", str(MAX_JOB_SIZE)))
     other = Side(start_server(target_kind, "-z", str(MAX_JOB_SIZE)))
     rng = random.Random(seed)
+    cutter = random.Random(seed + 1_000_003)  # its own stream: a seed's commands stay the same
     generator = Generator(rng)
     history: list[str] = []
     for step in range(STEPS):
@@ -224,9 +250,10 @@ def test_a_target_answers_a_random_command_stream_exactly_like_the_reference(sta
         sentinel = b"USING s%d" % step
         data = b"use %s\r\n" % rng.choice(TUBES) + b"".join(
             line + b"\r\n" for line in generator.step()) + b"use s%d\r\n" % step
-        history.append(f"step {step} conn {index}: {data!r}")
+        cuts = cut_points(cutter, data)
+        history.append(f"step {step} conn {index}: {data!r}" + (f" cut at {cuts}" if cuts else ""))
         for side in (reference, other):
-            side.wires[index].send(data)
+            send_in_pieces(side.wires[index], data, cuts)
         expected = read_replies(reference.wires[index], sentinel, time.monotonic() + STALL_S)
         stalled = expected and expected[-1].startswith(b"<silence>")
         grace_s = 0.1 if stalled else TARGET_TIMEOUT_S
