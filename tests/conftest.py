@@ -490,10 +490,12 @@ def selected_targets(config) -> list[str]:
 
 
 #: The follower target starts a three-process cluster per test (about 2.5 s here), so a plain run
-#: takes it through these modules only: the seeded differential stream, the reserve semantics
-#: that depend most on the log, and the exact stats bytes. `--target follower` runs everything.
+#: takes it through these modules only: the seeded differential streams (one connection at a
+#: time, and several interleaved with waits and timers), the reserve semantics that depend most
+#: on the log, and the exact stats bytes. `--target follower` runs everything.
 FOLLOWER_DEFAULT_MODULES = {
-    "test_transcripts_differential.py", "test_transcripts_reserve.py", "test_transcripts_stats.py",
+    "test_transcripts_differential.py", "test_transcripts_interleaved.py", "test_transcripts_reserve.py",
+    "test_transcripts_stats.py",
 }
 
 
