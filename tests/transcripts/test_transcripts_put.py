@@ -112,6 +112,18 @@ def test_a_put_whose_connection_closes_mid_body_consumes_its_id(server):
     wire.expect(b"NOT_FOUND\r\n")
 
 
+def test_a_job_gets_its_id_when_its_header_arrives_in_beanstalkd_and_with_its_body_in_beanraft(server):
+    # A documented difference (compatibility.md, put): 1.12 makes the job when the header is
+    # read, so the slow producer's job is 1; BeanRaft's log takes a put once its body is in.
+    slow, quick = server.connect(), server.connect()
+    slow.send(b"put 0 0 60 1\r\n")
+    slow.expect_nothing(0.2)  # the header is read (and, in 1.12, the job made)
+    quick.send(b"put 0 0 60 1\r\nq\r\n")
+    quick.expect(b"INSERTED 2\r\n" if server.kind == "beanstalkd" else b"INSERTED 1\r\n")
+    slow.send(b"s\r\n")
+    slow.expect(b"INSERTED 1\r\n" if server.kind == "beanstalkd" else b"INSERTED 2\r\n")
+
+
 def test_ttr_zero_becomes_one_second(wire):
     wire.send(b"put 0 0 0 5\r\nhello\r\n")
     wire.expect(b"INSERTED 1\r\n")
