@@ -145,14 +145,15 @@ class Members:
 
     def __init__(self, sync, loop: asyncio.AbstractEventLoop, directory: str | None,
                  joining: bool, shared_secret: bool, on_change: Callable[[int], None],
-                 hold_elections: Callable[[bool], None] = lambda hold: None):
+                 hold_elections: Callable[[bool], None] = lambda hold: None,
+                 election_max_s: Callable[[], float] | None = None):
         self._sync = sync
         self._loop = loop
         self._directory = directory
         self._joining = joining  # not a member yet: the members file waits for our addition
         state = standing.JOINING if joining else (
             standing.REMOVED if was_removed(directory) else standing.MEMBER)
-        self.standing = standing.Standing(sync, state, hold_elections)
+        self.standing = standing.Standing(sync, state, hold_elections, election_max_s)
         self.changes = Changes(sync, shared_secret)
         self.known_elsewhere: collections.deque = collections.deque(maxlen=4)  # member lists
         self._on_change = on_change  # called with the new number of members (and joined=True)

@@ -185,7 +185,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self.members = Members(self._sync, loop, config.data_dir, joining=config.join,
                                shared_secret=config.secret is not None or bool(self._peers),
                                on_change=self._members_changed,
-                               hold_elections=self._hold_elections)
+                               hold_elections=self._hold_elections,
+                               election_max_s=lambda: config.timing.election_max_s)
         self.members.install()
         self.members.changes.refuses = lambda address: self.rules.refuses(address,
                                                                           self.machine.rules)

@@ -20,10 +20,24 @@ Theory of operation.
   (it would only raise its term against a cluster that ignores it), says so in its log and in
   /status, and writes ``"removed": true`` to its members file, so that a restart keeps it quiet.
 * The removal may still be lost: the leader that appended it dies and the next one never had the
-  entry. That next leader keeps replicating to the node in a newer term, which is how the node
-  knows it is still a member; it then campaigns again. A removal forced while the node was cut
-  off is never told: such a node keeps campaigning alone, which harms no one (the members drop its
-  connections); its log says it hears from no leader.
+  entry. That next leader replicates to the node in a newer term, which is how the node knows it
+  is still a member; it then campaigns again. The next leader may need this node, though: with
+  the leader gone, the node may hold the only log that has every committed entry (it
+  acknowledged entries that the other member, frozen or cut off, never got), and the others
+  cannot be elected without its vote, which a longer log refuses. So the hold is bounded: a node
+  told it is removed that has heard from no leader for ``REJOIN_AFTER_ELECTIONS`` maximum
+  election timeouts campaigns again, through pre-vote as every member does (one log line says
+  so). Five timeouts leave the members that still count it room for an election or two, split
+  votes included, whose leader would reach it first; after the notice no other leader can reach
+  it (the one that removed it cut it off), so the time since the notice (or since a restart that
+  read ``"removed"`` in the members file) is the time without a leader. If the removal did
+  commit, the members no longer count the node: they drop its connections and refuse its
+  pre-votes (``prevote.py`` grants only a member of its own configuration), so it never
+  campaigns for real and never raises the cluster's term; it stays ``removed`` with no leader, and its
+  log says nothing more. Once it leads, or a leader of a newer term than its notice replicates
+  to it, it is a member again and its members file no longer says ``"removed"``. A removal
+  forced while the node was cut off is never told: such a node keeps asking alone, which harms
+  no one (the members drop its connections); its log says it hears from no leader.
 """
 
 from __future__ import annotations
@@ -31,23 +45,35 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+from pysyncobj.monotonic import monotonic
+
 from . import seam
 
 log = logging.getLogger("beanraft.membership")
 
 JOINING, MEMBER, REMOVED = "joining", "member", "removed"
 REMOVED_MESSAGE = "br_member_removed"
+REJOIN_AFTER_ELECTIONS = 5  # told it is removed, a node campaigns again after this many (above)
 
 
 class Standing:
     """Tick thread: this node's standing; ``state`` is read by /status from any thread."""
 
-    def __init__(self, sync, state: str, hold_elections: Callable[[bool], None]):
+    def __init__(self, sync, state: str, hold_elections: Callable[[bool], None],
+                 election_max_s: Callable[[], float] | None = None,
+                 now: Callable[[], float] = monotonic):
         assert state in (JOINING, MEMBER, REMOVED)
         self._sync = sync
         self.state = state
         self._hold_elections = hold_elections  # True: never campaign; False: the usual timing
         self._removed_term = sync.raftCurrentTerm if state == REMOVED else 0
+        # The cluster's maximum election timeout (None: a removed node holds its elections for
+        # good), and since when a removed node has heard from no leader (the notice, or a start
+        # that read "removed" in the members file: it starts held).
+        self._election_max_s = election_max_s
+        self._now = now
+        self._removed_at = now()
+        self._rejoined = False  # removed, it campaigns again: it heard from no leader for long
         self.told = 0  # notices of removal taken, for a request to remove this node to compare
         # Started with --join: this node catches up through the cluster's history, in which it
         # may have been a member before (a node started as a member replays its own log, and
@@ -140,6 +166,8 @@ class Standing:
         if seam.leader_node(self._sync) != node:
             return  # only the leader we follow removes us
         self._removed_term = int(message.get("term") or 0)
+        self._removed_at = self._now()
+        self._rejoined = False
         self.told += 1
         self._become(REMOVED, f"the leader {node} removed it from the cluster (term "
                      f"{self._removed_term}); it stops campaigning. Stop it, and empty its data "
@@ -151,10 +179,31 @@ class Standing:
         if self.state != REMOVED:
             return
         sync = self._sync
-        if sync.raftCurrentTerm > self._removed_term and seam.leader_node(sync) is not None:
-            # Only a member hears from a leader of a newer term: the removal was lost.
-            self._become(MEMBER, f"the leader {seam.leader_node(sync)} of term "
-                         f"{sync.raftCurrentTerm} replicates to it: the removal did not commit")
+        leader = seam.leader_node(sync)
+        if sync.raftCurrentTerm > self._removed_term and leader is not None:
+            # Only a member hears from a leader of a newer term, or is elected: the removal was
+            # lost.
+            self._become(MEMBER, (f"it leads term {sync.raftCurrentTerm}" if leader ==
+                                  sync.selfNode else f"the leader {leader} of term "
+                                  f"{sync.raftCurrentTerm} replicates to it")
+                         + ": the removal did not commit")
+            return
+        self._rejoin_when_due()
+
+    def _rejoin_when_due(self) -> None:
+        """Removed and held: campaign again once no leader was heard of for long (see the
+        module docstring)."""
+        if self._rejoined or self._election_max_s is None:
+            return
+        quiet_s = REJOIN_AFTER_ELECTIONS * self._election_max_s()
+        if self._now() - self._removed_at < quiet_s:
+            return
+        self._rejoined = True
+        self._hold_elections(False)
+        log.warning("this node was told it is removed but has heard from no leader for %g s: it "
+                    "campaigns again (through pre-vote), in case the removal was lost with its "
+                    "leader; if the removal committed, the members ignore it and it stays "
+                    "without a leader", quiet_s)
 
     def _become(self, state: str, why: str) -> None:
         before, self.state = self.state, state

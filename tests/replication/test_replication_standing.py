@@ -1,10 +1,13 @@
 """Goal: only a member campaigns, however often it becomes one; a joiner becomes one only when
-the last word of its log about it, caught up with the leader's commit index, says so.
+the last word of its log about it, caught up with the leader's commit index, says so; a node told
+it is removed (or restarted so) campaigns again once it has heard from no leader for five
+election timeouts, in case the removal was lost, and is a member again once it leads.
 
 Method: a real pysyncobj node (not ticked) under BeanRaft's ``Standing``, fed the membership
 entries and snapshots that add this node, roll that addition back, list it or remove it, as the
 tick thread would; the commit indices pysyncobj would have learnt from the leader's messages
 are set on the node, and the election hold ``Standing`` asks for is recorded after each step.
+The time since the notice of removal is read from a clock the test sets.
 """
 
 from __future__ import annotations
@@ -87,3 +90,46 @@ def test_a_member_replaying_its_log_keeps_campaigning_whatever_old_entries_say()
         node.after_change("rem", me, False, True)
         node.on_tick()
         assert (node.state, holds) == (standing.MEMBER, [])
+
+
+def test_a_node_told_it_is_removed_campaigns_again_after_five_election_timeouts_alone():
+    clock = [100.0]
+    me, other = (f"127.0.0.1:{free_port()}" for _ in range(2))
+    sync = Counter(me, SyncObjConf(autoTick=False), peers=[other])
+    holds: list[bool] = []
+    try:
+        node = standing.Standing(sync, standing.MEMBER, holds.append,
+                                 election_max_s=lambda: 1.0, now=lambda: clock[0])
+        leader = next(iter(sync.otherNodes))
+        sync._SyncObj__raftLeader = leader
+        clock[0] = 200.0
+        node.on_message(leader, {"type": standing.REMOVED_MESSAGE, "term": sync.raftCurrentTerm})
+        assert (node.state, holds) == (standing.REMOVED, [True])
+        clock[0] = 204.9  # counted from the notice, not from the start
+        node.on_tick()
+        assert holds == [True]
+        clock[0] = 205.0
+        node.on_tick()
+        node.on_tick()
+        # It campaigns again (once), still removed until it leads or hears a newer leader.
+        assert (node.state, holds) == (standing.REMOVED, [True, False])
+        sync._SyncObj__setCurrentTerm(sync.raftCurrentTerm + 1, None)  # it won an election
+        sync._SyncObj__raftLeader = sync.selfNode
+        node.on_tick()
+        assert (node.state, holds) == (standing.MEMBER, [True, False, False])
+    finally:
+        sync.destroy()
+
+
+def test_a_node_restarted_removed_campaigns_again_after_five_election_timeouts_alone():
+    clock = [50.0]
+    with _node(standing.MEMBER) as (sync, _me, _other, _holds, _unused):
+        holds: list[bool] = []
+        node = standing.Standing(sync, standing.REMOVED, holds.append,
+                                 election_max_s=lambda: 1.0, now=lambda: clock[0])
+        clock[0] = 54.9
+        node.on_tick()
+        assert holds == []  # held as it started (raft.py)
+        clock[0] = 55.0
+        node.on_tick()
+        assert (node.state, holds) == (standing.REMOVED, [False])
