@@ -138,6 +138,24 @@ def test_a_node_downgraded_past_the_switch_stops_instead_of_diverging(start_clus
 
 
 
+def _admin_token(tmp_path) -> tuple[Path, tuple[str, ...]]:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    return token_file, ("--admin-token-file", str(token_file))
+
+
+def _silent_joiner(cluster, leader, flags: tuple[str, ...], tmp_path) -> NodeProcess:
+    """A node from before rules versions, started with --join and answering (not added yet)."""
+    joiner = NodeProcess("joiner", NodePorts(*free_ports(3)), [], tmp_path,
+                         clean_env(BEANRAFT_CLUSTER_SECRET=cluster.secret),
+                         flags + ("--join", leader.http_address), launcher=EARLIER + ["silent"])
+    cluster.retired.append(joiner)  # stopped at teardown, and no member yet
+    joiner.start()
+    wait_for("the joiner to answer", lambda: joiner.http("/healthz")[0] == 200, 60)
+    return joiner
+
+
 def _leader_rules_if(leader, accept) -> dict | None:
     """The leader's rules document when ``accept`` says yes to it, else None."""
     doc = leader.status()
@@ -150,10 +168,7 @@ def test_a_learner_of_an_earlier_version_holds_the_switch_while_it_catches_up(st
     # before rules versions (silent) is added while the last held member is upgraded: the
     # leader must count the learner, or the RULES entry it proposes would reach the learner,
     # which applies it as an unknown command and goes on by rules 1, parted from the others.
-    token_file = tmp_path / "admin-token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
-    flags = ("--admin-token-file", str(token_file))
+    token_file, flags = _admin_token(tmp_path)
     cluster = start_cluster(*flags, *HOLD)
     assert cluster.wait_rules_settled() == 1
     held = cluster.followers()[0]
@@ -163,12 +178,7 @@ def test_a_learner_of_an_earlier_version_holds_the_switch_while_it_catches_up(st
             cluster.restart(node)
     assert cluster.wait_rules_settled(timeout_s=30) == 1
     leader = cluster.leader()
-    joiner = NodeProcess("joiner", NodePorts(*free_ports(3)), [], tmp_path,
-                         clean_env(BEANRAFT_CLUSTER_SECRET=cluster.secret),
-                         flags + ("--join", leader.http_address), launcher=EARLIER + ["silent"])
-    cluster.retired.append(joiner)  # stopped at teardown, and no member yet
-    joiner.start()
-    wait_for("the joiner to answer", lambda: joiner.http("/healthz")[0] == 200, 60)
+    joiner = _silent_joiner(cluster, leader, flags, tmp_path)
     joiner.signal(signal.SIGSTOP)  # a learner for as long as this test needs
     try:
         adding = _add_in_background(leader, token_file, joiner.raft_address)
@@ -206,19 +216,11 @@ def test_a_node_of_an_earlier_version_is_not_added_once_the_cluster_switched(sta
     # After the switch a node that does not apply rules 2 would apply what follows by rules 1:
     # it catches up as a learner, but its addition times out with the reason, and the members
     # stay as they were. The same node upgraded is added.
-    token_file = tmp_path / "admin-token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
-    flags = ("--admin-token-file", str(token_file))
+    token_file, flags = _admin_token(tmp_path)
     cluster = start_cluster(*flags)
     assert cluster.wait_rules_settled() == 2
     leader = cluster.leader()
-    joiner = NodeProcess("joiner", NodePorts(*free_ports(3)), [], tmp_path,
-                         clean_env(BEANRAFT_CLUSTER_SECRET=cluster.secret),
-                         flags + ("--join", leader.http_address), launcher=EARLIER + ["silent"])
-    cluster.retired.append(joiner)  # stopped at teardown, and no member yet
-    joiner.start()
-    wait_for("the joiner to answer", lambda: joiner.http("/healthz")[0] == 200, 60)
+    joiner = _silent_joiner(cluster, leader, flags, tmp_path)
     done = subprocess.run([*beanraft_argv(), "member", "add", joiner.raft_address, "--http",
                            leader.http_address, "--admin-token-file", str(token_file),
                            "--timeout", "4"], capture_output=True, text=True, env=clean_env(),
