@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import selectors
+import socket
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 
 async def until(what: str | Callable[[], str], predicate: Callable[[], bool], timeout_s: float,
@@ -16,3 +18,14 @@ async def until(what: str | Callable[[], str], predicate: Callable[[], bool], ti
         if time.monotonic() >= deadline:
             raise AssertionError(f"not within {timeout_s} s: {what() if callable(what) else what}")
         await asyncio.sleep(step_s)
+
+
+def readable(socks: Sequence[socket.socket], timeout_s: float) -> list[socket.socket]:
+    """The sockets of ``socks`` with something to read (bytes, EOF or a reset) within ``timeout_s``.
+    Not ``select.select``: a test process with many sockets open hands out descriptors past 1024."""
+    if not socks:
+        return []
+    with selectors.DefaultSelector() as selector:
+        for sock in socks:
+            selector.register(sock, selectors.EVENT_READ)
+        return [key.fileobj for key, _ in selector.select(max(timeout_s, 0))]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import resource
-import select
 import socket
 import sys
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 from cluster.cluster_harness import HOST, LineClient, wait_for
 from floodkit import open_files
+from polling import readable
 
 from beanraft.node import http as node_http
 from beanraft.node import http_connections, launcher
@@ -122,9 +122,9 @@ def test_connections_that_never_finish_a_request_head_are_closed_after_the_head_
             except OSError:
                 pass
         waiting = [sock for name, sock in sockets.items() if name not in closed]
-        readable, _, _ = select.select(waiting, [], [], 0.25)
+        ready = readable(waiting, 0.25)
         for name, sock in sockets.items():
-            if sock in readable and closed_by_peer(sock):
+            if sock in ready and closed_by_peer(sock):
                 closed[name] = round(time.monotonic() - opened, 1)
     for sock in sockets.values():
         sock.close()
@@ -201,8 +201,8 @@ def test_connections_past_the_bound_close_the_oldest_and_leave_descriptors_to_th
             with LineClient((HOST, client), timeout_s=5) as conn:
                 job = conn.put(b"during the flood %d" % i)
                 assert conn.request(b"delete %d" % job) == b"DELETED"
-        readable, _, _ = select.select(flood[:100], [], [], 5)
-        assert readable and all(closed_by_peer(sock) for sock in readable)
+        ready = readable(flood[:100], 5)
+        assert ready and all(closed_by_peer(sock) for sock in ready)
     finally:
         resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
         for sock in flood:

@@ -13,13 +13,13 @@ and term everywhere, every put answered within 1 s.
 from __future__ import annotations
 
 import errno
-import select
 import socket
 import struct
 import time
 
 import pytest
 from cluster.cluster_harness import Cluster
+from polling import readable
 from floodkit import LatencyProbe, leader_and_terms, rss_bytes
 
 from beanraft.replication import raft_port
@@ -50,8 +50,7 @@ def raft_endpoint(node) -> tuple[str, int]:
 
 def closed_by_peer(sock: socket.socket) -> bool:
     """True if the other end closed (EOF or reset); False while it is open and silent."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
+    if not readable([sock], 0):
         return False
     try:
         return sock.recv(65536) == b""

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import random
 import re
-import select
 import socket
 import time
 from dataclasses import dataclass, field
 
 import pytest
+from polling import readable
 
 REFERENCE = "beanstalkd"
 MAX_JOB_SIZE = 3000
@@ -86,7 +86,7 @@ class Conn:
 
     def pump(self, wait_s: float) -> None:
         """Reads what arrives within ``wait_s`` and splits off every whole reply."""
-        if self.eof or not select.select([self.sock], [], [], max(wait_s, 0))[0]:
+        if self.eof or not readable([self.sock], wait_s):
             return
         try:
             chunk = self.sock.recv(1 << 20)
@@ -163,9 +163,9 @@ class Side:
     def pump_all(self, wait_s: float = 0) -> None:
         """Reads every connection's replies, waiting at most ``wait_s`` for the first byte."""
         open_conns = [conn for conn in self.conns if not conn.eof]
-        readable = select.select([c.sock for c in open_conns], [], [], wait_s)[0] if open_conns else []
+        ready = readable([c.sock for c in open_conns], wait_s)
         for conn in open_conns:
-            if conn.sock in readable:
+            if conn.sock in ready:
                 conn.pump(0)
 
     def waiters(self) -> int:
