@@ -196,7 +196,9 @@ def measure(kind: str, args, procs: Procs, ports: Ports, workdir: str) -> dict:
     fig["put_full"], fig["cycle_full"] = rates(ep, args, tube)
     log(f"[{kind}]   put {fig['put_full']:,.0f}/s  cycle {fig['cycle_full']:,.0f}/s")
 
-    jobs = int(stats(server.port).get("current-jobs-ready", "0"))
+    # The rates above put and took jobs at their own paces: what is ready now, not the fill's
+    # count, is what the restart must bring back.
+    jobs = fig["kill_jobs"] = int(stats(server.port).get("current-jobs-ready", "0"))
     log(f"[{kind}] kill -9 with {jobs:,} ready jobs, restart (loadavg {loadavg()})")
     server.kill9()
     t0 = time.monotonic()
@@ -245,7 +247,7 @@ def report(args, figs: dict, load_start: str) -> None:
     if bs.get("rss_per_job") and br.get("rss_per_job"):
         print(f"# beanraft RSS per job = {br['rss_per_job'] / bs['rss_per_job']:.2f}x beanstalkd's")
     for kind, f in figs.items():
-        if f.get("restart_jobs") is not None and f.get("restart_jobs") < f.get("jobs", 0):
+        if f.get("restart_jobs") is not None and f.get("restart_jobs") < f.get("kill_jobs", 0):
             print(f"# {kind}: only {f['restart_jobs']:,} jobs were ready after the restart")
 
 
