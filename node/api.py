@@ -44,10 +44,12 @@ from beanraft.jobs.commands import Op
 from beanraft.replication.batcher import OutcomeUnknown
 
 from . import auth, rights
+from .principals import Principal
 from .translate import NS, to_command, to_reply
 
 log = logging.getLogger("beanraft.http")
 
+PRINCIPAL = web.RequestKey("principal", Principal)  # who an authenticated request speaks for
 MAX_TUBES = 1000  # tubes listed by GET /api/tubes (the first ones in list-tubes order)
 MAX_BURIED = 500  # buried ids listed by GET /api/tubes/{tube}/buried (limit's ceiling)
 DEFAULT_BURIED = 50
@@ -110,7 +112,7 @@ async def _refusal(authenticator, connections, request) -> web.Response | None:
     if request.path.startswith(auth.ADMIN_PREFIX) and "*" not in principal.administer:
         return web.json_response({"error": f"principal {principal.name} does not administer "
                                            "every tube"}, status=403)
-    request["principal"] = principal
+    request[PRINCIPAL] = principal
     return None
 
 
@@ -230,7 +232,7 @@ def routes(node, node_loop: asyncio.AbstractEventLoop) -> list:
         if not await barrier_passed(node, node_loop, MUTATION_TIMEOUT_S):
             return web.json_response({"error": "no leader: cannot read the job"}, status=503)
         owner = raft.read(lambda machine: machine.job_owner(0, req.job_id))
-        refusal = rights.decide(request["principal"], req, rights.Facts(job=owner))
+        refusal = rights.decide(request[PRINCIPAL], req, rights.Facts(job=owner))
         if refusal is not None:
             reply = p.encode(refusal).strip().decode()
             return web.json_response({"reply": reply}, status=_STATUS.get(type(refusal), 403))
