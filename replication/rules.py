@@ -73,7 +73,8 @@ class RulesCensus:
         self.own = own
         self._heard: dict[str, tuple[int, float]] = {}  # member -> (its version, when told)
         self._told_at = -TELL_EVERY_S
-        self.agreed = own if not list(sync.otherNodes) else 1
+        # Alone (no member, no learner) it agrees with itself; else it waits for their word.
+        self.agreed = own if not (set(sync.otherNodes) | set(sync.readonlyNodes)) else 1
         self.members: dict[str, int | None] = {}  # each other member's fresh word, or None
 
     def install(self) -> None:
