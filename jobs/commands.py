@@ -25,7 +25,7 @@ MAX_NOW_NS = 2**62  # keeps every deadline (now + duration) inside a signed 64-b
 REPLY_CACHE_SIZE = 64  # replies remembered per session for exactly-once retries
 # The rules versions (machine.py, "Rules versions"): 1 is every log's start; RULES_SUPPORTED is
 # the highest this code applies. A new version is added, never an old one changed.
-RULES_SUPPORTED = 2
+RULES_SUPPORTED = 3
 MAX_RULES = 2**16 - 1
 
 

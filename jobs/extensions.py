@@ -72,7 +72,7 @@ def resume(state: State, session: Session, token: str) -> tuple:
     if old is not session:
         for job_id in list(old.reserved):
             job = state.jobs[job_id]
-            state.make_reserved(job, session, job.deadline_ns)
+            state.make_reserved(job, session, job.deadline_ns, job.timer_order)
         if session.token is not None:
             del state.tokens[session.token]
         old.token = None

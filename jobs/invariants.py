@@ -137,7 +137,10 @@ def _check_sessions(state: State, found: list[str]) -> None:
 
 
 def _check_timers(state: State, found: list[str]) -> None:
-    live = Counter(entry[1:3] for entry in state.timers if state._live_timer(entry))
+    live = Counter((entry[1], entry[3]) for entry in state.timers if state._live_timer(entry))
+    highest = max((entry[2] for entry in state.timers if state._live_timer(entry)), default=0)
+    if highest > (state.timers_set if state.rules >= 3 else 0):
+        found.append("a timer stands after the last one set, or has an order below rules 3")
     for job in state.jobs.values():
         if job.state is DELAYED and live[T_DELAY, job.id] != 1:
             found.append(f"delayed job {job.id} has no single timer")

@@ -53,7 +53,9 @@ only at a RULES(n) entry, at the same index on every replica; the replication la
 it once every member runs code that applies ``n`` (replication/rules.py). RULES never lowers
 the version. Version 2 serves waiting workers as beanstalkd 1.12 does in three cases where
 version 1 did not (handlers.py: ``kick``, ``close``, ``reserve``), and snapshots of a version-2
-state keep the order in which each session reserved its jobs (snapshot.py). A RULES above
+state keep the order in which each session reserved its jobs (snapshot.py). Version 3 ends
+timers that end at the same time in the order they were set, as 1.12 does (state.py, ``order``),
+and its snapshots keep that order (snapshot.py). A RULES above
 ``RULES_SUPPORTED`` is answered ERROR and recorded in ``rules_needed``: this code cannot apply
 what follows it, and the replication layer stops the node rather than let it diverge.
 """
@@ -104,7 +106,7 @@ class Machine(State):
             if entry is None or entry[0] > until_ns:
                 return
             self.pop_timer()
-            fire_ns, kind, key, _ = entry
+            fire_ns, kind, _, key, _ = entry
             # Every timer is armed strictly in the future, so this never moves time backwards.
             self.now_ns = max(self.now_ns, fire_ns)
             if kind == T_DELAY:
@@ -208,6 +210,9 @@ class Machine(State):
             # hands out first, so every replica starts from the same one: the restored one.
             for session in self.sessions.values():
                 session.reserved = dict.fromkeys(sorted(session.reserved))
+        # The switch to 3 changes nothing already set: every timer keeps order 0, which a
+        # replica restored from a snapshot of rules 2 (it keeps no order) gives them too, and
+        # which ends them, at equal times, before every timer set from now on, as set.
         self.rules = max(self.rules, version)
         return ("RULES", self.rules)
 

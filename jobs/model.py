@@ -21,7 +21,7 @@ class Job:
 
     __slots__ = (
         "id", "tube", "state", "pri", "delay_ns", "ttr_ns", "body", "created_ns", "deadline_ns",
-        "holder", "reserves", "timeouts", "releases", "buries", "kicks", "gen",
+        "holder", "reserves", "timeouts", "releases", "buries", "kicks", "gen", "timer_order",
     )
 
     def __init__(self, job_id: int, tube: Tube, pri: int, delay_ns: int, ttr_ns: int,
@@ -42,6 +42,7 @@ class Job:
         self.buries = 0
         self.kicks = 0
         self.gen = 0
+        self.timer_order = 0  # where its delay or TTR stands in the order timers were set
 
 
 class Tube:
@@ -51,13 +52,14 @@ class Tube:
         "name", "index", "ready", "delayed", "buried", "waiters",
         "ready_ct", "urgent_ct", "reserved_ct", "delayed_ct", "using_ct", "watching_ct",
         "total_jobs", "cmd_delete", "cmd_pause", "pause_ns", "unpause_at_ns", "pause_gen",
+        "pause_order",
     )
 
     def __init__(self, name: str, index: int) -> None:
         self.name = name
         self.index = index  # position in State.tube_list, for swap-remove
         self.ready: list[tuple[int, int, int]] = []  # heap of (pri, id, gen)
-        self.delayed: list[tuple[int, int, int]] = []  # heap of (deadline_ns, id, gen)
+        self.delayed: list[tuple[tuple[int, int], int, int]] = []  # ((deadline_ns, order), id, gen)
         self.buried: OrderedDict[int, None] = OrderedDict()  # job ids, oldest burial first
         self.waiters: dict[int, Session] = {}  # wait ticket -> session; oldest ticket first
         self.ready_ct = 0
@@ -72,6 +74,7 @@ class Tube:
         self.pause_ns = 0  # pause duration while paused, else 0
         self.unpause_at_ns = 0
         self.pause_gen = 0  # identifies the live pause timer; 0 when not paused
+        self.pause_order = 0  # where the pause stands in the order timers were set (state.py)
 
     @property
     def buried_ct(self) -> int:

@@ -48,8 +48,8 @@ def for_new_cluster(data: bytes, now_ns: int) -> tuple[bytes, dict]:
 
 
 # The snapshot layouts the field numbers above describe: version 4 adds the rules version and
-# the sessions' reservation order after them, which hold no time.
-_SHIFTED_VERSIONS = (3, 4)
+# the sessions' reservation order after them, version 5 the timers' orders, which hold no time.
+_SHIFTED_VERSIONS = (3, 4, 5)
 
 
 def _shift(data: bytes, delta_ns: int) -> bytes:

@@ -1,7 +1,7 @@
 """Snapshot codec: all replicated state as canonical bytes, and back.
 
-Format: one version byte (4, or 3 for a state still under rules version 1), then one msgpack
-array::
+Format: one version byte (5; 4 for a state under rules version 2, 3 for one still under rules
+version 1), then one msgpack array::
 
     [max_job_size, now_ns, next_id, next_epoch, job_timeouts, total_jobs,
      epochs,    # [[epoch, node_name], ...]                          live ones, by epoch
@@ -15,15 +15,22 @@ array::
                 #   holder_sid, reserves, timeouts, releases, buries, kicks], ...]   by id
      dedup,     # [[put key, job id, expiry_ns], ...]                oldest key first
      detached,  # [[sid, until_ns], ...]                              by sid
-     rules,     # the rules version (machine.py)                     version 4 only
-     reserved]  # [[sid, [job ids, first reserved first]], ...]      version 4 only, by sid
+     rules,     # the rules version (machine.py)                     from version 4
+     reserved,  # [[sid, [job ids, first reserved first]], ...]      from version 4, by sid
+     timers_set,    # the order of the last timer set (state.py)     version 5 only
+     job_orders,    # [[job id, order], ...]   delayed and reserved, order not 0, by id; v5
+     pause_orders]  # [[tube name, order], ...]  paused, order not 0, list-tubes order; v5
 
 ``token`` is None for a session never given one. Version 3 is the first 13 fields, for rules
 version 1: a cluster whose nodes do not all read version 4 yet never leaves rules version 1, so
 its snapshots stay readable by every node. Version 2 (read only) is the same without
 ``detached``; version 1 also without the session tokens and without ``dedup``. ``reserved``
 keeps the order a session reserved its jobs in, which rules version 2 hands them back in when
-it closes (handlers.py); version 3 restores that order as the job ids' order.
+it closes (handlers.py); version 3 restores that order as the job ids' order. Version 5, for
+rules version 3 and above, adds where each delay, TTR and pause stands in the order timers were
+set (state.py); an order left out is 0, as every order is in versions 1 to 4. Each format is
+written only once the cluster's rules need it, so a node of the version before reads every
+snapshot until the cluster switches, which waits for every member to run this code.
 
 ``state`` is 0 ready, 1 reserved, 2 delayed, 3 buried; ``holder_sid`` is 0 unless reserved;
 ``deadline_ns`` is 0 for ready and buried jobs; absent waits are None, None, 0.
@@ -63,8 +70,9 @@ class NewerRules(ValueError):
         self.rules = rules
 
 
-VERSION = 4
-_READABLE = (1, 2, 3, 4)
+VERSION = 5
+_READABLE = (1, 2, 3, 4, 5)
+_FIELDS = {4: 15, 5: 18}  # fields of the formats that carry a rules version
 _STATE_CODE = {state: code for code, state in enumerate(STATES)}
 
 
@@ -118,6 +126,13 @@ def _dump(state: State) -> bytes:
     body.append(state.rules)
     body.append([[sid, list(state.sessions[sid].reserved)] for sid in sorted(state.sessions)
                  if state.sessions[sid].reserved])
+    if state.rules < 3:
+        return bytes([4]) + msgpack.packb(body, use_bin_type=True)
+    body.append(state.timers_set)
+    body.append([[job.id, job.timer_order] for job in state.jobs.values()
+                 if job.timer_order and (job.state is DELAYED or job.state is RESERVED)])
+    body.append([[tube.name, tube.pause_order] for tube in state.tube_list
+                 if tube.pause_order])
     return bytes([VERSION]) + msgpack.packb(body, use_bin_type=True)
 
 
@@ -136,16 +151,19 @@ def load(data: bytes, make: Callable[[int], State]) -> State:
     try:
         with _collector_paused():
             body = msgpack.unpackb(bytes(data[1:]), raw=False, use_list=False)
-            rules, reserved = 1, ()
-            if version == 4:
-                if len(body) != 15:
-                    raise ValueError("a version 4 snapshot has 15 fields")
-                body, (rules, reserved) = body[:13], body[13:]
-                _check_rules(rules)
+            rules, reserved, timers = 1, (), (0, (), ())
+            if version >= 4:
+                if len(body) != _FIELDS[version]:
+                    raise ValueError(f"a version {version} snapshot has {_FIELDS[version]} fields")
+                body, (rules, reserved), timers = body[:13], body[13:15], body[15:] or timers
+                _check_rules(rules, version)
                 version = 3
-            state = _build(_upgrade(version, body), make)
+            orders = _timer_orders(*timers)
+            state = _build(_upgrade(version, body), make, orders)
             state.rules = rules
+            state.timers_set = timers[0]
             _order_reservations(state, reserved)
+            _check_orders(state, orders)
     except NewerRules:
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError,
@@ -155,12 +173,38 @@ def load(data: bytes, make: Callable[[int], State]) -> State:
     return state
 
 
-def _check_rules(rules: object) -> None:
+def _check_rules(rules: object, version: int) -> None:
     if type(rules) is not int or not 1 <= rules <= MAX_RULES:
         raise ValueError(f"rules version {rules!r} is not one")
     if rules > RULES_SUPPORTED:
         # Not damage: the state was made by a newer BeanRaft, whose rules this one cannot apply.
         raise NewerRules(rules)
+    if (rules >= 3) != (version >= 5):
+        raise ValueError(f"a version {version} snapshot cannot hold rules version {rules}")
+
+
+def _timer_orders(timers_set: object, jobs: tuple, tubes: tuple) -> tuple[dict, dict]:
+    """The orders of a version 5 snapshot's timers, by job id and by tube name (state.py)."""
+    if type(timers_set) is not int or timers_set < 0:
+        raise ValueError(f"timers_set {timers_set!r} is not a count")
+    orders = dict(jobs), dict(tubes)
+    for records, found in zip((jobs, tubes), orders, strict=True):
+        if len(found) != len(records) or not all(type(order) is int and 0 < order <= timers_set
+                                                  for order in found.values()):
+            raise ValueError("a timer's order is repeated, not a number or after the last set")
+    return orders
+
+
+def _check_orders(state: State, orders: tuple[dict, dict]) -> None:
+    """Every order read belongs to a timer: a delayed or reserved job, a paused tube."""
+    jobs, tubes = orders
+    for job_id in jobs:
+        job = state.jobs.get(job_id)
+        if job is None or not (job.state is DELAYED or job.state is RESERVED):
+            raise ValueError(f"job {job_id} has a timer's order but no timer")
+    for name in tubes:
+        if name not in state.tubes or not state.tubes[name].pause_ns:
+            raise ValueError(f"tube {name!r} has a pause's order but no pause")
 
 
 def _order_reservations(state: State, records: tuple) -> None:
@@ -204,7 +248,7 @@ def _upgrade(version: int, body: tuple) -> tuple:
     return body
 
 
-def _build(body: tuple, make: Callable[[int], State]) -> State:
+def _build(body: tuple, make: Callable[[int], State], orders: tuple[dict, dict]) -> State:
     (max_job_size, now_ns, next_id, next_epoch, job_timeouts, total_jobs,
      epochs, tubes, sessions, waiting, jobs, dedup, detached) = body
     if not all(type(v) is int for v in body[:6]):
@@ -222,7 +266,7 @@ def _build(body: tuple, make: Callable[[int], State]) -> State:
         tube = state.ref_tube(name)
         tube.total_jobs, tube.cmd_delete, tube.cmd_pause = total, cmd_delete, cmd_pause
         if pause_ns:
-            state.arm_pause(tube, pause_ns, unpause_at_ns)
+            state.arm_pause(tube, pause_ns, unpause_at_ns, orders[1].get(name, 0))
     for record in sessions:
         _build_session(state, record)
     for sid in waiting:
@@ -231,7 +275,7 @@ def _build(body: tuple, make: Callable[[int], State]) -> State:
             raise ValueError(f"session {sid} waits twice")
         enqueue(state, session, session.wait_wake_ns, session.wait_until_ns)
     state.begin_bulk()
-    _build_jobs(state, jobs)
+    _build_jobs(state, jobs, orders[0])
     for tube_record in tubes:
         tube = state.tubes[tube_record[0]]
         for job_id in tube_record[6]:
@@ -272,7 +316,7 @@ def _build_session(state: State, record: tuple) -> None:
     state.sessions[sid] = session
 
 
-def _build_jobs(state: State, records: tuple) -> None:
+def _build_jobs(state: State, records: tuple, orders: dict) -> None:
     tubes, sessions, previous_id = state.tubes, state.sessions, 0
     for (job_id, tube_name, code, pri, delay_ns, ttr_ns, body, created_ns, deadline_ns,
          holder, reserves, timeouts, releases, buries, kicks) in records:
@@ -289,8 +333,8 @@ def _build_jobs(state: State, records: tuple) -> None:
         if job_state is READY:
             state.make_ready(job)
         elif job_state is DELAYED:
-            state.make_delayed(job, deadline_ns)
+            state.make_delayed(job, deadline_ns, orders.get(job_id, 0))
         elif job_state is RESERVED:
-            state.make_reserved(job, sessions[holder], deadline_ns)
+            state.make_reserved(job, sessions[holder], deadline_ns, orders.get(job_id, 0))
         elif job_state is not BURIED:
             raise ValueError(f"job {job_id} has no state")

@@ -11,22 +11,35 @@ in step: the job's fields, the per-tube and global gauges, the ordered structure
 
 Ordered structures are binary heaps with lazy deletion:
 
-* per tube, ready jobs as ``(pri, id, gen)`` and delayed jobs as ``(deadline_ns, id, gen)``;
+* per tube, ready jobs as ``(pri, id, gen)`` and delayed jobs as ``((deadline_ns, order), id,
+  gen)``, ``order`` as for timers below (what ``peek-delayed`` shows and ``kick`` takes first);
 * per session, reserved jobs as ``(deadline_ns, id, gen)``;
-* one machine-wide timer heap of ``(fire_ns, kind, key, gen)``.
+* one machine-wide timer heap of ``(fire_ns, kind, order, key, gen)``.
 
 Every placement of a job gets a fresh ``gen`` from a machine-wide counter, so a heap entry is
 live exactly when its job still exists with the same ``gen``. Dead entries are dropped when they
 reach the top, and a heap is filtered whenever it holds more than twice its live entries plus a
 constant, so memory stays linear and each operation is O(log n) amortized. ``gen`` values are
 never observable and never written to a snapshot: every ordering that matters compares the
-observable prefix — (pri, id), (deadline, id), or (fire time, kind, key) for timers — and a
-valid entry is unique for that prefix.
+observable prefix — (pri, id), (deadline, order, id), (deadline, id) for a session's
+reservations, or (fire time, kind, order, key) for timers —
+and a valid entry is unique for that prefix.
 
 Timers fire at ``fire_ns <= now``: a delayed job at its deadline, a reservation one nanosecond
 after its deadline (TTR expiry is strict, §5), a pause at its end, a waiting session at its wake
 time, a detached session at the end of its grace. Equal times break ties by kind in that order,
-then by job id, tube name, wait ticket or sid.
+then by ``order``, then by job id, tube name, wait ticket or sid.
+
+``order`` is where a delay, a TTR deadline or a pause stands in the order they were set: under
+rules version 3 (machine.py) every ``make_delayed``, ``make_reserved``, ``touch`` and ``pause``
+takes the next value of the replicated counter ``timers_set``, so timers that a batch sets with
+equal durations — they share the batch's time, so they end at the same nanosecond — end in the
+order they were set, as beanstalkd 1.12's nanosecond clock makes them end. A timer moved with
+its deadline unchanged (a delayed job moved to another tube, a reservation a resumed session
+takes over, a snapshot read back) keeps its order. Under rules 1 and 2 every order is 0, so ties
+break by key alone, as they always did; timers set before the switch to 3 keep their 0 and so
+end, at equal times, before every timer set after it, among themselves by key. A wait's wake-up
+and a detached session's grace keep order 0: they are no beanstalkd timers.
 
 Tubes live while anything refers to them: sessions using or watching them, jobs in them, and
 (for "default") the server itself. ``release_tube`` destroys an unreferenced tube at once,
@@ -68,6 +81,7 @@ class State:
         self.next_ticket = 1
         self.rules = 1  # the rules version applied (machine.py); every log starts at 1
         self.rules_needed = 0  # a version this code cannot apply, once the log asked for one
+        self.timers_set = 0  # delays, TTRs and pauses set under rules 3: the last one's order
         self.job_timeouts = 0
         self.total_jobs = 0
         self.body_bytes = 0  # sum of the live jobs' body sizes (sizes the next snapshot)
@@ -116,16 +130,19 @@ class State:
         tube.cmd_pause += 1
         self.arm_pause(tube, delay_ns, self.now_ns + delay_ns)
 
-    def arm_pause(self, tube: Tube, pause_ns: int, unpause_at_ns: int) -> None:
-        """Set ``tube``'s pause and the timer that ends it."""
+    def arm_pause(self, tube: Tube, pause_ns: int, unpause_at_ns: int,
+                  order: int | None = None) -> None:
+        """Set ``tube``'s pause and the timer that ends it, the next one set unless ``order``
+        says where it stands (see the module docstring)."""
         tube.pause_ns = pause_ns
         tube.unpause_at_ns = unpause_at_ns
         tube.pause_gen = self._next_gen()
-        self._push_timer((unpause_at_ns, T_PAUSE, tube.name, tube.pause_gen))
+        tube.pause_order = self._next_order() if order is None else order
+        self._push_timer((unpause_at_ns, T_PAUSE, tube.pause_order, tube.name, tube.pause_gen))
 
     def unpause(self, tube: Tube) -> None:
         """End ``tube``'s pause; its waiting sessions may now be served."""
-        tube.pause_ns = tube.unpause_at_ns = tube.pause_gen = 0
+        tube.pause_ns = tube.unpause_at_ns = tube.pause_gen = tube.pause_order = 0
         if tube.waiters:
             self.candidates[tube.name] = tube
 
@@ -151,7 +168,7 @@ class State:
         return self._top_job(tube.ready)
 
     def min_delayed(self, tube: Tube) -> Job | None:
-        """The delayed job of ``tube`` that becomes ready first: minimum (deadline, id)."""
+        """The delayed job of ``tube`` that becomes ready first: minimum (deadline, order, id)."""
         return self._top_job(tube.delayed)
 
     def oldest_buried(self, tube: Tube) -> Job | None:
@@ -167,6 +184,13 @@ class State:
     def _next_gen(self) -> int:
         self._gen += 1
         return self._gen
+
+    def _next_order(self) -> int:
+        """The order of a timer set now: the next one under rules 3, else 0 (module doc)."""
+        if self.rules < 3:
+            return 0
+        self.timers_set += 1
+        return self.timers_set
 
     def _leave(self, job: Job) -> None:
         """Take ``job`` out of its current state's gauges and structures (heaps go lazily)."""
@@ -213,34 +237,39 @@ class State:
         if tube.waiters:  # without a waiter it cannot match until one comes (waiting.py)
             self.candidates[tube.name] = tube
 
-    def make_delayed(self, job: Job, deadline_ns: int) -> None:
-        """Delay ``job`` until ``deadline_ns``."""
+    def make_delayed(self, job: Job, deadline_ns: int, order: int | None = None) -> None:
+        """Delay ``job`` until ``deadline_ns``, the next timer set unless ``order`` says where
+        it stands (see the module docstring)."""
         self._leave(job)
         tube = job.tube
         job.state, job.deadline_ns = DELAYED, deadline_ns
+        job.timer_order = order = self._next_order() if order is None else order
         tube.delayed_ct += 1
         self.delayed_ct += 1
-        self._push(tube.delayed, (deadline_ns, job.id, job.gen))
+        self._push(tube.delayed, ((deadline_ns, order), job.id, job.gen))
         _compact(tube.delayed, tube.delayed_ct, self._live_job_entry)
-        self._push_timer((deadline_ns, T_DELAY, job.id, job.gen))
+        self._push_timer((deadline_ns, T_DELAY, order, job.id, job.gen))
 
-    def make_reserved(self, job: Job, session: Session, deadline_ns: int) -> None:
-        """Hand ``job`` to ``session`` until ``deadline_ns`` (no counters change)."""
+    def make_reserved(self, job: Job, session: Session, deadline_ns: int,
+                      order: int | None = None) -> None:
+        """Hand ``job`` to ``session`` until ``deadline_ns`` (no counters change); its TTR is
+        the next timer set unless ``order`` says where it stands."""
         self._leave(job)
         tube = job.tube
         job.state, job.holder = RESERVED, session
         tube.reserved_ct += 1
         self.reserved_ct += 1
         session.reserved[job.id] = None
-        self._arm_ttr(job, deadline_ns)
+        self._arm_ttr(job, deadline_ns, order)
 
-    def _arm_ttr(self, job: Job, deadline_ns: int) -> None:
+    def _arm_ttr(self, job: Job, deadline_ns: int, order: int | None) -> None:
         """Set reserved ``job``'s deadline: its holder's heap entry and its TTR timer."""
         job.deadline_ns = deadline_ns
+        job.timer_order = order = self._next_order() if order is None else order
         session = job.holder
         self._push(session.deadlines, (deadline_ns, job.id, job.gen))
         _compact(session.deadlines, len(session.reserved), self._live_job_entry)
-        self._push_timer((deadline_ns + 1, T_TTR, job.id, job.gen))
+        self._push_timer((deadline_ns + 1, T_TTR, order, job.id, job.gen))
 
     def make_buried(self, job: Job) -> None:
         """Append ``job`` to the tail of its tube's buried FIFO."""
@@ -258,10 +287,11 @@ class State:
         """Give the holder of reserved ``job`` a full TTR from now.
 
         The job keeps its place in ``holder.reserved``, the order a close hands jobs back in
-        (rules version 2): beanstalkd 1.12 changes only the deadline of a touched job.
+        (rules version 2): beanstalkd 1.12 changes only the deadline of a touched job. Its TTR
+        is set again, so under rules 3 it ends after every TTR set before the touch.
         """
         job.gen = self._next_gen()  # the old deadline's heap entry and timer are now dead
-        self._arm_ttr(job, self.now_ns + job.ttr_ns)
+        self._arm_ttr(job, self.now_ns + job.ttr_ns, None)
 
     def expire(self, job: Job) -> None:
         """TTR of reserved ``job`` ran out: back to ready, counted as a timeout."""
@@ -279,7 +309,7 @@ class State:
         if state is READY:
             self.make_ready(job)
         elif state is DELAYED:
-            self.make_delayed(job, deadline_ns)
+            self.make_delayed(job, deadline_ns, job.timer_order)  # the same timer, moved
         else:
             self.make_buried(job)
         self.release_tube(old)
@@ -295,7 +325,7 @@ class State:
     # ----------------------------------------------------------------- timers
 
     def _live_timer(self, entry: tuple) -> bool:
-        _, kind, key, gen = entry
+        _, kind, _, key, gen = entry
         if kind == T_DELAY or kind == T_TTR:
             job = self.jobs.get(key)
             return job is not None and job.gen == gen
@@ -314,15 +344,15 @@ class State:
 
     def push_wake(self, wake_ns: int, ticket: int, sid: int) -> None:
         """Arm the wake-up of the session waiting with ``ticket``."""
-        self._push_timer((wake_ns, T_WAKE, ticket, sid))
+        self._push_timer((wake_ns, T_WAKE, 0, ticket, sid))
 
     def detach(self, sid: int, until_ns: int) -> None:
         """Keep session ``sid``, which no connection carries any more, until ``until_ns``."""
         self.detached[sid] = until_ns
-        self._push_timer((until_ns, T_DETACH, sid, 0))
+        self._push_timer((until_ns, T_DETACH, 0, sid, 0))
 
     def next_timer(self) -> tuple | None:
-        """The earliest live timer ``(fire_ns, kind, key, gen)``, or None."""
+        """The earliest live timer ``(fire_ns, kind, order, key, gen)``, or None."""
         heap = self.timers
         while heap:
             if self._live_timer(heap[0]):

@@ -1,10 +1,11 @@
 """Data written under a rules version this BeanRaft cannot apply stop it, with the reason.
 
-Method: a backup of a state under rules version 2 (the highest this code applies) is restored
-into a data directory, as ``beanraft restore`` writes one; then its snapshot is rewritten to
-claim version 3, as a newer BeanRaft would leave it, with a valid checksum. ``beanraft serve``
-on that directory must exit with status 65 and say which version it met, instead of applying
-the log by rules it does not know. A backup that claims version 3 is refused by ``restore``.
+Method: a backup of a state under rules version 2 (a snapshot of format 4) is restored into a
+data directory, as ``beanraft restore`` writes one; then its snapshot is rewritten to claim the
+version after the highest this code applies, as a newer BeanRaft would leave it, with a valid
+checksum. ``beanraft serve`` on that directory must exit with status 65 and say which version
+it met, instead of applying the log by rules it does not know. A backup that claims that
+version is refused by ``restore``.
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ Method: three real nodes start with ``--max-rules 1``, as a cluster of the earli
 would behave (it applies rules 1 and never tells a higher version). Each is then restarted
 without the flag, one at a time, as the rolling upgrade guide says. While any member still
 holds at 1 the cluster applies rules 1 (a kick with a worker waiting serves the most urgent job
-kicked); once the last one is restarted every node applies rules 2 (1.12's answer: the oldest
-buried job), and the three replicas' states are equal. ``earlier_rules.py`` stands in for an
+kicked); once the last one is restarted every node applies the rules this BeanRaft applies
+(1.12's answer: the oldest buried job), and the three replicas' states are equal. A cluster of
+the release before (``--max-rules 2``) upgraded the same way switches to 3, after which jobs
+released with equal delays in one packet become ready in the order released. ``earlier_rules.py`` stands in for an
 earlier BeanRaft: one from before rules versions (it tells nothing) and one that applies only
 rules 1 (a node downgraded past the switch, which must stop rather than diverge).
 """
@@ -27,6 +29,7 @@ from beanraft.jobs.commands import RULES_SUPPORTED
 from beanraft.replication.rules import EXIT_NEWER_RULES
 
 HOLD = ("--max-rules", "1")
+TOP = RULES_SUPPORTED  # the rules version this BeanRaft applies, which its clusters switch to
 
 
 def kick_with_a_worker_waiting(node, tube: bytes) -> int:
@@ -48,6 +51,24 @@ def kick_with_a_worker_waiting(node, tube: bytes) -> int:
         return got - first
 
 
+def release_alike_with_a_worker_waiting(node, tube: bytes) -> int:
+    """Reserve two jobs of ``tube``, then release the second and the first in one packet with
+    equal delays while a worker waits. Returns the id the worker got, minus the first job's id:
+    1 (the order released, rules 3) or, under rules 1 and 2, either."""
+    with LineClient(node.client_address) as holder, LineClient(node.client_address) as worker:
+        assert holder.request(b"use " + tube) == b"USING " + tube
+        first, second = holder.put(b"a"), holder.put(b"b")
+        for job in (first, second):
+            holder.send(b"reserve-job %d\r\n" % job)
+            assert holder.read_job()[0] == job
+        worker.send(b"watch " + tube + b"\r\nignore default\r\nreserve\r\n")
+        assert worker.read_line() == b"WATCHING 2" and worker.read_line() == b"WATCHING 1"
+        holder.send(b"release %d 0 1\r\nrelease %d 0 1\r\n" % (second, first))
+        assert holder.read_line() == b"RELEASED" and holder.read_line() == b"RELEASED"
+        got, _body = worker.read_job(timeout_s=10)
+        return got - first
+
+
 def rules(node) -> dict:
     return node.status()["rules"]
 
@@ -66,12 +87,12 @@ def test_the_cluster_switches_rules_once_the_last_member_agrees(start_cluster):
             # A member still holds at 1: nothing switches, whatever the others agree to.
             assert settled == 1
             assert kick_with_a_worker_waiting(cluster.leader(), b"t%d" % number) == 1
-    assert settled == RULES_SUPPORTED == 2
+    assert settled == TOP
     # A member may still hold the last restarted node's word from before its restart (fresh for
     # 5 s) until that node's next message: wait for every node to have heard the new one.
-    wait_for("every node to agree to 2", lambda: all(
-        rules(node)["applied"] == rules(node)["agreed"] == rules(node)["own"] == 2
-        and set(rules(node)["members"].values()) == {2} for node in cluster.nodes), 15)
+    wait_for(f"every node to agree to {TOP}", lambda: all(
+        rules(node)["applied"] == rules(node)["agreed"] == rules(node)["own"] == TOP
+        and set(rules(node)["members"].values()) == {TOP} for node in cluster.nodes), 15)
     assert kick_with_a_worker_waiting(cluster.leader(), b"after") == 0
     follower = next(node for node in cluster.nodes if node is not cluster.leader())
     assert kick_with_a_worker_waiting(follower, b"through-a-follower") == 0
@@ -79,17 +100,33 @@ def test_the_cluster_switches_rules_once_the_last_member_agrees(start_cluster):
     assert len({doc["digest"] for doc in docs.values()}) == 1
 
 
+def test_a_cluster_of_the_release_before_switches_from_rules_two_to_three(start_cluster):
+    hold = ("--max-rules", "2")
+    cluster = start_cluster(*hold)
+    assert cluster.wait_rules_settled() == 2
+    assert kick_with_a_worker_waiting(cluster.leader(), b"before") == 0
+    for node in cluster.followers() + [cluster.leader()]:
+        node.extra_args = tuple(arg for arg in node.extra_args if arg not in hold)
+        cluster.restart(node)
+    assert cluster.wait_rules_settled(timeout_s=30) == TOP == 3
+    assert release_alike_with_a_worker_waiting(cluster.leader(), b"leader") == 1
+    follower = next(node for node in cluster.nodes if node is not cluster.leader())
+    assert release_alike_with_a_worker_waiting(follower, b"follower") == 1
+    assert kick_with_a_worker_waiting(follower, b"kicked") == 0
+    assert len({doc["digest"] for doc in cluster.converged().values()}) == 1
+
+
 def test_a_member_held_back_keeps_a_new_cluster_at_rules_one(start_cluster):
     cluster = start_cluster()
-    assert cluster.wait_rules_settled() == 2
+    assert cluster.wait_rules_settled() == TOP
     held = cluster.followers()[0]
     held.extra_args = held.extra_args + HOLD
     cluster.restart(held)
     # The switch is for good: a member that holds back later changes nothing already applied,
     # and says so in its status.
-    assert cluster.wait_rules_settled(timeout_s=30) == 2
+    assert cluster.wait_rules_settled(timeout_s=30) == TOP
     doc = rules(held)
-    assert doc["own"] == 1 and doc["applied"] == 2 and doc["agreed"] == 1
+    assert doc["own"] == 1 and doc["applied"] == TOP and doc["agreed"] == 1
 
 
 EARLIER = [sys.executable, str(Path(__file__).with_name("earlier_rules.py"))]
@@ -102,7 +139,7 @@ def test_a_member_of_an_earlier_version_that_says_nothing_holds_the_cluster_at_r
 
     def heard_the_upgraded_only() -> bool:
         docs = [rules(node) for node in upgraded]
-        return all(doc["members"].get(other.raft_address) == 2
+        return all(doc["members"].get(other.raft_address) == TOP
                    for doc in docs for other in upgraded if other.raft_address in doc["members"])
 
     wait_for("the upgraded members to hear each other", heard_the_upgraded_only, 15)
@@ -114,14 +151,14 @@ def test_a_member_of_an_earlier_version_that_says_nothing_holds_the_cluster_at_r
     assert kick_with_a_worker_waiting(cluster.leader(), b"mixed") == 1
     earlier.launcher = upgraded[0].launcher
     cluster.restart(earlier)
-    assert cluster.wait_rules_settled(timeout_s=30) == 2
+    assert cluster.wait_rules_settled(timeout_s=30) == TOP
     assert kick_with_a_worker_waiting(cluster.leader(), b"upgraded") == 0
     assert len({doc["digest"] for doc in cluster.converged().values()}) == 1
 
 
 def test_a_node_downgraded_past_the_switch_stops_instead_of_diverging(start_cluster):
     cluster = start_cluster()
-    assert cluster.wait_rules_settled() == 2
+    assert cluster.wait_rules_settled() == TOP
     with LineClient(cluster.leader().client_address) as client:
         client.put(b"after the switch")
     cluster.converged()
@@ -132,7 +169,7 @@ def test_a_node_downgraded_past_the_switch_stops_instead_of_diverging(start_clus
     downgraded.start()
     wait_for("the downgraded node to exit", lambda: not downgraded.running, 30)
     assert downgraded.process.returncode == EXIT_NEWER_RULES
-    assert "rules version 2, above 1, the highest this BeanRaft applies" in \
+    assert f"rules version {TOP}, above 1, the highest this BeanRaft applies" in \
         downgraded.log_text(4000)
     with LineClient(cluster.leader().client_address) as client:
         client.put(b"the two others go on")
@@ -189,8 +226,8 @@ def test_a_learner_of_an_earlier_version_holds_the_switch_while_it_catches_up(st
         cluster.restart(held)
         leader = cluster.leader()
         members = [n.raft_address for n in cluster.nodes if n is not leader]
-        wait_for("the leader to hear every member agree to 2", lambda: _leader_rules_if(
-            leader, lambda doc: all(doc["members"].get(a) == 2 for a in members)), 15)
+        wait_for(f"the leader to hear every member agree to {TOP}", lambda: _leader_rules_if(
+            leader, lambda doc: all(doc["members"].get(a) == TOP for a in members)), 15)
         time.sleep(1.0)  # a leader that switched would have done it by now (RULES_CHECK_S)
         assert {rules(node)["applied"] for node in cluster.nodes} == {1}
         doc = rules(leader)
@@ -208,18 +245,18 @@ def test_a_learner_of_an_earlier_version_holds_the_switch_while_it_catches_up(st
     assert {rules(node)["applied"] for node in cluster.nodes} == {1}
     joiner.launcher = held.launcher  # the last member of the earlier version is upgraded
     cluster.restart(joiner)
-    assert cluster.wait_rules_settled(timeout_s=30) == 2
+    assert cluster.wait_rules_settled(timeout_s=30) == TOP
     assert len({doc["digest"] for doc in cluster.converged().values()}) == 1
 
 
 def test_a_node_of_an_earlier_version_is_not_added_once_the_cluster_switched(start_cluster,
                                                                              tmp_path):
-    # After the switch a node that does not apply rules 2 would apply what follows by rules 1:
+    # After the switch a node that does not apply its rules would apply what follows by rules 1:
     # it catches up as a learner, but its addition times out with the reason, and the members
     # stay as they were. The same node upgraded is added.
     token_file, flags = _admin_token(tmp_path)
     cluster = start_cluster(*flags)
-    assert cluster.wait_rules_settled() == 2
+    assert cluster.wait_rules_settled() == TOP
     leader = cluster.leader()
     joiner = _silent_joiner(cluster, leader, flags, tmp_path)
     done = subprocess.run([*beanraft_argv(), "member", "add", joiner.raft_address, "--http",
@@ -228,7 +265,7 @@ def test_a_node_of_an_earlier_version_is_not_added_once_the_cluster_switched(sta
                           timeout=60)
     assert done.returncode == 11, done.stderr
     assert "has said nothing of the rules version it applies, and the cluster applies " \
-           "version 2" in done.stderr
+           f"version {TOP}" in done.stderr
     assert joiner.raft_address not in _members(leader).get("members", ())
     joiner.stop()
     joiner.launcher = leader.launcher
@@ -239,4 +276,4 @@ def test_a_node_of_an_earlier_version_is_not_added_once_the_cluster_switched(sta
     assert adding.returncode == 0, err
     assert joiner.raft_address in _members(leader)["members"]
     cluster.nodes.append(joiner)
-    assert cluster.wait_rules_settled(timeout_s=30) == 2
+    assert cluster.wait_rules_settled(timeout_s=30) == TOP

@@ -1,7 +1,8 @@
 """Rules versions: RULES switches the whole state machine at one entry, and version 2 serves
 waiting workers as beanstalkd 1.12 does where version 1 did not (machine.py, handlers.py).
+Version 3 keeps all of that (test_jobs_rules_timers.py has what it adds).
 
-Every case runs under both versions: the log of a cluster that never switched must still
+Every case runs under each version: the log of a cluster that never switched must still
 replay exactly as it did, and a switched one must give 1.12's answer.
 """
 
@@ -53,7 +54,7 @@ def _bury(h: Harness, sid: int, job: int, pri: int) -> None:
     assert h.cmd(sid, Op.BURY, job, pri) == ("BURIED",)
 
 
-@pytest.mark.parametrize("rules, served", [(1, 2), (2, 1)])
+@pytest.mark.parametrize("rules, served", [(1, 2), (2, 1), (3, 1)])
 def test_kick_with_a_worker_waiting(rules, served):
     # 1.12 runs its queue after each job it kicks: the waiter gets the oldest buried job
     # (job 1), not the most urgent one kicked (job 2).
@@ -70,7 +71,7 @@ def test_kick_with_a_worker_waiting(rules, served):
     assert h.stats_job(other)["state"] == "ready"
 
 
-@pytest.mark.parametrize("rules", [1, 2])
+@pytest.mark.parametrize("rules", [1, 2, 3])
 def test_kick_of_delayed_jobs_with_a_worker_waiting(rules):
     # Delayed jobs are kicked earliest deadline first; under 1.12's order the waiter gets the
     # first one kicked even when a later one is more urgent.
@@ -81,10 +82,10 @@ def test_kick_of_delayed_jobs_with_a_worker_waiting(rules):
     assert h.cmd(worker, Op.RESERVE, -1) == ("WAITING",)
     (kicked,), events = h.batch([(Op.KICK, producer, h.next_seq(producer), 2)])
     assert kicked == ("KICKED", 2)
-    assert events == [(worker, ("RESERVED", early if rules == 2 else late_urgent, b"x"))]
+    assert events == [(worker, ("RESERVED", early if rules >= 2 else late_urgent, b"x"))]
 
 
-@pytest.mark.parametrize("rules", [1, 2])
+@pytest.mark.parametrize("rules", [1, 2, 3])
 def test_a_closing_session_hands_back_its_jobs_in_the_order_it_reserved_them(rules):
     h = harness(rules)
     holder, worker = h.open(), h.open()
@@ -95,10 +96,11 @@ def test_a_closing_session_hands_back_its_jobs_in_the_order_it_reserved_them(rul
     (closed,), events = h.batch([(Op.CLOSE, holder, 0)])
     assert closed == ("OK",)
     # 1.12 gives the waiter the job reserved first (3); rules 1 gave the most urgent (2).
-    assert events == [(worker, ("RESERVED", jobs[2] if rules == 2 else jobs[1], b"x"))]
+    assert events == [(worker, ("RESERVED", jobs[2] if rules >= 2 else jobs[1], b"x"))]
 
 
-@pytest.mark.parametrize("rules, zero", [(1, ("TIMED_OUT",)), (2, ("DEADLINE_SOON",))])
+@pytest.mark.parametrize("rules, zero", [(1, ("TIMED_OUT",)), (2, ("DEADLINE_SOON",)),
+                                         (3, ("DEADLINE_SOON",))])
 def test_reserve_with_timeout_zero_inside_the_margin_with_a_ready_job_in_a_paused_tube(
         rules, zero):
     h = harness(rules)
@@ -114,7 +116,7 @@ def test_reserve_with_timeout_zero_inside_the_margin_with_a_ready_job_in_a_pause
 
 
 def test_outside_the_margin_a_reserve_with_timeout_zero_times_out_under_both_rules():
-    for rules in (1, 2):
+    for rules in (1, 2, 3):
         h = harness(rules)
         holder, producer = h.open(), h.open()
         h.put(holder, ttr=60)
@@ -197,7 +199,7 @@ def test_replay_and_snapshot_agree_across_the_switch():
     assert snapshot.dump(replica)[0] == 4
 
 
-@pytest.mark.parametrize("rules", [1, 2])
+@pytest.mark.parametrize("rules", [1, 2, 3])
 def test_a_touched_job_keeps_its_place_in_the_order_a_close_hands_jobs_back(rules):
     # 1.12 changes only the deadline of a touched job, not its place in the connection's list
     # of reserved jobs: the waiter still gets the job reserved first (rules 1: the most urgent).
@@ -207,7 +209,7 @@ def test_a_touched_job_keeps_its_place_in_the_order_a_close_hands_jobs_back(rule
     assert list(h.m.sessions[holder].reserved) == [jobs[2], jobs[0], jobs[1]]
     assert h.cmd(worker, Op.RESERVE, -1) == ("WAITING",)
     _, events = h.batch([(Op.CLOSE, holder, 0)])
-    assert events == [(worker, ("RESERVED", jobs[2] if rules == 2 else jobs[1], b"x"))]
+    assert events == [(worker, ("RESERVED", jobs[2] if rules >= 2 else jobs[1], b"x"))]
 
 
 def _holder_and_waiter(rules: int) -> tuple[Harness, int, int, int]:
@@ -221,7 +223,7 @@ def _holder_and_waiter(rules: int) -> tuple[Harness, int, int, int]:
     return h, holder, waiter, job
 
 
-@pytest.mark.parametrize("rules", [1, 2])
+@pytest.mark.parametrize("rules", [1, 2, 3])
 def test_a_node_start_hands_no_job_to_a_waiter_it_closes_too(rules):
     h, _, _, job = _holder_and_waiter(rules)
     (reply,), events = h.batch([(Op.NODE_START, 0, 0, "node-a")])
@@ -229,7 +231,7 @@ def test_a_node_start_hands_no_job_to_a_waiter_it_closes_too(rules):
     assert h.stats_job(job)["state"] == "ready" and h.stats_job(job)["reserves"] == 1
 
 
-@pytest.mark.parametrize("rules", [1, 2])
+@pytest.mark.parametrize("rules", [1, 2, 3])
 def test_a_session_detached_by_register_is_not_handed_the_job_of_one_it_closes(rules):
     # The waiter holds a token, so REGISTER detaches it; its connection is gone, so nothing it
     # waited for may reach it: the holder's job goes back to ready, not to the detached session.
@@ -240,7 +242,7 @@ def test_a_session_detached_by_register_is_not_handed_the_job_of_one_it_closes(r
     assert h.stats_job(job)["state"] == "ready" and h.stats_job(job)["reserves"] == 1
 
 
-@pytest.mark.parametrize("rules", [1, 2])
+@pytest.mark.parametrize("rules", [1, 2, 3])
 def test_a_restore_for_a_new_cluster_counts_no_reserve_for_the_sessions_it_ends(rules):
     h, _, _, job = _holder_and_waiter(rules)
     shifted, summary = restore.for_new_cluster(h.m.snapshot(), h.now)

@@ -16,15 +16,16 @@ import sys
 import pytest
 from jobs_harness import S, T0, Harness
 
-from beanraft.jobs.commands import Op
+from beanraft.jobs.commands import RULES_SUPPORTED, Op
 from beanraft.jobs.invariants import problems
 from beanraft.jobs.machine import Machine
 
 TUBES = ["default", "a", "b", "c"]
 
 
-def workload(seed: int, batches: int = 150) -> list[tuple[int, list]]:
-    """A reproducible list of ``(now_ns, commands)`` batches exercising every command.
+def workload(seed: int, batches: int = 150, rules: int = 1) -> list[tuple[int, list]]:
+    """A reproducible list of ``(now_ns, commands)`` batches exercising every command, under
+    rules version ``rules`` from the first batch.
 
     It tracks what the machine will do with sessions — NODE_START number k returns epoch k and
     closes that node's sessions — so closed sessions are replaced by newly opened ones.
@@ -32,7 +33,8 @@ def workload(seed: int, batches: int = 150) -> list[tuple[int, list]]:
     rng = random.Random(seed)
     now, out = T0, []
     epochs = {"n1": 1, "n2": 2}
-    out.append((now, [(Op.NODE_START, 0, 0, "n1"), (Op.NODE_START, 0, 0, "n2")]))
+    switch = [(Op.RULES, 0, 0, rules)] if rules > 1 else []
+    out.append((now, switch + [(Op.NODE_START, 0, 0, "n1"), (Op.NODE_START, 0, 0, "n2")]))
     sessions = {}  # sid -> [node, seq]
     counter = 0
     for _ in range(batches):
@@ -80,18 +82,20 @@ def run(machine: Machine, batches: list) -> list:
     return [machine.apply_batch(now, commands) for now, commands in batches]
 
 
-def test_the_same_batches_give_the_same_replies_events_and_digest_on_two_machines():
+@pytest.mark.parametrize("rules", [1, RULES_SUPPORTED])
+def test_the_same_batches_give_the_same_replies_events_and_digest_on_two_machines(rules):
     for seed in range(5):
-        batches = workload(seed)
+        batches = workload(seed, rules=rules)
         first, second = Machine(), Machine()
         assert run(first, batches) == run(second, batches)
         assert first.digest() == second.digest()
         assert problems(first) == []
 
 
-def test_a_machine_restored_midway_continues_exactly_like_the_original():
+@pytest.mark.parametrize("rules", [1, RULES_SUPPORTED])
+def test_a_machine_restored_midway_continues_exactly_like_the_original(rules):
     for seed in range(4):
-        batches = workload(seed)
+        batches = workload(seed, rules=rules)
         for cut in (10, 80, 140):
             original = Machine()
             run(original, batches[:cut])
@@ -101,10 +105,11 @@ def test_a_machine_restored_midway_continues_exactly_like_the_original():
             assert restored.digest() == original.digest()
 
 
-def test_extra_ticks_between_batches_change_nothing_but_when_events_are_reported():
+@pytest.mark.parametrize("rules", [1, RULES_SUPPORTED])
+def test_extra_ticks_between_batches_change_nothing_but_when_events_are_reported(rules):
     # The leader may propose TICKs whenever it likes; only commands and their times matter.
     for seed in range(4):
-        batches = workload(seed)
+        batches = workload(seed, rules=rules)
         rng = random.Random(seed)
         ticked, originals = [], []
         for (now, commands), (later, _) in zip(batches, batches[1:] + [batches[-1]], strict=True):
