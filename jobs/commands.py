@@ -66,6 +66,9 @@ class Op(enum.IntEnum):
     # The cluster switches to a rules version (machine.py); proposed by the leader's node once
     # every member applies it.
     RULES = 28
+    # The session's client half-closed while it waited in reserve: the wait ends TIMED_OUT and
+    # the session goes on (machine.py); rules version 3 and above, an unknown op before.
+    END_WAIT = 29
 
 
 OPS = {int(op): op for op in Op}  # plain int -> Op, cheaper than calling Op(...)
@@ -178,6 +181,7 @@ ARGUMENTS: dict[Op, tuple[str, ...]] = {
                     "body"),
     Op.REGISTER: ("node", "duration"),  # node, and the grace of its previous sessions
     Op.RULES: ("rules",),
+    Op.END_WAIT: (),
 }
 
 # Opcode (as a plain int) -> (Op, checkers of its arguments), so checking costs no enum lookup.

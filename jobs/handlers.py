@@ -18,8 +18,8 @@ from .commands import (
 from .model import BURIED as S_BURIED
 from .model import DELAYED, RESERVED, Job, Session
 from .state import State
-from .waiting import deadline_soon, reservable_job, serve, start_wait, stop_wait, wake_time, \
-    watches_ready_job
+from .waiting import deadline_soon, finish_wait, reservable_job, serve, start_wait, stop_wait, \
+    wake_time, watches_ready_job
 
 
 def _held(state: State, session: Session, job_id: int) -> Job | None:
@@ -239,6 +239,20 @@ def pause_tube(state: State, session: Session, name: str, delay_ns: int) -> tupl
     return PAUSED
 
 
+def end_wait(state: State, session: Session) -> tuple:
+    """END_WAIT (rules 3): the session's client half-closed while it waited in reserve.
+
+    beanstalkd 1.12 answers the waiting reserve TIMED_OUT at once and goes on with the commands
+    the client sent behind it before it closes the connection. The wait ends as its timeout
+    would (the event and the cached reply say TIMED_OUT), and the session stays open for those
+    commands; a session no longer waiting (a job or its timeout reached it first) is left as
+    it is.
+    """
+    if session.wait_ticket:
+        finish_wait(state, session, TIMED_OUT)
+    return OK
+
+
 HANDLERS: dict[Op, Callable[..., tuple]] = {
     Op.CLOSE: close,
     Op.PUT: put,
@@ -255,4 +269,5 @@ HANDLERS: dict[Op, Callable[..., tuple]] = {
     Op.KICK_JOB: kick_job,
     Op.PAUSE_TUBE: pause_tube,
     Op.BURN_ID: burn_id,
+    Op.END_WAIT: end_wait,
 }

@@ -55,7 +55,9 @@ the version. Version 2 serves waiting workers as beanstalkd 1.12 does in three c
 version 1 did not (handlers.py: ``kick``, ``close``, ``reserve``), and snapshots of a version-2
 state keep the order in which each session reserved its jobs (snapshot.py). Version 3 ends
 timers that end at the same time in the order they were set, as 1.12 does (state.py, ``order``),
-and its snapshots keep that order (snapshot.py). A RULES above
+and its snapshots keep that order (snapshot.py); it also adds END_WAIT, which ends the wait of
+a session whose client half-closed and leaves the session open (handlers.py, ``end_wait``), an
+unknown op before it. A RULES above
 ``RULES_SUPPORTED`` is answered ERROR and recorded in ``rules_needed``: this code cannot apply
 what follows it, and the replication layer stops the node rather than let it diverge.
 """
@@ -129,6 +131,8 @@ class Machine(State):
         op = OPS[op]
         if op in SESSIONLESS:
             return self._cluster_command(op, args)
+        if op is Op.END_WAIT and self.rules < 3:
+            return ("ERROR", "unknown op")  # as the code before version 3 answers it
         session = self.sessions.get(sid)
         if op == Op.OPEN and session is None:
             return self._open(sid, seq)
@@ -142,7 +146,7 @@ class Machine(State):
                 return ("ERROR", "seq already forgotten; the command may have been applied")
         if op == Op.OPEN:
             return ("ERROR", "session already open")
-        if session.wait_ticket and op != Op.CLOSE:
+        if session.wait_ticket and op != Op.CLOSE and op != Op.END_WAIT:
             return ERROR_WAITING
         reply = _HANDLERS[op](self, session, *args)
         if seq and op != Op.CLOSE:

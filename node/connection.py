@@ -9,7 +9,10 @@ parser and wakes the connection's task, which takes requests one at a time.
   their replies written.
 * A blocking reserve registers the session as a waiter in the replicated state machine; the
   reply then arrives as an event (RESERVED, TIMED_OUT or DEADLINE_SOON) applied on this node.
-  While waiting, further input is buffered but not processed, as in beanstalkd.
+  While waiting, further input is buffered but not processed, as in beanstalkd. A client that
+  half-closes while it waits gets TIMED_OUT, then what it sent behind the reserve is run: once
+  the cluster applies rules version 3 an END_WAIT ends the wait alone and the session goes on
+  (before, the session's CLOSE ended the wait and the rest was dropped).
 * An idle ``beanraft.client`` worker costs no log entry. Its reserve arrives as
   ``reserve-with-timeout`` slices of a second, which would each commit a RESERVE and a TICK.
   On a connection that asked for a session id (only ``beanraft.client`` does), such a reserve
@@ -448,8 +451,21 @@ class ClientConnection(asyncio.Protocol):
             self.outbox.write(translate.to_wire(result))
             return result[0] != "GONE"
         self.waiting = True
+        ended = False
         try:
-            while self.mailbox is None and not self.eof:
+            while self.mailbox is None:
+                if self.eof and not ended:
+                    if not self._half_closed_under_end_wait():
+                        break
+                    # 1.12 answers TIMED_OUT and runs what the client sent behind the reserve:
+                    # end the wait alone; its outcome arrives as any other event (TIMED_OUT, or
+                    # the job that reached it first), and the session goes on.
+                    ended = True
+                    if (await self._submit((Op.END_WAIT,)))[0] != "OK":
+                        break
+                    continue
+                if ended and self.transport.is_closing():
+                    break  # gone, or ended by the cluster or a stopping node, while it ended
                 self.mail.clear()
                 await self.mail.wait()
         finally:
@@ -462,6 +478,15 @@ class ClientConnection(asyncio.Protocol):
             return False
         self.outbox.write(translate.to_wire(reply))
         return True
+
+    def _half_closed_under_end_wait(self) -> bool:
+        """May a wait that saw the client's end of input end alone (END_WAIT), the session
+        going on? Only for a client that half-closed (not gone, not ended by the cluster or a
+        stopping node) once the cluster applies rules 3, which added END_WAIT: this node's
+        state has applied the switch, so the cluster committed it before anything proposed now."""
+        if self.leaving or self.transport is None or self.peer.state() is not peer.DONE_SENDING:
+            return False
+        return self.node.raft.read(lambda machine: machine.rules) >= 3
 
     async def _still_ours(self) -> bool:
         """May a RESERVED for this session still be sent? Not if another connection resumed the

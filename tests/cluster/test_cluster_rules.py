@@ -7,7 +7,8 @@ holds at 1 the cluster applies rules 1 (a kick with a worker waiting serves the 
 kicked); once the last one is restarted every node applies the rules this BeanRaft applies
 (1.12's answer: the oldest buried job), and the three replicas' states are equal. A cluster of
 the release before (``--max-rules 2``) upgraded the same way switches to 3, after which jobs
-released with equal delays in one packet become ready in the order released. ``earlier_rules.py`` stands in for an
+released with equal delays in one packet become ready in the order released, and a client that
+half-closes while it waits has the commands it sent behind its reserve run (before: dropped). ``earlier_rules.py`` stands in for an
 earlier BeanRaft: one from before rules versions (it tells nothing) and one that applies only
 rules 1 (a node downgraded past the switch, which must stop rather than diverge).
 """
@@ -15,6 +16,7 @@ rules 1 (a node downgraded past the switch, which must stop rather than diverge)
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,6 +71,28 @@ def release_alike_with_a_worker_waiting(node, tube: bytes) -> int:
         return got - first
 
 
+def half_closed_waiter_runs_its_delete(node) -> bool:
+    """A client holding a job waits in reserve with a delete of that job behind it, then
+    half-closes. Returns whether the delete ran (rules 3, as 1.12) or the session's close gave
+    the job back (before). Either way the waiting reserve is answered TIMED_OUT."""
+    with LineClient(node.client_address) as client, LineClient(node.client_address) as other:
+        job = client.put(b"held")
+        client.send(b"reserve-job %d\r\n" % job)
+        assert client.read_job()[0] == job
+        client.send(b"watch empty\r\nignore default\r\nreserve\r\ndelete %d\r\n" % job)
+        assert client.read_line() == b"WATCHING 2" and client.read_line() == b"WATCHING 1"
+        time.sleep(0.2)  # the reserve is waiting
+        client.sock.shutdown(socket.SHUT_WR)
+        received = client.buffer
+        while chunk := client.sock.recv(4096):  # the node closes once it has answered
+            received += chunk
+        assert received in (b"TIMED_OUT\r\n", b"TIMED_OUT\r\nDELETED\r\n"), received
+        ran = received.endswith(b"DELETED\r\n")
+        # The node closed the session before it closed the connection.
+        assert other.request(b"peek %d" % job).startswith(b"NOT_FOUND" if ran else b"FOUND")
+        return ran
+
+
 def rules(node) -> dict:
     return node.status()["rules"]
 
@@ -105,6 +129,7 @@ def test_a_cluster_of_the_release_before_switches_from_rules_two_to_three(start_
     cluster = start_cluster(*hold)
     assert cluster.wait_rules_settled() == 2
     assert kick_with_a_worker_waiting(cluster.leader(), b"before") == 0
+    assert not half_closed_waiter_runs_its_delete(cluster.followers()[0])
     for node in cluster.followers() + [cluster.leader()]:
         node.extra_args = tuple(arg for arg in node.extra_args if arg not in hold)
         cluster.restart(node)
@@ -113,6 +138,8 @@ def test_a_cluster_of_the_release_before_switches_from_rules_two_to_three(start_
     follower = next(node for node in cluster.nodes if node is not cluster.leader())
     assert release_alike_with_a_worker_waiting(follower, b"follower") == 1
     assert kick_with_a_worker_waiting(follower, b"kicked") == 0
+    assert half_closed_waiter_runs_its_delete(follower)
+    assert half_closed_waiter_runs_its_delete(cluster.leader())
     assert len({doc["digest"] for doc in cluster.converged().values()}) == 1
 
 

@@ -73,7 +73,7 @@ def _random_command(rng: random.Random) -> tuple:
         (Op.IGNORE, rng.choice(TUBES)), (Op.RESERVE_JOB, job), (Op.DELETE, job),
         (Op.RELEASE, job, pri, delay), (Op.BURY, job, pri), (Op.TOUCH, job),
         (Op.KICK, rng.choice([1, 5])), (Op.KICK_JOB, job), (Op.BURN_ID,),
-        (Op.PAUSE_TUBE, rng.choice(TUBES), rng.choice([0, S, 4 * S])),
+        (Op.PAUSE_TUBE, rng.choice(TUBES), rng.choice([0, S, 4 * S])), (Op.END_WAIT,),
         (Op.CLOSE,) if rng.random() < 0.3 else (Op.RESERVE, S),
     ])
 

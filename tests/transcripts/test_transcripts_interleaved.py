@@ -10,7 +10,8 @@ connection's replies so far must be equal, byte for byte, except clock and proce
 (transcripts/interleaving.py says how a side settles, and why beanstalkd's idle connections are
 poked). The stream never lets two reserves wait for the same tube at once (which waiter 1.12
 serves follows its rotating order, a documented difference) and never pipelines (two commands in
-one packet share one time in BeanRaft's log: test_transcripts_rules_pending.py).
+one packet share one time in BeanRaft's log; test_transcripts_timers.py pins what 1.12 does with
+the timers they set, which rules version 3 matches).
 
 A failure prints the seed and the last steps; ``BEANRAFT_INTERLEAVED_SEEDS=<seed>`` (the
 untimed stream) or ``BEANRAFT_TIMED_SEEDS=<seed>`` replays it, and ``random`` draws a new seed.

@@ -227,6 +227,40 @@ def test_half_closing_a_waiting_reserve_with_timeout_also_times_it_out(server):
     assert worker.recv_until_closed() == b"TIMED_OUT\r\n"
 
 
+def test_a_half_closed_waiter_runs_the_commands_it_sent_behind_its_reserve(server):
+    # 1.12 answers the waiting reserve TIMED_OUT and goes on with the commands behind it (the
+    # second reserve waits and times out again) before it closes; BeanRaft does the same from
+    # rules version 3 (END_WAIT): the delete is run, and job 1 is gone.
+    wire = server.connect()
+    wire.send(b"put 0 0 60 1\r\nx\r\nreserve\r\n")
+    wire.expect(b"INSERTED 1\r\nRESERVED 1 1\r\nx\r\n")
+    wire.send(b"reserve-with-timeout 5\r\ndelete 1\r\nreserve\r\nlist-tube-used\r\n")
+    wire.expect_nothing(0.2)
+    wire.shutdown_write()
+    assert wire.recv_until_closed(timeout=4) == \
+        b"TIMED_OUT\r\nDELETED\r\nTIMED_OUT\r\nUSING default\r\n"
+    other = server.connect()
+    other.send(b"peek 1\r\n")
+    other.expect(b"NOT_FOUND\r\n")
+
+
+def test_a_half_closed_waiter_reserves_the_job_it_put_behind_its_reserve(server):
+    wire = server.connect()
+    wire.send(b"watch t\r\nuse t\r\nignore default\r\n")
+    wire.expect(b"WATCHING 2\r\nUSING t\r\nWATCHING 1\r\n")
+    wire.send(b"reserve\r\nput 3 0 60 2\r\nhi\r\nreserve\r\nstats-tube t\r\n")
+    wire.expect_nothing(0.2)
+    wire.shutdown_write()
+    replies = wire.recv_until_closed(timeout=4)
+    head, _, stats = replies.partition(b"OK ")
+    assert head == b"TIMED_OUT\r\nINSERTED 1\r\nRESERVED 1 2\r\nhi\r\n"
+    assert b"current-jobs-reserved: 1\n" in stats and b"current-waiting: 0\n" in stats
+    other = server.connect()  # the session's close gave its job back
+    other.send(b"stats-job 1\r\n")
+    size = int(other.read_line().split()[1])
+    assert b"state: ready\n" in other.read_exactly(size + 2)
+
+
 # --------------------------------------------------------------------------- DEADLINE_SOON, TTR
 
 
