@@ -20,30 +20,17 @@ frozen follower lacks it) must list the new node, with no change pending.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 from cluster_harness import NodePorts, NodeProcess, beanraft_argv, clean_env, free_ports, wait_for
+from test_cluster_learner import _members
+from test_cluster_membership import TOKEN
 
-TOKEN = "lost-addition-token-0123456789"
 EXIT_TIMEOUT = 11
 STALLING_JOINER = [sys.executable, str(Path(__file__).with_name("stalling_joiner.py"))]
-
-
-def _members(node: NodeProcess) -> dict:
-    """GET /admin/members straight over HTTP ({} if the node does not answer)."""
-    request = urllib.request.Request(f"http://{node.http_address}/admin/members",
-                                     headers={"Authorization": f"Bearer {TOKEN}"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=5) as reply:
-            return json.loads(reply.read())
-    except OSError:
-        return {}
 
 
 def _settled_leader(nodes: list[NodeProcess]) -> tuple[NodeProcess, dict] | None:

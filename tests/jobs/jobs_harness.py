@@ -77,3 +77,12 @@ class Harness:
     def stats_tube(self, name: str) -> dict:
         fields = self.m.stats_tube(name, self.now)
         return None if fields is None else dict(fields)
+
+
+def harness(rules: int = 1) -> Harness:
+    """A fresh harness whose machine applies rules version ``rules`` (every log starts at 1)."""
+    h = Harness()
+    if rules > 1:
+        (reply,), _ = h.batch([(Op.RULES, 0, 0, rules)])
+        assert reply == ("RULES", rules)
+    return h

@@ -10,17 +10,9 @@ changes nothing.
 from __future__ import annotations
 
 import pytest
-from jobs_harness import S, Harness
+from jobs_harness import S, harness
 
 from beanraft.jobs.commands import Op
-
-
-def harness(rules: int) -> Harness:
-    h = Harness()
-    if rules > 1:
-        (reply,), _ = h.batch([(Op.RULES, 0, 0, rules)])
-        assert reply == ("RULES", rules)
-    return h
 
 
 @pytest.mark.parametrize("rules", [1, 2])

@@ -10,19 +10,11 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-from jobs_harness import S, Harness
+from jobs_harness import S, Harness, harness
 
 from beanraft.jobs import restore, snapshot
 from beanraft.jobs.commands import MAX_RULES, RULES_SUPPORTED, Op
 from beanraft.jobs.machine import Machine
-
-
-def harness(rules: int) -> Harness:
-    h = Harness()
-    if rules > 1:
-        (reply,), _ = h.batch([(Op.RULES, 0, 0, rules)])
-        assert reply == ("RULES", rules)
-    return h
 
 
 def test_a_log_starts_at_rules_one_and_rules_never_goes_back():

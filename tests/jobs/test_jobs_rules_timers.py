@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-from jobs_harness import S, Harness
+from jobs_harness import S, Harness, harness
 
 from beanraft.jobs import restore
 from beanraft.jobs.commands import Op
@@ -20,14 +20,6 @@ from beanraft.jobs.machine import Machine
 from beanraft.jobs.state import T_DELAY
 
 ORDER_SET = 3  # the first rules version whose timers end in the order they were set
-
-
-def harness(rules: int) -> Harness:
-    h = Harness()
-    if rules > 1:
-        (reply,), _ = h.batch([(Op.RULES, 0, 0, rules)])
-        assert reply == ("RULES", rules)
-    return h
 
 
 def step(h: Harness, sid: int, op: Op, *args) -> tuple:
