@@ -137,8 +137,9 @@ def _check_sessions(state: State, found: list[str]) -> None:
 
 
 def _check_timers(state: State, found: list[str]) -> None:
-    live = Counter((entry[1], entry[3]) for entry in state.timers if state._live_timer(entry))
-    highest = max((entry[2] for entry in state.timers if state._live_timer(entry)), default=0)
+    live_entries = [entry for entry in state.timers if state._live_timer(entry)]
+    live = Counter((entry[1], entry[3]) for entry in live_entries)
+    highest = max((entry[2] for entry in live_entries), default=0)
     if highest > (state.timers_set if state.rules >= 3 else 0):
         found.append("a timer stands after the last one set, or has an order below rules 3")
     for job in state.jobs.values():

@@ -8,9 +8,10 @@ kicked); once the last one is restarted every node applies the rules this BeanRa
 (1.12's answer: the oldest buried job), and the three replicas' states are equal. A cluster of
 the release before (``--max-rules 2``) upgraded the same way switches to 3, after which jobs
 released with equal delays in one packet become ready in the order released, and a client that
-half-closes while it waits has the commands it sent behind its reserve run (before: dropped). ``earlier_rules.py`` stands in for an
-earlier BeanRaft: one from before rules versions (it tells nothing) and one that applies only
-rules 1 (a node downgraded past the switch, which must stop rather than diverge).
+half-closes while it waits has the commands it sent behind its reserve run (before: dropped).
+``earlier_rules.py`` stands in for an earlier BeanRaft: one from before rules versions (it tells
+nothing) and one that applies only rules 1 (a node downgraded past the switch, which must stop
+rather than diverge).
 """
 
 from __future__ import annotations

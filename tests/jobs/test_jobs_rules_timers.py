@@ -35,31 +35,39 @@ def first_of_two(h: Harness, sid: int) -> tuple[int, int]:
     return first, second
 
 
-@pytest.mark.parametrize("rules", [1, 2, 3])
-def test_ttrs_set_alike_in_one_batch_end_in_the_order_set(rules):
+def handed_out_when_ttrs_end(rules: int, batch) -> tuple[int, int, list, tuple]:
+    """Two jobs put with a TTR of 1 s, then ``batch(h, holder, first, second)``, the steps of one
+    batch that reserve (and touch) them; a worker waits until their TTRs end. Returns both ids,
+    the batch's replies and what the worker was handed first."""
     h = harness(rules)
     holder, worker = h.open(), h.open()
     first, second = h.put(holder, ttr=1), h.put(holder, ttr=1)
-    replies, _ = h.batch([step(h, holder, Op.RESERVE_JOB, second),
-                          step(h, holder, Op.RESERVE_JOB, first)])
-    assert [reply[0] for reply in replies] == ["RESERVED", "RESERVED"]
+    replies, _ = h.batch(batch(h, holder, first, second))
     assert h.cmd(worker, Op.RESERVE, -1) == ("WAITING",)
     events = h.advance(1, ns=1)
-    assert events[0] == (worker, ("RESERVED", second if rules >= ORDER_SET else first, b"x"))
+    assert events[0][0] == worker
+    return first, second, [reply[0] for reply in replies], events[0][1]
+
+
+@pytest.mark.parametrize("rules", [1, 2, 3])
+def test_ttrs_set_alike_in_one_batch_end_in_the_order_set(rules):
+    def batch(h, holder, first, second):
+        return [step(h, holder, Op.RESERVE_JOB, second), step(h, holder, Op.RESERVE_JOB, first)]
+
+    first, second, replies, handed = handed_out_when_ttrs_end(rules, batch)
+    assert replies == ["RESERVED", "RESERVED"]
+    assert handed == ("RESERVED", second if rules >= ORDER_SET else first, b"x")
 
 
 @pytest.mark.parametrize("rules", [1, 2, 3])
 def test_a_touch_sets_the_ttr_again_behind_every_ttr_set_before_it(rules):
-    h = harness(rules)
-    holder, worker = h.open(), h.open()
-    first, second = h.put(holder, ttr=1), h.put(holder, ttr=1)
-    replies, _ = h.batch([step(h, holder, Op.RESERVE_JOB, first),
-                          step(h, holder, Op.RESERVE_JOB, second),
-                          step(h, holder, Op.TOUCH, first)])
-    assert replies[2] == ("TOUCHED",)
-    assert h.cmd(worker, Op.RESERVE, -1) == ("WAITING",)
-    events = h.advance(1, ns=1)
-    assert events[0] == (worker, ("RESERVED", second if rules >= ORDER_SET else first, b"x"))
+    def batch(h, holder, first, second):
+        return [step(h, holder, Op.RESERVE_JOB, first), step(h, holder, Op.RESERVE_JOB, second),
+                step(h, holder, Op.TOUCH, first)]
+
+    first, second, replies, handed = handed_out_when_ttrs_end(rules, batch)
+    assert replies == ["RESERVED", "RESERVED", "TOUCHED"]
+    assert handed == ("RESERVED", second if rules >= ORDER_SET else first, b"x")
 
 
 @pytest.mark.parametrize("rules", [1, 2, 3])
@@ -133,7 +141,8 @@ def test_a_rules_three_snapshot_is_format_five_and_keeps_every_timers_order():
     assert sorted(entry[:4] for entry in restored.timers if restored._live_timer(entry)) == \
         sorted(entry[:4] for entry in h.m.timers if h.m._live_timer(entry))
     for now in range(h.now, h.now + 4 * S, S // 4):
-        assert restored.apply_batch(now, [(Op.TICK, 0, 0)]) == h.m.apply_batch(now, [(Op.TICK, 0, 0)])
+        tick = [(Op.TICK, 0, 0)]
+        assert restored.apply_batch(now, tick) == h.m.apply_batch(now, tick)
     assert restored.digest() == h.m.digest()
 
 
@@ -186,7 +195,8 @@ def test_replay_and_snapshot_agree_across_the_switch_to_three(before):
     jobs = [h.put(holder, ttr=1) for _ in range(4)]
     for job in jobs:
         assert h.cmd(holder, Op.RESERVE_JOB, job)[0] == "RESERVED"
-    h.batch([step(h, holder, Op.RELEASE, jobs[1], 0, S), step(h, holder, Op.RELEASE, jobs[0], 0, S)])
+    h.batch([step(h, holder, Op.RELEASE, jobs[1], 0, S),
+             step(h, holder, Op.RELEASE, jobs[0], 0, S)])
     taken = h.m.snapshot()
     rest = [(Op.RULES, 0, 0, ORDER_SET), step(h, holder, Op.RELEASE, jobs[3], 0, S),
             step(h, holder, Op.RELEASE, jobs[2], 0, S), step(h, worker, Op.RESERVE, -1)]
