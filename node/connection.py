@@ -58,6 +58,7 @@ from beanraft.jobs.commands import Op
 from beanraft.replication.batcher import OutcomeUnknown
 
 from . import peer, translate
+from .flag import Flag
 from .guard import Guard
 from .outbox import Outbox
 from .queries import EXTENSIONS, answer_read
@@ -85,7 +86,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.outbox: Outbox | None = None
         self.peer: peer.PeerProbe | None = None
-        self.wakeup = asyncio.Event()
+        self.wakeup = Flag()
         self.unread = False  # input arrived that the task has not parsed yet (Node.unread)
         self.eof = False
         self.input_full = False  # the parser holds READ_PAUSE_BYTES: reading paused
@@ -93,7 +94,7 @@ class ClientConnection(asyncio.Protocol):
         self.reading_paused = False
         self.burst = 0  # requests handled since the task last yielded
         self.mailbox: tuple | None = None
-        self.mail = asyncio.Event()
+        self.mail = Flag()
         self.producer = False
         self.worker = False
         self.waiting = False

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
+from .flag import Flag
+
 #: Unsent replies above this stop the connection (see node/connection.py).
 HIGH_WATER_BYTES = 1 << 20
 #: ... until the transport's buffer has drained to this.
@@ -32,11 +34,12 @@ class Outbox:
         self.on_write = on_write  # told after each hand-over to the transport
         self.high_water = high_water
         transport.set_write_buffer_limits(high=high_water, low=low_water)
-        self.drained = asyncio.Event()
+        self.drained = Flag()
         self.drained.set()
         self.queued = 0
         self._pieces: list[bytes] = []
         self._scheduled = False
+        self._loop = asyncio.get_running_loop()  # not looked up per write (node/flag.py says why)
 
     def write(self, data: bytes) -> None:
         """Queue ``data``; everything queued in this loop iteration leaves in one write."""
@@ -44,7 +47,7 @@ class Outbox:
         self.queued += len(data)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._send_scheduled)
+            self._loop.call_soon(self._send_scheduled)
 
     def _send_scheduled(self) -> None:
         self._scheduled = False

@@ -87,6 +87,11 @@ class RulesCensus:
             self._heard[str(node)] = (rules, time.monotonic())
 
     def on_tick(self) -> None:
+        if not (self._sync.otherNodes or self._sync.readonlyNodes or self._heard or self.members):
+            # Alone, with nobody to tell or hear from: it agrees with itself. A lone node ticks
+            # after every commit, so this is on the path of each of its batches.
+            self.agreed = self.own
+            return
         now = time.monotonic()
         # A learner is not in otherNodes but receives the log all the same (module docstring).
         others = sorted(str(node) for node in self._sync.otherNodes | self._sync.readonlyNodes)
