@@ -121,10 +121,10 @@ def main() -> None:
               show_default=True, envvar="BEANRAFT_MAX_RULES", help="The highest rules version "
               "this node agrees to. 1 holds the cluster at the rules of BeanRaft before rules "
               "versions, so that a downgrade to it stays possible.")
-@click.option("--event-loop", "event_loop", type=click.Choice(loops.CHOICES), default="asyncio",
+@click.option("--event-loop", "event_loop", type=click.Choice(loops.CHOICES), default="auto",
               show_default=True, envvar="BEANRAFT_EVENT_LOOP",
-              help="The client port's event loop: asyncio's own, uvloop (less CPU per command; "
-              "pip install 'beanraft[uvloop]'), or auto: uvloop when it is installed.")
+              help="The client port's event loop: auto (uvloop, a dependency, when it can be "
+              "imported, else asyncio's own), uvloop (insists on it), or asyncio.")
 def serve(listen, port, data_dir, fsync_ms, no_fsync, max_job_size, binlog_size, user, compact,
           no_compact, verbose, show_version, raft, peers, join, http, cluster_secret_file,
           insecure, commit_timeout, node_grace, snapshot_entries, snapshot_bytes, dedup_window,

@@ -2,10 +2,11 @@
 
 The loop is the socket shell: it reads the clients' bytes, calls the connections and writes
 their replies, and on a busy node that is a large part of the CPU per command
-(docs/reference/performance.md). uvloop (``pip install 'beanraft[uvloop]'``) does the same work
-in C behind the same asyncio interfaces, so nothing else in the node depends on the choice.
-``asyncio`` (the default) never uses it; ``uvloop`` insists (a usage error without it);
-``auto`` takes uvloop when it can be imported and falls back to asyncio's loop otherwise.
+(docs/reference/performance.md). uvloop, a dependency of BeanRaft, does the same work in C
+behind the same asyncio interfaces, so nothing else in the node depends on the choice. ``auto``
+(the default) takes uvloop when it can be imported and falls back to asyncio's loop otherwise
+(a platform without a uvloop build); ``uvloop`` insists (a usage error without it);
+``asyncio`` never uses it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def loop_factory(choice: str) -> tuple[Callable[[], asyncio.AbstractEventLoop], 
         except ImportError as exc:
             if choice == "uvloop":
                 raise LoopUnavailable(f"--event-loop uvloop: uvloop cannot be imported ({exc}); "
-                                      "install it with pip install 'beanraft[uvloop]'") from None
+                                      "install it with pip install uvloop") from None
         else:
             return uvloop.new_event_loop, f"uvloop {uvloop.__version__}"
     return asyncio.new_event_loop, "asyncio"

@@ -1,5 +1,6 @@
-"""Goal: a node on uvloop (``serve --event-loop uvloop``) speaks exactly as one on asyncio's
-loop, and without uvloop ``auto`` falls back to asyncio while ``uvloop`` refuses to start.
+"""Goal: a node on uvloop (the default, ``auto``, and ``serve --event-loop uvloop``) speaks
+exactly as one on asyncio's loop, and without uvloop ``auto`` falls back to asyncio while
+``uvloop`` refuses to start.
 
 Method: real ``beanraft serve`` processes. One node per loop runs the same transcript (pipelined
 puts, pipelined blocking reserves that run the queue dry, a half-close that times a waiting
@@ -20,7 +21,7 @@ import time
 
 import pytest
 
-pytest.importorskip("uvloop")  # in the test extras; a bare install falls back (last test)
+pytest.importorskip("uvloop")  # a dependency; a platform without it falls back (last test)
 
 TRANSCRIPT_IN = (b"use t\r\nwatch t\r\nignore default\r\n"
                  + b"".join(b"put 0 0 60 3\r\nj%02d\r\n" % i for i in range(1, 4))
@@ -68,6 +69,15 @@ def test_a_node_on_either_loop_answers_the_same_transcript_and_drops_a_hung_up_c
     assert wire.recv_until_closed() == b"TIMED_OUT\r\n"
     assert _reserves_run_after_a_hang_up(node) <= 2
     assert f"event loop: {loop}" in node.stderr_path.read_text()
+
+
+def test_a_node_started_without_the_flag_serves_on_uvloop(start_server, monkeypatch):
+    monkeypatch.delenv("BEANRAFT_EVENT_LOOP", raising=False)
+    node = start_server("beanraft")
+    wire = node.connect()
+    wire.send(TRANSCRIPT_IN)
+    wire.expect(TRANSCRIPT_OUT)
+    assert "event loop: uvloop" in node.stderr_path.read_text()
 
 
 def _serve_without_uvloop(tmp_path, *args: str, timeout_s: float = 20.0):
