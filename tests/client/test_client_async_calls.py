@@ -78,9 +78,12 @@ def test_a_job_reserved_for_a_cancelled_reserve_goes_back_with_its_priority(plai
     async def scenario() -> None:
         async with AsyncClient(plain_target.address, watch=tube) as quitter, \
                 AsyncClient(plain_target.address, watch=tube) as worker:
+            # Its reserve slices outlast the test: in a 1 s one, a loaded machine could take the
+            # rest of the slice to connect the producer, and the slice would end unanswered.
+            quitter._core.reserve_slice_s = 60
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(quitter.reserve(), 0.3)
-            # The quitter's reserve is still on the wire (a plain reserve, or a 1 s slice): it
+            # The quitter's reserve is still on the wire (a plain reserve, or a slice): it
             # takes this job, and must hand it back rather than hide it for its TTR.
             with Client(plain_target.address, use=tube) as producer:
                 job_id = producer.put("work", priority=7, ttr=60)
