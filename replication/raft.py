@@ -292,6 +292,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
                 seam.check_sealed(host, cipher)
         except seam.SeamError:
             host.destroy()  # autoTick=False: releases the raft port and the journal now
+            seam.close_pipe_notifier(host)
             raise
         return host
 
@@ -361,6 +362,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             self._sync.destroy()  # autoTick=False: closes the transport and the journal now
         except Exception:  # already destroyed or never bound
             log.debug("raft destroy", exc_info=True)
+        if not self._thread.is_alive():  # else it may still poll the pipe: leave it open
+            seam.close_pipe_notifier(self._sync)
         self._release_directory()
 
     def _release_directory(self) -> None:

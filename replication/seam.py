@@ -23,6 +23,7 @@ Theory of operation.
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 import socket
 import struct
@@ -103,6 +104,9 @@ POINTS: tuple[Point, ...] = (
     Point("notifier", "_PipeNotifier__pipeR",
           "the read end of that pipe: a lone node's event loop, which ticks pysyncobj itself,"
           " watches it instead of the tick thread's poll"),
+    Point("notifier", "_PipeNotifier__pipeW",
+          "the write end of that pipe: both ends are closed when the node stops, since"
+          " pysyncobj never closes them (two descriptors lost per node started in a process)"),
     Point("syncobj", "_SyncObj__raftLeader",
           "the leader whose fragments of a big message count as heartbeats on a follower, and"
           " the node a follower asks for a read index and answers read-index pings from; cleared"
@@ -500,6 +504,24 @@ def connected_nodes(sync):
 def pipe_notifier(sync):
     """The object whose ``notify()`` wakes the tick thread's poll."""
     return sync._SyncObj__pipeNotifier
+
+
+def close_pipe_notifier(sync) -> None:
+    """Close both ends of :func:`pipe_notifier`'s pipe, once the node is destroyed (pysyncobj's
+    destroy leaves them open). ``notify`` does nothing from then on: a late one, from the loop,
+    must not write into whatever the descriptor's number is reused for."""
+    notifier = getattr(sync, "_SyncObj__pipeNotifier", None)
+    if notifier is None:
+        return
+    notifier.notify = lambda: None
+    for name in ("_PipeNotifier__pipeR", "_PipeNotifier__pipeW"):
+        fd = getattr(notifier, name, -1)
+        setattr(notifier, name, -1)
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def hush_notifier(sync, hushed: Callable[[], bool]) -> None:

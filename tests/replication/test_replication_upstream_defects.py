@@ -21,7 +21,7 @@ from lone_node import Harness
 
 from beanraft.jobs.commands import Op
 from beanraft.replication.journal import DurableJournal
-from beanraft.replication.raft import JOURNAL_NAME, SNAPSHOT_NAME
+from beanraft.replication.raft import JOURNAL_NAME, SNAPSHOT_NAME, RaftConfig, RaftNode
 
 def run(coro):
     return asyncio.run(coro)
@@ -245,3 +245,66 @@ def test_beanraft_survives_a_state_machine_that_raises_without_stalling_or_reapp
     assert later == [first[1] + 1, first[1] + 2, first[1] + 3]  # nothing stalled
     assert ready == 4  # and nothing was applied twice
     assert len(calls) == 5  # the failed apply, its retry, three more puts
+
+
+# ------------------------------------------------- defect 5: destroy leaves the wake-up pipe open
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _pipe_ends() -> dict[int, str]:
+    """Each open descriptor that is a pipe's end, and which pipe ("pipe:[inode]")."""
+    ends = {}
+    for fd in _open_fds():
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed since it was listed
+        if target.startswith("pipe:"):
+            ends[int(fd)] = target
+    return ends
+
+
+def test_upstream_destroy_leaves_the_pipe_notifier_open():
+    before = set(_pipe_ends().values())
+    for _ in range(3):
+        # Without batched appends pysyncobj wakes its tick with a pipe (BeanRaft's setting).
+        obj = upstream_counter(free_port(), appendEntriesUseBatch=False)
+        wait_leader(obj)
+        destroy(obj)
+    left = {fd: pipe for fd, pipe in _pipe_ends().items() if pipe not in before}
+    try:
+        # Both ends of one pipe per SyncObj, none ever closed.
+        assert len(left) == 6 and len(set(left.values())) == 3, left
+    finally:
+        for fd in left:
+            os.close(fd)
+
+
+def test_beanraft_nodes_started_and_stopped_in_one_process_leave_no_descriptor_open(tmp_path):
+    """Both a lone node (ticked on its loop) and a member of a cluster (ticked in its own
+    thread; its peers are never started) close pysyncobj's pipe when they stop."""
+
+    async def lone(data_dir: str):
+        async with Harness(data_dir) as h:
+            await h.put(3)
+
+    async def member(data_dir: str):
+        config = RaftConfig(self_addr=f"127.0.0.1:{free_port()}", data_dir=data_dir,
+                            peers=[f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"])
+        raft = RaftNode(config, asyncio.get_running_loop(), lambda events: None)
+        raft.start()
+        await asyncio.sleep(0.2)
+        assert raft._thread.is_alive()  # the thread polls the pipe: it is in use
+        raft.stop()
+
+    run(lone(str(tmp_path / "warm-up")))  # imports and first-use caches, not counted
+    before, pipes_before = _open_fds(), set(_pipe_ends().values())
+    for index in range(3):
+        run(lone(str(tmp_path / f"lone{index}")))
+        run(member(str(tmp_path / f"member{index}")))
+    left = {fd: pipe for fd, pipe in _pipe_ends().items() if pipe not in pipes_before}
+    assert not left, f"pipes left open: {left}"
+    assert len(_open_fds()) <= len(before), sorted(_open_fds() - before)
