@@ -95,3 +95,4 @@ class Replicated:
         logging.getLogger("pysyncobj.syncobj").removeHandler(self.critical)
         for node in self.nodes:
             node.destroy()
+            seam.close_pipe_notifier(node)  # pysyncobj's destroy leaves it open

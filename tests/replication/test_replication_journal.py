@@ -16,6 +16,28 @@ from beanraft.replication.journal import MAGIC, DurableJournal, JournalWriteErro
 from beanraft.replication.snapshot_file import SnapshotAnchor, write_snapshot
 
 
+@pytest.fixture(autouse=True)
+def _journals_closed():
+    """Every journal a test opens is closed after it (most are dropped without ``_destroy``,
+    and a journal's descriptors outlive the object). A patch of its own: a test's
+    ``monkeypatch.undo()`` leaves it in place."""
+    opened: list[DurableJournal] = []
+    init = DurableJournal.__init__
+
+    def tracked_init(self, *args, **kwargs):
+        opened.append(self)
+        init(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DurableJournal, "__init__", tracked_init)
+        yield
+    for journal in opened:
+        try:
+            journal._close_files()
+        except AttributeError:
+            pass  # its __init__ raised before it opened anything
+
+
 def entries(count: int, start: int = 1, term: int = 1) -> list[tuple[bytes, int, int]]:
     return [(b"cmd-%d" % i, i, term) for i in range(start, start + count)]
 

@@ -22,6 +22,7 @@ import pysyncobj.journal as pso_journal
 import pysyncobj.syncobj as pso_syncobj
 from pysyncobj import SyncObjConf
 
+from beanraft.replication import seam
 from beanraft.replication.codec import encode_entry
 from beanraft.replication.raft import RaftConfig, RaftNode, Timing, keep_next_index_monotonic
 
@@ -91,6 +92,7 @@ def test_upstream_a_late_ack_moves_the_next_index_backwards_so_entries_are_sent_
     finally:
         for node in nodes:
             node.destroy()
+            seam.close_pipe_notifier(node)  # pysyncobj's destroy leaves it open
 
 
 def test_beanraft_keeps_the_next_index_where_it_was_after_a_late_ack():
@@ -101,6 +103,7 @@ def test_beanraft_keeps_the_next_index_where_it_was_after_a_late_ack():
     finally:
         for node in nodes:
             node.destroy()
+            seam.close_pipe_notifier(node)  # pysyncobj's destroy leaves it open
 
 
 async def _stream_through_beanraft(entries: int) -> int:
