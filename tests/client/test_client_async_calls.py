@@ -87,6 +87,14 @@ def test_a_job_reserved_for_a_cancelled_reserve_goes_back_with_its_priority(plai
             # takes this job, and must hand it back rather than hide it for its TTR.
             with Client(plain_target.address, use=tube) as producer:
                 job_id = producer.put("work", priority=7, ttr=60)
+            # Only then may the worker ask: on BeanRaft a slice waits off the log and reserves
+            # once it sees the job, so a reserve sent at once could take it first.
+            for _ in range(200):
+                stats = await worker.stats_job(job_id)
+                if stats["releases"] == 1 and stats["state"] == "ready":
+                    break
+                await asyncio.sleep(0.05)
+            assert (stats["pri"], stats["reserves"], stats["releases"]) == (7, 1, 1), stats
             job = await asyncio.wait_for(worker.reserve(timeout=5), 10)
             assert (job.id, job.body) == (job_id, "work")
             stats = await worker.stats_job(job)
