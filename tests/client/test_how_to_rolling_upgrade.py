@@ -31,6 +31,7 @@ from cluster.cluster_harness import free_port_block, pid_alive, wait_for
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "rolling-upgrade.md"
 FIRST_LINE = "B=/tmp/br-upgrade CLIENT=11300 RAFT=21300 HTTP=8301"
 STEP_TIMEOUT_S = 120.0
+GAVE_UP = "WARNING beanraft.node: stopping without handing over the leadership: "
 
 
 def led_at_sigterm(log: str) -> bool:
@@ -38,6 +39,12 @@ def led_at_sigterm(log: str) -> bool:
     before = log.split("INFO beanraft.node: shutting down", 1)[0]
     roles = re.findall(r"INFO beanraft\.raft: role \w+ -> (\w+)", before)
     return bool(roles) and roles[-1] == "leader"
+
+
+def shutdowns(log: str) -> str:
+    """A node's log lines about roles, transfers and stopping: what a failed check shows."""
+    keep = ("role ", "transfer", "hand", "shutting down", "stopped", "ERROR", "WARNING", "Error")
+    return "".join(line for line in log.splitlines(keepends=True) if any(k in line for k in keep))
 
 
 def page_blocks() -> list[str]:
@@ -100,6 +107,7 @@ def test_the_rolling_upgrade_page_restarts_every_node_under_load_without_an_erro
         last = shell.run('echo "$leader"').strip()  # the node the page restarted last
         restarted = {i: (base / f"node{i}.log").read_text() for i in ("1", "2", "3")}
         handed = [i for i, log in restarted.items() if "handed the leadership to" in log]
+        gave_up = [i for i, log in restarted.items() if GAVE_UP in log]
         leading = [i for i, log in restarted.items() if led_at_sigterm(log)]
         moved = shell.run(blocks[3])  # beanraft leader transfer
         client_app.wind_down(outcome, addresses, threads, stop, done)
@@ -110,9 +118,14 @@ def test_the_rolling_upgrade_page_restarts_every_node_under_load_without_an_erro
         logs = [(base / f"node{i}.log").read_text() for i in (1, 2, 3)]
         # Each node that led when it got SIGTERM, and no other, handed the leadership over:
         # the page's leader, restarted last, unless an election on a starved machine moved the
-        # leadership meanwhile (then the node leading at its turn hands over instead).
-        assert handed == leading, (f"nodes that handed over during the restarts: {handed}; "
-                                   f"that led at their SIGTERM: {leading}; restarted last: {last}")
+        # leadership meanwhile (then the node leading at its turn hands over instead). The page
+        # allows one outcome more: a hand-over that did not succeed within 1.5 s (on a starved
+        # machine) is logged with its reason, and the others elect a leader as after a crash;
+        # the clients' checks below hold either way.
+        assert sorted(handed + gave_up) == leading and not set(handed) & set(gave_up), (
+            f"nodes that handed over during the restarts: {handed}; that gave up: {gave_up}; "
+            f"that led at their SIGTERM: {leading}; restarted last: {last}"
+            + "".join(f"\nnode{i}:\n{shutdowns(log)}" for i, log in restarted.items()))
         assert all(log.count("shutting down") == 2 and log.count("INFO beanraft.node: stopped") == 2
                    for log in logs)
         assert status.count("leader") >= 1 and "no leader" not in status
