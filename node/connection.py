@@ -19,7 +19,8 @@ parser and wakes the connection's task, which takes requests one at a time.
   first waits here: after a read barrier (a read index, no log entry) it watches the applied
   state, and only once the session could be served (a ready job in a watched unpaused tube,
   or a job held, which may be DEADLINE_SOON) does it commit the RESERVE with the time left.
-  A slice that sees nothing answers TIMED_OUT without touching the log. Plain clients always
+  A slice that sees nothing answers TIMED_OUT without touching the log; a client that
+  half-closes during one is then answered the logged way, as a plain client. Plain clients always
   wait in the replicated state, so they are served in beanstalkd's order (oldest waiter
   first); a waiting ``beanraft.client`` joins that order only when it sees a job.
 * Memory stays bounded. Input: reading pauses while the parser holds more than
@@ -440,8 +441,11 @@ class ClientConnection(asyncio.Protocol):
                 self.reserve_hit = False
                 self._write(p.TimedOut())
                 return True
-            if self.eof:
+            if self.eof and not self._half_closed():
                 return False
+            # A half-closed client's reserve goes on as a plain client's does (beanstalkd's
+            # way): a job it could take now is RESERVED, else the wait ends with TIMED_OUT
+            # and what it sent behind the reserve is run.
         fut = self._submit((Op.RESERVE, timeout_ns))
         result = await fut
         if result[0] != "WAITING":
@@ -485,9 +489,15 @@ class ClientConnection(asyncio.Protocol):
         going on? Only for a client that half-closed (not gone, not ended by the cluster or a
         stopping node) once the cluster applies rules 3, which added END_WAIT: this node's
         state has applied the switch, so the cluster committed it before anything proposed now."""
-        if self.leaving or self.transport is None or self.peer.state() is not peer.DONE_SENDING:
+        if not self._half_closed():
             return False
         return self.node.raft.read(lambda machine: machine.rules) >= 3
+
+    def _half_closed(self) -> bool:
+        """Has the client only stopped sending (not gone, not hung up on by the cluster or a
+        stopping node)?"""
+        return (not self.leaving and self.transport is not None
+                and self.peer.state() is peer.DONE_SENDING)
 
     async def _still_ours(self) -> bool:
         """May a RESERVED for this session still be sent? Not if another connection resumed the

@@ -95,6 +95,34 @@ def test_a_resumed_session_keeps_its_reservations_and_the_old_connection_is_clos
     new.expect(b"SESSION " + session_id + b"\r\nDELETED\r\nRELEASED\r\n")
 
 
+@pytest.mark.parametrize("behind, job_after", [
+    (b"put 0 0 60 1\r\nx\r\nreserve-with-timeout 0\r\nlist-tube-used\r\n", b"ready"),
+    (b"put 3 0 60 2\r\nhi\r\nreserve\r\ndelete 1\r\nreserve-with-timeout 1\r\npeek 1\r\n", None),
+], ids=["reserves-what-it-put", "waits-again"])
+def test_a_session_that_half_closes_while_its_reserve_waits_off_the_log_goes_on_as_1_12(
+        node, reference, behind, job_after):
+    # A connection with a session id (a beanraft.client) waits in reserve off the log. Half-
+    # closed meanwhile, it is answered as 1.12 answers a plain client: TIMED_OUT, then what it
+    # sent behind the reserve is run, until the connection closes.
+    wire = node.connect()
+    session_id = wire.request(b"session-id").split()[1]
+    replies = []
+    for target in (wire, reference):
+        target.send(b"reserve-with-timeout 5\r\n" + behind)
+        target.expect_nothing(0.3)
+        target.shutdown_write()
+        replies.append(target.recv_until_closed(timeout=6))
+    assert replies[0].startswith(b"TIMED_OUT\r\nINSERTED 1\r\n") and replies[0] == replies[1]
+    other = node.connect()  # the session was closed after it all, its job released
+    other.send(b"session-resume " + session_id + b"\r\nstats-job 1\r\n")
+    assert other.read_line() == b"NOT_FOUND"
+    if job_after is None:
+        assert other.read_line() == b"NOT_FOUND"
+    else:
+        size = int(other.read_line().split()[1])
+        assert b"state: " + job_after + b"\n" in other.read_exactly(size + 2)
+
+
 def test_a_resume_leaves_use_and_watch_as_the_resuming_connection_had_them(node):
     old, new = node.connect(), node.connect()
     session_id = old.request(b"session-id").split()[1]
