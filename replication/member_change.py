@@ -8,8 +8,10 @@ Theory of operation.
   *learner*: the leader replicates to it (snapshot, then log) as pysyncobj replicates to a
   read-only node, without counting it anywhere (``seam.add_learner``). Only once the learner has
   acknowledged the log to within CATCH_UP_ENTRIES of the commit index does the leader append the
-  addition; then it waits for the new member to acknowledge that entry. A learner that does not
-  catch up within the request's timeout is dropped, and the members are unchanged.
+  addition; then it waits for the new member to acknowledge that entry, at most until the
+  request's deadline (once committed the node is a member either way: ``_end_behind``). A
+  learner that does not catch up within the request's timeout is dropped, and the members are
+  unchanged.
 * A leader that loses its role answers ``no_leader`` only while nothing is in its log (a learner
   catching up); once the change is proposed the next leader may have its entry or not, and
   commit it or not, so the answer is ``timeout``, saying how to check (``_lost_role``).
@@ -266,10 +268,28 @@ class Changes:
                      run.log_index, now - run.started)
             self._finish(None)
             return
+        if now > run.until and run.committed and run.action == ADD:
+            self._end_behind(run)
+            return
         if now > run.until and run.reply is not None:
             reply, run.reply = run.reply, None
             reply(MembershipError(TIMEOUT, f"not done within {run.until - run.started:.0f} s: "
-                                  f"{self._doing()}; the change stays pending until then"))
+                                  f"{self._doing()}; its entry is in the log, not committed yet, and "
+                                  "the change stays pending until it commits"))
+
+    def _end_behind(self, run: _Run) -> None:
+        """A committed addition whose new member has not acknowledged it by the deadline ends
+        there. The node is a member whatever it does (it catches up from the leader whenever
+        it answers), and the next change need not wait for a node that may never come."""
+        self._run = None
+        behind = (f"{run.address} is a member (its addition committed) but had acknowledged "
+                  f"{self._match(run.address)} of {run.log_index} entries when the "
+                  f"{run.until - run.started:.1f} s ran out; it catches up from the leader when "
+                  "it answers")
+        log.warning("membership: add %s: %s", run.address, behind)
+        self._record(ADD, run.address, f"done, behind: {behind}", tell=True)
+        if run.reply is not None:
+            run.reply(MembershipError(TIMEOUT, f"not done in time: {behind}"))
 
     def _lost_role(self, run: _Run) -> MembershipError:
         """What the asker is answered when this leader lost its role during ``run``: ``no_leader``
