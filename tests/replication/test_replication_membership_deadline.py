@@ -52,15 +52,22 @@ def test_a_taken_over_committed_addition_ends_at_its_deadline_and_the_next_chang
         assert len(answers) == 1 and not isinstance(answers[0], MembershipError), answers
 
 
+def _asked_addition(cluster: Replicated, left_s: float) -> tuple[Changes, str, int, list, float]:
+    """The leader's ``Changes`` running an asked addition of the follower, committed, whose
+    entry the follower has not acknowledged; (changes, member, entry, answers, start)."""
+    changes = Changes(cluster.leader, shared_secret=True)
+    member = cluster.follower.selfNode.address
+    last = _unacknowledged_entry(cluster)
+    answers: list = []
+    now = time.monotonic()
+    changes._run = _Run(action=ADD, address=member, started=now, until=now + left_s,
+                        reply=answers.append, phase=ADDING, committed=True, log_index=last)
+    return changes, member, last, answers, now
+
+
 def test_the_asker_of_a_committed_addition_is_answered_once_at_the_deadline():
     with Replicated(harden=False) as cluster:
-        changes = Changes(cluster.leader, shared_secret=True)
-        member = cluster.follower.selfNode.address
-        last = _unacknowledged_entry(cluster)
-        answers = []
-        now = time.monotonic()
-        changes._run = _Run(action=ADD, address=member, started=now, until=now + 0.5,
-                            reply=answers.append, phase=ADDING, committed=True, log_index=last)
+        changes, member, _last, answers, now = _asked_addition(cluster, 0.5)
         changes.on_tick(now + 0.2)
         assert answers == []
         changes.on_tick(now + 1.0)
@@ -72,13 +79,7 @@ def test_the_asker_of_a_committed_addition_is_answered_once_at_the_deadline():
 
 def test_a_committed_addition_acknowledged_in_time_is_done():
     with Replicated(harden=False) as cluster:
-        changes = Changes(cluster.leader, shared_secret=True)
-        member = cluster.follower.selfNode.address
-        last = _unacknowledged_entry(cluster)
-        answers = []
-        now = time.monotonic()
-        changes._run = _Run(action=ADD, address=member, started=now, until=now + 60,
-                            reply=answers.append, phase=ADDING, committed=True, log_index=last)
+        changes, _member, last, answers, _now = _asked_addition(cluster, 60.0)
         cluster._tick_until(lambda: cluster.match_index_of_follower() >= last)
         changes.on_tick(time.monotonic())
         assert changes._run is None and changes.last["outcome"] == "done"
