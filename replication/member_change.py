@@ -274,8 +274,8 @@ class Changes:
         if now > run.until and run.reply is not None:
             reply, run.reply = run.reply, None
             reply(MembershipError(TIMEOUT, f"not done within {run.until - run.started:.0f} s: "
-                                  f"{self._doing()}; its entry is in the log, not committed yet, and "
-                                  "the change stays pending until it commits"))
+                                  f"{self._doing()}; its entry is proposed, not committed "
+                                  "yet, and the change stays pending until it commits"))
 
     def _end_behind(self, run: _Run) -> None:
         """A committed addition whose new member has not acknowledged it by the deadline ends
