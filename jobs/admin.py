@@ -47,7 +47,7 @@ def tube_job_ids(state: State, tube: Tube, wanted: tuple[str, ...]) -> list[int]
     """The ids of ``tube``'s jobs in the job states ``wanted``, in id order."""
     ids: list[int] = []
     if READY in wanted:
-        ids += _live_ids(state, tube.ready)
+        ids += _live_ids(state, tube.ready) + _live_ids(state, tube.fresh)
     if DELAYED in wanted:
         ids += _live_ids(state, tube.delayed)
     if BURIED in wanted:

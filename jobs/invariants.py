@@ -8,6 +8,7 @@ It is O(size of the state), so ``apply_batch`` never calls it; tests call it aft
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from .commands import URGENT_PRI
@@ -80,8 +81,11 @@ def _check_jobs(state: State, found: list[str]) -> None:
     for job in state.jobs.values():
         by_tube.setdefault((job.tube.name, job.state), []).append(job.id)
     for tube in state.tube_list:
-        if sorted(_live(state, tube.ready)) != by_tube.get((tube.name, READY), []):
+        if sorted(_live(state, tube.ready) + _live(state, tube.fresh)) \
+                != by_tube.get((tube.name, READY), []):
             found.append(f"ready heap of tube {tube.name} is wrong")
+        if any(a >= b for a, b in zip(tube.fresh, itertools.islice(tube.fresh, 1, None))):
+            found.append(f"fresh queue of tube {tube.name} is out of order")
         if sorted(_live(state, tube.delayed)) != by_tube.get((tube.name, DELAYED), []):
             found.append(f"delayed heap of tube {tube.name} is wrong")
         if sorted(tube.buried) != by_tube.get((tube.name, BURIED), []):

@@ -6,7 +6,7 @@ them goes through ``State`` (state.py), which keeps gauges, heaps and timers in 
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 # Job states, spelled as ``stats-job`` shows them.
 READY = "ready"
@@ -49,7 +49,7 @@ class Tube:
     """A tube: its ordered jobs, its waiting sessions, its gauges, counters and pause."""
 
     __slots__ = (
-        "name", "index", "ready", "delayed", "buried", "waiters",
+        "name", "index", "ready", "fresh", "delayed", "buried", "waiters",
         "ready_ct", "urgent_ct", "reserved_ct", "delayed_ct", "using_ct", "watching_ct",
         "total_jobs", "cmd_delete", "cmd_pause", "pause_ns", "unpause_at_ns", "pause_gen",
         "pause_order",
@@ -59,6 +59,7 @@ class Tube:
         self.name = name
         self.index = index  # position in State.tube_list, for swap-remove
         self.ready: list[tuple[int, int, int]] = []  # heap of (pri, id, gen)
+        self.fresh: deque[tuple[int, int, int]] = deque()  # new jobs' (pri, id, gen), sorted
         self.delayed: list[tuple[tuple[int, int], int, int]] = []  # ((deadline_ns, order), id, gen)
         self.buried: OrderedDict[int, None] = OrderedDict()  # job ids, oldest burial first
         self.waiters: dict[int, Session] = {}  # wait ticket -> session; oldest ticket first

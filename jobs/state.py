@@ -12,7 +12,11 @@ in step: the job's fields, the per-tube and global gauges, the ordered structure
 Ordered structures are binary heaps with lazy deletion:
 
 * per tube, ready jobs as ``(pri, id, gen)`` and delayed jobs as ``((deadline_ns, order), id,
-  gen)``, ``order`` as for timers below (what ``peek-delayed`` shows and ``kick`` takes first);
+  gen)``, ``order`` as for timers below (what ``peek-delayed`` shows and ``kick`` takes first).
+  A tube's ready jobs are split in two: ``fresh``, a FIFO that only ever grows at its tail with
+  an entry above its last one, so it stays sorted, and the ``ready`` heap for the rest. Jobs put
+  with one priority, the common case, have growing ids and all go to the FIFO, which takes and
+  gives them in O(1); the most urgent ready job is the smaller of the two heads;
 * per session, reserved jobs as ``(deadline_ns, id, gen)``;
 * one machine-wide timer heap of ``(fire_ns, kind, order, key, gen)``.
 
@@ -48,6 +52,7 @@ swap-removing it from ``tube_list`` as beanstalkd does (§3.2).
 
 from __future__ import annotations
 
+from collections import deque
 from heapq import heapify, heappop, heappush
 
 from .commands import URGENT_PRI
@@ -165,6 +170,15 @@ class State:
 
     def min_ready(self, tube: Tube) -> Job | None:
         """The most urgent ready job of ``tube``: minimum (pri, id), pause ignored."""
+        fresh, jobs = tube.fresh, self.jobs
+        while fresh:
+            entry = fresh[0]
+            job = jobs.get(entry[1])
+            if job is not None and job.gen == entry[2]:
+                ready = tube.ready
+                other = self._top_job(ready)
+                return other if other is not None and ready[0] < entry else job
+            fresh.popleft()
         return self._top_job(tube.ready)
 
     def min_delayed(self, tube: Tube) -> Job | None:
@@ -230,10 +244,18 @@ class State:
         if job.pri < URGENT_PRI:
             tube.urgent_ct += 1
             self.urgent_ct += 1
-        ready = tube.ready
-        self._push(ready, (job.pri, job.id, job.gen))
-        if len(ready) > 2 * tube.ready_ct + _SLACK:  # _compact's own test, without its call
-            _compact(ready, tube.ready_ct, self._live_job_entry)
+        entry = (job.pri, job.id, job.gen)
+        fresh = tube.fresh
+        if not fresh or fresh[-1] < entry:
+            fresh.append(entry)  # still sorted: see the module docstring
+            if len(fresh) > 2 * tube.ready_ct + _SLACK:
+                live = self._live_job_entry
+                tube.fresh = deque(item for item in fresh if live(item))
+        else:
+            ready = tube.ready
+            self._push(ready, entry)
+            if len(ready) > 2 * tube.ready_ct + _SLACK:  # _compact's own test, without its call
+                _compact(ready, tube.ready_ct, self._live_job_entry)
         if tube.waiters:  # without a waiter it cannot match until one comes (waiting.py)
             self.candidates[tube.name] = tube
 
