@@ -4,8 +4,9 @@ Theory of operation.
 * A backup is asked for from any thread (``request``), and taken on the Raft tick thread
   (``on_tick``, a pysyncobj tick callback), the only thread that changes the state machine. There,
   between two applied entries, the machine is exactly the state after ``applied_index``: that
-  index, its term and the cluster's members as this node knows them then (they change at run
-  time) go into the header (``backup_file.py``).
+  index, its term and the cluster's members as of that index (they change at run time; a
+  change appended after it is not counted, ``_members_at``) go into the header
+  (``backup_file.py``).
 * ``on_tick`` forks. The child's copy of the machine is frozen by copy-on-write while the parent
   goes on ticking at once: the only pause clients see is the fork itself (copying the page
   tables). The child closes every inherited descriptor but the pipe's write end, takes the
@@ -32,6 +33,7 @@ import ctypes
 import importlib.metadata
 import logging
 import os
+import pickle
 import select
 import signal
 import threading
@@ -152,9 +154,10 @@ class BackupTaker:
         sync = self._sync
         index = raft.applied_index
         term = _term_at(seam.journal(sync), index, sync.raftCurrentTerm)
+        members = _members_at(seam.journal(sync), index,
+                              {str(node) for node in sync.otherNodes})
         fields = dict(index=index, term=term,
-                      members=tuple(sorted({str(node) for node in sync.otherNodes}
-                                           | {raft.config.self_addr})),
+                      members=tuple(sorted(members | {raft.config.self_addr})),
                       node=raft.config.self_addr, cluster_time_ns=raft.machine.now_ns,
                       jobs=len(raft.machine.jobs), beanraft=self._version)
         machine = raft.machine
@@ -186,6 +189,32 @@ def _our_version() -> str:
         return importlib.metadata.version("beanraft")
     except importlib.metadata.PackageNotFoundError:
         return ""
+
+
+def _members_at(journal, index: int, members: set[str]) -> set[str]:
+    """The members as of ``index``, from ``members`` as pysyncobj lists them now.
+
+    pysyncobj changes its member list when it appends a membership entry (Raft's single-server
+    change), so the list counts entries past the applied index too: an addition still being
+    committed, say. Those are undone here, newest first, so that the header's members are those
+    of the state it holds.
+    """
+    if not len(journal):
+        return members
+    first = max(index + 1 - journal[0][1], 0)
+    for position in range(len(journal) - 1, first - 1, -1):
+        command = journal[position][0]
+        if bytes(command[:1]) != seam.MEMBERSHIP_COMMAND:
+            continue
+        try:  # our own journal: pysyncobj's pickle of [kind, address, node]
+            kind, address = (str(part) for part in pickle.loads(command[1:])[:2])
+        except Exception:
+            continue
+        if kind == "add":
+            members.discard(address)
+        elif kind == "rem":
+            members.add(address)
+    return members
 
 
 def _term_at(journal, index: int, fallback: int) -> int:

@@ -27,16 +27,18 @@ class Critical(logging.Handler):
 
 
 class Replicated:
-    """Three hand-ticked nodes that all hold and applied the same ten entries."""
+    """Three hand-ticked nodes that all hold and applied the same ten entries (``dynamic``:
+    with pysyncobj's dynamic membership changes)."""
 
-    def __init__(self, harden: bool):
+    def __init__(self, harden: bool, dynamic: bool = False):
         addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
         saved = pso_syncobj.createJournal
         pso_syncobj.createJournal = pso_journal.createJournal
         try:
             self.nodes = [Counter(a, SyncObjConf(autoTick=False, appendEntriesUseBatch=False,
                                                  raftMinTimeout=0.3, raftMaxTimeout=0.6,
-                                                 appendEntriesPeriod=0.05, connectionTimeout=60),
+                                                 appendEntriesPeriod=0.05, connectionTimeout=60,
+                                                 dynamicMembershipChange=dynamic),
                                   peers=[b for b in addresses if b != a]) for a in addresses]
         finally:
             pso_syncobj.createJournal = saved
