@@ -33,7 +33,6 @@ import ctypes
 import importlib.metadata
 import logging
 import os
-import pickle
 import select
 import signal
 import threading
@@ -153,9 +152,9 @@ class BackupTaker:
         raft = self._raft
         sync = self._sync
         index = raft.applied_index
-        term = _term_at(seam.journal(sync), index, sync.raftCurrentTerm)
-        members = _members_at(seam.journal(sync), index,
-                              {str(node) for node in sync.otherNodes})
+        journal = seam.journal(sync)
+        term = _term_at(journal, index, sync.raftCurrentTerm)
+        members = _members_at(journal, index, {str(node) for node in sync.otherNodes})
         fields = dict(index=index, term=term,
                       members=tuple(sorted(members | {raft.config.self_addr})),
                       node=raft.config.self_addr, cluster_time_ns=raft.machine.now_ns,
@@ -206,9 +205,9 @@ def _members_at(journal, index: int, members: set[str]) -> set[str]:
         command = journal[position][0]
         if bytes(command[:1]) != seam.MEMBERSHIP_COMMAND:
             continue
-        try:  # our own journal: pysyncobj's pickle of [kind, address, node]
-            kind, address = (str(part) for part in pickle.loads(command[1:])[:2])
-        except Exception:
+        try:  # our own journal, in pysyncobj's shape
+            kind, address = seam.membership_change(command)
+        except ValueError:
             continue
         if kind == "add":
             members.discard(address)

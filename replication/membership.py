@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import pickle
 import time
 from typing import Callable
 
@@ -126,8 +125,8 @@ def refuse_forwarded_changes(sync) -> None:
                 or bytes(command[:1]) != seam.MEMBERSHIP_COMMAND:
             return False
         try:
-            change = " ".join(str(part) for part in pickle.loads(command[1:])[:2])
-        except Exception:  # a sealed peer sent it, but its shape is pysyncobj's, not ours
+            change = " ".join(seam.membership_change(command))
+        except ValueError:  # a sealed peer sent it, but its shape is pysyncobj's, not ours
             change = "a change"
         log.warning("membership: refused %s forwarded by %s: a leader appends only the changes "
                     "it runs itself, one at a time", change, node)

@@ -325,6 +325,16 @@ FOLLOWER = _pso._RAFT_STATE.FOLLOWER
 JournalBase = _pso_journal.Journal
 
 
+def membership_change(command: bytes) -> tuple[str, ...]:
+    """The change a MEMBERSHIP command carries (the caller checked its type byte): pysyncobj's
+    pickle of ``[kind, address, node]``, as the strings of its first two parts ('add' or 'rem',
+    the address). Raises ``ValueError`` on anything that does not unpickle to a sequence."""
+    try:
+        return tuple(str(part) for part in pickle.loads(command[1:])[:2])
+    except Exception as exc:  # pickle raises many unrelated types on garbage
+        raise ValueError(f"not a membership change: {exc}") from exc
+
+
 def incoming_connection_class():
     """The connection class pysyncobj's transport builds connections from."""
     return _pso_transport.TcpConnection
