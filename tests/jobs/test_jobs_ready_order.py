@@ -31,6 +31,26 @@ def test_jobs_of_one_priority_go_through_the_fifo_and_a_more_urgent_one_overtake
     assert reserve(h, w) is None
 
 
+def test_the_fifo_is_filtered_once_dead_entries_outnumber_its_ready_jobs_twice():
+    # Ready jobs deleted by id leave their entries behind the FIFO's head; the next append past
+    # twice the tube's ready jobs plus 32 entries filters them out, keeping the order.
+    h = Harness()
+    p, w = h.open(), h.open()
+    ids = [h.put(p, pri=7) for _ in range(300)]
+    tube = h.m.tubes["default"]
+    kept = ids[:10]
+    for job_id in ids[10:]:
+        assert h.cmd(p, Op.DELETE, job_id) == ("DELETED",)
+    assert len(tube.fresh) == 300 and tube.ready_ct == 10  # nothing filters without an append
+    kept.append(h.put(p, pri=7))
+    assert [entry[1] for entry in tube.fresh] == kept and tube.ready == []
+    for _ in range(200):  # deletes and puts interleaved: the FIFO never outgrows its bound
+        assert h.cmd(p, Op.DELETE, kept.pop()) == ("DELETED",)
+        kept.append(h.put(p, pri=7))
+        assert len(tube.fresh) <= 2 * tube.ready_ct + 32 + 1
+    assert [reserve(h, w) for _ in kept] == kept and reserve(h, w) is None
+
+
 def test_random_walk_takes_jobs_in_pri_id_order_and_keeps_dead_entries_bounded():
     rng = random.Random(20261207)
     h = Harness()
