@@ -40,6 +40,25 @@ def printed_table(path: Path) -> str | None:
     return text if "Ctrl-C stops the cluster" in text else None
 
 
+def signal_report(pid: int) -> str:
+    """What a process that did not act on a signal looks like (Linux /proc): its state, its
+    pending, blocked, ignored and caught signal masks, and where each of its threads sleeps."""
+    lines = []
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        lines += [line for line in status if line.split(":")[0] in
+                  ("State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")]
+        for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+            name = (task / "comm").read_text().strip()
+            wchan = (task / "wchan").read_text().strip()
+            state = next(line for line in (task / "status").read_text().splitlines()
+                         if line.startswith("State"))
+            lines.append(f"thread {task.name} {name}: {state.split(':', 1)[1].strip()}, in {wchan}")
+    except (OSError, StopIteration) as exc:
+        lines.append(f"/proc/{pid}: {exc}")
+    return "\n".join(lines)
+
+
 def ignore_sigint_and_die_with_parent() -> None:
     """Runs in the child before exec: what a non-interactive shell does to a job started with
     ``&`` (SIGINT ignored), plus the parent-death signal so a crashed test leaves nothing."""
@@ -140,7 +159,12 @@ def test_beanraft_cluster_started_in_the_background_prints_its_table_serves_and_
     assert status.returncode == 0, status.stdout + status.stderr
 
     cluster.process.send_signal(signal.SIGINT)
-    assert cluster.process.wait(timeout=30) == 0, cluster.output()
+    try:
+        code = cluster.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running 30 s after SIGINT:\n{signal_report(cluster.process.pid)}"
+                             f"\n{cluster.output()}") from None
+    assert code == 0, cluster.output()
     assert not [pid for pid in pids if pid_alive(pid)]
     assert http_get(cluster.http, "/status")[0] is None
 
