@@ -42,9 +42,11 @@ class JournalFailed(CommitError):
 class LoopBridge:
     """Submission and delivery to the loop (a mixin of RaftNode: it uses the node's attributes)."""
 
-    def submit(self, entry: bytes | tuple[bytes, ...]) -> asyncio.Future:
+    def submit(self, entry: bytes | tuple[bytes, ...], overlap: bool = False) -> asyncio.Future:
         """Propose one encoded batch (bytes, or its parts in order); the future gets the list of
-        replies or a CommitError. The command is built in one copy (``entries.call_command``)."""
+        replies or a CommitError. The command is built in one copy (``entries.call_command``).
+        ``overlap``: on a lone node, the batch is worth the loop's going on while the disk syncs
+        it (``background_sync.py``): many commands, so more are likely on their way."""
         fut = self.loop.create_future()
         if self._journal.failed is not None:
             fut.set_exception(JournalFailed())
@@ -68,7 +70,7 @@ class LoopBridge:
                 self.transfers.propose(command, on_result)
             finally:
                 self._hushed = False
-            self._commit_inline()
+            self._commit_inline(overlap)
         else:
             self.transfers.propose(command, on_result)
             if self._on_loop:

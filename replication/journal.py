@@ -100,6 +100,7 @@ class DurableJournal(Journal):
         self._offsets: list[int] = []
         self._bytes = 0
         self._dirty = False
+        self._writes = 0  # counts the writes (the generation a background sync makes durable)
         self._last_sync = time.monotonic()
         self._meta = {"term": 0, "voted_for": None, "commit": 1}
         self._meta_dirty = False
@@ -192,6 +193,7 @@ class DurableJournal(Journal):
             self._offsets.append(self._end)
             self._end += size
             self._dirty = True
+            self._writes += 1
         self._entries.append((command, idx, term))
         self._bytes += len(command)
 
@@ -380,6 +382,28 @@ class DurableJournal(Journal):
                 return
         self.sync()
 
+    def sync_wanted(self) -> bool:
+        """Must what was written be synced before it is acknowledged (the ``always`` policy on a
+        file with unsynced writes)? Raises once the journal has failed."""
+        self._check_not_failed()
+        self._apply_cut()
+        return self._dirty and self._fd >= 0 and self.policy.mode == "always"
+
+    def begin_sync(self) -> tuple[int, int]:
+        """For an fdatasync on another thread (``background_sync.py``): the file descriptor and
+        the generation of writes it makes durable. Until ``end_sync``, the caller keeps
+        everything but ``add`` away from the file (no rewrite, truncation or close)."""
+        return self._fd, self._writes
+
+    def end_sync(self, writes: int, error: OSError | None) -> None:
+        """The fdatasync of ``begin_sync`` returned: the writes up to ``writes`` are durable (or
+        the journal fails, and this raises, as ``sync`` does)."""
+        if error is not None:
+            self._fail(error)
+        if writes == self._writes:
+            self._dirty = False
+        self._last_sync = time.monotonic()
+
     def sync_due(self) -> None:
         """Called from the tick loop: under ``interval`` make old writes durable in time;
         while space is low, try again to reserve it."""
@@ -481,6 +505,7 @@ class DurableJournal(Journal):
                 self._fail(exc)
             self._end = self._allocated = end
             self._dirty = True
+            self._writes += 1
             self._reserve_space()
 
     def _store_meta(self, durable: bool) -> None:

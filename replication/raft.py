@@ -63,6 +63,7 @@ from beanraft.jobs.machine import Machine
 from beanraft.jobs.snapshot import NewerRules
 
 from . import peer_link, raft_port, seam, standing
+from .background_sync import BackgroundSync
 from .backup import BackupBusy, BackupStream, BackupTaker
 from .bridge import CommitError, LoopBridge
 from .burst_log import BurstLog
@@ -204,6 +205,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         self._in_tick = False
         self._hushed = False  # bridge.submit proposes on the loop, then ticks at once
         self._tick_queued = False  # a tick follows an inline commit at the loop's next turn
+        self._background = BackgroundSync(loop, self._on_background_synced)
         # One traceback per burst of failed ticks, not per tick (burst_log.py).
         self._failures = BurstLog(log, "raft tick failed", "raft ticks succeed again")
         period = config.timing.tick_s
@@ -345,6 +347,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             self._thread.start()
             return
         self._loop_thread = threading.get_ident()
+        if self._journal.path is not None and self._journal.policy.mode == "always":
+            self._background.open()  # now rather than at the first batch (a process to start)
         seam.hush_notifier(self._sync, lambda: self._hushed)
         self._wake_fd = seam.wake_fd(self._sync)
         self.loop.add_reader(self._wake_fd, self._on_wake)
@@ -444,26 +448,78 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             pass
         self._loop_tick()
 
-    def _commit_inline(self) -> None:
+    def _commit_inline(self, overlap: bool = False) -> None:
         """bridge.submit on a lone node, right after it proposed: append what is queued, make
-        it durable as the journal's policy says, then commit and apply it, all before the
-        proposer awaits. The rest of a tick (its timers, the callbacks, a poll of the raft port)
+        it durable as the journal's policy says, then commit and apply it. Under the default
+        policy the fdatasync runs in a helper process (``background_sync.py``) while the loop
+        reads and parses the next requests, and the batch is committed when the loop hears it
+        returned (``_on_background_synced``); otherwise all of it happens before the proposer
+        awaits, and the rest of a tick (its timers, the callbacks, a poll of the raft port)
         follows at the loop's next turn, after the replies are written; so does everything if
         this node is not a lone leader after all."""
         self._in_tick = True
+        background = self._background.busy  # the sync under way is followed by one for this
         try:
             seam.append_queued(self._sync)
-            self._journal.sync_for_ack()
-            seam.commit_alone(self._sync)
+            if overlap and not background and self._journal.sync_wanted():
+                background = self._start_background_sync()
+            if not background:
+                self._journal.sync_for_ack()
+                seam.commit_alone(self._sync)
         except Exception:  # the tick that follows meets it again, and logs it
             log.debug("inline commit failed", exc_info=True)
         finally:
             self._in_tick = False
         if self._outbox:
             self._drain()
+        if not background:
+            self._queue_tick()
+
+    def _queue_tick(self) -> None:
         if not self._tick_queued:
             self._tick_queued = True
             self.loop.call_soon(self._queued_tick)
+
+    def _start_background_sync(self) -> bool:
+        """Hand the fdatasync of what is written to the helper; False if it cannot take it."""
+        fd, writes = self._journal.begin_sync()
+        return self._background.start(fd, writes, self._journal[-1][1])
+
+    def _on_background_synced(self) -> None:
+        """The loop hears that the journal's fdatasync returned: commit what it made durable."""
+        if self._in_tick or not self._background.done():
+            return  # a tick took the outcome already (or is about to)
+        self._in_tick = True
+        try:
+            self._finish_background_sync(go_on=self._on_loop and not self._stopping)
+        finally:
+            self._in_tick = False
+        if self._outbox:
+            self._drain()
+
+    def _finish_background_sync(self, go_on: bool) -> None:
+        """Commit and apply what the returned sync made durable; with ``go_on``, start the
+        sync of what was appended since (a tick, which syncs on its own, passes False)."""
+        writes, upto, error, lost = self._background.finish()
+        try:
+            if lost:
+                self._journal.sync()  # the helper died: what it synced, if anything, is unknown
+            else:
+                self._journal.end_sync(writes, error)
+            seam.commit_alone(self._sync, upto)
+            if go_on and self._journal.sync_wanted() and self._start_background_sync():
+                return
+        except Exception:  # the journal failed (told through on_failed), or the commit did
+            log.debug("commit after a background sync failed", exc_info=True)
+        if go_on and self._single_node_busy():
+            self._queue_tick()  # something is appended and not committed: a tick sees to it
+
+    def _settle_background_sync(self) -> None:
+        """Wait for a sync under way and commit what it made durable (before a tick, which
+        may rewrite or close the journal's file, and at stop)."""
+        if self._background.busy:
+            self._background.wait()
+            self._finish_background_sync(go_on=False)
 
     def _queued_tick(self) -> None:
         self._tick_queued = False
@@ -473,6 +529,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
     def _loop_tick(self) -> None:
         self._in_tick = True
         try:
+            self._settle_background_sync()
             for _ in range(LOOP_TICKS_PER_TURN):
                 if not self._tick(0.0) or not self._single_node_busy():
                     break
@@ -493,6 +550,8 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         if not self._on_loop:
             return
         self._on_loop = False
+        self._settle_background_sync()
+        self._background.close()
         if self._loop_timer is not None:
             self._loop_timer.cancel()
             self._loop_timer = None

@@ -443,16 +443,22 @@ def append_queued(sync) -> None:
     sync._checkCommandsToApply()
 
 
-def commit_alone(sync) -> None:
-    """On a leader without other members, commit every entry of its log up to the last one of
-    its term and apply them now: what the leader's branch of the next tick would do, with a
-    majority of one. Call it only once those entries are durable (``sync_for_ack``)."""
+def commit_alone(sync, upto: int | None = None) -> None:
+    """On a leader without other members, commit every entry of its log up to the last one
+    (or up to index ``upto``) if that one is of its term, and apply them now: what the leader's
+    branch of the next tick would do, with a majority of one. Call it only once those entries
+    are durable (``sync_for_ack``, or a background sync that covered them)."""
     if sync._SyncObj__raftState != LEADER or sync._SyncObj__otherNodes:
         return
     raft_log = sync._SyncObj__raftLog
     if not len(raft_log):
         return
     _, last, term = raft_log[-1]
+    if upto is not None and upto < last:
+        first = raft_log[0][1]
+        if upto < first:
+            return
+        _, last, term = raft_log[upto - first]
     if term != sync.raftCurrentTerm or last <= sync._SyncObj__raftCommitIndex:
         return
     sync._SyncObj__raftCommitIndex = last

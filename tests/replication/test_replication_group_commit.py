@@ -33,7 +33,7 @@ class RecordingRaft:
     def journal_failed(self) -> bool:
         return False
 
-    def submit(self, parts) -> asyncio.Future:
+    def submit(self, parts, overlap: bool = False) -> asyncio.Future:
         _now, commands = decode_entry(b"".join(parts))
         fut = self.loop.create_future()
 

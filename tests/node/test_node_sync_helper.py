@@ -1,0 +1,75 @@
+"""A lone node with a data directory and the default durability runs one sync helper process
+(replication/background_sync.py); it ends with its node, even one killed with SIGKILL, and a node
+that never fsyncs before replying (-F, -f MS) or keeps nothing on disk runs none.
+
+Method: real ``beanraft serve`` processes; the helper is found among the node's children by its
+command line (/proc). The jobs put before the kill, pipelined (so that batches of several
+commands, which the helper syncs, are formed), are all there after a restart on the same directory.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+JOBS = 400
+GONE_WITHIN_S = 10.0
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _helpers(pid: int) -> list[int]:
+    found = []
+    for child in _children(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"sync_helper.py" in f.read():
+                    found.append(child)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_helper_ends_with_its_node_killed_with_sigkill_and_every_job_stays(
+        start_server, tmp_path):
+    node = start_server("beanraft", "-b", str(tmp_path))
+    helpers = _helpers(node.pid)
+    assert len(helpers) == 1, helpers
+    wire = node.connect()
+    wire.send(b"".join(b"put 0 0 60 3\r\njob\r\n" for _ in range(JOBS)))
+    wire.expect(b"".join(b"INSERTED %d\r\n" % (i + 1) for i in range(JOBS)))
+    wire.close()
+    node.kill()
+    deadline = time.monotonic() + GONE_WITHIN_S
+    while _running(helpers[0]):
+        assert time.monotonic() < deadline, "the helper outlived its node"
+        time.sleep(0.05)
+    node.start()
+    wire = node.connect()
+    stats = wire.yaml(b"stats-tube default\r\n")
+    assert stats["current-jobs-ready"] == str(JOBS)
+    assert len(_helpers(node.pid)) == 1
+
+
+@pytest.mark.parametrize("flags", [("-F",), ("-f", "50"), ()], ids=["-F", "-f 50", "no -b"])
+def test_no_helper_runs_where_nothing_is_synced_before_a_reply(start_server, tmp_path, flags):
+    data = ("-b", str(tmp_path)) if flags else ()
+    node = start_server("beanraft", *data, *flags)
+    wire = node.connect()
+    wire.send(b"put 0 0 60 3\r\njob\r\n")
+    wire.expect(b"INSERTED 1\r\n")
+    wire.close()
+    assert _helpers(node.pid) == []

@@ -1,0 +1,178 @@
+"""A lone node syncs a batch of several commands in its helper process while its loop goes on, and
+commits, applies and answers the batch only once the helper has answered its fdatasync.
+
+Method: a real single RaftNode with group commit and a data directory (as in
+test_replication_lone_loop.py: its timer never ticks during a test) and its real helper process.
+The helper is held with SIGSTOP, so that a sync stays under way as long as a test needs, killed
+with SIGKILL, or handed a descriptor that fdatasync refuses (a pipe: EINVAL), so that it reports a
+failure of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+
+from test_replication_lone_loop import _lone_node, _ready
+
+from beanraft.jobs.commands import Op
+from beanraft.replication import seam
+from beanraft.replication.batcher import OVERLAP_COMMANDS
+
+BATCH = 2 * OVERLAP_COMMANDS
+
+
+def _puts(commit, sid: int, first_seq: int, count: int = BATCH) -> list[asyncio.Future]:
+    """``count`` puts submitted in one turn of the loop: one batch."""
+    return [commit.submit((Op.PUT, sid, seq, 0, 0, 60, b"job"))
+            for seq in range(first_seq, first_seq + count)]
+
+
+def _helper_pid(raft) -> int:
+    proc = raft._background._proc
+    assert proc is not None and proc.poll() is None, "no helper process runs"
+    return proc.pid
+
+
+def test_a_batch_is_answered_only_after_the_helper_synced_it_and_the_loop_runs_on_meanwhile(
+        tmp_path):
+    async def scenario():
+        raft, commit, sid, _ticks = await _lone_node(str(tmp_path))
+        helper = _helper_pid(raft)
+        os.kill(helper, signal.SIGSTOP)
+        try:
+            puts = _puts(commit, sid, 2)
+            await asyncio.sleep(0)  # the batch is proposed at the loop's next turn
+            journal = seam.journal(raft._sync)
+            assert raft._background.busy, "the batch was not handed to the helper"
+            assert journal[-1][1] > raft.applied_through(), "the batch is not in the journal"
+            turns = 0
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:  # the loop is free: these sleeps return
+                await asyncio.sleep(0.01)
+                turns += 1
+            assert turns >= 10
+            assert not any(p.done() for p in puts), "answered before its fdatasync returned"
+            assert _ready(raft) == 0, "applied before its fdatasync returned"
+        finally:
+            os.kill(helper, signal.SIGCONT)
+        replies = await asyncio.wait_for(asyncio.gather(*puts), 5)
+        try:
+            assert [r[0] for r in replies] == ["INSERTED"] * BATCH
+            assert _ready(raft) == BATCH and not raft._background.busy
+            assert not seam.journal(raft._sync)._dirty
+        finally:
+            raft.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_tick_waits_for_the_sync_under_way_and_commits_what_it_made_durable(tmp_path):
+    """A tick may rewrite or close the journal's file (a compaction, the stop): it first waits
+    for the helper's answer, and commits that batch itself."""
+    async def scenario():
+        raft, commit, sid, _ticks = await _lone_node(str(tmp_path))
+        helper = _helper_pid(raft)
+        try:
+            os.kill(helper, signal.SIGSTOP)
+            puts = _puts(commit, sid, 2)
+            await asyncio.sleep(0)
+            assert raft._background.busy
+            threading.Timer(0.3, os.kill, (helper, signal.SIGCONT)).start()
+            began = time.monotonic()
+            raft._loop_tick()
+            assert time.monotonic() - began >= 0.25, "the tick did not wait for the helper"
+            assert not raft._background.busy
+            assert _ready(raft) == BATCH
+            replies = await asyncio.wait_for(asyncio.gather(*puts), 5)
+            assert [r[0] for r in replies] == ["INSERTED"] * BATCH
+        finally:
+            os.kill(helper, signal.SIGCONT)
+            raft.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_helper_killed_during_a_sync_leaves_the_node_syncing_in_its_loop(tmp_path, caplog):
+    """What the dead helper synced is unknown: the node syncs the batch itself before it
+    commits it, and every later batch too; one warning says so."""
+    async def scenario():
+        raft, commit, sid, _ticks = await _lone_node(str(tmp_path))
+        helper = _helper_pid(raft)
+        try:
+            os.kill(helper, signal.SIGSTOP)
+            puts = _puts(commit, sid, 2)
+            await asyncio.sleep(0)
+            assert raft._background.busy
+            os.kill(helper, signal.SIGKILL)
+            replies = await asyncio.wait_for(asyncio.gather(*puts), 5)
+            assert [r[0] for r in replies] == ["INSERTED"] * BATCH
+            assert raft._background.broken and not raft._background.busy
+            later = await asyncio.wait_for(asyncio.gather(*_puts(commit, sid, 2 + BATCH)), 5)
+            assert [r[0] for r in later] == ["INSERTED"] * BATCH
+            assert _ready(raft) == 2 * BATCH
+            assert not seam.journal(raft._sync)._dirty
+        finally:
+            raft.stop()
+
+    with caplog.at_level(logging.WARNING, logger="beanraft.journal"):
+        asyncio.run(scenario())
+    warnings = [r.getMessage() for r in caplog.records if "synced in the event loop" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+
+
+def test_a_failure_the_helper_reports_fails_the_journal_and_nothing_more_is_acknowledged(
+        tmp_path):
+    """The helper's fdatasync is handed a pipe, which it refuses (EINVAL) as a disk would refuse
+    a sync with EIO: the batch is never committed, and neither is any later one."""
+    async def scenario():
+        raft, commit, sid, _ticks = await _lone_node(str(tmp_path))
+        journal = seam.journal(raft._sync)
+        read_end, write_end = os.pipe()
+        real = journal.begin_sync
+        journal.begin_sync = lambda: (write_end, real()[1])
+        try:
+            puts = _puts(commit, sid, 2)
+            done, _ = await asyncio.wait(puts, timeout=5)
+            assert len(done) == BATCH, "the batch neither committed nor failed"
+            assert all(p.exception() is not None for p in puts), "a put was acknowledged"
+            assert journal.failed is not None and "Invalid argument" in str(journal.failed)
+            journal.begin_sync = real
+            later = _puts(commit, sid, 2 + BATCH)
+            done, _ = await asyncio.wait(later, timeout=5)
+            assert len(done) == BATCH and all(p.exception() is not None for p in later)
+            assert _ready(raft) == 0
+        finally:
+            raft.stop()
+            os.close(read_end)
+            os.close(write_end)
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_of_fewer_commands_is_synced_in_the_loop_and_done_on_return(tmp_path):
+    """One client at a time would only wait for the hand-over: its batch is synced inline."""
+    async def scenario():
+        raft, commit, sid, _ticks = await _lone_node(str(tmp_path))
+        try:
+            puts = _puts(commit, sid, 2, count=OVERLAP_COMMANDS - 1)
+            await asyncio.sleep(0)
+            assert all(p.done() for p in puts) and not raft._background.busy
+        finally:
+            raft.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_helper_exits_with_its_node(tmp_path):
+    async def scenario():
+        raft, _commit, _sid, _ticks = await _lone_node(str(tmp_path))
+        proc = raft._background._proc
+        raft.stop()
+        assert proc.poll() is not None, "the helper outlived its node's stop"
+
+    asyncio.run(scenario())
