@@ -136,17 +136,37 @@ class Ports:
 
 
 def proc_cpu_seconds(pids: list[int]) -> float | None:
+    """CPU seconds of the processes ``pids`` and of their children: those running now (a lone
+    node's sync helper, a snapshot writer) and those they reaped."""
     total = 0.0
-    tck = os.sysconf("SC_CLK_TCK")
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
+        fields = _stat_fields(pid)
+        if fields is None:
             return None
-        fields = stat[stat.rfind(b")") + 2:].split()
-        total += (int(fields[11]) + int(fields[12])) / tck  # utime + stime
-    return total
+        total += _cpu_ticks(fields) + int(fields[13]) + int(fields[14])  # + cutime + cstime
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            children = []
+        for child in children:
+            child_fields = _stat_fields(child)
+            if child_fields is not None:  # else it exited: counted in cutime once reaped
+                total += _cpu_ticks(child_fields)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2:].split()
+
+
+def _cpu_ticks(fields: list[bytes]) -> int:
+    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def probe_ready(port: int) -> bool:
