@@ -66,7 +66,8 @@ class BackgroundSync:
         return self.token is not None
 
     def open(self) -> bool:
-        """Start the helper (idempotent); False if there is none (``broken``)."""
+        """Start the helper (idempotent); False if there is none (``broken``). ``start`` calls
+        it for the first batch, so that the helper runs as the user ``-u`` made the node."""
         if self._sock is not None or self.broken:
             return not self.broken
         try:

@@ -347,8 +347,6 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             self._thread.start()
             return
         self._loop_thread = threading.get_ident()
-        if self._journal.path is not None and self._journal.policy.mode == "always":
-            self._background.open()  # now rather than at the first batch (a process to start)
         seam.hush_notifier(self._sync, lambda: self._hushed)
         self._wake_fd = seam.wake_fd(self._sync)
         self.loop.add_reader(self._wake_fd, self._on_wake)

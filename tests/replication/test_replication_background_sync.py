@@ -33,6 +33,8 @@ def _puts(commit, sid: int, first_seq: int, count: int = BATCH) -> list[asyncio.
 
 
 def _helper_pid(raft) -> int:
+    """The helper's pid, started now as the first batch of several commands would start it."""
+    assert raft._background.open()
     proc = raft._background._proc
     assert proc is not None and proc.poll() is None, "no helper process runs"
     return proc.pid
@@ -168,10 +170,13 @@ def test_a_batch_of_fewer_commands_is_synced_in_the_loop_and_done_on_return(tmp_
     asyncio.run(scenario())
 
 
-def test_the_helper_exits_with_its_node(tmp_path):
+def test_the_helper_starts_with_the_first_batch_it_syncs_and_exits_with_its_node(tmp_path):
     async def scenario():
-        raft, _commit, _sid, _ticks = await _lone_node(str(tmp_path))
+        raft, commit, sid, _ticks = await _lone_node(str(tmp_path))
+        assert raft._background._proc is None, "started before anything needed it"
+        await asyncio.wait_for(asyncio.gather(*_puts(commit, sid, 2)), 5)
         proc = raft._background._proc
+        assert proc is not None and proc.poll() is None
         raft.stop()
         assert proc.poll() is not None, "the helper outlived its node's stop"
 
