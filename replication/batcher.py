@@ -190,6 +190,8 @@ class GroupCommit:
         """Propose the batch once: its future and how long this try may take."""
         parts = encode_entry_parts(self.raft.cluster_now_ns(), commands)  # the leader re-stamps it
         try_s = self.try_timeout_s + sum(len(p) for p in parts) / TRY_BYTES_PER_S
+        if self.raft.keeps_proposals:
+            try_s = max(try_s, self.commit_timeout_s)  # only a failed journal or a slow disk
         return self.raft.submit(parts, overlap=len(commands) >= OVERLAP_COMMANDS), try_s
 
     def _settle(self, batch: list[tuple[tuple, asyncio.Future]], replies: list,

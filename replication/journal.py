@@ -397,7 +397,9 @@ class DurableJournal(Journal):
 
     def end_sync(self, writes: int, error: OSError | None) -> None:
         """The fdatasync of ``begin_sync`` returned: the writes up to ``writes`` are durable (or
-        the journal fails, and this raises, as ``sync`` does)."""
+        the journal fails, and this raises, as ``sync`` does; so it does if the journal failed
+        meanwhile: nothing is acknowledged after a failure)."""
+        self._check_not_failed()
         if error is not None:
             self._fail(error)
         if writes == self._writes:

@@ -473,6 +473,13 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
         if not background:
             self._queue_tick()
 
+    @property
+    def keeps_proposals(self) -> bool:
+        """Does every batch proposed here end committed or failed, never dropped? True for a
+        lone node ticking on its loop: its log is its own and no leader can lose it. Group
+        commit then waits for the outcome (a slow disk's fsync) instead of proposing again."""
+        return self._on_loop
+
     def _queue_tick(self) -> None:
         if not self._tick_queued:
             self._tick_queued = True

@@ -21,7 +21,7 @@ from test_replication_lone_loop import _lone_node, _ready
 
 from beanraft.jobs.commands import Op
 from beanraft.replication import seam
-from beanraft.replication.batcher import OVERLAP_COMMANDS
+from beanraft.replication.batcher import OVERLAP_COMMANDS, GroupCommit
 
 BATCH = 2 * OVERLAP_COMMANDS
 
@@ -179,5 +179,32 @@ def test_the_helper_starts_with_the_first_batch_it_syncs_and_exits_with_its_node
         assert proc is not None and proc.poll() is None
         raft.stop()
         assert proc.poll() is not None, "the helper outlived its node's stop"
+
+    asyncio.run(scenario())
+
+
+def test_a_sync_slower_than_a_try_is_waited_for_without_proposing_the_batch_again(tmp_path):
+    """A lone node never loses a batch it appended (it fails with the journal, or commits): a
+    disk slower than the batcher's try timeout must not make it append the batch again and
+    again behind the slow sync, each copy for the disk to write."""
+    async def scenario():
+        raft, _commit, sid, _ticks = await _lone_node(str(tmp_path))
+        commit = GroupCommit(raft, try_timeout_s=0.2, commit_timeout_s=5.0)
+        helper = _helper_pid(raft)
+        journal = seam.journal(raft._sync)
+        try:
+            os.kill(helper, signal.SIGSTOP)
+            puts = _puts(commit, sid, 2)
+            await asyncio.sleep(0)
+            appended = len(journal)
+            await asyncio.sleep(1.0)  # five try timeouts
+            assert len(journal) == appended, "the batch was proposed again behind its sync"
+            os.kill(helper, signal.SIGCONT)
+            replies = await asyncio.wait_for(asyncio.gather(*puts), 5)
+            assert [r[0] for r in replies] == ["INSERTED"] * BATCH
+            assert _ready(raft) == BATCH
+        finally:
+            os.kill(helper, signal.SIGCONT)
+            raft.stop()
 
     asyncio.run(scenario())

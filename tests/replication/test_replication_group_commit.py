@@ -23,6 +23,8 @@ from beanraft.replication.codec import decode_entry
 class RecordingRaft:
     """Records each proposal (its commands and its outcome callback); answers nothing itself."""
 
+    keeps_proposals = False  # as a cluster's node: a try may be lost
+
     def __init__(self, loop):
         self.loop = loop
         self.proposals: list[tuple[list, object]] = []
