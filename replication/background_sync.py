@@ -23,8 +23,11 @@ The rules that keep the journal's file safe:
   journal's close at stop) first waits for the answer (``wait``).
 * One sync at a time: a batch appended while one runs is synced by the next, which the loop
   starts when it hears of the first.
-* A helper that cannot start or that dies leaves its sync's outcome unknown: the caller syncs
-  in the loop itself, as before, and keeps doing so (``broken``); one warning is logged.
+* A helper that dies leaves its sync's outcome unknown: the caller syncs in the loop itself, as
+  before, and so it does while there is no helper (``broken``). A new helper is started at the
+  first batch ``RETRY_S`` later (a flood of connections may have taken every descriptor, the
+  kernel's OOM killer may have picked the helper): one warning per outage, one line when a
+  helper runs again.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import select
 import socket
 import subprocess
 import sys
+import time
 from typing import Callable
 
 from .sync_helper import ANSWER, REQUEST
@@ -44,6 +48,7 @@ log = logging.getLogger("beanraft.journal")
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sync_helper.py")
 STOP_WAIT_S = 5.0  # how long stop waits for the helper to exit before it is killed
+RETRY_S = 30.0  # after a helper died or could not start, syncs stay in the loop this long
 LOST = "lost"  # the outcome of a sync whose helper died: unknown
 
 
@@ -58,7 +63,8 @@ class BackgroundSync:
         self._seq = 0
         self._answer: int | str | None = None  # errno of the sync under way once answered
         self.token: tuple[int, int] | None = None  # (writes, last index) of the sync under way
-        self.broken = False  # no helper: every sync happens in the loop
+        self.broken = False  # no helper since it died or failed to start: syncs in the loop
+        self._retry_at = 0.0  # monotonic time from which a new helper may be started
 
     @property
     def busy(self) -> bool:
@@ -66,10 +72,13 @@ class BackgroundSync:
         return self.token is not None
 
     def open(self) -> bool:
-        """Start the helper (idempotent); False if there is none (``broken``). ``start`` calls
-        it for the first batch, so that the helper runs as the user ``-u`` made the node."""
-        if self._sock is not None or self.broken:
-            return not self.broken
+        """Start the helper (idempotent); False if there is none (``broken``, until RETRY_S
+        passed). ``start`` calls it for the first batch, so that the helper runs as the user
+        ``-u`` made the node."""
+        if self._sock is not None:
+            return True
+        if self.broken and time.monotonic() < self._retry_at:
+            return False
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as exc:
@@ -88,6 +97,9 @@ class BackgroundSync:
         ours.setblocking(False)
         self._sock = ours
         self._loop.add_reader(ours.fileno(), self._on_readable)
+        if self.broken:
+            self.broken = False
+            log.info("sync helper running again: the journal is synced beside the event loop")
         return True
 
     def start(self, fd: int, writes: int, upto: int) -> bool:
@@ -166,8 +178,10 @@ class BackgroundSync:
 
     def _give_up(self, why: str) -> bool:
         if not self.broken:
-            log.warning("%s: the journal is synced in the event loop from now on", why)
+            log.warning("%s: the journal is synced in the event loop (a new helper is tried "
+                        "every %.0f s)", why, RETRY_S)
         self.broken = True
+        self._retry_at = time.monotonic() + RETRY_S
         return False
 
     def _close_socket(self) -> None:

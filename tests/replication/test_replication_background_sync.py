@@ -20,7 +20,7 @@ import time
 from test_replication_lone_loop import _lone_node, _ready
 
 from beanraft.jobs.commands import Op
-from beanraft.replication import seam
+from beanraft.replication import background_sync, seam
 from beanraft.replication.batcher import OVERLAP_COMMANDS, GroupCommit
 
 BATCH = 2 * OVERLAP_COMMANDS
@@ -99,9 +99,13 @@ def test_a_tick_waits_for_the_sync_under_way_and_commits_what_it_made_durable(tm
     asyncio.run(scenario())
 
 
-def test_a_helper_killed_during_a_sync_leaves_the_node_syncing_in_its_loop(tmp_path, caplog):
+def test_a_helper_killed_during_a_sync_leaves_the_node_syncing_in_its_loop_until_a_new_one(
+        tmp_path, caplog, monkeypatch):
     """What the dead helper synced is unknown: the node syncs the batch itself before it
-    commits it, and every later batch too; one warning says so."""
+    commits it, and every later batch until RETRY_S passed; one warning says so. Then the next
+    batch starts a new helper."""
+    monkeypatch.setattr(background_sync, "RETRY_S", 0.5)
+
     async def scenario():
         raft, commit, sid, _ticks = await _lone_node(str(tmp_path))
         helper = _helper_pid(raft)
@@ -118,13 +122,19 @@ def test_a_helper_killed_during_a_sync_leaves_the_node_syncing_in_its_loop(tmp_p
             assert [r[0] for r in later] == ["INSERTED"] * BATCH
             assert _ready(raft) == 2 * BATCH
             assert not seam.journal(raft._sync)._dirty
+            assert raft._background._proc is None, "a helper started again before RETRY_S"
+            await asyncio.sleep(0.6)
+            again = await asyncio.wait_for(asyncio.gather(*_puts(commit, sid, 2 + 2 * BATCH)), 5)
+            assert [r[0] for r in again] == ["INSERTED"] * BATCH
+            assert not raft._background.broken and _helper_pid(raft) != helper
         finally:
             raft.stop()
 
-    with caplog.at_level(logging.WARNING, logger="beanraft.journal"):
+    with caplog.at_level(logging.INFO, logger="beanraft.journal"):
         asyncio.run(scenario())
-    warnings = [r.getMessage() for r in caplog.records if "synced in the event loop" in r.getMessage()]
-    assert len(warnings) == 1, warnings
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "synced in the event loop" in m]) == 1, messages
+    assert len([m for m in messages if "sync helper running again" in m]) == 1, messages
 
 
 def test_a_failure_the_helper_reports_fails_the_journal_and_nothing_more_is_acknowledged(
