@@ -11,7 +11,9 @@ it (``pysyncobj.syncobj.createJournal`` is patched through ``seam.py``) and keep
   ``sync_for_ack`` before a follower's acknowledgement leaves the node and before every tick
   computes a commit index, so no entry counts towards a commit, and no client hears of it,
   before it is on disk on a majority (with the default ``always`` policy). One log entry is one
-  batch of client commands, so this is one fsync per batch: group commit.
+  batch of client commands, so this is one fsync per batch: group commit. A lone node may have
+  its helper process run that fsync (``begin_sync``, ``end_sync``; ``background_sync.py``) and
+  commits the batch only when the helper answers.
 * Term and vote are written with fsync before any vote can be sent (Raft §5.2), in place
   (``vote_file.py``): a full disk cannot stop a node from voting.
 * Dropping the prefix that a snapshot replaces first fsyncs the directory (so the snapshot's
@@ -390,8 +392,8 @@ class DurableJournal(Journal):
         return self._dirty and self._fd >= 0 and self.policy.mode == "always"
 
     def begin_sync(self) -> tuple[int, int]:
-        """For an fdatasync on another thread (``background_sync.py``): the file descriptor and
-        the generation of writes it makes durable. Until ``end_sync``, the caller keeps
+        """For an fdatasync elsewhere (a lone node's sync helper, ``background_sync.py``): the
+        file descriptor and the generation of writes it makes durable. Until ``end_sync``, the caller keeps
         everything but ``add`` away from the file (no rewrite, truncation or close)."""
         return self._fd, self._writes
 

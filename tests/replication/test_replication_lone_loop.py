@@ -167,9 +167,12 @@ def test_a_lone_leader_commits_alone_only_up_to_an_entry_of_its_own_term(tmp_pat
             seam.commit_alone(sync)
             assert sync.raftCommitIndex == committed
             journal.add(seam.NO_OP_COMMAND, committed + 2, term)
+            journal.add(seam.NO_OP_COMMAND, committed + 3, term)
             journal.sync()
-            seam.commit_alone(sync)
+            seam.commit_alone(sync, upto=committed + 2)  # what a background sync covered
             assert sync.raftCommitIndex == sync.raftLastApplied == committed + 2
+            seam.commit_alone(sync)
+            assert sync.raftCommitIndex == sync.raftLastApplied == committed + 3
         finally:
             raft.stop()
 
