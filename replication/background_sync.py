@@ -1,6 +1,6 @@
 """A lone node's fdatasync in a helper process, while the event loop goes on.
 
-Theory of operation. A lone node commits on its event loop (``raft.py``): it appends a batch to
+Theory of operation. A lone node commits on its event loop (``lone_loop.py``): it appends a batch to
 the journal, makes it durable, applies it and writes the replies. An fdatasync in the middle
 blocks the loop for as long as the disk takes, ~0.2 ms on a good disk and far longer on a busy
 one, while the clients' next requests wait unread. Here the loop appends the batch, hands the

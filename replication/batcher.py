@@ -44,9 +44,10 @@ APPLY_POLL_S = 0.02  # pysyncobj's no-ops are applied without telling us: look a
 COMMAND_BYTES = 256
 RETRY_FIRST_S = 0.01  # the pause after a batch's first failed try; it doubles after each
 RETRY_MAX_S = 0.05  # the longest pause between two tries of a batch
-# A lone node syncs a batch of at least this many commands while its loop goes on (raft.py,
-# background_sync.py); a smaller one is synced in the loop: a handful of clients one command at
-# a time would only wait for the hand-over (~0.1 ms measured) with nothing to overlap it with.
+# A lone node syncs a batch of at least this many commands while its loop goes on
+# (lone_loop.py, background_sync.py); a smaller one is synced in the loop: a handful of clients
+# one command at a time would only wait for the hand-over (~0.1 ms measured) with nothing to
+# overlap it with.
 OVERLAP_COMMANDS = 4
 
 
@@ -104,7 +105,7 @@ class GroupCommit:
             commands = [c for c, _f in batch]
             started = time.monotonic()
             # The first try is proposed now rather than in a task a turn of the loop later; a
-            # lone node commits it within submit (raft.py), and then no task is needed at all.
+            # lone node commits it within submit (lone_loop.py), and then no task is needed at all.
             try:
                 first = self._try(commands)
             except Exception:  # raised again, and handled, by the task's own try

@@ -2,7 +2,7 @@
 listeners.
 
 Results and events cross into the loop through one deque and at most one ``call_soon_threadsafe``
-per burst (a plain ``call_soon`` while a lone node ticks on the loop itself, see ``raft.py``);
+per burst (a plain ``call_soon`` while a lone node ticks on the loop itself, ``lone_loop.py``);
 nothing here may raise into pysyncobj.
 """
 
@@ -61,7 +61,7 @@ class LoopBridge:
 
         # Through the transfer gate: a leader handing over holds new commands (transfer.py).
         if self._on_loop and not self._in_tick and not self._stopping:
-            # A lone node commits it now, on this loop (raft.py), and the future is usually done
+            # A lone node commits it now, on this loop (lone_loop.py), and the future is usually done
             # when this returns (the commit drains the outbox): one turn of the loop per batch
             # fewer, and no hand-off at all. The commit follows from here, so pysyncobj's
             # wake-up through its pipe is hushed meanwhile.

@@ -5,9 +5,9 @@ Theory of operation.
   elections do not depend on the event loop. That thread applies committed entries to the state
   machine under ``self.lock`` and runs every pysyncobj callback. A lone node (no peer, not
   joining) has no peer whose timing could wait for the loop: it ticks on the event loop itself,
-  and a batch proposed there is committed before ``submit`` returns; the first time its
-  transport knows another node, the ticks move to the thread for good ("a lone node's ticks on
-  the loop" below).
+  and a batch proposed there is committed from within ``submit``, its fsync done there or by
+  the sync helper process; the first time its transport knows another node, the ticks move to
+  the thread for good (``lone_loop.py``).
 * Nothing that pysyncobj calls may raise (a raising apply is re-run forever on every node; a
   raising callback applies an entry twice): ``_apply`` and ``_on_result`` catch everything, and
   the state machine itself never raises.
@@ -79,6 +79,7 @@ from .glue import (Host, PysyncobjGlue, answers_carry_their_term, check_bindable
                    keep_next_index_monotonic, truncate_only_on_conflict)
 from .membership import Members, start_peers, was_removed
 from .journal import DurableJournal
+from .lone_loop import LoneLoop
 from .peer_crypto import PeerCipher, derive_key
 from .prevote import PreVote
 from .read_index import ReadIndex
@@ -107,10 +108,9 @@ JOIN_QUIET_S = 10.0 ** 6  # the election timeout of a node not yet added to the 
 COMMIT_TELL_WITHIN_S = 0.002  # a commit index no follower waits for goes out this late at most
 LAZY_NOTIFY_S = 0.05  # a follower's loop hears of applied entries no one waits for this late
 
-LOOP_TICKS_PER_TURN = 8  # a lone node's ticks in one turn of the loop while an entry is pending
 
 
-class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
+class RaftNode(PysyncobjGlue, LoopBridge, LoneLoop, StateReads):
     """Owns the state machine, the pysyncobj node and its tick thread."""
 
     def __init__(self, config: RaftConfig, loop: asyncio.AbstractEventLoop,
@@ -415,159 +415,6 @@ class RaftNode(PysyncobjGlue, LoopBridge, StateReads):
             return False
         self._failures.succeeded()
         return True
-
-    # A lone node's ticks on the loop. With no peer, nothing but our own loop gives pysyncobj
-    # work: the tick thread only added a hand-off each way per batch (propose, then the result
-    # back) and a second thread contending for the GIL. So a lone node ticks on the loop: every
-    # tick_s from a timer, and at once when pysyncobj's pipe is notified (an entry appended, a
-    # read index asked, from any thread). A batch proposed (bridge.submit) is committed inline,
-    # fsync included, before the proposing coroutine even awaits (_commit_inline); the tick
-    # that follows waits for the loop's next turn, after the replies are written. The first time
-    # the transport knows another node (a learner or a member added, which a tick on the loop
-    # applies) the ticks move to the tick thread for good: from then on peers' sockets, their
-    # timing and elections must not wait for the loop.
-
-    def _on_loop_timer(self) -> None:
-        self._loop_timer = None
-        if self._stopping or not self._on_loop:
-            return
-        self._loop_tick()
-        if self._on_loop and not self._stopping:
-            self._loop_timer = self.loop.call_later(self.config.timing.tick_s, self._on_loop_timer)
-
-    def _on_wake(self) -> None:
-        """The loop saw pysyncobj's pipe readable, or a batch was just proposed: tick now."""
-        if self._stopping or not self._on_loop or self._in_tick:
-            return
-        try:
-            while os.read(self._wake_fd, 1024):
-                pass
-        except BlockingIOError:
-            pass
-        self._loop_tick()
-
-    def _commit_inline(self, overlap: bool = False) -> None:
-        """bridge.submit on a lone node, right after it proposed: append what is queued, make
-        it durable as the journal's policy says, then commit and apply it. Under the default
-        policy the fdatasync runs in a helper process (``background_sync.py``) while the loop
-        reads and parses the next requests, and the batch is committed when the loop hears it
-        returned (``_on_background_synced``); otherwise all of it happens before the proposer
-        awaits, and the rest of a tick (its timers, the callbacks, a poll of the raft port)
-        follows at the loop's next turn, after the replies are written; so does everything if
-        this node is not a lone leader after all."""
-        self._in_tick = True
-        background = self._background.busy  # the sync under way is followed by one for this
-        try:
-            seam.append_queued(self._sync)
-            if overlap and not background and self._journal.sync_wanted():
-                background = self._start_background_sync()
-            if not background:
-                self._journal.sync_for_ack()
-                seam.commit_alone(self._sync)
-        except Exception:  # the tick that follows meets it again, and logs it
-            log.debug("inline commit failed", exc_info=True)
-        finally:
-            self._in_tick = False
-        if self._outbox:
-            self._drain()
-        if not background:
-            self._queue_tick()
-
-    @property
-    def keeps_proposals(self) -> bool:
-        """Does every batch proposed here end committed or failed, never dropped? True for a
-        lone node ticking on its loop: its log is its own and no leader can lose it. Group
-        commit then waits for the outcome (a slow disk's fsync) instead of proposing again."""
-        return self._on_loop
-
-    def _queue_tick(self) -> None:
-        if not self._tick_queued:
-            self._tick_queued = True
-            self.loop.call_soon(self._queued_tick)
-
-    def _start_background_sync(self) -> bool:
-        """Hand the fdatasync of what is written to the helper; False if it cannot take it."""
-        fd, writes = self._journal.begin_sync()
-        return self._background.start(fd, writes, self._journal[-1][1])
-
-    def _on_background_synced(self) -> None:
-        """The loop hears that the journal's fdatasync returned: commit what it made durable."""
-        if self._in_tick or not self._background.done():
-            return  # a tick took the outcome already (or is about to)
-        self._in_tick = True
-        try:
-            self._finish_background_sync(go_on=self._on_loop and not self._stopping)
-        finally:
-            self._in_tick = False
-        if self._outbox:
-            self._drain()
-
-    def _finish_background_sync(self, go_on: bool) -> None:
-        """Commit and apply what the returned sync made durable; with ``go_on``, start the
-        sync of what was appended since (a tick, which syncs on its own, passes False)."""
-        writes, upto, error, lost = self._background.finish()
-        try:
-            if lost:
-                self._journal.sync()  # the helper died: what it synced, if anything, is unknown
-            else:
-                self._journal.end_sync(writes, error)
-            seam.commit_alone(self._sync, upto)
-            if go_on and self._journal.sync_wanted() and self._start_background_sync():
-                return
-        except Exception:  # the journal failed (told through on_failed), or the commit did
-            log.debug("commit after a background sync failed", exc_info=True)
-        if go_on and self._single_node_busy():
-            self._queue_tick()  # something is appended and not committed: a tick sees to it
-
-    def _settle_background_sync(self) -> None:
-        """Wait for a sync under way and commit what it made durable (before a tick, which
-        may rewrite or close the journal's file, and at stop)."""
-        if self._background.busy:
-            self._background.wait()
-            self._finish_background_sync(go_on=False)
-
-    def _queued_tick(self) -> None:
-        self._tick_queued = False
-        if self._on_loop and not self._stopping and not self._in_tick:
-            self._loop_tick()
-
-    def _loop_tick(self) -> None:
-        self._in_tick = True
-        try:
-            self._settle_background_sync()
-            for _ in range(LOOP_TICKS_PER_TURN):
-                if not self._tick(0.0) or not self._single_node_busy():
-                    break
-        finally:
-            self._in_tick = False
-        if self._outbox:
-            self._drain()
-        if seam.knows_other_nodes(self._sync):
-            self._leave_loop()
-            log.info("talking to another node: Raft ticks move to their own thread")
-            if self._single:
-                self._wake_on_append()
-            if not self._stopping:
-                self._thread.start()
-
-    def _leave_loop(self) -> None:
-        """Stop ticking on the loop (idempotent; from the loop's thread)."""
-        if not self._on_loop:
-            return
-        self._on_loop = False
-        self._settle_background_sync()
-        self._background.close()
-        if self._loop_timer is not None:
-            self._loop_timer.cancel()
-            self._loop_timer = None
-        if self._wake_fd >= 0 and not self.loop.is_closed():
-            self.loop.remove_reader(self._wake_fd)
-        self._wake_fd = -1
-
-    def _single_node_busy(self) -> bool:
-        raft_log = self._journal
-        commit = self._sync.raftCommitIndex
-        return raft_log[-1][1] > commit or commit > self._sync.raftLastApplied
 
     def _after_tick(self) -> None:
         if self._restored_at is not None and self.applied_index > self._restored_at:
