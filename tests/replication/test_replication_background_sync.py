@@ -40,17 +40,31 @@ def _helper_pid(raft) -> int:
     return proc.pid
 
 
+async def _held_batch(raft, commit, sid: int) -> tuple[int, list[asyncio.Future]]:
+    """A batch handed to the helper, which is held with SIGSTOP (``_let_go`` resumes it): the
+    helper's pid and the batch's puts."""
+    helper = _helper_pid(raft)
+    os.kill(helper, signal.SIGSTOP)
+    puts = _puts(commit, sid, 2)
+    await asyncio.sleep(0)  # the batch is proposed at the loop's next turn
+    assert raft._background.busy, "the batch was not handed to the helper"
+    return helper, puts
+
+
+def _let_go(raft) -> None:
+    """Resume a helper held with SIGSTOP, if one runs (before ``stop``, which waits for it)."""
+    proc = raft._background._proc
+    if proc is not None and proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+
+
 def test_a_batch_is_answered_only_after_the_helper_synced_it_and_the_loop_runs_on_meanwhile(
         tmp_path):
     async def scenario():
         raft, commit, sid, _ticks = await _lone_node(str(tmp_path))
-        helper = _helper_pid(raft)
-        os.kill(helper, signal.SIGSTOP)
         try:
-            puts = _puts(commit, sid, 2)
-            await asyncio.sleep(0)  # the batch is proposed at the loop's next turn
+            _helper, puts = await _held_batch(raft, commit, sid)
             journal = seam.journal(raft._sync)
-            assert raft._background.busy, "the batch was not handed to the helper"
             assert journal[-1][1] > raft.applied_through(), "the batch is not in the journal"
             turns = 0
             deadline = time.monotonic() + 0.5
@@ -60,14 +74,13 @@ def test_a_batch_is_answered_only_after_the_helper_synced_it_and_the_loop_runs_o
             assert turns >= 10
             assert not any(p.done() for p in puts), "answered before its fdatasync returned"
             assert _ready(raft) == 0, "applied before its fdatasync returned"
-        finally:
-            os.kill(helper, signal.SIGCONT)
-        replies = await asyncio.wait_for(asyncio.gather(*puts), 5)
-        try:
+            _let_go(raft)
+            replies = await asyncio.wait_for(asyncio.gather(*puts), 5)
             assert [r[0] for r in replies] == ["INSERTED"] * BATCH
             assert _ready(raft) == BATCH and not raft._background.busy
-            assert not seam.journal(raft._sync)._dirty
+            assert not journal._dirty
         finally:
+            _let_go(raft)
             raft.stop()
 
     asyncio.run(scenario())
@@ -78,12 +91,8 @@ def test_a_tick_waits_for_the_sync_under_way_and_commits_what_it_made_durable(tm
     for the helper's answer, and commits that batch itself."""
     async def scenario():
         raft, commit, sid, _ticks = await _lone_node(str(tmp_path))
-        helper = _helper_pid(raft)
         try:
-            os.kill(helper, signal.SIGSTOP)
-            puts = _puts(commit, sid, 2)
-            await asyncio.sleep(0)
-            assert raft._background.busy
+            helper, puts = await _held_batch(raft, commit, sid)
             threading.Timer(0.3, os.kill, (helper, signal.SIGCONT)).start()
             began = time.monotonic()
             raft._loop_tick()
@@ -93,7 +102,7 @@ def test_a_tick_waits_for_the_sync_under_way_and_commits_what_it_made_durable(tm
             replies = await asyncio.wait_for(asyncio.gather(*puts), 5)
             assert [r[0] for r in replies] == ["INSERTED"] * BATCH
         finally:
-            os.kill(helper, signal.SIGCONT)
+            _let_go(raft)
             raft.stop()
 
     asyncio.run(scenario())
@@ -108,12 +117,8 @@ def test_a_helper_killed_during_a_sync_leaves_the_node_syncing_in_its_loop_until
 
     async def scenario():
         raft, commit, sid, _ticks = await _lone_node(str(tmp_path))
-        helper = _helper_pid(raft)
         try:
-            os.kill(helper, signal.SIGSTOP)
-            puts = _puts(commit, sid, 2)
-            await asyncio.sleep(0)
-            assert raft._background.busy
+            helper, puts = await _held_batch(raft, commit, sid)
             os.kill(helper, signal.SIGKILL)
             replies = await asyncio.wait_for(asyncio.gather(*puts), 5)
             assert [r[0] for r in replies] == ["INSERTED"] * BATCH
@@ -200,21 +205,18 @@ def test_a_sync_slower_than_a_try_is_waited_for_without_proposing_the_batch_agai
     async def scenario():
         raft, _commit, sid, _ticks = await _lone_node(str(tmp_path))
         commit = GroupCommit(raft, try_timeout_s=0.2, commit_timeout_s=5.0)
-        helper = _helper_pid(raft)
         journal = seam.journal(raft._sync)
         try:
-            os.kill(helper, signal.SIGSTOP)
-            puts = _puts(commit, sid, 2)
-            await asyncio.sleep(0)
+            _helper, puts = await _held_batch(raft, commit, sid)
             appended = len(journal)
             await asyncio.sleep(1.0)  # five try timeouts
             assert len(journal) == appended, "the batch was proposed again behind its sync"
-            os.kill(helper, signal.SIGCONT)
+            _let_go(raft)
             replies = await asyncio.wait_for(asyncio.gather(*puts), 5)
             assert [r[0] for r in replies] == ["INSERTED"] * BATCH
             assert _ready(raft) == BATCH
         finally:
-            os.kill(helper, signal.SIGCONT)
+            _let_go(raft)
             raft.stop()
 
     asyncio.run(scenario())
