@@ -366,12 +366,12 @@ class DurableJournal(Journal):
         self._check_not_failed()
         self._apply_cut()
         if self._dirty and self._fd >= 0:
+            fd, writes = self.begin_sync()
             try:
-                os.fdatasync(self._fd)
+                os.fdatasync(fd)
             except OSError as exc:
                 self._fail(exc)
-            self._dirty = False
-            self._last_sync = time.monotonic()
+            self.end_sync(writes, None)
 
     def sync_for_ack(self) -> None:
         """Called before anything is acknowledged: sync if the policy asks for it now. Raises
@@ -393,8 +393,9 @@ class DurableJournal(Journal):
 
     def begin_sync(self) -> tuple[int, int]:
         """For an fdatasync elsewhere (a lone node's sync helper, ``background_sync.py``): the
-        file descriptor and the generation of writes it makes durable. Until ``end_sync``, the caller keeps
-        everything but ``add`` away from the file (no rewrite, truncation or close)."""
+        file descriptor and the generation of writes it makes durable. Until ``end_sync``, the
+        caller keeps everything but ``add`` away from the file (no rewrite, truncation or
+        close). ``sync`` itself goes through the pair."""
         return self._fd, self._writes
 
     def end_sync(self, writes: int, error: OSError | None) -> None:

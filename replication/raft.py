@@ -109,7 +109,6 @@ COMMIT_TELL_WITHIN_S = 0.002  # a commit index no follower waits for goes out th
 LAZY_NOTIFY_S = 0.05  # a follower's loop hears of applied entries no one waits for this late
 
 
-
 class RaftNode(PysyncobjGlue, LoopBridge, LoneLoop, StateReads):
     """Owns the state machine, the pysyncobj node and its tick thread."""
 
