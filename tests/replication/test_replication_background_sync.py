@@ -11,8 +11,10 @@ failure of its own.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import resource
 import signal
 import threading
 import time
@@ -220,3 +222,46 @@ def test_a_sync_slower_than_a_try_is_waited_for_without_proposing_the_batch_agai
             raft.stop()
 
     asyncio.run(scenario())
+
+
+def test_no_descriptor_left_for_a_helper_leaves_the_node_syncing_in_its_loop_until_one_is_free(
+        tmp_path, caplog, monkeypatch):
+    """A flood of connections may have taken every descriptor when the first batch needs the
+    helper: the batch is synced in the loop, and a helper starts at a batch RETRY_S later, once
+    descriptors are free again. Here the process's own descriptors are used up (EMFILE)."""
+    monkeypatch.setattr(background_sync, "RETRY_S", 0.3)
+
+    async def scenario():
+        raft, commit, sid, _ticks = await _lone_node(str(tmp_path))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        held: list[int] = []
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 64, hard))
+            while True:  # bounded by the limit just set
+                try:
+                    held.append(os.open(os.devnull, os.O_RDONLY))
+                except OSError as exc:
+                    assert exc.errno == errno.EMFILE, exc
+                    break
+            replies = await asyncio.wait_for(asyncio.gather(*_puts(commit, sid, 2)), 5)
+            assert [r[0] for r in replies] == ["INSERTED"] * BATCH
+            assert raft._background.broken and raft._background._proc is None
+        finally:
+            for fd in held:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        try:
+            await asyncio.sleep(0.4)
+            again = await asyncio.wait_for(asyncio.gather(*_puts(commit, sid, 2 + BATCH)), 5)
+            assert [r[0] for r in again] == ["INSERTED"] * BATCH
+            assert not raft._background.broken and raft._background._proc is not None
+            assert _ready(raft) == 2 * BATCH
+        finally:
+            _let_go(raft)
+            raft.stop()
+
+    with caplog.at_level(logging.INFO, logger="beanraft.journal"):
+        asyncio.run(scenario())
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "synced in the event loop" in m]) == 1, messages
+    assert len([m for m in messages if "sync helper running again" in m]) == 1, messages
