@@ -60,6 +60,13 @@ def _let_go(raft) -> None:
         os.kill(proc.pid, signal.SIGCONT)
 
 
+def _one_outage_logged(caplog) -> None:
+    """One warning when the helper went, one line when a new one ran."""
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "synced in the event loop" in m]) == 1, messages
+    assert len([m for m in messages if "sync helper running again" in m]) == 1, messages
+
+
 def test_a_batch_is_answered_only_after_the_helper_synced_it_and_the_loop_runs_on_meanwhile(
         tmp_path):
     async def scenario():
@@ -139,9 +146,7 @@ def test_a_helper_killed_during_a_sync_leaves_the_node_syncing_in_its_loop_until
 
     with caplog.at_level(logging.INFO, logger="beanraft.journal"):
         asyncio.run(scenario())
-    messages = [r.getMessage() for r in caplog.records]
-    assert len([m for m in messages if "synced in the event loop" in m]) == 1, messages
-    assert len([m for m in messages if "sync helper running again" in m]) == 1, messages
+    _one_outage_logged(caplog)
 
 
 def test_a_failure_the_helper_reports_fails_the_journal_and_nothing_more_is_acknowledged(
@@ -262,6 +267,4 @@ def test_no_descriptor_left_for_a_helper_leaves_the_node_syncing_in_its_loop_unt
 
     with caplog.at_level(logging.INFO, logger="beanraft.journal"):
         asyncio.run(scenario())
-    messages = [r.getMessage() for r in caplog.records]
-    assert len([m for m in messages if "synced in the event loop" in m]) == 1, messages
-    assert len([m for m in messages if "sync helper running again" in m]) == 1, messages
+    _one_outage_logged(caplog)
