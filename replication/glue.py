@@ -214,7 +214,7 @@ class PysyncobjGlue:
         def send_after_sync(send, node, message):
             if isinstance(message, dict) and message.get("type") == "apply_command_response":
                 # The leader appended a follower's forwarded batch at this index: the
-                # follower's clients wait for its commit (raft._commit_urgent).
+                # follower's clients wait for its commit (commit_tell._commit_urgent).
                 index = message.get("log_idx")
                 if isinstance(index, int) and index > self._forwarded_upto:
                     self._forwarded_upto = index
@@ -279,7 +279,7 @@ class PysyncobjGlue:
 
     def _send_only_what_is_new(self) -> None:
         """The leader sends an append_entries round only when it carries something new, and a
-        new commit index alone only when a follower needs it now (``raft._commit_news_due``).
+        new commit index alone only when a follower needs it now (``commit_tell._commit_news_due``).
 
         pysyncobj's leader (``appendEntriesUseBatch=False``) sends a round after every tick that
         applied entries, to carry the new commit index. ``_tell_commit_first`` sends that index
@@ -288,8 +288,8 @@ class PysyncobjGlue:
         each one waking a process on cores the nodes share, on the path of the next command. A
         round now goes out when a connected node lacks entries (or a snapshot), when a heartbeat
         is due, or when the commit index moved since the last round and the followers need it:
-        at once if one waits for it, else once ``COMMIT_TELL_WITHIN_S`` (``raft.py``) has passed
-        without another round to carry it.
+        at once if one waits for it, else once ``COMMIT_TELL_WITHIN_S`` (``commit_tell.py``) has
+        passed without another round to carry it.
         """
         sync = self._sync
         journal = self._journal

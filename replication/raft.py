@@ -18,7 +18,7 @@ Theory of operation.
   while its followers write them. As it starts applying newly committed entries that a
   follower's client waits for, the leader sends the new commit index (``_tell_commit_first``),
   so that follower applies at the same time; any other commit index goes with the next round,
-  within ``COMMIT_TELL_WITHIN_S``. A follower's loop hears of an apply at once only while
+  within ``COMMIT_TELL_WITHIN_S`` (``commit_tell.py``). A follower's loop hears of an apply at once only while
   something there waits for one (``_notify_applied``).
 * Peer connections are ours (``peer_link.py``): linear in the bytes they move, big messages in
   sealed fragments that small acknowledgements may pass, each fragment from the leader counted
@@ -29,17 +29,20 @@ Theory of operation.
   (``entries.call_command``), the leader patches its stamp in place (``restamp_command``), and a
   committed command is applied by decoding the batch straight from its bytes (``_apply_command``).
 * Snapshots use our own codec (``jobs`` snapshot bytes inside ``snapshot_file``), never pickle,
-  and are written by a forked child (``snapshot_writer.py``): the tick thread only forks.
+  and are written by a forked child (``snapshot_writer.py``): the tick thread only forks. When a
+  node takes one is ``snapshots.py``'s.
 * A member campaigns only after a majority granted it a pre-vote (``prevote.py``): a member that
   was cut off cannot depose a healthy leader when it comes back.
 * Time is the leader's: it stamps every entry as it appends it to its log (``_stamp_on_append``,
   ``clock.py``), whichever node proposed it, so replicas apply the same time at the same index.
 
-By concern: this module builds the node and runs its tick thread, applies entries and takes
-snapshots; ``config.py`` holds what it starts from, ``datadir.py`` the data directory,
-``glue.py`` the wrappers around pysyncobj (through ``seam``), ``entries.py`` pysyncobj's entry
-bytes and the leader's stamp, ``bridge.py`` the way results and read indexes reach the asyncio
-loop, and ``reads.py`` what the node reads.
+By concern: this module builds the node, runs its tick thread and applies entries;
+``config.py`` holds what it starts from, ``datadir.py`` the data directory, ``glue.py`` the
+wrappers around pysyncobj (through ``seam``), ``entries.py`` pysyncobj's entry bytes and the
+leader's stamp, ``bridge.py`` the way results and read indexes reach the asyncio loop,
+``lone_loop.py`` a lone node's ticks on that loop, ``commit_tell.py`` when the leader tells a
+commit index, ``snapshots.py`` when a snapshot is taken and how it is written and loaded, and
+``reads.py`` what the node reads.
 """
 
 from __future__ import annotations
@@ -60,7 +63,6 @@ from pysyncobj import SyncObjConf
 from pysyncobj.monotonic import monotonic  # pysyncobj's clock: every tick-thread deadline is on it
 
 from beanraft.jobs.machine import Machine
-from beanraft.jobs.snapshot import NewerRules
 
 from . import peer_link, raft_port, seam, standing
 from .background_sync import BackgroundSync
@@ -69,11 +71,12 @@ from .bridge import CommitError, LoopBridge
 from .burst_log import BurstLog
 from .clock import ClusterClock
 from .codec import EntryFormatError, decode_entry
-from .config import (APPEND_SLACK_BYTES, COMPACT_BYTES, COMPACT_ENTRIES, SNAPSHOT_GROWTH,
-                     UNCAPPED_JOB_BYTES, RaftConfig, Timing)
+from .commit_tell import CommitTelling
+from .config import (APPEND_SLACK_BYTES, COMPACT_BYTES, COMPACT_ENTRIES, UNCAPPED_JOB_BYTES,
+                     RaftConfig, Timing)
 from .datadir import (JOURNAL_NAME, SNAPSHOT_NAME, DataDirLocked, lock_directory, make_private,
                       remove_stale_files)
-from .disk import DiskBudget, release_reserve_for_start, snapshot_estimate
+from .disk import DiskBudget, release_reserve_for_start
 from .entries import batch_view, put_cost, restamp_command
 from .glue import (Host, PysyncobjGlue, answers_carry_their_term, check_bindable,
                    keep_next_index_monotonic, truncate_only_on_conflict)
@@ -86,10 +89,8 @@ from .read_index import ReadIndex
 from .restore import check_restored, forget_restore
 from .rules import RulesCensus, stop_for_newer_rules
 from .reads import StateReads
-from .snapshot_file import (DamagedSnapshot, SnapshotAnchor, SnapshotError, read_snapshot,
-                            verify_snapshot)
 from .snapshot_install import install_only_ahead
-from .snapshot_writer import SnapshotWriter
+from .snapshots import Snapshots
 from .status import RaftStatus, read_status
 from .transfer import Transfers
 
@@ -105,11 +106,10 @@ CAMPAIGN_HOLD_ELECTIONS = 2  # a restarted member waits this many election timeo
 
 JOIN_QUIET_S = 10.0 ** 6  # the election timeout of a node not yet added to the cluster
 
-COMMIT_TELL_WITHIN_S = 0.002  # a commit index no follower waits for goes out this late at most
 LAZY_NOTIFY_S = 0.05  # a follower's loop hears of applied entries no one waits for this late
 
 
-class RaftNode(PysyncobjGlue, LoopBridge, LoneLoop, StateReads):
+class RaftNode(PysyncobjGlue, LoopBridge, LoneLoop, CommitTelling, Snapshots, StateReads):
     """Owns the state machine, the pysyncobj node and its tick thread."""
 
     def __init__(self, config: RaftConfig, loop: asyncio.AbstractEventLoop,
@@ -151,7 +151,35 @@ class RaftNode(PysyncobjGlue, LoopBridge, LoneLoop, StateReads):
         except BaseException:
             self._release_directory()  # a refused start leaves nothing locked behind
             raise
+        self._read_waiters: dict[int, asyncio.Future] = {}
+        self._apply_waiters: set[asyncio.Future] = set()
+        self._notify_owed_at: float | None = None  # a follower's first apply not yet notified
         self._journal: DurableJournal = seam.journal(self._sync)
+        self._wrap_pysyncobj(config)
+        self._install_parts(config, loop)
+        self._single = not self._peers
+        # A lone node ticks on the event loop until another node comes into view (see below).
+        self._on_loop = self._single and not config.join
+        self._loop_thread = threading.get_ident()  # replaced in start() by the loop's thread
+        self._loop_timer: asyncio.TimerHandle | None = None
+        self._wake_fd = -1
+        self._in_tick = False
+        self._hushed = False  # bridge.submit proposes on the loop, then ticks at once
+        self._tick_queued = False  # a tick follows an inline commit at the loop's next turn
+        self._background = BackgroundSync(loop, self._on_background_synced)
+        # One traceback per burst of failed ticks, not per tick (burst_log.py).
+        self._failures = BurstLog(log, "raft tick failed", "raft ticks succeed again")
+        period = config.timing.tick_s
+        self._stall_s = max(period, config.timing.heartbeat_s) * 2
+        if self._single and not self._on_loop:
+            self._wake_on_append()
+        self._thread = threading.Thread(target=self._run_ticks, name="raft-tick", daemon=True)
+
+    # -- construction ----------------------------------------------------------------------
+
+    def _wrap_pysyncobj(self, config: RaftConfig) -> None:
+        """Our journal's policy, and our wrappers around pysyncobj's sending, receiving,
+        appending, ticking and applying (``glue.py``, through ``seam``)."""
         self._journal.policy = config.sync
         self._journal.release_reserve = self._disk.release_reserve
         self._journal.on_failed = lambda: self._post(("journal failed",))
@@ -168,12 +196,13 @@ class RaftNode(PysyncobjGlue, LoopBridge, LoneLoop, StateReads):
         peer_link.set_progress_hook(seam.poller(self._sync), self._on_leader_progress)
         self._apply_id = seam.method_id(self._sync, "apply_entry_v0")
         seam.shortcut_apply(self._sync, self._apply_command)
+        seam.cap_poll_wait(self._sync, self._poll_wait)
+
+    def _install_parts(self, config: RaftConfig, loop: asyncio.AbstractEventLoop) -> None:
+        """Read indexes, backups, leadership transfer, rules, membership and pre-vote, each
+        with its own message handlers, in this order."""
         self._reads = ReadIndex(self._sync, lambda token, index: self._post(("read", token, index)),
                                 before_remote_answers=self._tell_commit_for_reads)
-        self._read_waiters: dict[int, asyncio.Future] = {}
-        self._apply_waiters: set[asyncio.Future] = set()
-        self._notify_owed_at: float | None = None  # a follower's first apply not yet notified
-        seam.cap_poll_wait(self._sync, self._poll_wait)
         self._sync.addOnTickCallback(self._reads.on_tick)
         self._backups = BackupTaker(self, self._sync)
         self._sync.addOnTickCallback(self._backups.on_tick)
@@ -195,84 +224,17 @@ class RaftNode(PysyncobjGlue, LoopBridge, LoneLoop, StateReads):
             self._sync, may_vote=lambda: self.members.standing.state != standing.JOINING,
             lease_s=lambda: self._timing(self._single).election_min_s)
         self._prevote.install()
-        self._single = not self._peers
-        # A lone node ticks on the event loop until another node comes into view (see below).
-        self._on_loop = self._single and not config.join
-        self._loop_thread = threading.get_ident()  # replaced in start() by the loop's thread
-        self._loop_timer: asyncio.TimerHandle | None = None
-        self._wake_fd = -1
-        self._in_tick = False
-        self._hushed = False  # bridge.submit proposes on the loop, then ticks at once
-        self._tick_queued = False  # a tick follows an inline commit at the loop's next turn
-        self._background = BackgroundSync(loop, self._on_background_synced)
-        # One traceback per burst of failed ticks, not per tick (burst_log.py).
-        self._failures = BurstLog(log, "raft tick failed", "raft ticks succeed again")
-        period = config.timing.tick_s
-        self._stall_s = max(period, config.timing.heartbeat_s) * 2
-        if self._single and not self._on_loop:
-            self._wake_on_append()
-        self._thread = threading.Thread(target=self._run_ticks, name="raft-tick", daemon=True)
-
-    # -- construction ----------------------------------------------------------------------
 
     def _build(self, config: RaftConfig) -> Host:
-        directory = config.data_dir
-        if directory is None:
-            self._tmpdir = directory = tempfile.mkdtemp(prefix="beanraft-")
-            journal = None
-        else:
-            make_private(directory)
-            self._lock_fd = lock_directory(directory)
-            remove_stale_files(directory)
-            self._restored_at = check_restored(directory, config.self_addr, config.peers)
-            release_reserve_for_start(directory)
-            journal = os.path.join(directory, JOURNAL_NAME)
+        """The pysyncobj node, on the data directory (locked), its journal and snapshot."""
+        directory, journal = self._open_directory(config)
         # The members file of the data directory overrides --peer, which only seeds a new cluster.
         self._peers, _from_file = start_peers(directory if config.data_dir else None,
                                              config.self_addr, config.peers)
-        t = self._timing(alone=not self._peers)
         secret = config.secret if self._peers else (config.secret or secrets.token_hex(16))
         snapshot_path = os.path.join(directory, SNAPSHOT_NAME)
-        self._snapshots = SnapshotWriter(snapshot_path)
-        # pysyncobj loads a snapshot found at start on its first tick; any later one was sent
-        # by a leader.
-        self._own_snapshot = os.path.isfile(snapshot_path)
-        if self._own_snapshot:
-            # pysyncobj would log a snapshot it cannot load and run on without it: with the
-            # journal emptied down to the snapshot's anchor, such a node applies nothing, ever.
-            try:
-                verify_snapshot(snapshot_path)
-            except SnapshotError as exc:
-                raise DamagedSnapshot(
-                    f"{exc}: this node cannot start on it. Restore it from a backup (beanraft "
-                    f"restore), or in a cluster move -b aside and add the node again (the "
-                    f"leader sends it a snapshot)") from exc
-        conf = SyncObjConf(
-            autoTick=False,
-            appendEntriesUseBatch=False,
-            appendEntriesBatchSizeBytes=(config.max_job_size or UNCAPPED_JOB_BYTES) + APPEND_SLACK_BYTES,
-            sendBufferSize=peer_link.SOCKET_BUFFER_BYTES,
-            recvBufferSize=peer_link.SOCKET_BUFFER_BYTES,
-            bindAddress=config.self_addr,
-            password=None,  # pysyncobj's Fernet is replaced by our cipher below
-            journalFile=journal,
-            fullDumpFile=os.path.join(directory, SNAPSHOT_NAME),
-            serializer=self._serialize,
-            serializeChecker=self._snapshots.check,
-            deserializer=self._deserialize,
-            logCompactionMinEntries=config.compact_entries,
-            logCompactionMinTime=10 ** 9,
-            appendEntriesPeriod=t.heartbeat_s,
-            raftMinTimeout=t.election_min_s,
-            raftMaxTimeout=t.election_max_s,
-            connectionTimeout=t.connection_timeout_s,
-            connectionRetryTime=t.connection_retry_s,
-            leaderFallbackTimeout=t.leader_fallback_s,
-            commandsWaitLeader=False,
-            maxBindRetries=3,
-            dynamicMembershipChange=True,
-            onStateChanged=self._on_state_changed,
-        )
+        self._open_snapshots(snapshot_path)
+        conf = self._conf(config, journal, snapshot_path)
         seam.check_library()
         check_bindable(config.self_addr)
         host = Host(self, config.self_addr, self._peers, conf)
@@ -296,6 +258,49 @@ class RaftNode(PysyncobjGlue, LoopBridge, LoneLoop, StateReads):
             seam.close_pipe_notifier(host)
             raise
         return host
+
+    def _open_directory(self, config: RaftConfig) -> tuple[str, str | None]:
+        """The data directory, locked and tidied, and the journal's path in it (None for a
+        node without one, which keeps its snapshots in a temporary directory)."""
+        directory = config.data_dir
+        if directory is None:
+            self._tmpdir = directory = tempfile.mkdtemp(prefix="beanraft-")
+            return directory, None
+        make_private(directory)
+        self._lock_fd = lock_directory(directory)
+        remove_stale_files(directory)
+        self._restored_at = check_restored(directory, config.self_addr, config.peers)
+        release_reserve_for_start(directory)
+        return directory, os.path.join(directory, JOURNAL_NAME)
+
+    def _conf(self, config: RaftConfig, journal: str | None, snapshot_path: str) -> SyncObjConf:
+        t = self._timing(alone=not self._peers)
+        return SyncObjConf(
+            autoTick=False,
+            appendEntriesUseBatch=False,
+            appendEntriesBatchSizeBytes=(config.max_job_size or UNCAPPED_JOB_BYTES) + APPEND_SLACK_BYTES,
+            sendBufferSize=peer_link.SOCKET_BUFFER_BYTES,
+            recvBufferSize=peer_link.SOCKET_BUFFER_BYTES,
+            bindAddress=config.self_addr,
+            password=None,  # pysyncobj's Fernet is replaced by our cipher below
+            journalFile=journal,
+            fullDumpFile=snapshot_path,
+            serializer=self._serialize,
+            serializeChecker=self._snapshots.check,
+            deserializer=self._deserialize,
+            logCompactionMinEntries=config.compact_entries,
+            logCompactionMinTime=10 ** 9,
+            appendEntriesPeriod=t.heartbeat_s,
+            raftMinTimeout=t.election_min_s,
+            raftMaxTimeout=t.election_max_s,
+            connectionTimeout=t.connection_timeout_s,
+            connectionRetryTime=t.connection_retry_s,
+            leaderFallbackTimeout=t.leader_fallback_s,
+            commandsWaitLeader=False,
+            maxBindRetries=3,
+            dynamicMembershipChange=True,
+            onStateChanged=self._on_state_changed,
+        )
 
     def _timing(self, alone: bool) -> Timing:
         t = self.config.timing
@@ -434,34 +439,7 @@ class RaftNode(PysyncobjGlue, LoopBridge, LoneLoop, StateReads):
                 self.leader_changes += 1
                 log.info("leader is now %s (term %d)", leader or "unknown", self._status.term)
                 self._post(("notify", None))
-        journal = self._journal
-        # Ask when the journal crosses the threshold, and again each time it grows by another
-        # threshold: it only shrinks once the snapshot is written, and what a snapshot cannot
-        # drop (its anchor, often the big job just applied) may alone exceed the threshold.
-        # A leader of a cluster waits for a larger journal than its followers do, so the nodes
-        # rarely snapshot (fork, and share the CPUs with the writer) at the same moment. A big
-        # state waits for a journal of a share of its size (SNAPSHOT_GROWTH), so snapshots
-        # write a bounded multiple of the commands' bytes.
-        base, share = self.config.compact_bytes, SNAPSHOT_GROWTH
-        if not self._single and self._status.role == "leader":
-            base, share = base * 4, share * 1.5
-        limit = max(base, int(snapshot_estimate(self.machine) * share))
-        size = journal.size_bytes
-        if size <= limit:
-            self._compaction_asked_at = None
-        elif self._status.role != "candidate" and (
-                self._compaction_asked_at is None or size - self._compaction_asked_at > limit):
-            self._sync.forceLogCompaction()
-            self._compaction_asked_at = size
-        if self._disk.check(self.machine, journal.size_bytes) and self._status.role != "candidate":
-            log.info("data volume tight: writing a snapshot to reclaim journal space")
-            self._sync.forceLogCompaction()
-        journal.tight = self._disk.tight
-        if self._disk.tight and self._disk.room_to_rewrite(journal.stale_prefix_bytes,
-                                                           journal.size_bytes):
-            log.info("data volume tight: dropping %d bytes the snapshot covers from the journal",
-                     journal.stale_prefix_bytes)
-            journal.drop_stale_prefix()
+        self._compact_when_due()
 
     def _on_state_changed(self, old, new) -> None:
         names = {0: "follower", 1: "candidate", 2: "leader"}
@@ -482,64 +460,6 @@ class RaftNode(PysyncobjGlue, LoopBridge, LoneLoop, StateReads):
         self._tell_commit_first()
         batch = batch_view(command, self._apply_id)
         return original(command) if batch is None else self._apply(batch)
-
-    # When the leader tells its followers a new commit index. A follower needs it at once when
-    # one of its clients waits for the entry: a batch it forwarded, or a session of its waiting
-    # for a job (an event), or a read of its waiting for a read index. Then the leader sends it
-    # before it applies the entries itself, so that they apply at the same time (pysyncobj
-    # sends it after its own apply). Otherwise, as for the leader's own puts one at a time, the
-    # index goes with the next round of entries or heartbeat, and at the latest after
-    # COMMIT_TELL_WITHIN_S: a dedicated round cost two messages, and each follower a tick, per
-    # commit, on the cores the three nodes share.
-
-    def _tell_commit_first(self) -> None:
-        """Before the leader applies newly committed entries: tell them now if a follower's
-        client waits for them (tick thread)."""
-        if self._commit_untold() and self._commit_urgent():
-            self._tell_commit_now()
-
-    def _commit_untold(self) -> bool:
-        """Is this the leader of a cluster whose commit index moved since its latest round?"""
-        return not self._single and seam.is_leader(self._sync) \
-            and self._sync.raftCommitIndex > self._commit_sent
-
-    def _commit_urgent(self) -> bool:
-        """Does a follower need the new commit index at once? A batch it forwarded was appended
-        since the last index told, or some session waits for a job (its event may be owed on a
-        follower). Reads are told apart (``_tell_commit_for_reads``)."""
-        return self._forwarded_upto > self._commit_sent or bool(self.machine.waiting)
-
-    def _tell_commit_now(self) -> None:
-        self._tell_now = True
-        try:
-            seam.send_append_entries(self._sync)
-        finally:
-            self._tell_now = False
-
-    def _tell_commit_for_reads(self) -> None:
-        """Before the leader answers followers' read indexes: they wait until they have applied
-        that index, so they must know it is committed (tick thread)."""
-        if self._commit_untold():
-            self._tell_commit_now()
-
-    def _commit_news_due(self, now: float) -> bool:
-        """glue's round filter: may a round go out for a new commit index alone?"""
-        if self._tell_now:
-            return True
-        if self._commit_tell_at is None:
-            self._commit_tell_at = now + COMMIT_TELL_WITHIN_S
-            return False
-        return now >= self._commit_tell_at
-
-    def _tell_commit_when_due(self) -> None:
-        """A tick callback: a commit index held back is told once COMMIT_TELL_WITHIN_S passed."""
-        at = self._commit_tell_at
-        if at is None or monotonic() < at:
-            return
-        if seam.is_leader(self._sync) and self._sync.raftCommitIndex > self._commit_sent:
-            seam.send_append_entries(self._sync)  # the filter clears the deadline
-        else:
-            self._commit_tell_at = None
 
     def _apply(self, entry: bytes):
         """Apply one committed batch. Never raises: pysyncobj would re-run it forever."""
@@ -606,45 +526,3 @@ class RaftNode(PysyncobjGlue, LoopBridge, LoneLoop, StateReads):
 
     def backup_done(self) -> None:
         self._backups.done()
-
-    # -- snapshots (tick thread) -----------------------------------------------------------
-
-    def _serialize(self, filename: str, data) -> None:
-        """Start writing a snapshot of the state at the last applied entry (in a child)."""
-        last, prev, cluster = data
-        anchor = SnapshotAnchor(last=tuple(last), prev=tuple(prev),
-                                cluster=tuple(sorted(str(n) for n in cluster)))
-        try:
-            # O(1) estimate: the parent does not encode the state (the child does).
-            self._disk.check_room(snapshot_estimate(self.machine))
-        except OSError as exc:
-            log.warning("snapshot not written: %s", exc)
-            self._snapshots.refuse()
-            return
-        # We run on the tick thread, the only one that changes the machine: the fork freezes it
-        # at the last applied entry, which is what the anchor names.
-        self._snapshots.start(anchor, self.machine.snapshot, filename)
-
-    def _deserialize(self, filename: str):
-        own, self._own_snapshot = self._own_snapshot, False
-        anchor, state = read_snapshot(filename)
-        try:
-            machine = Machine.restore(state)
-        except NewerRules as exc:
-            stop_for_newer_rules(f"the snapshot at index {anchor.last[1]} follows rules version "
-                                 f"{exc.rules}")
-        with self.lock:
-            self.machine = machine
-            self.applied_index = anchor.last[1]
-        log.info("state restored from snapshot at index %d", anchor.last[1])
-        self._post(("notify", None))
-        cluster = set(anchor.cluster)
-        if own:
-            # At start the members file (or, in a data directory without one, the --peer seed)
-            # decides: it is never older than our own snapshot (pysyncobj issue #133). A
-            # snapshot the leader sends later carries the leader's list, and that one counts.
-            cluster = set(self._peers) | {self.config.self_addr}
-        else:
-            self.members.standing.snapshot_lists(cluster)
-        # pysyncobj leaves out its own node by comparing Node objects: leave our address out.
-        return anchor.last, anchor.prev, {c for c in cluster if c != self.config.self_addr}

@@ -18,7 +18,7 @@ from pysyncobj.monotonic import monotonic as raft_clock
 from raft_trio import run_three, watch_polls
 
 from beanraft.jobs.commands import Op
-from beanraft.replication import raft as raft_module
+from beanraft.replication import commit_tell
 from beanraft.replication import seam
 from beanraft.replication.codec import encode_entry
 from beanraft.replication.raft import Timing
@@ -36,7 +36,7 @@ def _entry(*commands) -> bytes:
 def _on_trio(monkeypatch, body, timing: Timing = TIMING) -> None:
     """Run ``await body(leader, followers)`` on three nodes whose leader has committed an entry
     of its term, with commit indexes held back for an hour unless a follower needs them."""
-    monkeypatch.setattr(raft_module, "COMMIT_TELL_WITHIN_S", 3600.0)
+    monkeypatch.setattr(commit_tell, "COMMIT_TELL_WITHIN_S", 3600.0)
 
     async def with_leader(nodes, leader) -> None:
         await asyncio.wait_for(leader.submit(_entry((Op.TICK, 0, 0))), 20)
@@ -150,7 +150,7 @@ SLOW_TICKS = Timing(tick_s=0.25, heartbeat_s=HEARTBEAT_S, election_min_s=1.6, el
 def test_a_commit_index_held_back_goes_out_within_its_limit(monkeypatch):
 
     async def body(leader, followers):
-        monkeypatch.setattr(raft_module, "COMMIT_TELL_WITHIN_S", 0.01)
+        monkeypatch.setattr(commit_tell, "COMMIT_TELL_WITHIN_S", 0.01)
 
         async def one_round(_i: int) -> float:
             await leader.submit(_entry((Op.TICK, 0, 0)))
@@ -172,7 +172,7 @@ def test_no_poll_of_the_leader_waits_past_a_held_back_commit_index(monkeypatch):
     polls = watch_polls(monkeypatch, left)
 
     async def body(leader, followers):
-        monkeypatch.setattr(raft_module, "COMMIT_TELL_WITHIN_S", 0.01)
+        monkeypatch.setattr(commit_tell, "COMMIT_TELL_WITHIN_S", 0.01)
         polls.watch(leader)
         for _ in range(5):
             await leader.submit(_entry((Op.TICK, 0, 0)))
