@@ -3,9 +3,12 @@
 Method: hypothesis compares, on arbitrary and on near-miss input, (1) put's one-pattern
 reader with four ``read_number`` calls as beanstalkd reads them, (2) ``parse_line``'s lookup by
 first byte with a scan of every prefix in beanstalkd's order, and (3) the reply bytes the node
-writes without building a reply (``translate.to_wire``) with the encoded reply, and (4) the
+writes without building a reply (``translate.to_wire``) with the encoded reply, (4) the
 parser's quick constructors of ``Put`` and ``PutHeader`` with the dataclasses' own: equal, equally
-hashed, every field set, and still frozen.
+hashed, every field set, and still frozen, and (5) a connection's short cut for a whole plain put
+(``ServerConnection._whole_put``) with its states' general path: the same stream fed whole
+(where the short cut reads what it can) and one byte at a time (where it never has a whole put
+before it).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from beanraft import protocol as p
 from beanraft.node import translate
 from beanraft.protocol import commands
 from beanraft.protocol.commands import ALL_COMMANDS, PutHeader, parse_line
+from beanraft.protocol.connection import NEED_DATA, ServerConnection
 from beanraft.protocol.fields import U32_MAX, FormatError, read_number
 from beanraft.protocol.requests import new_put
 
@@ -138,3 +142,65 @@ def test_the_parsers_put_header_is_the_dataclasss_header(pri, delay_s, ttr_s, si
         pri, delay_s, ttr_s, size, trailing)
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.size = size + 1
+
+
+def _events(stream: bytes, max_job_size: int, piece: int) -> tuple[list, bool, int]:
+    """What a fresh connection gives for ``stream`` fed ``piece`` bytes at a time, and the
+    state it is left in."""
+    conn = ServerConnection(max_job_size)
+    events = []
+    for at in range(0, len(stream), piece):
+        conn.receive_data(stream[at:at + piece])
+        while (event := conn.next_request()) is not NEED_DATA:
+            events.append(event)
+    return events, conn.in_put_body, conn.buffered_bytes
+
+
+_SPACES = st.sampled_from([b" ", b" ", b" ", b"  ", b"\t"])
+_DIGITS = st.one_of(st.integers(0, 300).map(lambda n: str(n).encode()),
+                    st.sampled_from([b"0", b"007", b"4294967295", b"4294967296", b"9999999999",
+                                     b"12345678901", b"", b"-1", b"+1"]))
+
+
+@st.composite
+def _put_streams(draw) -> bytes:
+    """Puts near the plain form (spacing, numbers, sizes, body ends, trailing text), each
+    followed by more input."""
+    stream = b""
+    for _ in range(draw(st.integers(1, 4))):
+        body = draw(st.binary(max_size=12))
+        size = draw(st.one_of(st.just(str(len(body)).encode()), _DIGITS))
+        numbers = [draw(_DIGITS) for _ in range(3)] + [size]
+        line = draw(st.sampled_from([b"put", b"put", b"put", b"Put", b"put-key"]))
+        for number in numbers:
+            line += draw(_SPACES) + number
+        line += draw(st.sampled_from([b"", b"", b"", b" ", b"x", b"\x00"]))
+        end = draw(st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\rx"]))
+        body_end = draw(st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"xy", b""]))
+        stream += line + end + body + body_end
+    return stream + draw(st.sampled_from([b"", b"use a\r\n", b"put 1 2 3", b"put 1 2 3 4\r\nab"]))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_put_streams(), st.sampled_from([0, 5, 12, 65535]))
+@example(b"put 1 2 3 2\r\nab\r\nput 4294967295 0 0 0\r\n\r\n", 65535)
+@example(b"put 4294967296 0 0 2\r\nab\r\n", 65535)
+@example(b"put 1 2 3 3\r\nab\r\n", 65535)
+@example(b"put 1 2 3 6\r\nabcdef\r\n", 5)
+@example(b"put 1 2 3 2\r\nabxy", 65535)
+def test_a_whole_plain_put_gives_what_the_general_path_gives(stream, max_job_size):
+    assert _events(stream, max_job_size, len(stream) or 1) == _events(stream, max_job_size, 1)
+
+
+def test_the_short_cut_reads_a_whole_plain_put_and_nothing_else():
+    conn = ServerConnection()
+    conn.receive_data(b"put 1 2 3 2\r\nab\r\nuse a\r\n")
+    assert conn._whole_put() == p.Put(1, 2, 3, b"ab")
+    assert conn.buffered_bytes == len(b"use a\r\n")
+    for partial in (b"put 1 2 3 2\r\nab\r", b"put 1 2 3 2\r\n", b"put 1  2 3 2\r\nab\r\n",
+                    b"put 1 2 3 2 \r\nab\r\n", b"put 1 2 3 2\r\nabc\r\n",
+                    b"put 4294967296 2 3 2\r\nab\r\n", b"put 1 2 3 70000\r\n"):
+        conn = ServerConnection()
+        conn.receive_data(partial)
+        assert conn._whole_put() is None, partial
+        assert conn.buffered_bytes == len(partial), partial
