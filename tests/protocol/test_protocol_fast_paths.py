@@ -5,10 +5,11 @@ reader with four ``read_number`` calls as beanstalkd reads them, (2) ``parse_lin
 first byte with a scan of every prefix in beanstalkd's order, and (3) the reply bytes the node
 writes without building a reply (``translate.to_wire``) with the encoded reply, (4) the
 parser's quick constructors of ``Put`` and ``PutHeader`` with the dataclasses' own: equal, equally
-hashed, every field set, and still frozen, and (5) a connection's short cut for a whole plain put
+hashed, every field set, and still frozen, (5) a connection's short cut for a whole plain put
 (``ServerConnection._whole_put``) with its states' general path: the same stream fed whole
 (where the short cut reads what it can) and one byte at a time (where it never has a whole put
-before it).
+before it), and (6) its short cut for plain ``delete`` and ``reserve-with-timeout`` lines with
+``parse_line``, which the general path hands every line to.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from beanraft import protocol as p
 from beanraft.node import translate
 from beanraft.protocol import commands
 from beanraft.protocol.commands import ALL_COMMANDS, PutHeader, parse_line
+from beanraft.protocol import connection as connection_module
 from beanraft.protocol.connection import NEED_DATA, ServerConnection
 from beanraft.protocol.fields import U32_MAX, FormatError, read_number
 from beanraft.protocol.requests import new_put
@@ -204,3 +206,43 @@ def test_the_short_cut_reads_a_whole_plain_put_and_nothing_else():
         conn.receive_data(partial)
         assert conn._whole_put() is None, partial
         assert conn.buffered_bytes == len(partial), partial
+
+
+_LINE_NUMBERS = st.one_of(_DIGITS, st.integers(0, 10**12).map(lambda n: str(n).encode()),
+                          st.sampled_from([b"2147483647", b"2147483648", b"999999999",
+                                           b"1000000000", b"0000000001", b"1x", b"1 "]))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.sampled_from([b"delete", b"reserve-with-timeout", b"Delete", b"delete-job",
+                        b"reserve-with-timeou", b"reserve"]),
+       st.sampled_from([b" ", b" ", b" ", b"  ", b"\t", b""]), _LINE_NUMBERS,
+       st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n\r\n", b" \r\n", b"\x00\r\n"]))
+@example(b"delete", b" ", b"123456789", b"\r\n")
+@example(b"reserve-with-timeout", b" ", b"999999999", b"\r\n")
+@example(b"reserve-with-timeout", b" ", b"4294967295", b"\r\n")
+def test_a_plain_delete_or_reserve_with_timeout_line_is_what_parse_line_makes_of_it(
+        word, space, number, end):
+    conn = ServerConnection()
+    conn.receive_data(word + space + number + end + b"use a\r\n")
+    line = (word + space + number + end)[:-2]
+    if b"\r" not in line:
+        assert conn.next_request() == parse_line(line)
+        assert conn.next_request() == p.Use("a")
+        assert conn.next_request() is NEED_DATA
+
+
+def test_the_short_cuts_read_their_lines_without_the_general_path(monkeypatch):
+    def general_path(line):
+        raise AssertionError(f"parse_line called for {line!r}")
+
+    monkeypatch.setattr(connection_module, "parse_line", general_path)
+    conn = ServerConnection()
+    conn.receive_data(b"delete 12\r\nreserve-with-timeout 007\r\nput 1 0 2 3\r\nabc\r\n"
+                      b"reserve\r\n")
+    assert conn.next_request() == p.Delete(12)
+    assert conn.next_request() == p.ReserveWithTimeout(7)
+    assert conn.next_request() == p.Put(1, 0, 2, b"abc")
+    assert conn.buffered_bytes == len(b"reserve\r\n")
+    with pytest.raises(AssertionError, match="reserve"):
+        conn.next_request()
