@@ -24,7 +24,7 @@ CLOSED   After ``quit``: input is ignored.
 Short cuts in COMMAND for a worker's and a producer's most frequent lines: a ``put`` in its
 plainest form (single spaces, at most ten digits per number) whose body has arrived whole, CRLF
 included, is read in one pattern match (``_whole_put``), and so are ``delete <id>`` and
-``reserve-with-timeout <seconds>`` with one space and at most nine digits (``_plain_line``).
+``reserve-with-timeout <seconds>`` with one space and at most nine digits (``_PLAIN_LINE``).
 They give exactly what the states above give for those bytes; anything else (another spacing, a
 number out of range, a body too big or not all there, no CRLF after it) goes through them.
 
