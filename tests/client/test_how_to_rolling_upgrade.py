@@ -85,8 +85,10 @@ class Shell:
 def test_the_rolling_upgrade_page_restarts_every_node_under_load_without_an_error(tmp_path):
     blocks = page_blocks()
     assert len(blocks) == 5 and blocks[0].startswith(FIRST_LINE + "\n")
-    client, raft = free_port_block(3), free_port_block(3)
-    http = free_port_block(3, avoid=range(client, client + 3))
+    # Three blocks apart: each is only checked free, not held, until the nodes bind them.
+    client = free_port_block(3)
+    raft = free_port_block(3, avoid=range(client, client + 3))
+    http = free_port_block(3, avoid=[*range(client, client + 3), *range(raft, raft + 3)])
     base = tmp_path / "br"
     blocks[0] = blocks[0].replace(FIRST_LINE, f"B={base} CLIENT={client} RAFT={raft} HTTP={http}")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
