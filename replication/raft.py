@@ -18,8 +18,8 @@ Theory of operation.
   while its followers write them. As it starts applying newly committed entries that a
   follower's client waits for, the leader sends the new commit index (``_tell_commit_first``),
   so that follower applies at the same time; any other commit index goes with the next round,
-  within ``COMMIT_TELL_WITHIN_S`` (``commit_tell.py``). A follower's loop hears of an apply at once only while
-  something there waits for one (``_notify_applied``).
+  within ``COMMIT_TELL_WITHIN_S`` (``commit_tell.py``). A follower's loop hears of an apply at
+  once only while something there waits for one (``_notify_applied``).
 * Peer connections are ours (``peer_link.py``): linear in the bytes they move, big messages in
   sealed fragments that small acknowledgements may pass, each fragment from the leader counted
   as a heartbeat; messages sealed with AES-GCM under the cluster secret (``peer_crypto.py``)
@@ -29,8 +29,8 @@ Theory of operation.
   (``entries.call_command``), the leader patches its stamp in place (``restamp_command``), and a
   committed command is applied by decoding the batch straight from its bytes (``_apply_command``).
 * Snapshots use our own codec (``jobs`` snapshot bytes inside ``snapshot_file``), never pickle,
-  and are written by a forked child (``snapshot_writer.py``): the tick thread only forks. When a
-  node takes one is ``snapshots.py``'s.
+  and are written by a forked child (``snapshot_writer.py``): the tick thread only forks.
+  ``snapshots.py`` decides when a node takes one.
 * A member campaigns only after a majority granted it a pre-vote (``prevote.py``): a member that
   was cut off cannot depose a healthy leader when it comes back.
 * Time is the leader's: it stamps every entry as it appends it to its log (``_stamp_on_append``,
