@@ -75,6 +75,8 @@ from .waiting import serve, stop_wait, wake
 
 # One dispatch table: beanstalkd's commands, then the extensions and the admin commands.
 _HANDLERS = {**handlers.HANDLERS, **extensions.HANDLERS, **admin.HANDLERS}
+# The ops that every command is compared with, read once: ``Op.X`` costs a class lookup each time.
+_OPEN, _CLOSE, _END_WAIT = Op.OPEN, Op.CLOSE, Op.END_WAIT
 
 
 class Machine(State):
@@ -131,10 +133,10 @@ class Machine(State):
         op = OPS[op]
         if op in SESSIONLESS:
             return self._cluster_command(op, args)
-        if op is Op.END_WAIT and self.rules < 3:
+        if op is _END_WAIT and self.rules < 3:
             return ("ERROR", "unknown op")  # as the code before version 3 answers it
         session = self.sessions.get(sid)
-        if op == Op.OPEN and session is None:
+        if op is _OPEN and session is None:
             return self._open(sid, seq)
         if session is None or (self.detached and sid in self.detached):
             return GONE
@@ -144,12 +146,12 @@ class Machine(State):
                 return cached
             if seq <= session.seq_floor:
                 return ("ERROR", "seq already forgotten; the command may have been applied")
-        if op == Op.OPEN:
+        if op is _OPEN:
             return ("ERROR", "session already open")
-        if session.wait_ticket and op != Op.CLOSE and op != Op.END_WAIT:
+        if session.wait_ticket and op is not _CLOSE and op is not _END_WAIT:
             return ERROR_WAITING
         reply = _HANDLERS[op](self, session, *args)
-        if seq and op != Op.CLOSE:
+        if seq and op is not _CLOSE:
             self._remember(session, seq, reply)
             if reply is WAITING:
                 session.wait_seq = seq  # finish_wait replaces the cached reply by the outcome
