@@ -16,7 +16,7 @@ from polling import until
 
 from beanraft.node.app import Node
 from beanraft.node.config import NodeConfig
-from beanraft.node.connection import UNLOGGED_POLL_S
+from beanraft.node.reserving import UNLOGGED_POLL_S
 
 REPLY_S = 10.0
 WORKERS = 20
