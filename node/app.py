@@ -13,7 +13,7 @@ import sys
 import time
 
 from beanraft.jobs.commands import Op
-from beanraft.replication.batcher import GroupCommit, OutcomeUnknown
+from beanraft.replication.batcher import CLUSTER_INFLIGHT, GroupCommit, OutcomeUnknown
 from beanraft.replication.membership import MembershipError, load_members
 from beanraft.replication.raft import RaftConfig, RaftNode
 from beanraft.replication.standing import MEMBER
@@ -118,7 +118,8 @@ class Node:
         self.raft.add_listener(self._nudge_pulse)
         self.raft.add_listener(self._check_epoch)
         self.raft.start()
-        self.commit = GroupCommit(self.raft, commit_timeout_s=cfg.commit_timeout_s)
+        self.commit = GroupCommit(self.raft, commit_timeout_s=cfg.commit_timeout_s,
+                                  max_inflight=CLUSTER_INFLIGHT)
         if cfg.http:
             from .http import start_http
             self.http = await start_http(self, cfg.http)

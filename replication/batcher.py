@@ -3,14 +3,22 @@
 Theory of operation. ``submit`` queues a command and returns a future for its reply. While fewer
 than ``max_inflight`` batches are in flight, the queue is flushed on the next loop iteration, so a
 lone command goes out at once (low latency) and commands that arrive while a batch is being
-committed pile up into the next one (high throughput). One batch is in flight at a time
-(``max_inflight=1``): a batch retried after a leader change must not be overtaken by a later one,
-or a session's commands could apply out of order (a put before its session's open). A later
-batch proposed while an earlier one is in flight can overtake it whenever the earlier one is
-dropped before it reaches a leader's log (a forward lost with its peer connection, a leader
-that steps down between the two), and the state machine does not refuse a seq that comes
-before one it applied. Three batches in flight were measured anyway and gained nothing: the
-node's two threads already keep one core busy (docs/reference/performance.md).
+committed pile up into the next one (high throughput).
+
+A session's commands must apply in the order it sent them (a put after its session's open, a
+delete after the put), and a batch can be overtaken by one proposed after it: whenever the
+earlier one is dropped before it reaches a leader's log (a forward lost with its peer
+connection, a leader that steps down between the two) and is proposed again, and the state
+machine does not refuse a seq that comes before one it applied. So **a session has commands in
+one batch in flight at most**: a batch takes only the commands of sessions with nothing in
+flight, and the others wait in the queue, in their order, for the next batch after their own
+(``_take_batch``). Batches of different sessions may then commit in any order, which a client
+cannot tell from commands that were concurrent anyway (none has its reply). The node's own
+commands (TICK, REGISTER, RULES, DROP_NODE) carry session 0 and take their turns as one session.
+A cluster's node keeps two batches in flight (``CLUSTER_INFLIGHT``): while one is being
+replicated, the commands of the clients that were answered first go out in the next, instead of
+waiting a whole commit for it (measured: docs/reference/performance.md). A lone node keeps one
+(``keeps_proposals``): it is bound by its CPU, and a second batch gained nothing there.
 
 A batch whose outcome is unknown (leader change, lost forward, our own per-try timeout) is
 proposed again unchanged: every command carries its session's sequence number and the state
@@ -49,6 +57,7 @@ RETRY_MAX_S = 0.05  # the longest pause between two tries of a batch
 # one command at a time would only wait for the hand-over (~0.1 ms measured) with nothing to
 # overlap it with.
 OVERLAP_COMMANDS = 4
+CLUSTER_INFLIGHT = 2  # batches a cluster's node keeps in flight (module doc)
 
 
 class OutcomeUnknown(Exception):
@@ -70,6 +79,7 @@ class GroupCommit:
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._pending_bytes = 0  # the weight of ``_pending`` (see COMMAND_BYTES)
         self._inflight = 0
+        self._busy: set[int] = set()  # sessions with commands in a batch in flight
         self._scheduled = False
         self._loop = raft.loop
         self._tasks: set[asyncio.Task] = set()
@@ -86,8 +96,12 @@ class GroupCommit:
             self._schedule()
         return fut
 
+    def _limit(self) -> int:
+        """Batches that may be in flight now: one on a node whose proposals never get lost."""
+        return 1 if self.raft.keeps_proposals else self.max_inflight
+
     def _schedule(self) -> None:
-        if not self._scheduled and self._pending and self._inflight < self.max_inflight:
+        if not self._scheduled and self._pending and self._inflight < self._limit():
             self._scheduled = True
             self._loop.call_soon(self._flush)
 
@@ -99,8 +113,11 @@ class GroupCommit:
 
     def _flush(self) -> None:
         self._scheduled = False
-        while self._pending and self._inflight < self.max_inflight:
+        limit = self._limit()
+        while self._pending and self._inflight < limit:
             batch = self._take_batch()
+            if not batch:
+                return  # every session queued has a batch in flight: the next is theirs
             self._inflight += 1
             commands = [c for c, _f in batch]
             started = time.monotonic()
@@ -173,17 +190,28 @@ class GroupCommit:
         return True
 
     def _take_batch(self) -> list[tuple[tuple, asyncio.Future]]:
-        pending = self._pending
-        if len(pending) <= self.max_batch and self._pending_bytes <= self.max_batch_bytes:
+        """The next batch: queued commands in order, up to ``max_batch`` and
+        ``max_batch_bytes``, of sessions with no command in flight; they join ``_busy``."""
+        pending, busy = self._pending, self._busy
+        if (not busy and len(pending) <= self.max_batch
+                and self._pending_bytes <= self.max_batch_bytes):
             self._pending, self._pending_bytes = [], 0  # the usual case: everything queued
+            for command, _fut in pending:
+                busy.add(command[1])
             return pending
-        size, count = 0, 0
-        for command, _fut in pending:
-            size += _weight(command)
-            count += 1
-            if count >= self.max_batch or size >= self.max_batch_bytes:
-                break
-        batch, self._pending = pending[:count], pending[count:]
+        batch, kept, size = [], [], 0
+        full = False
+        for item in pending:
+            if full or item[0][1] in busy:
+                kept.append(item)  # its turn comes after the batch in flight that holds its session
+                continue
+            batch.append(item)
+            size += _weight(item[0])
+            if len(batch) >= self.max_batch or size >= self.max_batch_bytes:
+                full = True
+        for command, _fut in batch:
+            busy.add(command[1])
+        self._pending = kept
         self._pending_bytes -= size
         return batch
 
@@ -206,6 +234,9 @@ class GroupCommit:
 
     def _finish(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
         """The batch is out of flight, committed or not: count it and take the next one."""
+        busy = self._busy
+        for command, _fut in batch:
+            busy.discard(command[1])
         self._inflight -= 1
         self.batches += 1
         self.commands += len(batch)

@@ -9,12 +9,16 @@ real Raft node behind it is driven by tests/replication/test_replication_upstrea
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from raft_trio import until
 
+from beanraft.replication import batcher
 from beanraft.replication.batcher import GroupCommit, OutcomeUnknown
 from beanraft.replication.bridge import CommitError
 from beanraft.replication.codec import decode_entry
@@ -193,3 +197,131 @@ def test_a_batch_stops_at_its_byte_bound_and_the_rest_goes_in_the_next():
         assert await small == ("DELETED",)
 
     asyncio.run(scenario())
+
+
+def _answer(proposal, ok: bool = True) -> None:
+    """Answer a recorded try: a reply per command naming its seq, or a leader change."""
+    commands, answer = proposal
+    if ok:
+        answer([("DELETED", command[2]) for command in commands], None)
+    else:
+        answer(None, CommitError(5))
+
+
+def test_with_two_batches_in_flight_a_session_waits_for_the_batch_that_holds_it():
+    async def scenario():
+        raft = RecordingRaft(asyncio.get_running_loop())
+        commit = GroupCommit(raft, max_inflight=2, try_timeout_s=5.0)
+        first = [commit.submit((9, sid, 1, 7)) for sid in (1, 2)]
+        await _proposals(raft, 1)
+        later = [commit.submit((9, 1, 2, 7)), commit.submit((9, 3, 1, 7))]
+        await _proposals(raft, 2)
+        assert raft.proposals[1][0] == [(9, 3, 1, 7)]  # session 1 has a batch in flight
+        _answer(raft.proposals[1])
+        assert await later[1] == ("DELETED", 1)
+        await asyncio.sleep(0.01)
+        assert len(raft.proposals) == 2 and not later[0].done()  # still behind its first batch
+        _answer(raft.proposals[0])
+        assert [await f for f in first] == [("DELETED", 1)] * 2
+        await _proposals(raft, 3)
+        assert raft.proposals[2][0] == [(9, 1, 2, 7)]
+        _answer(raft.proposals[2])
+        assert await later[0] == ("DELETED", 2)
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_proposed_again_keeps_its_sessions_later_commands_behind_it():
+    # The overtaking that one batch in flight used to prevent: the first batch is refused (its
+    # leader stepped down) while a second commits. Session 1's next command must not go out
+    # before session 1's first has committed on a later try.
+    async def scenario():
+        raft = RecordingRaft(asyncio.get_running_loop())
+        commit = GroupCommit(raft, max_inflight=2, try_timeout_s=5.0)
+        opened = commit.submit((1, 1, 1))  # session 1's OPEN
+        await _proposals(raft, 1)
+        put = commit.submit((3, 1, 2, 0, 0, 60, b"x"))
+        other = commit.submit((9, 2, 1, 7))
+        await _proposals(raft, 2)
+        assert raft.proposals[1][0] == [(9, 2, 1, 7)]
+        _answer(raft.proposals[0], ok=False)  # the OPEN's try is lost
+        _answer(raft.proposals[1])
+        assert await other == ("DELETED", 1)
+        await _proposals(raft, 3)
+        assert raft.proposals[2][0] == [(1, 1, 1)]  # the OPEN again, and the put still waits
+        await asyncio.sleep(0.05)
+        assert len(raft.proposals) == 3 and not put.done()
+        _answer(raft.proposals[2])
+        assert await opened == ("DELETED", 1)
+        await _proposals(raft, 4)
+        assert raft.proposals[3][0] == [(3, 1, 2, 0, 0, 60, b"x")]
+        _answer(raft.proposals[3])
+        assert await put == ("DELETED", 2)
+
+    asyncio.run(scenario())
+
+
+_STEPS = st.lists(st.tuples(st.sampled_from(["submit", "submit", "commit", "refuse"]),
+                            st.integers(0, 4)), max_size=40)
+
+
+@settings(max_examples=120, deadline=None)
+@given(steps=_STEPS)
+def test_any_order_of_answers_keeps_every_sessions_commands_in_order(steps):
+    # Sessions 0-4 submit commands; tries are committed or refused in a random order. However
+    # that goes, two tries out at once never hold the same session, each session's commands are
+    # first proposed and committed in the order it sent them, and every command ends with its
+    # own reply.
+    async def scenario():
+        raft = RecordingRaft(asyncio.get_running_loop())
+        commit = GroupCommit(raft, max_inflight=2, try_timeout_s=60.0, commit_timeout_s=600.0)
+        seqs, futs, answered = collections.Counter(), [], set()
+        committed = collections.defaultdict(list)
+
+        async def answer(pick: int, ok: bool) -> None:
+            out = [i for i in range(len(raft.proposals)) if i not in answered]
+            if out:
+                index = out[pick % len(out)]
+                answered.add(index)
+                if ok:
+                    for command in raft.proposals[index][0]:
+                        committed[command[1]].append(command[2])
+                _answer(raft.proposals[index], ok)
+            for _ in range(6):  # the try's callback, a retry's task and its pause
+                await asyncio.sleep(0)
+
+        def check() -> None:
+            out = [{c[1] for c in raft.proposals[i][0]}
+                   for i in range(len(raft.proposals)) if i not in answered]
+            assert sum(len(sids) for sids in out) == len(set().union(*out))
+            first = collections.defaultdict(list)
+            seen = set()
+            for commands, _ in raft.proposals:
+                for command in commands:
+                    if command[1:3] not in seen:
+                        seen.add(command[1:3])
+                        first[command[1]].append(command[2])
+            for sid, order in first.items():
+                assert order == list(range(1, len(order) + 1)), (sid, order)
+            for sid, order in committed.items():
+                assert order == sorted(order), (sid, order)
+
+        for action, number in steps:
+            if action == "submit":
+                seqs[number] += 1
+                futs.append((number, seqs[number], commit.submit((9, number, seqs[number], 7))))
+                for _ in range(2):
+                    await asyncio.sleep(0)
+            else:
+                await answer(number, action == "commit")
+            check()
+        for _ in range(200):
+            if all(f.done() for _s, _q, f in futs):
+                break
+            await answer(0, True)
+            check()
+        assert [f.result() for _s, _q, f in futs] == [("DELETED", seq) for _s, seq, _f in futs]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(batcher, "RETRY_FIRST_S", 0.0)  # a refused try goes out again at once
+        asyncio.run(scenario())
