@@ -9,6 +9,11 @@ Theory of operation.
   acknowledged the whole log, the leader sends TimeoutNow; the target starts an election at
   once and wins it (no log is longer than its own), and the old leader steps down when the
   target's vote request reaches it.
+* The target can still lose: a member added moments ago may not be connected to the others
+  yet, so its vote requests reach the old leader alone, and a later election puts the old
+  leader back. Once this node leads again at a term above the one it asked at, the transfer
+  goes on: it picks a caught-up follower again, one that has not lost an election in this
+  transfer first (when no target was named), until its deadline.
 * What is held is bounded in count: at most ``MAX_HELD_PROPOSALS`` of its own proposals and
   ``MAX_HELD_FORWARDS`` forwarded commands. Past a bound a command is refused at once with
   pysyncobj's own answer to a full queue (``QUEUE_FULL``): its group commit proposes it again a
@@ -34,7 +39,7 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from pysyncobj.config import FAIL_REASON
@@ -49,10 +54,10 @@ REQUEST, DONE = "br_xfer_req", "br_xfer_done"
 DEFAULT_TIMEOUT_S = 5.0
 CATCH_UP_SHARE = 0.5  # of the timeout, at most, for the target to acknowledge the whole log
 MAX_HELD_FORWARDS = 100_000  # forwarded commands held during a transfer (pysyncobj's queue size)
-# Own proposals held during a transfer. This node's group commit has one batch (at most 1 MiB of
-# commands) in flight and tries it again no sooner than every 2 s, so the longest transfer the
-# endpoint allows (60 s) holds about 30 of them; the bound is twice that.
-MAX_HELD_PROPOSALS = 64
+# Own proposals held during a transfer. This node's group commit has at most two batches (each at
+# most 1 MiB of commands) in flight and tries each again no sooner than every 2 s, so the longest
+# transfer the endpoint allows (60 s) holds about 60 of them; the bound is twice that.
+MAX_HELD_PROPOSALS = 128
 
 # Why a transfer did not happen (TransferError.code); docs/reference/http.md lists them.
 NO_LEADER = forwarding.NO_LEADER
@@ -96,6 +101,8 @@ class _Run:
     catch_up_until: float
     until: float
     sent_to: str | None = None  # the target TimeoutNow went to
+    sent_term: int = 0  # this node's term when it sent TimeoutNow
+    lost: set = field(default_factory=set)  # targets that lost their election in this transfer
 
 
 class Transfers:
@@ -225,9 +232,9 @@ class Transfers:
                 # Nobody to hand over to (a whole cluster stopping): say so now, not at the deadline.
                 self._finish(TransferError(NOT_CAUGHT_UP, "no other member is connected"))
                 return
-            target = self._caught_up(run.to, last, peers)
+            target = self._caught_up(run.to, last, peers, run.lost)
             if target is not None:
-                run.sent_to = str(target)
+                run.sent_to, run.sent_term = str(target), sync.raftCurrentTerm
                 sync.transferLeadership(target, self._on_sent)
             elif now > run.catch_up_until:
                 self._finish(TransferError(NOT_CAUGHT_UP, self._lag(run.to, now - run.started)))
@@ -236,6 +243,11 @@ class Transfers:
         if not seam.is_leader(sync) and leader is not None:
             self._finish(Transferred(previous=str(sync.selfNode), leader=str(leader),
                                      elapsed_s=round(now - run.started, 3)))
+        elif seam.is_leader(sync) and sync.raftCurrentTerm > run.sent_term:
+            log.info("leadership transfer: %s lost its election and this node leads again "
+                     "(term %d); asking again", run.sent_to, sync.raftCurrentTerm)
+            run.lost.add(run.sent_to)
+            run.sent_to = None  # the next tick picks a caught-up follower again
         elif seam.is_leader(sync) and not self._progress()[1].get(run.sent_to, (False, 0))[0]:
             self._finish(TransferError(TIMEOUT, f"{run.sent_to} was asked to take over and "
                                        "went away before it did"))
@@ -258,12 +270,15 @@ class Transfers:
                  for key, value in raw.items() if key.startswith(prefix)}
         return last, peers
 
-    def _caught_up(self, to: str | None, last: int, peers: dict):
+    def _caught_up(self, to: str | None, last: int, peers: dict, lost: set = frozenset()):
+        """A connected follower that holds the whole log (``to``, if named), one that has not
+        lost an election in this transfer first; None if there is none."""
         ready = sorted(address for address, (connected, match) in peers.items()
                        if connected and match >= last and (to is None or address == to))
         if not ready:
             return None
-        return next(n for n in self._sync.otherNodes if str(n) == ready[0])
+        pick = next((address for address in ready if address not in lost), ready[0])
+        return next(n for n in self._sync.otherNodes if str(n) == pick)
 
     def _lag(self, to: str | None, waited_s: float) -> str:
         last, peers = self._progress()
