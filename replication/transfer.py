@@ -270,7 +270,7 @@ class Transfers:
                  for key, value in raw.items() if key.startswith(prefix)}
         return last, peers
 
-    def _caught_up(self, to: str | None, last: int, peers: dict, lost: set = frozenset()):
+    def _caught_up(self, to: str | None, last: int, peers: dict, lost: set):
         """A connected follower that holds the whole log (``to``, if named), one that has not
         lost an election in this transfer first; None if there is none."""
         ready = sorted(address for address, (connected, match) in peers.items()
